@@ -1,0 +1,79 @@
+"""SomaSync: a self-organizing mesh that broadcasts Ed25519-signed messages to every node.
+
+Quick start::
+
+    from somasync import SynapseNodeBuilder, MessageType, Peer
+
+    node, messages, events = (SynapseNodeBuilder()
+        .with_node_id("node-1")
+        .with_bind_address("127.0.0.1:8080")
+        .build())
+    await node.add_peer(Peer("node-2", "127.0.0.1:8081"))
+    async with node:
+        await node.broadcast_message(
+            MessageType.Alert(level="critical", message="APT detected", details=None))
+        async for message in messages:
+            ...
+"""
+
+from somasync.aio.channel import Stream as Stream
+from somasync.aio.node import (
+    NodeStats as NodeStats,
+    Peer as Peer,
+    PeerStats as PeerStats,
+    SynapseNode as SynapseNode,
+)
+from somasync.config import GossipConfig as GossipConfig, NodeConfig as NodeConfig
+from somasync.core.crypto import Identity as Identity
+from somasync.core.endpoint import EndpointStatistics as EndpointStatistics
+from somasync.core.payload import MessageType as MessageType
+from somasync.errors import (
+    ConfigError as ConfigError,
+    DecodeError as DecodeError,
+    NodeStateError as NodeStateError,
+    SignatureError as SignatureError,
+    SomaSyncError as SomaSyncError,
+    TransportError as TransportError,
+)
+from somasync.events import (
+    DeliveryDropped as DeliveryDropped,
+    FrameRejected as FrameRejected,
+    MessageReceived as MessageReceived,
+    PeerConnected as PeerConnected,
+    PeerDisconnected as PeerDisconnected,
+    RejectReason as RejectReason,
+    SynapseEvent as SynapseEvent,
+)
+from somasync.message import Message as Message
+from somasync.node import SynapseNodeBuilder as SynapseNodeBuilder
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DecodeError",
+    "DeliveryDropped",
+    "EndpointStatistics",
+    "FrameRejected",
+    "GossipConfig",
+    "Identity",
+    "Message",
+    "MessageReceived",
+    "MessageType",
+    "NodeConfig",
+    "NodeStateError",
+    "NodeStats",
+    "Peer",
+    "PeerConnected",
+    "PeerDisconnected",
+    "PeerStats",
+    "RejectReason",
+    "SignatureError",
+    "SomaSyncError",
+    "Stream",
+    "SynapseEvent",
+    "SynapseNode",
+    "SynapseNodeBuilder",
+    "TransportError",
+    "__version__",
+]

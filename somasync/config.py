@@ -1,0 +1,282 @@
+"""Configuration: frozen dataclasses, one docstring per field, and named presets.
+
+Every field says its unit and why its default was chosen. Invalid values raise
+:class:`~somasync.errors.ConfigError` naming the field, at construction time, so a bad
+configuration fails before a node touches the network.
+
+Presets follow memberlist's ``DefaultLANConfig`` idea: :meth:`GossipConfig.lan` is the
+default, :meth:`GossipConfig.wan` trades speed for tolerance of slow links, and
+:meth:`GossipConfig.local` makes tests and demos on one host converge quickly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from somasync.errors import ConfigError
+
+__all__ = ["GossipConfig", "NodeConfig", "parse_address"]
+
+#: Largest frame a node will ever accept, whatever the configuration says (64 MiB).
+FRAME_HARD_LIMIT = 64 * 1024 * 1024
+
+
+def _require(condition: bool, field_name: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(field_name, message)
+
+
+def _positive_int(value: Any, field_name: str, *, minimum: int = 1) -> None:
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        field_name,
+        f"must be an integer >= {minimum}, got {value!r}",
+    )
+
+
+def _positive_float(value: Any, field_name: str, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    bound = ">= 0" if allow_zero else "> 0"
+    _require(ok, field_name, f"must be a finite number {bound} (seconds), got {value!r}")
+
+
+def parse_address(address: str, field_name: str = "address") -> tuple[str, int]:
+    """Split ``"host:port"`` (or ``"[v6]:port"``) into ``(host, port)``.
+
+    Raises:
+        ConfigError: naming ``field_name`` when the text is not a host and a port 0-65535.
+    """
+    if not isinstance(address, str) or ":" not in address:
+        raise ConfigError(field_name, f"expected 'host:port', got {address!r}")
+    host, _, port_text = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(field_name, f"expected 'host:port' with port 0-65535, got {address!r}")
+    return host, int(port_text)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GossipConfig:
+    """How messages spread, how long they are remembered, and how much a peer may send.
+
+    These settings drive the sans-IO core (:class:`somasync.core.endpoint.Endpoint`); the
+    same object configures a single-process node, each worker of a sharded node, and every
+    virtual node of the simulator.
+    """
+
+    fanout: int = 4
+    """Neighbours a received message is forwarded to (chosen at random, never the sender).
+
+    Push gossip reaches every node with high probability when fanout >= ln(N) + c; 4 covers
+    meshes of tens of nodes per hop, and anti-entropy repairs the rare miss. A node's own
+    broadcasts go to *every* neighbour (flood publish), as in gossipsub."""
+
+    max_hops: int = 16
+    """A message that has travelled this many hops is delivered but not forwarded further.
+
+    Bounds the damage of a forwarding loop; 16 hops reaches 4^16 nodes at fanout 4."""
+
+    seen_cache_size: int = 100_000
+    """Message ids remembered for de-duplication (entries; about 100 bytes each).
+
+    Must cover every message that can still arrive; 100k ids at 1k msg/s is 100 s."""
+
+    seen_ttl: float = 600.0
+    """Seconds a message id stays in the seen cache. Longer than ``max_message_age`` so a
+    message still held by a peer's store is never accepted twice."""
+
+    max_stored_messages: int = 10_000
+    """Recent messages kept for anti-entropy (the catch-up store). Oldest go first.
+
+    10k messages of 1 KiB is about 10 MiB per node: enough for minutes of alert traffic."""
+
+    max_message_age: float = 300.0
+    """Seconds a message stays in the catch-up store. A node disconnected for longer than
+    this misses what was sent before; 5 min covers restarts and short partitions."""
+
+    anti_entropy_interval: float = 2.0
+    """Seconds between digest exchanges with one random neighbour (push-pull).
+
+    Digests also go out at once when a link comes up, so a reconnecting node does not wait
+    for this timer. 2 s keeps the cost near zero (one small frame per interval)."""
+
+    anti_entropy_batch: int = 1024
+    """Most messages one digest reply carries; the rest follow in the next rounds."""
+
+    max_digest_streams: int = 1024
+    """Most origins (streams) described in one digest frame; more rotate across rounds."""
+
+    max_streams: int = 10_000
+    """Origins whose sequence numbers a node tracks; the least recently active is dropped
+    first (a dropped origin is re-learnt from its next message)."""
+
+    gap_timeout: float = 30.0
+    """Seconds a hole in an origin's sequence numbers is asked for before it is given up
+    (the message may never have been sent, or has expired everywhere)."""
+
+    max_frame: int = 1024 * 1024
+    """Largest frame accepted, in bytes, checked against the length prefix before any
+    allocation. 1 MiB fits large IOC batches; a bigger claim closes the connection."""
+
+    link_queue_bytes: int = 8 * 1024 * 1024
+    """Bytes queued for one slow peer before its lowest-priority frames are dropped (and
+    counted). Keeps a stalled peer from growing memory without bound; anti-entropy
+    repairs what it misses once it drains."""
+
+    require_signatures: bool = True
+    """Reject data messages that carry no signature. Unsigned alerts are trivially forged,
+    so this is on unless a deployment explicitly decides otherwise."""
+
+    trusted_keys: frozenset[bytes] | None = None
+    """Ed25519 public keys (32 bytes each) whose messages are accepted; ``None`` accepts
+    any valid signature (the ``open`` trust policy)."""
+
+    max_clock_skew: float = 60.0
+    """Seconds an origin's timestamp may lie in the future before the message is rejected.
+    Clocks of healthy hosts agree within a second; 60 s tolerates a badly kept one."""
+
+    def __post_init__(self) -> None:
+        _positive_int(self.fanout, "gossip.fanout")
+        _positive_int(self.max_hops, "gossip.max_hops")
+        _require(self.max_hops <= 255, "gossip.max_hops", "must be <= 255 (one byte on the wire)")
+        _positive_int(self.seen_cache_size, "gossip.seen_cache_size")
+        _positive_float(self.seen_ttl, "gossip.seen_ttl")
+        _positive_int(self.max_stored_messages, "gossip.max_stored_messages", minimum=0)
+        _positive_float(self.max_message_age, "gossip.max_message_age")
+        _positive_float(self.anti_entropy_interval, "gossip.anti_entropy_interval")
+        _positive_int(self.anti_entropy_batch, "gossip.anti_entropy_batch")
+        _positive_int(self.max_digest_streams, "gossip.max_digest_streams")
+        _positive_int(self.max_streams, "gossip.max_streams")
+        _positive_float(self.gap_timeout, "gossip.gap_timeout")
+        _positive_int(self.max_frame, "gossip.max_frame", minimum=1024)
+        _require(
+            self.max_frame <= FRAME_HARD_LIMIT,
+            "gossip.max_frame",
+            f"must be <= {FRAME_HARD_LIMIT} bytes",
+        )
+        _positive_int(self.link_queue_bytes, "gossip.link_queue_bytes", minimum=self.max_frame)
+        _positive_float(self.max_clock_skew, "gossip.max_clock_skew", allow_zero=True)
+        _require(
+            isinstance(self.require_signatures, bool),
+            "gossip.require_signatures",
+            "must be a bool",
+        )
+        if self.trusted_keys is not None:
+            _require(
+                isinstance(self.trusted_keys, frozenset)
+                and all(isinstance(k, bytes) and len(k) == 32 for k in self.trusted_keys),
+                "gossip.trusted_keys",
+                "must be a frozenset of 32-byte Ed25519 public keys, or None",
+            )
+
+    def replace(self, **changes: Any) -> GossipConfig:
+        """Return a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def lan(cls) -> GossipConfig:
+        """Defaults for one data centre or LAN (sub-millisecond to few-ms links)."""
+        return cls()
+
+    @classmethod
+    def wan(cls) -> GossipConfig:
+        """Defaults for links across regions: more fanout, slower anti-entropy, more skew."""
+        return cls(fanout=6, anti_entropy_interval=10.0, max_clock_skew=300.0, gap_timeout=120.0)
+
+    @classmethod
+    def local(cls) -> GossipConfig:
+        """Defaults for tests and demos on one host: fast anti-entropy, small caches."""
+        return cls(
+            anti_entropy_interval=0.25,
+            seen_cache_size=20_000,
+            max_stored_messages=5_000,
+            gap_timeout=5.0,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    """Everything a single node needs: identity, addresses, timeouts and gossip settings."""
+
+    node_id: str = "somasync-node"
+    """Human-readable node name, carried in every message this node originates as its
+    ``source``. 1-255 bytes of UTF-8."""
+
+    bind_address: str = "127.0.0.1:0"
+    """``host:port`` to listen on. Port 0 lets the OS choose (read it back with
+    ``node.listen_address`` after start); loopback by default so nothing is exposed
+    unless asked."""
+
+    bootstrap_peers: tuple[str, ...] = ()
+    """``host:port`` addresses dialled at start and re-dialled after failures."""
+
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+    """Protocol settings, see :class:`GossipConfig`."""
+
+    connect_timeout: float = 5.0
+    """Seconds a TCP connect may take before it counts as failed."""
+
+    handshake_timeout: float = 5.0
+    """Seconds a new connection has to identify itself (HELLO) before it is closed."""
+
+    reconnect_initial_delay: float = 0.05
+    """Seconds before the first re-dial of a lost peer; doubles per failure (with jitter)."""
+
+    reconnect_max_delay: float = 5.0
+    """Upper bound on the re-dial delay, so a healed peer is found again within seconds."""
+
+    max_connections: int = 1024
+    """Open connections (inbound + outbound) before new inbound ones are refused."""
+
+    delivery_queue_size: int = 100_000
+    """Messages buffered for the application's ``messages`` iterator. When the application
+    falls this far behind, further deliveries are dropped and counted in the stats."""
+
+    event_queue_size: int = 10_000
+    """Events buffered for the application's ``events`` iterator (dropped and counted
+    beyond that)."""
+
+    sign_outgoing: bool = True
+    """Sign every message this node originates with its own key."""
+
+    workers: int = 0
+    """Worker processes (0 = everything in the caller's event loop)."""
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.node_id, str) and 0 < len(self.node_id.encode()) <= 255,
+            "node_id",
+            f"must be 1-255 bytes of UTF-8, got {self.node_id!r}",
+        )
+        parse_address(self.bind_address, "bind_address")
+        _require(isinstance(self.bootstrap_peers, tuple), "bootstrap_peers", "must be a tuple")
+        for address in self.bootstrap_peers:
+            parse_address(address, "bootstrap_peers")
+        _require(isinstance(self.gossip, GossipConfig), "gossip", "must be a GossipConfig")
+        _positive_float(self.connect_timeout, "connect_timeout")
+        _positive_float(self.handshake_timeout, "handshake_timeout")
+        _positive_float(self.reconnect_initial_delay, "reconnect_initial_delay")
+        _positive_float(self.reconnect_max_delay, "reconnect_max_delay")
+        _require(
+            self.reconnect_max_delay >= self.reconnect_initial_delay,
+            "reconnect_max_delay",
+            "must be >= reconnect_initial_delay",
+        )
+        _positive_int(self.max_connections, "max_connections")
+        _positive_int(self.delivery_queue_size, "delivery_queue_size")
+        _positive_int(self.event_queue_size, "event_queue_size")
+        _require(
+            isinstance(self.workers, int) and not isinstance(self.workers, bool)
+            and self.workers >= 0,
+            "workers",
+            f"must be an integer >= 0, got {self.workers!r}",
+        )
+
+    def replace(self, **changes: Any) -> NodeConfig:
+        """Return a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)

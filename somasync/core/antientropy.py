@@ -1,0 +1,226 @@
+"""Anti-entropy: which sequence numbers of each stream a node has, and the catch-up store.
+
+A stream is one origin's run of messages ``(origin key, source)``; its sequence numbers
+count up by one. Each node keeps, per stream, the closed intervals of sequence numbers it
+has delivered (:class:`SequenceTracker`) and a bounded store of recent messages
+(:class:`MessageStore`). Neighbours exchange their intervals (a DIGEST); each side then
+sends the stored messages the other lacks, so a node that was disconnected, restarted or
+partitioned catches up without re-sending what it already has.
+
+Holes that no neighbour can fill (a message never sent, or expired everywhere) are given
+up after ``gap_timeout`` so that digests stay short and nobody asks forever.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from somasync.core.wire import Envelope, StreamKey
+
+__all__ = ["MessageStore", "SequenceTracker", "StreamTable", "covers", "lacks_any"]
+
+#: Most intervals (runs with holes between them) tracked per stream; more merge the
+#: oldest hole away. Gossip over a healthy mesh rarely opens more than a handful.
+MAX_INTERVALS = 64
+
+
+class SequenceTracker:
+    """The set of delivered sequence numbers of one stream, as sorted closed intervals."""
+
+    __slots__ = ("_gap_opened", "_his", "_los")
+
+    def __init__(self) -> None:
+        self._los: list[int] = []
+        self._his: list[int] = []
+        # _gap_opened[i]: when the hole between interval i and i + 1 was first seen.
+        self._gap_opened: list[float] = []
+
+    def __contains__(self, sequence: int) -> bool:
+        i = bisect.bisect_right(self._los, sequence) - 1
+        return i >= 0 and sequence <= self._his[i]
+
+    def intervals(self) -> list[tuple[int, int]]:
+        return list(zip(self._los, self._his, strict=True))
+
+    def add(self, sequence: int, *, now: float) -> bool:
+        """Record ``sequence``; False when it was already recorded."""
+        los, his, gaps = self._los, self._his, self._gap_opened
+        i = bisect.bisect_right(los, sequence) - 1
+        if i >= 0 and sequence <= his[i]:
+            return False
+        joins_left = i >= 0 and his[i] + 1 == sequence
+        joins_right = i + 1 < len(los) and los[i + 1] - 1 == sequence
+        if joins_left and joins_right:
+            his[i] = his[i + 1]
+            del los[i + 1], his[i + 1], gaps[i]
+        elif joins_left:
+            his[i] = sequence
+        elif joins_right:
+            los[i + 1] = sequence
+        else:
+            # A new interval inside an existing hole splits it in two (both keep the
+            # hole's age); past either end it opens a new hole now.
+            inside_hole = 0 <= i < len(gaps)
+            opened = gaps[i] if inside_hole else now
+            los.insert(i + 1, sequence)
+            his.insert(i + 1, sequence)
+            if inside_hole:
+                gaps.insert(i + 1, opened)
+            elif len(los) > 1:
+                gaps.insert(i + 1 if i >= 0 else 0, now)
+            if len(los) > MAX_INTERVALS:
+                self._merge(0)
+        return True
+
+    def expire_gaps(self, *, now: float, gap_timeout: float) -> int:
+        """Give up holes older than ``gap_timeout``; returns how many were closed."""
+        closed = 0
+        i = 0
+        while i < len(self._gap_opened):
+            if now - self._gap_opened[i] >= gap_timeout:
+                self._merge(i)
+                closed += 1
+            else:
+                i += 1
+        return closed
+
+    def _merge(self, i: int) -> None:
+        self._his[i] = self._his[i + 1]
+        del self._los[i + 1], self._his[i + 1], self._gap_opened[i]
+
+
+def covers(intervals: Sequence[tuple[int, int]], sequence: int) -> bool:
+    """True when ``sequence`` lies in one of the sorted closed ``intervals``."""
+    i = bisect.bisect_right(intervals, (sequence, 0xFFFFFFFFFFFFFFFF)) - 1
+    return i >= 0 and sequence <= intervals[i][1]
+
+
+def lacks_any(mine: Sequence[tuple[int, int]], theirs: Iterable[tuple[int, int]]) -> bool:
+    """True when some sequence number in ``theirs`` is outside ``mine`` (both sorted)."""
+    for lo, hi in theirs:
+        i = bisect.bisect_right(mine, (lo, 0xFFFFFFFFFFFFFFFF)) - 1
+        if i < 0 or mine[i][1] < hi:
+            return True
+    return False
+
+
+class StreamTable:
+    """A bounded map of stream -> tracker, dropping the least recently active first."""
+
+    __slots__ = ("_trackers", "capacity", "dropped")
+
+    def __init__(self, capacity: int) -> None:
+        self._trackers: OrderedDict[StreamKey, SequenceTracker] = OrderedDict()
+        self.capacity = capacity
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._trackers)
+
+    def get(self, stream: StreamKey) -> SequenceTracker | None:
+        return self._trackers.get(stream)
+
+    def has(self, stream: StreamKey, sequence: int) -> bool:
+        tracker = self._trackers.get(stream)
+        return tracker is not None and sequence in tracker
+
+    def add(self, stream: StreamKey, sequence: int, *, now: float) -> bool:
+        trackers = self._trackers
+        tracker = trackers.get(stream)
+        if tracker is None:
+            tracker = trackers[stream] = SequenceTracker()
+            if len(trackers) > self.capacity:
+                trackers.popitem(last=False)
+                self.dropped += 1
+        else:
+            trackers.move_to_end(stream)
+        return tracker.add(sequence, now=now)
+
+    def items(self) -> list[tuple[StreamKey, SequenceTracker]]:
+        return list(self._trackers.items())
+
+    def expire_gaps(self, *, now: float, gap_timeout: float) -> int:
+        return sum(t.expire_gaps(now=now, gap_timeout=gap_timeout)
+                   for t in self._trackers.values())
+
+
+@dataclass(slots=True)
+class _Stored:
+    envelope: Envelope
+    stored_at: float
+
+
+class MessageStore:
+    """The recent messages a node can hand to a neighbour that missed them.
+
+    Bounded by count (oldest first) and by age in the store; expired messages (origin
+    timestamp + TTL in the past) are dropped too, and never handed out.
+    """
+
+    __slots__ = ("_by_id", "_by_stream", "capacity", "max_age")
+
+    def __init__(self, capacity: int, max_age: float) -> None:
+        self._by_id: OrderedDict[bytes, _Stored] = OrderedDict()
+        self._by_stream: dict[StreamKey, dict[int, bytes]] = {}
+        self.capacity = capacity
+        self.max_age = max_age
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def add(self, envelope: Envelope, *, now: float) -> None:
+        if self.capacity == 0 or envelope.id in self._by_id:
+            return
+        self._by_id[envelope.id] = _Stored(envelope, now)
+        self._by_stream.setdefault(envelope.stream, {})[envelope.sequence] = envelope.id
+        while len(self._by_id) > self.capacity:
+            self._pop_oldest()
+
+    def _pop_oldest(self) -> None:
+        _, stored = self._by_id.popitem(last=False)
+        self._forget(stored.envelope)
+
+    def _forget(self, envelope: Envelope) -> None:
+        stream = self._by_stream.get(envelope.stream)
+        if stream is not None:
+            stream.pop(envelope.sequence, None)
+            if not stream:
+                del self._by_stream[envelope.stream]
+
+    def expire(self, *, now: float, wall_now: float) -> None:
+        """Drop messages held longer than ``max_age`` or past their TTL."""
+        by_id = self._by_id
+        while by_id:
+            oldest = next(iter(by_id.values()))
+            if now - oldest.stored_at < self.max_age:
+                break
+            self._pop_oldest()
+        expired = [mid for mid, s in by_id.items() if s.envelope.expires_at < wall_now]
+        for mid in expired:
+            self._forget(by_id.pop(mid).envelope)
+
+    def missing_for(self, theirs: Mapping[StreamKey, Sequence[tuple[int, int]]], *,
+                    complete: bool, limit: int, wall_now: float) -> list[Envelope]:
+        """Stored messages outside ``theirs``, oldest sequence first per stream.
+
+        ``complete`` says the digest lists every stream its sender knows, so a stream it
+        does not mention is one it has nothing of.
+        """
+        found: list[Envelope] = []
+        for stream, held in self._by_stream.items():
+            intervals = theirs.get(stream)
+            if intervals is None and not complete:
+                continue
+            for sequence in sorted(held):
+                if intervals is not None and covers(intervals, sequence):
+                    continue
+                envelope = self._by_id[held[sequence]].envelope
+                if envelope.expires_at < wall_now:
+                    continue
+                found.append(envelope)
+                if len(found) >= limit:
+                    return found
+        return found

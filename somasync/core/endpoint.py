@@ -1,0 +1,507 @@
+"""The Endpoint: the sans-IO protocol core of one node, and the only object drivers touch.
+
+Theory of operation
+-------------------
+A driver (the asyncio node, a worker process, the simulator) owns sockets and clocks. It
+tells the endpoint what happened and asks it what to do:
+
+* inputs:  ``open_link`` / ``close_link`` when a connection comes or goes,
+  ``receive_frame(link, frame, now=)`` for each frame cut from the stream,
+  ``framing_error`` when the stream itself is garbage, ``broadcast(envelope, now=)`` for
+  the application's own messages, and ``handle_timer(now=)`` at ``get_timer()``;
+* outputs: ``frames_to_send()`` (one coalesced buffer per link), ``links_to_close()``,
+  ``take_deliveries()``, ``take_events()`` and ``get_timer()``.
+
+Time is always the driver's ``now`` (monotonic seconds); the wall clock, needed only to
+compare with an origin's timestamp, is ``now + wall_offset``. Randomness comes from the
+injected ``random.Random``. Nothing here blocks, sleeps or performs I/O, so the same code
+runs in one process, in each worker, and thousands of times in the simulator.
+
+Ingress order (cheap before expensive): frame header, kind, handshake state, message id
+(BLAKE2b), seen cache, envelope decode, per-stream sequence check, signature policy and
+trust, TTL, **verify**, payload decode, then mark seen, store, deliver and forward.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from somasync.config import GossipConfig
+from somasync.core import crypto, wire
+from somasync.core.antientropy import MessageStore, StreamTable, lacks_any
+from somasync.core.crypto import Identity
+from somasync.core.events import (
+    Event,
+    FrameRejected,
+    PeerConnected,
+    PeerDisconnected,
+    RejectReason,
+)
+from somasync.core.outbox import Outbox
+from somasync.core.payload import MessageType, decode_payload
+from somasync.core.seen import SeenCache
+from somasync.core.strategy import ForwardingStrategy, PushGossip
+from somasync.errors import DecodeError
+
+__all__ = ["Delivery", "Endpoint", "EndpointStatistics"]
+
+HOUSEKEEPING_INTERVAL = 0.5  # seconds between expiry sweeps (seen cache, store, holes)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message accepted for the application: verified, new, and not expired."""
+
+    envelope: wire.Envelope
+    payload: MessageType
+    from_peer: str
+    """Node id of the neighbour whose copy arrived first."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStatistics:
+    """Counters of one endpoint since it was created."""
+
+    frames_in: int
+    frames_out: int
+    bytes_in: int
+    bytes_out: int
+    messages_delivered: int
+    messages_originated: int
+    messages_forwarded: int
+    """Message frames queued to neighbours (forwards, own broadcasts and repairs)."""
+    duplicates: int
+    signatures_verified: int
+    rejected: dict[str, int]
+    """Refused frames by :class:`~somasync.core.events.RejectReason`."""
+    send_queue_dropped: int
+    """Frames dropped because a slow peer's send queue was full."""
+    digests_sent: int
+    repairs_sent: int
+    """Messages sent to a neighbour because its digest showed it lacked them."""
+    stored_messages: int
+    seen_ids: int
+    streams: int
+    links: int
+    peers: int
+
+
+@dataclass(slots=True, eq=False)
+class _Link:
+    id: int
+    outbound: bool
+    address: str
+    opened_at: float
+    outbox: Outbox
+    hello: wire.Hello | None = None
+    paused: bool = False
+    closing: bool = False
+
+    @property
+    def peer_label(self) -> str | None:
+        return None if self.hello is None else self.hello.node_id
+
+    @property
+    def peer_address(self) -> str:
+        if self.hello is not None and self.hello.listen_address:
+            return self.hello.listen_address
+        return self.address
+
+
+@dataclass(slots=True)
+class _Counters:
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    delivered: int = 0
+    originated: int = 0
+    forwarded: int = 0
+    duplicates: int = 0
+    verified: int = 0
+    queue_dropped: int = 0
+    digests_sent: int = 0
+    repairs_sent: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+class Endpoint:
+    """The protocol state of one node.
+
+    Args:
+        config: gossip settings.
+        identity: this node's key pair; HELLOs are signed with it.
+        node_id: this node's human-readable name.
+        rng: the only source of randomness.
+        now: the driver's monotonic clock at creation (seconds).
+        wall_offset: wall-clock seconds minus ``now``, to compare with origin timestamps.
+        listen_address: ``host:port`` peers can dial back, announced in HELLO.
+        handshake_timeout: seconds a link may stay without a valid HELLO.
+        strategy: forward-target selection; plain push gossip by default.
+    """
+
+    def __init__(self, config: GossipConfig, identity: Identity, node_id: str, *,
+                 rng: random.Random, now: float, wall_offset: float = 0.0,
+                 listen_address: str | None = None, handshake_timeout: float = 5.0,
+                 strategy: ForwardingStrategy | None = None) -> None:
+        self.config = config
+        self.identity = identity
+        self.node_id = node_id
+        self.listen_address = listen_address
+        self.handshake_timeout = handshake_timeout
+        self._rng = rng
+        self._wall_offset = wall_offset
+        self._strategy: ForwardingStrategy = strategy or PushGossip(config.fanout)
+        self._links: dict[int, _Link] = {}
+        self._peers: dict[bytes, _Link] = {}
+        self._dirty: dict[int, None] = {}
+        self._to_close: list[tuple[int, str]] = []
+        self._deliveries: list[Delivery] = []
+        self._events: list[Event] = []
+        self._seen = SeenCache(config.seen_cache_size, config.seen_ttl)
+        self._streams = StreamTable(config.max_streams)
+        self._store = MessageStore(config.max_stored_messages, config.max_message_age)
+        self._counters = _Counters()
+        self._next_anti_entropy = now + config.anti_entropy_interval
+        self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
+
+    # --- links ---------------------------------------------------------------------
+
+    def open_link(self, link: int, *, outbound: bool, address: str, now: float) -> None:
+        """A transport connection is up; queue our HELLO on it."""
+        if link in self._links:
+            raise ValueError(f"link {link} is already open")
+        state = _Link(link, outbound, address, now, Outbox(self.config.link_queue_bytes))
+        self._links[link] = state
+        body = wire.encode_hello_body(self.identity.public_key, self.node_id,
+                                      self.listen_address)
+        signature = self.identity.sign(wire.HELLO_DOMAIN, body)
+        self._queue(state, wire.encode_frame(wire.FrameKind.HELLO, signature + body,
+                                             priority=255), 255)
+
+    def close_link(self, link: int, *, now: float, reason: str = "closed") -> None:
+        """The transport connection is gone (closed by either side, or failed)."""
+        state = self._links.pop(link, None)
+        if state is None:
+            return
+        self._dirty.pop(link, None)
+        hello = state.hello
+        if hello is not None and self._peers.get(hello.public_key) is state:
+            del self._peers[hello.public_key]
+            self._strategy.link_down(link)
+            self._events.append(PeerDisconnected(hello.node_id, state.peer_address, reason))
+
+    def set_link_paused(self, link: int, paused: bool) -> None:
+        """The driver's transport buffer for ``link`` is full (True) or drained (False)."""
+        state = self._links.get(link)
+        if state is not None:
+            state.paused = paused
+            if not paused and state.outbox:
+                self._dirty[link] = None
+
+    def framing_error(self, link: int, error: DecodeError, *, now: float) -> None:
+        """The byte stream of ``link`` could not be cut into frames; it will be closed."""
+        state = self._links.get(link)
+        if state is not None:
+            self._reject(state, error.reason, error.detail, close=True)
+
+    def peer_links(self) -> dict[int, str]:
+        """Established links and the node id of the peer on each."""
+        return {s.id: s.hello.node_id for s in self._peers.values() if s.hello is not None}
+
+    def peer_addresses(self) -> dict[str, str]:
+        """Node id -> listening address of every connected peer."""
+        return {s.hello.node_id: s.peer_address for s in self._peers.values()
+                if s.hello is not None}
+
+    def peer_key_of(self, link: int) -> bytes | None:
+        """Public key of the peer on ``link``, once its HELLO was accepted."""
+        state = self._links.get(link)
+        return None if state is None or state.hello is None else state.hello.public_key
+
+    def has_peer(self, public_key: bytes) -> bool:
+        """True when a peer with this key has an established link."""
+        return public_key in self._peers
+
+    # --- inputs ----------------------------------------------------------------------
+
+    def receive_frame(self, link: int, frame: bytes, *, now: float) -> None:
+        """Handle one frame (length prefix already removed) that arrived on ``link``."""
+        state = self._links.get(link)
+        if state is None or state.closing:
+            return
+        counters = self._counters
+        counters.frames_in += 1
+        counters.bytes_in += len(frame) + 4
+        try:
+            decoded = wire.decode_frame(frame)
+            kind = decoded.kind
+            if kind == wire.FrameKind.MESSAGE:
+                if state.hello is None:
+                    self._reject(state, RejectReason.NO_HELLO, "message before HELLO",
+                                 close=True)
+                else:
+                    self._on_message(state, decoded, now)
+            elif kind == wire.FrameKind.DIGEST:
+                if state.hello is None:
+                    self._reject(state, RejectReason.NO_HELLO, "digest before HELLO",
+                                 close=True)
+                else:
+                    self._on_digest(state, decoded, now)
+            elif kind == wire.FrameKind.HELLO:
+                self._on_hello(state, decoded, now)
+            else:
+                # A newer peer may speak kinds we do not know: skip, count, keep the link.
+                self._reject(state, RejectReason.UNKNOWN_KIND, f"frame kind {kind}",
+                             close=False)
+        except DecodeError as exc:
+            self._reject(state, exc.reason, exc.detail, close=True)
+
+    def broadcast(self, envelope: wire.Envelope, *, now: float) -> bytes:
+        """Send the application's own (already signed) message to every neighbour.
+
+        Returns the message id. A message this node has already seen is not sent again.
+        """
+        if envelope.id in self._seen or self._streams.has(envelope.stream, envelope.sequence):
+            return envelope.id
+        self._accept(envelope, now)
+        self._counters.originated += 1
+        self._forward(envelope, hops=0, received_from=None)
+        return envelope.id
+
+    def handle_timer(self, *, now: float) -> None:
+        """Run what is due: anti-entropy round, expiry of caches, handshake deadlines."""
+        if now >= self._next_anti_entropy:
+            self._next_anti_entropy = now + self.config.anti_entropy_interval
+            if self._peers:
+                peers = list(self._peers.values())
+                self._send_digest(peers[self._rng.randrange(len(peers))], reply=False)
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
+            self._seen.expire(now=now)
+            self._store.expire(now=now, wall_now=now + self._wall_offset)
+            self._streams.expire_gaps(now=now, gap_timeout=self.config.gap_timeout)
+            for state in list(self._links.values()):
+                if state.hello is None and now - state.opened_at > self.handshake_timeout:
+                    self._request_close(state, "handshake_timeout")
+
+    def get_timer(self) -> float:
+        """The next time ``handle_timer`` must be called."""
+        return min(self._next_anti_entropy, self._next_housekeeping)
+
+    # --- outputs ---------------------------------------------------------------------
+
+    def frames_to_send(self) -> Iterator[tuple[int, bytes]]:
+        """Per link with queued frames (and a transport that is not paused), one buffer."""
+        dirty = self._dirty
+        self._dirty = {}
+        counters = self._counters
+        for link in dirty:
+            state = self._links.get(link)
+            if state is None:
+                continue
+            if state.paused:
+                self._dirty[link] = None
+                continue
+            data = state.outbox.drain()
+            if data:
+                counters.bytes_out += len(data)
+                yield link, data
+
+    def links_to_close(self) -> list[tuple[int, str]]:
+        """Links the driver must close (after sending what is queued), with a reason."""
+        closing, self._to_close = self._to_close, []
+        return closing
+
+    def take_deliveries(self) -> list[Delivery]:
+        deliveries, self._deliveries = self._deliveries, []
+        return deliveries
+
+    def take_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def statistics(self) -> EndpointStatistics:
+        c = self._counters
+        return EndpointStatistics(
+            frames_in=c.frames_in, frames_out=c.frames_out, bytes_in=c.bytes_in,
+            bytes_out=c.bytes_out, messages_delivered=c.delivered,
+            messages_originated=c.originated, messages_forwarded=c.forwarded,
+            duplicates=c.duplicates, signatures_verified=c.verified,
+            rejected=dict(c.rejected), send_queue_dropped=c.queue_dropped,
+            digests_sent=c.digests_sent, repairs_sent=c.repairs_sent,
+            stored_messages=len(self._store), seen_ids=len(self._seen),
+            streams=len(self._streams), links=len(self._links), peers=len(self._peers),
+        )
+
+    # --- frame handlers ----------------------------------------------------------------
+
+    def _on_hello(self, state: _Link, frame: wire.Frame, now: float) -> None:
+        hello = wire.decode_hello(frame.payload)
+        if state.hello is not None:
+            self._reject(state, RejectReason.DUPLICATE_HELLO, "second HELLO", close=True)
+            return
+        self._counters.verified += 1
+        if not crypto.verify(hello.public_key, hello.signature, wire.HELLO_DOMAIN,
+                             hello.signed):
+            self._reject(state, RejectReason.BAD_SIGNATURE, "HELLO signature", close=True)
+            return
+        if hello.public_key == self.identity.public_key:
+            self._request_close(state, "self")
+            return
+        state.hello = hello
+        existing = self._peers.get(hello.public_key)
+        if existing is not None and not self._prefer(state, existing):
+            self._request_close(state, "duplicate")
+            return
+        self._peers[hello.public_key] = state
+        if existing is not None:
+            # The same peer over a better link: swap quietly, no disconnect/connect events.
+            self._strategy.link_down(existing.id)
+            self._request_close(existing, "duplicate")
+        else:
+            self._events.append(PeerConnected(hello.node_id, state.peer_address,
+                                              hello.public_key))
+        self._strategy.link_up(state.id)
+        self._send_digest(state, reply=False)
+
+    def _prefer(self, new: _Link, old: _Link) -> bool:
+        """Of two links to one peer keep the one dialled by the smaller key (both ends
+        decide alike); when the same side dialled both, the newer link wins."""
+        def dialer(link: _Link) -> bytes:
+            assert link.hello is not None
+            return self.identity.public_key if link.outbound else link.hello.public_key
+        new_dialer, old_dialer = dialer(new), dialer(old)
+        if new_dialer == old_dialer:
+            return True
+        return new_dialer < old_dialer
+
+    def _on_message(self, state: _Link, frame: wire.Frame, now: float) -> None:
+        signature, body = wire.split_message_payload(frame)
+        message_id = wire.message_id(body)
+        if message_id in self._seen:
+            self._counters.duplicates += 1
+            return
+        envelope = wire.decode_envelope(body, signature)
+        if self._streams.has(envelope.stream, envelope.sequence):
+            self._counters.duplicates += 1
+            return
+        config = self.config
+        if signature is None:
+            if config.require_signatures:
+                self._reject(state, RejectReason.UNSIGNED, "unsigned message refused",
+                             close=False)
+                return
+            if envelope.origin != wire.ZERO_KEY:
+                self._reject(state, RejectReason.BAD_ENVELOPE,
+                             "unsigned message names an origin key", close=True)
+                return
+        elif config.trusted_keys is not None and envelope.origin not in config.trusted_keys:
+            self._reject(state, RejectReason.UNTRUSTED, "origin key not trusted", close=False)
+            return
+        wall_now = now + self._wall_offset
+        if envelope.expires_at < wall_now:
+            self._count_reject(RejectReason.EXPIRED)
+            return
+        if envelope.timestamp_ms / 1000.0 > wall_now + config.max_clock_skew:
+            self._reject(state, RejectReason.FUTURE_TIMESTAMP, "timestamp in the future",
+                         close=False)
+            return
+        if signature is not None:
+            self._counters.verified += 1
+            if not crypto.verify(envelope.origin, signature, wire.MESSAGE_DOMAIN, body):
+                self._reject(state, RejectReason.BAD_SIGNATURE, "message signature",
+                             close=True)
+                return
+        try:
+            payload = decode_payload(envelope.payload_kind, envelope.payload)
+        except DecodeError as exc:
+            # Validly signed garbage: the origin is at fault, not this neighbour. Remember
+            # it so the other copies are not verified again, and never pass it on.
+            self._seen.add(message_id, now=now)
+            self._streams.add(envelope.stream, envelope.sequence, now=now)
+            self._reject(state, exc.reason, exc.detail, close=False)
+            return
+        self._accept(envelope, now)
+        self._counters.delivered += 1
+        assert state.hello is not None
+        self._deliveries.append(Delivery(envelope, payload, state.hello.node_id))
+        if frame.hops + 1 < config.max_hops:
+            self._forward(envelope, hops=frame.hops + 1, received_from=state.id)
+
+    def _on_digest(self, state: _Link, frame: wire.Frame, now: float) -> None:
+        digest = wire.decode_digest(frame)
+        complete = not frame.flags & wire.FLAG_PARTIAL
+        wall_now = now + self._wall_offset
+        missing = self._store.missing_for(digest.streams, complete=complete,
+                                          limit=self.config.anti_entropy_batch,
+                                          wall_now=wall_now)
+        for envelope in missing:
+            self._queue(state, wire.encode_message_frame(envelope, hops=0), envelope.priority)
+        self._counters.repairs_sent += len(missing)
+        self._counters.forwarded += len(missing)
+        if not digest.reply and self._lacks_some(digest):
+            self._send_digest(state, reply=True)
+
+    def _lacks_some(self, digest: wire.Digest) -> bool:
+        for stream, intervals in digest.streams.items():
+            if not intervals:
+                continue
+            tracker = self._streams.get(stream)
+            if tracker is None or lacks_any(tracker.intervals(), intervals):
+                return True
+        return False
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _accept(self, envelope: wire.Envelope, now: float) -> None:
+        self._seen.add(envelope.id, now=now)
+        self._streams.add(envelope.stream, envelope.sequence, now=now)
+        self._store.add(envelope, now=now)
+
+    def _forward(self, envelope: wire.Envelope, *, hops: int, received_from: int | None) -> None:
+        targets = self._strategy.targets(received_from=received_from, rng=self._rng)
+        if not targets:
+            return
+        frame = wire.encode_message_frame(envelope, hops=hops)
+        for link in targets:
+            state = self._links.get(link)
+            if state is not None:
+                self._queue(state, frame, envelope.priority)
+        self._counters.forwarded += len(targets)
+
+    def _send_digest(self, state: _Link, *, reply: bool) -> None:
+        items = self._streams.items()
+        limit = self.config.max_digest_streams
+        partial = len(items) > limit
+        if partial:
+            items = self._rng.sample(items, limit)
+        frame = wire.encode_digest({stream: t.intervals() for stream, t in items},
+                                   reply=reply, partial=partial)
+        self._queue(state, frame, 255)
+        self._counters.digests_sent += 1
+
+    def _queue(self, state: _Link, frame: bytes, priority: int) -> None:
+        if state.outbox.push(frame, priority):
+            self._counters.frames_out += 1
+        else:
+            self._counters.queue_dropped += 1
+        self._dirty[state.id] = None
+
+    def _count_reject(self, reason: str) -> None:
+        rejected = self._counters.rejected
+        rejected[reason] = rejected.get(reason, 0) + 1
+
+    def _reject(self, state: _Link, reason: str, detail: str, *, close: bool) -> None:
+        self._count_reject(reason)
+        self._events.append(FrameRejected(state.peer_label, state.address, str(reason),
+                                          detail, close))
+        if close:
+            self._request_close(state, "protocol_error")
+
+    def _request_close(self, state: _Link, reason: str) -> None:
+        if not state.closing:
+            state.closing = True
+            self._to_close.append((state.id, reason))

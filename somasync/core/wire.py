@@ -1,0 +1,408 @@
+"""The wire format: length-prefixed binary frames and the signed message envelope.
+
+Frame on a byte stream::
+
+    u32 length            bytes that follow (header + payload); checked against
+                          max_frame BEFORE anything is allocated
+    u8  version           WIRE_VERSION
+    u8  kind              FrameKind (append-only)
+    u8  flags             FLAG_* bits, per kind
+    u8  priority          copy of the message priority, for per-peer send queues
+    u8  hops              hops travelled; changes per hop, so it is outside the signature
+    ... payload           kind-specific
+
+MESSAGE payload: ``signature (64 bytes, iff FLAG_SIGNED) || envelope``. The envelope is
+the exact byte string that is signed (after the domain tag ``MESSAGE_DOMAIN``) and hashed
+into the message id; receivers verify and forward those bytes as received and never
+re-serialise them. Envelope layout::
+
+    u8  envelope version   u8 payload kind      u8  source length
+    32s origin public key  (zeros when unsigned)
+    u64 sequence           per-origin, +1 per message (anti-entropy finds holes)
+    i64 timestamp_ms       origin's wall clock, for TTL and age
+    u32 ttl_s              u8 priority           u16 correlation id length
+    u16 headers length     u32 payload length
+    source | correlation id | headers (orjson object, sorted keys) | payload
+
+Every decoder here raises only :class:`~somasync.errors.DecodeError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from somasync.errors import DecodeError
+
+__all__ = [
+    "FLAG_PARTIAL",
+    "FLAG_REPLY",
+    "FLAG_SIGNED",
+    "FRAME_HEADER",
+    "HELLO_DOMAIN",
+    "MESSAGE_DOMAIN",
+    "WIRE_VERSION",
+    "Digest",
+    "Envelope",
+    "Frame",
+    "FrameBuffer",
+    "FrameKind",
+    "Hello",
+    "StreamKey",
+    "decode_digest",
+    "decode_envelope",
+    "decode_frame",
+    "decode_hello",
+    "encode_digest",
+    "encode_envelope",
+    "encode_frame",
+    "encode_hello_body",
+    "message_id",
+]
+
+WIRE_VERSION = 1
+ENVELOPE_VERSION = 1
+
+#: Domain tags keep a signature made for one purpose from being valid for another.
+MESSAGE_DOMAIN = b"somasync/message/v1\x00"
+HELLO_DOMAIN = b"somasync/hello/v1\x00"
+
+FLAG_SIGNED = 0x01  # MESSAGE: a 64-byte signature precedes the envelope
+FLAG_REPLY = 0x02  # DIGEST: an answer to a digest; never answered again (no ping-pong)
+FLAG_PARTIAL = 0x04  # DIGEST: lists only some of the sender's streams
+
+LENGTH_PREFIX = struct.Struct("!I")
+FRAME_HEADER = struct.Struct("!IBBBBB")  # length, version, kind, flags, priority, hops
+HEADER_AFTER_LENGTH = FRAME_HEADER.size - LENGTH_PREFIX.size
+ENVELOPE_HEAD = struct.Struct("!BBB32sQqIBHHI")
+SIGNATURE_SIZE = 64
+KEY_SIZE = 32
+ID_SIZE = 16
+ZERO_KEY = bytes(KEY_SIZE)
+
+MAX_TTL = 0xFFFFFFFF
+MAX_SEQUENCE = 0xFFFFFFFFFFFFFFFF
+
+
+class FrameKind(enum.IntEnum):
+    """What a frame carries. WARNING: append only; never renumber or reuse a value."""
+
+    HELLO = 1
+    MESSAGE = 2
+    DIGEST = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A decoded frame header with its (still undecoded) payload."""
+
+    kind: int
+    flags: int
+    priority: int
+    hops: int
+    payload: bytes
+
+
+def encode_frame(kind: int, payload: bytes, *, flags: int = 0, priority: int = 0,
+                 hops: int = 0) -> bytes:
+    """Frame ``payload`` for the stream: length prefix, fixed header, payload."""
+    header = FRAME_HEADER.pack(
+        HEADER_AFTER_LENGTH + len(payload), WIRE_VERSION, kind, flags, priority, hops
+    )
+    return header + payload
+
+
+def decode_frame(data: bytes) -> Frame:
+    """Decode one frame without its length prefix (as :class:`FrameBuffer` yields them).
+
+    Unknown kinds decode fine (the caller decides to skip them); a wrong version or a
+    short header is an error.
+    """
+    if len(data) < HEADER_AFTER_LENGTH:
+        raise DecodeError("truncated", "frame shorter than its header")
+    version, kind, flags, priority, hops = data[0], data[1], data[2], data[3], data[4]
+    if version != WIRE_VERSION:
+        raise DecodeError("bad_version", f"wire version {version}")
+    return Frame(kind, flags, priority, hops, data[HEADER_AFTER_LENGTH:])
+
+
+class FrameBuffer:
+    """Cuts a byte stream into frames, checking each length before buffering it.
+
+    ``feed()`` returns the complete frames (without length prefix) and keeps a partial
+    tail. A length above ``max_frame`` or below the header size raises DecodeError at once:
+    the stream cannot be resynchronised, so the caller must close the connection.
+    """
+
+    __slots__ = ("_buffer", "_max_frame", "_need")
+
+    def __init__(self, max_frame: int) -> None:
+        self._buffer = bytearray()
+        self._max_frame = max_frame
+        self._need = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete frame."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buffer = self._buffer
+        buffer += data
+        # A peer that announced a large frame makes us wait for the whole of it, but never
+        # more than max_frame bytes: checked in _check_length before we keep buffering.
+        if len(buffer) < self._need:
+            return []
+        frames: list[bytes] = []
+        offset = 0
+        end = len(buffer)
+        while end - offset >= 4:
+            (length,) = LENGTH_PREFIX.unpack_from(buffer, offset)
+            self._check_length(length)
+            stop = offset + 4 + length
+            if stop > end:
+                self._need = stop - offset
+                break
+            frames.append(bytes(buffer[offset + 4 : stop]))
+            offset = stop
+        else:
+            self._need = 0
+        if offset:
+            del buffer[:offset]
+        return frames
+
+    def _check_length(self, length: int) -> None:
+        if length > self._max_frame:
+            raise DecodeError("oversize", f"frame of {length} bytes > max_frame {self._max_frame}")
+        if length < HEADER_AFTER_LENGTH:
+            raise DecodeError("truncated", f"frame length {length} < header size")
+
+
+def message_id(envelope: bytes) -> bytes:
+    """The 16-byte message id: BLAKE2b of the exact signed envelope bytes."""
+    return hashlib.blake2b(envelope, digest_size=ID_SIZE).digest()
+
+
+StreamKey = tuple[bytes, str]
+"""An origin's message stream: (origin public key, source name). Sequence numbers count
+up by one within a stream, which is what anti-entropy compares."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded message envelope: every signed field, plus the signature and raw bytes.
+
+    ``body`` is the exact signed byte string; ``id`` is its BLAKE2b hash.
+    """
+
+    origin: bytes
+    sequence: int
+    timestamp_ms: int
+    ttl: int
+    priority: int
+    payload_kind: int
+    source: str
+    correlation_id: str | None
+    headers: dict[str, str]
+    payload: bytes
+    body: bytes
+    signature: bytes | None
+    id: bytes
+
+    @property
+    def stream(self) -> StreamKey:
+        return (self.origin, self.source)
+
+    @property
+    def expires_at(self) -> float:
+        """Wall-clock second after which the message is expired."""
+        return self.timestamp_ms / 1000.0 + self.ttl
+
+
+def encode_envelope(*, origin: bytes, sequence: int, timestamp_ms: int, ttl: int,
+                    priority: int, payload_kind: int, source: str,
+                    correlation_id: str | None, headers: dict[str, str],
+                    payload: bytes) -> bytes:
+    """Build the signed byte string of a message (deterministic for equal inputs)."""
+    source_bytes = source.encode()
+    correlation = b"" if correlation_id is None else correlation_id.encode()
+    header_bytes = orjson.dumps(headers, option=orjson.OPT_SORT_KEYS) if headers else b""
+    if not 0 < len(source_bytes) <= 255:
+        raise ValueError("source must be 1-255 bytes of UTF-8")
+    if len(correlation) > 0xFFFF or len(header_bytes) > 0xFFFF:
+        raise ValueError("correlation id and headers must each encode to < 64 KiB")
+    head = ENVELOPE_HEAD.pack(
+        ENVELOPE_VERSION, payload_kind, len(source_bytes), origin, sequence, timestamp_ms,
+        ttl, priority, len(correlation), len(header_bytes), len(payload),
+    )
+    return b"".join((head, source_bytes, correlation, header_bytes, payload))
+
+
+def decode_envelope(body: bytes, signature: bytes | None) -> Envelope:
+    """Decode the signed envelope bytes (the signature is carried, not checked here)."""
+    if len(body) < ENVELOPE_HEAD.size:
+        raise DecodeError("truncated", "envelope shorter than its header")
+    (version, payload_kind, source_len, origin, sequence, timestamp_ms, ttl, priority,
+     correlation_len, headers_len, payload_len) = ENVELOPE_HEAD.unpack_from(body)
+    if version != ENVELOPE_VERSION:
+        raise DecodeError("bad_version", f"envelope version {version}")
+    offset = ENVELOPE_HEAD.size
+    if offset + source_len + correlation_len + headers_len + payload_len != len(body):
+        raise DecodeError("bad_length", "envelope field lengths do not add up")
+    if source_len == 0:
+        raise DecodeError("bad_envelope", "empty source")
+    try:
+        source = body[offset : offset + source_len].decode()
+        offset += source_len
+        correlation_id = (body[offset : offset + correlation_len].decode()
+                          if correlation_len else None)
+        offset += correlation_len
+    except UnicodeDecodeError:
+        raise DecodeError("bad_envelope", "source or correlation id is not UTF-8") from None
+    headers: dict[str, str] = {}
+    if headers_len:
+        headers = _decode_str_map(body[offset : offset + headers_len])
+        offset += headers_len
+    return Envelope(
+        origin=origin, sequence=sequence, timestamp_ms=timestamp_ms, ttl=ttl,
+        priority=priority, payload_kind=payload_kind, source=source,
+        correlation_id=correlation_id, headers=headers, payload=body[offset:], body=body,
+        signature=signature, id=message_id(body),
+    )
+
+
+def _decode_str_map(data: bytes) -> dict[str, str]:
+    try:
+        value: Any = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise DecodeError("bad_envelope", "headers are not valid JSON") from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise DecodeError("bad_envelope", "headers must be an object of strings")
+    return value
+
+
+def split_message_payload(frame: Frame) -> tuple[bytes | None, bytes]:
+    """Split a MESSAGE frame's payload into (signature or None, envelope bytes)."""
+    if frame.flags & FLAG_SIGNED:
+        if len(frame.payload) < SIGNATURE_SIZE + ENVELOPE_HEAD.size:
+            raise DecodeError("truncated", "signed message shorter than signature + header")
+        return frame.payload[:SIGNATURE_SIZE], frame.payload[SIGNATURE_SIZE:]
+    return None, frame.payload
+
+
+def encode_message_frame(envelope: Envelope, *, hops: int) -> bytes:
+    """Frame an envelope for sending, signature and body exactly as received."""
+    if envelope.signature is None:
+        return encode_frame(FrameKind.MESSAGE, envelope.body, priority=envelope.priority,
+                            hops=hops)
+    return encode_frame(FrameKind.MESSAGE, envelope.signature + envelope.body,
+                        flags=FLAG_SIGNED, priority=envelope.priority, hops=hops)
+
+
+# --- HELLO: the first frame on every connection --------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A peer's self-introduction: its key, name and listening address, signed."""
+
+    public_key: bytes
+    signature: bytes
+    node_id: str
+    listen_address: str | None
+    signed: bytes  # the bytes the signature covers, after HELLO_DOMAIN
+
+
+def encode_hello_body(public_key: bytes, node_id: str, listen_address: str | None) -> bytes:
+    """The bytes a HELLO signs: key plus a JSON object with the node's name and address."""
+    return public_key + orjson.dumps({"node_id": node_id, "listen": listen_address})
+
+
+def decode_hello(payload: bytes) -> Hello:
+    """Decode a HELLO payload: ``signature (64) || public key (32) || JSON``."""
+    if len(payload) < SIGNATURE_SIZE + KEY_SIZE + 2:
+        raise DecodeError("truncated", "hello too short")
+    signature = payload[:SIGNATURE_SIZE]
+    signed = payload[SIGNATURE_SIZE:]
+    public_key = signed[:KEY_SIZE]
+    try:
+        info: Any = orjson.loads(signed[KEY_SIZE:])
+    except orjson.JSONDecodeError:
+        raise DecodeError("bad_hello", "hello body is not valid JSON") from None
+    if not isinstance(info, dict):
+        raise DecodeError("bad_hello", "hello body is not an object")
+    node_id = info.get("node_id")
+    listen = info.get("listen")
+    if not isinstance(node_id, str) or not 0 < len(node_id) <= 255:
+        raise DecodeError("bad_hello", "node_id must be a string of 1-255 characters")
+    if listen is not None and (not isinstance(listen, str) or len(listen) > 300):
+        raise DecodeError("bad_hello", "listen must be a 'host:port' string or null")
+    return Hello(public_key, signature, node_id, listen, signed)
+
+
+# --- DIGEST: anti-entropy summary of which sequence numbers a node holds ---------------
+
+DIGEST_COUNT = struct.Struct("!H")
+INTERVAL = struct.Struct("!QQ")
+MAX_INTERVALS_PER_STREAM = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """Per stream, the closed intervals of sequence numbers a node has delivered."""
+
+    streams: dict[StreamKey, tuple[tuple[int, int], ...]]
+    reply: bool
+
+
+def encode_digest(streams: dict[StreamKey, list[tuple[int, int]]], *, reply: bool,
+                  partial: bool = False) -> bytes:
+    """Frame a digest. Each stream keeps at most 255 intervals (the newest)."""
+    parts = [DIGEST_COUNT.pack(len(streams))]
+    for (origin, source), intervals in streams.items():
+        source_bytes = source.encode()
+        kept = intervals[-MAX_INTERVALS_PER_STREAM:]
+        parts.append(origin + bytes((len(source_bytes),)) + source_bytes + bytes((len(kept),)))
+        parts.extend(INTERVAL.pack(lo, hi) for lo, hi in kept)
+    flags = (FLAG_REPLY if reply else 0) | (FLAG_PARTIAL if partial else 0)
+    return encode_frame(FrameKind.DIGEST, b"".join(parts), flags=flags, priority=255)
+
+
+def decode_digest(frame: Frame) -> Digest:
+    """Decode a DIGEST frame's payload."""
+    data = frame.payload
+    if len(data) < DIGEST_COUNT.size:
+        raise DecodeError("truncated", "digest too short")
+    (count,) = DIGEST_COUNT.unpack_from(data)
+    offset = DIGEST_COUNT.size
+    streams: dict[StreamKey, tuple[tuple[int, int], ...]] = {}
+    for _ in range(count):
+        if offset + KEY_SIZE + 1 > len(data):
+            raise DecodeError("truncated", "digest stream entry cut short")
+        origin = data[offset : offset + KEY_SIZE]
+        source_len = data[offset + KEY_SIZE]
+        offset += KEY_SIZE + 1
+        if offset + source_len + 1 > len(data):
+            raise DecodeError("truncated", "digest source cut short")
+        try:
+            source = data[offset : offset + source_len].decode()
+        except UnicodeDecodeError:
+            raise DecodeError("bad_digest", "source is not UTF-8") from None
+        offset += source_len
+        n_intervals = data[offset]
+        offset += 1
+        end = offset + n_intervals * INTERVAL.size
+        if end > len(data):
+            raise DecodeError("truncated", "digest intervals cut short")
+        intervals = tuple(INTERVAL.iter_unpack(data[offset:end]))
+        if any(lo > hi for lo, hi in intervals):
+            raise DecodeError("bad_digest", "interval with lo > hi")
+        offset = end
+        streams[(origin, source)] = intervals
+    if offset != len(data):
+        raise DecodeError("bad_length", "trailing bytes after digest")
+    return Digest(streams, bool(frame.flags & FLAG_REPLY))

@@ -1,0 +1,60 @@
+"""The one exception tree of SomaSync.
+
+Everything SomaSync raises on purpose derives from :class:`SomaSyncError`. Errors of
+third-party libraries (orjson, PyNaCl, struct, UTF-8 decoding) are translated at the
+boundary where they occur, so callers never need to know which library sits underneath.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DecodeError",
+    "NodeStateError",
+    "SignatureError",
+    "SomaSyncError",
+    "TransportError",
+]
+
+
+class SomaSyncError(Exception):
+    """Base class of every error SomaSync raises on purpose."""
+
+
+class ConfigError(SomaSyncError, ValueError):
+    """A configuration value is invalid.
+
+    Attributes:
+        field: the name of the offending field, e.g. ``"gossip.fanout"``.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class DecodeError(SomaSyncError):
+    """Bytes from the network are not a valid SomaSync frame or message.
+
+    The decoder raises exactly this type for any malformed input, whatever the cause.
+
+    Attributes:
+        reason: a short machine-readable reason, e.g. ``"oversize"`` or ``"truncated"``.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class SignatureError(SomaSyncError):
+    """A signature is present but does not match the signed bytes (forged or tampered)."""
+
+
+class TransportError(SomaSyncError):
+    """A network operation failed (bind, connect, write)."""
+
+
+class NodeStateError(SomaSyncError):
+    """An operation is not valid in the node's current state (e.g. broadcast before start)."""

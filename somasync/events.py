@@ -1,0 +1,50 @@
+"""Events the application receives from a node's ``events`` stream.
+
+``SynapseEvent`` is the namespace the original crate used; each event is a frozen
+dataclass, so ``match event: case SynapseEvent.PeerConnected(peer_id=p, address=a): ...``
+works as expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, RejectReason
+from somasync.message import Message
+
+__all__ = [
+    "DeliveryDropped",
+    "FrameRejected",
+    "MessageReceived",
+    "PeerConnected",
+    "PeerDisconnected",
+    "RejectReason",
+    "SynapseEvent",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A new message was delivered to this node (also put on the ``messages`` stream)."""
+
+    from_peer: str
+    """Node id of the neighbour whose copy arrived first."""
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryDropped:
+    """The application fell behind: ``count`` messages did not fit the delivery queue."""
+
+    count: int
+
+
+class SynapseEvent:
+    """Namespace of every event type a node reports."""
+
+    PeerConnected: ClassVar[type[PeerConnected]] = PeerConnected
+    PeerDisconnected: ClassVar[type[PeerDisconnected]] = PeerDisconnected
+    MessageReceived: ClassVar[type[MessageReceived]] = MessageReceived
+    FrameRejected: ClassVar[type[FrameRejected]] = FrameRejected
+    DeliveryDropped: ClassVar[type[DeliveryDropped]] = DeliveryDropped

@@ -1,0 +1,211 @@
+"""The application-facing :class:`Message`: builder methods, signing and verification.
+
+A ``Message`` is immutable; every ``with_*`` method returns a new one. Its wire form is
+an envelope (see :mod:`somasync.core.wire`): signing covers a domain tag plus exactly the
+envelope bytes, and the message id is the BLAKE2b hash of those bytes. A message decoded
+from the network keeps the bytes it arrived in, so verification never depends on
+re-serialising (a dict's key order can never break a signature).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+
+import nacl.signing
+
+from somasync.core import crypto, wire
+from somasync.core.payload import MessageType, decode_payload, encode_payload
+from somasync.errors import SignatureError
+
+__all__ = ["DEFAULT_PRIORITY", "DEFAULT_TTL", "Message"]
+
+DEFAULT_TTL = 3600
+"""Seconds a message stays valid, as in the original crate."""
+DEFAULT_PRIORITY = 128
+
+_sequence_lock = threading.Lock()
+_sequences: dict[str, itertools.count[int]] = {}
+
+
+def _next_sequence(source: str) -> int:
+    """Next sequence number of ``source`` in this process.
+
+    Seeded from the wall clock in nanoseconds, as go-libp2p does, so a restarted process
+    continues above every number it used before; then +1 per message, so receivers see
+    a gap-free run and anti-entropy can name exactly what is missing.
+    """
+    with _sequence_lock:
+        counter = _sequences.get(source)
+        if counter is None:
+            counter = _sequences[source] = itertools.count(time.time_ns())
+        return next(counter)
+
+
+def _check_int(value: object, name: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A broadcast message.
+
+    Args:
+        message_type: the payload, one of the :class:`MessageType` variants.
+        source: the originating node's name (1-255 bytes of UTF-8).
+
+    Other fields default as in the original crate: ``ttl`` 3600 s, ``priority`` 128,
+    ``timestamp`` now (seconds since the epoch, millisecond precision), no correlation id,
+    no headers, unsigned.
+    """
+
+    message_type: MessageType
+    source: str
+    timestamp: float = field(default_factory=lambda: round(time.time(), 3))
+    ttl: int = DEFAULT_TTL
+    priority: int = DEFAULT_PRIORITY
+    correlation_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    sequence: int = -1
+    """Per-source sequence number; assigned from a process-wide counter when left -1."""
+    signature: bytes | None = None
+    """64-byte Ed25519 signature, or None when unsigned."""
+    signer_public_key: bytes | None = None
+    """32-byte public key of the signer, or None when unsigned."""
+    # The envelope bytes, cached; init=False so that dataclasses.replace() (any change to a
+    # field) drops them and a signature no longer matches a tampered copy.
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.message_type, MessageType):
+            raise TypeError("message_type must be a MessageType variant")
+        if not isinstance(self.source, str) or not 0 < len(self.source.encode()) <= 255:
+            raise ValueError("source must be 1-255 bytes of UTF-8")
+        _check_int(self.ttl, "ttl", 0, wire.MAX_TTL)
+        _check_int(self.priority, "priority", 0, 255)
+        if self.correlation_id is not None and not isinstance(self.correlation_id, str):
+            raise TypeError("correlation_id must be a str or None")
+        if not isinstance(self.headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
+        ):
+            raise TypeError("headers must be a dict[str, str]")
+        if self.sequence == -1:
+            object.__setattr__(self, "sequence", _next_sequence(self.source))
+        _check_int(self.sequence, "sequence", 0, wire.MAX_SEQUENCE)
+
+    # --- builders (each returns a new, unsigned copy) ----------------------------------
+
+    def with_ttl(self, ttl: int) -> Message:
+        """A copy with ``ttl`` seconds to live (drops any signature)."""
+        return self._changed(ttl=ttl)
+
+    def with_priority(self, priority: int) -> Message:
+        """A copy with ``priority`` 0-255; higher is sent first (drops any signature)."""
+        return self._changed(priority=priority)
+
+    def with_correlation_id(self, correlation_id: str) -> Message:
+        """A copy tagged with ``correlation_id`` (drops any signature)."""
+        return self._changed(correlation_id=correlation_id)
+
+    def with_header(self, key: str, value: str) -> Message:
+        """A copy with one more header (drops any signature)."""
+        return self._changed(headers={**self.headers, key: value})
+
+    def create_response(self, message_type: MessageType, source: str) -> Message:
+        """A new message answering this one: its correlation id is this message's id."""
+        return Message(message_type, source, correlation_id=self.id)
+
+    def _changed(self, **changes: object) -> Message:
+        return dataclasses.replace(self, signature=None, signer_public_key=None, **changes)  # type: ignore[arg-type]
+
+    # --- time ----------------------------------------------------------------------
+
+    def age(self, now: float | None = None) -> float:
+        """Seconds since the message was created (never negative)."""
+        return max(0.0, (time.time() if now is None else now) - self.timestamp)
+
+    def remaining_ttl(self, now: float | None = None) -> float:
+        """Seconds until the message expires (0 when expired)."""
+        return max(0.0, self.ttl - self.age(now))
+
+    def is_expired(self, now: float | None = None) -> bool:
+        """True when more than ``ttl`` seconds passed since ``timestamp``."""
+        return self.age(now) > self.ttl
+
+    # --- wire form, id and signatures ------------------------------------------------
+
+    @property
+    def envelope_bytes(self) -> bytes:
+        """The exact bytes that are signed and hashed into the id."""
+        if self._wire is not None:
+            return self._wire
+        kind, payload = encode_payload(self.message_type)
+        data = wire.encode_envelope(
+            origin=self.signer_public_key or wire.ZERO_KEY, sequence=self.sequence,
+            timestamp_ms=round(self.timestamp * 1000), ttl=self.ttl, priority=self.priority,
+            payload_kind=kind, source=self.source, correlation_id=self.correlation_id,
+            headers=self.headers, payload=payload,
+        )
+        object.__setattr__(self, "_wire", data)
+        return data
+
+    @property
+    def id(self) -> str:
+        """Hex of the 16-byte BLAKE2b hash of :attr:`envelope_bytes`."""
+        return wire.message_id(self.envelope_bytes).hex()
+
+    def is_signed(self) -> bool:
+        return self.signature is not None
+
+    def sign_with_ed25519(self, signing_key: nacl.signing.SigningKey | crypto.Identity) -> Message:
+        """A copy signed with ``signing_key`` (its public key becomes the origin)."""
+        identity = (signing_key if isinstance(signing_key, crypto.Identity)
+                    else crypto.Identity(signing_key))
+        unsigned = dataclasses.replace(self, signature=None,
+                                       signer_public_key=identity.public_key)
+        body = unsigned.envelope_bytes
+        signature = identity.sign(wire.MESSAGE_DOMAIN, body)
+        signed = dataclasses.replace(unsigned, signature=signature)
+        object.__setattr__(signed, "_wire", body)
+        return signed
+
+    def verify_signature(self) -> bool:
+        """True when the signature is valid, False when the message is unsigned.
+
+        Raises:
+            SignatureError: the message is signed but the signature does not match its
+                bytes (forged, or a field was changed after signing).
+        """
+        if self.signature is None:
+            return False
+        if self.signer_public_key is None or not crypto.verify(
+            self.signer_public_key, self.signature, wire.MESSAGE_DOMAIN, self.envelope_bytes
+        ):
+            raise SignatureError(f"message {self.id}: signature does not match")
+        return True
+
+    def to_envelope(self) -> wire.Envelope:
+        """The core's view of this message (for ``Endpoint.broadcast``)."""
+        return wire.decode_envelope(self.envelope_bytes, self.signature)
+
+    @classmethod
+    def from_envelope(cls, envelope: wire.Envelope,
+                      payload: MessageType | None = None) -> Message:
+        """Rebuild a message from received envelope bytes (kept for verification)."""
+        if payload is None:
+            payload = decode_payload(envelope.payload_kind, envelope.payload)
+        signed = envelope.signature is not None
+        message = cls(
+            payload, envelope.source, timestamp=envelope.timestamp_ms / 1000.0,
+            ttl=envelope.ttl, priority=envelope.priority,
+            correlation_id=envelope.correlation_id, headers=envelope.headers,
+            sequence=envelope.sequence, signature=envelope.signature,
+            signer_public_key=envelope.origin if signed else None,
+        )
+        object.__setattr__(message, "_wire", envelope.body)
+        return message

@@ -1,0 +1,87 @@
+"""``SynapseNodeBuilder``: the way to configure and create a node."""
+
+from __future__ import annotations
+
+import nacl.signing
+
+from somasync.aio.channel import Stream
+from somasync.aio.node import Event, SynapseNode
+from somasync.config import GossipConfig, NodeConfig, parse_address
+from somasync.core.crypto import Identity
+from somasync.errors import ConfigError
+from somasync.message import Message
+
+__all__ = ["SynapseNodeBuilder"]
+
+
+class SynapseNodeBuilder:
+    """Fluent configuration of a node; ``build()`` returns ``(node, messages, events)``.
+
+    Every ``with_*`` method validates its argument at once and raises
+    :class:`~somasync.errors.ConfigError` naming the field.
+    """
+
+    def __init__(self) -> None:
+        self._config = NodeConfig()
+        self._node_id_set = False
+        self._signing_key: Identity | None = None
+
+    def with_node_id(self, node_id: str) -> SynapseNodeBuilder:
+        self._config = self._config.replace(node_id=node_id)
+        self._node_id_set = True
+        return self
+
+    def with_bind_address(self, address: str) -> SynapseNodeBuilder:
+        """``host:port`` to listen on; port 0 picks a free port."""
+        self._config = self._config.replace(bind_address=address)
+        return self
+
+    def with_gossip_config(self, gossip: GossipConfig) -> SynapseNodeBuilder:
+        self._config = self._config.replace(gossip=gossip)
+        return self
+
+    def add_bootstrap_peer(self, address: str) -> SynapseNodeBuilder:
+        """An address to dial at start (and re-dial after failures)."""
+        parse_address(address, "bootstrap_peers")
+        self._config = self._config.replace(
+            bootstrap_peers=(*self._config.bootstrap_peers, address))
+        return self
+
+    def with_signing_key(self, key: nacl.signing.SigningKey | bytes) -> SynapseNodeBuilder:
+        """The node's Ed25519 identity (a SigningKey or its 32-byte seed); a fresh key
+        is generated when none is given."""
+        try:
+            self._signing_key = Identity(key)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError("signing_key", str(exc)) from None
+        return self
+
+    def with_workers(self, workers: int) -> SynapseNodeBuilder:
+        """Worker processes; 0 (the default) runs the node in the caller's event loop."""
+        self._config = self._config.replace(workers=workers)
+        return self
+
+    def with_config(self, config: NodeConfig) -> SynapseNodeBuilder:
+        """Replace the whole configuration at once."""
+        if not isinstance(config, NodeConfig):
+            raise ConfigError("config", "must be a NodeConfig")
+        self._config = config
+        self._node_id_set = True
+        return self
+
+    @property
+    def config(self) -> NodeConfig:
+        return self._config
+
+    def build(self) -> tuple[SynapseNode, Stream[Message], Stream[Event]]:
+        """Create the node and its two streams (messages delivered, events)."""
+        config = self._config
+        identity = self._signing_key or Identity.generate()
+        if not self._node_id_set:
+            config = config.replace(node_id="node-" + identity.public_key[:6].hex())
+        if config.workers != 0:
+            raise ConfigError("workers", "the multiprocess runtime is not available yet; use 0")
+        messages: Stream[Message] = Stream(config.delivery_queue_size)
+        events: Stream[Event] = Stream(config.event_queue_size)
+        node = SynapseNode(config, identity, messages, events)
+        return node, messages, events
