@@ -313,7 +313,7 @@ class SynapseNode:
                         lambda: _LinkProtocol(self, dialled_address=address), host, port),
                     timeout=config.connect_timeout,
                 )
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 self._connect_failures += 1
                 await asyncio.sleep(delay * (0.5 + rng.random()))
                 delay = min(delay * 2, config.reconnect_max_delay)

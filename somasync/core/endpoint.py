@@ -305,9 +305,10 @@ class Endpoint:
             if state.paused:
                 self._dirty[link] = None
                 continue
-            data = state.outbox.drain()
+            data, frames = state.outbox.drain()
             if data:
                 counters.bytes_out += len(data)
+                counters.frames_out += frames
                 yield link, data
 
     def links_to_close(self) -> list[tuple[int, str]]:
@@ -365,7 +366,8 @@ class Endpoint:
             self._events.append(PeerConnected(hello.node_id, state.peer_address,
                                               hello.public_key))
         self._strategy.link_up(state.id)
-        self._send_digest(state, reply=False)
+        # Both ends send a digest on link-up, so neither needs to answer the other's.
+        self._send_digest(state, reply=True)
 
     def _prefer(self, new: _Link, old: _Link) -> bool:
         """Of two links to one peer keep the one dialled by the smaller key (both ends
@@ -484,10 +486,7 @@ class Endpoint:
         self._counters.digests_sent += 1
 
     def _queue(self, state: _Link, frame: bytes, priority: int) -> None:
-        if state.outbox.push(frame, priority):
-            self._counters.frames_out += 1
-        else:
-            self._counters.queue_dropped += 1
+        self._counters.queue_dropped += state.outbox.push(frame, priority)
         self._dirty[state.id] = None
 
     def _count_reject(self, reason: str) -> None:

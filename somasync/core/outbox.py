@@ -12,42 +12,60 @@ _BANDS = 4  # priority 0-255 in four bands of 64: 192-255 first, 0-63 last
 class Outbox:
     """Frames waiting for one peer, at most ``capacity`` bytes.
 
-    When full, the oldest frame of the lowest non-empty band below the new frame's band is
-    dropped to make room; if nothing lower is queued, the new frame itself is dropped.
-    Both count in ``dropped``. A slow peer thus loses its least important traffic first,
-    and never makes the node hold more than ``capacity`` bytes for it.
+    When full, the oldest frames of lower-priority bands make room for a new frame; if
+    the lower bands cannot free enough, the new frame itself is dropped (and nothing is
+    evicted for it). A slow peer thus loses its least important traffic first, and never
+    makes the node hold more than ``capacity`` bytes for it.
     """
 
-    __slots__ = ("_bands", "capacity", "dropped", "size")
+    __slots__ = ("_band_bytes", "_bands", "capacity", "frames", "size")
 
     def __init__(self, capacity: int) -> None:
         self._bands: list[deque[bytes]] = [deque() for _ in range(_BANDS)]
+        self._band_bytes = [0] * _BANDS
         self.capacity = capacity
         self.size = 0
-        self.dropped = 0
+        self.frames = 0
 
     def __bool__(self) -> bool:
         return self.size > 0
 
-    def push(self, frame: bytes, priority: int) -> bool:
-        """Queue ``frame``; False when it was dropped because the queue is full."""
+    def push(self, frame: bytes, priority: int) -> int:
+        """Queue ``frame``; returns how many frames were dropped (evicted, or this one)."""
         band = priority >> 6
-        while self.size + len(frame) > self.capacity:
-            victim = next((b for b in range(band) if self._bands[b]), None)
-            if victim is None:
-                self.dropped += 1
-                return False
-            self.size -= len(self._bands[victim].popleft())
-            self.dropped += 1
-        self._bands[band].append(frame)
-        self.size += len(frame)
-        return True
+        excess = self.size + len(frame) - self.capacity
+        if excess <= 0:
+            self._append(band, frame)
+            return 0
+        if sum(self._band_bytes[:band]) < excess:
+            return 1
+        dropped = 0
+        for lower in range(band):
+            queue = self._bands[lower]
+            while queue and excess > 0:
+                victim = queue.popleft()
+                self._band_bytes[lower] -= len(victim)
+                self.size -= len(victim)
+                self.frames -= 1
+                excess -= len(victim)
+                dropped += 1
+        self._append(band, frame)
+        return dropped
 
-    def drain(self) -> bytes:
-        """Everything queued, as one buffer: highest band first, FIFO within a band."""
+    def _append(self, band: int, frame: bytes) -> None:
+        self._bands[band].append(frame)
+        self._band_bytes[band] += len(frame)
+        self.size += len(frame)
+        self.frames += 1
+
+    def drain(self) -> tuple[bytes, int]:
+        """Everything queued as one buffer (highest band first, FIFO within a band), and
+        the number of frames in it."""
         parts: list[bytes] = []
         for band in reversed(self._bands):
             parts.extend(band)
             band.clear()
-        self.size = 0
-        return b"".join(parts)
+        frames = self.frames
+        self._band_bytes = [0] * _BANDS
+        self.size = self.frames = 0
+        return b"".join(parts), frames

@@ -73,7 +73,7 @@ MESSAGE_DOMAIN = b"somasync/message/v1\x00"
 HELLO_DOMAIN = b"somasync/hello/v1\x00"
 
 FLAG_SIGNED = 0x01  # MESSAGE: a 64-byte signature precedes the envelope
-FLAG_REPLY = 0x02  # DIGEST: an answer to a digest; never answered again (no ping-pong)
+FLAG_REPLY = 0x02  # DIGEST: do not answer with a digest (an answer, or one of a pair)
 FLAG_PARTIAL = 0x04  # DIGEST: lists only some of the sender's streams
 
 LENGTH_PREFIX = struct.Struct("!I")

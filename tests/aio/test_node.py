@@ -1,0 +1,285 @@
+"""Loopback integration: real nodes, real TCP on 127.0.0.1, one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import AsyncIterator, Callable
+
+import nacl.signing
+import pytest
+
+from somasync import (
+    FrameRejected,
+    GossipConfig,
+    Message,
+    MessageType,
+    Peer,
+    Stream,
+    SynapseNode,
+    SynapseNodeBuilder,
+)
+from somasync.core import wire
+from somasync.core.crypto import Identity
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+DEADLINE = 10.0  # generous: polls end as soon as the condition holds
+
+
+async def wait_for(condition: Callable[[], bool], what: str, within: float = DEADLINE) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.nodes: list[SynapseNode] = []
+        self.received: list[list[Message]] = []
+        self.events: list[list[object]] = []
+        self.streams: list[tuple[Stream[Message], Stream[object]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def add(self, name: str, *, bootstrap: list[str] = (),  # type: ignore[assignment]
+                  gossip: GossipConfig | None = None) -> SynapseNode:
+        builder = (SynapseNodeBuilder().with_node_id(name)
+                   .with_bind_address("127.0.0.1:0")
+                   .with_gossip_config(gossip or GossipConfig.local()))
+        for address in bootstrap:
+            builder = builder.add_bootstrap_peer(address)
+        node, messages, events = builder.build()
+        self.nodes.append(node)
+        self.received.append([])
+        self.events.append([])
+        self.streams.append((messages, events))
+        await self.start(len(self.nodes) - 1)
+        return node
+
+    async def start(self, index: int) -> None:
+        """Start node ``index`` and consume its streams until it stops."""
+        await self.nodes[index].start()
+        messages, events = self.streams[index]
+        received, seen_events = self.received[index], self.events[index]
+
+        async def drain() -> None:
+            with contextlib.suppress(EOFError):
+                while True:
+                    received.append(await messages.recv())
+
+        async def drain_events() -> None:
+            with contextlib.suppress(EOFError):
+                while True:
+                    seen_events.append(await events.recv())
+
+        self._tasks += [asyncio.create_task(drain()), asyncio.create_task(drain_events())]
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            await node.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def cluster() -> AsyncIterator[Cluster]:
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def chain(c: Cluster, count: int, *, ring: bool = False) -> None:
+    previous: list[str] = []
+    for i in range(count):
+        node = await c.add(f"n{i}", bootstrap=previous)
+        previous = [node.listen_address]
+    if ring:
+        await c.nodes[-1].add_peer(Peer("n0", c.nodes[0].listen_address))
+    links = count if ring else count - 1
+    await wait_for(lambda: sum(len(n.connected_peers()) for n in c.nodes) == 2 * links,
+                   "the chain to connect")
+
+
+async def test_ten_nodes_chain_every_node_gets_every_alert_once() -> None:
+    async with cluster() as c:
+        await chain(c, 10, ring=True)
+        loop = asyncio.get_running_loop()
+        ids: dict[str, int] = {}
+        started = loop.time()
+        for origin in (0, 3, 7, 9):
+            for k in range(3):
+                message_id = await c.nodes[origin].broadcast_message(
+                    MessageType.Alert(level="critical", message=f"APT {origin}/{k}",
+                                      details={"origin": str(origin)}))
+                ids[message_id] = origin
+        expected = [sum(1 for o in ids.values() if o != i) for i in range(10)]
+        await wait_for(lambda: [len(r) for r in c.received] == expected, "delivery", 1.0)
+        elapsed = loop.time() - started
+        assert elapsed < 1.0
+        for i, received in enumerate(c.received):
+            got = [m.id for m in received]
+            assert len(got) == len(set(got)), f"n{i} got a duplicate"
+            assert set(got) == {m for m, o in ids.items() if o != i}
+            for message in received:
+                assert message.verify_signature() is True
+                assert message.signer_public_key == c.nodes[ids[message.id]].public_key
+        # Let stragglers arrive: still exactly once.
+        await asyncio.sleep(0.2)
+        assert [len(r) for r in c.received] == expected
+        stats = await c.nodes[5].get_stats()
+        assert stats.messages_processed == expected[5]
+        assert stats.peer_stats.healthy_peers == 2
+
+
+async def test_stopped_node_catches_up_after_restart() -> None:
+    async with cluster() as c:
+        await chain(c, 4)
+        late = c.nodes[3]
+        await c.nodes[0].broadcast_message(MessageType.Data("before"))
+        await wait_for(lambda: len(c.received[3]) == 1, "first message")
+        await late.stop()
+        missed = [await c.nodes[0].broadcast_message(MessageType.Data(f"missed {i}"))
+                  for i in range(5)]
+        await wait_for(lambda: len(c.received[2]) == 6, "messages to reach n2")
+        await c.start(3)
+        await wait_for(lambda: len(c.received[3]) == 6, "catch-up after restart")
+        got = [m.id for m in c.received[3]]
+        assert got[1:]
+        assert set(missed) <= set(got)
+        assert len(got) == len(set(got))
+        stats = await c.nodes[2].get_stats()
+        assert stats.core.repairs_sent >= 5
+
+
+# --- hostile input over a raw socket ----------------------------------------------------
+
+class RawPeer:
+    """A hand-driven TCP peer that speaks (or mangles) the wire format."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.identity = Identity(nacl.signing.SigningKey(bytes([7]) * 32))
+
+    @classmethod
+    async def connect(cls, address: str) -> RawPeer:
+        host, port = address.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer)
+
+    async def hello(self) -> None:
+        body = wire.encode_hello_body(self.identity.public_key, "raw", None)
+        signature = self.identity.sign(wire.HELLO_DOMAIN, body)
+        await self.send(wire.encode_frame(wire.FrameKind.HELLO, signature + body))
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def closed_by_remote(self) -> bool:
+        try:
+            while await asyncio.wait_for(self.reader.read(65536), DEADLINE):
+                pass
+        except (ConnectionError, TimeoutError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+def _signed(key: nacl.signing.SigningKey, text: str) -> Message:
+    return Message(MessageType.Alert(level="high", message=text), "raw").sign_with_ed25519(key)
+
+
+def _tampered(key: nacl.signing.SigningKey) -> bytes:
+    frame = bytearray(wire.encode_message_frame(_signed(key, "wire 100").to_envelope(), hops=0))
+    frame[-10] ^= 0x01
+    return bytes(frame)
+
+
+def _forged(key: nacl.signing.SigningKey) -> bytes:
+    body = _signed(key, "forged").envelope_bytes
+    signature = nacl.signing.SigningKey(bytes([9]) * 32).sign(wire.MESSAGE_DOMAIN + body).signature
+    return wire.encode_frame(wire.FrameKind.MESSAGE, signature + body, flags=wire.FLAG_SIGNED)
+
+
+def _unsigned(key: nacl.signing.SigningKey) -> bytes:
+    message = Message(MessageType.Data("no signature"), "raw")
+    return wire.encode_message_frame(message.to_envelope(), hops=0)
+
+
+CASES: list[tuple[str, bool, Callable[[nacl.signing.SigningKey], bytes], str, bool]] = [
+    # (name, handshake first, frame factory, expected reason, connection closed)
+    ("garbage", False, lambda k: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "oversize", True),
+    ("max_length_prefix", False, lambda k: struct.pack("!I", 2**32 - 1) + b"x" * 16,
+     "oversize", True),
+    ("length_below_header", True, lambda k: struct.pack("!I", 2) + b"ab", "truncated", True),
+    ("truncated_envelope", True,
+     lambda k: wire.encode_frame(wire.FrameKind.MESSAGE, b"\x01" * 20), "truncated", True),
+    ("tampered", True, _tampered, "bad_signature", True),
+    ("forged", True, _forged, "bad_signature", True),
+    ("unsigned", True, _unsigned, "unsigned", False),
+    ("unknown_kind", True, lambda k: wire.encode_frame(99, b"??"), "unknown_kind", False),
+    ("message_before_hello", False,
+     lambda k: wire.encode_message_frame(_signed(k, "early").to_envelope(), hops=0),
+     "no_hello", True),
+]
+
+
+@pytest.mark.parametrize(("name", "handshake", "make_frame", "reason", "closes"), CASES,
+                         ids=[case[0] for case in CASES])
+async def test_bad_frames_are_counted_never_delivered_and_node_keeps_serving(
+        name: str, handshake: bool, make_frame: Callable[[nacl.signing.SigningKey], bytes],
+        reason: str, closes: bool) -> None:
+    key = nacl.signing.SigningKey(bytes([5]) * 32)
+    async with cluster() as c:
+        await chain(c, 3)
+        target = c.nodes[1]
+        raw = await RawPeer.connect(target.listen_address)
+        try:
+            if handshake:
+                await raw.hello()
+                await wait_for(lambda: len(target.connected_peers()) == 3, "raw handshake")
+            await raw.send(make_frame(key))
+            await wait_for(lambda: any(isinstance(e, FrameRejected) for e in c.events[1]),
+                           "the rejection event")
+            rejected = [e for e in c.events[1] if isinstance(e, FrameRejected)]
+            assert [e.reason for e in rejected] == [reason]
+            assert rejected[0].closed is closes
+            stats = await target.get_stats()
+            assert stats.rejected == {reason: 1}
+            if closes:
+                assert await raw.closed_by_remote()
+            # Nothing of it was delivered anywhere, and the mesh still works.
+            await c.nodes[0].broadcast_message(MessageType.Data("still alive"))
+            await wait_for(lambda: all(len(r) == 1 for r in c.received[1:]), "later delivery")
+            assert all(m.message_type == MessageType.Data("still alive")
+                       for r in c.received for m in r)
+            assert (await c.nodes[2].get_stats()).rejected == {}
+        finally:
+            await raw.close()
+
+
+async def test_unsigned_messages_flow_when_explicitly_allowed() -> None:
+    lenient = GossipConfig.local().replace(require_signatures=False)
+    async with cluster() as c:
+        a = await c.add("a", gossip=lenient)
+        b = await c.add("b", bootstrap=[a.listen_address], gossip=lenient)
+        await wait_for(lambda: len(b.connected_peers()) == 1, "connect")
+        raw = await RawPeer.connect(b.listen_address)
+        try:
+            await raw.hello()
+            await raw.send(_unsigned(nacl.signing.SigningKey(bytes(32))))
+            await wait_for(lambda: len(c.received[0]) == 1, "unsigned delivery via b")
+            assert c.received[0][0].verify_signature() is False
+        finally:
+            await raw.close()
