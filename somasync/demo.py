@@ -63,6 +63,8 @@ async def run_demo(nodes: int = 10, messages: int = 200, interval: float = 0.002
     receivers: list[asyncio.Task[None]] = []
     arrivals: list[dict[str, float]] = [{} for _ in range(nodes)]
     duplicates = 0
+    all_arrived = asyncio.Event()
+    expected = messages * (nodes - 1)
 
     async def receive(index: int, stream: object) -> None:
         nonlocal duplicates
@@ -72,6 +74,8 @@ async def run_demo(nodes: int = 10, messages: int = 200, interval: float = 0.002
                 if message.id in arrivals[index]:
                     duplicates += 1
                 arrivals[index][message.id] = time.perf_counter()
+                if sum(len(a) for a in arrivals) >= expected:
+                    all_arrived.set()
 
     try:
         started = loop.time()
@@ -105,9 +109,8 @@ async def run_demo(nodes: int = 10, messages: int = 200, interval: float = 0.002
             sent[message_id] = (origin, at)
             await asyncio.sleep(interval)
         expected = messages * (nodes - 1)
-        end = loop.time() + deadline
-        while sum(len(a) for a in arrivals) < expected and loop.time() < end:
-            await asyncio.sleep(0.01)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_arrived.wait(), deadline)
         await asyncio.sleep(0.1)  # let late duplicates show up, if any
 
         latencies: list[float] = []

@@ -22,7 +22,7 @@ class Stream(Generic[T]):
     def __init__(self, maxsize: int) -> None:
         self._items: deque[T] = deque()
         self._maxsize = maxsize
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
         self.dropped = 0
 
@@ -45,9 +45,13 @@ class Stream(Generic[T]):
         self._closed = False
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        # One item wakes one consumer; close() wakes them all.
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                if not self._closed:
+                    return
 
     def try_recv(self) -> T | None:
         """The next item, or None when none is buffered."""
@@ -62,11 +66,13 @@ class Stream(Generic[T]):
         while not self._items:
             if self._closed:
                 raise EOFError("stream closed")
-            self._waiter = asyncio.get_running_loop().create_future()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
             try:
-                await self._waiter
+                await waiter
             finally:
-                self._waiter = None
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
         return self._items.popleft()
 
     def __aiter__(self) -> Stream[T]:

@@ -1,0 +1,27 @@
+"""The README's two set-up commands exist, and CI runs the test command verbatim."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bash_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S)]
+
+
+def test_readme_has_exactly_two_setup_commands() -> None:
+    blocks = _bash_blocks()
+    assert len(blocks) == 2
+    assert all(block.startswith("pip install") for block in blocks)
+    assert "python -m somasync" in blocks[0]
+    assert "pytest" in blocks[1]
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    test_command = _bash_blocks()[1]
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert test_command in ci_lines
