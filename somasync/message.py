@@ -88,8 +88,13 @@ class Message:
             raise ValueError("source must be 1-255 bytes of UTF-8")
         _check_int(self.ttl, "ttl", 0, wire.MAX_TTL)
         _check_int(self.priority, "priority", 0, 255)
-        if self.correlation_id is not None and not isinstance(self.correlation_id, str):
-            raise TypeError("correlation_id must be a str or None")
+        if self.correlation_id is not None:
+            if not isinstance(self.correlation_id, str):
+                raise TypeError("correlation_id must be a str or None")
+            if not self.correlation_id:
+                # The wire encodes "no correlation id" as length 0, so "" could not
+                # survive a round trip: refuse it rather than change it silently.
+                raise ValueError("correlation_id must be non-empty (or None)")
         if not isinstance(self.headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
         ):

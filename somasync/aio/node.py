@@ -46,6 +46,8 @@ class Peer:
 
 @dataclass(frozen=True, slots=True)
 class PeerStats:
+    """How many of the peers this node knows it is connected to."""
+
     healthy_peers: int
     """Peers with an established, handshaken connection."""
     total_peers: int

@@ -42,12 +42,14 @@ from somasync.core.events import (
 from somasync.core.outbox import Outbox
 from somasync.core.payload import MessageType, decode_payload
 from somasync.core.seen import SeenCache
+from somasync.core.shard import Routed, RoutedKind, Shard, stream_owner
 from somasync.core.strategy import ForwardingStrategy, PushGossip
 from somasync.errors import DecodeError
 
 __all__ = ["Delivery", "Endpoint", "EndpointStatistics"]
 
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between expiry sweeps (seen cache, store, holes)
+_NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never here
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,8 @@ class EndpointStatistics:
     digests_sent: int
     repairs_sent: int
     """Messages sent to a neighbour because its digest showed it lacked them."""
+    frames_routed: int
+    """Sharded node: items handed to other workers (frames, digests, peer changes)."""
     stored_messages: int
     seen_ids: int
     streams: int
@@ -98,6 +102,8 @@ class _Link:
     hello: wire.Hello | None = None
     paused: bool = False
     closing: bool = False
+    owner: int | None = None
+    """Sharded node: the worker that owns this peer's connection (None: this one)."""
 
     @property
     def peer_label(self) -> str | None:
@@ -124,6 +130,7 @@ class _Counters:
     queue_dropped: int = 0
     digests_sent: int = 0
     repairs_sent: int = 0
+    routed: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
 
 
@@ -140,12 +147,15 @@ class Endpoint:
         listen_address: ``host:port`` peers can dial back, announced in HELLO.
         handshake_timeout: seconds a link may stay without a valid HELLO.
         strategy: forward-target selection; plain push gossip by default.
+        shard: this endpoint's place in a sharded node (see :mod:`somasync.core.shard`);
+            None for a node in one process.
     """
 
     def __init__(self, config: GossipConfig, identity: Identity, node_id: str, *,
                  rng: random.Random, now: float, wall_offset: float = 0.0,
                  listen_address: str | None = None, handshake_timeout: float = 5.0,
-                 strategy: ForwardingStrategy | None = None) -> None:
+                 strategy: ForwardingStrategy | None = None,
+                 shard: Shard | None = None) -> None:
         self.config = config
         self.identity = identity
         self.node_id = node_id
@@ -154,6 +164,8 @@ class Endpoint:
         self._rng = rng
         self._wall_offset = wall_offset
         self._strategy: ForwardingStrategy = strategy or PushGossip(config.fanout)
+        self._shard = shard
+        self._routed: dict[int, list[Routed]] = {}
         self._links: dict[int, _Link] = {}
         self._peers: dict[bytes, _Link] = {}
         self._dirty: dict[int, None] = {}
@@ -192,6 +204,7 @@ class Endpoint:
             del self._peers[hello.public_key]
             self._strategy.link_down(link)
             self._events.append(PeerDisconnected(hello.node_id, state.peer_address, reason))
+            self._announce(RoutedKind.PEER_DOWN, link, b"")
 
     def set_link_paused(self, link: int, paused: bool) -> None:
         """The driver's transport buffer for ``link`` is full (True) or drained (False)."""
@@ -242,6 +255,12 @@ class Endpoint:
                 if state.hello is None:
                     self._reject(state, RejectReason.NO_HELLO, "message before HELLO",
                                  close=True)
+                elif self._shard is not None:
+                    owner = self._message_owner(decoded)
+                    if owner == self._shard.index:
+                        self._on_message(state, decoded, now)
+                    else:
+                        self._route(owner, Routed(RoutedKind.MESSAGE, link, 0, frame))
                 else:
                     self._on_message(state, decoded, now)
             elif kind == wire.FrameKind.DIGEST:
@@ -249,6 +268,7 @@ class Endpoint:
                     self._reject(state, RejectReason.NO_HELLO, "digest before HELLO",
                                  close=True)
                 else:
+                    self._announce(RoutedKind.DIGEST, link, frame)
                     self._on_digest(state, decoded, now)
             elif kind == wire.FrameKind.HELLO:
                 self._on_hello(state, decoded, now)
@@ -270,6 +290,44 @@ class Endpoint:
         self._counters.originated += 1
         self._forward(envelope, hops=0, received_from=None)
         return envelope.id
+
+    def receive_routed(self, item: Routed, *, now: float) -> None:
+        """Handle what another worker of this node routed here (sharded node only)."""
+        kind, link = item.kind, item.link
+        if kind == RoutedKind.PEER_UP:
+            self._add_remote_peer(link, item.data, now)
+            return
+        if kind == RoutedKind.PEER_DOWN:
+            self._remove_remote_peer(link)
+            return
+        state = self._links.get(link)
+        if state is None:
+            # The connection went away while the item was in flight; anti-entropy
+            # repairs whatever it carried.
+            self._count_reject("routed_to_closed_link")
+            return
+        try:
+            if kind == RoutedKind.SEND:
+                self._queue(state, item.data, item.priority)
+            elif kind == RoutedKind.MESSAGE:
+                self._on_message(state, wire.decode_frame(item.data), now)
+            elif kind == RoutedKind.DIGEST:
+                self._on_digest(state, wire.decode_frame(item.data), now)
+            elif kind == RoutedKind.CLOSE:
+                self._request_close(state, item.data.decode(errors="replace"))
+        except DecodeError as exc:
+            self._reject(state, exc.reason, exc.detail, close=True)
+
+    def take_routed(self) -> dict[int, list[Routed]]:
+        """Items for other workers of this node, by worker index (sharded node only)."""
+        routed, self._routed = self._routed, {}
+        return routed
+
+    def drop_worker_links(self, owner: int) -> None:
+        """Forget every peer whose connection worker ``owner`` held (it died)."""
+        for link, state in list(self._links.items()):
+            if state.owner == owner:
+                self._remove_remote_peer(link)
 
     def handle_timer(self, *, now: float) -> None:
         """Run what is due: anti-entropy round, expiry of caches, handshake deadlines."""
@@ -332,7 +390,7 @@ class Endpoint:
             messages_originated=c.originated, messages_forwarded=c.forwarded,
             duplicates=c.duplicates, signatures_verified=c.verified,
             rejected=dict(c.rejected), send_queue_dropped=c.queue_dropped,
-            digests_sent=c.digests_sent, repairs_sent=c.repairs_sent,
+            digests_sent=c.digests_sent, repairs_sent=c.repairs_sent, frames_routed=c.routed,
             stored_messages=len(self._store), seen_ids=len(self._seen),
             streams=len(self._streams), links=len(self._links), peers=len(self._peers),
         )
@@ -362,10 +420,12 @@ class Endpoint:
             # The same peer over a better link: swap quietly, no disconnect/connect events.
             self._strategy.link_down(existing.id)
             self._request_close(existing, "duplicate")
+            self._announce(RoutedKind.PEER_DOWN, existing.id, b"")
         else:
             self._events.append(PeerConnected(hello.node_id, state.peer_address,
                                               hello.public_key))
         self._strategy.link_up(state.id)
+        self._announce(RoutedKind.PEER_UP, state.id, frame.payload)
         # Both ends send a digest on link-up, so neither needs to answer the other's.
         self._send_digest(state, reply=True)
 
@@ -444,17 +504,74 @@ class Endpoint:
             self._queue(state, wire.encode_message_frame(envelope, hops=0), envelope.priority)
         self._counters.repairs_sent += len(missing)
         self._counters.forwarded += len(missing)
-        if not digest.reply and self._lacks_some(digest):
-            self._send_digest(state, reply=True)
+        if not digest.reply:
+            lacking, unknown = self._lacking(digest)
+            if lacking:
+                self._send_digest(state, reply=True, unknown=unknown)
 
-    def _lacks_some(self, digest: wire.Digest) -> bool:
+    def _lacking(self, digest: wire.Digest) -> tuple[bool, list[wire.StreamKey]]:
+        """Whether the digest's sender holds something this endpoint's streams lack, and
+        which of the lacking streams this endpoint has never seen."""
+        lacking = False
+        unknown: list[wire.StreamKey] = []
         for stream, intervals in digest.streams.items():
-            if not intervals:
+            if not intervals or not self._owns_stream(stream):
                 continue
             tracker = self._streams.get(stream)
-            if tracker is None or lacks_any(tracker.intervals(), intervals):
-                return True
-        return False
+            if tracker is None:
+                lacking = True
+                unknown.append(stream)
+            elif lacks_any(tracker.intervals(), intervals):
+                lacking = True
+        return lacking, unknown
+
+    # --- sharding ----------------------------------------------------------------------
+
+    def _owns_stream(self, stream: wire.StreamKey) -> bool:
+        shard = self._shard
+        return shard is None or stream_owner(
+            stream[0], stream[1].encode(), shard.count) == shard.index
+
+    def _message_owner(self, frame: wire.Frame) -> int:
+        assert self._shard is not None
+        _, body = wire.split_message_payload(frame)
+        origin, source = wire.envelope_stream_bytes(body)
+        return stream_owner(origin, source, self._shard.count)
+
+    def _route(self, owner: int, item: Routed) -> None:
+        self._routed.setdefault(owner, []).append(item)
+        self._counters.routed += 1
+
+    def _announce(self, kind: RoutedKind, link: int, data: bytes) -> None:
+        """Tell every other worker (no-op in a single-process node)."""
+        shard = self._shard
+        if shard is None:
+            return
+        for index in range(shard.count):
+            if index != shard.index:
+                self._route(index, Routed(kind, link, 0, data))
+
+    def _add_remote_peer(self, link: int, hello_payload: bytes, now: float) -> None:
+        assert self._shard is not None
+        hello = wire.decode_hello(hello_payload)  # verified by the owning worker
+        old = self._peers.get(hello.public_key)
+        if old is not None:
+            self._remove_remote_peer(old.id)
+        state = _Link(link, False, hello.listen_address or "", now, _NO_OUTBOX, hello=hello,
+                      owner=self._shard.link_owner(link))
+        self._links[link] = state
+        self._peers[hello.public_key] = state
+        self._strategy.link_up(link)
+        self._send_digest(state, reply=True)
+
+    def _remove_remote_peer(self, link: int) -> None:
+        state = self._links.get(link)
+        if state is None or state.owner is None:
+            return
+        del self._links[link]
+        if state.hello is not None and self._peers.get(state.hello.public_key) is state:
+            del self._peers[state.hello.public_key]
+            self._strategy.link_down(link)
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -474,18 +591,27 @@ class Endpoint:
                 self._queue(state, frame, envelope.priority)
         self._counters.forwarded += len(targets)
 
-    def _send_digest(self, state: _Link, *, reply: bool) -> None:
+    def _send_digest(self, state: _Link, *, reply: bool,
+                     unknown: list[wire.StreamKey] = ()) -> None:  # type: ignore[assignment]
+        """Describe this endpoint's streams to ``state``'s peer. Streams in ``unknown``
+        are listed with no intervals: "send me all you hold of these". In a sharded node
+        each worker describes only its own streams, so its digest is partial."""
         items = self._streams.items()
         limit = self.config.max_digest_streams
-        partial = len(items) > limit
-        if partial:
+        partial = self._shard is not None or len(items) > limit
+        if len(items) > limit:
             items = self._rng.sample(items, limit)
-        frame = wire.encode_digest({stream: t.intervals() for stream, t in items},
-                                   reply=reply, partial=partial)
+        streams = {stream: t.intervals() for stream, t in items}
+        for stream in unknown[: max(0, limit - len(streams))]:
+            streams[stream] = []
+        frame = wire.encode_digest(streams, reply=reply, partial=partial)
         self._queue(state, frame, 255)
         self._counters.digests_sent += 1
 
     def _queue(self, state: _Link, frame: bytes, priority: int) -> None:
+        if state.owner is not None:
+            self._route(state.owner, Routed(RoutedKind.SEND, state.id, priority, frame))
+            return
         self._counters.queue_dropped += state.outbox.push(frame, priority)
         self._dirty[state.id] = None
 
@@ -503,4 +629,7 @@ class Endpoint:
     def _request_close(self, state: _Link, reason: str) -> None:
         if not state.closing:
             state.closing = True
-            self._to_close.append((state.id, reason))
+            if state.owner is not None:
+                self._route(state.owner, Routed(RoutedKind.CLOSE, state.id, 0, reason.encode()))
+            else:
+                self._to_close.append((state.id, reason))

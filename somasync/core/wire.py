@@ -295,6 +295,18 @@ def split_message_payload(frame: Frame) -> tuple[bytes | None, bytes]:
     return None, frame.payload
 
 
+def envelope_stream_bytes(body: bytes) -> tuple[bytes, bytes]:
+    """The (origin key, source as UTF-8) of envelope bytes, without decoding the rest."""
+    if len(body) < ENVELOPE_HEAD.size:
+        raise DecodeError("truncated", "envelope shorter than its header")
+    source_len = body[2]
+    origin = body[3 : 3 + KEY_SIZE]
+    source = body[ENVELOPE_HEAD.size : ENVELOPE_HEAD.size + source_len]
+    if len(source) != source_len or source_len == 0:
+        raise DecodeError("bad_envelope", "source missing")
+    return origin, source
+
+
 def encode_message_frame(envelope: Envelope, *, hops: int) -> bytes:
     """Frame an envelope for sending, signature and body exactly as received."""
     if envelope.signature is None:

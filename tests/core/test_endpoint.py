@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import itertools
-import random
-from dataclasses import dataclass, field
 
 import nacl.signing
 import pytest
 
 from somasync.config import GossipConfig
 from somasync.core import wire
-from somasync.core.crypto import Identity
-from somasync.core.endpoint import Endpoint
 from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected
 from somasync.core.payload import MessageType
-from somasync.errors import DecodeError
 from somasync.message import Message
-
-WALL = 1_800_000_000.0  # a fixed "wall clock" so origin timestamps are deterministic
+from somasync.testing import WALL, Mesh
 
 
 def make_message(key: nacl.signing.SigningKey | None, text: str, *, source: str = "origin",
@@ -27,111 +21,6 @@ def make_message(key: nacl.signing.SigningKey | None, text: str, *, source: str 
     message = Message(MessageType.Data(text), source, timestamp=timestamp, ttl=ttl,
                       priority=priority, sequence=sequence)
     return message if key is None else message.sign_with_ed25519(key)
-
-
-@dataclass
-class Wire:
-    a: str
-    b: str
-    link_a: int
-    link_b: int
-    buffers: dict[str, wire.FrameBuffer] = field(default_factory=dict)
-    drop: bool = False
-
-
-class Mesh:
-    """Endpoints joined by in-memory links; ``settle()`` moves bytes until quiet."""
-
-    def __init__(self, config: GossipConfig | None = None, seed: int = 1) -> None:
-        self.config = config or GossipConfig.local()
-        self.now = 100.0
-        self.rng = random.Random(seed)
-        self.nodes: dict[str, Endpoint] = {}
-        self.wires: dict[tuple[str, int], Wire] = {}
-        self.next_link = 1
-        self.delivered: dict[str, list[bytes]] = {}
-        self.events: dict[str, list[object]] = {}
-
-    def add(self, name: str, config: GossipConfig | None = None) -> Endpoint:
-        endpoint = Endpoint(config or self.config, Identity.generate(), name,
-                            rng=random.Random(self.rng.random()), now=self.now,
-                            wall_offset=WALL - self.now, listen_address=f"{name}:1")
-        self.nodes[name] = endpoint
-        self.delivered[name] = []
-        self.events[name] = []
-        return endpoint
-
-    def connect(self, a: str, b: str) -> Wire:
-        link_a, link_b = self.next_link, self.next_link + 1
-        self.next_link += 2
-        w = Wire(a, b, link_a, link_b, {
-            a: wire.FrameBuffer(self.config.max_frame),
-            b: wire.FrameBuffer(self.config.max_frame),
-        })
-        self.wires[(a, link_a)] = w
-        self.wires[(b, link_b)] = w
-        self.nodes[a].open_link(link_a, outbound=True, address=f"{b}:1", now=self.now)
-        self.nodes[b].open_link(link_b, outbound=False, address=f"{a}:9", now=self.now)
-        return w
-
-    def disconnect(self, w: Wire, reason: str = "closed") -> None:
-        for name, link in ((w.a, w.link_a), (w.b, w.link_b)):
-            self.wires.pop((name, link), None)
-            self.nodes[name].close_link(link, now=self.now, reason=reason)
-
-    def inject(self, name: str, link: int, data: bytes) -> None:
-        """Raw bytes arriving at ``name`` on ``link`` (as a hostile peer would send)."""
-        endpoint = self.nodes[name]
-        w = self.wires[(name, link)]
-        try:
-            frames = w.buffers[name].feed(data)
-        except DecodeError as exc:
-            endpoint.framing_error(link, exc, now=self.now)
-            return
-        for frame in frames:
-            endpoint.receive_frame(link, frame, now=self.now)
-
-    def settle(self, max_rounds: int = 200) -> None:
-        for _ in range(max_rounds):
-            moved = False
-            for name, endpoint in self.nodes.items():
-                for link, reason in endpoint.links_to_close():
-                    w = self.wires.get((name, link))
-                    if w is not None:
-                        self.disconnect(w, reason)
-                        moved = True
-                for link, data in endpoint.frames_to_send():
-                    w = self.wires.get((name, link))
-                    if w is None or w.drop:
-                        continue
-                    other, other_link = (w.b, w.link_b) if name == w.a else (w.a, w.link_a)
-                    self.inject(other, other_link, data)
-                    moved = True
-                self.delivered[name].extend(d.envelope.id for d in endpoint.take_deliveries())
-                self.events[name].extend(endpoint.take_events())
-            if not moved:
-                return
-        raise AssertionError("the mesh did not settle")
-
-    def step(self, seconds: float) -> None:
-        """Advance the clock, firing every timer that falls due, in small increments."""
-        end = self.now + seconds
-        while True:
-            due = min(e.get_timer() for e in self.nodes.values())
-            if due > end:
-                break
-            self.now = max(self.now, due)
-            for endpoint in self.nodes.values():
-                if endpoint.get_timer() <= self.now:
-                    endpoint.handle_timer(now=self.now)
-            self.settle()
-        self.now = end
-
-    def link_of(self, name: str, other: str) -> int:
-        for (owner, link), w in self.wires.items():
-            if owner == name and other in (w.a, w.b) and other != name:
-                return link
-        raise KeyError(other)
 
 
 @pytest.fixture

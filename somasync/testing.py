@@ -1,0 +1,179 @@
+"""Deterministic test harness: endpoints joined by in-memory links and a stepped clock.
+
+For SomaSync's own tests and for users who want to check a configuration without
+sockets or sleeps::
+
+    mesh = Mesh(GossipConfig.local())
+    for name in ("a", "b", "c"):
+        mesh.add(name)
+    mesh.connect("a", "b"); mesh.connect("b", "c"); mesh.settle()
+    mesh.nodes["a"].broadcast(envelope, now=mesh.now); mesh.settle()
+    mesh.step(5.0)   # fire every timer due in the next 5 virtual seconds
+
+A node added with ``shards=k`` is a sharded node: ``k`` endpoints with one identity, as
+the worker processes of one host would be, with routed items moved between them in
+memory. ``mesh.nodes[name]`` is then its shard 0, and ``mesh.shards[name]`` lists all.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from somasync.config import GossipConfig
+from somasync.core import wire
+from somasync.core.crypto import Identity
+from somasync.core.endpoint import Endpoint
+from somasync.core.shard import Shard, peer_owner
+from somasync.errors import DecodeError
+
+__all__ = ["WALL", "Mesh", "Wire"]
+
+WALL = 1_800_000_000.0
+"""The harness's wall clock at virtual time ``Mesh.now``'s start: fixed, so origin
+timestamps and TTL checks are deterministic."""
+
+
+@dataclass
+class Wire:
+    """One in-memory connection between two endpoints."""
+
+    a: str
+    b: str
+    link_a: int
+    link_b: int
+    buffers: dict[str, wire.FrameBuffer] = field(default_factory=dict)
+    drop: bool = False
+    """While True, bytes sent over this wire vanish (a lossy or dead link)."""
+
+
+class Mesh:
+    """Endpoints joined by in-memory links; ``settle()`` moves bytes until quiet."""
+
+    def __init__(self, config: GossipConfig | None = None, seed: int = 1) -> None:
+        self.config = config or GossipConfig.local()
+        self.now = 100.0
+        self.rng = random.Random(seed)
+        self.shards: dict[str, list[Endpoint]] = {}
+        self.wires: dict[tuple[str, int], Wire] = {}
+        self.delivered: dict[str, list[bytes]] = {}
+        self.events: dict[str, list[object]] = {}
+        self._next_link = 0
+
+    @property
+    def nodes(self) -> dict[str, Endpoint]:
+        return {name: shards[0] for name, shards in self.shards.items()}
+
+    def add(self, name: str, config: GossipConfig | None = None, *, shards: int = 1,
+            identity: Identity | None = None) -> Endpoint:
+        identity = identity or Identity(self.rng.randbytes(32))
+        endpoints = [
+            Endpoint(config or self.config, identity, name,
+                     rng=random.Random(self.rng.random()), now=self.now,
+                     wall_offset=WALL - self.now, listen_address=f"{name}:1",
+                     shard=Shard(i, shards) if shards > 1 else None)
+            for i in range(shards)
+        ]
+        self.shards[name] = endpoints
+        self.delivered[name] = []
+        self.events[name] = []
+        return endpoints[0]
+
+    def _endpoint_for(self, name: str, peer: str) -> tuple[Endpoint, int]:
+        """The shard of ``name`` that owns the connection to ``peer``, and a fresh link id."""
+        shards = self.shards[name]
+        count = len(shards)
+        index = peer_owner(self.shards[peer][0].identity.public_key, count) if count > 1 else 0
+        link = self._next_link * count + index
+        self._next_link += 1
+        return shards[index], link
+
+    def endpoint_of(self, name: str, link: int) -> Endpoint:
+        shards = self.shards[name]
+        return shards[link % len(shards)]
+
+    def connect(self, a: str, b: str) -> Wire:
+        endpoint_a, link_a = self._endpoint_for(a, b)
+        endpoint_b, link_b = self._endpoint_for(b, a)
+        w = Wire(a, b, link_a, link_b, {
+            a: wire.FrameBuffer(self.config.max_frame),
+            b: wire.FrameBuffer(self.config.max_frame),
+        })
+        self.wires[(a, link_a)] = w
+        self.wires[(b, link_b)] = w
+        endpoint_a.open_link(link_a, outbound=True, address=f"{b}:1", now=self.now)
+        endpoint_b.open_link(link_b, outbound=False, address=f"{a}:9", now=self.now)
+        return w
+
+    def disconnect(self, w: Wire, reason: str = "closed") -> None:
+        for name, link in ((w.a, w.link_a), (w.b, w.link_b)):
+            if self.wires.pop((name, link), None) is not None:
+                self.endpoint_of(name, link).close_link(link, now=self.now, reason=reason)
+
+    def inject(self, name: str, link: int, data: bytes) -> None:
+        """Raw bytes arriving at ``name`` on ``link`` (as a hostile peer would send)."""
+        endpoint = self.endpoint_of(name, link)
+        w = self.wires[(name, link)]
+        try:
+            frames = w.buffers[name].feed(data)
+        except DecodeError as exc:
+            endpoint.framing_error(link, exc, now=self.now)
+            return
+        for frame in frames:
+            endpoint.receive_frame(link, frame, now=self.now)
+
+    def settle(self, max_rounds: int = 500) -> None:
+        """Move bytes and routed items until nothing moves (at most ``max_rounds``)."""
+        for _ in range(max_rounds):
+            moved = False
+            for name, shards in self.shards.items():
+                for endpoint in shards:
+                    moved |= self._pump(name, endpoint)
+            if not moved:
+                return
+        raise AssertionError("the mesh did not settle")
+
+    def _pump(self, name: str, endpoint: Endpoint) -> bool:
+        moved = False
+        for link, reason in endpoint.links_to_close():
+            w = self.wires.get((name, link))
+            if w is not None:
+                self.disconnect(w, reason)
+                moved = True
+        for link, data in endpoint.frames_to_send():
+            w = self.wires.get((name, link))
+            if w is None or w.drop:
+                continue
+            other, other_link = (w.b, w.link_b) if name == w.a else (w.a, w.link_a)
+            self.inject(other, other_link, data)
+            moved = True
+        for index, items in endpoint.take_routed().items():
+            sibling = self.shards[name][index]
+            for item in items:
+                sibling.receive_routed(item, now=self.now)
+            moved = True
+        self.delivered[name].extend(d.envelope.id for d in endpoint.take_deliveries())
+        self.events[name].extend(endpoint.take_events())
+        return moved
+
+    def step(self, seconds: float) -> None:
+        """Advance the clock, firing every timer that falls due, in deadline order."""
+        end = self.now + seconds
+        endpoints = [e for shards in self.shards.values() for e in shards]
+        while True:
+            due = min(e.get_timer() for e in endpoints)
+            if due > end:
+                break
+            self.now = max(self.now, due)
+            for endpoint in endpoints:
+                if endpoint.get_timer() <= self.now:
+                    endpoint.handle_timer(now=self.now)
+            self.settle()
+        self.now = end
+
+    def link_of(self, name: str, other: str) -> int:
+        """The link id ``name`` uses for its connection to ``other``."""
+        for (owner, link), w in self.wires.items():
+            if owner == name and other in (w.a, w.b) and other != name:
+                return link
+        raise KeyError(other)

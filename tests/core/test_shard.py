@@ -1,0 +1,137 @@
+"""A sharded node (several endpoints, one identity) in the deterministic harness."""
+
+from __future__ import annotations
+
+import nacl.signing
+import pytest
+
+from somasync.config import GossipConfig
+from somasync.core.payload import MessageType
+from somasync.core.shard import Shard, peer_owner, stream_owner
+from somasync.message import Message
+from somasync.testing import WALL, Mesh
+
+SHARDS = 2
+
+
+def message(key: nacl.signing.SigningKey, text: str, sequence: int,
+            source: str = "origin") -> Message:
+    return Message(MessageType.Data(text), source, timestamp=WALL,
+                   sequence=sequence).sign_with_ed25519(key)
+
+
+def build(peers: int = 4, config: GossipConfig | None = None) -> tuple[Mesh, list[str]]:
+    """Sharded node X joined to ``peers`` plain nodes, with both shards owning some."""
+    mesh = Mesh(config or GossipConfig.local(), seed=7)
+    mesh.add("X", shards=SHARDS)
+    names: list[str] = []
+    owners: set[int] = set()
+    while len(names) < peers or owners != set(range(SHARDS)):
+        name = f"p{len(names)}"
+        mesh.add(name)
+        mesh.connect(name, "X")
+        names.append(name)
+        owners.add(peer_owner(mesh.nodes[name].identity.public_key, SHARDS))
+    mesh.settle()
+    return mesh, names
+
+
+def x_delivered(mesh: Mesh) -> list[bytes]:
+    return mesh.delivered["X"]
+
+
+def test_every_shard_knows_every_peer() -> None:
+    mesh, names = build()
+    for shard in mesh.shards["X"]:
+        # one entry per peer: the connections it owns, plus those its sibling owns
+        assert shard.statistics().peers == len(names)
+        assert shard.statistics().links == len(names)
+    wires_at_x = [link for (owner, link) in mesh.wires if owner == "X"]
+    assert {link % SHARDS for link in wires_at_x} == {0, 1}
+
+
+def test_copies_through_peers_of_different_shards_deliver_once() -> None:
+    mesh, names = build()
+    ids = []
+    for i in range(20):
+        key = nacl.signing.SigningKey(bytes([i]) * 32)
+        envelope = message(key, f"m{i}", 1, source=f"o{i}").to_envelope()
+        ids.append(envelope.id)
+        # The same message reaches X from every peer, i.e. through both shards.
+        for name in names:
+            mesh.nodes[name].broadcast(envelope, now=mesh.now)
+        mesh.settle()
+    assert sorted(x_delivered(mesh)) == sorted(ids)
+    owners = {stream_owner(bytes(nacl.signing.SigningKey(bytes([i]) * 32).verify_key),
+                           f"o{i}".encode(), SHARDS) for i in range(20)}
+    assert owners == {0, 1}  # the streams really were spread over both shards
+    routed = sum(s.statistics().frames_routed for s in mesh.shards["X"])
+    assert routed > 0
+
+
+def test_sharded_node_forwards_between_peers_of_different_shards() -> None:
+    mesh = Mesh(GossipConfig.local(), seed=7)
+    mesh.add("X", shards=SHARDS)
+    names = []
+    for i in range(12):  # find a peer owned by each shard
+        name = f"p{i}"
+        mesh.add(name)
+        names.append(name)
+    by_owner: dict[int, str] = {}
+    for name in names:
+        by_owner.setdefault(peer_owner(mesh.nodes[name].identity.public_key, SHARDS), name)
+    a, b = by_owner[0], by_owner[1]
+    mesh.connect(a, "X")
+    mesh.connect("X", b)
+    mesh.settle()
+    key = nacl.signing.SigningKey(bytes(32))
+    ids = [mesh.nodes[a].broadcast(message(key, f"m{i}", i + 1, source=f"s{i}").to_envelope(),
+                                   now=mesh.now) for i in range(10)]
+    mesh.settle()
+    assert sorted(mesh.delivered[b]) == sorted(ids)
+    assert sorted(x_delivered(mesh)) == sorted(ids)
+
+
+def test_sharded_node_own_broadcasts_reach_everyone() -> None:
+    mesh, names = build()
+    key = nacl.signing.SigningKey(bytes([3]) * 32)
+    ids = []
+    for i in range(10):
+        envelope = message(key, f"own {i}", i + 1, source=f"x{i}").to_envelope()
+        owner = stream_owner(envelope.origin, envelope.source.encode(), SHARDS)
+        ids.append(mesh.shards["X"][owner].broadcast(envelope, now=mesh.now))
+    mesh.settle()
+    for name in names:
+        assert sorted(mesh.delivered[name]) == sorted(ids)
+
+
+def test_sharded_node_catches_up_after_disconnect() -> None:
+    mesh, names = build(peers=2)
+    for w in [w for (owner, _), w in list(mesh.wires.items()) if owner == "X"]:
+        mesh.disconnect(w)
+    mesh.connect(names[0], names[1])
+    mesh.settle()
+    key = nacl.signing.SigningKey(bytes([4]) * 32)
+    ids = [mesh.nodes[names[0]].broadcast(
+        message(key, f"m{i}", i + 1, source=f"s{i % 5}").to_envelope(), now=mesh.now)
+        for i in range(15)]
+    mesh.settle()
+    assert x_delivered(mesh) == []
+    mesh.connect(names[1], "X")
+    mesh.settle()
+    mesh.step(mesh.config.anti_entropy_interval * 8)
+    assert sorted(x_delivered(mesh)) == sorted(ids)
+
+
+def test_dead_shard_links_are_forgotten_by_the_others() -> None:
+    mesh, names = build()
+    survivor = mesh.shards["X"][0]
+    survivor.drop_worker_links(1)
+    owned_by_0 = [n for n in names
+                  if peer_owner(mesh.nodes[n].identity.public_key, SHARDS) == 0]
+    assert survivor.statistics().peers == len(owned_by_0)
+
+
+def test_shard_index_is_validated() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        Shard(2, 2)

@@ -1,0 +1,183 @@
+"""A single-producer single-consumer ring of length-prefixed records over a buffer.
+
+Pure logic over a ``memoryview`` (a ``bytearray`` in tests, a ``SharedMemory`` buffer in
+production): nothing here knows about processes. Layout::
+
+    offset   0  u64 head        bytes consumed so far (written by the consumer only)
+    offset  64  u64 tail        bytes published so far (written by the producer only)
+    offset 128  u32 sleeping    1 while the consumer waits for a wake-up
+    offset 192  data[capacity]  records, each 8-byte aligned:
+                                u32 length | u32 sequence | payload | padding
+
+``head`` and ``tail`` only grow (positions are taken modulo ``capacity``), sit on separate
+cache lines, and each has one writer. The producer writes records first and publishes
+``tail`` once per batch, so the consumer never sees a half-written record (x86 keeps
+stores in order; this module assumes it). A record that would run past the end of the
+buffer is preceded by a wrap marker (length ``WRAP``) and written at offset 0.
+
+Every record carries the producer's running sequence number. A reader that finds a
+different number, or an impossible length, raises :class:`RingCorrupted`: that is how a
+record torn by a crashed or restarted producer is detected instead of misread.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from somasync.errors import SomaSyncError
+
+__all__ = ["HEADER_SIZE", "RECORD_OVERHEAD", "RingCorrupted", "RingReader", "RingWriter",
+           "ring_size"]
+
+HEADER_SIZE = 192
+_HEAD = 0
+_TAIL = 64
+_SLEEPING = 128
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+_RECORD = struct.Struct("<II")
+RECORD_OVERHEAD = _RECORD.size
+WRAP = 0xFFFFFFFF
+
+
+class RingCorrupted(SomaSyncError):
+    """A record's sequence number or length is not what the reader expects."""
+
+
+def ring_size(capacity: int) -> int:
+    """Bytes of buffer needed for a ring with ``capacity`` bytes of record space."""
+    return HEADER_SIZE + capacity
+
+
+def _aligned(n: int) -> int:
+    return (n + 7) & ~7
+
+
+class _Ring:
+    __slots__ = ("_buffer", "capacity", "max_record")
+
+    def __init__(self, buffer: memoryview) -> None:
+        capacity = len(buffer) - HEADER_SIZE
+        if capacity < 64 or capacity % 8:
+            raise ValueError("ring capacity must be a multiple of 8 and at least 64 bytes")
+        self._buffer = buffer
+        self.capacity = capacity
+        # A record must fit even when it starts right after a wrap marker.
+        self.max_record = capacity // 2 - RECORD_OVERHEAD
+
+    def _load(self, offset: int) -> int:
+        value: int = _U64.unpack_from(self._buffer, offset)[0]
+        return value
+
+    @property
+    def head(self) -> int:
+        return self._load(_HEAD)
+
+    @property
+    def tail(self) -> int:
+        return self._load(_TAIL)
+
+    @property
+    def used(self) -> int:
+        """Bytes published and not yet consumed."""
+        return self.tail - self.head
+
+    @property
+    def consumer_sleeping(self) -> bool:
+        return bool(_U32.unpack_from(self._buffer, _SLEEPING)[0])
+
+
+class RingWriter(_Ring):
+    """The producing end. Stage records with :meth:`write`, then :meth:`publish` once."""
+
+    __slots__ = ("_sequence", "_staged_tail")
+
+    def __init__(self, buffer: memoryview) -> None:
+        super().__init__(buffer)
+        self._staged_tail = self.tail
+        self._sequence = 0
+
+    @property
+    def staged(self) -> int:
+        """Bytes written but not yet published."""
+        return self._staged_tail - self.tail
+
+    def write(self, payload: bytes | memoryview) -> bool:
+        """Stage one record; False (nothing written) when the ring lacks room.
+
+        Raises:
+            ValueError: the record can never fit (longer than ``max_record``).
+        """
+        length = len(payload)
+        if length > self.max_record:
+            raise ValueError(f"record of {length} bytes > ring max_record {self.max_record}")
+        need = _aligned(RECORD_OVERHEAD + length)
+        tail = self._staged_tail
+        position = tail % self.capacity
+        room_to_end = self.capacity - position
+        wrap = need > room_to_end
+        if tail + need + (room_to_end if wrap else 0) - self.head > self.capacity:
+            return False
+        buffer = self._buffer
+        if wrap:
+            _RECORD.pack_into(buffer, HEADER_SIZE + position, WRAP, self._sequence)
+            tail += room_to_end
+            position = 0
+        start = HEADER_SIZE + position
+        _RECORD.pack_into(buffer, start, length, self._sequence)
+        buffer[start + RECORD_OVERHEAD : start + RECORD_OVERHEAD + length] = payload
+        self._sequence = (self._sequence + 1) & 0xFFFFFFFF
+        self._staged_tail = tail + need
+        return True
+
+    def publish(self) -> bool:
+        """Make staged records visible. True when the consumer is asleep and must be woken."""
+        _U64.pack_into(self._buffer, _TAIL, self._staged_tail)
+        return self.consumer_sleeping
+
+
+class RingReader(_Ring):
+    """The consuming end."""
+
+    __slots__ = ("_sequence",)
+
+    def __init__(self, buffer: memoryview) -> None:
+        super().__init__(buffer)
+        self._sequence = 0
+
+    def read(self, max_records: int = 1 << 30) -> list[bytes]:
+        """Copy out up to ``max_records`` published records and free their space.
+
+        Raises:
+            RingCorrupted: a record's sequence number or length is wrong.
+        """
+        buffer = self._buffer
+        head = self.head
+        tail = self.tail
+        records: list[bytes] = []
+        capacity = self.capacity
+        while head < tail and len(records) < max_records:
+            position = head % capacity
+            length, sequence = _RECORD.unpack_from(buffer, HEADER_SIZE + position)
+            if sequence != self._sequence:
+                raise RingCorrupted(
+                    f"record sequence {sequence}, expected {self._sequence} at byte {head}")
+            if length == WRAP:
+                head += capacity - position
+                continue
+            if length > self.max_record or head + _aligned(RECORD_OVERHEAD + length) > tail:
+                raise RingCorrupted(f"record length {length} at byte {head} is impossible")
+            start = HEADER_SIZE + position + RECORD_OVERHEAD
+            records.append(bytes(buffer[start : start + length]))
+            head += _aligned(RECORD_OVERHEAD + length)
+            self._sequence = (self._sequence + 1) & 0xFFFFFFFF
+        _U64.pack_into(buffer, _HEAD, head)
+        return records
+
+    def set_sleeping(self, sleeping: bool) -> None:
+        """Tell the producer whether a wake-up is needed after its next publish.
+
+        Set it, then check :attr:`used` once more before really sleeping: a record
+        published in between would otherwise wait for the next one.
+        """
+        _U32.pack_into(self._buffer, _SLEEPING, 1 if sleeping else 0)

@@ -1,0 +1,46 @@
+"""The one module that touches ``multiprocessing.shared_memory``.
+
+Only the supervisor creates and unlinks segments. Workers attach by name and must never
+unlink: on Python 3.11 and 3.12 attaching registers the segment with the resource
+tracker, which would unlink it when the worker exits (cpython#82300), so attachers
+unregister it at once. Every segment name starts with :data:`PREFIX`, which is how tests
+and ``tools/shm_gc.py`` find leaks.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from multiprocessing import resource_tracker, shared_memory
+
+__all__ = ["PREFIX", "Segment", "attach", "create", "leaked_segments"]
+
+PREFIX = "somasync-"
+
+Segment = shared_memory.SharedMemory
+
+
+def create(size: int, tag: str) -> Segment:
+    """Create a zero-filled segment named ``somasync-<tag>-<random>`` (supervisor only)."""
+    name = f"{PREFIX}{tag}-{secrets.token_hex(4)}"
+    return shared_memory.SharedMemory(name=name, create=True, size=size)
+
+
+def attach(name: str) -> Segment:
+    """Attach to a segment created by the supervisor, without ever unlinking it."""
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name=name, track=False)  # type: ignore[call-arg]
+    segment = shared_memory.SharedMemory(name=name)
+    # The tracker keys segments by their POSIX name, which carries a leading slash.
+    resource_tracker.unregister(f"/{name}", "shared_memory")
+    return segment
+
+
+def leaked_segments(tag: str = "") -> list[str]:
+    """Names of ``somasync`` segments in /dev/shm (optionally only those with ``tag``)."""
+    try:
+        names = os.listdir("/dev/shm")
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.startswith(PREFIX + tag))
