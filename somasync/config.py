@@ -245,7 +245,16 @@ class NodeConfig:
     """Sign every message this node originates with its own key."""
 
     workers: int = 0
-    """Worker processes (0 = everything in the caller's event loop)."""
+    """Worker processes (0 = everything in the caller's event loop). Each worker runs one
+    event loop and verifies the messages of its share of the streams; use about one per
+    core (``SynapseNodeBuilder.with_workers("auto")``)."""
+
+    ring_capacity: int = 4 * 1024 * 1024
+    """Bytes of each shared-memory ring between two processes of a sharded node. 4 MiB
+    holds tens of thousands of in-flight frames; a full ring pushes back on its producer."""
+
+    pin_workers: bool = False
+    """Pin worker ``i`` to CPU ``i mod cores`` (psutil), for steadier benchmarks."""
 
     def __post_init__(self) -> None:
         _require(
@@ -276,6 +285,9 @@ class NodeConfig:
             "workers",
             f"must be an integer >= 0, got {self.workers!r}",
         )
+        _positive_int(self.ring_capacity, "ring_capacity", minimum=64 * 1024)
+        _require(self.ring_capacity % 8 == 0, "ring_capacity", "must be a multiple of 8")
+        _require(isinstance(self.pin_workers, bool), "pin_workers", "must be a bool")
 
     def replace(self, **changes: Any) -> NodeConfig:
         """Return a copy with ``changes`` applied (and validated)."""

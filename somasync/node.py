@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+from typing import Literal
+
 import nacl.signing
 
 from somasync.aio.channel import Stream
@@ -56,8 +60,13 @@ class SynapseNodeBuilder:
             raise ConfigError("signing_key", str(exc)) from None
         return self
 
-    def with_workers(self, workers: int) -> SynapseNodeBuilder:
-        """Worker processes; 0 (the default) runs the node in the caller's event loop."""
+    def with_workers(self, workers: int | Literal["auto"]) -> SynapseNodeBuilder:
+        """Worker processes; 0 (the default) runs the node in the caller's event loop,
+        ``"auto"`` starts one per usable core. The caller's process becomes the
+        supervisor that shards peers and message streams over the workers."""
+        if workers == "auto":
+            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+                else (os.cpu_count() or 1)
         self._config = self._config.replace(workers=workers)
         return self
 
@@ -79,9 +88,11 @@ class SynapseNodeBuilder:
         identity = self._signing_key or Identity.generate()
         if not self._node_id_set:
             config = config.replace(node_id="node-" + identity.public_key[:6].hex())
-        if config.workers != 0:
-            raise ConfigError("workers", "the multiprocess runtime is not available yet; use 0")
         messages: Stream[Message] = Stream(config.delivery_queue_size)
         events: Stream[Event] = Stream(config.event_queue_size)
-        node = SynapseNode(config, identity, messages, events)
+        if config.workers == 0:
+            return SynapseNode(config, identity, messages, events), messages, events
+        # Loaded lazily: the facade never imports the multiprocess runtime statically.
+        runtime = importlib.import_module("somasync.workers.supervisor")
+        node: SynapseNode = runtime.ShardedNode(config, identity, messages, events)
         return node, messages, events

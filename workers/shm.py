@@ -2,9 +2,11 @@
 
 Only the supervisor creates and unlinks segments. Workers attach by name and must never
 unlink: on Python 3.11 and 3.12 attaching registers the segment with the resource
-tracker, which would unlink it when the worker exits (cpython#82300), so attachers
-unregister it at once. Every segment name starts with :data:`PREFIX`, which is how tests
-and ``tools/shm_gc.py`` find leaks.
+tracker (cpython#82300). Unregistering afterwards is wrong too: forkserver children
+share the supervisor's tracker, so that would drop the supervisor's own registration.
+So an attach never registers at all (``track=False`` on 3.13+, a suppressed call
+before). Every segment name starts with :data:`PREFIX`, which is how tests and
+``tools/shm_gc.py`` find leaks.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import threading
+from collections.abc import Sized
 from multiprocessing import resource_tracker, shared_memory
 
 __all__ = ["PREFIX", "Segment", "attach", "create", "leaked_segments"]
@@ -31,10 +35,22 @@ def attach(name: str) -> Segment:
     """Attach to a segment created by the supervisor, without ever unlinking it."""
     if sys.version_info >= (3, 13):
         return shared_memory.SharedMemory(name=name, track=False)  # type: ignore[call-arg]
-    segment = shared_memory.SharedMemory(name=name)
-    # The tracker keys segments by their POSIX name, which carries a leading slash.
-    resource_tracker.unregister(f"/{name}", "shared_memory")
-    return segment
+    with _attach_lock:
+        register = resource_tracker.register
+        resource_tracker.register = _register_unless_shared_memory
+        try:
+            return shared_memory.SharedMemory(name=name)
+        finally:
+            resource_tracker.register = register
+
+
+_attach_lock = threading.Lock()
+_real_register = resource_tracker.register
+
+
+def _register_unless_shared_memory(name: Sized, rtype: str) -> None:
+    if rtype != "shared_memory":
+        _real_register(name, rtype)
 
 
 def leaked_segments(tag: str = "") -> list[str]:

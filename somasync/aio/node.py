@@ -28,7 +28,7 @@ from somasync.errors import DecodeError, NodeStateError, TransportError
 from somasync.events import DeliveryDropped, MessageReceived
 from somasync.message import Message
 
-__all__ = ["NodeStats", "Peer", "PeerStats", "SynapseNode"]
+__all__ = ["NodeStats", "Peer", "PeerStats", "SynapseNode", "WorkerStats"]
 
 Event = object
 
@@ -77,7 +77,29 @@ class NodeStats:
     events_dropped: int
     connect_failures: int
     core: EndpointStatistics
-    """Every counter of the protocol core."""
+    """Every counter of the protocol core (summed over workers in a sharded node)."""
+    workers: tuple[WorkerStats, ...] = ()
+    """Per-worker figures of a sharded node (empty for a single-process node)."""
+    worker_restarts: int = 0
+    """Workers the supervisor restarted after they died."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """One worker process of a sharded node."""
+
+    index: int
+    pid: int
+    messages_verified: int
+    """Signatures this worker checked (messages and HELLOs)."""
+    messages_delivered: int
+    ring_in_used: int
+    """Bytes waiting in the rings this worker reads."""
+    ring_out_pending: int
+    """Bytes this worker could not yet publish because a ring was full."""
+    cpu_percent: float
+    """Average CPU use since the worker started (100 = one core)."""
+    rss_bytes: int
 
 
 class _LinkProtocol(asyncio.Protocol):
@@ -332,7 +354,10 @@ class SynapseNode:
         """True when the peer at ``address`` is connected over a link we did not dial
         (both sides dialled; one link was kept)."""
         key = self._address_keys.get(address)
-        return key is not None and self._endpoint is not None and self._endpoint.has_peer(key)
+        return key is not None and self._has_peer(key)
+
+    def _has_peer(self, public_key: bytes) -> bool:
+        return self._endpoint is not None and self._endpoint.has_peer(public_key)
 
     async def _wait_links_changed(self) -> None:
         await self._links_changed.wait()

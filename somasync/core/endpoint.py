@@ -46,10 +46,17 @@ from somasync.core.shard import Routed, RoutedKind, Shard, stream_owner
 from somasync.core.strategy import ForwardingStrategy, PushGossip
 from somasync.errors import DecodeError
 
-__all__ = ["Delivery", "Endpoint", "EndpointStatistics"]
+__all__ = ["Delivery", "Endpoint", "EndpointStatistics", "hello_frame"]
 
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between expiry sweeps (seen cache, store, holes)
 _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never here
+
+
+def hello_frame(identity: Identity, node_id: str, listen_address: str | None) -> bytes:
+    """The signed HELLO frame that opens every connection."""
+    body = wire.encode_hello_body(identity.public_key, node_id, listen_address)
+    signature = identity.sign(wire.HELLO_DOMAIN, body)
+    return wire.encode_frame(wire.FrameKind.HELLO, signature + body, priority=255)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,17 +188,17 @@ class Endpoint:
 
     # --- links ---------------------------------------------------------------------
 
-    def open_link(self, link: int, *, outbound: bool, address: str, now: float) -> None:
-        """A transport connection is up; queue our HELLO on it."""
+    def open_link(self, link: int, *, outbound: bool, address: str, now: float,
+                  hello_sent: bool = False) -> None:
+        """A transport connection is up; queue our HELLO on it (unless the driver already
+        sent it, as a sharded node's supervisor does before handing the socket over)."""
         if link in self._links:
             raise ValueError(f"link {link} is already open")
         state = _Link(link, outbound, address, now, Outbox(self.config.link_queue_bytes))
         self._links[link] = state
-        body = wire.encode_hello_body(self.identity.public_key, self.node_id,
-                                      self.listen_address)
-        signature = self.identity.sign(wire.HELLO_DOMAIN, body)
-        self._queue(state, wire.encode_frame(wire.FrameKind.HELLO, signature + body,
-                                             priority=255), 255)
+        if not hello_sent:
+            self._queue(state, hello_frame(self.identity, self.node_id, self.listen_address),
+                        255)
 
     def close_link(self, link: int, *, now: float, reason: str = "closed") -> None:
         """The transport connection is gone (closed by either side, or failed)."""
@@ -616,6 +623,7 @@ class Endpoint:
         self._dirty[state.id] = None
 
     def _count_reject(self, reason: str) -> None:
+        reason = str(reason)  # plain str keys, whether a RejectReason or a decode reason
         rejected = self._counters.rejected
         rejected[reason] = rejected.get(reason, 0) + 1
 

@@ -37,8 +37,15 @@ async def wait_for(condition: Callable[[], bool], what: str, within: float = DEA
         await asyncio.sleep(0.005)
 
 
+@pytest.fixture(params=[0, 2], ids=["embedded", "workers2"])
+def workers(request: pytest.FixtureRequest) -> int:
+    """Every integration test runs with single-process nodes and with 2-worker nodes."""
+    return int(request.param)
+
+
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 0) -> None:
+        self.workers = workers
         self.nodes: list[SynapseNode] = []
         self.received: list[list[Message]] = []
         self.events: list[list[object]] = []
@@ -49,7 +56,8 @@ class Cluster:
                   gossip: GossipConfig | None = None) -> SynapseNode:
         builder = (SynapseNodeBuilder().with_node_id(name)
                    .with_bind_address("127.0.0.1:0")
-                   .with_gossip_config(gossip or GossipConfig.local()))
+                   .with_gossip_config(gossip or GossipConfig.local())
+                   .with_workers(self.workers))
         for address in bootstrap:
             builder = builder.add_bootstrap_peer(address)
         node, messages, events = builder.build()
@@ -87,8 +95,8 @@ class Cluster:
 
 
 @contextlib.asynccontextmanager
-async def cluster() -> AsyncIterator[Cluster]:
-    c = Cluster()
+async def cluster(workers: int = 0) -> AsyncIterator[Cluster]:
+    c = Cluster(workers)
     try:
         yield c
     finally:
@@ -107,8 +115,8 @@ async def chain(c: Cluster, count: int, *, ring: bool = False) -> None:
                    "the chain to connect")
 
 
-async def test_ten_nodes_chain_every_node_gets_every_alert_once() -> None:
-    async with cluster() as c:
+async def test_ten_nodes_chain_every_node_gets_every_alert_once(workers: int) -> None:
+    async with cluster(workers) as c:
         await chain(c, 10, ring=True)
         loop = asyncio.get_running_loop()
         ids: dict[str, int] = {}
@@ -138,8 +146,8 @@ async def test_ten_nodes_chain_every_node_gets_every_alert_once() -> None:
         assert stats.peer_stats.healthy_peers == 2
 
 
-async def test_stopped_node_catches_up_after_restart() -> None:
-    async with cluster() as c:
+async def test_stopped_node_catches_up_after_restart(workers: int) -> None:
+    async with cluster(workers) as c:
         await chain(c, 4)
         late = c.nodes[3]
         await c.nodes[0].broadcast_message(MessageType.Data("before"))
@@ -239,9 +247,9 @@ CASES: list[tuple[str, bool, Callable[[nacl.signing.SigningKey], bytes], str, bo
                          ids=[case[0] for case in CASES])
 async def test_bad_frames_are_counted_never_delivered_and_node_keeps_serving(
         name: str, handshake: bool, make_frame: Callable[[nacl.signing.SigningKey], bytes],
-        reason: str, closes: bool) -> None:
+        reason: str, closes: bool, workers: int) -> None:
     key = nacl.signing.SigningKey(bytes([5]) * 32)
-    async with cluster() as c:
+    async with cluster(workers) as c:
         await chain(c, 3)
         target = c.nodes[1]
         raw = await RawPeer.connect(target.listen_address)
@@ -269,9 +277,9 @@ async def test_bad_frames_are_counted_never_delivered_and_node_keeps_serving(
             await raw.close()
 
 
-async def test_unsigned_messages_flow_when_explicitly_allowed() -> None:
+async def test_unsigned_messages_flow_when_explicitly_allowed(workers: int) -> None:
     lenient = GossipConfig.local().replace(require_signatures=False)
-    async with cluster() as c:
+    async with cluster(workers) as c:
         a = await c.add("a", gossip=lenient)
         b = await c.add("b", bootstrap=[a.listen_address], gossip=lenient)
         await wait_for(lambda: len(b.connected_peers()) == 1, "connect")

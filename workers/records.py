@@ -1,0 +1,131 @@
+"""Items carried between the processes of a sharded node, packed in batches.
+
+One ring record holds a batch of items (Python pays per record, so items travel in
+batches, never one record each). Item layout::
+
+    u8 kind | u64 link | u8 priority | u32 length | data
+
+Kinds 1-6 are :class:`somasync.core.shard.RoutedKind` (worker to worker); the kinds below
+run between a worker and the supervisor.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterator
+
+from somasync.core import wire
+from somasync.core.shard import Routed
+from somasync.errors import DecodeError
+
+from .ring import RingWriter
+
+__all__ = ["BatchWriter", "SupervisorKind", "decode_batch", "decode_delivery",
+           "decode_envelope_item", "encode_delivery", "encode_envelope_item", "encode_item"]
+
+ITEM = struct.Struct("<BQBI")
+BATCH_TARGET = 256 * 1024  # bytes per ring record: large enough to amortise, small to stream
+
+
+class SupervisorKind(enum.IntEnum):
+    """Items between the supervisor and a worker. WARNING: append only."""
+
+    DELIVER = 16  # worker -> supervisor: a message for the application
+    BROADCAST = 17  # supervisor -> worker: the application's own message to send
+
+
+def encode_item(kind: int, link: int, priority: int, data: bytes) -> bytes:
+    return ITEM.pack(kind, link, priority, len(data)) + data
+
+
+def decode_batch(record: bytes) -> Iterator[Routed]:
+    """Items of one ring record (written by our own processes; checked all the same)."""
+    offset = 0
+    end = len(record)
+    view = memoryview(record)
+    while offset < end:
+        if offset + ITEM.size > end:
+            raise DecodeError("truncated", "ring item header cut short")
+        kind, link, priority, length = ITEM.unpack_from(record, offset)
+        offset += ITEM.size
+        if offset + length > end:
+            raise DecodeError("truncated", "ring item data cut short")
+        yield Routed(kind, link, priority, bytes(view[offset : offset + length]))
+        offset += length
+
+
+def encode_envelope_item(signature: bytes | None, body: bytes) -> bytes:
+    """Signature (64 bytes, or none) and envelope bytes, as a BROADCAST/DELIVER body."""
+    return (b"\x01" + signature + body) if signature is not None else b"\x00" + body
+
+
+def decode_envelope_item(data: bytes) -> wire.Envelope:
+    if data[:1] == b"\x01":
+        return wire.decode_envelope(data[1 + wire.SIGNATURE_SIZE :],
+                                    data[1 : 1 + wire.SIGNATURE_SIZE])
+    return wire.decode_envelope(data[1:], None)
+
+
+def encode_delivery(from_peer: str, envelope: wire.Envelope) -> bytes:
+    name = from_peer.encode()
+    return bytes((len(name),)) + name + encode_envelope_item(envelope.signature, envelope.body)
+
+
+def decode_delivery(data: bytes) -> tuple[str, wire.Envelope]:
+    length = data[0]
+    return data[1 : 1 + length].decode(), decode_envelope_item(data[1 + length :])
+
+
+class BatchWriter:
+    """Collects items for one ring and publishes them in batches.
+
+    Items that do not fit (the consumer is behind) stay pending, in order, and are
+    retried by :meth:`flush`; beyond ``max_pending`` bytes new items are dropped and
+    counted, so a stuck consumer cannot grow the producer's memory without bound.
+    """
+
+    __slots__ = ("_items", "_pending_bytes", "dropped", "max_pending", "ring")
+
+    def __init__(self, ring: RingWriter, max_pending: int = 64 * 1024 * 1024) -> None:
+        self.ring = ring
+        self._items: list[bytes] = []
+        self._pending_bytes = 0
+        self.max_pending = max_pending
+        self.dropped = 0
+
+    @property
+    def pending(self) -> int:
+        return self._pending_bytes
+
+    def add(self, item: bytes) -> None:
+        if self._pending_bytes + len(item) > self.max_pending:
+            self.dropped += 1
+            return
+        self._items.append(item)
+        self._pending_bytes += len(item)
+
+    def flush(self) -> bool:
+        """Write what fits and publish. Returns True when the consumer must be woken."""
+        items = self._items
+        if not items:
+            return False
+        ring = self.ring
+        limit = min(BATCH_TARGET, ring.max_record)
+        written = 0
+        start = 0
+        while start < len(items):
+            stop = start
+            size = 0
+            while stop < len(items) and (stop == start or size + len(items[stop]) <= limit):
+                size += len(items[stop])
+                stop += 1
+            if size > ring.max_record:
+                raise ValueError(f"ring item of {size} bytes exceeds the ring's max record")
+            if not ring.write(b"".join(items[start:stop])):
+                break
+            written += size
+            start = stop
+        del items[:start]
+        self._pending_bytes -= written
+        return ring.publish() if written else False

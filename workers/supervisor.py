@@ -1,0 +1,601 @@
+"""The supervisor of a sharded node: the user's process, with ``n`` workers behind it.
+
+It listens and dials, reads each new connection's first frame (the peer's HELLO) to find
+the owning worker, and hands the socket over with ``SCM_RIGHTS``: every connection to
+one peer lands in the same worker, so per-peer state is per identity. It creates (and
+alone unlinks) the shared-memory rings: one per ordered pair of processes that talk.
+Deliveries arrive through rings and are handed to the application exactly once, even
+across worker restarts (the supervisor remembers the ids it delivered). A worker that
+dies is restarted with fresh rings; its peers reconnect and anti-entropy refills it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import secrets
+import socket
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from somasync.aio.channel import Stream
+from somasync.aio.node import NodeStats, PeerStats, SynapseNode, WorkerStats
+from somasync.config import NodeConfig, parse_address
+from somasync.core import wire
+from somasync.core.crypto import Identity
+from somasync.core.endpoint import EndpointStatistics, hello_frame
+from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected
+from somasync.core.shard import peer_owner, stream_owner
+from somasync.errors import DecodeError, NodeStateError, TransportError
+from somasync.events import DeliveryDropped, MessageReceived
+from somasync.message import Message
+
+from . import control, shm
+from .doorbell import Doorbell, Ringer
+from .records import (
+    BatchWriter,
+    SupervisorKind,
+    decode_batch,
+    decode_delivery,
+    encode_envelope_item,
+    encode_item,
+)
+from .ring import RingCorrupted, RingReader, RingWriter, ring_size
+from .worker import SUPERVISOR, WorkerSpec, worker_main
+
+__all__ = ["ShardedNode"]
+
+STOP_GRACE = 5.0  # seconds a worker gets to exit after "stop" before it is killed
+STATS_TIMEOUT = 2.0
+
+
+@dataclass(eq=False)
+class _Worker:
+    index: int
+    process: Any
+    control: socket.socket
+    ready: asyncio.Future[int]
+    exited: asyncio.Future[None]
+    stats_waiters: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
+
+
+class ShardedNode(SynapseNode):
+    """A node spread over ``config.workers`` worker processes (see the module docstring).
+
+    Same public API as :class:`~somasync.aio.node.SynapseNode`; build it with
+    ``SynapseNodeBuilder().with_workers(n)``.
+    """
+
+    def __init__(self, config: NodeConfig, identity: Identity,
+                 messages: Stream[Message], events: Stream[object]) -> None:
+        super().__init__(config, identity, messages, events)
+        if config.workers < 1:
+            raise ValueError("a sharded node needs at least one worker")
+        self._count = config.workers
+        self._tag = secrets.token_hex(3)
+        self._context = multiprocessing.get_context("forkserver")
+        self._workers: dict[int, _Worker] = {}
+        self._segments: dict[tuple[int, int], shm.Segment] = {}
+        self._readers: dict[int, RingReader] = {}
+        self._writers: dict[int, BatchWriter] = {}
+        self._doorbell: Doorbell | None = None
+        self._ringer: Ringer | None = None
+        self._listener: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
+        self._connected: dict[bytes, tuple[str, str, int]] = {}
+        self._delivered: OrderedDict[bytes, None] = OrderedDict()
+        self._handshake_timeouts = 0
+        self._restarts = 0
+        self._stopping = False
+        self._hello = b""
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._running:
+            raise NodeStateError("the node is already running")
+        self._loop = loop = asyncio.get_running_loop()
+        self._links_changed = asyncio.Event()
+        self._stopping = False
+        host, port = self._bound or parse_address(self.config.bind_address, "bind_address")
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                           flags=socket.AI_PASSIVE)
+            family, kind, proto, _, sockaddr = infos[0]
+            listener = socket.socket(family, kind, proto)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(sockaddr)
+            listener.listen(512)
+            listener.setblocking(False)
+        except OSError as exc:
+            raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
+        self._listener = listener
+        self._bound = (host, listener.getsockname()[1])
+        self._doorbell = Doorbell(self._doorbell_address(SUPERVISOR))
+        self._ringer = Ringer()
+        self._hello = hello_frame(self.identity, self.config.node_id, self.listen_address)
+        loop.add_reader(self._doorbell.fileno(), self._on_bell)
+        try:
+            processes = [SUPERVISOR, *range(self._count)]
+            for source in processes:
+                for target in processes:
+                    if source != target:
+                        self._new_ring(source, target)
+            self._on_bell()  # marks our rings as sleeping, so workers ring when they write
+            for index in range(self._count):
+                self._spawn(index)
+            await asyncio.wait_for(
+                asyncio.gather(*(w.ready for w in self._workers.values())), 60.0)
+        except BaseException:
+            await self._shutdown()
+            raise
+        self._running = True
+        self._started_at = loop.time()
+        self._messages.reopen()
+        self._events.reopen()
+        self._accept_task = loop.create_task(self._accept_loop())
+        for address in dict.fromkeys([*self.config.bootstrap_peers, *self._peers]):
+            self._start_dialer(address)
+
+    async def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        dialers = [*self._dialers.values()]
+        if self._accept_task is not None:
+            dialers.append(self._accept_task)
+        self._dialers.clear()
+        for task in dialers:
+            task.cancel()
+        await asyncio.gather(*dialers, return_exceptions=True)
+        await self._shutdown()
+        self._messages.close()
+        self._events.close()
+
+    async def _shutdown(self) -> None:
+        """Stop every worker, then close and unlink every segment (also on failed start)."""
+        self._stopping = True
+        loop = self._loop
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        workers = list(self._workers.values())
+        for worker in workers:
+            control.send(worker.control, {"op": "stop"})
+        if workers:
+            await asyncio.wait([w.exited for w in workers], timeout=STOP_GRACE)
+        for worker in workers:
+            if not worker.exited.done():
+                worker.process.kill()
+        if workers:
+            await asyncio.wait([w.exited for w in workers], timeout=STOP_GRACE)
+        for worker in workers:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(worker.control.fileno())
+            worker.control.close()
+            worker.process.join(timeout=1.0)
+        self._workers.clear()
+        self._drain_rings()
+        self._readers.clear()
+        self._writers.clear()
+        for segment in self._segments.values():
+            self._release(segment)
+        self._segments.clear()
+        if self._doorbell is not None:
+            loop.remove_reader(self._doorbell.fileno())
+            self._doorbell.close()
+            self._doorbell = None
+        if self._ringer is not None:
+            self._ringer.close()
+            self._ringer = None
+        for _, (peer_id, address, _owner) in list(self._connected.items()):
+            self._events.put_nowait(PeerDisconnected(peer_id, address, "stopped"))
+        self._connected.clear()
+
+    # --- rings and workers -----------------------------------------------------------
+
+    def _doorbell_address(self, index: int) -> str:
+        return f"{shm.PREFIX}{self._tag}-{_label(index)}"
+
+    def _new_ring(self, source: int, target: int) -> shm.Segment:
+        segment = shm.create(ring_size(self.config.ring_capacity),
+                             f"{self._tag}-{_label(source)}{_label(target)}")
+        old = self._segments.get((source, target))
+        self._segments[(source, target)] = segment
+        if old is not None:
+            self._release(old)
+        buffer = segment.buf
+        assert buffer is not None
+        if target == SUPERVISOR:
+            self._readers[source] = RingReader(buffer)
+        elif source == SUPERVISOR:
+            self._writers[target] = BatchWriter(RingWriter(buffer))
+        return segment
+
+    @staticmethod
+    def _release(segment: shm.Segment) -> None:
+        with contextlib.suppress(BufferError):
+            segment.close()
+        with contextlib.suppress(FileNotFoundError):
+            segment.unlink()
+
+    def _spawn(self, index: int) -> None:
+        loop = self._loop
+        others = [SUPERVISOR, *(i for i in range(self._count) if i != index)]
+        spec = WorkerSpec(
+            index=index, count=self._count, seed=bytes(self.identity.signing_key),
+            node_id=self.config.node_id, gossip=self.config.gossip,
+            handshake_timeout=self.config.handshake_timeout,
+            listen_address=self.listen_address,
+            doorbells={i: self._doorbell_address(i) for i in [SUPERVISOR, *range(self._count)]},
+            rings_in={i: self._segments[(i, index)].name for i in others},
+            rings_out={i: self._segments[(index, i)].name for i in others},
+            pin_cpu=(index % (psutil.cpu_count() or 1)) if self.config.pin_workers else None,
+        )
+        parent_end, child_end = control.pair()
+        process = self._context.Process(target=worker_main, args=(spec, child_end),
+                                        name=f"somasync-worker-{index}", daemon=True)
+        process.start()
+        child_end.close()
+        parent_end.setblocking(False)
+        worker = _Worker(index, process, parent_end, loop.create_future(),
+                         loop.create_future())
+        self._workers[index] = worker
+        loop.add_reader(parent_end.fileno(), self._on_control, worker)
+        loop.add_reader(process.sentinel, self._on_worker_exit, worker)
+
+    def _on_worker_exit(self, worker: _Worker) -> None:
+        loop = self._loop
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(worker.process.sentinel)
+        if not worker.exited.done():
+            worker.exited.set_result(None)
+        if not worker.ready.done():
+            worker.ready.set_exception(NodeStateError(
+                f"worker {worker.index} exited during start (code {worker.process.exitcode})"))
+        if self._stopping or self._workers.get(worker.index) is not worker:
+            return
+        self._restart(worker)
+
+    def _restart(self, dead: _Worker) -> None:
+        """Replace a dead worker: fresh rings to and from it, the others rewired."""
+        index = dead.index
+        loop = self._loop
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(dead.control.fileno())
+        dead.control.close()
+        dead.process.join(timeout=0)
+        for waiter in dead.stats_waiters:
+            if not waiter.done():
+                waiter.set_result({})
+        self._restarts += 1
+        for other in [SUPERVISOR, *range(self._count)]:
+            if other != index:
+                self._new_ring(index, other)
+                self._new_ring(other, index)
+        for other, worker in self._workers.items():
+            if other != index:
+                control.send(worker.control, {
+                    "op": "rewire", "peer": index,
+                    "in": self._segments[(index, other)].name,
+                    "out": self._segments[(other, index)].name,
+                })
+        for key, (peer_id, address, owner) in list(self._connected.items()):
+            if owner == index:
+                del self._connected[key]
+                self._events.put_nowait(PeerDisconnected(peer_id, address, "worker_died"))
+        self._on_bell()  # arms the fresh ring from the new worker
+        self._spawn(index)
+        self._notify_links_changed()
+
+    def _on_control(self, worker: _Worker) -> None:
+        messages = control.receive(worker.control)
+        if messages is None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(worker.control.fileno())
+            return
+        for message, fds in messages:
+            for fd in fds:
+                socket.close(fd)
+            op = message.get("op")
+            if op == "ready" and not worker.ready.done():
+                worker.ready.set_result(int(message["pid"]))
+            elif op == "event":
+                self._on_worker_event(worker.index, message)
+            elif op == "stats" and worker.stats_waiters:
+                worker.stats_waiters.pop(0).set_result(message["stats"])
+
+    def _on_worker_event(self, index: int, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "PeerConnected":
+            key = bytes.fromhex(message["public_key"])
+            self._connected[key] = (message["peer_id"], message["address"], index)
+            self._events.put_nowait(PeerConnected(message["peer_id"], message["address"], key))
+            self._notify_links_changed()
+        elif kind == "PeerDisconnected":
+            for key, (peer_id, _address, owner) in list(self._connected.items()):
+                if peer_id == message["peer_id"] and owner == index:
+                    del self._connected[key]
+            self._events.put_nowait(PeerDisconnected(
+                message["peer_id"], message["address"], message["reason"]))
+            self._notify_links_changed()
+        elif kind == "FrameRejected":
+            self._events.put_nowait(FrameRejected(
+                message["peer_id"], message["address"], message["reason"],
+                message["detail"], message["closed"]))
+
+    def _on_bell(self) -> None:
+        assert self._doorbell is not None
+        self._doorbell.clear()
+        while True:
+            got_any = False
+            for reader in self._readers.values():
+                reader.set_sleeping(False)
+            for reader in list(self._readers.values()):
+                try:
+                    records = reader.read()
+                except RingCorrupted:
+                    continue
+                for record in records:
+                    got_any = True
+                    self._deliver(record)
+            for reader in self._readers.values():
+                reader.set_sleeping(True)
+            if not got_any and not any(r.used for r in self._readers.values()):
+                return
+
+    def _drain_rings(self) -> None:
+        for reader in self._readers.values():
+            with contextlib.suppress(RingCorrupted):
+                for record in reader.read():
+                    self._deliver(record)
+
+    def _deliver(self, record: bytes) -> None:
+        delivered = self._delivered
+        capacity = self.config.gossip.seen_cache_size
+        messages, events = self._messages, self._events
+        try:
+            for item in decode_batch(record):
+                if item.kind != SupervisorKind.DELIVER:
+                    continue
+                from_peer, envelope = decode_delivery(item.data)
+                if envelope.id in delivered:
+                    continue  # re-delivered by a restarted worker: the app had it already
+                delivered[envelope.id] = None
+                if len(delivered) > capacity:
+                    delivered.popitem(last=False)
+                message = Message.from_envelope(envelope)
+                messages.put_nowait(message)
+                events.put_nowait(MessageReceived(from_peer, message))
+        except DecodeError:
+            return
+        if messages.dropped != self._deliveries_reported:
+            events.put_nowait(DeliveryDropped(messages.dropped - self._deliveries_reported))
+            self._deliveries_reported = messages.dropped
+
+    # --- connections -------------------------------------------------------------------
+
+    async def _accept_loop(self) -> None:
+        loop = self._loop
+        while True:
+            assert self._listener is not None
+            sock, peer = await loop.sock_accept(self._listener)
+            sock.setblocking(False)
+            address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+            loop.create_task(self._hand_over(sock, address, dialled=None))
+
+    async def _hand_over(self, sock: socket.socket, address: str, *,
+                         dialled: str | None) -> bytes | None:
+        """Send our HELLO, read the first frame, pick the owning worker, pass the socket on.
+
+        Returns the peer's public key when its first frame was a HELLO. Anything else
+        (garbage, a message before HELLO...) still goes to a worker, whose endpoint
+        refuses it with the proper reason, counted and reported like any bad frame.
+        """
+        loop = self._loop
+        frames = wire.FrameBuffer(self.config.gossip.max_frame)
+        received = bytearray()
+        key: bytes | None = None
+        try:
+            async with asyncio.timeout(self.config.handshake_timeout):
+                # Both ends speak first, so two sharded nodes never wait on each other.
+                await loop.sock_sendall(sock, self._hello)
+                while True:
+                    chunk = await loop.sock_recv(sock, 16384)
+                    if not chunk:
+                        sock.close()
+                        return None
+                    received += chunk
+                    try:
+                        first = frames.feed(chunk)
+                    except DecodeError:
+                        break
+                    if first:
+                        key = _hello_key(first[0])
+                        break
+        except (TimeoutError, OSError):
+            self._handshake_timeouts += 1
+            sock.close()
+            return None
+        owner = (peer_owner(key, self._count) if key is not None
+                 else peer_owner(address.encode(), self._count))
+        worker = self._workers.get(owner)
+        if key is not None and dialled is not None:
+            self._address_keys[dialled] = key
+        if worker is not None:
+            control.send(worker.control, {
+                "op": "adopt", "address": dialled or address, "outbound": dialled is not None,
+                "initial": bytes(received).hex(),
+            }, [sock.fileno()])
+        sock.close()
+        return key
+
+    async def _dial_loop(self, address: str) -> None:
+        host, port = parse_address(address, "peer address")
+        config = self.config
+        loop = self._loop
+        delay = config.reconnect_initial_delay
+        rng = secrets.SystemRandom()
+        while self._running:
+            if self._reached_otherwise(address):
+                await self._wait_links_changed()
+                continue
+            key = None
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                family, kind, proto, _, sockaddr = infos[0]
+                sock = socket.socket(family, kind, proto)
+                sock.setblocking(False)
+                try:
+                    await asyncio.wait_for(loop.sock_connect(sock, sockaddr),
+                                           config.connect_timeout)
+                except BaseException:
+                    sock.close()
+                    raise
+                key = await self._hand_over(sock, address, dialled=address)
+            except (OSError, TimeoutError):
+                self._connect_failures += 1
+            if key is not None:
+                opened = loop.time()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(config.handshake_timeout):
+                        while key not in self._connected:
+                            await self._wait_links_changed()
+                while key in self._connected and self._running:
+                    await self._wait_links_changed()
+                if loop.time() - opened > config.reconnect_max_delay:
+                    delay = config.reconnect_initial_delay
+                    continue
+            await asyncio.sleep(delay * (0.5 + rng.random()))
+            delay = min(delay * 2, config.reconnect_max_delay)
+
+    def _has_peer(self, public_key: bytes) -> bool:
+        return public_key in self._connected
+
+    def connected_peers(self) -> dict[str, str]:
+        return {peer_id: address for peer_id, address, _ in self._connected.values()}
+
+    # --- application side --------------------------------------------------------------
+
+    async def broadcast(self, message: Message) -> str:
+        if not self._running:
+            raise NodeStateError("start the node before broadcasting")
+        if not isinstance(message, Message):
+            raise TypeError("broadcast takes a Message; use broadcast_message for a payload")
+        if message.signature is None and self.config.sign_outgoing:
+            message = message.sign_with_ed25519(self.identity)
+        origin = message.signer_public_key or wire.ZERO_KEY
+        owner = stream_owner(origin, message.source.encode(), self._count)
+        writer = self._writers[owner]
+        assert self._ringer is not None
+        writer.add(encode_item(SupervisorKind.BROADCAST, 0, message.priority,
+                               encode_envelope_item(message.signature,
+                                                    message.envelope_bytes)))
+        if writer.flush():
+            self._ringer.ring(self._doorbell_address(owner))
+        if writer.pending:
+            # The owner is behind: wait for room rather than drop the user's message.
+            while writer.pending and self._running:
+                await asyncio.sleep(0.001)
+                if writer.flush() and self._ringer is not None:
+                    self._ringer.ring(self._doorbell_address(owner))
+        return message.id
+
+    async def get_stats(self) -> NodeStats:
+        if not self._workers:
+            raise NodeStateError("the node has not been started")
+        loop = self._loop
+        waiters = []
+        for worker in self._workers.values():
+            waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
+            worker.stats_waiters.append(waiter)
+            waiters.append((worker, waiter))
+            control.send(worker.control, {"op": "stats"})
+        done, _ = await asyncio.wait([w for _, w in waiters], timeout=STATS_TIMEOUT)
+        per_worker: list[WorkerStats] = []
+        cores: list[dict[str, Any]] = []
+        for worker, waiter in waiters:
+            if waiter not in done:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    worker.stats_waiters.remove(waiter)
+                continue
+            stats = waiter.result()
+            if not stats:
+                continue
+            core = stats["core"]
+            cores.append(core)
+            per_worker.append(_worker_stats(worker.index, stats))
+        core_total = _sum_core(cores, peers=len(self._connected))
+        known = set(self._peers) | set(self.config.bootstrap_peers)
+        connected = self.connected_peers()
+        return NodeStats(
+            node_id=self.config.node_id,
+            uptime=loop.time() - self._started_at if self._running else 0.0,
+            messages_processed=core_total.messages_delivered,
+            messages_originated=core_total.messages_originated,
+            peer_stats=PeerStats(healthy_peers=len(connected),
+                                 total_peers=len(known | set(connected.values()))),
+            bytes_in=core_total.bytes_in, bytes_out=core_total.bytes_out,
+            frames_in=core_total.frames_in, frames_out=core_total.frames_out,
+            duplicates=core_total.duplicates, rejected=core_total.rejected,
+            deliveries_dropped=self._messages.dropped, events_dropped=self._events.dropped,
+            connect_failures=self._connect_failures, core=core_total,
+            workers=tuple(per_worker), worker_restarts=self._restarts,
+        )
+
+    def worker_pids(self) -> dict[int, int]:
+        """Worker index -> process id (for monitoring, or for fault-injection tests)."""
+        return {i: w.process.pid for i, w in self._workers.items()}
+
+
+def _label(index: int) -> str:
+    return "S" if index == SUPERVISOR else str(index)
+
+
+def _hello_key(frame: bytes) -> bytes | None:
+    try:
+        decoded = wire.decode_frame(frame)
+        if decoded.kind != wire.FrameKind.HELLO:
+            return None
+        return wire.decode_hello(decoded.payload).public_key
+    except DecodeError:
+        return None
+
+
+def _worker_stats(index: int, stats: dict[str, Any]) -> WorkerStats:
+    pid = int(stats["pid"])
+    try:
+        process = psutil.Process(pid)
+        rss = process.memory_info().rss
+        age = max(1e-6, time.time() - process.create_time())
+    except psutil.Error:
+        rss, age = 0, 1.0
+    core = stats["core"]
+    return WorkerStats(
+        index=index, pid=pid, messages_verified=core["signatures_verified"],
+        messages_delivered=core["messages_delivered"],
+        ring_in_used=sum(stats["ring_in_used"].values()),
+        ring_out_pending=sum(stats["ring_out_pending"].values()),
+        cpu_percent=round(100.0 * stats["cpu_seconds"] / age, 1), rss_bytes=rss,
+    )
+
+
+def _sum_core(cores: list[dict[str, Any]], *, peers: int) -> EndpointStatistics:
+    totals: dict[str, Any] = {}
+    for name in EndpointStatistics.__dataclass_fields__:
+        if name == "rejected":
+            merged: dict[str, int] = {}
+            for core in cores:
+                for reason, count in core["rejected"].items():
+                    merged[reason] = merged.get(reason, 0) + count
+            totals[name] = merged
+        else:
+            totals[name] = sum(int(core[name]) for core in cores)
+    totals["peers"] = peers
+    return EndpointStatistics(**totals)

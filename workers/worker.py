@@ -1,0 +1,356 @@
+"""A worker process: one uvloop event loop hosting one shard of a node's Endpoint.
+
+It owns the TCP connections the supervisor hands it, verifies and delivers the messages
+of the streams it owns, and exchanges routed items with the other workers and the
+supervisor through shared-memory rings. It never creates or unlinks a segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import signal
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+from somasync.config import GossipConfig
+from somasync.core.crypto import Identity
+from somasync.core.endpoint import Endpoint
+from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected
+from somasync.core.shard import Shard
+from somasync.core.wire import FrameBuffer
+from somasync.errors import DecodeError
+
+from . import control, shm
+from .doorbell import Doorbell, Ringer
+from .records import (
+    BatchWriter,
+    SupervisorKind,
+    decode_batch,
+    decode_envelope_item,
+    encode_delivery,
+    encode_item,
+)
+from .ring import RingCorrupted, RingReader, RingWriter
+
+__all__ = ["SUPERVISOR", "WorkerSpec", "worker_main"]
+
+SUPERVISOR = -1
+"""Index that names the supervisor in ring and doorbell maps."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs, pickled into the new process."""
+
+    index: int
+    count: int
+    seed: bytes
+    node_id: str
+    gossip: GossipConfig
+    handshake_timeout: float
+    listen_address: str
+    doorbells: dict[int, str]
+    rings_in: dict[int, str]
+    rings_out: dict[int, str]
+    pin_cpu: int | None = None
+
+
+def worker_main(spec: WorkerSpec, control_socket: socket.socket) -> None:
+    """Process entry point (run by the supervisor through a forkserver context)."""
+    # Ctrl-C reaches the whole process group; the supervisor decides how to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if spec.pin_cpu is not None:
+        import psutil
+
+        with contextlib.suppress(psutil.Error, AttributeError):
+            psutil.Process().cpu_affinity([spec.pin_cpu])
+    import uvloop
+
+    uvloop.run(Worker(spec, control_socket).run())
+
+
+class _WorkerLink(asyncio.Protocol):
+    def __init__(self, worker: Worker, link: int) -> None:
+        self.worker = worker
+        self.link = link
+        self.frames = FrameBuffer(worker.spec.gossip.max_frame)
+        self.transport: asyncio.Transport | None = None
+        self.close_reason = "closed"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        worker = self.worker
+        now = worker.loop.time()
+        try:
+            frames = self.frames.feed(data)
+        except DecodeError as exc:
+            worker.endpoint.framing_error(self.link, exc, now=now)
+        else:
+            for frame in frames:
+                worker.endpoint.receive_frame(self.link, frame, now=now)
+        worker.pump()
+
+    def pause_writing(self) -> None:
+        self.worker.endpoint.set_link_paused(self.link, True)
+
+    def resume_writing(self) -> None:
+        self.worker.endpoint.set_link_paused(self.link, False)
+        self.worker.pump()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        worker = self.worker
+        if worker.links.pop(self.link, None) is None:
+            return
+        worker.endpoint.close_link(self.link, now=worker.loop.time(), reason=self.close_reason)
+        worker.pump()
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec, control_socket: socket.socket) -> None:
+        self.spec = spec
+        self.control = control_socket
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.endpoint: Endpoint = None  # type: ignore[assignment]
+        self.links: dict[int, _WorkerLink] = {}
+        self._link_ids = itertools.count()
+        self._segments: dict[str, shm.Segment] = {}
+        self._readers: dict[int, RingReader] = {}
+        self._writers: dict[int, BatchWriter] = {}
+        self._ringer = Ringer()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._cpu_started = time.process_time()
+
+    async def run(self) -> None:
+        spec = self.spec
+        self.loop = loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        for source, name in spec.rings_in.items():
+            self._readers[source] = RingReader(self._attach(name))
+        for target, name in spec.rings_out.items():
+            self._writers[target] = BatchWriter(RingWriter(self._attach(name)))
+        self.endpoint = Endpoint(
+            spec.gossip, Identity(spec.seed), spec.node_id,
+            rng=random.Random(os.urandom(16)), now=loop.time(),
+            wall_offset=time.time() - loop.time(), listen_address=spec.listen_address,
+            handshake_timeout=spec.handshake_timeout, shard=Shard(spec.index, spec.count),
+        )
+        doorbell = Doorbell(spec.doorbells[spec.index])
+        loop.add_reader(doorbell.fileno(), self._on_bell, doorbell)
+        self.control.setblocking(False)
+        loop.add_reader(self.control.fileno(), self._on_control)
+        control.send(self.control, {"op": "ready", "pid": os.getpid()})
+        self._on_bell(doorbell)
+        try:
+            await self._stopped
+        finally:
+            loop.remove_reader(doorbell.fileno())
+            loop.remove_reader(self.control.fileno())
+            for link in list(self.links.values()):
+                if link.transport is not None:
+                    link.transport.abort()
+            doorbell.close()
+            self._ringer.close()
+            self._readers.clear()
+            self._writers.clear()
+            for segment in self._segments.values():
+                with contextlib.suppress(BufferError):
+                    segment.close()
+
+    def _attach(self, name: str) -> memoryview:
+        segment = shm.attach(name)
+        self._segments[name] = segment
+        buffer = segment.buf
+        assert buffer is not None
+        return buffer
+
+    # --- control channel ---------------------------------------------------------------
+
+    def _on_control(self) -> None:
+        messages = control.receive(self.control)
+        if messages is None:  # the supervisor is gone: nothing left to serve
+            self._stop()
+            return
+        for message, fds in messages:
+            op = message.get("op")
+            if op == "adopt" and fds:
+                self._adopt(message, fds[0])
+            elif op == "stats":
+                control.send(self.control, {"op": "stats", "stats": self._stats()})
+            elif op == "rewire":
+                self._rewire(message)
+            elif op == "stop":
+                self._stop()
+            else:
+                for fd in fds:
+                    os.close(fd)
+
+    def _stop(self) -> None:
+        if self._stopped is not None and not self._stopped.done():
+            self.pump()
+            self._stopped.set_result(None)
+
+    def _adopt(self, message: dict[str, Any], fd: int) -> None:
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        link = next(self._link_ids) * self.spec.count + self.spec.index
+        protocol = _WorkerLink(self, link)
+
+        async def adopt() -> None:
+            try:
+                await self.loop.connect_accepted_socket(lambda: protocol, sock)
+            except OSError:
+                sock.close()
+                return
+            self.links[link] = protocol
+            self.endpoint.open_link(link, outbound=bool(message.get("outbound")),
+                                    address=str(message.get("address", "")),
+                                    now=self.loop.time(), hello_sent=True)
+            initial = bytes.fromhex(str(message.get("initial", "")))
+            if initial:
+                protocol.data_received(initial)
+            else:
+                self.pump()
+
+        self.loop.create_task(adopt())
+
+    def _rewire(self, message: dict[str, Any]) -> None:
+        """Worker ``peer`` was restarted with fresh rings: switch to them."""
+        peer = int(message["peer"])
+        for old in (self.spec.rings_in.get(peer), self.spec.rings_out.get(peer)):
+            segment = self._segments.pop(old, None) if old else None
+            if segment is not None:
+                with contextlib.suppress(BufferError):
+                    segment.close()
+        self.spec.rings_in[peer] = str(message["in"])
+        self.spec.rings_out[peer] = str(message["out"])
+        self._readers[peer] = RingReader(self._attach(str(message["in"])))
+        self._writers[peer] = BatchWriter(RingWriter(self._attach(str(message["out"]))))
+        self.endpoint.drop_worker_links(peer)
+        self.pump()
+
+    def _stats(self) -> dict[str, Any]:
+        return {
+            "core": asdict(self.endpoint.statistics()),
+            "pid": os.getpid(),
+            "ring_in_used": {str(k): r.used for k, r in self._readers.items()},
+            "ring_out_pending": {str(k): w.pending for k, w in self._writers.items()},
+            "ring_dropped": sum(w.dropped for w in self._writers.values()),
+            "cpu_seconds": time.process_time() - self._cpu_started,
+        }
+
+    # --- rings ---------------------------------------------------------------------------
+
+    def _on_bell(self, doorbell: Doorbell) -> None:
+        doorbell.clear()
+        endpoint = self.endpoint
+        while True:
+            for reader in self._readers.values():
+                reader.set_sleeping(False)
+            got_any = False
+            for source, reader in list(self._readers.items()):
+                try:
+                    records = reader.read()
+                except RingCorrupted:
+                    # A torn record from a crashed peer worker: the supervisor restarts it
+                    # and rewires this ring; anti-entropy repairs what was lost.
+                    continue
+                now = self.loop.time()
+                for record in records:
+                    got_any = True
+                    try:
+                        for item in decode_batch(record):
+                            if item.kind == SupervisorKind.BROADCAST:
+                                endpoint.broadcast(decode_envelope_item(item.data), now=now)
+                            else:
+                                endpoint.receive_routed(item, now=now)
+                    except DecodeError:
+                        continue
+                del source
+            self.pump()
+            for reader in self._readers.values():
+                reader.set_sleeping(True)
+            # Re-check after announcing sleep: a record published in between is ours now.
+            if not got_any and not any(r.used for r in self._readers.values()):
+                return
+
+    # --- the pump ----------------------------------------------------------------------
+
+    def pump(self) -> None:
+        endpoint = self.endpoint
+        links = self.links
+        for link, data in endpoint.frames_to_send():
+            protocol = links.get(link)
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.write(data)
+        for link, reason in endpoint.links_to_close():
+            protocol = links.get(link)
+            if protocol is not None and protocol.transport is not None:
+                protocol.close_reason = reason
+                protocol.transport.close()
+        writers = self._writers
+        for index, items in endpoint.take_routed().items():
+            writer = writers.get(index)
+            if writer is not None:
+                for item in items:
+                    writer.add(encode_item(item.kind, item.link, item.priority, item.data))
+        deliveries = endpoint.take_deliveries()
+        if deliveries:
+            to_supervisor = writers[SUPERVISOR]
+            for delivery in deliveries:
+                to_supervisor.add(encode_item(
+                    SupervisorKind.DELIVER, 0, delivery.envelope.priority,
+                    encode_delivery(delivery.from_peer, delivery.envelope)))
+        for event in endpoint.take_events():
+            control.send(self.control, {"op": "event", **_event_json(event)})
+        self._flush()
+        deadline = endpoint.get_timer()
+        if deadline != self._timer_deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_deadline = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _flush(self) -> None:
+        spec = self.spec
+        backlog = False
+        for index, writer in self._writers.items():
+            if writer.flush():
+                self._ringer.ring(spec.doorbells[index])
+            backlog |= writer.pending > 0
+        if backlog and self._retry is None:
+            # A full ring frees space as its consumer reads; look again shortly.
+            self._retry = self.loop.call_later(0.001, self._on_retry)
+
+    def _on_retry(self) -> None:
+        self._retry = None
+        self._flush()
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_deadline = None
+        self.endpoint.handle_timer(now=self.loop.time())
+        self.pump()
+
+
+def _event_json(event: object) -> dict[str, Any]:
+    if isinstance(event, PeerConnected):
+        return {"type": "PeerConnected", "peer_id": event.peer_id, "address": event.address,
+                "public_key": event.public_key.hex()}
+    if isinstance(event, PeerDisconnected):
+        return {"type": "PeerDisconnected", "peer_id": event.peer_id,
+                "address": event.address, "reason": event.reason}
+    if isinstance(event, FrameRejected):
+        return {"type": "FrameRejected", "peer_id": event.peer_id, "address": event.address,
+                "reason": event.reason, "detail": event.detail, "closed": event.closed}
+    return {"type": type(event).__name__}
+
