@@ -144,6 +144,8 @@ class RingReader(_Ring):
     def __init__(self, buffer: memoryview) -> None:
         super().__init__(buffer)
         self._sequence = 0
+        # A new reader is not reading yet: ask to be woken by the first publish.
+        self.set_sleeping(True)
 
     def read(self, max_records: int = 1 << 30) -> list[bytes]:
         """Copy out up to ``max_records`` published records and free their space.

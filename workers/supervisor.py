@@ -549,6 +549,10 @@ class ShardedNode(SynapseNode):
             workers=tuple(per_worker), worker_restarts=self._restarts,
         )
 
+    def peer_workers(self) -> dict[str, int]:
+        """Node id -> index of the worker owning the connection to that peer."""
+        return {peer_id: owner for peer_id, _, owner in self._connected.values()}
+
     def worker_pids(self) -> dict[int, int]:
         """Worker index -> process id (for monitoring, or for fault-injection tests)."""
         return {i: w.process.pid for i, w in self._workers.items()}

@@ -129,6 +129,7 @@ class Worker:
         self._timer_deadline: float | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._stopped: asyncio.Future[None] | None = None
+        self._doorbell: Doorbell = None  # type: ignore[assignment]
         self._cpu_started = time.process_time()
 
     async def run(self) -> None:
@@ -145,7 +146,7 @@ class Worker:
             wall_offset=time.time() - loop.time(), listen_address=spec.listen_address,
             handshake_timeout=spec.handshake_timeout, shard=Shard(spec.index, spec.count),
         )
-        doorbell = Doorbell(spec.doorbells[spec.index])
+        self._doorbell = doorbell = Doorbell(spec.doorbells[spec.index])
         loop.add_reader(doorbell.fileno(), self._on_bell, doorbell)
         self.control.setblocking(False)
         loop.add_reader(self.control.fileno(), self._on_control)
@@ -237,7 +238,9 @@ class Worker:
         self._readers[peer] = RingReader(self._attach(str(message["in"])))
         self._writers[peer] = BatchWriter(RingWriter(self._attach(str(message["out"]))))
         self.endpoint.drop_worker_links(peer)
-        self.pump()
+        # The new worker may have written (its links, frames) before we attached, when no
+        # one was asleep on the ring to be woken: read now.
+        self._on_bell(self._doorbell)
 
     def _stats(self) -> dict[str, Any]:
         return {

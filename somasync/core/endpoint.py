@@ -331,10 +331,17 @@ class Endpoint:
         return routed
 
     def drop_worker_links(self, owner: int) -> None:
-        """Forget every peer whose connection worker ``owner`` held (it died)."""
+        """Worker ``owner`` died and was replaced: forget the peers whose connections it
+        held, and tell its replacement about the peers this worker holds (it starts
+        knowing none of them)."""
         for link, state in list(self._links.items()):
             if state.owner == owner:
                 self._remove_remote_peer(link)
+        for state in self._peers.values():
+            if state.owner is None and state.hello is not None:
+                hello = state.hello
+                self._route(owner, Routed(RoutedKind.PEER_UP, state.id, 0,
+                                          hello.signature + hello.signed))
 
     def handle_timer(self, *, now: float) -> None:
         """Run what is due: anti-entropy round, expiry of caches, handshake deadlines."""

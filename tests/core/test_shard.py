@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
 import nacl.signing
 import pytest
 
 from somasync.config import GossipConfig
+from somasync.core.endpoint import Endpoint
 from somasync.core.payload import MessageType
 from somasync.core.shard import Shard, peer_owner, stream_owner
 from somasync.message import Message
@@ -135,3 +138,37 @@ def test_dead_shard_links_are_forgotten_by_the_others() -> None:
 def test_shard_index_is_validated() -> None:
     with pytest.raises(ValueError, match="outside"):
         Shard(2, 2)
+
+
+def test_replaced_shard_learns_the_surviving_shards_peers() -> None:
+    """A worker killed and restarted starts empty; the survivor re-announces its peers."""
+    mesh, names = build()
+    dead = mesh.shards["X"][1]
+    # The dead shard's connections die with it (without a word from it, as with kill -9).
+    for (owner, link), w in list(mesh.wires.items()):
+        if owner == "X" and link % SHARDS == 1:
+            del mesh.wires[("X", link)]
+            del mesh.wires[(w.a if w.b == "X" else w.b, w.link_a if w.b == "X" else w.link_b)]
+            other = w.a if w.b == "X" else w.b
+            other_link = w.link_a if w.b == "X" else w.link_b
+            mesh.nodes[other].close_link(other_link, now=mesh.now)
+    fresh = Endpoint(mesh.config, dead.identity, "X", rng=random.Random(5), now=mesh.now,
+                     wall_offset=WALL - mesh.now, listen_address="X:1", shard=Shard(1, SHARDS))
+    mesh.shards["X"][1] = fresh
+    mesh.shards["X"][0].drop_worker_links(1)
+    mesh.settle()
+    survivors = [n for n in names
+                 if peer_owner(mesh.nodes[n].identity.public_key, SHARDS) == 0]
+    assert fresh.statistics().peers == len(survivors)
+    # A stream owned by the fresh shard reaches the survivor's peers through it.
+    sequence = 1
+    while True:
+        key = nacl.signing.SigningKey(bytes([sequence]) * 32)
+        envelope = message(key, "after restart", 1, source=f"s{sequence}").to_envelope()
+        if stream_owner(envelope.origin, envelope.source.encode(), SHARDS) == 1:
+            break
+        sequence += 1
+    fresh.broadcast(envelope, now=mesh.now)
+    mesh.settle()
+    for name in survivors:
+        assert envelope.id in mesh.delivered[name]

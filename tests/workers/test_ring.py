@@ -7,6 +7,7 @@ from collections import deque
 
 import pytest
 from hypothesis import given, settings, strategies as st
+
 from somasync.workers.ring import (
     HEADER_SIZE,
     RECORD_OVERHEAD,
@@ -117,7 +118,11 @@ def test_restarted_producer_is_detected() -> None:
 def test_sleeping_flag_tells_the_producer_to_wake() -> None:
     writer, reader, _ = make_ring()
     writer.write(b"a")
-    assert writer.publish() is False
+    assert writer.publish() is True  # a new reader asks for the first wake-up
+    reader.set_sleeping(False)
+    reader.read()
+    writer.write(b"a2")
+    assert writer.publish() is False  # awake: no doorbell needed
     reader.read()
     reader.set_sleeping(True)
     writer.write(b"b")
