@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -99,11 +100,28 @@ class Message:
             isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
         ):
             raise TypeError("headers must be a dict[str, str]")
+        timestamp = self.timestamp
+        if (not isinstance(timestamp, int | float) or isinstance(timestamp, bool)
+                or not math.isfinite(timestamp)
+                or not 0 <= timestamp * 1000 < wire.MAX_TIMESTAMP_MS):
+            raise ValueError(f"timestamp must be seconds since the epoch, got {timestamp!r}")
+        # The wire carries milliseconds: hold exactly what a receiver will see.
+        object.__setattr__(self, "timestamp", round(timestamp * 1000) / 1000)
+        if self.signature is not None and (
+                not isinstance(self.signature, bytes) or len(self.signature) != 64):
+            raise ValueError("signature must be 64 bytes or None")
+        if self.signer_public_key is not None and (
+                not isinstance(self.signer_public_key, bytes)
+                or len(self.signer_public_key) != 32):
+            raise ValueError("signer_public_key must be 32 bytes or None")
         if self.sequence == -1:
             object.__setattr__(self, "sequence", _next_sequence(self.source))
         _check_int(self.sequence, "sequence", 0, wire.MAX_SEQUENCE)
 
     # --- builders (each returns a new, unsigned copy) ----------------------------------
+    # A copy keeps the original's sequence number: it is the same message, refined before
+    # it is sent. Broadcast one of them; receivers drop a second message with the same
+    # (origin, source, sequence) as a duplicate.
 
     def with_ttl(self, ttl: int) -> Message:
         """A copy with ``ttl`` seconds to live (drops any signature)."""

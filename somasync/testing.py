@@ -18,14 +18,12 @@ memory. ``mesh.nodes[name]`` is then its shard 0, and ``mesh.shards[name]`` list
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from somasync.config import GossipConfig
-from somasync.core import wire
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
 from somasync.core.shard import Shard, peer_owner
-from somasync.errors import DecodeError
 
 __all__ = ["WALL", "Mesh", "Wire"]
 
@@ -42,7 +40,6 @@ class Wire:
     b: str
     link_a: int
     link_b: int
-    buffers: dict[str, wire.FrameBuffer] = field(default_factory=dict)
     drop: bool = False
     """While True, bytes sent over this wire vanish (a lossy or dead link)."""
 
@@ -95,10 +92,7 @@ class Mesh:
     def connect(self, a: str, b: str) -> Wire:
         endpoint_a, link_a = self._endpoint_for(a, b)
         endpoint_b, link_b = self._endpoint_for(b, a)
-        w = Wire(a, b, link_a, link_b, {
-            a: wire.FrameBuffer(self.config.max_frame),
-            b: wire.FrameBuffer(self.config.max_frame),
-        })
+        w = Wire(a, b, link_a, link_b)
         self.wires[(a, link_a)] = w
         self.wires[(b, link_b)] = w
         endpoint_a.open_link(link_a, outbound=True, address=f"{b}:1", now=self.now)
@@ -112,15 +106,7 @@ class Mesh:
 
     def inject(self, name: str, link: int, data: bytes) -> None:
         """Raw bytes arriving at ``name`` on ``link`` (as a hostile peer would send)."""
-        endpoint = self.endpoint_of(name, link)
-        w = self.wires[(name, link)]
-        try:
-            frames = w.buffers[name].feed(data)
-        except DecodeError as exc:
-            endpoint.framing_error(link, exc, now=self.now)
-            return
-        for frame in frames:
-            endpoint.receive_frame(link, frame, now=self.now)
+        self.endpoint_of(name, link).receive_bytes(link, data, now=self.now)
 
     def settle(self, max_rounds: int = 500) -> None:
         """Move bytes and routed items until nothing moves (at most ``max_rounds``)."""

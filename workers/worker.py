@@ -23,7 +23,6 @@ from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
 from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected
 from somasync.core.shard import Shard
-from somasync.core.wire import FrameBuffer
 from somasync.errors import DecodeError
 
 from . import control, shm
@@ -79,7 +78,6 @@ class _WorkerLink(asyncio.Protocol):
     def __init__(self, worker: Worker, link: int) -> None:
         self.worker = worker
         self.link = link
-        self.frames = FrameBuffer(worker.spec.gossip.max_frame)
         self.transport: asyncio.Transport | None = None
         self.close_reason = "closed"
 
@@ -88,14 +86,7 @@ class _WorkerLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         worker = self.worker
-        now = worker.loop.time()
-        try:
-            frames = self.frames.feed(data)
-        except DecodeError as exc:
-            worker.endpoint.framing_error(self.link, exc, now=now)
-        else:
-            for frame in frames:
-                worker.endpoint.receive_frame(self.link, frame, now=now)
+        worker.endpoint.receive_bytes(self.link, data, now=worker.loop.time())
         worker.pump()
 
     def pause_writing(self) -> None:

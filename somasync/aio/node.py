@@ -23,8 +23,7 @@ from somasync.config import NodeConfig, parse_address
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint, EndpointStatistics
 from somasync.core.payload import MessageType
-from somasync.core.wire import FrameBuffer
-from somasync.errors import DecodeError, NodeStateError, TransportError
+from somasync.errors import NodeStateError, TransportError
 from somasync.events import DeliveryDropped, MessageReceived
 from somasync.message import Message
 
@@ -110,7 +109,6 @@ class _LinkProtocol(asyncio.Protocol):
         self.dialled_address = dialled_address
         self.link = next(node._link_ids)
         self.transport: asyncio.Transport | None = None
-        self.frames = FrameBuffer(node.config.gossip.max_frame)
         self.close_reason = "closed"
         self.lost: asyncio.Future[None] = node._loop.create_future()
 
@@ -133,15 +131,7 @@ class _LinkProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         node = self.node
-        endpoint = node._endpoint_or_raise()
-        now = node._loop.time()
-        try:
-            frames = self.frames.feed(data)
-        except DecodeError as exc:
-            endpoint.framing_error(self.link, exc, now=now)
-        else:
-            for frame in frames:
-                endpoint.receive_frame(self.link, frame, now=now)
+        node._endpoint_or_raise().receive_bytes(self.link, data, now=node._loop.time())
         node._pump()
 
     def pause_writing(self) -> None:

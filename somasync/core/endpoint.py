@@ -111,6 +111,7 @@ class _Link:
     closing: bool = False
     owner: int | None = None
     """Sharded node: the worker that owns this peer's connection (None: this one)."""
+    frames: wire.FrameBuffer | None = None
 
     @property
     def peer_label(self) -> str | None:
@@ -246,6 +247,27 @@ class Endpoint:
         return public_key in self._peers
 
     # --- inputs ----------------------------------------------------------------------
+
+    def receive_bytes(self, link: int, data: bytes, *, now: float) -> None:
+        """Handle bytes read from ``link``'s stream: cut frames and handle each one.
+
+        Frames that arrived whole before garbage are handled; the garbage is a framing
+        error that closes the link.
+        """
+        state = self._links.get(link)
+        if state is None or state.closing:
+            return
+        if state.frames is None:
+            state.frames = wire.FrameBuffer(self.config.max_frame)
+        try:
+            frames = state.frames.feed(data)
+        except DecodeError as exc:
+            self.framing_error(link, exc, now=now)
+            return
+        for frame in frames:
+            self.receive_frame(link, frame, now=now)
+        if state.frames.error is not None:
+            self.framing_error(link, state.frames.error, now=now)
 
     def receive_frame(self, link: int, frame: bytes, *, now: float) -> None:
         """Handle one frame (length prefix already removed) that arrived on ``link``."""

@@ -86,6 +86,7 @@ ID_SIZE = 16
 ZERO_KEY = bytes(KEY_SIZE)
 
 MAX_TTL = 0xFFFFFFFF
+MAX_TIMESTAMP_MS = 2**53  # milliseconds since the epoch; exact in a float, ~285,000 years
 MAX_SEQUENCE = 0xFFFFFFFFFFFFFFFF
 
 
@@ -135,16 +136,19 @@ class FrameBuffer:
     """Cuts a byte stream into frames, checking each length before buffering it.
 
     ``feed()`` returns the complete frames (without length prefix) and keeps a partial
-    tail. A length above ``max_frame`` or below the header size raises DecodeError at once:
-    the stream cannot be resynchronised, so the caller must close the connection.
+    tail. A length above ``max_frame`` or below the header size is a DecodeError: the
+    stream cannot be resynchronised, so the caller must close the connection. Frames
+    that arrived complete before the bad length are still returned; the error is kept
+    in :attr:`error` and raised by the next ``feed()``.
     """
 
-    __slots__ = ("_buffer", "_max_frame", "_need")
+    __slots__ = ("_buffer", "_max_frame", "_need", "error")
 
     def __init__(self, max_frame: int) -> None:
         self._buffer = bytearray()
         self._max_frame = max_frame
         self._need = 0
+        self.error: DecodeError | None = None
 
     @property
     def buffered(self) -> int:
@@ -152,6 +156,8 @@ class FrameBuffer:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self.error is not None:
+            raise self.error
         buffer = self._buffer
         buffer += data
         # A peer that announced a large frame makes us wait for the whole of it, but never
@@ -163,7 +169,14 @@ class FrameBuffer:
         end = len(buffer)
         while end - offset >= 4:
             (length,) = LENGTH_PREFIX.unpack_from(buffer, offset)
-            self._check_length(length)
+            try:
+                self._check_length(length)
+            except DecodeError as exc:
+                self.error = exc
+                buffer.clear()
+                if not frames:
+                    raise
+                return frames
             stop = offset + 4 + length
             if stop > end:
                 self._need = stop - offset
@@ -234,6 +247,8 @@ def encode_envelope(*, origin: bytes, sequence: int, timestamp_ms: int, ttl: int
     header_bytes = orjson.dumps(headers, option=orjson.OPT_SORT_KEYS) if headers else b""
     if not 0 < len(source_bytes) <= 255:
         raise ValueError("source must be 1-255 bytes of UTF-8")
+    if correlation_id == "":
+        raise ValueError("correlation id must be non-empty or None (length 0 means None)")
     if len(correlation) > 0xFFFF or len(header_bytes) > 0xFFFF:
         raise ValueError("correlation id and headers must each encode to < 64 KiB")
     head = ENVELOPE_HEAD.pack(
@@ -256,6 +271,8 @@ def decode_envelope(body: bytes, signature: bytes | None) -> Envelope:
         raise DecodeError("bad_length", "envelope field lengths do not add up")
     if source_len == 0:
         raise DecodeError("bad_envelope", "empty source")
+    if not 0 <= timestamp_ms < MAX_TIMESTAMP_MS:
+        raise DecodeError("bad_envelope", f"timestamp {timestamp_ms} ms out of range")
     try:
         source = body[offset : offset + source_len].decode()
         offset += source_len

@@ -367,3 +367,15 @@ def test_same_seed_same_behaviour(key: nacl.signing.SigningKey) -> None:
         return [mesh.nodes[n].statistics().duplicates for n in names]
 
     assert run() == run()
+
+
+def test_frames_before_garbage_in_one_read_are_still_handled(
+        key: nacl.signing.SigningKey) -> None:
+    mesh = Mesh()
+    chain(mesh, ["a", "b"])
+    link = mesh.link_of("b", "a")
+    mesh.inject("b", link, _signed_frame(key, "good", 1) + b"\xff\xff\xff\xff")
+    mesh.settle()
+    assert len(mesh.delivered["b"]) == 1
+    assert mesh.nodes["b"].statistics().rejected == {"oversize": 1}
+    assert mesh.nodes["b"].statistics().peers == 0  # and then the link was closed
