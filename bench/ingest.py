@@ -1,14 +1,17 @@
-"""How many unique signed messages/s one single-process node ingests, as a ratio of the
-raw single-core PyNaCl verify rate measured in the same run.
+"""How many unique signed messages/s one node ingests, with 0 (embedded), 1, 2...
+worker processes, as a ratio of the raw single-core PyNaCl verify rate measured in the
+same run.
 
-A sender process pre-signs ``--messages`` distinct messages (16 origins, 200-byte
-payloads), connects to the node over 127.0.0.1, introduces itself with a signed HELLO
-and writes the frames in 256 KiB batches. The node verifies, de-duplicates, stores and
-delivers each one to the application, which drains its ``messages`` stream. Ingest rate
-= messages / (last delivery - first delivery). Every trial is bounded in time, and the
-sender process is stopped by PID at the end of each trial, also on error.
+``--senders`` sender processes each pre-sign their share of ``--messages`` distinct
+messages (128 origins each, 200-byte payloads), connect to the node over 127.0.0.1,
+introduce themselves with a signed HELLO and write the frames in 256 KiB batches. The
+node verifies, de-duplicates, stores and delivers each one to the application, which
+drains its ``messages`` stream. Ingest rate = messages / (last delivery - first
+delivery). Efficiency = ingest / (max(1, workers) x raw verify rate). Every trial is
+bounded in time; sender processes are stopped by PID at the end of each trial, also on
+error.
 
-    python bench/ingest.py --trials 5 --messages 20000 [--json PATH]
+    python bench/ingest.py --workers 0,1,2 --senders 2 --trials 5 --messages 20000
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from somasync.core import wire
 from somasync.core.crypto import Identity
 
 PAYLOAD = "x" * 200
-ORIGINS = 16
+ORIGINS = 128
 
 
 def raw_verify_rate(samples: int = 5000) -> float:
@@ -48,6 +51,8 @@ def raw_verify_rate(samples: int = 5000) -> float:
 def sender(port: int, count: int) -> None:
     """Child process: pre-sign, then send everything as fast as the socket takes it."""
     keys = [nacl.signing.SigningKey.generate() for _ in range(ORIGINS)]
+    # The node may speak first (a sharded node's supervisor sends its HELLO at once);
+    # nothing it says matters here, and the socket buffer holds it.
     frames = []
     for i in range(count):
         message = Message(MessageType.Data(PAYLOAD), f"origin-{i % ORIGINS}",
@@ -74,17 +79,21 @@ def sender(port: int, count: int) -> None:
         sys.stdin.readline()  # keep the connection until the parent is done
 
 
-async def trial(count: int, limit: float) -> dict[str, float]:
+async def trial(count: int, limit: float, workers: int, senders: int) -> dict[str, float]:
     node, messages, events = (SynapseNodeBuilder().with_node_id("ingest")
                               .with_bind_address("127.0.0.1:0")
                               .with_gossip_config(GossipConfig.lan().replace(
                                   max_stored_messages=count, seen_cache_size=2 * count))
+                              .with_workers(workers)
                               .build())
     await node.start()
     port = int(node.listen_address.rsplit(":", 1)[1])
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--sender", str(port), str(count),
+    share = count // senders
+    processes = [await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--sender", str(port), str(share),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        for _ in range(senders)]
+    count = share * senders
     loop = asyncio.get_running_loop()
     times: list[float] = []
     done = asyncio.Event()
@@ -104,17 +113,19 @@ async def trial(count: int, limit: float) -> dict[str, float]:
 
     tasks = [loop.create_task(drain()), loop.create_task(drain_events())]
     try:
-        assert process.stdout is not None
-        assert process.stdin is not None
-        ready = await asyncio.wait_for(process.stdout.readline(), limit)
-        if ready.strip() != b"ready":
-            raise RuntimeError("sender did not start")
-        cpu_before = time.process_time()
-        process.stdin.write(b"go\n")
-        await process.stdin.drain()
+        for process in processes:
+            assert process.stdout is not None
+            ready = await asyncio.wait_for(process.stdout.readline(), limit)
+            if ready.strip() != b"ready":
+                raise RuntimeError("sender did not start")
+        cpu_before = _node_cpu(node)
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write(b"go\n")
+            await process.stdin.drain()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), limit)
-        cpu = time.process_time() - cpu_before
+        cpu = _node_cpu(node) - cpu_before
         stats = await node.get_stats()
         elapsed = times[-1] - times[0] if len(times) > 1 else float("nan")
         return {
@@ -123,20 +134,38 @@ async def trial(count: int, limit: float) -> dict[str, float]:
             "cpu_us_per_message": 1e6 * cpu / max(1, len(times)),
             "rejected": sum(stats.rejected.values()),
             "duplicates": stats.duplicates,
+            "per_worker_verified": [w.messages_verified for w in stats.workers],
         }
     finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
         await node.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _node_cpu(node: object) -> float:
+    """CPU seconds of this process plus its worker processes (psutil)."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "--sender" not in child.cmdline():  # the node's workers, not the load
+                total += sum(child.cpu_times()[:2])
+    return total
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", default="0,1,2",
+                        help="comma-separated worker counts to compare (default 0,1,2)")
+    parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--timeout", type=float, default=60.0)
@@ -148,42 +177,46 @@ def main() -> int:
         return 0
     import uvloop
 
-    results = []
-    raw_rates = []
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    raw_rates: list[float] = []
+    results: dict[int, list[dict[str, float]]] = {w: [] for w in worker_counts}
     for _ in range(args.trials):
         raw_rates.append(raw_verify_rate())
-        results.append(uvloop.run(trial(args.messages, args.timeout)))
-    rates = [r["rate"] for r in results]
-    ratios = [r / v for r, v in zip(rates, raw_rates, strict=True)]
-    summary = {
+        for workers in worker_counts:
+            results[workers].append(
+                uvloop.run(trial(args.messages, args.timeout, workers, args.senders)))
+    raw = statistics.median(raw_rates)
+    summary: dict[str, object] = {
         "machine": {"cpu": platform.processor() or platform.machine(),
                     "cores": os.cpu_count(), "python": platform.python_version()},
-        "messages_per_trial": args.messages,
-        "trials": results,
-        "raw_verify_per_s": raw_rates,
-        "ingest_median": statistics.median(rates),
-        "ingest_min": min(rates),
-        "ingest_max": max(rates),
-        "raw_verify_median": statistics.median(raw_rates),
-        "ratio_median": statistics.median(ratios),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
-        "lost": sum(args.messages - r["delivered"] for r in results),
+        "messages_per_trial": args.messages, "senders": args.senders,
+        "raw_verify_per_s": raw_rates, "results": {str(k): v for k, v in results.items()},
     }
-    print(f"one node ingest: median {summary['ingest_median']:,.0f} msg/s "
-          f"(min {summary['ingest_min']:,.0f}, max {summary['ingest_max']:,.0f}) over "
-          f"{args.trials} trials of {args.messages} messages")
-    print(f"raw PyNaCl verify, one core, same run: median "
-          f"{summary['raw_verify_median']:,.0f}/s")
-    print(f"ingest / raw verify: median {summary['ratio_median']:.2f} "
-          f"(min {summary['ratio_min']:.2f}, max {summary['ratio_max']:.2f}); "
-          f"CPU per message median "
-          f"{statistics.median(r['cpu_us_per_message'] for r in results):.1f} us; "
-          f"lost {summary['lost']}")
+    print(f"raw PyNaCl verify, one core, same run: median {raw:,.0f}/s "
+          f"({min(raw_rates):,.0f}-{max(raw_rates):,.0f})")
+    print(f"{args.messages} messages x {args.trials} trials, {args.senders} sender processes")
+    print(f"{'workers':>7} {'ingest msg/s (median, min-max)':>34} {'vs 1 worker':>12} "
+          f"{'efficiency':>10} {'CPU us/msg':>10} {'lost':>5}")
+    lost_total = 0
+    base = None
+    for workers, runs in results.items():
+        rates = [r["rate"] for r in runs]
+        median = statistics.median(rates)
+        if workers == 1:
+            base = median
+        lost = sum(args.messages - r["delivered"] for r in runs)
+        lost_total += lost
+        efficiency = median / (max(1, workers) * raw)
+        cpu = statistics.median(r["cpu_us_per_message"] for r in runs)
+        summary[f"workers_{workers}"] = {"median": median, "min": min(rates),
+                                         "max": max(rates), "efficiency": efficiency}
+        versus = f"x{median / base:.2f}" if base else "-"
+        print(f"{workers:>7} {median:>14,.0f} ({min(rates):,.0f}-{max(rates):,.0f})"
+              f"{versus:>12} {efficiency:>10.2f} {cpu:>10.1f} {lost:>5}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(summary, handle, indent=2)
-    return 0 if summary["lost"] == 0 else 1
+    return 0 if lost_total == 0 else 1
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import multiprocessing
 import secrets
+import signal
 import socket
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -93,6 +95,7 @@ class ShardedNode(SynapseNode):
         self._restarts = 0
         self._stopping = False
         self._hello = b""
+        self._signals: list[int] = []
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -141,11 +144,36 @@ class ShardedNode(SynapseNode):
         self._accept_task = loop.create_task(self._accept_loop())
         for address in dict.fromkeys([*self.config.bootstrap_peers, *self._peers]):
             self._start_dialer(address)
+        self._install_signal_handlers()
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop the workers gracefully, then act as they would have.
+
+        Only where the application left the default handler in place (asyncio.run's own
+        Ctrl-C handling already cancels the main task, which stops the node on its way
+        out); only in the main thread, where signals are delivered.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+                self._loop.add_signal_handler(signum, self._on_signal, signum)
+                self._signals.append(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        async def stop_then_raise() -> None:
+            await self.stop()  # also restores the default handler
+            signal.raise_signal(signum)
+
+        self._loop.create_task(stop_then_raise())
 
     async def stop(self) -> None:
         if not self._running:
             return
         self._running = False
+        for signum in self._signals:
+            self._loop.remove_signal_handler(signum)
+        self._signals.clear()
         dialers = [*self._dialers.values()]
         if self._accept_task is not None:
             dialers.append(self._accept_task)
@@ -175,6 +203,8 @@ class ShardedNode(SynapseNode):
         if workers:
             await asyncio.wait([w.exited for w in workers], timeout=STOP_GRACE)
         for worker in workers:
+            if worker.ready.done() and not worker.ready.cancelled():
+                worker.ready.exception()  # a failed start was reported to the caller already
             with contextlib.suppress(ValueError, OSError):
                 loop.remove_reader(worker.control.fileno())
             worker.control.close()
