@@ -579,6 +579,12 @@ class ShardedNode(SynapseNode):
             workers=tuple(per_worker), worker_restarts=self._restarts,
         )
 
+    @property
+    def segment_tag(self) -> str:
+        """The tag in the names of this node's shared-memory segments (``somasync-<tag>-*``),
+        for monitoring and leak checks."""
+        return self._tag
+
     def peer_workers(self) -> dict[str, int]:
         """Node id -> index of the worker owning the connection to that peer."""
         return {peer_id: owner for peer_id, _, owner in self._connected.values()}
