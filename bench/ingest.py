@@ -135,6 +135,7 @@ async def trial(count: int, limit: float, workers: int, senders: int) -> dict[st
             "rejected": sum(stats.rejected.values()),
             "duplicates": stats.duplicates,
             "per_worker_verified": [w.messages_verified for w in stats.workers],
+            "handshake_failures": stats.handshake_failures,
         }
     finally:
         for process in processes:

@@ -7,6 +7,7 @@ file descriptors (``SCM_RIGHTS``), which is how accepted connections reach their
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["MAX_CONTROL", "pair", "receive", "send"]
+__all__ = ["MAX_CONTROL", "pair", "receive", "send", "send_soon"]
 
 MAX_CONTROL = 1 << 20
 
@@ -26,15 +27,43 @@ def pair() -> tuple[socket.socket, socket.socket]:
 
 def send(sock: socket.socket, message: dict[str, Any],
          fds: Sequence[int] = ()) -> bool:
-    """Send one message (and descriptors); False when the other end is gone."""
+    """Send one message (and descriptors); False when it could not be sent now.
+
+    Raises:
+        BlockingIOError: only through :func:`send_soon`, which retries.
+    """
     try:
-        if fds:
-            socket.send_fds(sock, [orjson.dumps(message)], list(fds))
-        else:
-            sock.send(orjson.dumps(message))
-    except (BrokenPipeError, ConnectionResetError, BlockingIOError, OSError):
+        _send(sock, message, fds)
+    except OSError:
         return False
     return True
+
+
+def _send(sock: socket.socket, message: dict[str, Any], fds: Sequence[int]) -> None:
+    if fds:
+        socket.send_fds(sock, [orjson.dumps(message)], list(fds))
+    else:
+        sock.send(orjson.dumps(message))
+
+
+async def send_soon(sock: socket.socket, message: dict[str, Any],
+                    fds: Sequence[int] = (), *, within: float = 2.0) -> bool:
+    """Like :func:`send`, but waits (up to ``within`` seconds) while the other end's
+    queue is full, instead of giving up: a connection being handed over must not be
+    dropped because a worker was briefly busy."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        try:
+            _send(sock, message, fds)
+        except BlockingIOError:
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.001)
+        except OSError:
+            return False
+        else:
+            return True
 
 
 def receive(sock: socket.socket) -> list[tuple[dict[str, Any], list[int]]] | None:

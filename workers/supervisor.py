@@ -92,6 +92,7 @@ class ShardedNode(SynapseNode):
         self._connected: dict[bytes, tuple[str, str, int]] = {}
         self._delivered: OrderedDict[bytes, None] = OrderedDict()
         self._handshake_timeouts = 0
+        self._handover_failures = 0
         self._restarts = 0
         self._stopping = False
         self._hello = b""
@@ -457,11 +458,12 @@ class ShardedNode(SynapseNode):
         worker = self._workers.get(owner)
         if key is not None and dialled is not None:
             self._address_keys[dialled] = key
-        if worker is not None:
-            control.send(worker.control, {
-                "op": "adopt", "address": dialled or address, "outbound": dialled is not None,
-                "initial": bytes(received).hex(),
-            }, [sock.fileno()])
+        handed = worker is not None and await control.send_soon(worker.control, {
+            "op": "adopt", "address": dialled or address, "outbound": dialled is not None,
+            "initial": bytes(received).hex(),
+        }, [sock.fileno()])
+        if not handed:
+            self._handover_failures += 1
         sock.close()
         return key
 
@@ -577,6 +579,7 @@ class ShardedNode(SynapseNode):
             deliveries_dropped=self._messages.dropped, events_dropped=self._events.dropped,
             connect_failures=self._connect_failures, core=core_total,
             workers=tuple(per_worker), worker_restarts=self._restarts,
+            handshake_failures=self._handshake_timeouts + self._handover_failures,
         )
 
     @property

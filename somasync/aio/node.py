@@ -81,6 +81,9 @@ class NodeStats:
     """Per-worker figures of a sharded node (empty for a single-process node)."""
     worker_restarts: int = 0
     """Workers the supervisor restarted after they died."""
+    handshake_failures: int = 0
+    """Sharded node: new connections dropped before reaching a worker (no HELLO in
+    time, or the owning worker could not take the socket)."""
 
 
 @dataclass(frozen=True, slots=True)
