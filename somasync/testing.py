@@ -18,6 +18,7 @@ memory. ``mesh.nodes[name]`` is then its shard 0, and ``mesh.shards[name]`` list
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from somasync.config import GossipConfig
@@ -25,11 +26,28 @@ from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
 from somasync.core.shard import Shard, peer_owner
 
-__all__ = ["WALL", "Mesh", "Wire"]
+__all__ = ["WALL", "Mesh", "Wire", "wait_until"]
 
 WALL = 1_800_000_000.0
 """The harness's wall clock at virtual time ``Mesh.now``'s start: fixed, so origin
 timestamps and TTL checks are deterministic."""
+
+
+async def wait_until(condition: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    """Poll ``condition`` on the running event loop until it holds.
+
+    For integration tests over real sockets: ends as soon as the condition holds, and
+    fails with ``AssertionError`` naming ``what`` after ``within`` seconds (be generous:
+    the deadline only matters when something is broken).
+    """
+    import asyncio  # only this helper needs an event loop; the harness above does not
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
 
 
 @dataclass

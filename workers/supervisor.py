@@ -515,12 +515,7 @@ class ShardedNode(SynapseNode):
     # --- application side --------------------------------------------------------------
 
     async def broadcast(self, message: Message) -> str:
-        if not self._running:
-            raise NodeStateError("start the node before broadcasting")
-        if not isinstance(message, Message):
-            raise TypeError("broadcast takes a Message; use broadcast_message for a payload")
-        if message.signature is None and self.config.sign_outgoing:
-            message = message.sign_with_ed25519(self.identity)
+        message = self._outgoing(message)
         origin = message.signer_public_key or wire.ZERO_KEY
         owner = stream_owner(origin, message.source.encode(), self._count)
         writer = self._writers[owner]

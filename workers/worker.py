@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
+from somasync.aio.node import write_and_close
 from somasync.config import GossipConfig
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
@@ -282,16 +283,7 @@ class Worker:
 
     def pump(self) -> None:
         endpoint = self.endpoint
-        links = self.links
-        for link, data in endpoint.frames_to_send():
-            protocol = links.get(link)
-            if protocol is not None and protocol.transport is not None:
-                protocol.transport.write(data)
-        for link, reason in endpoint.links_to_close():
-            protocol = links.get(link)
-            if protocol is not None and protocol.transport is not None:
-                protocol.close_reason = reason
-                protocol.transport.close()
+        write_and_close(endpoint, self.links)
         writers = self._writers
         for index, items in endpoint.take_routed().items():
             writer = writers.get(index)

@@ -14,9 +14,10 @@ import itertools
 import os
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import cast
+from typing import Protocol, cast
 
 from somasync.aio.channel import Stream
 from somasync.config import NodeConfig, parse_address
@@ -27,7 +28,8 @@ from somasync.errors import NodeStateError, TransportError
 from somasync.events import DeliveryDropped, MessageReceived
 from somasync.message import Message
 
-__all__ = ["NodeStats", "Peer", "PeerStats", "SynapseNode", "WorkerStats"]
+__all__ = ["LinkTransport", "NodeStats", "Peer", "PeerStats", "SynapseNode", "WorkerStats",
+           "write_and_close"]
 
 Event = object
 
@@ -102,6 +104,27 @@ class WorkerStats:
     cpu_percent: float
     """Average CPU use since the worker started (100 = one core)."""
     rss_bytes: int
+
+
+class LinkTransport(Protocol):
+    """What :func:`write_and_close` needs of a connection's protocol object."""
+
+    transport: asyncio.Transport | None
+    close_reason: str
+
+
+def write_and_close(endpoint: Endpoint, links: Mapping[int, LinkTransport]) -> None:
+    """Hand the endpoint's queued bytes to the transports (one write per link) and
+    close the links it gave up on (after their queued bytes)."""
+    for link, data in endpoint.frames_to_send():
+        protocol = links.get(link)
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.write(data)
+    for link, reason in endpoint.links_to_close():
+        protocol = links.get(link)
+        if protocol is not None and protocol.transport is not None:
+            protocol.close_reason = reason
+            protocol.transport.close()
 
 
 class _LinkProtocol(asyncio.Protocol):
@@ -384,16 +407,21 @@ class SynapseNode:
         Raises:
             NodeStateError: the node is not running.
         """
+        message = self._outgoing(message)
+        endpoint = self._endpoint_or_raise()
+        endpoint.broadcast(message.to_envelope(), now=self._loop.time())
+        self._pump()
+        return message.id
+
+    def _outgoing(self, message: Message) -> Message:
+        """Check that a broadcast can go out now, and sign it as this node if unsigned."""
         if not self._running:
             raise NodeStateError("start the node before broadcasting")
         if not isinstance(message, Message):
             raise TypeError("broadcast takes a Message; use broadcast_message for a payload")
         if message.signature is None and self.config.sign_outgoing:
             message = message.sign_with_ed25519(self.identity)
-        endpoint = self._endpoint_or_raise()
-        endpoint.broadcast(message.to_envelope(), now=self._loop.time())
-        self._pump()
-        return message.id
+        return message
 
     # --- statistics --------------------------------------------------------------------
 
@@ -429,16 +457,7 @@ class SynapseNode:
         endpoint = self._endpoint
         if endpoint is None:
             return
-        protocols = self._protocols
-        for link, data in endpoint.frames_to_send():
-            protocol = protocols.get(link)
-            if protocol is not None and protocol.transport is not None:
-                protocol.transport.write(data)
-        for link, reason in endpoint.links_to_close():
-            protocol = protocols.get(link)
-            if protocol is not None and protocol.transport is not None:
-                protocol.close_reason = reason
-                protocol.transport.close()
+        write_and_close(endpoint, self._protocols)
         self._pump_events()
         if self._running:
             deadline = endpoint.get_timer()

@@ -22,6 +22,7 @@ from somasync import (
 )
 from somasync.core import wire
 from somasync.core.crypto import Identity
+from somasync.testing import wait_until
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -29,12 +30,7 @@ DEADLINE = 10.0  # generous: polls end as soon as the condition holds
 
 
 async def wait_for(condition: Callable[[], bool], what: str, within: float = DEADLINE) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+    await wait_until(condition, what, within)
 
 
 @pytest.fixture(params=[0, 2], ids=["embedded", "workers2"])

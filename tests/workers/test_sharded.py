@@ -20,6 +20,7 @@ from somasync import (
     SynapseNode,
     SynapseNodeBuilder,
 )
+from somasync.testing import wait_until
 from somasync.workers import shm
 from somasync.workers.supervisor import ShardedNode
 
@@ -29,12 +30,7 @@ DEADLINE = 20.0
 
 
 async def wait_for(condition: Callable[[], bool], what: str, within: float = DEADLINE) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    await wait_until(condition, what, within)
 
 
 class Mesh:
