@@ -8,7 +8,10 @@ sends the stored messages the other lacks, so a node that was disconnected, rest
 partitioned catches up without re-sending what it already has.
 
 Holes that no neighbour can fill (a message never sent, or expired everywhere) are given
-up after ``gap_timeout`` so that digests stay short and nobody asks forever.
+up after ``gap_timeout`` so that digests stay short and nobody asks forever; so are the
+oldest holes of a stream with more than :data:`MAX_INTERVALS` runs. A hole given up is
+claimed in digests (nobody is asked for it again) but is *not* treated as delivered: a
+copy that still arrives by gossip is delivered, never mistaken for a duplicate.
 """
 
 from __future__ import annotations
@@ -18,29 +21,52 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from somasync.core import wire
 from somasync.core.wire import Envelope, StreamKey
 
 __all__ = ["MessageStore", "SequenceTracker", "StreamTable", "covers", "lacks_any"]
 
-#: Most intervals (runs with holes between them) tracked per stream; more merge the
-#: oldest hole away. Gossip over a healthy mesh rarely opens more than a handful.
-MAX_INTERVALS = 64
+#: Most intervals (runs with holes between them) tracked per stream; more give the
+#: oldest hole up. As many as one digest can carry per stream, so that a digest always
+#: describes every hole: a burst reordered by priority opens hundreds at once.
+MAX_INTERVALS = wire.MAX_INTERVALS_PER_STREAM
+
+#: Given-up holes remembered per stream so their late copies still count as new; past
+#: this the oldest is forgotten (its sequence numbers then read as delivered).
+MAX_GIVEN_UP = 256
 
 
 class SequenceTracker:
     """The set of delivered sequence numbers of one stream, as sorted closed intervals."""
 
-    __slots__ = ("_gap_opened", "_his", "_los")
+    __slots__ = ("_gap_opened", "_given_his", "_given_los", "_his", "_los", "forgotten",
+                 "given_up")
 
     def __init__(self) -> None:
         self._los: list[int] = []
         self._his: list[int] = []
         # _gap_opened[i]: when the hole between interval i and i + 1 was first seen.
         self._gap_opened: list[float] = []
+        # Holes merged into the intervals without being delivered, as sorted disjoint
+        # closed ranges: claimed in digests, still open to a late copy.
+        self._given_los: list[int] = []
+        self._given_his: list[int] = []
+        self.given_up = 0
+        """Holes given up so far (timed out, or beyond :data:`MAX_INTERVALS`)."""
+        self.forgotten = 0
+        """Given-up holes dropped from memory (beyond :data:`MAX_GIVEN_UP`): late copies
+        of their sequence numbers are taken for duplicates."""
 
     def __contains__(self, sequence: int) -> bool:
+        """True when ``sequence`` was delivered (a given-up hole was not)."""
         i = bisect.bisect_right(self._los, sequence) - 1
-        return i >= 0 and sequence <= self._his[i]
+        return i >= 0 and sequence <= self._his[i] and self._given_up_at(sequence) < 0
+
+    def _given_up_at(self, sequence: int) -> int:
+        if not self._given_los:
+            return -1
+        i = bisect.bisect_right(self._given_los, sequence) - 1
+        return i if i >= 0 and sequence <= self._given_his[i] else -1
 
     def intervals(self) -> list[tuple[int, int]]:
         return list(zip(self._los, self._his, strict=True))
@@ -50,7 +76,7 @@ class SequenceTracker:
         los, his, gaps = self._los, self._his, self._gap_opened
         i = bisect.bisect_right(los, sequence) - 1
         if i >= 0 and sequence <= his[i]:
-            return False
+            return self._fill_given_up(sequence)
         joins_left = i >= 0 and his[i] + 1 == sequence
         joins_right = i + 1 < len(los) and los[i + 1] - 1 == sequence
         if joins_left and joins_right:
@@ -88,8 +114,29 @@ class SequenceTracker:
         return closed
 
     def _merge(self, i: int) -> None:
+        """Give up the hole between intervals ``i`` and ``i + 1``."""
+        lo, hi = self._his[i] + 1, self._los[i + 1] - 1
         self._his[i] = self._his[i + 1]
         del self._los[i + 1], self._his[i + 1], self._gap_opened[i]
+        self.given_up += 1
+        at = bisect.bisect_left(self._given_los, lo)
+        self._given_los.insert(at, lo)
+        self._given_his.insert(at, hi)
+        if len(self._given_los) > MAX_GIVEN_UP:
+            del self._given_los[0], self._given_his[0]
+            self.forgotten += 1
+
+    def _fill_given_up(self, sequence: int) -> bool:
+        """A late copy of a sequence number inside a given-up hole: now delivered."""
+        i = self._given_up_at(sequence)
+        if i < 0:
+            return False
+        lo, hi = self._given_los[i], self._given_his[i]
+        los = ([lo] if lo < sequence else []) + ([sequence + 1] if sequence < hi else [])
+        his = ([sequence - 1] if lo < sequence else []) + ([hi] if sequence < hi else [])
+        self._given_los[i:i + 1] = los
+        self._given_his[i:i + 1] = his
+        return True
 
 
 def covers(intervals: Sequence[tuple[int, int]], sequence: int) -> bool:
