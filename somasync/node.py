@@ -70,6 +70,11 @@ class SynapseNodeBuilder:
         self._config = self._config.replace(workers=workers)
         return self
 
+    def with_cpu_pinning(self, pin: bool = True) -> SynapseNodeBuilder:
+        """Pin worker ``i`` to CPU ``i mod cores`` (steadier benchmarks, no migrations)."""
+        self._config = self._config.replace(pin_workers=pin)
+        return self
+
     def with_config(self, config: NodeConfig) -> SynapseNodeBuilder:
         """Replace the whole configuration at once."""
         if not isinstance(config, NodeConfig):

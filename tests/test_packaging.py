@@ -83,3 +83,8 @@ def test_wheel_holds_every_source_module(wheel: zipfile.ZipFile) -> None:
         if name.endswith(".py") and name.startswith(("somasync/", "workers/"))
     }
     assert expected - names == set()
+
+
+def test_wheel_ships_the_bench_result_schema(wheel: zipfile.ZipFile) -> None:
+    # --json output is documented by this file; users validate against the installed copy.
+    assert "somasync/bench/schema.json" in wheel.namelist()

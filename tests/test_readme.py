@@ -17,7 +17,7 @@ def test_readme_has_exactly_two_setup_commands() -> None:
     blocks = _bash_blocks()
     assert len(blocks) == 2
     assert all(block.startswith("pip install") for block in blocks)
-    assert "python -m somasync" in blocks[0]
+    assert blocks[0].endswith("python -m somasync.bench --quick")
     assert "pytest" in blocks[1]
 
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Sized
 from multiprocessing import resource_tracker, shared_memory
 
-__all__ = ["PREFIX", "Segment", "attach", "create", "leaked_segments"]
+__all__ = ["PREFIX", "Segment", "attach", "create", "leaked_segments", "remove_leaked"]
 
 PREFIX = "somasync-"
 
@@ -60,3 +60,18 @@ def leaked_segments(tag: str = "") -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(n for n in names if n.startswith(PREFIX + tag))
+
+
+def remove_leaked(tag: str) -> list[str]:
+    """Unlink the segments a node with ``tag`` left behind (its supervisor was killed
+    with SIGKILL, so it could not); returns their names. Never touches other tags."""
+    if not tag:
+        raise ValueError("remove_leaked needs a node's segment tag")
+    removed = []
+    for name in leaked_segments(tag):
+        try:
+            os.unlink(os.path.join("/dev/shm", name))
+        except FileNotFoundError:
+            continue
+        removed.append(name)
+    return removed

@@ -11,7 +11,7 @@ delivery). Efficiency = ingest / (max(1, workers) x raw verify rate). Every tria
 bounded in time; sender processes are stopped by PID at the end of each trial, also on
 error.
 
-    python bench/ingest.py --workers 0,1,2 --senders 2 --trials 5 --messages 20000
+    python -m somasync.bench ingest --workers 0,1,2 --senders 2 --trials 5 --messages 20000
 """
 
 from __future__ import annotations
@@ -20,32 +20,23 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
 import socket
 import statistics
 import sys
 import time
+from typing import Any
 
 import nacl.signing
 
 from somasync import GossipConfig, Message, MessageType, SynapseNodeBuilder
+from somasync.bench.ceiling import raw_verify_rate
+from somasync.bench.machine import machine_info
 from somasync.core import wire
 from somasync.core.crypto import Identity
 
 PAYLOAD = "x" * 200
 ORIGINS = 128
 
-
-def raw_verify_rate(samples: int = 5000) -> float:
-    """Single-core PyNaCl verifies/s on messages of the benchmark's size."""
-    key = nacl.signing.SigningKey.generate()
-    verify_key = key.verify_key
-    signed = [key.sign(wire.MESSAGE_DOMAIN + os.urandom(300)) for _ in range(samples)]
-    started = time.perf_counter()
-    for item in signed:
-        verify_key.verify(item)
-    return samples / (time.perf_counter() - started)
 
 
 def sender(port: int, count: int) -> None:
@@ -79,7 +70,7 @@ def sender(port: int, count: int) -> None:
         sys.stdin.readline()  # keep the connection until the parent is done
 
 
-async def trial(count: int, limit: float, workers: int, senders: int) -> dict[str, float]:
+async def trial(count: int, limit: float, workers: int, senders: int) -> dict[str, Any]:
     node, messages, events = (SynapseNodeBuilder().with_node_id("ingest")
                               .with_bind_address("127.0.0.1:0")
                               .with_gossip_config(GossipConfig.lan().replace(
@@ -90,7 +81,7 @@ async def trial(count: int, limit: float, workers: int, senders: int) -> dict[st
     port = int(node.listen_address.rsplit(":", 1)[1])
     share = count // senders
     processes = [await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--sender", str(port), str(share),
+        sys.executable, "-m", "somasync.bench.ingest", "--sender", str(port), str(share),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         for _ in range(senders)]
     count = share * senders
@@ -161,8 +152,8 @@ def _node_cpu(node: object) -> float:
     return total
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m somasync.bench ingest", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", default="0,1,2",
                         help="comma-separated worker counts to compare (default 0,1,2)")
@@ -172,7 +163,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--sender", nargs=2, type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.sender:
         sender(*args.sender)
         return 0
@@ -188,8 +179,7 @@ def main() -> int:
                 uvloop.run(trial(args.messages, args.timeout, workers, args.senders)))
     raw = statistics.median(raw_rates)
     summary: dict[str, object] = {
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine_info(),
         "messages_per_trial": args.messages, "senders": args.senders,
         "raw_verify_per_s": raw_rates, "results": {str(k): v for k, v in results.items()},
     }

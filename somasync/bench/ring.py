@@ -12,7 +12,7 @@ The consumer sleeps on a doorbell when the ring is empty (no busy polling), as w
 do. Median and min-max over ``--trials``; ratios are against queue/record and
 queue/batch measured in the same run.
 
-    python bench/ring.py --trials 5 --records 200000 [--json PATH]
+    python -m somasync.bench ring --trials 5 --records 200000 [--json PATH]
 """
 
 from __future__ import annotations
@@ -21,16 +21,14 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import select
 import statistics
 import struct
 import sys
 import time
+from collections.abc import Callable
 
-from somasync.workers import shm
-from somasync.workers.doorbell import Doorbell, Ringer
-from somasync.workers.ring import RingReader, RingWriter, ring_size
+from somasync.bench.machine import machine_info
 
 RECORD = 256
 BATCH = 64
@@ -52,6 +50,10 @@ def _queue_producer(queue: multiprocessing.Queue, count: int, batched: bool) -> 
 
 
 def _ring_producer(name: str, bell: str, count: int, batched: bool) -> None:
+    from somasync.workers import shm
+    from somasync.workers.doorbell import Ringer
+    from somasync.workers.ring import RingWriter
+
     segment = shm.attach(name)
     assert segment.buf is not None
     writer = RingWriter(segment.buf)
@@ -105,6 +107,11 @@ def run_queue(count: int, batched: bool) -> float:
 
 
 def run_ring(count: int, batched: bool) -> float:
+    # Loaded here: somasync never imports the multiprocess runtime at import time.
+    from somasync.workers import shm
+    from somasync.workers.doorbell import Doorbell
+    from somasync.workers.ring import RingReader, ring_size
+
     segment = shm.create(ring_size(CAPACITY), "bench")
     bell_name = f"{shm.PREFIX}bench-{os.getpid()}"
     doorbell = Doorbell(bell_name)
@@ -153,15 +160,15 @@ def run_ring(count: int, batched: bool) -> float:
         segment.unlink()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m somasync.bench ring", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--json", metavar="PATH")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     count = args.records - args.records % BATCH
-    modes = {
+    modes: dict[str, Callable[[], float]] = {
         "queue/record": lambda: run_queue(count, False),
         "queue/batch": lambda: run_queue(count, True),
         "ring/record": lambda: run_ring(count, False),
@@ -174,8 +181,7 @@ def main() -> int:
     print(f"{count} records of {RECORD} B, producer process -> consumer process, "
           f"{args.trials} trials (median, min-max), records/s:")
     summary: dict[str, object] = {
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine_info(),
         "records": count, "record_bytes": RECORD, "rates": rates,
     }
     base_record = statistics.median(rates["queue/record"])

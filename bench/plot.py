@@ -1,0 +1,73 @@
+"""Plots from stored bench results (needs the optional extra: pip install -e '.[plot]').
+
+    python bench/plot.py bench/results/<host> [--out plots/]
+
+Draws (1) delivered messages/s of the slowest node against workers per node, from every
+result with ``rate = 0`` (as fast as possible), beside the verify ceiling measured in
+the same runs; (2) the latency CDF (publish to delivery, every node) of every result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from somasync.bench import LatencyHistogram
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, help="folder of <scenario>.json results")
+    parser.add_argument("--out", type=Path, help="folder for the PNGs (default: results)")
+    args = parser.parse_args()
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: pip install -e '.[plot]'", file=sys.stderr)
+        return 2
+    out = args.out or args.results
+    out.mkdir(parents=True, exist_ok=True)
+    results = {path.stem: json.loads(path.read_text())
+               for path in sorted(args.results.glob("*.json"))}
+    if not results:
+        print(f"no results in {args.results}", file=sys.stderr)
+        return 2
+
+    flat_out = sorted((r["settings"]["workers"], r) for r in results.values()
+                      if r["settings"]["rate"] == 0)
+    if flat_out:
+        figure, axes = plt.subplots()
+        workers = [w for w, _ in flat_out]
+        axes.plot(workers, [r["totals"]["slowest_node_rate_per_s"] for _, r in flat_out],
+                  "o-", label="slowest node, msg/s")
+        axes.plot(workers, [r["totals"]["ceiling_per_node_per_s"] for _, r in flat_out],
+                  "s--", label="ceiling: cores x raw verify / nodes")
+        axes.set_xlabel("workers per node")
+        axes.set_ylabel("messages/s")
+        axes.set_title("Throughput vs workers (as fast as possible)")
+        axes.legend()
+        figure.savefig(out / "throughput_vs_workers.png", dpi=120)
+
+    figure, axes = plt.subplots()
+    for name, result in results.items():
+        cdf = LatencyHistogram.from_dict(result["latency_histogram"]).cdf()
+        if cdf:
+            axes.plot([us / 1000 for us, _ in cdf], [f for _, f in cdf], label=name)
+    axes.set_xscale("log")
+    axes.set_xlabel("publish to delivery, ms")
+    axes.set_ylabel("fraction of deliveries")
+    axes.set_title("Latency CDF, every node")
+    axes.legend(fontsize="small")
+    figure.savefig(out / "latency_cdf.png", dpi=120)
+    print(f"wrote plots to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""One bench publisher in its own process; the runner starts it, users do not.
+
+    python -m somasync.bench._publisher '<json spec>'
+
+It joins one node as a peer (a signed HELLO), waits for ``go <start monotonic ns>`` on
+stdin, then signs and sends its planned messages: on an open-loop schedule at ``rate``
+messages/s (each message stamped with the time it was *due*), or as fast as the
+connection takes them when ``rate`` is 0. Whatever the node sends back (gossip, digests)
+is read and counted, never processed. It prints one ``done`` JSON line and keeps the
+connection open until stdin closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import orjson
+
+from somasync.bench import payload
+from somasync.config import GossipConfig
+from somasync.core import wire
+from somasync.core.antientropy import covers
+from somasync.core.crypto import Identity
+from somasync.core.payload import Binary
+from somasync.errors import DecodeError
+from somasync.message import Message
+
+__all__ = ["main"]
+
+_BATCH_BYTES = 64 * 1024
+_REPAIR_BATCH = 1024
+_RECONNECT_ATTEMPTS = 50
+
+
+def _priorities(mix: list[list[int]], count: int, seed: int) -> list[int]:
+    values = [int(priority) for priority, _ in mix]
+    weights = [int(weight) for _, weight in mix]
+    return random.Random(seed).choices(values, weights, k=count)
+
+
+class _Connection:
+    """The publisher's link to its node: sends batches, reads everything the node says,
+    answers its anti-entropy digests from this publisher's own messages (as any origin's
+    store does), and reconnects when the node drops the link (a worker killed under it),
+    so that nothing the publisher planned is lost for the mesh."""
+
+    def __init__(self, address: str, identity: Identity, origin: str) -> None:
+        host, port = address.rsplit(":", 1)
+        self._address = (host, int(port))
+        self._identity = identity
+        self._stream: wire.StreamKey = (identity.public_key, origin)
+        hello = wire.encode_hello_body(identity.public_key, origin, None)
+        self._hello = wire.encode_frame(wire.FrameKind.HELLO,
+                                        identity.sign(wire.HELLO_DOMAIN, hello) + hello)
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._max_frame = GossipConfig().max_frame
+        self.sent: list[bytes] = []
+        """Every frame handed to the node, by message number (repairs come from here)."""
+        self.received = 0
+        self.repairs = 0
+        self.reconnects = 0
+
+    def open(self) -> None:
+        sock = socket.create_connection(self._address, timeout=30)
+        # Without it, Nagle holds each small frame until the previous one is ACKed, and
+        # delayed ACKs turn that into 40 ms stalls (asyncio's transports set it too).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(self._hello)
+        self._sock = sock
+        threading.Thread(target=self._read, args=(sock,), daemon=True).start()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+
+    def send(self, frames: list[bytes]) -> None:
+        data = b"".join(frames)
+        with self._lock:
+            self.sent.extend(frames)
+            self._send_locked(data)
+
+    def _send_locked(self, data: bytes) -> None:
+        for attempt in range(_RECONNECT_ATTEMPTS):
+            sock = self._sock
+            assert sock is not None
+            try:
+                sock.sendall(data)
+                return
+            except OSError:
+                # The node closed the link; what it lost is repaired through digests
+                # on the new one (resending a whole batch only makes duplicates).
+                sock.close()
+                time.sleep(0.05 * (attempt + 1))
+                with contextlib.suppress(OSError):
+                    self.open()
+                    self.reconnects += 1
+        raise ConnectionError(f"node at {self._address} unreachable")
+
+    def _read(self, sock: socket.socket) -> None:
+        buffer = wire.FrameBuffer(self._max_frame)
+        try:
+            while chunk := sock.recv(1 << 16):
+                self.received += len(chunk)
+                for raw in buffer.feed(chunk):
+                    frame = wire.decode_frame(raw)
+                    if frame.kind == wire.FrameKind.DIGEST:
+                        self._answer(frame)
+        except (OSError, DecodeError):
+            return
+
+    def _answer(self, frame: wire.Frame) -> None:
+        intervals = wire.decode_digest(frame).streams.get(self._stream)
+        if intervals is None and frame.flags & wire.FLAG_PARTIAL:
+            return  # a worker that does not own our stream spoke for its own only
+        with self._lock:
+            missing = [self.sent[number] for number in range(len(self.sent))
+                       if not (intervals and covers(intervals, number + 1))][:_REPAIR_BATCH]
+            if missing:
+                self.repairs += len(missing)
+                with contextlib.suppress(ConnectionError):
+                    self._send_locked(b"".join(missing))
+
+
+def _say(kind: str, body: dict[str, Any]) -> None:
+    sys.stdout.write(orjson.dumps({kind: body}).decode() + "\n")
+    sys.stdout.flush()
+
+
+def publish(spec: dict[str, Any]) -> None:
+    index, count, rate, size = spec["index"], spec["count"], spec["rate"], spec["size"]
+    origin = f"bench-pub-{index}-{spec['run']}"
+    priorities = _priorities(spec["priority_mix"], count, spec["seed"] + index)
+    identity = Identity.generate()
+    connection = _Connection(spec["address"], identity, origin)
+    connection.open()
+    try:
+        _say("ready", {"origin": origin})
+        go = sys.stdin.readline().split()
+        if not go or go[0] != "go":
+            return
+        start_ns = int(go[1])
+        interval_ns = int(1e9 / rate) if rate > 0 else 0
+        while time.monotonic_ns() < start_ns:
+            time.sleep(min(0.01, (start_ns - time.monotonic_ns()) / 1e9))
+        batch: list[bytes] = []
+        batch_bytes = 0
+        behind_ns = 0
+        number = 0
+        while number < count:
+            due_ns = start_ns + number * interval_ns if interval_ns else time.monotonic_ns()
+            now_ns = time.monotonic_ns()
+            if due_ns > now_ns:
+                if batch:  # nothing more is due yet: send what is
+                    connection.send(batch)
+                    batch, batch_bytes = [], 0
+                    continue
+                time.sleep((due_ns - now_ns) / 1e9)
+            behind_ns = max(behind_ns, now_ns - due_ns)
+            message = Message(Binary(payload.encode(index, number, due_ns, size)), origin,
+                              sequence=number + 1).with_priority(priorities[number])
+            envelope = message.sign_with_ed25519(identity).to_envelope()
+            batch.append(wire.encode_message_frame(envelope, hops=0))
+            batch_bytes += len(batch[-1])
+            number += 1
+            if batch_bytes >= _BATCH_BYTES:
+                connection.send(batch)
+                batch, batch_bytes = [], 0
+        if batch:
+            connection.send(batch)
+        _say("done", {"sent": number, "start_ns": start_ns,
+                      "finished_ns": time.monotonic_ns(), "max_behind_ms": behind_ns / 1e6,
+                      "bytes_in": connection.received, "repairs": connection.repairs,
+                      "reconnects": connection.reconnects})
+        sys.stdin.readline()  # keep answering digests until the runner is done
+        _say("closed", {"bytes_in": connection.received, "repairs": connection.repairs,
+                        "reconnects": connection.reconnects})
+    finally:
+        connection.close()
+
+
+def main() -> int:
+    publish(orjson.loads(sys.argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

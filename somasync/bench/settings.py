@@ -1,0 +1,135 @@
+"""What one bench run does: a frozen, validated settings object and the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from somasync.errors import ConfigError
+
+__all__ = ["PRESETS", "SCENARIOS", "BenchSettings"]
+
+SCENARIOS = ("steady", "burst", "kill-node", "kill-worker", "slow")
+"""steady: open-loop publishing at ``rate``; burst: every message at once, as fast as the
+connections take them; kill-node: SIGKILL of one node process halfway (it has no
+publisher; loss is counted over the survivors); kill-worker: SIGKILL of one worker
+process of node 0 halfway (every node must still get everything); slow: node 0's
+application takes at most ``slow_rate`` messages/s."""
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """One run of ``python -m somasync.bench``; every field is a command-line flag."""
+
+    nodes: int = 5
+    """Node processes in the mesh (each verifies every message)."""
+    workers: int = 0
+    """Worker processes per node (0 = the single-process node)."""
+    publishers: int = 1
+    """Publisher processes; each joins one node (round robin) and signs its own messages."""
+    rate: float = 500.0
+    """Messages/s offered by all publishers together, on an open-loop schedule. 0 means
+    as fast as the connections take them (closed loop: latency then includes queueing)."""
+    size: int = 256
+    """Payload bytes per message (at least the 20-byte bench header)."""
+    duration: float = 5.0
+    """Seconds of publishing; the message count is ``rate x duration`` unless given."""
+    messages: int | None = None
+    """Total messages over all publishers (required when ``rate`` is 0)."""
+    scenario: str = "steady"
+    """One of :data:`SCENARIOS`."""
+    priority_mix: tuple[tuple[int, int], ...] = ((200, 1), (128, 8), (32, 1))
+    """(priority, weight) pairs: each message's priority is drawn with these weights."""
+    seed: int = 1
+    """Seeds the topology and the priority draws (keys are always fresh)."""
+    links: int = 2
+    """Bootstrap peers each joining node dials (chosen at random among earlier nodes), so
+    the mesh is connected and the average degree is about ``2 x links``."""
+    slow_rate: float = 200.0
+    """``slow`` scenario: messages/s node 0's application can take."""
+    drain_timeout: float = 30.0
+    """Seconds to wait, after the last message is sent, for every node to have it all."""
+    drop_every: int = 0
+    """Testing the bench itself: node 0's application discards every k-th delivery (the
+    run must then fail). 0 = off."""
+    anti_entropy_interval: float = 0.5
+    """Seconds between anti-entropy rounds in the bench's nodes (repairs any gap)."""
+
+    def __post_init__(self) -> None:
+        def require(ok: bool, field: str, message: str) -> None:
+            if not ok:
+                raise ConfigError(field, message)
+
+        def whole(value: Any, field: str, minimum: int) -> None:
+            require(isinstance(value, int) and not isinstance(value, bool)
+                    and value >= minimum, field, f"must be an integer >= {minimum}, "
+                    f"got {value!r}")
+
+        def number(value: Any, field: str, *, allow_zero: bool) -> None:
+            ok = (isinstance(value, int | float) and not isinstance(value, bool)
+                  and math.isfinite(value) and (value > 0 or (allow_zero and value == 0)))
+            require(ok, field, f"must be a finite number {'>=' if allow_zero else '>'} 0, "
+                    f"got {value!r}")
+
+        whole(self.nodes, "nodes", 2)
+        whole(self.workers, "workers", 0)
+        whole(self.publishers, "publishers", 1)
+        number(self.rate, "rate", allow_zero=True)
+        whole(self.size, "size", 20)
+        require(self.size <= 512 * 1024, "size", "must be <= 524288 bytes (one frame)")
+        number(self.duration, "duration", allow_zero=False)
+        if self.messages is not None:
+            whole(self.messages, "messages", 1)
+        require(self.rate > 0 or self.messages is not None, "messages",
+                "is required when rate is 0 (as fast as possible)")
+        require(self.scenario in SCENARIOS, "scenario",
+                f"must be one of {', '.join(SCENARIOS)}, got {self.scenario!r}")
+        require(self.scenario != "kill-worker" or self.workers >= 1, "workers",
+                "must be >= 1 for the kill-worker scenario")
+        require(self.scenario != "kill-node" or self.nodes >= 3, "nodes",
+                "must be >= 3 for the kill-node scenario (two survivors)")
+        require(bool(self.priority_mix) and all(
+            len(pair) == 2 and 0 <= int(pair[0]) <= 255 and int(pair[1]) > 0
+            for pair in self.priority_mix), "priority_mix",
+            "must be (priority 0-255, weight > 0) pairs")
+        whole(self.seed, "seed", 0)
+        whole(self.links, "links", 1)
+        number(self.slow_rate, "slow_rate", allow_zero=False)
+        number(self.drain_timeout, "drain_timeout", allow_zero=False)
+        whole(self.drop_every, "drop_every", 0)
+        number(self.anti_entropy_interval, "anti_entropy_interval", allow_zero=False)
+        require(self.total_messages >= self.publishers, "messages",
+                "must give every publisher at least one message")
+
+    @property
+    def total_messages(self) -> int:
+        if self.messages is not None:
+            return self.messages
+        return max(1, round(self.rate * self.duration))
+
+    def planned(self) -> list[int]:
+        """Messages per publisher (the total split as evenly as possible)."""
+        share, extra = divmod(self.total_messages, self.publishers)
+        return [share + (1 if i < extra else 0) for i in range(self.publishers)]
+
+    def replace(self, **changes: Any) -> BenchSettings:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, object]:
+        data = dataclasses.asdict(self)
+        data["priority_mix"] = [list(pair) for pair in self.priority_mix]
+        data["total_messages"] = self.total_messages
+        return data
+
+
+PRESETS: dict[str, BenchSettings] = {
+    "quick": BenchSettings(nodes=5, publishers=1, rate=500, duration=5),
+    "small": BenchSettings(nodes=8, publishers=2, rate=500, duration=10),
+    "medium": BenchSettings(nodes=16, publishers=2, rate=600, duration=15),
+    "large": BenchSettings(nodes=32, publishers=4, rate=400, duration=20, links=3),
+}
+"""quick: the README command, well under 60 s on 2 cores; small/medium/large: meshes of
+8/16/32 node processes at rates a 2-core host carries with every node verifying every
+message (the ceiling there is about 2 x raw verify rate / nodes)."""
