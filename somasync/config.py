@@ -37,11 +37,12 @@ def _positive_int(value: Any, field_name: str, *, minimum: int = 1) -> None:
     )
 
 
-def _positive_float(value: Any, field_name: str, *, allow_zero: bool = False) -> None:
+def _positive_float(value: Any, field_name: str, *, allow_zero: bool = False,
+                    unit: str = "seconds") -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= 0 if allow_zero else value > 0)
     bound = ">= 0" if allow_zero else "> 0"
-    _require(ok, field_name, f"must be a finite number {bound} (seconds), got {value!r}")
+    _require(ok, field_name, f"must be a finite number {bound} ({unit}), got {value!r}")
 
 
 def parse_address(address: str, field_name: str = "address") -> tuple[str, int]:

@@ -13,11 +13,13 @@ connection open until stdin closes.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -25,7 +27,6 @@ import orjson
 from somasync.bench import payload
 from somasync.config import GossipConfig
 from somasync.core import wire
-from somasync.core.antientropy import covers
 from somasync.core.crypto import Identity
 from somasync.core.payload import Binary
 from somasync.errors import DecodeError
@@ -121,12 +122,25 @@ class _Connection:
         if intervals is None and frame.flags & wire.FLAG_PARTIAL:
             return  # a worker that does not own our stream spoke for its own only
         with self._lock:
-            missing = [self.sent[number] for number in range(len(self.sent))
-                       if not (intervals and covers(intervals, number + 1))][:_REPAIR_BATCH]
+            numbers = itertools.islice(_uncovered(intervals or (), len(self.sent)),
+                                       _REPAIR_BATCH)
+            missing = [self.sent[number] for number in numbers]
             if missing:
                 self.repairs += len(missing)
                 with contextlib.suppress(ConnectionError):
                     self._send_locked(b"".join(missing))
+
+
+def _uncovered(intervals: Sequence[tuple[int, int]], sent: int) -> Iterator[int]:
+    """Message numbers (sequence - 1) below ``sent`` outside the sorted closed sequence
+    ``intervals`` of a digest: a walk over the holes, not over every message sent."""
+    sequence = 1
+    for lo, hi in intervals:
+        yield from range(sequence - 1, min(lo - 1, sent))
+        sequence = max(sequence, hi + 1)
+        if sequence > sent:
+            return
+    yield from range(sequence - 1, sent)
 
 
 def _say(kind: str, body: dict[str, Any]) -> None:

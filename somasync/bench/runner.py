@@ -431,8 +431,8 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
     unique = sum(r["unique"] for r in node_rows if r["unique"] is not None)
     node_bytes = sum(r.get("bytes_out", 0) for r in node_rows)
     aggregate = sum(r["rate_per_s"] for r in node_rows if r["rate_per_s"])
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
+    machine = machine_info()
+    usable = int(machine["usable_cores"] or machine["logical_cores"] or 1)  # type: ignore[call-overload]
     verifiers = sum(1 for r in node_rows if not r["killed"]) * max(1, settings.workers)
     cores = min(usable, verifiers)
     ceiling_per_node = cores * raw["median"] / max(1, len(survivors))
@@ -449,7 +449,7 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
         "schema": SCHEMA_ID,
         "ok": lost == 0 and duplicates == 0 and bool(survivors),
         "settings": settings.to_dict(),
-        "machine": machine_info(),
+        "machine": machine,
         "raw_verify_per_s": raw,
         "published": {"messages": sum(sent), "seconds": round(publish_seconds, 3),
                       "rate_per_s": round(sum(sent) / publish_seconds, 1)

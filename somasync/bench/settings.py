@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from somasync.errors import ConfigError
+from somasync.config import _positive_float, _positive_int, _require
 
 __all__ = ["PRESETS", "SCENARIOS", "BenchSettings"]
 
@@ -58,50 +57,35 @@ class BenchSettings:
     """Seconds between anti-entropy rounds in the bench's nodes (repairs any gap)."""
 
     def __post_init__(self) -> None:
-        def require(ok: bool, field: str, message: str) -> None:
-            if not ok:
-                raise ConfigError(field, message)
-
-        def whole(value: Any, field: str, minimum: int) -> None:
-            require(isinstance(value, int) and not isinstance(value, bool)
-                    and value >= minimum, field, f"must be an integer >= {minimum}, "
-                    f"got {value!r}")
-
-        def number(value: Any, field: str, *, allow_zero: bool) -> None:
-            ok = (isinstance(value, int | float) and not isinstance(value, bool)
-                  and math.isfinite(value) and (value > 0 or (allow_zero and value == 0)))
-            require(ok, field, f"must be a finite number {'>=' if allow_zero else '>'} 0, "
-                    f"got {value!r}")
-
-        whole(self.nodes, "nodes", 2)
-        whole(self.workers, "workers", 0)
-        whole(self.publishers, "publishers", 1)
-        number(self.rate, "rate", allow_zero=True)
-        whole(self.size, "size", 20)
-        require(self.size <= 512 * 1024, "size", "must be <= 524288 bytes (one frame)")
-        number(self.duration, "duration", allow_zero=False)
+        _positive_int(self.nodes, "nodes", minimum=2)
+        _positive_int(self.workers, "workers", minimum=0)
+        _positive_int(self.publishers, "publishers")
+        _positive_float(self.rate, "rate", allow_zero=True, unit="messages/s")
+        _positive_int(self.size, "size", minimum=20)
+        _require(self.size <= 512 * 1024, "size", "must be <= 524288 bytes (one frame)")
+        _positive_float(self.duration, "duration")
         if self.messages is not None:
-            whole(self.messages, "messages", 1)
-        require(self.rate > 0 or self.messages is not None, "messages",
-                "is required when rate is 0 (as fast as possible)")
-        require(self.scenario in SCENARIOS, "scenario",
-                f"must be one of {', '.join(SCENARIOS)}, got {self.scenario!r}")
-        require(self.scenario != "kill-worker" or self.workers >= 1, "workers",
-                "must be >= 1 for the kill-worker scenario")
-        require(self.scenario != "kill-node" or self.nodes >= 3, "nodes",
-                "must be >= 3 for the kill-node scenario (two survivors)")
-        require(bool(self.priority_mix) and all(
+            _positive_int(self.messages, "messages")
+        _require(self.rate > 0 or self.messages is not None, "messages",
+                 "is required when rate is 0 (as fast as possible)")
+        _require(self.scenario in SCENARIOS, "scenario",
+                 f"must be one of {', '.join(SCENARIOS)}, got {self.scenario!r}")
+        _require(self.scenario != "kill-worker" or self.workers >= 1, "workers",
+                 "must be >= 1 for the kill-worker scenario")
+        _require(self.scenario != "kill-node" or self.nodes >= 3, "nodes",
+                 "must be >= 3 for the kill-node scenario (two survivors)")
+        _require(bool(self.priority_mix) and all(
             len(pair) == 2 and 0 <= int(pair[0]) <= 255 and int(pair[1]) > 0
             for pair in self.priority_mix), "priority_mix",
             "must be (priority 0-255, weight > 0) pairs")
-        whole(self.seed, "seed", 0)
-        whole(self.links, "links", 1)
-        number(self.slow_rate, "slow_rate", allow_zero=False)
-        number(self.drain_timeout, "drain_timeout", allow_zero=False)
-        whole(self.drop_every, "drop_every", 0)
-        number(self.anti_entropy_interval, "anti_entropy_interval", allow_zero=False)
-        require(self.total_messages >= self.publishers, "messages",
-                "must give every publisher at least one message")
+        _positive_int(self.seed, "seed", minimum=0)
+        _positive_int(self.links, "links")
+        _positive_float(self.slow_rate, "slow_rate", unit="messages/s")
+        _positive_float(self.drain_timeout, "drain_timeout")
+        _positive_int(self.drop_every, "drop_every", minimum=0)
+        _positive_float(self.anti_entropy_interval, "anti_entropy_interval")
+        _require(self.total_messages >= self.publishers, "messages",
+                 "must give every publisher at least one message")
 
     @property
     def total_messages(self) -> int:

@@ -61,3 +61,4 @@ def test_empty_histogram_and_bad_fraction() -> None:
     assert histogram.summary_ms()["max"] == 0
     with pytest.raises(ValueError, match="fraction"):
         histogram.percentile(1.5)
+
