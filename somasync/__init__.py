@@ -23,9 +23,19 @@ from somasync.aio.node import (
     PeerStats as PeerStats,
     SynapseNode as SynapseNode,
 )
-from somasync.config import GossipConfig as GossipConfig, NodeConfig as NodeConfig
+from somasync.config import (
+    DiscoveryMethod as DiscoveryMethod,
+    GossipConfig as GossipConfig,
+    MembershipConfig as MembershipConfig,
+    NodeConfig as NodeConfig,
+)
 from somasync.core.crypto import Identity as Identity
 from somasync.core.endpoint import EndpointStatistics as EndpointStatistics
+from somasync.core.membership import (
+    Member as Member,
+    MembershipStatistics as MembershipStatistics,
+    PeerState as PeerState,
+)
 from somasync.core.payload import MessageType as MessageType
 from somasync.errors import (
     ConfigError as ConfigError,
@@ -41,6 +51,11 @@ from somasync.events import (
     MessageReceived as MessageReceived,
     PeerConnected as PeerConnected,
     PeerDisconnected as PeerDisconnected,
+    PeerFailed as PeerFailed,
+    PeerJoined as PeerJoined,
+    PeerLeft as PeerLeft,
+    PeerRecovered as PeerRecovered,
+    PeerSuspected as PeerSuspected,
     RejectReason as RejectReason,
     SynapseEvent as SynapseEvent,
 )
@@ -53,10 +68,14 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "DeliveryDropped",
+    "DiscoveryMethod",
     "EndpointStatistics",
     "FrameRejected",
     "GossipConfig",
     "Identity",
+    "Member",
+    "MembershipConfig",
+    "MembershipStatistics",
     "Message",
     "MessageReceived",
     "MessageType",
@@ -66,7 +85,13 @@ __all__ = [
     "Peer",
     "PeerConnected",
     "PeerDisconnected",
+    "PeerFailed",
+    "PeerJoined",
+    "PeerLeft",
+    "PeerRecovered",
+    "PeerState",
     "PeerStats",
+    "PeerSuspected",
     "RejectReason",
     "SignatureError",
     "SomaSyncError",

@@ -7,6 +7,7 @@ import sys
 USAGE = """usage: python -m somasync <command> [options]
 
 commands:
+  agent    run one node until stopped; events as JSON lines (see --help)
   demo     run a local mesh on 127.0.0.1 and measure signed-alert delivery
 """
 
@@ -17,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0 if args else 2
     command, rest = args[0], args[1:]
+    if command == "agent":
+        from somasync.agent import main as agent_main
+
+        return agent_main(rest)
     if command == "demo":
         from somasync.demo import main as demo_main
 

@@ -12,13 +12,14 @@ default, :meth:`GossipConfig.wan` trades speed for tolerance of slow links, and
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from somasync.errors import ConfigError
 
-__all__ = ["GossipConfig", "NodeConfig", "parse_address"]
+__all__ = ["DiscoveryMethod", "GossipConfig", "MembershipConfig", "NodeConfig", "parse_address"]
 
 #: Largest frame a node will ever accept, whatever the configuration says (64 MiB).
 FRAME_HARD_LIMIT = 64 * 1024 * 1024
@@ -200,6 +201,152 @@ class GossipConfig:
         )
 
 
+class DiscoveryMethod(enum.StrEnum):
+    """How a node finds the other members of its mesh (the original's ``DiscoveryMethod``).
+
+    ``STATIC``: only the configured bootstrap peers and peers added with ``add_peer`` are
+    dialled. ``GOSSIP`` (the default): membership spreads by peer exchange, and the node
+    keeps broadcast links to members it learned about. ``MDNS``: announce and browse the
+    local network with multicast DNS (needs the ``mdns`` extra, zeroconf).
+    """
+
+    STATIC = "static"
+    GOSSIP = "gossip"
+    MDNS = "mdns"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MembershipConfig:
+    """SWIM failure detection with Lifeguard, and how membership changes spread.
+
+    The defaults (:meth:`lan`) follow memberlist's ``DefaultLANConfig`` in shape but probe
+    twice as often and let strong evidence shorten suspicion, so a crashed node is known
+    dead by everyone within about two seconds while a merely slow one has time to refute.
+    Timeouts are driven by the node's monotonic clock only, never by a peer's wall clock.
+    """
+
+    probe_interval: float = 0.5
+    """Seconds between two probes of a (randomised round-robin) member. Each node probes
+    one member per interval, so in steady state every member is probed about once per
+    interval by someone. memberlist uses 1 s; 0.5 s halves detection time for ~2
+    datagrams per second per node."""
+
+    probe_timeout: float = 0.25
+    """Seconds to wait for a direct ack before asking ``indirect_checks`` members to probe
+    on our behalf. Should exceed the 99th percentile round trip (sub-ms on a LAN, so
+    this leaves room for a loaded host)."""
+
+    indirect_checks: int = 3
+    """Members asked to probe a target that missed its direct ack (SWIM's k). 3 as in
+    memberlist: one lossy path between us and the target cannot cause a suspicion."""
+
+    suspicion_mult: float = 1.0
+    """Minimum suspicion timeout = suspicion_mult x max(1, log10(N)) x probe_interval,
+    reached only once ``suspicion_confirmations`` other members independently suspect
+    the same node (0.75 s at N = 32)."""
+
+    suspicion_max_mult: float = 8.0
+    """Maximum suspicion timeout = suspicion_max_mult x the minimum (6 s at N = 32): what a
+    lone suspicion waits, giving a slow but alive node time to refute (Lifeguard)."""
+
+    suspicion_confirmations: int = 3
+    """Independent suspicions that bring the timeout down to the minimum (Lifeguard's k;
+    memberlist: suspicion_mult - 2 = 2). 3 means four members failed to reach the node
+    directly and through three helpers each."""
+
+    awareness_max_multiplier: int = 8
+    """Local-health ceiling: a node that misses acks or nacks (it is itself slow) scales
+    its probe interval, probe timeout and suspicion timeouts by up to this factor instead
+    of accusing others (Lifeguard; memberlist's value)."""
+
+    gossip_interval: float = 0.2
+    """Seconds between dedicated gossip rounds of queued membership changes (they also
+    ride on every probe and ack). memberlist LAN value."""
+
+    gossip_nodes: int = 3
+    """Members each gossip round sends to. memberlist LAN value."""
+
+    retransmit_mult: int = 4
+    """Each membership change is sent retransmit_mult x ceil(log10(N + 1)) times (8 at
+    N = 32), then dropped: enough for an epidemic to reach everyone with high probability."""
+
+    gossip_to_the_dead: float = 30.0
+    """Seconds after a member failed or left during which gossip still goes to it, so a
+    falsely accused node hears the accusation and refutes (memberlist: 30 s)."""
+
+    push_pull_interval: float = 30.0
+    """Seconds between full-state exchanges with one random member (scaled up by
+    log2(N) - 5 above 32 nodes, as memberlist does): repairs whatever gossip missed."""
+
+    reconnect_interval: float = 5.0
+    """Seconds between attempts to reach one random failed member (or a seed, when no
+    member is alive), so the halves of a healed partition merge without an operator.
+    Serf uses 30 s; 5 s merges a healed LAN partition within seconds for one datagram."""
+
+    reconnect_timeout: float = 24 * 3600.0
+    """Seconds a failed member is remembered and retried before it is forgotten (Serf's
+    default: a day)."""
+
+    forget_left_after: float = 300.0
+    """Seconds a member that left gracefully is remembered (so stale gossip about it
+    cannot bring it back) before it is forgotten."""
+
+    max_members: int = 100_000
+    """Members remembered at most; alive claims of further new members are dropped and
+    counted, so a flood of identities cannot exhaust memory."""
+
+    max_datagram: int = 1400
+    """Largest membership datagram in bytes (memberlist's UDP buffer size: fits a
+    1500-byte Ethernet MTU). Gossip piggybacks up to this size; full state is split."""
+
+    def __post_init__(self) -> None:
+        for name in ("probe_interval", "probe_timeout", "gossip_interval",
+                     "gossip_to_the_dead", "push_pull_interval", "reconnect_interval",
+                     "reconnect_timeout", "forget_left_after", "suspicion_mult",
+                     "suspicion_max_mult"):
+            _positive_float(getattr(self, name), f"membership.{name}",
+                            unit="multiplier" if name.startswith("suspicion") else "seconds")
+        _require(self.probe_timeout < self.probe_interval, "membership.probe_timeout",
+                 "must be shorter than membership.probe_interval")
+        _require(self.suspicion_max_mult >= 1, "membership.suspicion_max_mult",
+                 "must be >= 1 (the maximum cannot be below the minimum)")
+        _positive_int(self.indirect_checks, "membership.indirect_checks", minimum=0)
+        _positive_int(self.suspicion_confirmations, "membership.suspicion_confirmations",
+                      minimum=0)
+        _positive_int(self.awareness_max_multiplier, "membership.awareness_max_multiplier")
+        _positive_int(self.gossip_nodes, "membership.gossip_nodes")
+        _positive_int(self.retransmit_mult, "membership.retransmit_mult")
+        _positive_int(self.max_members, "membership.max_members", minimum=2)
+        _positive_int(self.max_datagram, "membership.max_datagram", minimum=512)
+        _require(self.max_datagram <= 65_000, "membership.max_datagram",
+                 "must be <= 65000 bytes (one UDP datagram)")
+
+    def replace(self, **changes: Any) -> MembershipConfig:
+        """Return a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def lan(cls) -> MembershipConfig:
+        """Defaults for one data centre or LAN."""
+        return cls()
+
+    @classmethod
+    def wan(cls) -> MembershipConfig:
+        """Links across regions: memberlist's WAN timings (probe 5 s / 3 s, gossip 0.5 s
+        to 4, push-pull 60 s) and longer suspicion, since round trips vary widely."""
+        return cls(probe_interval=5.0, probe_timeout=3.0, suspicion_mult=6.0,
+                   suspicion_max_mult=6.0, suspicion_confirmations=4, gossip_interval=0.5,
+                   gossip_nodes=4, gossip_to_the_dead=60.0, push_pull_interval=60.0,
+                   reconnect_interval=30.0)
+
+    @classmethod
+    def local(cls) -> MembershipConfig:
+        """Tests and demos on one host: everything about four times faster than LAN."""
+        return cls(probe_interval=0.2, probe_timeout=0.1, gossip_interval=0.05,
+                   gossip_to_the_dead=10.0, push_pull_interval=5.0, reconnect_interval=1.0,
+                   forget_left_after=30.0)
+
+
 @dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     """Everything a single node needs: identity, addresses, timeouts and gossip settings."""
@@ -218,6 +365,19 @@ class NodeConfig:
 
     gossip: GossipConfig = field(default_factory=GossipConfig)
     """Protocol settings, see :class:`GossipConfig`."""
+
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
+    """Failure detection and membership spread, see :class:`MembershipConfig`."""
+
+    discovery: frozenset[DiscoveryMethod] = frozenset({DiscoveryMethod.GOSSIP})
+    """How members are found (see :class:`DiscoveryMethod`). Gossip peer exchange by
+    default; mDNS is opt-in because it announces the node to the whole LAN."""
+
+    overlay_degree: int = 6
+    """Broadcast links this node dials to members learned through membership (it also
+    accepts links dialled by others). Six random links per node give a connected overlay
+    with high probability and a handful of redundant paths; a failed link is replaced
+    by a live member."""
 
     connect_timeout: float = 5.0
     """Seconds a TCP connect may take before it counts as failed."""
@@ -268,6 +428,12 @@ class NodeConfig:
         for address in self.bootstrap_peers:
             parse_address(address, "bootstrap_peers")
         _require(isinstance(self.gossip, GossipConfig), "gossip", "must be a GossipConfig")
+        _require(isinstance(self.membership, MembershipConfig), "membership",
+                 "must be a MembershipConfig")
+        _require(isinstance(self.discovery, frozenset)
+                 and all(isinstance(m, DiscoveryMethod) for m in self.discovery),
+                 "discovery", "must be a frozenset of DiscoveryMethod values")
+        _positive_int(self.overlay_degree, "overlay_degree")
         _positive_float(self.connect_timeout, "connect_timeout")
         _positive_float(self.handshake_timeout, "handshake_timeout")
         _positive_float(self.reconnect_initial_delay, "reconnect_initial_delay")

@@ -10,7 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, RejectReason
+from somasync.core.events import (
+    FrameRejected,
+    PeerConnected,
+    PeerDisconnected,
+    PeerFailed,
+    PeerJoined,
+    PeerLeft,
+    PeerRecovered,
+    PeerSuspected,
+    RejectReason,
+)
 from somasync.message import Message
 
 __all__ = [
@@ -19,6 +29,11 @@ __all__ = [
     "MessageReceived",
     "PeerConnected",
     "PeerDisconnected",
+    "PeerFailed",
+    "PeerJoined",
+    "PeerLeft",
+    "PeerRecovered",
+    "PeerSuspected",
     "RejectReason",
     "SynapseEvent",
 ]
@@ -48,3 +63,8 @@ class SynapseEvent:
     MessageReceived: ClassVar[type[MessageReceived]] = MessageReceived
     FrameRejected: ClassVar[type[FrameRejected]] = FrameRejected
     DeliveryDropped: ClassVar[type[DeliveryDropped]] = DeliveryDropped
+    PeerJoined: ClassVar[type[PeerJoined]] = PeerJoined
+    PeerSuspected: ClassVar[type[PeerSuspected]] = PeerSuspected
+    PeerFailed: ClassVar[type[PeerFailed]] = PeerFailed
+    PeerRecovered: ClassVar[type[PeerRecovered]] = PeerRecovered
+    PeerLeft: ClassVar[type[PeerLeft]] = PeerLeft

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from typing import Literal
 
@@ -10,7 +11,13 @@ import nacl.signing
 
 from somasync.aio.channel import Stream
 from somasync.aio.node import Event, SynapseNode
-from somasync.config import GossipConfig, NodeConfig, parse_address
+from somasync.config import (
+    DiscoveryMethod,
+    GossipConfig,
+    MembershipConfig,
+    NodeConfig,
+    parse_address,
+)
 from somasync.core.crypto import Identity
 from somasync.errors import ConfigError
 from somasync.message import Message
@@ -44,8 +51,40 @@ class SynapseNodeBuilder:
         self._config = self._config.replace(gossip=gossip)
         return self
 
+    def with_membership_config(self, membership: MembershipConfig) -> SynapseNodeBuilder:
+        """Failure-detection timings (``MembershipConfig.lan()``, ``.wan()``, ``.local()``)."""
+        self._config = self._config.replace(membership=membership)
+        return self
+
+    def with_discovery(self, *methods: DiscoveryMethod | str) -> SynapseNodeBuilder:
+        """How members are found: any of ``"static"``, ``"gossip"`` (the default),
+        ``"mdns"`` (see :class:`~somasync.config.DiscoveryMethod`)."""
+        try:
+            chosen = frozenset(DiscoveryMethod(m) for m in methods)
+        except ValueError as exc:
+            raise ConfigError("discovery", str(exc)) from None
+        if not chosen:
+            raise ConfigError("discovery", "name at least one method")
+        self._config = self._config.replace(discovery=chosen)
+        return self
+
+    def with_auto_discovery(self, enabled: bool = True) -> SynapseNodeBuilder:
+        """True: find members without configuring them, by gossip peer exchange and, when
+        the ``mdns`` extra is installed, multicast DNS on the local network. False: talk
+        only to the bootstrap peers and peers added with ``add_peer``."""
+        if enabled:
+            methods = {DiscoveryMethod.GOSSIP}
+            if importlib.util.find_spec("zeroconf") is not None:
+                methods.add(DiscoveryMethod.MDNS)
+            self._config = self._config.replace(discovery=frozenset(methods))
+        else:
+            self._config = self._config.replace(
+                discovery=frozenset({DiscoveryMethod.STATIC}))
+        return self
+
     def add_bootstrap_peer(self, address: str) -> SynapseNodeBuilder:
-        """An address to dial at start (and re-dial after failures)."""
+        """A seed: membership joins the mesh through it (any one reachable seed is
+        enough). With static discovery it is also dialled and re-dialled after failures."""
         parse_address(address, "bootstrap_peers")
         self._config = self._config.replace(
             bootstrap_peers=(*self._config.bootstrap_peers, address))

@@ -17,16 +17,20 @@ memory. ``mesh.nodes[name]`` is then its shard 0, and ``mesh.shards[name]`` list
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from somasync.config import GossipConfig
+from somasync.config import GossipConfig, MembershipConfig
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
+from somasync.core.events import MembershipEvent
+from somasync.core.membership import Membership
 from somasync.core.shard import Shard, peer_owner
 
-__all__ = ["WALL", "Mesh", "Wire", "wait_until"]
+__all__ = ["WALL", "MembershipNet", "Mesh", "Wire", "wait_until"]
 
 WALL = 1_800_000_000.0
 """The harness's wall clock at virtual time ``Mesh.now``'s start: fixed, so origin
@@ -181,3 +185,120 @@ class Mesh:
             if owner == name and other in (w.a, w.b) and other != name:
                 return link
         raise KeyError(other)
+
+
+class MembershipNet:
+    """Membership protocols joined by an in-memory datagram network and a stepped clock.
+
+    Datagrams take ``latency`` virtual seconds; a node can be crashed (its timers stop and
+    everything to or from it is dropped), paused and resumed (like SIGSTOP/SIGCONT: the
+    datagrams sent to it meanwhile wait for it, its timers fire late), or cut off from a
+    group of others (a partition)::
+
+        net = MembershipNet(MembershipConfig.local())
+        for i in range(5):
+            net.add(f"n{i}", seeds=["n0"] if i else [])
+        net.run(3.0)
+        net.crash("n4"); net.run(5.0)
+        assert net.events_of("n0", PeerFailed)
+    """
+
+    def __init__(self, config: MembershipConfig, *, seed: int = 1,
+                 latency: float = 0.001) -> None:
+        self.config = config
+        self.latency = latency
+        self.now = 0.0
+        self.nodes: dict[str, Membership] = {}
+        self.events: dict[str, list[MembershipEvent]] = {}
+        self.crashed: set[str] = set()
+        self.paused: dict[str, list[tuple[str, bytes]]] = {}
+        self.cut: set[frozenset[str]] = set()
+        self.dropped = 0
+        self._rng = random.Random(seed)
+        self._heap: list[tuple[float, int, str, str, bytes]] = []
+        self._order = itertools.count()
+
+    def add(self, name: str, *, seeds: list[str] = (),  # type: ignore[assignment]
+            identity: Identity | None = None,
+            config: MembershipConfig | None = None) -> Membership:
+        """Start node ``name`` (its address is its name) and join through ``seeds``."""
+        if identity is None:
+            identity = Identity(self._rng.randbytes(32))
+        node = Membership(config or self.config, identity, name, name,
+                          rng=random.Random(self._rng.random()), now=self.now)
+        self.nodes[name] = node
+        self.events[name] = []
+        self.crashed.discard(name)
+        node.join(list(seeds), now=self.now)
+        self._collect(name)
+        return node
+
+    def crash(self, name: str) -> None:
+        self.crashed.add(name)
+
+    def pause(self, name: str) -> None:
+        self.paused.setdefault(name, [])
+
+    def resume(self, name: str) -> None:
+        """Deliver what queued up while ``name`` was paused, then run its late timers."""
+        for source, data in self.paused.pop(name, []):
+            self.nodes[name].receive_datagram(source, data, now=self.now)
+        self._collect(name)
+
+    def partition(self, *groups: list[str]) -> None:
+        """Drop every datagram between nodes of different groups."""
+        for a_group, b_group in itertools.combinations(groups, 2):
+            for a in a_group:
+                for b in b_group:
+                    self.cut.add(frozenset((a, b)))
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+    def run(self, seconds: float) -> None:
+        """Advance the clock by ``seconds``, delivering datagrams and firing timers in
+        time order."""
+        end = self.now + seconds
+        while True:
+            timers = [(node.get_timer(), name) for name, node in self.nodes.items()
+                      if name not in self.crashed and name not in self.paused]
+            next_timer = min(timers)[0] if timers else float("inf")
+            next_datagram = self._heap[0][0] if self._heap else float("inf")
+            moment = min(next_timer, next_datagram)
+            if moment > end:
+                break
+            self.now = max(self.now, moment)
+            if next_datagram <= next_timer:
+                _, _, target, source, data = heapq.heappop(self._heap)
+                self._deliver(source, target, data)
+            else:
+                for deadline, name in timers:
+                    if deadline <= self.now:
+                        self.nodes[name].handle_timer(now=self.now)
+                        self._collect(name)
+        self.now = end
+
+    def events_of(self, name: str, kind: type) -> list[MembershipEvent]:
+        return [e for e in self.events[name] if isinstance(e, kind)]
+
+    def states(self, name: str) -> dict[str, str]:
+        """Node id -> state, as ``name`` sees the mesh."""
+        return {m.node_id: m.state for m in self.nodes[name].members()}
+
+    def _deliver(self, source: str, target: str, data: bytes) -> None:
+        if target not in self.nodes or target in self.crashed or source in self.crashed \
+                or frozenset((source, target)) in self.cut:
+            self.dropped += 1
+            return
+        if target in self.paused:
+            self.paused[target].append((source, data))
+            return
+        self.nodes[target].receive_datagram(source, data, now=self.now)
+        self._collect(target)
+
+    def _collect(self, name: str) -> None:
+        node = self.nodes[name]
+        for address, data in node.datagrams_to_send():
+            heapq.heappush(self._heap, (self.now + self.latency, next(self._order), address,
+                                        name, data))
+        self.events[name].extend(node.take_events())

@@ -52,6 +52,7 @@ from .worker import SUPERVISOR, WorkerSpec, worker_main
 
 __all__ = ["ShardedNode"]
 
+BIND_ATTEMPTS = 8  # port 0: tries to find a port free for both TCP and UDP
 STOP_GRACE = 5.0  # seconds a worker gets to exit after "stop" before it is killed
 STATS_TIMEOUT = 2.0
 
@@ -107,19 +108,30 @@ class ShardedNode(SynapseNode):
         self._links_changed = asyncio.Event()
         self._stopping = False
         host, port = self._bound or parse_address(self.config.bind_address, "bind_address")
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                           flags=socket.AI_PASSIVE)
-            family, kind, proto, _, sockaddr = infos[0]
-            listener = socket.socket(family, kind, proto)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(sockaddr)
-            listener.listen(512)
-            listener.setblocking(False)
-        except OSError as exc:
-            raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
+        for attempt in range(BIND_ATTEMPTS):
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                               flags=socket.AI_PASSIVE)
+                family, kind, proto, _, sockaddr = infos[0]
+                listener = socket.socket(family, kind, proto)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind(sockaddr)
+                listener.listen(512)
+                listener.setblocking(False)
+            except OSError as exc:
+                raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
+            bound_port = listener.getsockname()[1]
+            try:
+                # Membership runs here, in the supervisor: one UDP socket per node.
+                await self._membership.start(host, bound_port, f"{host}:{bound_port}",
+                                             self._seeds())
+                break
+            except TransportError:
+                listener.close()
+                if port != 0 or attempt == BIND_ATTEMPTS - 1:
+                    raise
         self._listener = listener
-        self._bound = (host, listener.getsockname()[1])
+        self._bound = (host, bound_port)
         self._doorbell = Doorbell(self._doorbell_address(SUPERVISOR))
         self._ringer = Ringer()
         self._hello = hello_frame(self.identity, self.config.node_id, self.listen_address)
@@ -136,6 +148,7 @@ class ShardedNode(SynapseNode):
             await asyncio.wait_for(
                 asyncio.gather(*(w.ready for w in self._workers.values())), 60.0)
         except BaseException:
+            self._membership.stop()
             await self._shutdown()
             raise
         self._running = True
@@ -143,7 +156,7 @@ class ShardedNode(SynapseNode):
         self._messages.reopen()
         self._events.reopen()
         self._accept_task = loop.create_task(self._accept_loop())
-        for address in dict.fromkeys([*self.config.bootstrap_peers, *self._peers]):
+        for address in self._static_addresses():
             self._start_dialer(address)
         self._install_signal_handlers()
 
@@ -172,6 +185,7 @@ class ShardedNode(SynapseNode):
         if not self._running:
             return
         self._running = False
+        self._membership.stop()
         for signum in self._signals:
             self._loop.remove_signal_handler(signum)
         self._signals.clear()
@@ -352,6 +366,8 @@ class ShardedNode(SynapseNode):
             for key, (peer_id, _address, owner) in list(self._connected.items()):
                 if peer_id == message["peer_id"] and owner == index:
                     del self._connected[key]
+                    if message["reason"] == "closed" and self._running:
+                        self._membership.link_lost(key)
             self._events.put_nowait(PeerDisconnected(
                 message["peer_id"], message["address"], message["reason"]))
             self._notify_links_changed()
@@ -508,6 +524,16 @@ class ShardedNode(SynapseNode):
 
     def _has_peer(self, public_key: bytes) -> bool:
         return public_key in self._connected
+
+    def _connected_keys(self) -> list[bytes]:
+        return list(self._connected)
+
+    def _disconnect_peer(self, public_key: bytes, reason: str) -> None:
+        entry = self._connected.get(public_key)
+        worker = None if entry is None else self._workers.get(entry[2])
+        if worker is not None:
+            control.send(worker.control, {"op": "disconnect", "key": public_key.hex(),
+                                          "reason": reason})
 
     def connected_peers(self) -> dict[str, str]:
         return {peer_id: address for peer_id, address, _ in self._connected.values()}

@@ -182,6 +182,10 @@ class Worker:
                 control.send(self.control, {"op": "stats", "stats": self._stats()})
             elif op == "rewire":
                 self._rewire(message)
+            elif op == "disconnect":
+                if self.endpoint.disconnect_peer(bytes.fromhex(message["key"]),
+                                                 str(message.get("reason", "failed"))):
+                    self.pump()
             elif op == "stop":
                 self._stop()
             else:

@@ -20,9 +20,11 @@ from types import TracebackType
 from typing import Protocol, cast
 
 from somasync.aio.channel import Stream
-from somasync.config import NodeConfig, parse_address
+from somasync.aio.membership import MembershipDriver
+from somasync.config import DiscoveryMethod, NodeConfig, parse_address
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint, EndpointStatistics
+from somasync.core.membership import Member, MembershipStatistics
 from somasync.core.payload import MessageType
 from somasync.errors import NodeStateError, TransportError
 from somasync.events import DeliveryDropped, MessageReceived
@@ -32,6 +34,7 @@ __all__ = ["LinkTransport", "NodeStats", "Peer", "PeerStats", "SynapseNode", "Wo
            "write_and_close"]
 
 Event = object
+BIND_ATTEMPTS = 8  # port 0: tries to find a port free for both TCP and UDP
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,8 @@ class NodeStats:
     handshake_failures: int = 0
     """Sharded node: new connections dropped before reaching a worker (no HELLO in
     time, or the owning worker could not take the socket)."""
+    membership: MembershipStatistics | None = None
+    """Failure-detection counters (probes, suspicions, local health...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,13 +183,16 @@ class _LinkProtocol(asyncio.Protocol):
         endpoint = node._endpoint
         if endpoint is None:
             return
-        if self.dialled_address is not None:
-            key = endpoint.peer_key_of(self.link)
-            if key is not None:
-                node._address_keys[self.dialled_address] = key
+        key = endpoint.peer_key_of(self.link)
+        if self.dialled_address is not None and key is not None:
+            node._address_keys[self.dialled_address] = key
         endpoint.close_link(self.link, now=node._loop.time(), reason=self.close_reason)
         node._pump()
         node._notify_links_changed()
+        if key is not None and self.close_reason == "closed" and node._running:
+            # The other side (or the network) broke the link: a strong hint, which
+            # membership confirms the SWIM way before anyone is suspected.
+            node._membership.link_lost(key)
 
 
 class SynapseNode:
@@ -217,6 +225,8 @@ class SynapseNode:
         self._connect_failures = 0
         self._deliveries_reported = 0
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._membership = MembershipDriver(self, config, identity, events,
+                                            trusted_keys=config.gossip.trusted_keys)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -252,13 +262,23 @@ class SynapseNode:
         self._loop = loop = asyncio.get_running_loop()
         self._links_changed = asyncio.Event()
         host, port = self._bound or parse_address(self.config.bind_address, "bind_address")
-        try:
-            self._server = await loop.create_server(
-                lambda: _LinkProtocol(self, dialled_address=None), host, port)
-        except OSError as exc:
-            raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
-        sockname = self._server.sockets[0].getsockname()
-        self._bound = (host, sockname[1])
+        for attempt in range(BIND_ATTEMPTS):
+            try:
+                self._server = await loop.create_server(
+                    lambda: _LinkProtocol(self, dialled_address=None), host, port)
+            except OSError as exc:
+                raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
+            bound_port = self._server.sockets[0].getsockname()[1]
+            try:
+                # Membership speaks UDP on the same port, so one address names the node.
+                await self._membership.start(host, bound_port, f"{host}:{bound_port}",
+                                             self._seeds())
+                break
+            except TransportError:
+                self._server.close()
+                if port != 0 or attempt == BIND_ATTEMPTS - 1:
+                    raise
+        self._bound = (host, bound_port)
         if self._endpoint is None:
             self._endpoint = Endpoint(
                 self.config.gossip, self.identity, self.config.node_id,
@@ -271,9 +291,19 @@ class SynapseNode:
         self._started_at = loop.time()
         self._messages.reopen()
         self._events.reopen()
-        for address in dict.fromkeys([*self.config.bootstrap_peers, *self._peers]):
+        for address in self._static_addresses():
             self._start_dialer(address)
         self._pump()
+
+    def _seeds(self) -> list[str]:
+        return list(dict.fromkeys([*self.config.bootstrap_peers, *self._peers]))
+
+    def _static_addresses(self) -> list[str]:
+        """Addresses to keep a connection to whatever membership says: peers added with
+        ``add_peer``, and the bootstrap peers unless gossip discovery picks links."""
+        if DiscoveryMethod.GOSSIP in self.config.discovery:
+            return list(self._peers)
+        return self._seeds()
 
     async def stop(self) -> None:
         """Close every connection and the listener; end the ``messages``/``events`` streams.
@@ -283,6 +313,7 @@ class SynapseNode:
         if not self._running:
             return
         self._running = False
+        self._membership.stop()
         dialers = list(self._dialers.values())
         self._dialers.clear()
         for task in dialers:
@@ -332,10 +363,36 @@ class SynapseNode:
             return {}
         return self._endpoint.peer_addresses()
 
-    def _start_dialer(self, address: str) -> None:
-        if address in self._dialers or (self._bound and address == self.listen_address):
-            return
+    def members(self) -> list[Member]:
+        """Every member of the mesh this node knows of, itself first, with its state
+        (alive, suspect, failed, left), address, incarnation and when it was last heard
+        from directly (wall-clock seconds since the epoch)."""
+        return self._membership.members(time.time() - time.monotonic()
+                                        if self._loop is None else
+                                        time.time() - self._loop.time())
+
+    def _stop_dialer(self, address: str) -> None:
+        if address in self._peers:
+            return  # added by the user: kept whatever membership says
+        task = self._dialers.pop(address, None)
+        if task is not None:
+            task.cancel()
+
+    def _connected_keys(self) -> list[bytes]:
+        return [] if self._endpoint is None else self._endpoint.peer_keys()
+
+    def _disconnect_peer(self, public_key: bytes, reason: str) -> None:
+        if self._endpoint is not None and self._endpoint.disconnect_peer(public_key, reason):
+            self._pump()
+
+    def _start_dialer(self, address: str) -> bool:
+        """Keep a connection to ``address``; True when a dialer for it runs now."""
+        if address in self._dialers:
+            return True
+        if (self._bound and address == self.listen_address) or not self._running:
+            return False
         self._dialers[address] = self._loop.create_task(self._dial_loop(address))
+        return True
 
     async def _dial_loop(self, address: str) -> None:
         """Keep one connection to ``address``: dial, wait until lost, back off, repeat."""
@@ -444,6 +501,7 @@ class SynapseNode:
             frames_out=core.frames_out, duplicates=core.duplicates, rejected=core.rejected,
             deliveries_dropped=self._messages.dropped, events_dropped=self._events.dropped,
             connect_failures=self._connect_failures, core=core,
+            membership=self._membership.statistics(),
         )
 
     # --- the pump: endpoint outputs to the outside world -------------------------------

@@ -242,6 +242,19 @@ class Endpoint:
         state = self._links.get(link)
         return None if state is None or state.hello is None else state.hello.public_key
 
+    def peer_keys(self) -> list[bytes]:
+        """Public keys of the peers with an established link."""
+        return list(self._peers)
+
+    def disconnect_peer(self, public_key: bytes, reason: str) -> bool:
+        """Ask the driver to close the link to this peer (membership declared it failed
+        or gone). Returns False when there is no such link."""
+        state = self._peers.get(public_key)
+        if state is None:
+            return False
+        self._request_close(state, reason)
+        return True
+
     def has_peer(self, public_key: bytes) -> bool:
         """True when a peer with this key has an established link."""
         return public_key in self._peers

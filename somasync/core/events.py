@@ -11,8 +11,14 @@ from dataclasses import dataclass
 __all__ = [
     "Event",
     "FrameRejected",
+    "MembershipEvent",
     "PeerConnected",
     "PeerDisconnected",
+    "PeerFailed",
+    "PeerJoined",
+    "PeerLeft",
+    "PeerRecovered",
+    "PeerSuspected",
     "RejectReason",
 ]
 
@@ -37,6 +43,11 @@ class RejectReason(enum.StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     NO_HELLO = "no_hello"
     DUPLICATE_HELLO = "duplicate_hello"
+    BAD_CLAIM = "bad_claim"
+    BAD_DATAGRAM = "bad_datagram"
+    SELF_ACCUSATION = "self_accusation"
+    UNKNOWN_AUTHOR = "unknown_author"
+    MEMBERS_FULL = "members_full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,4 +88,60 @@ class FrameRejected:
     """True when the connection was closed because of it (a protocol violation)."""
 
 
+@dataclass(frozen=True, slots=True)
+class PeerJoined:
+    """A member joined the mesh (or came back after leaving): membership learned of it."""
+
+    peer_id: str
+    address: str
+    public_key: bytes
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSuspected:
+    """A member stopped answering probes; it is suspected, not yet declared failed.
+
+    It has a suspicion timeout (shorter the more members confirm) to refute."""
+
+    peer_id: str
+    address: str
+    public_key: bytes
+    incarnation: int
+    suspected_by: str
+    """Node id of the member that first suspected it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerFailed:
+    """A member was declared failed: it did not refute its suspicion in time."""
+
+    peer_id: str
+    address: str
+    public_key: bytes
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRecovered:
+    """A suspected or failed member proved it is alive (it refuted with a higher
+    incarnation, or a healed partition brought it back)."""
+
+    peer_id: str
+    address: str
+    public_key: bytes
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLeft:
+    """A member announced a graceful leave (signed by itself); it is dropped at once."""
+
+    peer_id: str
+    address: str
+    public_key: bytes
+    incarnation: int
+
+
+MembershipEvent = PeerJoined | PeerSuspected | PeerFailed | PeerRecovered | PeerLeft
 Event = PeerConnected | PeerDisconnected | FrameRejected

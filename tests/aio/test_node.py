@@ -53,7 +53,9 @@ class Cluster:
         builder = (SynapseNodeBuilder().with_node_id(name)
                    .with_bind_address("127.0.0.1:0")
                    .with_gossip_config(gossip or GossipConfig.local())
-                   .with_workers(self.workers))
+                   .with_workers(self.workers)
+                   # Explicit topologies: links only where the test puts them.
+                   .with_discovery("static"))
         for address in bootstrap:
             builder = builder.add_bootstrap_peer(address)
         node, messages, events = builder.build()

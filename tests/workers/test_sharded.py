@@ -43,7 +43,8 @@ class Mesh:
     async def add(self, name: str, *, workers: int = 0, bootstrap: tuple[str, ...] = (),
                   gossip: GossipConfig | None = None) -> SynapseNode:
         builder = (SynapseNodeBuilder().with_node_id(name).with_bind_address("127.0.0.1:0")
-                   .with_gossip_config(gossip or GossipConfig.local()).with_workers(workers))
+                   .with_gossip_config(gossip or GossipConfig.local()).with_workers(workers)
+                   .with_discovery("static"))  # explicit topologies: links where put
         for address in bootstrap:
             builder = builder.add_bootstrap_peer(address)
         node, messages, _events = builder.build()

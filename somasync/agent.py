@@ -1,0 +1,145 @@
+"""``python -m somasync agent``: run one node until stopped, reporting what it sees.
+
+    python -m somasync agent --node-id edge-1 --bind 0.0.0.0:7946 --join 10.0.0.5:7946
+
+Every event (members joining, suspected, failed, recovered, leaving; connections;
+messages) is printed as one JSON line on stdout with the wall-clock time ``t``, so the
+agent can be watched by people and by scripts alike. Commands, one per line on stdin:
+``publish <text>`` broadcasts an alert, ``members`` prints the membership table, ``stats``
+prints the node's counters, ``stop`` leaves gracefully. With ``--lifeline`` the end of
+stdin stops the agent too (a supervising script that dies takes its agents with it).
+SIGTERM and SIGINT leave gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import sys
+import time
+from typing import Any
+
+import orjson
+import uvloop
+
+from somasync.config import DiscoveryMethod, GossipConfig, MembershipConfig
+from somasync.core.payload import MessageType
+from somasync.errors import SomaSyncError
+from somasync.node import SynapseNodeBuilder
+
+__all__ = ["main"]
+
+PRESETS = {"lan": (GossipConfig.lan, MembershipConfig.lan),
+           "wan": (GossipConfig.wan, MembershipConfig.wan),
+           "local": (GossipConfig.local, MembershipConfig.local)}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m somasync agent",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--node-id", help="this node's name (default: from its key)")
+    parser.add_argument("--bind", default="127.0.0.1:0", help="host:port, TCP and UDP")
+    parser.add_argument("--join", action="append", default=[], metavar="HOST:PORT",
+                        help="a seed to join through (repeatable)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="lan",
+                        help="gossip and membership timings (default lan)")
+    parser.add_argument("--discovery", action="append", choices=[m.value for m in
+                                                                 DiscoveryMethod],
+                        help="discovery method (repeatable; default gossip)")
+    parser.add_argument("--workers", type=int, default=0, help="worker processes (0)")
+    parser.add_argument("--lifeline", action="store_true",
+                        help="stop when stdin closes")
+    return parser
+
+
+def _emit(kind: str, **fields: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps({"event": kind, "t": time.time(), **fields},
+                                         default=_jsonable) + b"\n")
+    sys.stdout.flush()
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError
+
+
+async def _run(options: argparse.Namespace) -> int:
+    gossip, membership = PRESETS[options.preset]
+    builder = (SynapseNodeBuilder().with_bind_address(options.bind)
+               .with_gossip_config(gossip()).with_membership_config(membership())
+               .with_workers(options.workers))
+    if options.node_id:
+        builder = builder.with_node_id(options.node_id)
+    if options.discovery:
+        builder = builder.with_discovery(*options.discovery)
+    for seed in options.join:
+        builder = builder.add_bootstrap_peer(seed)
+    node, messages, events = builder.build()
+    await node.start()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    _emit("ready", node_id=node.node_id, address=node.listen_address,
+          public_key=node.public_key)
+
+    async def watch_events() -> None:
+        with contextlib.suppress(EOFError):
+            async for event in events:
+                if type(event).__name__ == "MessageReceived":
+                    continue  # reported from the messages stream below
+                _emit(type(event).__name__, **dataclasses.asdict(event))  # type: ignore[call-overload]
+
+    async def watch_messages() -> None:
+        with contextlib.suppress(EOFError):
+            async for message in messages:
+                _emit("message", id=message.id, source=message.source,
+                      payload=str(message.message_type))
+
+    async def commands() -> None:
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while not stopping.is_set():
+            line = await reader.readline()
+            if not line:
+                if options.lifeline:
+                    stopping.set()
+                return
+            command, _, argument = line.decode(errors="replace").strip().partition(" ")
+            if command == "publish":
+                message_id = await node.broadcast_message(
+                    MessageType.Alert(level="high", message=argument, details=None))
+                _emit("published", id=message_id, text=argument)
+            elif command == "members":
+                _emit("members", members=[dataclasses.asdict(m) for m in node.members()])
+            elif command == "stats":
+                stats = await node.get_stats()
+                _emit("stats", membership=dataclasses.asdict(stats.membership)
+                      if stats.membership else None, messages=stats.messages_processed,
+                      duplicates=stats.duplicates, peers=stats.peer_stats.healthy_peers)
+            elif command == "stop":
+                stopping.set()
+            elif command:
+                _emit("error", detail=f"unknown command {command!r}")
+
+    tasks = [loop.create_task(c) for c in (watch_events(), watch_messages(), commands())]
+    await stopping.wait()
+    await node.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    _emit("stopped")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    options = _parser().parse_args(argv)
+    try:
+        return uvloop.run(_run(options))
+    except SomaSyncError as exc:
+        print(f"somasync agent: {exc}", file=sys.stderr)
+        return 3

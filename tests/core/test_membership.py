@@ -1,0 +1,360 @@
+"""Deterministic tests of SWIM membership: a stepped clock and an in-memory network."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from somasync.config import MembershipConfig
+from somasync.core.crypto import Identity
+from somasync.core.events import PeerFailed, PeerJoined, PeerLeft, PeerRecovered, PeerSuspected
+from somasync.core.membership import Membership, PeerState
+from somasync.core.membership_wire import (
+    CLAIM_DOMAIN as DOMAIN,
+    ClaimType,
+    DatagramKind,
+    encode_claim_body,
+    encode_datagram,
+)
+from somasync.testing import MembershipNet
+
+CONFIG = MembershipConfig.local()
+
+
+def mesh(n: int, *, seed: int = 1, config: MembershipConfig = CONFIG) -> MembershipNet:
+    net = MembershipNet(config, seed=seed)
+    for i in range(n):
+        net.add(f"n{i}", seeds=["n0"] if i else [])
+    net.run(3.0)
+    return net
+
+
+def signed(identity: Identity, body: bytes) -> bytes:
+    return body + identity.sign(DOMAIN, body)
+
+
+def test_join_through_one_seed_converges_to_full_membership() -> None:
+    net = mesh(12)
+    for name in net.nodes:
+        states = net.states(name)
+        assert len(states) == 12, name
+        assert set(states.values()) == {PeerState.ALIVE}
+    # Every node was announced to every other exactly once.
+    for name in net.nodes:
+        joined = {e.peer_id for e in net.events_of(name, PeerJoined)}
+        assert joined == set(net.nodes) - {name}
+
+
+def test_probe_is_acked_and_nobody_is_suspected() -> None:
+    net = mesh(4)
+    net.run(20.0)
+    for name, node in net.nodes.items():
+        stats = node.statistics()
+        assert stats.probes > 0
+        assert stats.probes_failed == 0, name
+        assert not net.events_of(name, PeerSuspected)
+        assert stats.local_health == 0
+
+
+def test_probe_timeout_leads_to_indirect_probe_then_suspicion_then_failure() -> None:
+    net = mesh(6)
+    net.crash("n5")
+    net.run(1.0)
+    prober_stats = [n.statistics() for name, n in net.nodes.items() if name != "n5"]
+    assert sum(s.probes_failed for s in prober_stats) >= 1
+    assert sum(s.indirect_probes for s in prober_stats) >= 1
+    assert any(net.events_of(name, PeerSuspected) for name in net.nodes if name != "n5")
+    # Suspicion is not failure: at N = 6 the lone-suspicion timeout is 8 x 0.2 s.
+    net.run(10.0)
+    for name in net.nodes:
+        if name == "n5":
+            continue
+        failed = net.events_of(name, PeerFailed)
+        assert [e.peer_id for e in failed] == ["n5"], name
+        assert net.states(name)["n5"] == PeerState.FAILED
+        # Order of facts as seen by each survivor: suspected (or told it failed) first.
+        kinds = [type(e) for e in net.events[name] if getattr(e, "peer_id", "") == "n5"]
+        assert kinds.index(PeerFailed) > kinds.index(PeerJoined)
+
+
+def test_suspicion_timeout_shrinks_with_independent_confirmations() -> None:
+    # Probes far apart, so only the suspicions given below are in play.
+    config = CONFIG.replace(suspicion_confirmations=2, probe_interval=100.0,
+                            probe_timeout=50.0, suspicion_mult=0.002)
+    minimum = config.suspicion_mult * config.probe_interval  # log10(6 members) < 1
+    others = [Identity(bytes([i + 1]) * 32) for i in range(5)]
+    target = others[0]
+
+    def node_suspected_by(accusers: list[Identity]) -> Membership:
+        node = Membership(config, Identity(bytes(32)), "me", "me", rng=random.Random(1),
+                          now=0.0)
+        for i, identity in enumerate(others):
+            alive = signed(identity, encode_claim_body(
+                ClaimType.ALIVE, identity.public_key, 0, node_id=f"o{i}", address=f"o{i}"))
+            node.receive_datagram(f"o{i}", claims_datagram(identity.public_key, alive),
+                                  now=0.0)
+        for by in accusers:
+            claim = signed(by, encode_claim_body(ClaimType.SUSPECT, target.public_key, 0,
+                                                 author=by.public_key))
+            node.receive_datagram("x", claims_datagram(by.public_key, claim), now=0.0)
+        return node
+
+    def state_at(node: Membership, moment: float) -> PeerState:
+        node.handle_timer(now=moment)
+        found = node.member(target.public_key)
+        assert found is not None
+        return found.state
+
+    lone = node_suspected_by(others[1:2])
+    confirmed = node_suspected_by(others[1:4])
+    # A lone suspicion waits suspicion_max_mult x the minimum; k confirmations, the minimum.
+    assert state_at(lone, minimum + 0.001) == PeerState.SUSPECT
+    assert state_at(confirmed, minimum + 0.001) == PeerState.FAILED
+    assert state_at(lone, config.suspicion_max_mult * minimum - 0.01) == PeerState.SUSPECT
+    assert state_at(lone, config.suspicion_max_mult * minimum + 0.001) == PeerState.FAILED
+
+
+def test_refutation_with_higher_incarnation_wins() -> None:
+    net = mesh(6)
+    net.pause("n3")
+    # Long enough to be suspected by several probers, not long enough to be declared dead.
+    net.run(0.6)
+    assert any(net.events_of(name, PeerSuspected) for name in net.nodes if name != "n3")
+    net.resume("n3")
+    net.run(3.0)
+    assert net.nodes["n3"].incarnation >= 1
+    assert net.nodes["n3"].statistics().refutations >= 1
+    for name in net.nodes:
+        assert net.states(name)["n3"] == PeerState.ALIVE, name
+        assert not net.events_of(name, PeerFailed), name
+        if name != "n3" and net.events_of(name, PeerSuspected):
+            assert [e.peer_id for e in net.events_of(name, PeerRecovered)] == ["n3"]
+
+
+def test_a_paused_node_is_failed_then_recovers_when_resumed() -> None:
+    net = mesh(6)
+    net.pause("n2")
+    net.run(10.0)
+    for name in net.nodes:
+        if name != "n2":
+            assert net.states(name)["n2"] == PeerState.FAILED, name
+    net.resume("n2")
+    net.run(5.0)
+    for name in net.nodes:
+        assert set(net.states(name).values()) == {PeerState.ALIVE}, name
+    # The paused node's own timers fired late: it blamed itself, not the others.
+    paused = net.nodes["n2"].statistics()
+    assert paused.stalls >= 1
+    assert not net.events_of("n2", PeerFailed)
+
+
+def test_graceful_leave_drops_the_node_at_once_without_suspicion() -> None:
+    net = mesh(6)
+    net.nodes["n4"].leave(now=net.now)
+    net._collect("n4")
+    net.run(1.0)
+    for name in net.nodes:
+        if name == "n4":
+            continue
+        assert net.states(name)["n4"] == PeerState.LEFT, name
+        assert [e.peer_id for e in net.events_of(name, PeerLeft)] == ["n4"]
+        assert not net.events_of(name, PeerSuspected)
+
+
+def test_restarted_node_rejoins_and_replaces_its_stale_entry() -> None:
+    net = mesh(5)
+    old = net.nodes["n4"]
+    identity = old.identity
+    net.crash("n4")
+    net.run(10.0)
+    assert net.states("n0")["n4"] == PeerState.FAILED
+    # A new process with the same key starts from incarnation 0 and joins via a seed.
+    net.add("n4", seeds=["n1"], identity=identity)
+    net.run(3.0)
+    assert net.nodes["n4"].incarnation >= 1
+    for name in net.nodes:
+        member = {m.node_id: m for m in net.nodes[name].members()}["n4"]
+        assert member.state == PeerState.ALIVE, name
+        assert member.incarnation == net.nodes["n4"].incarnation
+    assert [e.peer_id for e in net.events_of("n0", PeerRecovered)] == ["n4"]
+
+
+def test_partitioned_halves_merge_back_after_heal() -> None:
+    net = mesh(8)
+    left, right = [f"n{i}" for i in range(4)], [f"n{i}" for i in range(4, 8)]
+    net.partition(left, right)
+    net.run(15.0)
+    assert net.states("n0")["n7"] == PeerState.FAILED
+    assert net.states("n7")["n0"] == PeerState.FAILED
+    net.heal()
+    net.run(10.0)
+    for name in net.nodes:
+        assert set(net.states(name).values()) == {PeerState.ALIVE}, (name, net.states(name))
+
+
+def test_stalled_node_blames_itself_not_the_others() -> None:
+    net = mesh(4)
+    node = net.nodes["n1"]
+    # Its timers fire 3 s late while everyone else keeps answering: a CPU-starved host.
+    net.pause("n1")
+    net.run(3.0)
+    net.resume("n1")
+    net.run(0.5)
+    assert node.statistics().stalls == 1
+    assert not net.events_of("n1", PeerSuspected)
+    assert node.local_health > 0
+
+
+# --- forged and stale claims ---------------------------------------------------------------
+
+@pytest.fixture
+def joined() -> tuple[Membership, Identity, Identity]:
+    """A node that knows one other member; plus an outsider's identity."""
+    node = Membership(CONFIG, Identity(bytes(32)), "me", "me", rng=random.Random(3), now=0.0)
+    member = Identity(bytes([1]) * 32)
+    alive = signed(member, encode_claim_body(ClaimType.ALIVE, member.public_key, 5,
+                                             node_id="member", address="m"))
+    node.receive_datagram("m", encode_datagram(DatagramKind.GOSSIP, member.public_key, 0,
+                                               [alive]), now=0.0)
+    assert node.member(member.public_key) is not None
+    return node, member, Identity(bytes([2]) * 32)
+
+
+def claims_datagram(sender: bytes, *claims: bytes) -> bytes:
+    return encode_datagram(DatagramKind.GOSSIP, sender, 0, list(claims))
+
+
+def test_alive_claim_for_another_node_is_rejected(joined: tuple) -> None:
+    node, member, outsider = joined
+    # The outsider signs "member is alive at a new address": the signature is not member's.
+    forged = signed(outsider, encode_claim_body(ClaimType.ALIVE, member.public_key, 6,
+                                                node_id="member", address="evil"))
+    node.receive_datagram("x", claims_datagram(outsider.public_key, forged), now=1.0)
+    assert node.member(member.public_key).address == "m"  # type: ignore[union-attr]
+    assert node.statistics().rejected == {"bad_signature": 1}
+
+
+def test_leave_for_another_node_is_rejected(joined: tuple) -> None:
+    node, member, outsider = joined
+    forged = signed(outsider, encode_claim_body(ClaimType.LEAVE, member.public_key, 5))
+    node.receive_datagram("x", claims_datagram(outsider.public_key, forged), now=1.0)
+    assert node.member(member.public_key).state == PeerState.ALIVE  # type: ignore[union-attr]
+    assert node.statistics().rejected == {"bad_signature": 1}
+    assert node.take_events()[-1].__class__ is PeerJoined
+
+
+def test_refutation_for_another_node_is_rejected(joined: tuple) -> None:
+    node, member, outsider = joined
+    me = Identity(bytes([9]) * 32)
+    accuse = signed(node.identity, encode_claim_body(ClaimType.SUSPECT, member.public_key, 5,
+                                                     author=node.identity.public_key))
+    node.receive_datagram("x", claims_datagram(me.public_key, accuse), now=1.0)
+    assert node.member(member.public_key).state == PeerState.SUSPECT  # type: ignore[union-attr]
+    refute = signed(outsider, encode_claim_body(ClaimType.ALIVE, member.public_key, 6,
+                                                node_id="member", address="m"))
+    node.receive_datagram("x", claims_datagram(outsider.public_key, refute), now=1.1)
+    assert node.member(member.public_key).state == PeerState.SUSPECT  # type: ignore[union-attr]
+    assert node.statistics().rejected == {"bad_signature": 1}
+
+
+def test_suspicion_of_a_node_by_itself_is_rejected(joined: tuple) -> None:
+    node, member, _ = joined
+    claim = signed(member, encode_claim_body(ClaimType.SUSPECT, member.public_key, 5,
+                                             author=member.public_key))
+    node.receive_datagram("m", claims_datagram(member.public_key, claim), now=1.0)
+    assert node.member(member.public_key).state == PeerState.ALIVE  # type: ignore[union-attr]
+    assert node.statistics().rejected == {"self_accusation": 1}
+
+
+def test_accusation_by_an_unknown_key_is_rejected(joined: tuple) -> None:
+    node, member, outsider = joined
+    claim = signed(outsider, encode_claim_body(ClaimType.DEAD, member.public_key, 5,
+                                               author=outsider.public_key))
+    node.receive_datagram("x", claims_datagram(outsider.public_key, claim), now=1.0)
+    assert node.member(member.public_key).state == PeerState.ALIVE  # type: ignore[union-attr]
+    assert node.statistics().rejected == {"unknown_author": 1}
+
+
+def test_stale_incarnation_is_ignored_and_counted(joined: tuple) -> None:
+    node, member, _ = joined
+    old = signed(member, encode_claim_body(ClaimType.ALIVE, member.public_key, 4,
+                                           node_id="member", address="old"))
+    leave_old = signed(member, encode_claim_body(ClaimType.LEAVE, member.public_key, 4))
+    node.receive_datagram("m", claims_datagram(member.public_key, old, leave_old), now=1.0)
+    found = node.member(member.public_key)
+    assert found is not None
+    assert (found.address, found.state) == ("m", PeerState.ALIVE)
+    assert node.statistics().stale_claims == 2
+
+
+def test_garbage_datagrams_are_counted_and_change_nothing(joined: tuple) -> None:
+    node, _, _ = joined
+    before = node.members()
+    garbage = (b"", b"\x01", b"\x09" * 50, bytes(43) + b"\xff\xff",
+               b"\x01\x07" + bytes(40) + b"\x00\x01")
+    for data in garbage:
+        node.receive_datagram("x", data, now=1.0)
+    assert node.members() == before
+    assert sum(node.statistics().rejected.values()) == 5
+
+
+def test_accusation_against_self_is_refuted() -> None:
+    net = mesh(3)
+    n0, n1 = net.nodes["n0"], net.nodes["n1"]
+    claim = signed(n0.identity, encode_claim_body(ClaimType.DEAD, n1.identity.public_key, 0,
+                                                  author=n0.identity.public_key))
+    n1.receive_datagram("n0", claims_datagram(n0.identity.public_key, claim), now=net.now)
+    assert n1.incarnation == 1
+    net._collect("n1")
+    net.run(2.0)
+    for name in net.nodes:
+        member = {m.node_id: m for m in net.nodes[name].members()}["n1"]
+        assert (member.state, member.incarnation) == (PeerState.ALIVE, 1), name
+
+
+def test_trusted_keys_policy_refuses_outsiders() -> None:
+    me, friend, stranger = (Identity(bytes([i]) * 32) for i in (1, 2, 3))
+    node = Membership(CONFIG, me, "me", "me", rng=random.Random(1), now=0.0,
+                      trusted_keys=frozenset({me.public_key, friend.public_key}))
+    for identity, name in ((friend, "friend"), (stranger, "stranger")):
+        alive = signed(identity, encode_claim_body(ClaimType.ALIVE, identity.public_key, 0,
+                                                   node_id=name, address=name))
+        node.receive_datagram(name, claims_datagram(identity.public_key, alive), now=0.0)
+    assert {m.node_id for m in node.members()} == {"me", "friend"}
+    assert node.statistics().rejected == {"untrusted": 1}
+
+
+def test_memory_is_bounded_by_max_members() -> None:
+    config = CONFIG.replace(max_members=4)
+    node = Membership(config, Identity.generate(), "me", "me", rng=random.Random(1), now=0.0)
+    for i in range(10):
+        identity = Identity(bytes([i + 1]) * 32)
+        alive = signed(identity, encode_claim_body(ClaimType.ALIVE, identity.public_key, 0,
+                                                   node_id=f"o{i}", address=f"o{i}"))
+        node.receive_datagram(f"o{i}", claims_datagram(identity.public_key, alive), now=0.0)
+    assert len(node.members()) == 4
+    assert node.statistics().rejected == {"members_full": 7}
+
+
+def test_spoofed_ping_gets_a_bare_ack_without_gossip() -> None:
+    net = mesh(3)
+    n0 = net.nodes["n0"]
+    stranger = Identity.generate()
+    ping = encode_datagram(DatagramKind.PING, stranger.public_key, 42, [],
+                           target=n0.identity.public_key)
+    n0.receive_datagram("victim", ping, now=net.now)
+    [(address, ack)] = n0.datagrams_to_send()
+    assert address == "victim"
+    assert len(ack) == 44  # header and an empty claim list: no amplification
+
+
+def test_same_seed_same_trace() -> None:
+    def trace() -> list[tuple[str, str, str]]:
+        net = mesh(6, seed=7)
+        net.crash("n3")
+        net.run(10.0)
+        return [(name, type(e).__name__, e.peer_id) for name in sorted(net.nodes)
+                for e in net.events[name]]
+    # Identities come from the seeded RNG too, so two runs are identical.
+    assert trace() == trace()
