@@ -207,7 +207,8 @@ class DiscoveryMethod(enum.StrEnum):
     ``STATIC``: only the configured bootstrap peers and peers added with ``add_peer`` are
     dialled. ``GOSSIP`` (the default): membership spreads by peer exchange, and the node
     keeps broadcast links to members it learned about. ``MDNS``: announce and browse the
-    local network with multicast DNS (needs the ``mdns`` extra, zeroconf).
+    local network with multicast DNS: named for compatibility with the original, not
+    available yet (configuring it raises :class:`~somasync.errors.ConfigError`).
     """
 
     STATIC = "static"
@@ -433,6 +434,8 @@ class NodeConfig:
         _require(isinstance(self.discovery, frozenset)
                  and all(isinstance(m, DiscoveryMethod) for m in self.discovery),
                  "discovery", "must be a frozenset of DiscoveryMethod values")
+        _require(DiscoveryMethod.MDNS not in self.discovery, "discovery",
+                 "mDNS discovery is not available in this version; use gossip with a seed")
         _positive_int(self.overlay_degree, "overlay_degree")
         _positive_float(self.connect_timeout, "connect_timeout")
         _positive_float(self.handshake_timeout, "handshake_timeout")

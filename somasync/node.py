@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 from typing import Literal
 
@@ -69,14 +68,12 @@ class SynapseNodeBuilder:
         return self
 
     def with_auto_discovery(self, enabled: bool = True) -> SynapseNodeBuilder:
-        """True: find members without configuring them, by gossip peer exchange and, when
-        the ``mdns`` extra is installed, multicast DNS on the local network. False: talk
-        only to the bootstrap peers and peers added with ``add_peer``."""
+        """True: find members without configuring them, by gossip peer exchange from any
+        one seed (the default). False: talk only to the bootstrap peers and peers added
+        with ``add_peer``."""
         if enabled:
-            methods = {DiscoveryMethod.GOSSIP}
-            if importlib.util.find_spec("zeroconf") is not None:
-                methods.add(DiscoveryMethod.MDNS)
-            self._config = self._config.replace(discovery=frozenset(methods))
+            self._config = self._config.replace(
+                discovery=frozenset({DiscoveryMethod.GOSSIP}))
         else:
             self._config = self._config.replace(
                 discovery=frozenset({DiscoveryMethod.STATIC}))

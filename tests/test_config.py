@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from somasync import ConfigError, GossipConfig, NodeConfig, SynapseNodeBuilder
+from somasync import (
+    ConfigError,
+    DiscoveryMethod,
+    GossipConfig,
+    MembershipConfig,
+    NodeConfig,
+    SynapseNodeBuilder,
+)
 
 
 @pytest.mark.parametrize(
@@ -83,3 +90,38 @@ def test_builder_defaults_name_the_node_after_its_key() -> None:
     assert node.node_id == "node-" + node.public_key[:6].hex()
     assert len(messages) == 0
     assert len(events) == 0
+
+
+# --- membership and discovery ---------------------------------------------------------------
+
+@pytest.mark.parametrize(("changes", "field_name"), [
+    ({"probe_interval": 0}, "membership.probe_interval"),
+    ({"probe_timeout": 0.6}, "membership.probe_timeout"),
+    ({"suspicion_max_mult": 0.5}, "membership.suspicion_max_mult"),
+    ({"indirect_checks": -1}, "membership.indirect_checks"),
+    ({"max_datagram": 100}, "membership.max_datagram"),
+    ({"max_datagram": 70_000}, "membership.max_datagram"),
+    ({"gossip_nodes": 0}, "membership.gossip_nodes"),
+])
+def test_membership_config_names_the_bad_field(changes: dict, field_name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        MembershipConfig(**changes)
+    assert caught.value.field == field_name
+
+
+def test_membership_presets_are_valid_and_ordered() -> None:
+    lan, wan, local = MembershipConfig.lan(), MembershipConfig.wan(), MembershipConfig.local()
+    assert local.probe_interval < lan.probe_interval < wan.probe_interval
+    assert NodeConfig().membership == lan
+
+
+def test_discovery_methods() -> None:
+    assert NodeConfig().discovery == frozenset({DiscoveryMethod.GOSSIP})
+    builder = SynapseNodeBuilder().with_auto_discovery(False)
+    assert builder.config.discovery == frozenset({DiscoveryMethod.STATIC})
+    with pytest.raises(ConfigError, match="discovery"):
+        SynapseNodeBuilder().with_discovery("carrier-pigeon")
+    with pytest.raises(ConfigError, match="discovery"):
+        SynapseNodeBuilder().with_discovery("mdns")
+    with pytest.raises(ConfigError, match="overlay_degree"):
+        NodeConfig(overlay_degree=0)

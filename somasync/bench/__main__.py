@@ -4,6 +4,7 @@
     python -m somasync.bench --preset medium --json out.json
     python -m somasync.bench --nodes 5 --workers 2 --rate 0 --messages 20000 --scenario burst
     python -m somasync.bench ring | ingest | multicore    # the sharded node's benchmarks
+    python -m somasync.bench membership                  # failure detection, 32 processes
 
 Exit status: 0 when every node received every message exactly once, 1 when any message
 was lost or duplicated, 2 on a usage or configuration error, 3 when the bench could not
@@ -23,7 +24,7 @@ from somasync.errors import ConfigError
 
 __all__ = ["format_summary", "main"]
 
-_SUBCOMMANDS = ("ring", "ingest", "multicore")
+_SUBCOMMANDS = ("ring", "ingest", "multicore", "membership")
 
 
 def _priority_mix(text: str) -> tuple[tuple[int, int], ...]:

@@ -304,6 +304,12 @@ class Membership:
         sender = self._members.get(datagram.sender)
         if sender is not None and sender.address == source:
             sender.last_seen = now
+            if sender.state == PeerState.FAILED and sender.state_claim is not None \
+                    and not self._left:
+                # A member we declared dead is talking (it was stopped, or cut off): show
+                # it the verdict so it refutes now, not when gossip happens to reach it.
+                self._send(source, encode_datagram(DatagramKind.GOSSIP, self._key, 0,
+                                                   [sender.state_claim]))
         # Claims first: an ACK or PULL carrying a refutation must count before the probe
         # result is judged, and a joiner's ALIVE must be known before we answer its PUSH.
         kind = datagram.kind
