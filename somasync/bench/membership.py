@@ -131,11 +131,8 @@ def run(nodes: int, trials: int, stress_seconds: float, preset: str,
             f"{result['idle']['rss_mib']['median']:.1f} MiB median per node")
         for trial in range(trials):
             victim = rng.choice([a.index for a in cluster.running() if a.index != 0])
-            since = time.time()
-            cluster.kill(victim)
-            cluster.wait(partial(cluster.all_see, victim, "PeerFailed", since=since),
-                         "kill -9 detection", DEADLINE)
-            times = [t - since for t in cluster.first_times(victim, "PeerFailed", since=since)]
+            times = _reported_after(cluster, partial(cluster.kill, victim), victim,
+                                    "PeerFailed", "kill -9 detection")
             kill.append(max(times))
             kill_median.append(statistics.median(times))
             replacement = cluster.spawn(join=[cluster.agents[0].address])
@@ -143,18 +140,10 @@ def run(nodes: int, trials: int, stress_seconds: float, preset: str,
             cluster.wait(cluster.converged, "convergence", DEADLINE)
 
             victim = rng.choice([a.index for a in cluster.running() if a.index != 0])
-            since = time.time()
-            cluster.pause(victim)
-            cluster.wait(partial(cluster.all_see, victim, "PeerFailed", since=since),
-                         "SIGSTOP detection", DEADLINE)
-            stop.append(max(t - since for t in cluster.first_times(victim, "PeerFailed",
-                                                                    since=since)))
-            since = time.time()
-            cluster.resume(victim)
-            cluster.wait(partial(cluster.all_see, victim, "PeerRecovered", since=since),
-                         "recovery", DEADLINE)
-            refute.append(max(t - since for t in cluster.first_times(victim, "PeerRecovered",
-                                                                      since=since)))
+            stop.append(max(_reported_after(cluster, partial(cluster.pause, victim), victim,
+                                            "PeerFailed", "SIGSTOP detection")))
+            refute.append(max(_reported_after(cluster, partial(cluster.resume, victim),
+                                              victim, "PeerRecovered", "recovery")))
             cluster.wait(cluster.converged, "convergence", DEADLINE)
             log(f"trial {trial + 1}: kill -9 seen failed by all {kill[-1]:.2f} s, SIGSTOP "
                 f"{stop[-1]:.2f} s, SIGCONT alive again everywhere {refute[-1]:.2f} s")
@@ -166,6 +155,16 @@ def run(nodes: int, trials: int, stress_seconds: float, preset: str,
             result["stress"] = _stress(cluster, stress_seconds, log)
     result["simulated"] = simulate(config, nodes, trials)
     return result
+
+
+def _reported_after(cluster: AgentCluster, act: Any, victim: int, kind: str,
+                    what: str) -> list[float]:
+    """Do ``act`` to agent ``victim``; wait until every other running agent reported
+    ``kind`` about it; return each one's delay in seconds."""
+    since = time.time()
+    act()
+    cluster.wait(partial(cluster.all_see, victim, kind, since=since), what, DEADLINE)
+    return [t - since for t in cluster.first_times(victim, kind, since=since)]
 
 
 def _stress(cluster: AgentCluster, seconds: float, log: Any) -> dict[str, Any]:

@@ -732,7 +732,7 @@ class Membership:
 
     def _suspicion_deadline(self, key: bytes, suspicion: _Suspicion) -> float:
         config = self.config
-        live = 1 + sum(1 for m in self._members.values() if m.state in _LIVE)
+        live = self._live_count()
         minimum = config.suspicion_mult * max(1.0, math.log10(live)) * config.probe_interval
         maximum = config.suspicion_max_mult * minimum
         expected = config.suspicion_confirmations if live - 2 >= \
@@ -780,7 +780,7 @@ class Membership:
         self._queue[(subject, kind, author)] = _Queued(raw)
 
     def _retransmit_limit(self) -> int:
-        live = 1 + sum(1 for m in self._members.values() if m.state in _LIVE)
+        live = self._live_count()
         return self.config.retransmit_mult * max(1, math.ceil(math.log10(live + 1)))
 
     def _piggyback(self, budget: int, first: list[bytes]) -> list[bytes]:
@@ -880,6 +880,10 @@ class Membership:
         return math.ceil(math.log2(members) - math.log2(32)) + 1.0
 
     # --- helpers -----------------------------------------------------------------------
+
+    def _live_count(self) -> int:
+        """Members alive or suspected, this node included: the N of the formulas."""
+        return 1 + sum(1 for m in self._members.values() if m.state in _LIVE)
 
     def _live_others(self) -> list[_Member]:
         return [m for m in self._members.values() if m.state in _LIVE]
