@@ -593,9 +593,10 @@ class Membership:
     def _set_state(self, member: _Member, state: PeerState, claim: Claim, now: float) -> None:
         self._counters.applied += 1
         kind = ClaimType.DEAD if state == PeerState.FAILED else ClaimType.LEAVE
-        for queued_kind in (ClaimType.SUSPECT, ClaimType.DEAD):
-            for key in [k for k in self._queue if k[0] == member.key and k[1] == queued_kind]:
-                del self._queue[key]
+        # The verdict supersedes whatever was still being spread about the member; an
+        # ALIVE left in the queue would introduce a dead node to nodes that never knew it.
+        for key in [k for k in self._queue if k[0] == member.key]:
+            del self._queue[key]
         self._enqueue(claim.raw, member.key, kind, claim.author)
         member.incarnation = claim.incarnation
         member.state, member.state_claim, member.state_since = state, claim.raw, now
@@ -832,7 +833,12 @@ class Membership:
         ``max_datagram`` needs; only the first asks for a reply."""
         claims = [self._self.alive_claim]
         for member in self._members.values():
-            claims.append(member.alive_claim)
+            # A failed or departed member travels as its verdict alone: a node that knows
+            # it checks the verdict, and a node that never saw it alive (a later joiner)
+            # ignores it rather than reporting it joined and then failed (memberlist too
+            # ignores deaths of unknown nodes).
+            if member.state in _LIVE:
+                claims.append(member.alive_claim)
             if member.state_claim is not None:
                 claims.append(member.state_claim)
         budget = self.config.max_datagram - fixed_size(kind)

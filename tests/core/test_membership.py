@@ -27,6 +27,11 @@ def mesh(n: int, *, seed: int = 1, config: MembershipConfig = CONFIG) -> Members
     for i in range(n):
         net.add(f"n{i}", seeds=["n0"] if i else [])
     net.run(3.0)
+    for _ in range(20):  # the tests below start from full membership
+        if all(len(net.states(name)) == n for name in net.nodes):
+            break
+        net.run(0.5)
+    assert all(len(net.states(name)) == n for name in net.nodes), "no convergence"
     return net
 
 
@@ -178,6 +183,19 @@ def test_restarted_node_rejoins_and_replaces_its_stale_entry() -> None:
         assert member.state == PeerState.ALIVE, name
         assert member.incarnation == net.nodes["n4"].incarnation
     assert [e.peer_id for e in net.events_of("n0", PeerRecovered)] == ["n4"]
+
+
+def test_a_later_joiner_is_not_told_about_members_that_died_before_it() -> None:
+    net = mesh(5)
+    net.crash("n3")
+    net.run(10.0)
+    assert net.states("n0")["n3"] == PeerState.FAILED
+    net.add("late", seeds=["n0"])
+    net.run(40.0)  # past a push-pull round, whose full state still lists n3's verdict
+    assert "n3" not in net.states("late")
+    assert not [e for e in net.events_of("late", PeerJoined) if e.peer_id == "n3"]
+    assert not net.events_of("late", PeerFailed)
+    assert set(net.states("late")) == {"late", "n0", "n1", "n2", "n4"}
 
 
 def test_partitioned_halves_merge_back_after_heal() -> None:
