@@ -142,6 +142,28 @@ class GossipConfig:
     """Seconds an origin's timestamp may lie in the future before the message is rejected.
     Clocks of healthy hosts agree within a second; 60 s tolerates a badly kept one."""
 
+    forwarding: str = "tree"
+    """How a new message travels on: ``"tree"`` (epidemic broadcast tree, Plumtree: the
+    full message along tree links, batched IHAVE announcements of its id to the other
+    neighbours, GRAFT to pull a message announced but not received, PRUNE on duplicates),
+    or ``"push"`` (plain push gossip to ``fanout`` random neighbours). The tree sends each
+    node about one copy (redundancy near 0) where push sends ``fanout``; push stays for
+    comparison and for tiny meshes."""
+
+    lazy_timeout: float = 0.25
+    """Tree: seconds to wait, after the first IHAVE for a message not yet received, before
+    sending GRAFT to the announcer. Longer than the usual gap between the tree copy and an
+    announcement on a LAN (milliseconds), short enough that a broken tree heals within a
+    fraction of a second (Plumtree's timer 1)."""
+
+    graft_retry: float = 0.5
+    """Tree: seconds after a GRAFT before the next announcer is asked, should the first
+    not answer (Plumtree's timer 2)."""
+
+    max_missing: int = 10_000
+    """Tree: announced-but-missing message ids remembered; beyond it the oldest are
+    forgotten (and counted): anti-entropy still repairs them."""
+
     def __post_init__(self) -> None:
         _positive_int(self.fanout, "gossip.fanout")
         _positive_int(self.max_hops, "gossip.max_hops")
@@ -163,6 +185,11 @@ class GossipConfig:
         )
         _positive_int(self.link_queue_bytes, "gossip.link_queue_bytes", minimum=self.max_frame)
         _positive_float(self.max_clock_skew, "gossip.max_clock_skew", allow_zero=True)
+        _require(self.forwarding in ("tree", "push"), "gossip.forwarding",
+                 f"must be 'tree' or 'push', got {self.forwarding!r}")
+        _positive_float(self.lazy_timeout, "gossip.lazy_timeout")
+        _positive_float(self.graft_retry, "gossip.graft_retry")
+        _positive_int(self.max_missing, "gossip.max_missing")
         _require(
             isinstance(self.require_signatures, bool),
             "gossip.require_signatures",

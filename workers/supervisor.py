@@ -29,6 +29,7 @@ from somasync.aio.channel import Stream
 from somasync.aio.node import NodeStats, PeerStats, SynapseNode, WorkerStats
 from somasync.config import NodeConfig, parse_address
 from somasync.core import wire
+from somasync.core.broadcast import TreeStatistics
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import EndpointStatistics, hello_frame
 from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected
@@ -659,6 +660,12 @@ def _sum_core(cores: list[dict[str, Any]], *, peers: int) -> EndpointStatistics:
                 for reason, count in core["rejected"].items():
                     merged[reason] = merged.get(reason, 0) + count
             totals[name] = merged
+        elif name == "tree":
+            # Each worker grows its own tree over its own streams: sum the counters.
+            trees = [core["tree"] for core in cores if core["tree"] is not None]
+            totals[name] = TreeStatistics(**{
+                field: sum(int(tree[field]) for tree in trees)
+                for field in TreeStatistics.__dataclass_fields__}) if trees else None
         else:
             totals[name] = sum(int(core[name]) for core in cores)
     totals["peers"] = peers

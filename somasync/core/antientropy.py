@@ -226,6 +226,11 @@ class MessageStore:
         while len(self._by_id) > self.capacity:
             self._pop_oldest()
 
+    def get(self, message_id: bytes) -> Envelope | None:
+        """The stored message with this id, if still held."""
+        stored = self._by_id.get(message_id)
+        return None if stored is None else stored.envelope
+
     def _pop_oldest(self) -> None:
         _, stored = self._by_id.popitem(last=False)
         self._forget(stored.envelope)

@@ -5,10 +5,15 @@ This is the only core module that imports PyNaCl; its exceptions never leave it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import nacl.exceptions
 import nacl.signing
 
-__all__ = ["Identity", "verify"]
+__all__ = ["Identity", "Verifier", "verify"]
+
+Verifier = Callable[[bytes, bytes, bytes, bytes], bool]
+"""A signature check: ``(public_key, signature, domain, data) -> bool``."""
 
 
 class Identity:

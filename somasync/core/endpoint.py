@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from somasync.config import GossipConfig
 from somasync.core import crypto, wire
 from somasync.core.antientropy import MessageStore, StreamTable, lacks_any
+from somasync.core.broadcast import BroadcastTree, TreeStatistics
 from somasync.core.crypto import Identity
 from somasync.core.events import (
     Event,
@@ -42,7 +43,7 @@ from somasync.core.events import (
 from somasync.core.outbox import Outbox
 from somasync.core.payload import MessageType, decode_payload
 from somasync.core.seen import SeenCache
-from somasync.core.shard import Routed, RoutedKind, Shard, stream_owner
+from somasync.core.shard import Routed, RoutedKind, Shard, stream_owner, tag_owner
 from somasync.core.strategy import ForwardingStrategy, PushGossip
 from somasync.errors import DecodeError
 
@@ -67,6 +68,8 @@ class Delivery:
     payload: MessageType
     from_peer: str
     """Node id of the neighbour whose copy arrived first."""
+    hops: int = 0
+    """Hops the delivered copy travelled (0: straight from its origin, or a repair)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,12 @@ class EndpointStatistics:
     """Messages sent to a neighbour because its digest showed it lacked them."""
     frames_routed: int
     """Sharded node: items handed to other workers (frames, digests, peer changes)."""
+    control_frames_out: int
+    """Broadcast tree control frames sent: IHAVE, GRAFT and PRUNE."""
+    control_bytes_out: int
+    """Bytes of those frames, length prefix included."""
+    tree: TreeStatistics | None
+    """The broadcast tree's state and counters; None with plain push forwarding."""
     stored_messages: int
     seen_ids: int
     streams: int
@@ -139,6 +148,8 @@ class _Counters:
     digests_sent: int = 0
     repairs_sent: int = 0
     routed: int = 0
+    control_frames: int = 0
+    control_bytes: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
 
 
@@ -154,16 +165,20 @@ class Endpoint:
         wall_offset: wall-clock seconds minus ``now``, to compare with origin timestamps.
         listen_address: ``host:port`` peers can dial back, announced in HELLO.
         handshake_timeout: seconds a link may stay without a valid HELLO.
-        strategy: forward-target selection; plain push gossip by default.
+        strategy: forward-target selection; by default the broadcast tree or plain push
+            gossip, as ``config.forwarding`` says.
         shard: this endpoint's place in a sharded node (see :mod:`somasync.core.shard`);
             None for a node in one process.
+        verify: the signature check, :func:`somasync.core.crypto.verify` unless a caller
+            that knows better (the simulator's fast mode) swaps in a cheaper one.
     """
 
     def __init__(self, config: GossipConfig, identity: Identity, node_id: str, *,
                  rng: random.Random, now: float, wall_offset: float = 0.0,
                  listen_address: str | None = None, handshake_timeout: float = 5.0,
                  strategy: ForwardingStrategy | None = None,
-                 shard: Shard | None = None) -> None:
+                 shard: Shard | None = None,
+                 verify: crypto.Verifier = crypto.verify) -> None:
         self.config = config
         self.identity = identity
         self.node_id = node_id
@@ -171,8 +186,19 @@ class Endpoint:
         self.handshake_timeout = handshake_timeout
         self._rng = rng
         self._wall_offset = wall_offset
-        self._strategy: ForwardingStrategy = strategy or PushGossip(config.fanout)
+        self._tree: BroadcastTree | None = None
+        if strategy is None:
+            if config.forwarding == "tree":
+                strategy = self._tree = BroadcastTree(
+                    lazy_timeout=config.lazy_timeout, graft_retry=config.graft_retry,
+                    max_missing=config.max_missing)
+            else:
+                strategy = PushGossip(config.fanout)
+        elif isinstance(strategy, BroadcastTree):
+            self._tree = strategy
+        self._strategy: ForwardingStrategy = strategy
         self._shard = shard
+        self._verify = verify
         self._routed: dict[int, list[Routed]] = {}
         self._links: dict[int, _Link] = {}
         self._peers: dict[bytes, _Link] = {}
@@ -312,6 +338,12 @@ class Endpoint:
                 else:
                     self._announce(RoutedKind.DIGEST, link, frame)
                     self._on_digest(state, decoded, now)
+            elif kind in wire.TREE_KINDS:
+                if state.hello is None:
+                    self._reject(state, RejectReason.NO_HELLO, "tree frame before HELLO",
+                                 close=True)
+                else:
+                    self._on_tree_frame(state, decoded, now)
             elif kind == wire.FrameKind.HELLO:
                 self._on_hello(state, decoded, now)
             else:
@@ -355,6 +387,8 @@ class Endpoint:
                 self._on_message(state, wire.decode_frame(item.data), now)
             elif kind == RoutedKind.DIGEST:
                 self._on_digest(state, wire.decode_frame(item.data), now)
+            elif kind == RoutedKind.TREE:
+                self._on_tree_entries(state, wire.decode_frame(item.data), now)
             elif kind == RoutedKind.CLOSE:
                 self._request_close(state, item.data.decode(errors="replace"))
         except DecodeError as exc:
@@ -362,6 +396,7 @@ class Endpoint:
 
     def take_routed(self) -> dict[int, list[Routed]]:
         """Items for other workers of this node, by worker index (sharded node only)."""
+        self._flush_announcements()
         routed, self._routed = self._routed, {}
         return routed
 
@@ -393,15 +428,28 @@ class Endpoint:
             for state in list(self._links.values()):
                 if state.hello is None and now - state.opened_at > self.handshake_timeout:
                     self._request_close(state, "handshake_timeout")
+        tree = self._tree
+        if tree is not None:
+            for link, message_id, tag in tree.due(now=now):
+                announcer = self._links.get(link)
+                if announcer is not None:
+                    self._send_tree_frame(announcer, wire.FrameKind.GRAFT,
+                                          [wire.encode_tree_entry(message_id, tag)])
 
     def get_timer(self) -> float:
         """The next time ``handle_timer`` must be called."""
-        return min(self._next_anti_entropy, self._next_housekeeping)
+        deadline = min(self._next_anti_entropy, self._next_housekeeping)
+        if self._tree is not None:
+            graft = self._tree.next_deadline()
+            if graft is not None and graft < deadline:
+                return graft
+        return deadline
 
     # --- outputs ---------------------------------------------------------------------
 
     def frames_to_send(self) -> Iterator[tuple[int, bytes]]:
         """Per link with queued frames (and a transport that is not paused), one buffer."""
+        self._flush_announcements()
         dirty = self._dirty
         self._dirty = {}
         counters = self._counters
@@ -440,6 +488,8 @@ class Endpoint:
             duplicates=c.duplicates, signatures_verified=c.verified,
             rejected=dict(c.rejected), send_queue_dropped=c.queue_dropped,
             digests_sent=c.digests_sent, repairs_sent=c.repairs_sent, frames_routed=c.routed,
+            control_frames_out=c.control_frames, control_bytes_out=c.control_bytes,
+            tree=None if self._tree is None else self._tree.statistics(),
             stored_messages=len(self._store), seen_ids=len(self._seen),
             streams=len(self._streams), links=len(self._links), peers=len(self._peers),
         )
@@ -452,7 +502,7 @@ class Endpoint:
             self._reject(state, RejectReason.DUPLICATE_HELLO, "second HELLO", close=True)
             return
         self._counters.verified += 1
-        if not crypto.verify(hello.public_key, hello.signature, wire.HELLO_DOMAIN,
+        if not self._verify(hello.public_key, hello.signature, wire.HELLO_DOMAIN,
                              hello.signed):
             self._reject(state, RejectReason.BAD_SIGNATURE, "HELLO signature", close=True)
             return
@@ -493,11 +543,11 @@ class Endpoint:
         signature, body = wire.split_message_payload(frame)
         message_id = wire.message_id(body)
         if message_id in self._seen:
-            self._counters.duplicates += 1
+            self._on_duplicate(state, frame, message_id, body)
             return
         envelope = wire.decode_envelope(body, signature)
         if self._streams.has(envelope.stream, envelope.sequence):
-            self._counters.duplicates += 1
+            self._on_duplicate(state, frame, message_id, body)
             return
         config = self.config
         if signature is None:
@@ -522,7 +572,7 @@ class Endpoint:
             return
         if signature is not None:
             self._counters.verified += 1
-            if not crypto.verify(envelope.origin, signature, wire.MESSAGE_DOMAIN, body):
+            if not self._verify(envelope.origin, signature, wire.MESSAGE_DOMAIN, body):
                 self._reject(state, RejectReason.BAD_SIGNATURE, "message signature",
                              close=True)
                 return
@@ -538,7 +588,12 @@ class Endpoint:
         self._accept(envelope, now)
         self._counters.delivered += 1
         assert state.hello is not None
-        self._deliveries.append(Delivery(envelope, payload, state.hello.node_id))
+        self._deliveries.append(Delivery(envelope, payload, state.hello.node_id, frame.hops))
+        tree = self._tree
+        if tree is not None:
+            tree.received(message_id)
+            if not frame.flags & wire.FLAG_REPAIR:
+                tree.make_eager(state.id)  # it pushes to us, so it is our tree parent
         if frame.hops + 1 < config.max_hops:
             self._forward(envelope, hops=frame.hops + 1, received_from=state.id)
 
@@ -550,7 +605,8 @@ class Endpoint:
                                           limit=self.config.anti_entropy_batch,
                                           wall_now=wall_now)
         for envelope in missing:
-            self._queue(state, wire.encode_message_frame(envelope, hops=0), envelope.priority)
+            self._queue(state, wire.encode_message_frame(envelope, hops=0, repair=True),
+                        envelope.priority)
         self._counters.repairs_sent += len(missing)
         self._counters.forwarded += len(missing)
         if not digest.reply:
@@ -630,6 +686,15 @@ class Endpoint:
         self._store.add(envelope, now=now)
 
     def _forward(self, envelope: wire.Envelope, *, hops: int, received_from: int | None) -> None:
+        tree = self._tree
+        if tree is not None:
+            lazy = tree.lazy_targets(received_from=received_from)
+            if lazy:
+                origin, source = envelope.stream
+                entry = wire.encode_tree_entry(
+                    envelope.id, wire.stream_tag(origin, source.encode()), hops)
+                for link in lazy:
+                    tree.announce(link, entry)
         targets = self._strategy.targets(received_from=received_from, rng=self._rng)
         if not targets:
             return
@@ -639,6 +704,88 @@ class Endpoint:
             if state is not None:
                 self._queue(state, frame, envelope.priority)
         self._counters.forwarded += len(targets)
+
+    # --- the broadcast tree ------------------------------------------------------------
+
+    def _on_duplicate(self, state: _Link, frame: wire.Frame, message_id: bytes,
+                      body: bytes) -> None:
+        """A copy of a message already seen. A tree push (not a repair) means two paths
+        lead here: PRUNE the later one."""
+        self._counters.duplicates += 1
+        tree = self._tree
+        if tree is None or frame.flags & wire.FLAG_REPAIR:
+            return
+        tree.make_lazy(state.id)
+        origin, source = wire.envelope_stream_bytes(body)
+        self._send_tree_frame(state, wire.FrameKind.PRUNE, [
+            wire.encode_tree_entry(message_id, wire.stream_tag(origin, source))])
+        tree.count_prune_sent()
+
+    def _on_tree_frame(self, state: _Link, frame: wire.Frame, now: float) -> None:
+        """An IHAVE, GRAFT or PRUNE from a neighbour. A sharded node hands each entry to
+        the worker owning its stream, whose tree the entry concerns."""
+        shard = self._shard
+        if shard is None:
+            self._on_tree_entries(state, frame, now)
+            return
+        by_owner: dict[int, list[bytes]] = {}
+        for entry in wire.decode_tree_entries(frame):
+            owner = tag_owner(entry.tag, shard.count)
+            by_owner.setdefault(owner, []).append(
+                wire.encode_tree_entry(entry.message_id, entry.tag, entry.hops))
+        for owner, entries in by_owner.items():
+            part = wire.encode_tree_frame(frame.kind, entries)
+            if owner == shard.index:
+                self._on_tree_entries(state, wire.decode_frame(part[4:]), now)
+            else:
+                self._route(owner, Routed(RoutedKind.TREE, state.id, 0, part[4:]))
+
+    def _on_tree_entries(self, state: _Link, frame: wire.Frame, now: float) -> None:
+        entries = wire.decode_tree_entries(frame)
+        tree = self._tree
+        if tree is None:
+            # A push-forwarding node ignores the tree but keeps the link: mixed meshes
+            # (during an upgrade) still deliver through pushes and anti-entropy.
+            self._count_reject("tree_frame_ignored")
+            return
+        kind = frame.kind
+        if kind == wire.FrameKind.IHAVE:
+            seen = self._seen
+            for entry in entries:
+                if entry.message_id not in seen:
+                    tree.heard(entry.message_id, entry.tag, state.id, now=now)
+        elif kind == wire.FrameKind.GRAFT:
+            tree.count_graft_received()
+            tree.make_eager(state.id)
+            for entry in entries:
+                envelope = self._store.get(entry.message_id)
+                if envelope is not None:
+                    self._queue(state, wire.encode_message_frame(envelope, hops=0, repair=True),
+                                envelope.priority)
+                    self._counters.repairs_sent += 1
+                    self._counters.forwarded += 1
+        else:
+            tree.count_prune_received()
+            tree.make_lazy(state.id)
+
+    def _send_tree_frame(self, state: _Link, kind: int, entries: list[bytes]) -> None:
+        step = min(wire.MAX_TREE_ENTRIES,
+                   (self.config.max_frame - wire.FRAME_HEADER.size) // wire.TREE_ENTRY.size)
+        for start in range(0, len(entries), step):
+            frame = wire.encode_tree_frame(kind, entries[start : start + step])
+            self._queue(state, frame, 255)
+            self._counters.control_frames += 1
+            self._counters.control_bytes += len(frame)
+
+    def _flush_announcements(self) -> None:
+        """Send each lazy link its batch of IHAVE entries, one frame per turn."""
+        tree = self._tree
+        if tree is None:
+            return
+        for link, entries in tree.take_announcements().items():
+            state = self._links.get(link)
+            if state is not None and not state.closing:
+                self._send_tree_frame(state, wire.FrameKind.IHAVE, entries)
 
     def _send_digest(self, state: _Link, *, reply: bool,
                      unknown: list[wire.StreamKey] = ()) -> None:  # type: ignore[assignment]

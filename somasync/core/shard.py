@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["Routed", "RoutedKind", "Shard", "peer_owner", "stream_owner"]
+__all__ = ["Routed", "RoutedKind", "Shard", "peer_owner", "stream_owner", "tag_owner"]
 
 
 def _bucket(data: bytes, count: int) -> int:
@@ -33,6 +33,12 @@ def _bucket(data: bytes, count: int) -> int:
 def stream_owner(origin: bytes, source: bytes, count: int) -> int:
     """Worker owning the stream ``(origin key, source)`` (source as UTF-8 bytes)."""
     return _bucket(origin + b"\x00" + source, count)
+
+
+def tag_owner(tag: bytes, count: int) -> int:
+    """Worker owning the stream whose tag (:func:`somasync.core.wire.stream_tag`, the
+    same BLAKE2b as :func:`stream_owner`) is ``tag``."""
+    return int.from_bytes(tag, "little") % count
 
 
 def peer_owner(public_key: bytes, count: int) -> int:
@@ -64,6 +70,7 @@ class RoutedKind(enum.IntEnum):
     PEER_UP = 4  # a peer completed its handshake (data = its HELLO payload)
     PEER_DOWN = 5  # a peer's connection is gone
     CLOSE = 6  # close a connection the receiver owns (data = reason, UTF-8)
+    TREE = 7  # a peer's IHAVE/GRAFT/PRUNE entries for the receiver's streams (a frame)
 
 
 class Routed(NamedTuple):

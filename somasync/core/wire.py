@@ -33,7 +33,7 @@ import enum
 import hashlib
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -41,6 +41,7 @@ from somasync.errors import DecodeError
 
 __all__ = [
     "FLAG_PARTIAL",
+    "FLAG_REPAIR",
     "FLAG_REPLY",
     "FLAG_SIGNED",
     "FRAME_HEADER",
@@ -54,15 +55,20 @@ __all__ = [
     "FrameKind",
     "Hello",
     "StreamKey",
+    "TreeEntry",
     "decode_digest",
     "decode_envelope",
     "decode_frame",
     "decode_hello",
+    "decode_tree_entries",
     "encode_digest",
     "encode_envelope",
     "encode_frame",
     "encode_hello_body",
+    "encode_tree_entry",
+    "encode_tree_frame",
     "message_id",
+    "stream_tag",
 ]
 
 WIRE_VERSION = 1
@@ -75,6 +81,7 @@ HELLO_DOMAIN = b"somasync/hello/v1\x00"
 FLAG_SIGNED = 0x01  # MESSAGE: a 64-byte signature precedes the envelope
 FLAG_REPLY = 0x02  # DIGEST: do not answer with a digest (an answer, or one of a pair)
 FLAG_PARTIAL = 0x04  # DIGEST: lists only some of the sender's streams
+FLAG_REPAIR = 0x08  # MESSAGE: a repair (anti-entropy or GRAFT answer), not a tree push
 
 LENGTH_PREFIX = struct.Struct("!I")
 FRAME_HEADER = struct.Struct("!IBBBBB")  # length, version, kind, flags, priority, hops
@@ -96,6 +103,9 @@ class FrameKind(enum.IntEnum):
     HELLO = 1
     MESSAGE = 2
     DIGEST = 3
+    IHAVE = 4  # broadcast tree: "I have these messages" (lazy push), batched
+    GRAFT = 5  # broadcast tree: "send me these, and push to me eagerly from now on"
+    PRUNE = 6  # broadcast tree: "a duplicate came from you: announce, do not push"
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,13 +334,69 @@ def envelope_stream_bytes(body: bytes) -> tuple[bytes, bytes]:
     return origin, source
 
 
-def encode_message_frame(envelope: Envelope, *, hops: int) -> bytes:
+def encode_message_frame(envelope: Envelope, *, hops: int, repair: bool = False) -> bytes:
     """Frame an envelope for sending, signature and body exactly as received."""
+    flags = FLAG_REPAIR if repair else 0
     if envelope.signature is None:
-        return encode_frame(FrameKind.MESSAGE, envelope.body, priority=envelope.priority,
-                            hops=hops)
+        return encode_frame(FrameKind.MESSAGE, envelope.body, flags=flags,
+                            priority=envelope.priority, hops=hops)
     return encode_frame(FrameKind.MESSAGE, envelope.signature + envelope.body,
-                        flags=FLAG_SIGNED, priority=envelope.priority, hops=hops)
+                        flags=flags | FLAG_SIGNED, priority=envelope.priority, hops=hops)
+
+
+# --- IHAVE / GRAFT / PRUNE: the broadcast tree's control frames -----------------------
+#
+# Payload: u16 count, then count entries of (16-byte message id, 8-byte stream tag,
+# u8 hops). The stream tag (BLAKE2b of origin and source, see ``stream_tag``) lets a
+# sharded node hand each entry to the worker owning the stream without the envelope.
+
+TREE_COUNT = struct.Struct("!H")
+TREE_ENTRY = struct.Struct("!16s8sB")
+TAG_SIZE = 8
+MAX_TREE_ENTRIES = 0xFFFF
+TREE_KINDS = frozenset({4, 5, 6})
+
+
+class TreeEntry(NamedTuple):
+    """One message named in an IHAVE, GRAFT or PRUNE frame."""
+
+    message_id: bytes
+    tag: bytes
+    """The message's stream tag (:func:`stream_tag`)."""
+    hops: int
+    """IHAVE: hops the announcer's copy travelled; 0 in GRAFT and PRUNE."""
+
+
+def stream_tag(origin: bytes, source: bytes) -> bytes:
+    """8-byte BLAKE2b of a stream's (origin key, source as UTF-8): names the stream in
+    tree frames, and (as a little-endian integer modulo the worker count) its owner."""
+    return hashlib.blake2b(origin + b"\x00" + source, digest_size=TAG_SIZE).digest()
+
+
+def encode_tree_entry(message_id: bytes, tag: bytes, hops: int = 0) -> bytes:
+    """One pre-encoded entry, so a batch of announcements is a join of bytes."""
+    return TREE_ENTRY.pack(message_id, tag, min(hops, 255))
+
+
+def encode_tree_frame(kind: int, entries: list[bytes]) -> bytes:
+    """Frame pre-encoded entries (at most ``MAX_TREE_ENTRIES``) as IHAVE, GRAFT or PRUNE."""
+    if kind not in TREE_KINDS:
+        raise ValueError(f"frame kind {kind} is not a tree control kind")
+    if len(entries) > MAX_TREE_ENTRIES:
+        raise ValueError(f"{len(entries)} entries exceed {MAX_TREE_ENTRIES}")
+    return encode_frame(kind, TREE_COUNT.pack(len(entries)) + b"".join(entries),
+                        priority=255)
+
+
+def decode_tree_entries(frame: Frame) -> list[TreeEntry]:
+    """Decode the entries of an IHAVE, GRAFT or PRUNE frame."""
+    data = frame.payload
+    if len(data) < TREE_COUNT.size:
+        raise DecodeError("truncated", "tree frame shorter than its count")
+    (count,) = TREE_COUNT.unpack_from(data)
+    if len(data) != TREE_COUNT.size + count * TREE_ENTRY.size:
+        raise DecodeError("bad_length", f"tree frame of {len(data)} bytes for {count} entries")
+    return [TreeEntry(*fields) for fields in TREE_ENTRY.iter_unpack(data[TREE_COUNT.size:])]
 
 
 # --- HELLO: the first frame on every connection --------------------------------------

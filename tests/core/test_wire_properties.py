@@ -778,3 +778,34 @@ def test_out_of_range_timestamps_are_decode_errors(timestamp_ms: int) -> None:
 def test_message_refuses_timestamps_the_wire_cannot_carry(timestamp: float) -> None:
     with pytest.raises(ValueError, match="timestamp"):
         Message(MessageType.Data("x"), "s", timestamp=timestamp)
+
+
+# --- broadcast tree control frames ----------------------------------------------------
+
+TREE_ENTRIES = st.lists(st.tuples(st.binary(min_size=16, max_size=16),
+                                  st.binary(min_size=8, max_size=8),
+                                  st.integers(0, 255)), max_size=40)
+
+
+@FUZZ
+@given(data=st.binary(max_size=300), kind=st.sampled_from(sorted(wire.TREE_KINDS)))
+def test_decode_tree_entries_raises_only_decode_error(data: bytes, kind: int) -> None:
+    frame = wire.Frame(kind, 0, 255, 0, data)
+    try:
+        entries = wire.decode_tree_entries(frame)
+    except DecodeError:
+        return
+    assert len(data) == 2 + 25 * len(entries)
+
+
+@ROUND_TRIP
+@given(entries=TREE_ENTRIES, kind=st.sampled_from(sorted(wire.TREE_KINDS)))
+def test_tree_frame_round_trip_and_every_cut_is_refused(
+        entries: list[tuple[bytes, bytes, int]], kind: int) -> None:
+    encoded = wire.encode_tree_frame(kind, [wire.encode_tree_entry(*e) for e in entries])
+    frame = wire.decode_frame(encoded[4:])
+    assert frame.kind == kind
+    assert [tuple(e) for e in wire.decode_tree_entries(frame)] == entries
+    for cut in range(1, len(frame.payload)):
+        with pytest.raises(DecodeError):
+            wire.decode_tree_entries(wire.Frame(kind, 0, 255, 0, frame.payload[:-cut]))

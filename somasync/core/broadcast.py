@@ -1,0 +1,211 @@
+"""The epidemic broadcast tree (Plumtree): which neighbour gets a whole message, and which
+only its id.
+
+Theory of operation (Leitão, Pereira, Rodrigues, "Epidemic Broadcast Trees", SRDS 2007)
+-----------------------------------------------------------------------------------
+Every neighbour link is either *eager* or *lazy*. A new message goes whole to the eager
+links (the tree) and as a 25-byte announcement, batched into one IHAVE frame per link and
+turn, to the lazy ones. Links start eager, so the first messages flood the overlay; each
+duplicate copy then PRUNEs the link it came on (the sender turns it lazy), until about one
+copy reaches each node: a spanning tree made of the links that delivered first, that is,
+the fastest ones.
+
+When an announced message does not arrive within ``lazy_timeout`` (the tree above us
+broke: a crash, a partition), the node GRAFTs the announcer: asks it for the message and
+makes the link eager again, so the tree repairs itself where it broke. Should the answer
+not come within ``graft_retry``, the next announcer is asked. Anti-entropy digests stay
+underneath as the last line of defence, for what neither path carried.
+
+This class holds only the per-node state and decisions; the
+:class:`~somasync.core.endpoint.Endpoint` moves the frames. A sharded node keeps one tree
+per worker: each worker handles its own streams, so each tree is consistent for the
+messages it carries.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+__all__ = ["BroadcastTree", "TreeStatistics"]
+
+
+@dataclass(frozen=True, slots=True)
+class TreeStatistics:
+    """Counters and sizes of one node's broadcast tree."""
+
+    eager_links: int
+    lazy_links: int
+    missing: int
+    """Messages announced to this node but not yet received."""
+    announcements_sent: int
+    """IHAVE entries queued (one per message per lazy link)."""
+    grafts_sent: int
+    prunes_sent: int
+    grafts_received: int
+    prunes_received: int
+    missing_dropped: int
+    """Announced messages forgotten: ``max_missing`` was full, or every announcer went
+    away before answering. Anti-entropy still repairs them."""
+
+
+@dataclass(slots=True)
+class _Missing:
+    tag: bytes
+    announcers: list[int] = field(default_factory=list)
+    """Links that announced the message, oldest first; the next GRAFT goes to the first."""
+
+
+@dataclass(slots=True)
+class _Counters:
+    announcements: int = 0
+    grafts_sent: int = 0
+    prunes_sent: int = 0
+    grafts_received: int = 0
+    prunes_received: int = 0
+    missing_dropped: int = 0
+
+
+class BroadcastTree:
+    """Eager and lazy neighbour links, pending announcements, and missing messages.
+
+    Also a :class:`~somasync.core.strategy.ForwardingStrategy`: ``targets`` are the eager
+    links.
+
+    Args:
+        lazy_timeout: seconds from the first announcement of a missing message to its
+            GRAFT.
+        graft_retry: seconds from one GRAFT to the next, to another announcer.
+        max_missing: announced-but-missing messages remembered at most.
+    """
+
+    __slots__ = ("_counters", "_deadlines", "_eager", "_lazy", "_missing", "_pending",
+                 "graft_retry", "lazy_timeout", "max_missing")
+
+    def __init__(self, *, lazy_timeout: float, graft_retry: float, max_missing: int) -> None:
+        self.lazy_timeout = lazy_timeout
+        self.graft_retry = graft_retry
+        self.max_missing = max_missing
+        # Dicts as ordered sets: iteration order (and so every choice) is deterministic.
+        self._eager: dict[int, None] = {}
+        self._lazy: dict[int, None] = {}
+        self._pending: dict[int, list[bytes]] = {}
+        self._missing: OrderedDict[bytes, _Missing] = OrderedDict()
+        self._deadlines: list[tuple[float, bytes]] = []
+        self._counters = _Counters()
+
+    # --- ForwardingStrategy ------------------------------------------------------------
+
+    def link_up(self, link: int) -> None:
+        """A new neighbour starts eager: the first messages flood, duplicates prune."""
+        self._lazy.pop(link, None)
+        self._eager[link] = None
+
+    def link_down(self, link: int) -> None:
+        self._eager.pop(link, None)
+        self._lazy.pop(link, None)
+        self._pending.pop(link, None)
+
+    def targets(self, *, received_from: int | None, rng: random.Random) -> list[int]:
+        """The eager links, except the one the message came on."""
+        return [link for link in self._eager if link != received_from]
+
+    # --- tree shape ----------------------------------------------------------------------
+
+    def lazy_targets(self, *, received_from: int | None) -> list[int]:
+        return [link for link in self._lazy if link != received_from]
+
+    def is_eager(self, link: int) -> bool:
+        return link in self._eager
+
+    def make_eager(self, link: int) -> None:
+        """The neighbour on ``link`` sent us a new message or GRAFTed us: push to it."""
+        if link in self._lazy:
+            del self._lazy[link]
+            self._eager[link] = None
+
+    def make_lazy(self, link: int) -> None:
+        """A duplicate came on ``link`` (we PRUNE it), or its neighbour PRUNEd us."""
+        if link in self._eager:
+            del self._eager[link]
+            self._lazy[link] = None
+
+    def count_prune_sent(self) -> None:
+        self._counters.prunes_sent += 1
+
+    def count_prune_received(self) -> None:
+        self._counters.prunes_received += 1
+
+    def count_graft_received(self) -> None:
+        self._counters.grafts_received += 1
+
+    # --- announcements ---------------------------------------------------------------
+
+    def announce(self, link: int, entry: bytes) -> None:
+        """Queue one IHAVE entry for ``link``; sent with the link's next batch."""
+        self._pending.setdefault(link, []).append(entry)
+        self._counters.announcements += 1
+
+    def take_announcements(self) -> dict[int, list[bytes]]:
+        pending, self._pending = self._pending, {}
+        return pending
+
+    # --- missing messages ----------------------------------------------------------------
+
+    def heard(self, message_id: bytes, tag: bytes, link: int, *, now: float) -> None:
+        """``link`` announced a message this node has not received."""
+        missing = self._missing.get(message_id)
+        if missing is None:
+            if len(self._missing) >= self.max_missing:
+                self._missing.popitem(last=False)
+                self._counters.missing_dropped += 1
+            missing = self._missing[message_id] = _Missing(tag)
+            heapq.heappush(self._deadlines, (now + self.lazy_timeout, message_id))
+        if link not in missing.announcers:
+            missing.announcers.append(link)
+
+    def received(self, message_id: bytes) -> None:
+        """The message arrived: no GRAFT for it (its deadline is skipped when due)."""
+        self._missing.pop(message_id, None)
+
+    def due(self, *, now: float) -> list[tuple[int, bytes, bytes]]:
+        """GRAFTs to send now, as (link, message id, stream tag). Each link chosen here
+        is made eager, as Plumtree's GRAFT does on both ends."""
+        grafts: list[tuple[int, bytes, bytes]] = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, message_id = heapq.heappop(deadlines)
+            missing = self._missing.get(message_id)
+            if missing is None:
+                continue  # received meanwhile, or forgotten
+            link = None
+            while missing.announcers:
+                candidate = missing.announcers.pop(0)
+                if candidate in self._eager or candidate in self._lazy:
+                    link = candidate
+                    break
+            if link is None:
+                del self._missing[message_id]
+                self._counters.missing_dropped += 1
+                continue
+            self.make_eager(link)
+            grafts.append((link, message_id, missing.tag))
+            self._counters.grafts_sent += 1
+            heapq.heappush(deadlines, (now + self.graft_retry, message_id))
+        return grafts
+
+    def next_deadline(self) -> float | None:
+        """When ``due`` next has work (a stale deadline may make it return nothing)."""
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def statistics(self) -> TreeStatistics:
+        c = self._counters
+        return TreeStatistics(
+            eager_links=len(self._eager), lazy_links=len(self._lazy),
+            missing=len(self._missing), announcements_sent=c.announcements,
+            grafts_sent=c.grafts_sent, prunes_sent=c.prunes_sent,
+            grafts_received=c.grafts_received, prunes_received=c.prunes_received,
+            missing_dropped=c.missing_dropped,
+        )

@@ -1,0 +1,191 @@
+"""The epidemic broadcast tree (Plumtree) in the sans-IO core, on a stepped clock."""
+
+from __future__ import annotations
+
+import random
+
+import nacl.signing
+import pytest
+
+from somasync.config import GossipConfig
+from somasync.core import wire
+from somasync.core.broadcast import BroadcastTree
+from somasync.core.events import FrameRejected
+from somasync.core.payload import MessageType
+from somasync.message import Message
+from somasync.testing import WALL, Mesh
+
+# Anti-entropy far away, so every repair seen here is the tree's own.
+TREE = GossipConfig.local().replace(anti_entropy_interval=3600.0, lazy_timeout=0.2,
+                                    graft_retry=0.3)
+KEY = nacl.signing.SigningKey(bytes(range(32)))
+
+
+def message(sequence: int) -> wire.Envelope:
+    return (Message(MessageType.Data(f"alert {sequence}"), "origin", timestamp=WALL,
+                    ttl=3600, sequence=sequence)
+            .sign_with_ed25519(KEY).to_envelope())
+
+
+def random_mesh(config: GossipConfig, n: int = 16, degree: int = 4, seed: int = 3) -> Mesh:
+    """``n`` nodes on a ring (so the overlay is connected) plus random chords."""
+    mesh = Mesh(config, seed=seed)
+    names = [f"n{i}" for i in range(n)]
+    for name in names:
+        mesh.add(name)
+    rng = random.Random(seed)
+    edges = {(i, (i + 1) % n) for i in range(n)}
+    while len(edges) < n * degree // 2:
+        a, b = rng.sample(range(n), 2)
+        if (a, b) not in edges and (b, a) not in edges:
+            edges.add((a, b))
+    for a, b in sorted(edges):
+        mesh.connect(names[a], names[b])
+    mesh.settle()
+    return mesh
+
+
+def publish(mesh: Mesh, sequence: int, origin: str = "n0") -> bytes:
+    envelope = message(sequence)
+    mesh.nodes[origin].broadcast(envelope, now=mesh.now)
+    mesh.settle()
+    return envelope.id
+
+
+def received_copies(mesh: Mesh) -> int:
+    """MESSAGE frames that reached any node: deliveries plus duplicates."""
+    return sum(e.statistics().messages_delivered + e.statistics().duplicates
+               for e in mesh.nodes.values())
+
+
+def test_tree_forms_and_then_each_node_receives_one_copy() -> None:
+    mesh = random_mesh(TREE)
+    first = received_copies(mesh)
+    publish(mesh, 1)
+    flood = received_copies(mesh) - first
+    assert flood > 15  # links start eager: the first message floods the overlay
+    for sequence in range(2, 5):
+        publish(mesh, sequence)
+    before = received_copies(mesh)
+    publish(mesh, 5)
+    steady = received_copies(mesh) - before
+    assert steady == 15, "one copy per node (RMR 0) once the duplicates pruned the tree"
+    assert all(len(ids) == 5 for name, ids in mesh.delivered.items() if name != "n0")
+    prunes = sum(e.statistics().tree.prunes_sent for e in mesh.nodes.values())  # type: ignore[union-attr]
+    assert prunes > 0
+    eager = sum(e.statistics().tree.eager_links for e in mesh.nodes.values())  # type: ignore[union-attr]
+    assert eager == 2 * 15, "the eager links are a spanning tree: N - 1 edges, both ends"
+
+
+def test_plain_push_sends_many_copies_where_the_tree_sends_one() -> None:
+    push = random_mesh(TREE.replace(forwarding="push", fanout=3))
+    for sequence in range(1, 5):
+        publish(push, sequence)
+    before = received_copies(push)
+    publish(push, 5)
+    assert received_copies(push) - before > 30
+    assert push.nodes["n1"].statistics().tree is None
+
+
+def test_lazy_announcement_repairs_a_broken_tree_with_a_graft() -> None:
+    mesh = random_mesh(TREE)
+    for sequence in range(1, 4):
+        publish(mesh, sequence)
+    # Silently break every eager link of one node's parent side: bytes vanish, nobody
+    # notices (a stalled path), so only IHAVE + GRAFT can bring the message.
+    victim = "n7"
+    parent_links = [link for link in mesh.nodes[victim].peer_links()
+                    if mesh.nodes[victim]._tree.is_eager(link)]  # type: ignore[union-attr]
+    assert parent_links
+    for link in parent_links:
+        mesh.wires[(victim, link)].drop = True
+    message_id = publish(mesh, 4)
+    delivered_at_once = {name for name, ids in mesh.delivered.items() if message_id in ids}
+    mesh.step(1.0)
+    everyone = {name for name, ids in mesh.delivered.items() if message_id in ids}
+    assert everyone == set(mesh.nodes) - {"n0"}, "the tree repaired itself"
+    assert victim not in delivered_at_once
+    grafts = sum(e.statistics().tree.grafts_sent for e in mesh.nodes.values())  # type: ignore[union-attr]
+    assert grafts >= 1
+    assert sum(e.statistics().digests_sent for e in mesh.nodes.values()) < 200  # no rounds ran
+
+
+def test_graft_moves_to_the_next_announcer_when_the_first_is_silent() -> None:
+    tree = BroadcastTree(lazy_timeout=0.1, graft_retry=0.2, max_missing=10)
+    for link in (1, 2, 3):
+        tree.link_up(link)
+        tree.make_lazy(link)
+    tree.heard(b"m" * 16, b"t" * 8, 2, now=0.0)
+    tree.heard(b"m" * 16, b"t" * 8, 3, now=0.01)
+    assert tree.due(now=0.05) == []
+    assert tree.due(now=0.1) == [(2, b"m" * 16, b"t" * 8)]
+    assert tree.is_eager(2)
+    assert tree.due(now=0.25) == []
+    assert tree.due(now=0.31) == [(3, b"m" * 16, b"t" * 8)]
+    tree.received(b"m" * 16)
+    assert tree.due(now=10.0) == []
+    assert tree.statistics().grafts_sent == 2
+
+
+def test_missing_messages_are_bounded_and_counted() -> None:
+    tree = BroadcastTree(lazy_timeout=1.0, graft_retry=1.0, max_missing=3)
+    tree.link_up(1)
+    for i in range(5):
+        tree.heard(bytes([i]) * 16, b"t" * 8, 1, now=0.0)
+    stats = tree.statistics()
+    assert stats.missing == 3
+    assert stats.missing_dropped == 2
+
+
+def test_an_announcer_that_went_away_is_skipped() -> None:
+    tree = BroadcastTree(lazy_timeout=0.1, graft_retry=0.2, max_missing=10)
+    tree.link_up(1)
+    tree.heard(b"m" * 16, b"t" * 8, 1, now=0.0)
+    tree.link_down(1)
+    assert tree.due(now=1.0) == []
+    assert tree.statistics().missing_dropped == 1
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x00", b"\x00\x02" + bytes(25),
+                                     b"\x00\x01" + bytes(24)])
+def test_malformed_tree_frames_close_the_link_and_are_counted(payload: bytes) -> None:
+    mesh = random_mesh(TREE, n=3, degree=2)
+    link = mesh.link_of("n1", "n0")
+    frame = wire.encode_frame(wire.FrameKind.IHAVE, payload)
+    mesh.inject("n1", link, frame)
+    mesh.settle()
+    rejected = [e for e in mesh.events["n1"] if isinstance(e, FrameRejected)]
+    assert rejected
+    assert rejected[-1].closed
+    assert sum(mesh.nodes["n1"].statistics().rejected.values()) == 1
+
+
+def test_graft_for_an_unknown_message_sends_nothing_back() -> None:
+    mesh = random_mesh(TREE, n=3, degree=2)
+    publish(mesh, 1)
+    link = mesh.link_of("n1", "n0")
+    repairs = mesh.nodes["n1"].statistics().repairs_sent
+    entry = wire.encode_tree_entry(b"x" * 16, b"t" * 8)
+    mesh.inject("n1", link, wire.encode_tree_frame(wire.FrameKind.GRAFT, [entry]))
+    mesh.settle()
+    assert mesh.nodes["n1"].statistics().repairs_sent == repairs
+    assert mesh.nodes["n1"].statistics().tree.grafts_received == 1  # type: ignore[union-attr]
+
+
+def test_sharded_node_in_the_middle_of_the_tree_delivers_each_message_once() -> None:
+    mesh = Mesh(TREE, seed=5)
+    for name in ("a", "c", "d"):
+        mesh.add(name)
+    mesh.add("b", shards=3)
+    for x, y in (("a", "b"), ("b", "c"), ("b", "d"), ("a", "c"), ("c", "d")):
+        mesh.connect(x, y)
+    mesh.settle()
+    for sequence in range(1, 8):
+        mesh.nodes["a"].broadcast(message(sequence), now=mesh.now)
+        mesh.settle()
+    mesh.step(1.0)
+    for name in ("b", "c", "d"):
+        assert len(set(mesh.delivered[name])) == len(mesh.delivered[name]) == 7, name
+    prunes = sum(shard.statistics().tree.prunes_sent  # type: ignore[union-attr]
+                 for shards in mesh.shards.values() for shard in shards)
+    assert prunes > 0, "the triangle a-b-c and c-d-b hold redundant paths to prune"
