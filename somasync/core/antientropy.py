@@ -101,6 +101,10 @@ class SequenceTracker:
                 self._merge(0)
         return True
 
+    @property
+    def has_gaps(self) -> bool:
+        return bool(self._gap_opened)
+
     def expire_gaps(self, *, now: float, gap_timeout: float) -> int:
         """Give up holes older than ``gap_timeout``; returns how many were closed."""
         closed = 0
@@ -157,10 +161,13 @@ def lacks_any(mine: Sequence[tuple[int, int]], theirs: Iterable[tuple[int, int]]
 class StreamTable:
     """A bounded map of stream -> tracker, dropping the least recently active first."""
 
-    __slots__ = ("_trackers", "capacity", "dropped")
+    __slots__ = ("_gapped", "_trackers", "capacity", "dropped")
 
     def __init__(self, capacity: int) -> None:
         self._trackers: OrderedDict[StreamKey, SequenceTracker] = OrderedDict()
+        # Streams with holes: the periodic sweep visits only these (most streams have
+        # none, and a node may track thousands).
+        self._gapped: dict[StreamKey, None] = {}
         self.capacity = capacity
         self.dropped = 0
 
@@ -180,18 +187,28 @@ class StreamTable:
         if tracker is None:
             tracker = trackers[stream] = SequenceTracker()
             if len(trackers) > self.capacity:
-                trackers.popitem(last=False)
+                dropped, _ = trackers.popitem(last=False)
+                self._gapped.pop(dropped, None)
                 self.dropped += 1
         else:
             trackers.move_to_end(stream)
-        return tracker.add(sequence, now=now)
+        added = tracker.add(sequence, now=now)
+        if tracker.has_gaps:
+            self._gapped[stream] = None
+        return added
 
     def items(self) -> list[tuple[StreamKey, SequenceTracker]]:
         return list(self._trackers.items())
 
     def expire_gaps(self, *, now: float, gap_timeout: float) -> int:
-        return sum(t.expire_gaps(now=now, gap_timeout=gap_timeout)
-                   for t in self._trackers.values())
+        closed = 0
+        for stream in list(self._gapped):
+            tracker = self._trackers.get(stream)
+            if tracker is not None:
+                closed += tracker.expire_gaps(now=now, gap_timeout=gap_timeout)
+            if tracker is None or not tracker.has_gaps:
+                del self._gapped[stream]
+        return closed
 
 
 @dataclass(slots=True)
@@ -207,10 +224,13 @@ class MessageStore:
     timestamp + TTL in the past) are dropped too, and never handed out.
     """
 
-    __slots__ = ("_by_id", "_by_stream", "capacity", "max_age")
+    __slots__ = ("_by_id", "_by_stream", "_next_ttl_expiry", "capacity", "max_age")
 
     def __init__(self, capacity: int, max_age: float) -> None:
         self._by_id: OrderedDict[bytes, _Stored] = OrderedDict()
+        # A lower bound of the stored messages' expiry times: the TTL sweep scans the
+        # store only once something may have expired (TTLs are usually hours).
+        self._next_ttl_expiry = float("inf")
         self._by_stream: dict[StreamKey, dict[int, bytes]] = {}
         self.capacity = capacity
         self.max_age = max_age
@@ -222,6 +242,7 @@ class MessageStore:
         if self.capacity == 0 or envelope.id in self._by_id:
             return
         self._by_id[envelope.id] = _Stored(envelope, now)
+        self._next_ttl_expiry = min(self._next_ttl_expiry, envelope.expires_at)
         self._by_stream.setdefault(envelope.stream, {})[envelope.sequence] = envelope.id
         while len(self._by_id) > self.capacity:
             self._pop_oldest()
@@ -250,9 +271,13 @@ class MessageStore:
             if now - oldest.stored_at < self.max_age:
                 break
             self._pop_oldest()
+        if wall_now <= self._next_ttl_expiry:
+            return
         expired = [mid for mid, s in by_id.items() if s.envelope.expires_at < wall_now]
         for mid in expired:
             self._forget(by_id.pop(mid).envelope)
+        self._next_ttl_expiry = min((s.envelope.expires_at for s in by_id.values()),
+                                    default=float("inf"))
 
     def missing_for(self, theirs: Mapping[StreamKey, Sequence[tuple[int, int]]], *,
                     complete: bool, limit: int, wall_now: float) -> list[Envelope]:
