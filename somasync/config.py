@@ -19,7 +19,8 @@ from typing import Any
 
 from somasync.errors import ConfigError
 
-__all__ = ["DiscoveryMethod", "GossipConfig", "MembershipConfig", "NodeConfig", "parse_address"]
+__all__ = ["DiscoveryMethod", "GossipConfig", "MembershipConfig", "NodeConfig", "OverlayConfig",
+           "parse_address"]
 
 #: Largest frame a node will ever accept, whatever the configuration says (64 MiB).
 FRAME_HARD_LIMIT = 64 * 1024 * 1024
@@ -489,3 +490,86 @@ class NodeConfig:
     def replace(self, **changes: Any) -> NodeConfig:
         """Return a copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OverlayConfig:
+    """HyParView peer sampling (:class:`somasync.core.overlay.HyParView`): the small,
+    symmetric random overlay that broadcast runs on in large meshes.
+
+    Defaults follow the paper (Leitao, Pereira, Rodrigues, DSN 2007), sized for meshes of
+    up to about 10,000 nodes: each node keeps O(log N) state (5 neighbours and 30
+    backup addresses), and the overlay stays connected after most nodes fail at once.
+    """
+
+    active_size: int = 5
+    """Neighbours in the *active view* (symmetric broadcast links). The paper uses
+    fanout + 1 with fanout = log10(N): 5 suits meshes up to 10,000 nodes."""
+
+    passive_size: int = 30
+    """Backup addresses in the *passive view*, tried when a neighbour fails. The paper
+    sizes it k x (log10(N) + 1) with k = 6: 30 for 10,000 nodes."""
+
+    active_walk_length: int = 6
+    """Hops a JOIN's FORWARD_JOIN random walk and a SHUFFLE walk take (the paper's ARWL,
+    6): long enough to leave the joiner's neighbourhood. At most 255 (one byte)."""
+
+    passive_walk_length: int = 3
+    """Hop count at which a FORWARD_JOIN walk also puts the joiner into a passive view
+    (the paper's PRWL, 3). Must not exceed ``active_walk_length``."""
+
+    shuffle_interval: float = 10.0
+    """Seconds between two shuffles started by this node (one small datagram walking up
+    to ``active_walk_length`` hops, and one reply). The paper shuffles "periodically";
+    10 s keeps passive views fresh for next to no traffic."""
+
+    shuffle_active: int = 3
+    """Active-view entries one shuffle carries (the paper's ka, 3)."""
+
+    shuffle_passive: int = 4
+    """Passive-view entries one shuffle carries (the paper's kp, 4)."""
+
+    neighbor_timeout: float = 1.0
+    """Seconds to wait for a NEIGHBOR_REPLY (or a JOIN's acknowledgement) before the peer
+    counts as unreachable: it leaves the passive view and another entry is tried. A LAN
+    round trip is well under a millisecond; 1 s tolerates a loaded host."""
+
+    max_message: int = 1400
+    """Largest overlay datagram in bytes, sent or accepted; larger input is refused before
+    decoding. Fits a 1500-byte Ethernet MTU, like ``MembershipConfig.max_datagram``;
+    shuffles carry fewer entries if long addresses would exceed it. At least 576 (the
+    smallest datagram IPv4 promises to carry), which fits any fixed-size message."""
+
+    def __post_init__(self) -> None:
+        _positive_int(self.active_size, "overlay.active_size")
+        _positive_int(self.passive_size, "overlay.passive_size")
+        _positive_int(self.active_walk_length, "overlay.active_walk_length")
+        _require(self.active_walk_length <= 255, "overlay.active_walk_length",
+                 "must be <= 255 (one byte on the wire)")
+        _positive_int(self.passive_walk_length, "overlay.passive_walk_length", minimum=0)
+        _require(self.passive_walk_length <= self.active_walk_length,
+                 "overlay.passive_walk_length", "must be <= overlay.active_walk_length")
+        _positive_float(self.shuffle_interval, "overlay.shuffle_interval")
+        _positive_int(self.shuffle_active, "overlay.shuffle_active", minimum=0)
+        _positive_int(self.shuffle_passive, "overlay.shuffle_passive", minimum=0)
+        _require(self.shuffle_active + self.shuffle_passive < 255, "overlay.shuffle_passive",
+                 "shuffle_active + shuffle_passive must be < 255 (one count byte)")
+        _positive_float(self.neighbor_timeout, "overlay.neighbor_timeout")
+        _positive_int(self.max_message, "overlay.max_message", minimum=576)
+        _require(self.max_message <= 65_000, "overlay.max_message",
+                 "must be <= 65000 bytes (one UDP datagram)")
+
+    def replace(self, **changes: Any) -> OverlayConfig:
+        """Return a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def lan(cls) -> OverlayConfig:
+        """Defaults for one data centre or LAN (the paper's values)."""
+        return cls()
+
+    @classmethod
+    def local(cls) -> OverlayConfig:
+        """Tests and demos on one host: shuffle every second, give up on a silent peer
+        after 0.25 s."""
+        return cls(shuffle_interval=1.0, neighbor_timeout=0.25)
