@@ -79,10 +79,15 @@ class GossipConfig:
     meshes of tens of nodes per hop, and anti-entropy repairs the rare miss. A node's own
     broadcasts go to *every* neighbour (flood publish), as in gossipsub."""
 
-    max_hops: int = 16
+    max_hops: int = 64
     """A message that has travelled this many hops is delivered but not forwarded further.
 
-    Bounds the damage of a forwarding loop; 16 hops reaches 4^16 nodes at fanout 4."""
+    Bounds the damage of a forwarding loop (the seen cache already stops loops; this is
+    the backstop). Push gossip reaches 4^16 nodes in 16 hops, but the broadcast tree's
+    paths are longer: one tree serves every origin, and the simulator measured up to 25
+    hops across 1,000 nodes. A limit below the tree's depth starves the far side of the
+    tree, which then lives on GRAFTs (16 hops at 1,000 nodes: redundancy 0.15 and p99
+    latency 0.5 s, against 0.002 and 7.5 ms with 64)."""
 
     seen_cache_size: int = 100_000
     """Message ids remembered for de-duplication (entries; about 100 bytes each).
