@@ -213,7 +213,13 @@ class StreamTable:
 
 @dataclass(slots=True)
 class _Stored:
-    envelope: Envelope
+    frame: bytes
+    """The message as a repair frame (FLAG_REPAIR, hops as it reached this node), ready
+    to send: the decoded envelope costs about three times the memory."""
+    priority: int
+    stream: StreamKey
+    sequence: int
+    expires_at: float
     stored_at: float
 
 
@@ -221,47 +227,52 @@ class MessageStore:
     """The recent messages a node can hand to a neighbour that missed them.
 
     Bounded by count (oldest first) and by age in the store; expired messages (origin
-    timestamp + TTL in the past) are dropped too, and never handed out.
+    timestamp + TTL in the past) are dropped too, and never handed out. Messages are kept
+    as ready-to-send frames; ``(frame, priority)`` pairs come out.
     """
 
     __slots__ = ("_by_id", "_by_stream", "_next_ttl_expiry", "capacity", "max_age")
 
     def __init__(self, capacity: int, max_age: float) -> None:
         self._by_id: OrderedDict[bytes, _Stored] = OrderedDict()
+        self._by_stream: dict[StreamKey, dict[int, bytes]] = {}
         # A lower bound of the stored messages' expiry times: the TTL sweep scans the
         # store only once something may have expired (TTLs are usually hours).
         self._next_ttl_expiry = float("inf")
-        self._by_stream: dict[StreamKey, dict[int, bytes]] = {}
         self.capacity = capacity
         self.max_age = max_age
 
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def add(self, envelope: Envelope, *, now: float) -> None:
+    def add(self, envelope: Envelope, *, now: float, hops: int = 0) -> None:
+        """Keep ``envelope``; ``hops``: what a neighbour would see in this node's copy."""
         if self.capacity == 0 or envelope.id in self._by_id:
             return
-        self._by_id[envelope.id] = _Stored(envelope, now)
-        self._next_ttl_expiry = min(self._next_ttl_expiry, envelope.expires_at)
+        expires_at = envelope.expires_at
+        self._by_id[envelope.id] = _Stored(
+            wire.encode_message_frame(envelope, hops=min(hops, 255), repair=True),
+            envelope.priority, envelope.stream, envelope.sequence, expires_at, now)
         self._by_stream.setdefault(envelope.stream, {})[envelope.sequence] = envelope.id
+        self._next_ttl_expiry = min(self._next_ttl_expiry, expires_at)
         while len(self._by_id) > self.capacity:
             self._pop_oldest()
 
-    def get(self, message_id: bytes) -> Envelope | None:
-        """The stored message with this id, if still held."""
+    def get(self, message_id: bytes) -> tuple[bytes, int] | None:
+        """The stored message with this id as ``(repair frame, priority)``, if held."""
         stored = self._by_id.get(message_id)
-        return None if stored is None else stored.envelope
+        return None if stored is None else (stored.frame, stored.priority)
 
     def _pop_oldest(self) -> None:
         _, stored = self._by_id.popitem(last=False)
-        self._forget(stored.envelope)
+        self._forget(stored)
 
-    def _forget(self, envelope: Envelope) -> None:
-        stream = self._by_stream.get(envelope.stream)
+    def _forget(self, stored: _Stored) -> None:
+        stream = self._by_stream.get(stored.stream)
         if stream is not None:
-            stream.pop(envelope.sequence, None)
+            stream.pop(stored.sequence, None)
             if not stream:
-                del self._by_stream[envelope.stream]
+                del self._by_stream[stored.stream]
 
     def expire(self, *, now: float, wall_now: float) -> None:
         """Drop messages held longer than ``max_age`` or past their TTL."""
@@ -273,20 +284,21 @@ class MessageStore:
             self._pop_oldest()
         if wall_now <= self._next_ttl_expiry:
             return
-        expired = [mid for mid, s in by_id.items() if s.envelope.expires_at < wall_now]
+        expired = [mid for mid, s in by_id.items() if s.expires_at < wall_now]
         for mid in expired:
-            self._forget(by_id.pop(mid).envelope)
-        self._next_ttl_expiry = min((s.envelope.expires_at for s in by_id.values()),
+            self._forget(by_id.pop(mid))
+        self._next_ttl_expiry = min((s.expires_at for s in by_id.values()),
                                     default=float("inf"))
 
     def missing_for(self, theirs: Mapping[StreamKey, Sequence[tuple[int, int]]], *,
-                    complete: bool, limit: int, wall_now: float) -> list[Envelope]:
-        """Stored messages outside ``theirs``, oldest sequence first per stream.
+                    complete: bool, limit: int, wall_now: float) -> list[tuple[bytes, int]]:
+        """Stored messages outside ``theirs``, oldest sequence first per stream, as
+        ``(repair frame, priority)``.
 
         ``complete`` says the digest lists every stream its sender knows, so a stream it
         does not mention is one it has nothing of.
         """
-        found: list[Envelope] = []
+        found: list[tuple[bytes, int]] = []
         for stream, held in self._by_stream.items():
             intervals = theirs.get(stream)
             if intervals is None and not complete:
@@ -294,10 +306,10 @@ class MessageStore:
             for sequence in sorted(held):
                 if intervals is not None and covers(intervals, sequence):
                     continue
-                envelope = self._by_id[held[sequence]].envelope
-                if envelope.expires_at < wall_now:
+                stored = self._by_id[held[sequence]]
+                if stored.expires_at < wall_now:
                     continue
-                found.append(envelope)
+                found.append((stored.frame, stored.priority))
                 if len(found) >= limit:
                     return found
         return found

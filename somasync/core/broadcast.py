@@ -31,6 +31,11 @@ from dataclasses import dataclass, field
 
 __all__ = ["BroadcastTree", "TreeStatistics"]
 
+RECENT_REPAIRS = 256
+"""Messages that arrived by repair (GRAFT answer or anti-entropy), remembered so that a
+tree copy trailing them is not taken for a duplicate from a redundant link. The tree
+copy trails by at most the repair time (a second), so a short memory suffices."""
+
 
 @dataclass(frozen=True, slots=True)
 class TreeStatistics:
@@ -82,7 +87,7 @@ class BroadcastTree:
     """
 
     __slots__ = ("_counters", "_deadlines", "_eager", "_lazy", "_missing", "_pending",
-                 "graft_retry", "lazy_timeout", "max_missing")
+                 "_repaired", "graft_retry", "lazy_timeout", "max_missing")
 
     def __init__(self, *, lazy_timeout: float, graft_retry: float, max_missing: int) -> None:
         self.lazy_timeout = lazy_timeout
@@ -94,6 +99,7 @@ class BroadcastTree:
         self._pending: dict[int, list[bytes]] = {}
         self._missing: OrderedDict[bytes, _Missing] = OrderedDict()
         self._deadlines: list[tuple[float, bytes]] = []
+        self._repaired: OrderedDict[bytes, None] = OrderedDict()
         self._counters = _Counters()
 
     # --- ForwardingStrategy ------------------------------------------------------------
@@ -148,6 +154,10 @@ class BroadcastTree:
         self._pending.setdefault(link, []).append(entry)
         self._counters.announcements += 1
 
+    @property
+    def has_announcements(self) -> bool:
+        return bool(self._pending)
+
     def take_announcements(self) -> dict[int, list[bytes]]:
         pending, self._pending = self._pending, {}
         return pending
@@ -166,9 +176,18 @@ class BroadcastTree:
         if link not in missing.announcers:
             missing.announcers.append(link)
 
-    def received(self, message_id: bytes) -> None:
-        """The message arrived: no GRAFT for it (its deadline is skipped when due)."""
+    def received(self, message_id: bytes, *, repaired: bool = False) -> None:
+        """The message arrived (``repaired``: as a GRAFT answer or an anti-entropy
+        repair): no GRAFT for it (its deadline is skipped when due)."""
         self._missing.pop(message_id, None)
+        if repaired:
+            self._repaired[message_id] = None
+            if len(self._repaired) > RECENT_REPAIRS:
+                self._repaired.popitem(last=False)
+
+    def arrived_by_repair(self, message_id: bytes) -> bool:
+        """Whether the first copy of this (recent) message was a repair."""
+        return message_id in self._repaired
 
     def due(self, *, now: float) -> list[tuple[int, bytes, bytes]]:
         """GRAFTs to send now, as (link, message id, stream tag). Each link chosen here

@@ -199,6 +199,7 @@ class Endpoint:
         self._strategy: ForwardingStrategy = strategy
         self._shard = shard
         self._verify = verify
+        self._hello: tuple[str | None, bytes] | None = None
         self._routed: dict[int, list[Routed]] = {}
         self._links: dict[int, _Link] = {}
         self._peers: dict[bytes, _Link] = {}
@@ -224,8 +225,11 @@ class Endpoint:
         state = _Link(link, outbound, address, now, Outbox(self.config.link_queue_bytes))
         self._links[link] = state
         if not hello_sent:
-            self._queue(state, hello_frame(self.identity, self.node_id, self.listen_address),
-                        255)
+            # Signed once per listening address: every link gets the same introduction.
+            if self._hello is None or self._hello[0] != self.listen_address:
+                self._hello = (self.listen_address,
+                               hello_frame(self.identity, self.node_id, self.listen_address))
+            self._queue(state, self._hello[1], 255)
 
     def close_link(self, link: int, *, now: float, reason: str = "closed") -> None:
         """The transport connection is gone (closed by either side, or failed)."""
@@ -585,17 +589,21 @@ class Endpoint:
             self._streams.add(envelope.stream, envelope.sequence, now=now)
             self._reject(state, exc.reason, exc.detail, close=False)
             return
-        self._accept(envelope, now)
+        self._accept(envelope, now, frame.hops + 1)
         self._counters.delivered += 1
         assert state.hello is not None
         self._deliveries.append(Delivery(envelope, payload, state.hello.node_id, frame.hops))
         tree = self._tree
         if tree is not None:
-            tree.received(message_id)
-            if not frame.flags & wire.FLAG_REPAIR:
+            repaired = bool(frame.flags & wire.FLAG_REPAIR)
+            tree.received(message_id, repaired=repaired)
+            if not repaired:
                 tree.make_eager(state.id)  # it pushes to us, so it is our tree parent
         if frame.hops + 1 < config.max_hops:
-            self._forward(envelope, hops=frame.hops + 1, received_from=state.id)
+            # A repair travels on as a repair: where it meets the tree's own copy of the
+            # message, neither copy may look like a redundant path and prune the tree.
+            self._forward(envelope, hops=frame.hops + 1, received_from=state.id,
+                          repair=bool(frame.flags & wire.FLAG_REPAIR))
 
     def _on_digest(self, state: _Link, frame: wire.Frame, now: float) -> None:
         digest = wire.decode_digest(frame)
@@ -604,9 +612,8 @@ class Endpoint:
         missing = self._store.missing_for(digest.streams, complete=complete,
                                           limit=self.config.anti_entropy_batch,
                                           wall_now=wall_now)
-        for envelope in missing:
-            self._queue(state, wire.encode_message_frame(envelope, hops=0, repair=True),
-                        envelope.priority)
+        for frame_bytes, priority in missing:
+            self._queue(state, frame_bytes, priority)
         self._counters.repairs_sent += len(missing)
         self._counters.forwarded += len(missing)
         if not digest.reply:
@@ -680,12 +687,14 @@ class Endpoint:
 
     # --- helpers -----------------------------------------------------------------------
 
-    def _accept(self, envelope: wire.Envelope, now: float) -> None:
+    def _accept(self, envelope: wire.Envelope, now: float, hops: int = 0) -> None:
+        """Mark seen and store; ``hops``: what a neighbour would see in our copy."""
         self._seen.add(envelope.id, now=now)
         self._streams.add(envelope.stream, envelope.sequence, now=now)
-        self._store.add(envelope, now=now)
+        self._store.add(envelope, now=now, hops=hops)
 
-    def _forward(self, envelope: wire.Envelope, *, hops: int, received_from: int | None) -> None:
+    def _forward(self, envelope: wire.Envelope, *, hops: int, received_from: int | None,
+                 repair: bool = False) -> None:
         tree = self._tree
         if tree is not None:
             lazy = tree.lazy_targets(received_from=received_from)
@@ -698,7 +707,7 @@ class Endpoint:
         targets = self._strategy.targets(received_from=received_from, rng=self._rng)
         if not targets:
             return
-        frame = wire.encode_message_frame(envelope, hops=hops)
+        frame = wire.encode_message_frame(envelope, hops=hops, repair=repair)
         for link in targets:
             state = self._links.get(link)
             if state is not None:
@@ -714,6 +723,10 @@ class Endpoint:
         self._counters.duplicates += 1
         tree = self._tree
         if tree is None or frame.flags & wire.FLAG_REPAIR:
+            return
+        if tree.arrived_by_repair(message_id):
+            # The repair overtook this tree copy: the link is sound, keep it.
+            tree.make_eager(state.id)
             return
         tree.make_lazy(state.id)
         origin, source = wire.envelope_stream_bytes(body)
@@ -758,10 +771,9 @@ class Endpoint:
             tree.count_graft_received()
             tree.make_eager(state.id)
             for entry in entries:
-                envelope = self._store.get(entry.message_id)
-                if envelope is not None:
-                    self._queue(state, wire.encode_message_frame(envelope, hops=0, repair=True),
-                                envelope.priority)
+                stored = self._store.get(entry.message_id)
+                if stored is not None:
+                    self._queue(state, stored[0], stored[1])
                     self._counters.repairs_sent += 1
                     self._counters.forwarded += 1
         else:
@@ -780,7 +792,7 @@ class Endpoint:
     def _flush_announcements(self) -> None:
         """Send each lazy link its batch of IHAVE entries, one frame per turn."""
         tree = self._tree
-        if tree is None:
+        if tree is None or not tree.has_announcements:
             return
         for link, entries in tree.take_announcements().items():
             state = self._links.get(link)

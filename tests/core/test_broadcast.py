@@ -189,3 +189,29 @@ def test_sharded_node_in_the_middle_of_the_tree_delivers_each_message_once() -> 
     prunes = sum(shard.statistics().tree.prunes_sent  # type: ignore[union-attr]
                  for shards in mesh.shards.values() for shard in shards)
     assert prunes > 0, "the triangle a-b-c and c-d-b hold redundant paths to prune"
+
+
+def test_a_repair_meeting_the_tree_copy_does_not_prune_the_tree() -> None:
+    # An anti-entropy repair can reach a node while the tree is still carrying the same
+    # message; the two waves meet somewhere inside the tree. Taking that meeting for a
+    # redundant path would prune a tree link and split the tree.
+    mesh = random_mesh(TREE)
+    for sequence in range(1, 5):
+        publish(mesh, sequence)
+    eager_before = sum(e.statistics().tree.eager_links for e in mesh.nodes.values())  # type: ignore[union-attr]
+    prunes_before = sum(e.statistics().tree.prunes_sent for e in mesh.nodes.values())  # type: ignore[union-attr]
+    envelope = message(5)
+    mesh.nodes["n0"].broadcast(envelope, now=mesh.now)
+    far = "n8"
+    tree = mesh.nodes[far]._tree
+    assert tree is not None
+    # The repair comes from an overlay neighbour off the tree, as anti-entropy's do.
+    link = next(link for link in mesh.nodes[far].peer_links() if not tree.is_eager(link))
+    mesh.inject(far, link, wire.encode_message_frame(envelope, hops=0, repair=True))
+    mesh.settle()
+    assert all(envelope.id in ids for name, ids in mesh.delivered.items() if name != "n0")
+    assert sum(e.statistics().tree.prunes_sent for e in mesh.nodes.values()) == prunes_before  # type: ignore[union-attr]
+    assert sum(e.statistics().tree.eager_links for e in mesh.nodes.values()) == eager_before  # type: ignore[union-attr]
+    before = received_copies(mesh)
+    publish(mesh, 6)
+    assert received_copies(mesh) - before == 15, "still a spanning tree: one copy each"
