@@ -545,6 +545,20 @@ class OverlayConfig:
     shuffles carry fewer entries if long addresses would exceed it. At least 576 (the
     smallest datagram IPv4 promises to carry), which fits any fixed-size message."""
 
+    reconnect_interval: float = 2.0
+    """Seconds between two reconnect attempts of this node: while it remembers neighbours
+    whose link failed (``neighbour_down``), it asks one of them every interval to become
+    its neighbour again (high priority when its active view is full), which is what
+    re-merges the two sides of a healed partition. 2 s lets a healed mesh grow links
+    across the former cut within one anti-entropy interval of 2 s, for one small datagram
+    per interval, and only while something is left to retry."""
+
+    reconnect_timeout: float = 300.0
+    """Seconds a neighbour whose link failed is remembered and retried (at most
+    ``passive_size`` of them, the oldest forgotten first). Five minutes covers most
+    partitions and restarts, like the asyncio node's redialling of failed members; 0
+    turns reconnecting off. Must be 0 or at least ``reconnect_interval``."""
+
     def __post_init__(self) -> None:
         _positive_int(self.active_size, "overlay.active_size")
         _positive_int(self.passive_size, "overlay.passive_size")
@@ -563,6 +577,12 @@ class OverlayConfig:
         _positive_int(self.max_message, "overlay.max_message", minimum=576)
         _require(self.max_message <= 65_000, "overlay.max_message",
                  "must be <= 65000 bytes (one UDP datagram)")
+        _positive_float(self.reconnect_interval, "overlay.reconnect_interval")
+        _positive_float(self.reconnect_timeout, "overlay.reconnect_timeout", allow_zero=True)
+        _require(self.reconnect_timeout == 0
+                 or self.reconnect_timeout >= self.reconnect_interval,
+                 "overlay.reconnect_timeout",
+                 "must be 0 (off) or >= overlay.reconnect_interval")
 
     def replace(self, **changes: Any) -> OverlayConfig:
         """Return a copy with ``changes`` applied (and validated)."""

@@ -24,7 +24,8 @@ the address the transport saw, and uses that):
   the node asks the joiner to become its neighbour with a high-priority NEIGHBOR; a
   JOIN thus gives the joiner up to ``active_size`` neighbours spread over the mesh.
 * ``NEIGHBOR(priority)``: "add me to your active view". High priority (sent by a node
-  with no neighbour at all, and at the end of a FORWARD_JOIN walk) is always accepted;
+  with no neighbour at all, at the end of a FORWARD_JOIN walk, and by a full node asking
+  a failed neighbour back, see *Reconnecting* below) is always accepted;
   low priority only when the active view has room. The requester adds the peer once
   the ``NEIGHBOR_REPLY(accepted)`` arrives. A refusal leaves the peer in the passive
   view (not asked again for ``shuffle_interval``) and the next entry is tried; no reply
@@ -44,6 +45,21 @@ request per missing neighbour at a time); one with none asks with high priority,
 with neither neighbours nor passive entries joins its contact again. The transport
 reports broken links with :meth:`HyParView.neighbour_down`; the peer is dropped at once
 (a crash costs no timeout) and replaced from the passive view.
+
+Reconnecting (not in the paper). A partition breaks every link across the cut; each side
+refills its active views from its own passive entries (those across the cut do not
+answer, and leave the passive views), so when the cut heals, full active views would
+never take a peer from the other side again and the overlay would stay split. So a
+neighbour dropped through ``neighbour_down`` is remembered for ``reconnect_timeout``
+(at most ``passive_size`` of them, the oldest forgotten first), and every
+``reconnect_interval`` the node asks the one it tried least recently to become its
+neighbour again: with low priority while its active view has room, with high priority
+(always accepted; the receiver evicts a random neighbour, which refills from its passive
+view as after any eviction) when it is full or empty. One such request is outstanding
+at a time. A peer that answers, or becomes a neighbour any other way, is forgotten (one
+that refuses enters the passive view); one that does not answer stays remembered (it
+may still be cut off) until its time runs out. A node with nothing to retry sets no
+reconnect timer.
 
 Datagrams may be lost (UDP) but are assumed to arrive in order between one pair of
 nodes. Where a loss leaves a link one-sided, the first random walk the one side sends
@@ -269,7 +285,7 @@ class OverlayStatistics:
     promotions: int
     """Passive entries that became neighbours on this node's NEIGHBOR request."""
     neighbor_requests: int
-    """NEIGHBOR requests sent (passive promotions and ends of join walks)."""
+    """NEIGHBOR requests sent (passive promotions, ends of join walks, reconnects)."""
     neighbor_refusals: int
     """Of those, refused by a full peer."""
     neighbor_timeouts: int
@@ -282,6 +298,12 @@ class OverlayStatistics:
     """DISCONNECTs sent to a peer that behaved as our neighbour but was not one."""
     shuffles: int
     """Shuffles this node started."""
+    reconnecting: int
+    """Failed neighbours remembered for reconnecting now (at most ``passive_size``)."""
+    reconnect_requests: int
+    """NEIGHBOR requests sent to failed neighbours (also in ``neighbor_requests``)."""
+    reconnects: int
+    """Failed neighbours that became neighbours again while remembered."""
 
 
 @dataclass(slots=True)
@@ -291,6 +313,18 @@ class _Request:
     join: bool = False
     """A JOIN to the contact (already an active neighbour) rather than a NEIGHBOR."""
     attempts: int = 1
+    reconnect: bool = False
+    """A NEIGHBOR request to a remembered failed neighbour."""
+
+
+@dataclass(slots=True)
+class _Lost:
+    """A neighbour whose link failed, remembered for reconnecting."""
+
+    until: float
+    """Forgotten after this time."""
+    tried: float = float("-inf")
+    """Last reconnect request sent to it."""
 
 
 @dataclass(slots=True)
@@ -309,6 +343,8 @@ class _Counters:
     failures: int = 0
     repairs: int = 0
     shuffles: int = 0
+    reconnect_requests: int = 0
+    reconnects: int = 0
 
 
 class HyParView:
@@ -334,6 +370,8 @@ class HyParView:
         self._passive: dict[str, None] = {}
         self._pending: dict[str, _Request] = {}
         self._backoff: dict[str, float] = {}  # passive entry -> not asked again before
+        self._lost: dict[str, _Lost] = {}  # failed neighbours to reconnect, oldest first
+        self._next_reconnect = now  # meaningful only while _lost is not empty
         self._shuffle_sent: list[str] | None = None
         self._contact: str | None = None
         self._outgoing: list[tuple[str, bytes]] = []
@@ -408,15 +446,17 @@ class HyParView:
 
     def neighbour_down(self, peer: str, *, now: float) -> None:
         """The transport saw the link to ``peer`` fail. An active neighbour is dropped (it
-        is sent a DISCONNECT, should only the link have failed) and replaced from the
-        passive view: high priority when no neighbour is left, low otherwise. A peer with
-        a request outstanding counts as not answering; a passive entry is removed."""
+        is sent a DISCONNECT, should only the link have failed), replaced from the
+        passive view (high priority when no neighbour is left, low otherwise), and
+        remembered for reconnecting (see the module docstring). A peer with a request
+        outstanding counts as not answering; a passive entry is removed."""
         request = self._pending.get(peer)
         if peer in self._active:
             self._counters.failures += 1
             self._remove_active(peer)
             self._pending.pop(peer, None)
             self._send(peer, OverlayKind.DISCONNECT)
+            self._remember_lost(peer, now)
         elif request is not None:
             self._on_request_timeout(peer, request, now, failed=True)
         else:
@@ -425,15 +465,22 @@ class HyParView:
 
     def handle_timer(self, *, now: float) -> None:
         """Run whatever is due: request timeouts (and JOIN retries), the periodic
-        shuffle (or a rejoin when isolated), and refilling the active view."""
+        shuffle (or a rejoin when isolated), a reconnect attempt, and refilling the
+        active view."""
         for peer, request in list(self._pending.items()):
             if request.deadline <= now and self._pending.get(peer) is request:
                 self._on_request_timeout(peer, request, now)
+        if self._lost and now >= self._next_reconnect:
+            self._next_reconnect = now + self.config.reconnect_interval
+            self._reconnect(now)
         if now >= self._next_shuffle:
             self._next_shuffle = now + self.config.shuffle_interval
             if self._active:
                 self._start_shuffle()
-            elif not self._pending and not self._passive and self._contact is not None:
+            elif (not self._passive and self._contact is not None
+                  and all(r.reconnect for r in self._pending.values())):
+                # Isolated: a reconnect request (sent every reconnect_interval, so it
+                # could be outstanding at every shuffle time) must not hold the rejoin up.
                 self.join(self._contact, now=now)
         self._fill(now)
 
@@ -442,6 +489,8 @@ class HyParView:
         deadline = self._next_shuffle
         for request in self._pending.values():
             deadline = min(deadline, request.deadline)
+        if self._lost:
+            deadline = min(deadline, self._next_reconnect)
         if len(self._active) + len(self._pending) < self.config.active_size:
             for peer, until in self._backoff.items():
                 if peer not in self._pending:
@@ -485,7 +534,8 @@ class HyParView:
             reject_reasons=dict(c.rejected), joins=c.joins, promotions=c.promotions,
             neighbor_requests=c.requests, neighbor_refusals=c.refusals,
             neighbor_timeouts=c.timeouts, evictions=c.evictions, failures=c.failures,
-            repairs=c.repairs, shuffles=c.shuffles,
+            repairs=c.repairs, shuffles=c.shuffles, reconnecting=len(self._lost),
+            reconnect_requests=c.reconnect_requests, reconnects=c.reconnects,
         )
 
     # --- message handlers ----------------------------------------------------------
@@ -555,6 +605,9 @@ class HyParView:
             self._add_active(sender)
         else:
             self._counters.refusals += 1
+            if request.reconnect and self._lost.pop(sender, None) is not None:
+                # Reachable again, only full: keep it as a backup like any refusal.
+                self._add_passive(sender)
             if sender in self._passive:
                 self._backoff[sender] = now + self.config.shuffle_interval
 
@@ -629,6 +682,8 @@ class HyParView:
         request = self._pending.get(peer)
         if request is not None and not request.join:
             del self._pending[peer]
+        if self._lost.pop(peer, None) is not None:
+            self._counters.reconnects += 1
         self._changes.append((peer, True))
 
     def _contact_pending(self) -> str | None:
@@ -661,10 +716,42 @@ class HyParView:
         for entry in dict.fromkeys(entries):
             self._add_passive(entry, evict_first=sent)
 
-    def _request(self, peer: str, now: float, *, high: bool) -> None:
+    def _request(self, peer: str, now: float, *, high: bool, reconnect: bool = False) -> None:
         self._counters.requests += 1
-        self._pending[peer] = _Request(now + self.config.neighbor_timeout, high=high)
+        self._pending[peer] = _Request(now + self.config.neighbor_timeout, high=high,
+                                       reconnect=reconnect)
         self._send(peer, OverlayKind.NEIGHBOR, high_priority=high)
+
+    def _remember_lost(self, peer: str, now: float) -> None:
+        """Remember a neighbour whose link failed, to ask it back (module docstring)."""
+        timeout = self.config.reconnect_timeout
+        if timeout <= 0 or peer in self._lost:  # an entry keeps its first deadline
+            return
+        if not self._lost:
+            self._next_reconnect = now + self.config.reconnect_interval
+        elif len(self._lost) >= self.config.passive_size:
+            del self._lost[next(iter(self._lost))]  # the oldest
+        self._lost[peer] = _Lost(now + timeout)
+
+    def _reconnect(self, now: float) -> None:
+        """Forget expired failed neighbours; ask the one tried least recently to become a
+        neighbour again, unless a reconnect request is already outstanding."""
+        lost = self._lost
+        for peer in [p for p, entry in lost.items() if entry.until <= now]:
+            del lost[peer]
+        if any(r.reconnect for r in self._pending.values()):
+            return
+        candidates = [p for p in lost if p not in self._pending and p not in self._active]
+        if not candidates:
+            return
+        peer = min(candidates, key=lambda p: lost[p].tried)  # ties: the oldest
+        lost[peer].tried = now
+        # A full view must ask with high priority to be heard, and so must an empty one
+        # (as in _fill); with room, a low-priority request costs the peer no neighbour.
+        high = not self._active or len(self._active) >= self.config.active_size
+        self._counters.reconnect_requests += 1
+        self._backoff.pop(peer, None)
+        self._request(peer, now, high=high, reconnect=True)
 
     def _fill(self, now: float) -> None:
         """Ask passive entries until requests cover every free active slot."""

@@ -21,13 +21,17 @@ from somasync.errors import ConfigError, DecodeError
 
 CONFIG = OverlayConfig.local()
 LATENCY = 0.001
+LINK_TIMEOUT = 5.0  # a transport's keepalive: a link whose bytes cannot cross dies after it
+CUT = b""  # a link-timeout event: neighbour_down if the link is still cut and still used
 
 
 class Net:
     """Moves datagrams between HyParView instances with a fixed latency (so in order
     per pair), optional loss, and crashed nodes that neither send nor receive. Like a
     transport, it reports ``neighbour_down`` for links to crashed nodes: for existing
-    links when the crash happens, for new ones when they are opened."""
+    links when the crash happens, for new ones when they are opened. A partition drops
+    datagrams across its cut and, like a transport's keepalive, reports links across it
+    down ``LINK_TIMEOUT`` after the cut (existing links) or after they are opened."""
 
     def __init__(self, *, seed: int = 1, config: OverlayConfig = CONFIG,
                  loss: float = 0.0) -> None:
@@ -38,6 +42,8 @@ class Net:
         self.now = 0.0
         self.nodes: dict[str, HyParView] = {}
         self.crashed: set[str] = set()
+        self.side: dict[str, int] | None = None  # partition: node -> side
+        self.wakeups: dict[str, int] = {}
         self.changes: list[tuple[float, str, str, bool]] = []
         self._events: list[tuple[float, int, str, str, bytes | None]] = []
         self._timers: list[tuple[float, int, str]] = []
@@ -63,6 +69,19 @@ class Net:
                 if peer in self.crashed:
                     self._push(self.now + LATENCY, name, peer, None)
 
+    def cut(self, a: str, b: str) -> bool:
+        return self.side is not None and self.side[a] != self.side[b]
+
+    def partition(self, *sides: list[str]) -> None:
+        self.side = {name: number for number, side in enumerate(sides) for name in side}
+        for name, node in self.live().items():
+            for peer in node.active():
+                if self.cut(name, peer):
+                    self._push(self.now + LINK_TIMEOUT, name, peer, CUT)
+
+    def heal(self) -> None:
+        self.side = None
+
     def _push(self, at: float, dest: str, source: str, data: bytes | None) -> None:
         self._seq += 1
         heapq.heappush(self._events, (at, self._seq, dest, source, data))
@@ -70,13 +89,16 @@ class Net:
     def _collect(self, name: str, *, after_timer: bool = False) -> None:
         node = self.nodes[name]
         for dest, data in node.messages_to_send():
-            if dest in self.crashed or (self.loss and self.rng.random() < self.loss):
+            if dest in self.crashed or self.cut(name, dest) or (
+                    self.loss and self.rng.random() < self.loss):
                 continue
             self._push(self.now + LATENCY, dest, name, data)
         for peer, up in node.take_changes():
             self.changes.append((self.now, name, peer, up))
             if up and peer in self.crashed:  # the connect fails
                 self._push(self.now + LATENCY, name, peer, None)
+            elif up and self.cut(name, peer):  # the connect times out
+                self._push(self.now + LINK_TIMEOUT, name, peer, CUT)
         deadline = node.get_timer()
         # Due now is fine after a datagram; after handle_timer it would spin.
         assert deadline > self.now or (deadline == self.now and not after_timer), name
@@ -97,14 +119,21 @@ class Net:
             self.now, _, dest, source, data = heapq.heappop(self._events)
             if dest in self.crashed:
                 return
-            if data is None:
+            if data == CUT:
+                if not self.cut(dest, source) or source not in self.nodes[dest].active():
+                    return
                 self.nodes[dest].neighbour_down(source, now=self.now)
+            elif data is None:
+                self.nodes[dest].neighbour_down(source, now=self.now)
+            elif self.cut(dest, source):  # was in flight when the cut came
+                return
             else:
                 self.nodes[dest].receive(source, data, now=self.now)
             self._collect(dest)
         else:
             self.now, _, name = heapq.heappop(self._timers)
             del self._deadline[name]
+            self.wakeups[name] = self.wakeups.get(name, 0) + 1
             self.nodes[name].handle_timer(now=self.now)
             self._collect(name, after_timer=True)
 
@@ -129,9 +158,10 @@ class Net:
         raise AssertionError("the overlay never settled")
 
 
-def build(n: int, *, seed: int = 1, loss: float = 0.0, warmup: float = 15.0) -> Net:
+def build(n: int, *, seed: int = 1, loss: float = 0.0, warmup: float = 15.0,
+          config: OverlayConfig = CONFIG) -> Net:
     """``n`` nodes joining one after another through ``n0``, then ``warmup`` seconds."""
-    net = Net(seed=seed, loss=loss)
+    net = Net(seed=seed, loss=loss, config=config)
     net.add("n0")
     for i in range(1, n):
         net.add(f"n{i}", contact="n0")
@@ -258,6 +288,52 @@ def test_isolated_node_rejoins_its_contact() -> None:
     assert net.nodes["a"].active() == ["b"]
 
 
+def cross_links(net: Net, side: dict[str, int]) -> int:
+    return sum(side[name] != side[peer]
+               for name, node in net.live().items() for peer in node.active())
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_overlay_remerges_after_a_partition_heals(seed: int) -> None:
+    net = build(80, seed=seed)
+    halves = [f"n{i}" for i in range(40)], [f"n{i}" for i in range(40, 80)]
+    side = {name: number for number, half in enumerate(halves) for name in half}
+    assert cross_links(net, side) > 0
+    net.partition(*halves)
+    net.run(60.0)
+    # Every link across the cut failed, and each half filled its views from its own side.
+    assert cross_links(net, side) == 0
+    assert not connected(net)
+    assert all(len(node.active()) >= 1 for node in net.nodes.values())
+    assert sum(node.statistics().reconnecting for node in net.nodes.values()) > 0
+    net.heal()
+    healed_at = net.now
+    while not connected(net):
+        assert net.now - healed_at < 10.0, "the halves did not merge within 10 s"
+        net.run(0.25)
+    net.run(10.0 - (net.now - healed_at))
+    net.settle()
+    assert connected(net)
+    assert cross_links(net, side) > 0
+    assert_views_sound(net)
+    assert_symmetric(net)
+    assert all(len(node.active()) >= 1 for node in net.nodes.values())
+    stats = [node.statistics() for node in net.nodes.values()]
+    assert sum(s.reconnects for s in stats) > 0
+    assert sum(s.reconnecting for s in stats) == 0  # everyone answered: nothing left
+
+
+def test_without_reconnecting_a_healed_partition_stays_split() -> None:
+    """The control for the test above: the paper's rules alone never re-merge."""
+    net = build(80, seed=1, config=CONFIG.replace(reconnect_timeout=0.0))
+    net.partition([f"n{i}" for i in range(40)], [f"n{i}" for i in range(40, 80)])
+    net.run(60.0)
+    net.heal()
+    net.run(10.0)
+    assert not connected(net)
+    assert all(node.statistics().reconnect_requests == 0 for node in net.nodes.values())
+
+
 # --- single-node rules ---------------------------------------------------------------
 
 
@@ -357,6 +433,118 @@ def test_neighbour_down_promotes_with_high_priority_when_alone() -> None:
     assert peer not in hpv.passive()
     assert hpv.take_changes() == [(peer, True)]
     assert hpv.statistics().promotions == 1
+
+
+RECONNECT = OverlayConfig(shuffle_interval=10.0, neighbor_timeout=1.0, reconnect_interval=2.0,
+                          reconnect_timeout=10.0)
+
+
+def run_timers(hpv: HyParView, until: float) -> tuple[int, list[tuple[float, str, bool]]]:
+    """Call handle_timer whenever due up to ``until``; the wakeups, and the NEIGHBOR
+    requests sent (time, peer, high priority)."""
+    wakeups = 0
+    requests: list[tuple[float, str, bool]] = []
+    while (at := hpv.get_timer()) <= until:
+        hpv.handle_timer(now=at)
+        wakeups += 1
+        requests += [(at, d, m.high_priority) for d, m in sent(hpv)
+                     if m.kind == OverlayKind.NEIGHBOR]
+    return wakeups, requests
+
+
+def test_idle_node_wakes_only_to_shuffle_and_a_failed_neighbour_briefly_more() -> None:
+    hpv = node(config=RECONNECT)
+    peers = [f"p{i}" for i in range(RECONNECT.active_size)]
+    fill_active(hpv, peers)
+    wakeups, requests = run_timers(hpv, 100.0)
+    assert wakeups == hpv.statistics().shuffles >= 9  # nothing but one per shuffle
+    assert requests == []
+    hpv.neighbour_down("p0", now=100.0)
+    assert hpv.statistics().reconnecting == 1
+    assert hpv.get_timer() == pytest.approx(102.0)
+    wakeups, requests = run_timers(hpv, 120.0)
+    # Asked back every reconnect_interval while remembered (low priority: there is a
+    # free slot), never answering; forgotten after reconnect_timeout.
+    assert [t for t, _, _ in requests] == pytest.approx([102.0, 104.0, 106.0, 108.0])
+    assert {(peer, high) for _, peer, high in requests} == {("p0", False)}
+    stats = hpv.statistics()
+    assert stats.reconnecting == 0
+    assert stats.reconnect_requests == 4
+    assert stats.neighbor_timeouts == 4
+    assert "p0" not in hpv.passive()
+    before = hpv.statistics().shuffles
+    wakeups, requests = run_timers(hpv, 220.0)
+    assert wakeups == hpv.statistics().shuffles - before == 10  # idle again
+    assert requests == []
+
+
+def test_full_node_reconnects_with_high_priority_one_request_at_a_time() -> None:
+    hpv = node(config=RECONNECT.replace(reconnect_timeout=60.0))
+    peers = [f"p{i}" for i in range(RECONNECT.active_size)]
+    fill_active(hpv, peers)
+    for peer in peers[:3]:
+        hpv.neighbour_down(peer, now=1.0)
+    assert hpv.statistics().reconnecting == 3
+    fill_active(hpv, ["q0", "q1", "q2"])  # refilled from elsewhere: full again
+    hpv.take_changes()
+    _, requests = run_timers(hpv, 7.5)
+    # One outstanding at a time, the least recently tried first, with high priority.
+    assert [(t, peer, high) for t, peer, high in requests] == [
+        (3.0, "p0", True), (5.0, "p1", True), (7.0, "p2", True)]
+    assert hpv.statistics().pending == 1
+    hpv.receive("p2", msg(OverlayKind.NEIGHBOR_REPLY, "p2", accepted=True), now=7.6)
+    assert "p2" in hpv.active()
+    assert len(hpv.active()) == RECONNECT.active_size
+    [(victim, disconnect)] = sent(hpv)
+    assert disconnect.kind == OverlayKind.DISCONNECT  # the full view evicted one
+    stats = hpv.statistics()
+    assert (stats.reconnects, stats.reconnecting) == (1, 2)
+    # With a free slot the next request is low priority; a peer that refuses (reachable,
+    # only full) is forgotten and kept as a backup.
+    other = next(p for p in hpv.active() if p != "p2")
+    hpv.receive(other, msg(OverlayKind.DISCONNECT, other), now=7.7)
+    assert [(d, m.kind) for d, m in sent(hpv)] == [(victim, OverlayKind.NEIGHBOR)]  # _fill
+    _, requests = run_timers(hpv, 9.5)
+    assert requests == [(9.0, "p0", False)]
+    hpv.receive("p0", msg(OverlayKind.NEIGHBOR_REPLY, "p0", accepted=False), now=9.6)
+    assert hpv.statistics().reconnecting == 1
+    assert "p0" in hpv.passive()
+    # A remembered peer that becomes a neighbour any other way is forgotten too.
+    hpv.receive("p1", msg(OverlayKind.NEIGHBOR, "p1", high_priority=True), now=9.7)
+    stats = hpv.statistics()
+    assert (stats.reconnects, stats.reconnecting) == (2, 0)
+
+
+def test_reconnect_list_keeps_the_newest_passive_size_entries() -> None:
+    config = RECONNECT.replace(active_size=8, passive_size=3, reconnect_timeout=60.0)
+    hpv = node(config=config)
+    peers = [f"p{i}" for i in range(8)]
+    fill_active(hpv, peers)
+    for i, peer in enumerate(peers):
+        hpv.neighbour_down(peer, now=1.0 + i / 100)
+    assert hpv.active() == []
+    assert hpv.statistics().reconnecting == 3
+    _, requests = run_timers(hpv, 30.0)
+    assert {peer for _, peer, _ in requests} == {"p5", "p6", "p7"}
+    assert len(requests) == 14  # one every 2 s: the list does not multiply requests
+
+
+def test_isolated_node_rejoins_while_a_reconnect_is_outstanding() -> None:
+    hpv = node(config=RECONNECT.replace(reconnect_timeout=60.0))
+    hpv.join("c", now=0.0)
+    hpv.receive("c", msg(OverlayKind.NEIGHBOR_REPLY, "c", accepted=True), now=0.0)
+    fill_active(hpv, ["x"])
+    shuffle_at = hpv.get_timer()
+    hpv.receive("c", msg(OverlayKind.DISCONNECT, "c"), now=0.1)
+    hpv.neighbour_down("c", now=0.1)  # the contact is gone from both views
+    # x fails so that its reconnect requests fall due with every shuffle.
+    hpv.neighbour_down("x", now=shuffle_at - RECONNECT.reconnect_interval)
+    assert (hpv.active(), hpv.passive()) == ([], [])
+    hpv.messages_to_send()
+    hpv.handle_timer(now=shuffle_at)
+    out = [(d, m.kind) for d, m in sent(hpv)]
+    assert ("x", OverlayKind.NEIGHBOR) in out
+    assert ("c", OverlayKind.JOIN) in out
 
 
 def test_join_walk_gives_the_joiner_several_neighbours() -> None:
@@ -506,6 +694,10 @@ def test_shuffles_shrink_to_fit_max_message() -> None:
     ({"shuffle_passive": 300}, "overlay.shuffle_passive"),
     ({"neighbor_timeout": -1.0}, "overlay.neighbor_timeout"),
     ({"max_message": 100}, "overlay.max_message"),
+    ({"reconnect_interval": 0.0}, "overlay.reconnect_interval"),
+    ({"reconnect_interval": float("inf")}, "overlay.reconnect_interval"),
+    ({"reconnect_timeout": -1.0}, "overlay.reconnect_timeout"),
+    ({"reconnect_timeout": 1.0}, "overlay.reconnect_timeout"),  # < reconnect_interval
     ({"active_size": True}, "overlay.active_size"),
 ])
 def test_config_validation_names_the_field(changes: dict[str, object], field: str) -> None:
@@ -518,4 +710,5 @@ def test_config_presets() -> None:
     assert OverlayConfig.lan() == OverlayConfig()
     assert OverlayConfig().active_size == 5
     assert OverlayConfig().passive_size == 30
+    assert OverlayConfig(reconnect_timeout=0.0).reconnect_timeout == 0.0  # off
     assert OverlayConfig.local().shuffle_interval < OverlayConfig.lan().shuffle_interval
