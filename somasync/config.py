@@ -170,6 +170,12 @@ class GossipConfig:
     """Tree: announced-but-missing message ids remembered; beyond it the oldest are
     forgotten (and counted): anti-entropy still repairs them."""
 
+    max_stream_trees: int = 4096
+    """Tree: origins (streams) whose own broadcast tree a node remembers, least recently
+    used first out. Each costs a few hundred bytes (its pruned links); a forgotten
+    stream's next message floods once and prunes again. 4096 covers every publisher of
+    most deployments."""
+
     def __post_init__(self) -> None:
         _positive_int(self.fanout, "gossip.fanout")
         _positive_int(self.max_hops, "gossip.max_hops")
@@ -196,6 +202,7 @@ class GossipConfig:
         _positive_float(self.lazy_timeout, "gossip.lazy_timeout")
         _positive_float(self.graft_retry, "gossip.graft_retry")
         _positive_int(self.max_missing, "gossip.max_missing")
+        _positive_int(self.max_stream_trees, "gossip.max_stream_trees")
         _require(
             isinstance(self.require_signatures, bool),
             "gossip.require_signatures",

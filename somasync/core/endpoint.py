@@ -53,6 +53,11 @@ HOUSEKEEPING_INTERVAL = 0.5  # seconds between expiry sweeps (seen cache, store,
 _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never here
 
 
+def _tag_of(envelope: wire.Envelope) -> bytes:
+    origin, source = envelope.stream
+    return wire.stream_tag(origin, source.encode())
+
+
 def hello_frame(identity: Identity, node_id: str, listen_address: str | None) -> bytes:
     """The signed HELLO frame that opens every connection."""
     body = wire.encode_hello_body(identity.public_key, node_id, listen_address)
@@ -191,7 +196,7 @@ class Endpoint:
             if config.forwarding == "tree":
                 strategy = self._tree = BroadcastTree(
                     lazy_timeout=config.lazy_timeout, graft_retry=config.graft_retry,
-                    max_missing=config.max_missing)
+                    max_missing=config.max_missing, max_trees=config.max_stream_trees)
             else:
                 strategy = PushGossip(config.fanout)
         elif isinstance(strategy, BroadcastTree):
@@ -594,16 +599,18 @@ class Endpoint:
         assert state.hello is not None
         self._deliveries.append(Delivery(envelope, payload, state.hello.node_id, frame.hops))
         tree = self._tree
+        tag = None
         if tree is not None:
+            tag = _tag_of(envelope)
             repaired = bool(frame.flags & wire.FLAG_REPAIR)
             tree.received(message_id, repaired=repaired)
             if not repaired:
-                tree.make_eager(state.id)  # it pushes to us, so it is our tree parent
+                tree.make_eager(state.id, tag)  # it pushes to us: our parent in this tree
         if frame.hops + 1 < config.max_hops:
             # A repair travels on as a repair: where it meets the tree's own copy of the
             # message, neither copy may look like a redundant path and prune the tree.
             self._forward(envelope, hops=frame.hops + 1, received_from=state.id,
-                          repair=bool(frame.flags & wire.FLAG_REPAIR))
+                          repair=bool(frame.flags & wire.FLAG_REPAIR), tag=tag)
 
     def _on_digest(self, state: _Link, frame: wire.Frame, now: float) -> None:
         digest = wire.decode_digest(frame)
@@ -694,17 +701,19 @@ class Endpoint:
         self._store.add(envelope, now=now, hops=hops)
 
     def _forward(self, envelope: wire.Envelope, *, hops: int, received_from: int | None,
-                 repair: bool = False) -> None:
+                 repair: bool = False, tag: bytes | None = None) -> None:
         tree = self._tree
         if tree is not None:
-            lazy = tree.lazy_targets(received_from=received_from)
+            if tag is None:
+                tag = _tag_of(envelope)
+            lazy = tree.lazy_targets(tag, received_from=received_from)
             if lazy:
-                origin, source = envelope.stream
-                entry = wire.encode_tree_entry(
-                    envelope.id, wire.stream_tag(origin, source.encode()), hops)
+                entry = wire.encode_tree_entry(envelope.id, tag, hops)
                 for link in lazy:
                     tree.announce(link, entry)
-        targets = self._strategy.targets(received_from=received_from, rng=self._rng)
+            targets = tree.eager_targets(tag, received_from=received_from)
+        else:
+            targets = self._strategy.targets(received_from=received_from, rng=self._rng)
         if not targets:
             return
         frame = wire.encode_message_frame(envelope, hops=hops, repair=repair)
@@ -724,14 +733,15 @@ class Endpoint:
         tree = self._tree
         if tree is None or frame.flags & wire.FLAG_REPAIR:
             return
+        origin, source = wire.envelope_stream_bytes(body)
+        tag = wire.stream_tag(origin, source)
         if tree.arrived_by_repair(message_id):
             # The repair overtook this tree copy: the link is sound, keep it.
-            tree.make_eager(state.id)
+            tree.make_eager(state.id, tag)
             return
-        tree.make_lazy(state.id)
-        origin, source = wire.envelope_stream_bytes(body)
-        self._send_tree_frame(state, wire.FrameKind.PRUNE, [
-            wire.encode_tree_entry(message_id, wire.stream_tag(origin, source))])
+        tree.make_lazy(state.id, tag)
+        self._send_tree_frame(state, wire.FrameKind.PRUNE,
+                              [wire.encode_tree_entry(message_id, tag)])
         tree.count_prune_sent()
 
     def _on_tree_frame(self, state: _Link, frame: wire.Frame, now: float) -> None:
@@ -769,8 +779,8 @@ class Endpoint:
                     tree.heard(entry.message_id, entry.tag, state.id, now=now)
         elif kind == wire.FrameKind.GRAFT:
             tree.count_graft_received()
-            tree.make_eager(state.id)
             for entry in entries:
+                tree.make_eager(state.id, entry.tag)
                 stored = self._store.get(entry.message_id)
                 if stored is not None:
                     self._queue(state, stored[0], stored[1])
@@ -778,7 +788,8 @@ class Endpoint:
                     self._counters.forwarded += 1
         else:
             tree.count_prune_received()
-            tree.make_lazy(state.id)
+            for entry in entries:
+                tree.make_lazy(state.id, entry.tag)
 
     def _send_tree_frame(self, state: _Link, kind: int, entries: list[bytes]) -> None:
         step = min(wire.MAX_TREE_ENTRIES,

@@ -19,12 +19,14 @@ from somasync.testing import WALL, Mesh
 TREE = GossipConfig.local().replace(anti_entropy_interval=3600.0, lazy_timeout=0.2,
                                     graft_retry=0.3)
 KEY = nacl.signing.SigningKey(bytes(range(32)))
+TAG = wire.stream_tag(bytes(KEY.verify_key), b"origin")  # the tree every test message uses
 
 
-def message(sequence: int) -> wire.Envelope:
-    return (Message(MessageType.Data(f"alert {sequence}"), "origin", timestamp=WALL,
+def message(sequence: int, key: nacl.signing.SigningKey = KEY,
+            source: str = "origin") -> wire.Envelope:
+    return (Message(MessageType.Data(f"alert {sequence}"), source, timestamp=WALL,
                     ttl=3600, sequence=sequence)
-            .sign_with_ed25519(KEY).to_envelope())
+            .sign_with_ed25519(key).to_envelope())
 
 
 def random_mesh(config: GossipConfig, n: int = 16, degree: int = 4, seed: int = 3) -> Mesh:
@@ -95,7 +97,7 @@ def test_lazy_announcement_repairs_a_broken_tree_with_a_graft() -> None:
     # notices (a stalled path), so only IHAVE + GRAFT can bring the message.
     victim = "n7"
     parent_links = [link for link in mesh.nodes[victim].peer_links()
-                    if mesh.nodes[victim]._tree.is_eager(link)]  # type: ignore[union-attr]
+                    if mesh.nodes[victim]._tree.is_eager(link, TAG)]  # type: ignore[union-attr]
     assert parent_links
     for link in parent_links:
         mesh.wires[(victim, link)].drop = True
@@ -114,12 +116,13 @@ def test_graft_moves_to_the_next_announcer_when_the_first_is_silent() -> None:
     tree = BroadcastTree(lazy_timeout=0.1, graft_retry=0.2, max_missing=10)
     for link in (1, 2, 3):
         tree.link_up(link)
-        tree.make_lazy(link)
+        tree.make_lazy(link, b"t" * 8)
     tree.heard(b"m" * 16, b"t" * 8, 2, now=0.0)
     tree.heard(b"m" * 16, b"t" * 8, 3, now=0.01)
     assert tree.due(now=0.05) == []
     assert tree.due(now=0.1) == [(2, b"m" * 16, b"t" * 8)]
-    assert tree.is_eager(2)
+    assert tree.is_eager(2, b"t" * 8)
+    assert not tree.is_eager(3, b"t" * 8)
     assert tree.due(now=0.25) == []
     assert tree.due(now=0.31) == [(3, b"m" * 16, b"t" * 8)]
     tree.received(b"m" * 16)
@@ -206,7 +209,7 @@ def test_a_repair_meeting_the_tree_copy_does_not_prune_the_tree() -> None:
     tree = mesh.nodes[far]._tree
     assert tree is not None
     # The repair comes from an overlay neighbour off the tree, as anti-entropy's do.
-    link = next(link for link in mesh.nodes[far].peer_links() if not tree.is_eager(link))
+    link = next(link for link in mesh.nodes[far].peer_links() if not tree.is_eager(link, TAG))
     mesh.inject(far, link, wire.encode_message_frame(envelope, hops=0, repair=True))
     mesh.settle()
     assert all(envelope.id in ids for name, ids in mesh.delivered.items() if name != "n0")
@@ -215,3 +218,42 @@ def test_a_repair_meeting_the_tree_copy_does_not_prune_the_tree() -> None:
     before = received_copies(mesh)
     publish(mesh, 6)
     assert received_copies(mesh) - before == 15, "still a spanning tree: one copy each"
+
+
+def test_each_origin_gets_a_tree_of_its_own() -> None:
+    mesh = random_mesh(TREE)
+    other = nacl.signing.SigningKey(bytes(range(1, 33)))
+    for sequence in range(1, 5):
+        publish(mesh, sequence)
+        mesh.nodes["n9"].broadcast(message(sequence, other, "n9"), now=mesh.now)
+        mesh.settle()
+    for origin, envelope in (("n0", message(5)), ("n9", message(5, other, "n9"))):
+        before = received_copies(mesh)
+        mesh.nodes[origin].broadcast(envelope, now=mesh.now)
+        mesh.settle()
+        assert received_copies(mesh) - before == 15, origin
+    # A node keeps a stream's pruned links (none where every link is in that tree).
+    assert max(e.statistics().tree.streams  # type: ignore[union-attr]
+               for e in mesh.nodes.values()) == 2
+    # Rooted at different nodes, the two trees are different sets of links.
+    other_tag = wire.stream_tag(bytes(other.verify_key), b"n9")
+    shapes = {tag: {(name, link) for name, e in mesh.nodes.items()
+                    for link in e.peer_links() if e._tree.is_eager(link, tag)}  # type: ignore[union-attr]
+              for tag in (TAG, other_tag)}
+    assert shapes[TAG] != shapes[other_tag]
+
+
+def test_stream_trees_are_bounded_least_recently_used_first() -> None:
+    tree = BroadcastTree(lazy_timeout=0.1, graft_retry=0.2, max_missing=10, max_trees=2)
+    tree.link_up(1)
+    tree.link_up(2)
+    for tag in (b"a" * 8, b"b" * 8):
+        tree.make_lazy(1, tag)
+    tree.eager_targets(b"a" * 8, received_from=None)  # "a" is used again, "b" is older
+    tree.make_lazy(1, b"c" * 8)
+    stats = tree.statistics()
+    assert (stats.streams, stats.trees_dropped) == (2, 1)
+    assert tree.is_eager(1, b"b" * 8), "forgotten: floods again"
+    assert not tree.is_eager(1, b"a" * 8)
+    assert tree.eager_targets(b"c" * 8, received_from=None) == [2]
+    assert tree.lazy_targets(b"c" * 8, received_from=None) == [1]
