@@ -73,7 +73,9 @@ class GossipConfig:
     """
 
     fanout: int = 4
-    """Neighbours a received message is forwarded to (chosen at random, never the sender).
+    """Push forwarding (``forwarding="push"``) only: neighbours a received message is
+    forwarded to (chosen at random, never the sender). The broadcast tree sends to its
+    tree links instead.
 
     Push gossip reaches every node with high probability when fanout >= ln(N) + c; 4 covers
     meshes of tens of nodes per hop, and anti-entropy repairs the rare miss. A node's own
