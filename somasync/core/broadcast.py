@@ -90,8 +90,8 @@ class _Counters:
 class BroadcastTree:
     """Eager and lazy neighbour links, pending announcements, and missing messages.
 
-    Also a :class:`~somasync.core.strategy.ForwardingStrategy`: ``targets`` are the eager
-    links.
+    Also the :class:`~somasync.core.strategy.ForwardingStrategy` of a tree-forwarding
+    endpoint: ``targets`` are a stream's eager links.
 
     Args:
         lazy_timeout: seconds from the first announcement of a missing message to its
@@ -132,20 +132,17 @@ class BroadcastTree:
                 pruned.pop(link, None)
         self._pending.pop(link, None)
 
-    def targets(self, *, received_from: int | None, rng: random.Random) -> list[int]:
-        """Every link but the one a message came on: the tree of a stream not seen yet.
-        The endpoint asks :meth:`eager_targets` with the stream's tag."""
-        return [link for link in self._links if link != received_from]
-
-    # --- tree shape, per stream ----------------------------------------------------------
-
-    def eager_targets(self, tag: bytes, *, received_from: int | None) -> list[int]:
-        """The links stream ``tag``'s messages go to whole."""
+    def targets(self, tag: bytes, *, received_from: int | None,
+                rng: random.Random | None = None) -> list[int]:
+        """The links stream ``tag``'s messages go to whole (all of them for a stream
+        with no tree yet), but the one the message came on."""
         pruned = self._pruned.get(tag)
         if pruned is None:
             return [link for link in self._links if link != received_from]
         self._pruned.move_to_end(tag)
         return [link for link in self._links if link != received_from and link not in pruned]
+
+    # --- tree shape, per stream ----------------------------------------------------------
 
     def lazy_targets(self, tag: bytes, *, received_from: int | None) -> list[int]:
         """The links stream ``tag``'s messages are only announced to."""

@@ -170,8 +170,6 @@ class Endpoint:
         wall_offset: wall-clock seconds minus ``now``, to compare with origin timestamps.
         listen_address: ``host:port`` peers can dial back, announced in HELLO.
         handshake_timeout: seconds a link may stay without a valid HELLO.
-        strategy: forward-target selection; by default the broadcast tree or plain push
-            gossip, as ``config.forwarding`` says.
         shard: this endpoint's place in a sharded node (see :mod:`somasync.core.shard`);
             None for a node in one process.
         verify: the signature check, :func:`somasync.core.crypto.verify` unless a caller
@@ -181,7 +179,6 @@ class Endpoint:
     def __init__(self, config: GossipConfig, identity: Identity, node_id: str, *,
                  rng: random.Random, now: float, wall_offset: float = 0.0,
                  listen_address: str | None = None, handshake_timeout: float = 5.0,
-                 strategy: ForwardingStrategy | None = None,
                  shard: Shard | None = None,
                  verify: crypto.Verifier = crypto.verify) -> None:
         self.config = config
@@ -191,17 +188,15 @@ class Endpoint:
         self.handshake_timeout = handshake_timeout
         self._rng = rng
         self._wall_offset = wall_offset
+        # The broadcast tree or plain push gossip, as ``config.forwarding`` says.
         self._tree: BroadcastTree | None = None
-        if strategy is None:
-            if config.forwarding == "tree":
-                strategy = self._tree = BroadcastTree(
-                    lazy_timeout=config.lazy_timeout, graft_retry=config.graft_retry,
-                    max_missing=config.max_missing, max_trees=config.max_stream_trees)
-            else:
-                strategy = PushGossip(config.fanout)
-        elif isinstance(strategy, BroadcastTree):
-            self._tree = strategy
-        self._strategy: ForwardingStrategy = strategy
+        self._strategy: ForwardingStrategy
+        if config.forwarding == "tree":
+            self._strategy = self._tree = BroadcastTree(
+                lazy_timeout=config.lazy_timeout, graft_retry=config.graft_retry,
+                max_missing=config.max_missing, max_trees=config.max_stream_trees)
+        else:
+            self._strategy = PushGossip(config.fanout)
         self._shard = shard
         self._verify = verify
         self._hello: tuple[str | None, bytes] | None = None
@@ -397,7 +392,8 @@ class Endpoint:
             elif kind == RoutedKind.DIGEST:
                 self._on_digest(state, wire.decode_frame(item.data), now)
             elif kind == RoutedKind.TREE:
-                self._on_tree_entries(state, wire.decode_frame(item.data), now)
+                frame = wire.decode_frame(item.data)
+                self._on_tree_entries(state, frame.kind, wire.decode_tree_entries(frame), now)
             elif kind == RoutedKind.CLOSE:
                 self._request_close(state, item.data.decode(errors="replace"))
         except DecodeError as exc:
@@ -599,9 +595,8 @@ class Endpoint:
         assert state.hello is not None
         self._deliveries.append(Delivery(envelope, payload, state.hello.node_id, frame.hops))
         tree = self._tree
-        tag = None
+        tag = _tag_of(envelope)
         if tree is not None:
-            tag = _tag_of(envelope)
             repaired = bool(frame.flags & wire.FLAG_REPAIR)
             tree.received(message_id, repaired=repaired)
             if not repaired:
@@ -702,18 +697,18 @@ class Endpoint:
 
     def _forward(self, envelope: wire.Envelope, *, hops: int, received_from: int | None,
                  repair: bool = False, tag: bytes | None = None) -> None:
+        """Push to the stream's targets, and announce to the tree's lazy links; ``tag``:
+        the stream's, when the caller already has it."""
+        if tag is None:
+            tag = _tag_of(envelope)
         tree = self._tree
         if tree is not None:
-            if tag is None:
-                tag = _tag_of(envelope)
             lazy = tree.lazy_targets(tag, received_from=received_from)
             if lazy:
                 entry = wire.encode_tree_entry(envelope.id, tag, hops)
                 for link in lazy:
                     tree.announce(link, entry)
-            targets = tree.eager_targets(tag, received_from=received_from)
-        else:
-            targets = self._strategy.targets(received_from=received_from, rng=self._rng)
+        targets = self._strategy.targets(tag, received_from=received_from, rng=self._rng)
         if not targets:
             return
         frame = wire.encode_message_frame(envelope, hops=hops, repair=repair)
@@ -747,31 +742,31 @@ class Endpoint:
     def _on_tree_frame(self, state: _Link, frame: wire.Frame, now: float) -> None:
         """An IHAVE, GRAFT or PRUNE from a neighbour. A sharded node hands each entry to
         the worker owning its stream, whose tree the entry concerns."""
-        shard = self._shard
-        if shard is None:
-            self._on_tree_entries(state, frame, now)
-            return
-        by_owner: dict[int, list[bytes]] = {}
-        for entry in wire.decode_tree_entries(frame):
-            owner = tag_owner(entry.tag, shard.count)
-            by_owner.setdefault(owner, []).append(
-                wire.encode_tree_entry(entry.message_id, entry.tag, entry.hops))
-        for owner, entries in by_owner.items():
-            part = wire.encode_tree_frame(frame.kind, entries)
-            if owner == shard.index:
-                self._on_tree_entries(state, wire.decode_frame(part[4:]), now)
-            else:
-                self._route(owner, Routed(RoutedKind.TREE, state.id, 0, part[4:]))
-
-    def _on_tree_entries(self, state: _Link, frame: wire.Frame, now: float) -> None:
         entries = wire.decode_tree_entries(frame)
+        shard = self._shard
+        if shard is not None:
+            mine: list[wire.TreeEntry] = []
+            theirs: dict[int, list[bytes]] = {}
+            for entry in entries:
+                owner = tag_owner(entry.tag, shard.count)
+                if owner == shard.index:
+                    mine.append(entry)
+                else:
+                    theirs.setdefault(owner, []).append(wire.encode_tree_entry(*entry))
+            for owner, encoded in theirs.items():
+                part = wire.encode_tree_frame(frame.kind, encoded)
+                self._route(owner, Routed(RoutedKind.TREE, state.id, 0, part[4:]))
+            entries = mine
+        self._on_tree_entries(state, frame.kind, entries, now)
+
+    def _on_tree_entries(self, state: _Link, kind: int, entries: list[wire.TreeEntry],
+                         now: float) -> None:
         tree = self._tree
         if tree is None:
             # A push-forwarding node ignores the tree but keeps the link: mixed meshes
             # (during an upgrade) still deliver through pushes and anti-entropy.
             self._count_reject("tree_frame_ignored")
             return
-        kind = frame.kind
         if kind == wire.FrameKind.IHAVE:
             seen = self._seen
             for entry in entries:

@@ -128,10 +128,7 @@ def decode_claim(data: bytes, offset: int = 0) -> tuple[Claim, int]:
     offset += CLAIM_HEAD.size
     author, node_id, address = subject, "", ""
     if claim_type in (ClaimType.SUSPECT, ClaimType.DEAD):
-        author = data[offset : offset + KEY_SIZE]
-        if len(author) != KEY_SIZE:
-            raise DecodeError("truncated", "claim author cut short")
-        offset += KEY_SIZE
+        author, offset = _key(data, offset, "claim author")
     elif claim_type == ClaimType.ALIVE:
         node_id, offset = _short_text(data, offset, "node id")
         address, offset = _short_text(data, offset, "address")
@@ -144,6 +141,14 @@ def decode_claim(data: bytes, offset: int = 0) -> tuple[Claim, int]:
     offset += SIGNATURE_SIZE
     return Claim(claim_type, subject, incarnation, author, node_id, address, signed,
                  signature, data[start:offset]), offset
+
+
+def _key(data: bytes, offset: int, what: str) -> tuple[bytes, int]:
+    """A 32-byte public key at ``offset``, and the offset after it."""
+    key = data[offset : offset + KEY_SIZE]
+    if len(key) != KEY_SIZE:
+        raise DecodeError("truncated", f"{what} cut short")
+    return key, offset + KEY_SIZE
 
 
 def _short_text(data: bytes, offset: int, what: str) -> tuple[str, int]:
@@ -222,10 +227,7 @@ def decode_datagram(data: bytes, *, max_claims: int = 4096) -> Datagram:
     offset = HEADER.size
     target, target_address, reply_wanted = b"", "", False
     if kind in (DatagramKind.PING, DatagramKind.PING_REQ):
-        target = data[offset : offset + KEY_SIZE]
-        if len(target) != KEY_SIZE:
-            raise DecodeError("truncated", "ping target cut short")
-        offset += KEY_SIZE
+        target, offset = _key(data, offset, "ping target")
     if kind == DatagramKind.PING_REQ:
         target_address, offset = _short_text(data, offset, "target address")
         if not target_address:

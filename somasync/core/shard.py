@@ -23,6 +23,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from somasync.core.wire import stream_tag
+
 __all__ = ["Routed", "RoutedKind", "Shard", "peer_owner", "stream_owner", "tag_owner"]
 
 
@@ -32,12 +34,12 @@ def _bucket(data: bytes, count: int) -> int:
 
 def stream_owner(origin: bytes, source: bytes, count: int) -> int:
     """Worker owning the stream ``(origin key, source)`` (source as UTF-8 bytes)."""
-    return _bucket(origin + b"\x00" + source, count)
+    return tag_owner(stream_tag(origin, source), count)
 
 
 def tag_owner(tag: bytes, count: int) -> int:
-    """Worker owning the stream whose tag (:func:`somasync.core.wire.stream_tag`, the
-    same BLAKE2b as :func:`stream_owner`) is ``tag``."""
+    """Worker owning the stream whose tag (:func:`somasync.core.wire.stream_tag`) is
+    ``tag``: tree frames name streams by tag, so any worker can route their entries."""
     return int.from_bytes(tag, "little") % count
 
 

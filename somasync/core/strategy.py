@@ -1,9 +1,9 @@
 """The forwarding seam: which neighbours a message is pushed to.
 
 The endpoint owns links, dedup, verification and the store; a strategy only chooses
-targets. :class:`PushGossip` is plain push gossip with a fixed fanout. An epidemic
-broadcast tree (eager push on tree links, lazy announcements elsewhere) replaces it
-behind this same seam.
+targets, per message stream (named by its tag, :func:`somasync.core.wire.stream_tag`).
+:class:`PushGossip` is plain push gossip with a fixed fanout and ignores the stream;
+:class:`somasync.core.broadcast.BroadcastTree` pushes along that stream's tree.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ class ForwardingStrategy(Protocol):
     def link_down(self, link: int) -> None:
         """A neighbour link is gone."""
 
-    def targets(self, *, received_from: int | None, rng: random.Random) -> list[int]:
-        """Links to push a new message to; ``received_from`` is None for own messages."""
+    def targets(self, tag: bytes, *, received_from: int | None,
+                rng: random.Random) -> list[int]:
+        """Links to push a new message of stream ``tag`` to; ``received_from`` is None
+        for own messages."""
         ...
 
 
@@ -56,7 +58,8 @@ class PushGossip:
             self._links[position] = last
             self._index[last] = position
 
-    def targets(self, *, received_from: int | None, rng: random.Random) -> list[int]:
+    def targets(self, tag: bytes, *, received_from: int | None,
+                rng: random.Random) -> list[int]:
         links = self._links
         if received_from is None:
             return list(links)

@@ -39,14 +39,13 @@ from somasync.errors import ConfigError
 from somasync.message import Message
 from somasync.sim.metrics import LogHistogram
 from somasync.sim.network import NetworkModel
+from somasync.testing import WALL  # one fixed epoch for every deterministic harness
 
 if TYPE_CHECKING:
     from somasync.sim.overlays import Overlay
 
 __all__ = ["WALL", "MemoVerifier", "Simulation", "VirtualNode", "derive_seed"]
 
-WALL = 1_800_000_000.0
-"""Wall-clock seconds at virtual time 0 (fixed, so timestamps and TTLs are deterministic)."""
 
 _ARRIVE, _TIMER, _DGRAM, _OTIMER, _CALL = 0, 1, 2, 3, 4
 _LENGTH = struct.Struct("!I")

@@ -249,11 +249,11 @@ def test_stream_trees_are_bounded_least_recently_used_first() -> None:
     tree.link_up(2)
     for tag in (b"a" * 8, b"b" * 8):
         tree.make_lazy(1, tag)
-    tree.eager_targets(b"a" * 8, received_from=None)  # "a" is used again, "b" is older
+    tree.targets(b"a" * 8, received_from=None)  # "a" is used again, "b" is older
     tree.make_lazy(1, b"c" * 8)
     stats = tree.statistics()
     assert (stats.streams, stats.trees_dropped) == (2, 1)
     assert tree.is_eager(1, b"b" * 8), "forgotten: floods again"
     assert not tree.is_eager(1, b"a" * 8)
-    assert tree.eager_targets(b"c" * 8, received_from=None) == [2]
+    assert tree.targets(b"c" * 8, received_from=None) == [2]
     assert tree.lazy_targets(b"c" * 8, received_from=None) == [1]
