@@ -20,6 +20,7 @@ from typing import Any
 
 from somasync.bench.runner import BenchError, Progress, run_bench
 from somasync.bench.settings import PRESETS, SCENARIOS, BenchSettings
+from somasync.bench.timeline import format_trend
 from somasync.errors import ConfigError
 
 __all__ = ["format_summary", "main"]
@@ -58,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"seconds of publishing ({defaults.duration:g})")
     parser.add_argument("--messages", type=int, help="total messages (default rate x duration)")
     parser.add_argument("--scenario", choices=SCENARIOS, help="steady (default), burst, "
-                        "kill-node, kill-worker or slow")
+                        "kill-node, kill-worker, slow or soak")
     parser.add_argument("--priority-mix", type=_priority_mix, dest="priority_mix",
                         help="priority:weight pairs (200:1,128:8,32:1)")
     parser.add_argument("--slow-rate", type=float, dest="slow_rate",
@@ -70,7 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--drop-every", type=int, dest="drop_every",
                         help="testing the bench: node 0's application discards every "
                              "k-th delivery, so the run must fail")
+    parser.add_argument("--interval", type=float,
+                        help=f"seconds per timeline interval ({defaults.interval:g})")
+    parser.add_argument("--anti-entropy-interval", type=float, dest="anti_entropy_interval",
+                        help="seconds between the nodes' anti-entropy rounds (library "
+                             "default; any value is a deviation the header lists)")
     parser.add_argument("--json", metavar="PATH", help="write the full result as JSON")
+    parser.add_argument("--plot", metavar="PNG",
+                        help="draw every node's p99 latency and RSS over time (needs "
+                             "matplotlib: pip install 'somasync[plot]')")
     parser.add_argument("--no-progress", action="store_true",
                         help="no live status line (it is shown only on a terminal anyway)")
     return parser
@@ -80,7 +89,7 @@ def _settings(args: argparse.Namespace) -> BenchSettings:
     base = PRESETS["quick"] if args.quick else PRESETS.get(args.preset or "", BenchSettings())
     fields = ("nodes", "workers", "publishers", "rate", "size", "duration", "messages",
               "scenario", "priority_mix", "slow_rate", "links", "seed", "drain_timeout",
-              "drop_every")
+              "drop_every", "interval", "anti_entropy_interval")
     changes = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if changes.get("scenario") == "burst" and "messages" not in changes and not base.messages:
         changes["messages"] = base.total_messages
@@ -116,6 +125,9 @@ def format_summary(result: dict[str, Any]) -> str:
         f"publisher(s), scenario {s['scenario']}, {s['size']} B payloads, "
         f"{result['published']['messages']:,} messages in {result['published']['seconds']:.1f}"
         f" s ({_fmt(result['published']['rate_per_s'])} msg/s offered)",
+        "node configuration: GossipConfig.lan() "
+        + (", ".join(f"except {k}={v!r}" for k, v in result["gossip_config"]["deviations"]
+                     .items()) or "unchanged (the library's defaults)"),
         f"machine: {result['machine']['cpu']}, {result['machine']['usable_cores']} usable "
         f"cores; raw PyNaCl verify (one core, this run) {raw['median']:,.0f}/s "
         f"({raw['min']:,.0f}-{raw['max']:,.0f})",
@@ -151,6 +163,8 @@ def format_summary(result: dict[str, Any]) -> str:
         f"{t['ceiling_per_node_per_s']:,.0f} msg/s -> {_fmt(t['fraction_of_ceiling'], 2)} of "
         f"ceiling; efficiency {t['efficiency']:.2f} (all nodes' msg/s / (cores x raw))",
     ]
+    if s["scenario"] == "soak" and result["timeline"] is not None:
+        lines += ["", format_trend(result["timeline"], result["trend"])]
     lines.extend(f"  [{event['at_s']:7.2f} s] {event['what']}" for event in result["events"])
     lines.append("OK: every live node received every message exactly once" if result["ok"]
                  else "FAILED: messages were lost or duplicated")
@@ -170,6 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
     except ConfigError as exc:
         parser.error(str(exc))
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401 -- fail before the run, not after it
+        except ImportError:
+            parser.error("--plot needs matplotlib: pip install 'somasync[plot]'")
+        if settings.rate <= 0 or settings.scenario == "burst":
+            parser.error("--plot draws the timeline of an open-loop run (rate > 0, not burst)")
     import uvloop
 
     show = sys.stderr.isatty() and not args.no_progress
@@ -188,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("\r" + " " * 100 + "\r")
     print(format_summary(result))
     print(f"({time.perf_counter() - started:.1f} s)")
+    if args.plot:
+        from somasync.bench.timeline import plot_timeline
+
+        plot_timeline(result, args.plot)
+        print(f"timeline drawn to {args.plot}")
     if args.json:
         import orjson
 

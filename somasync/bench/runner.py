@@ -29,6 +29,7 @@ from somasync.bench.ceiling import raw_verify_samples
 from somasync.bench.histogram import LatencyHistogram
 from somasync.bench.machine import machine_info
 from somasync.bench.settings import BenchSettings
+from somasync.bench.timeline import build_timeline, summarise_trend
 
 __all__ = ["BenchError", "Progress", "run_bench"]
 
@@ -69,6 +70,8 @@ class _Child:
     cpu_end: float = 0.0
     rss_max: int = 0
     processes: int = 1
+    samples: list[tuple[float, int, float]] = field(default_factory=list)
+    """(seconds since go, RSS bytes, CPU seconds) at the start and every interval."""
     reader: asyncio.Task[None] | None = None
 
     @property
@@ -211,12 +214,9 @@ async def run_bench(settings: BenchSettings,
     raw = raw_verify_samples(size=settings.size + 150)
     planned = settings.planned()
     victim = settings.nodes - 1 if settings.scenario == "kill-node" else None
-    gossip = {
-        "anti_entropy_interval": settings.anti_entropy_interval,
-        "max_stored_messages": settings.total_messages + 1000,
-        "seen_cache_size": 2 * settings.total_messages + 1000,
-        "max_message_age": 3600.0,
-    }
+    # The library's defaults, so the bench measures what users run; deviations are
+    # explicit flags, and the report lists them.
+    gossip = settings.gossip_deviations()
     nodes: list[_Child] = []
     publishers: list[_Child] = []
     events: list[dict[str, Any]] = []
@@ -286,6 +286,7 @@ async def run_bench(settings: BenchSettings,
         pace = "as fast as possible" if fastest else f"{settings.rate:g}/s"
         note(f"publishing {settings.total_messages} messages ({pace})")
 
+        next_sample = go_wall
         fault_at = go_wall + settings.duration / 2
         fault_done = settings.scenario not in ("kill-node", "kill-worker")
         done: dict[int, dict[str, Any]] = {}
@@ -312,9 +313,14 @@ async def run_bench(settings: BenchSettings,
                     os.kill(pid, signal.SIGKILL)
                     note(f"SIGKILL worker pid {pid} of node bench-0")
             live = [n for n in nodes if not n.killed]
+            sampling = now >= next_sample and drain_deadline is None
+            if sampling:
+                next_sample += settings.interval
             for child in live:
-                _, rss, _ = _cpu_and_rss(child.pid)
+                cpu, rss, _ = _cpu_and_rss(child.pid)
                 child.rss_max = max(child.rss_max, rss)
+                if sampling:
+                    child.samples.append((round(now - go_wall, 3), rss, cpu))
             slowest = min(n.latest.get("unique", 0) for n in live)
             if len(done) == len(publishers) and drain_deadline is None:
                 drain_deadline = now + settings.drain_timeout
@@ -413,6 +419,12 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
             "deliveries_dropped": report["deliveries_dropped"],
             "rejected": report["rejected"], "worker_restarts": report["worker_restarts"],
         })
+    timeline = None
+    if settings.rate > 0 and settings.scenario != "burst":
+        timeline = build_timeline(
+            interval=settings.interval, rate_per_publisher=settings.rate / settings.publishers,
+            sent=sent, arrivals=arrivals,
+            samples={i: child.samples for i, child in enumerate(nodes)})
     reach_all = LatencyHistogram()
     survivors = list(arrivals.values())
     for p, count in enumerate(sent):
@@ -449,6 +461,7 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
         "schema": SCHEMA_ID,
         "ok": lost == 0 and duplicates == 0 and bool(survivors),
         "settings": settings.to_dict(),
+        "gossip_config": {"preset": "lan", "deviations": settings.gossip_deviations()},
         "machine": machine,
         "raw_verify_per_s": raw,
         "published": {"messages": sum(sent), "seconds": round(publish_seconds, 3),
@@ -473,5 +486,7 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
         "nodes": node_rows,
         "publishers": publisher_rows,
         "events": events,
+        "timeline": timeline,
+        "trend": None if timeline is None else summarise_trend(timeline),
         "wall_seconds": round(wall_seconds, 2),
     }

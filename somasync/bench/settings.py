@@ -10,12 +10,14 @@ from somasync.config import _positive_float, _positive_int, _require
 
 __all__ = ["PRESETS", "SCENARIOS", "BenchSettings"]
 
-SCENARIOS = ("steady", "burst", "kill-node", "kill-worker", "slow")
+SCENARIOS = ("steady", "burst", "kill-node", "kill-worker", "slow", "soak")
 """steady: open-loop publishing at ``rate``; burst: every message at once, as fast as the
 connections take them; kill-node: SIGKILL of one node process halfway (it has no
 publisher; loss is counted over the survivors); kill-worker: SIGKILL of one worker
 process of node 0 halfway (every node must still get everything); slow: node 0's
-application takes at most ``slow_rate`` messages/s."""
+application takes at most ``slow_rate`` messages/s; soak: steady publishing, reported
+interval by interval (latency and RSS of every node, every ``interval`` seconds) with
+its trend, to show that nothing grows with uptime."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,14 @@ class BenchSettings:
     drop_every: int = 0
     """Testing the bench itself: node 0's application discards every k-th delivery (the
     run must then fail). 0 = off."""
-    anti_entropy_interval: float = 0.5
-    """Seconds between anti-entropy rounds in the bench's nodes (repairs any gap)."""
+    anti_entropy_interval: float | None = None
+    """Seconds between anti-entropy rounds in the bench's nodes; None keeps the library's
+    default. The nodes run ``GossipConfig.lan()`` unchanged unless a flag says otherwise,
+    and the report's header lists every deviation: a bench of a configuration users do
+    not run measures nothing they get."""
+    interval: float = 10.0
+    """Seconds per timeline interval: latency percentiles, RSS and CPU of every node are
+    reported for each (the soak scenario prints them; every JSON result holds them)."""
 
     def __post_init__(self) -> None:
         _positive_int(self.nodes, "nodes", minimum=2)
@@ -83,7 +91,9 @@ class BenchSettings:
         _positive_float(self.slow_rate, "slow_rate", unit="messages/s")
         _positive_float(self.drain_timeout, "drain_timeout")
         _positive_int(self.drop_every, "drop_every", minimum=0)
-        _positive_float(self.anti_entropy_interval, "anti_entropy_interval")
+        if self.anti_entropy_interval is not None:
+            _positive_float(self.anti_entropy_interval, "anti_entropy_interval")
+        _positive_float(self.interval, "interval")
         _require(self.total_messages >= self.publishers, "messages",
                  "must give every publisher at least one message")
 
@@ -97,6 +107,12 @@ class BenchSettings:
         """Messages per publisher (the total split as evenly as possible)."""
         share, extra = divmod(self.total_messages, self.publishers)
         return [share + (1 if i < extra else 0) for i in range(self.publishers)]
+
+    def gossip_deviations(self) -> dict[str, object]:
+        """The node configuration fields this run sets away from ``GossipConfig.lan()``."""
+        if self.anti_entropy_interval is None:
+            return {}
+        return {"anti_entropy_interval": self.anti_entropy_interval}
 
     def replace(self, **changes: Any) -> BenchSettings:
         return dataclasses.replace(self, **changes)

@@ -17,9 +17,9 @@ copy that still arrives by gossip is delivered, never mistaken for a duplicate.
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from somasync.core import wire
 from somasync.core.wire import Envelope, StreamKey
@@ -211,16 +211,64 @@ class StreamTable:
         return closed
 
 
-@dataclass(slots=True)
 class _Stored:
-    frame: bytes
-    """The message as a repair frame (FLAG_REPAIR, hops as it reached this node), ready
-    to send: the decoded envelope costs about three times the memory."""
-    priority: int
-    stream: StreamKey
-    sequence: int
-    expires_at: float
-    stored_at: float
+    """One stored message. A plain class with slots: the smallest Python object that
+    holds these fields (no per-instance dict, no dataclass machinery)."""
+
+    __slots__ = ("expires_at", "frame", "priority", "sequence", "stored_at", "stream")
+
+    def __init__(self, frame: bytes, priority: int, stream: StreamKey, sequence: int,
+                 expires_at: float, stored_at: float) -> None:
+        self.frame = frame
+        """The message as a repair frame (FLAG_REPAIR, hops as it reached this node),
+        ready to send: the decoded envelope costs about three times the memory."""
+        self.priority = priority
+        self.stream = stream
+        self.sequence = sequence
+        self.expires_at = expires_at
+        self.stored_at = stored_at
+
+
+class _StreamEntries:
+    """The stored sequence numbers of one stream, sorted, so that the messages a digest
+    lacks are found by walking its gaps rather than the store.
+
+    ``sequences[head:]`` are live: eviction takes the oldest message, which is almost
+    always the stream's lowest sequence number, so it advances ``head`` in O(1) and the
+    list is compacted only once its dead front outweighs the rest.
+    """
+
+    __slots__ = ("by_sequence", "head", "sequences")
+
+    def __init__(self) -> None:
+        self.sequences: list[int] = []
+        self.head = 0
+        self.by_sequence: dict[int, _Stored] = {}
+
+    def add(self, stored: _Stored) -> None:
+        sequences, sequence = self.sequences, stored.sequence
+        self.by_sequence[sequence] = stored
+        if len(sequences) == self.head or sequence > sequences[-1]:
+            sequences.append(sequence)
+        else:
+            # Out of order (a burst reordered by priority, a repair): O(n) memmove in C.
+            bisect.insort(sequences, sequence, lo=self.head)
+
+    def remove(self, sequence: int) -> None:
+        if self.by_sequence.pop(sequence, None) is None:
+            return
+        sequences, head = self.sequences, self.head
+        if sequences[head] == sequence:
+            head += 1
+            if head > 32 and 2 * head > len(sequences):
+                del sequences[:head]
+                head = 0
+            self.head = head
+        else:
+            del sequences[bisect.bisect_left(sequences, sequence, head)]
+
+    def __bool__(self) -> bool:
+        return bool(self.by_sequence)
 
 
 class MessageStore:
@@ -229,32 +277,68 @@ class MessageStore:
     Bounded by count (oldest first) and by age in the store; expired messages (origin
     timestamp + TTL in the past) are dropped too, and never handed out. Messages are kept
     as ready-to-send frames; ``(frame, priority)`` pairs come out.
+
+    Every operation costs in proportion to the work it does, never to the history the
+    store holds: answering a digest walks the *gaps* in the asker's intervals (a bisect
+    each) and touches only stored messages inside them; age eviction pops from the front;
+    TTL expiry pops a heap that holds only the messages whose TTL ends before their age
+    does. ``scanned`` counts what answering digests touched, so the bound is checkable.
     """
 
-    __slots__ = ("_by_id", "_by_stream", "_next_ttl_expiry", "capacity", "max_age")
+    __slots__ = ("_by_id", "_by_stream", "_ttl_heap", "capacity", "max_age", "scanned")
 
     def __init__(self, capacity: int, max_age: float) -> None:
+        # Store order, oldest first: count and age eviction pop from the front in O(1)
+        # (a plain dict would leave holes there that every later pop walks over).
         self._by_id: OrderedDict[bytes, _Stored] = OrderedDict()
-        self._by_stream: dict[StreamKey, dict[int, bytes]] = {}
-        # A lower bound of the stored messages' expiry times: the TTL sweep scans the
-        # store only once something may have expired (TTLs are usually hours).
-        self._next_ttl_expiry = float("inf")
+        self._by_stream: dict[StreamKey, _StreamEntries] = {}
+        # (expires at, id) of messages whose TTL ends before max_age would evict them;
+        # stale entries (evicted meanwhile) are skipped when popped, and the heap is
+        # rebuilt whenever they outnumber the live ones, so it stays O(store).
+        self._ttl_heap: list[tuple[float, bytes]] = []
         self.capacity = capacity
         self.max_age = max_age
+        self.scanned = 0
+        """Gaps and stored messages examined while answering digests, since creation."""
 
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def add(self, envelope: Envelope, *, now: float, hops: int = 0) -> None:
-        """Keep ``envelope``; ``hops``: what a neighbour would see in this node's copy."""
+    def __contains__(self, message_id: bytes) -> bool:
+        return message_id in self._by_id
+
+    @property
+    def streams(self) -> int:
+        """Streams with at least one stored message."""
+        return len(self._by_stream)
+
+    def add(self, envelope: Envelope, *, now: float, wall_now: float | None = None,
+            hops: int = 0) -> None:
+        """Keep ``envelope``; ``hops``: what a neighbour would see in this node's copy;
+        ``wall_now``: the wall clock (default ``now``), to tell whether its TTL ends
+        before ``max_age`` evicts it."""
         if self.capacity == 0 or envelope.id in self._by_id:
             return
+        entries = self._by_stream.get(envelope.stream)
+        if entries is None:
+            entries = self._by_stream[envelope.stream] = _StreamEntries()
+        elif envelope.sequence in entries.by_sequence:
+            return  # another message under a sequence number already held: keep the first
         expires_at = envelope.expires_at
-        self._by_id[envelope.id] = _Stored(
-            wire.encode_message_frame(envelope, hops=min(hops, 255), repair=True),
-            envelope.priority, envelope.stream, envelope.sequence, expires_at, now)
-        self._by_stream.setdefault(envelope.stream, {})[envelope.sequence] = envelope.id
-        self._next_ttl_expiry = min(self._next_ttl_expiry, expires_at)
+        stored = _Stored(wire.encode_message_frame(envelope, hops=min(hops, 255), repair=True),
+                         envelope.priority, envelope.stream, envelope.sequence, expires_at,
+                         now)
+        message_id = envelope.id
+        self._by_id[message_id] = stored
+        entries.add(stored)
+        horizon = (now if wall_now is None else wall_now) + self.max_age
+        if expires_at < horizon:
+            heap = self._ttl_heap
+            heapq.heappush(heap, (expires_at, message_id))
+            if len(heap) > 2 * len(self._by_id) + 64:
+                self._ttl_heap = [(s.expires_at, mid) for mid, s in self._by_id.items()
+                                  if s.expires_at < horizon]
+                heapq.heapify(self._ttl_heap)
         while len(self._by_id) > self.capacity:
             self._pop_oldest()
 
@@ -268,10 +352,10 @@ class MessageStore:
         self._forget(stored)
 
     def _forget(self, stored: _Stored) -> None:
-        stream = self._by_stream.get(stored.stream)
-        if stream is not None:
-            stream.pop(stored.sequence, None)
-            if not stream:
+        entries = self._by_stream.get(stored.stream)
+        if entries is not None:
+            entries.remove(stored.sequence)
+            if not entries:
                 del self._by_stream[stored.stream]
 
     def expire(self, *, now: float, wall_now: float) -> None:
@@ -282,34 +366,81 @@ class MessageStore:
             if now - oldest.stored_at < self.max_age:
                 break
             self._pop_oldest()
-        if wall_now <= self._next_ttl_expiry:
-            return
-        expired = [mid for mid, s in by_id.items() if s.expires_at < wall_now]
-        for mid in expired:
-            self._forget(by_id.pop(mid))
-        self._next_ttl_expiry = min((s.expires_at for s in by_id.values()),
-                                    default=float("inf"))
+        heap = self._ttl_heap
+        while heap and heap[0][0] < wall_now:
+            _, message_id = heapq.heappop(heap)
+            stored = by_id.pop(message_id, None)
+            if stored is not None:
+                self._forget(stored)
 
     def missing_for(self, theirs: Mapping[StreamKey, Sequence[tuple[int, int]]], *,
                     complete: bool, limit: int, wall_now: float) -> list[tuple[bytes, int]]:
         """Stored messages outside ``theirs``, oldest sequence first per stream, as
         ``(repair frame, priority)``.
 
-        ``complete`` says the digest lists every stream its sender knows, so a stream it
-        does not mention is one it has nothing of.
+        ``theirs`` maps streams to sorted, disjoint closed intervals (the decoder refuses
+        anything else). ``complete`` says the digest lists every stream its sender
+        knows, so a stream it does not mention is one it has nothing of.
         """
         found: list[tuple[bytes, int]] = []
-        for stream, held in self._by_stream.items():
-            intervals = theirs.get(stream)
-            if intervals is None and not complete:
-                continue
-            for sequence in sorted(held):
-                if intervals is not None and covers(intervals, sequence):
-                    continue
-                stored = self._by_id[held[sequence]]
-                if stored.expires_at < wall_now:
-                    continue
-                found.append((stored.frame, stored.priority))
-                if len(found) >= limit:
-                    return found
+        by_stream = self._by_stream
+        if complete:
+            streams: Iterable[StreamKey] = list(by_stream)
+        else:
+            streams = [stream for stream in theirs if stream in by_stream]
+        for stream in streams:
+            entries = by_stream[stream]
+            intervals = theirs.get(stream, ())
+            if not self._collect(entries, intervals, found, limit, wall_now):
+                break
         return found
+
+    def _collect(self, entries: _StreamEntries, intervals: Sequence[tuple[int, int]],
+                 found: list[tuple[bytes, int]], limit: int, wall_now: float) -> bool:
+        """Append the stored messages of one stream that lie in the gaps of
+        ``intervals``; False once ``found`` holds ``limit``."""
+        sequences, head = entries.sequences, entries.head
+        last = sequences[-1]
+        gap_lo = sequences[head]  # nothing below the first stored sequence number
+        scanned = 0
+        for lo, hi in intervals:
+            scanned += 1
+            if hi < gap_lo:
+                continue
+            if lo > gap_lo:
+                scanned, full = self._scan(entries, gap_lo, min(lo - 1, last), found, limit,
+                                           wall_now, scanned)
+                if full:
+                    self.scanned += scanned
+                    return False
+            gap_lo = hi + 1
+            if gap_lo > last:
+                break
+        else:
+            scanned, full = self._scan(entries, gap_lo, last, found, limit, wall_now, scanned)
+            if full:
+                self.scanned += scanned
+                return False
+        self.scanned += scanned
+        return True
+
+    @staticmethod
+    def _scan(entries: _StreamEntries, gap_lo: int, gap_hi: int,
+              found: list[tuple[bytes, int]], limit: int, wall_now: float,
+              scanned: int) -> tuple[int, bool]:
+        """Append the unexpired stored messages with sequence numbers in
+        ``[gap_lo, gap_hi]``; returns the updated scan count and whether ``found`` is
+        full."""
+        sequences, by_sequence = entries.sequences, entries.by_sequence
+        i = bisect.bisect_left(sequences, gap_lo, entries.head)
+        end = len(sequences)
+        while i < end and sequences[i] <= gap_hi:
+            stored = by_sequence[sequences[i]]
+            scanned += 1
+            i += 1
+            if stored.expires_at < wall_now:
+                continue
+            found.append((stored.frame, stored.priority))
+            if len(found) >= limit:
+                return scanned, True
+        return scanned, False

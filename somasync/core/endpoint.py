@@ -693,7 +693,7 @@ class Endpoint:
         """Mark seen and store; ``hops``: what a neighbour would see in our copy."""
         self._seen.add(envelope.id, now=now)
         self._streams.add(envelope.stream, envelope.sequence, now=now)
-        self._store.add(envelope, now=now, hops=hops)
+        self._store.add(envelope, now=now, wall_now=now + self._wall_offset, hops=hops)
 
     def _forward(self, envelope: wire.Envelope, *, hops: int, received_from: int | None,
                  repair: bool = False, tag: bytes | None = None) -> None:

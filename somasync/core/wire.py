@@ -494,8 +494,15 @@ def decode_digest(frame: Frame) -> Digest:
         if end > len(data):
             raise DecodeError("truncated", "digest intervals cut short")
         intervals = tuple(INTERVAL.iter_unpack(data[offset:end]))
-        if any(lo > hi for lo, hi in intervals):
-            raise DecodeError("bad_digest", "interval with lo > hi")
+        previous_hi = -1
+        for lo, hi in intervals:
+            if lo > hi:
+                raise DecodeError("bad_digest", "interval with lo > hi")
+            if lo <= previous_hi:
+                # Answering walks the gaps between sorted intervals: overlap or disorder
+                # would make it re-send or skip messages.
+                raise DecodeError("bad_digest", "intervals not sorted and disjoint")
+            previous_hi = hi
         offset = end
         streams[(origin, source)] = intervals
     if offset != len(data):

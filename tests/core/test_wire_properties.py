@@ -205,10 +205,17 @@ def hello_payloads(draw: st.DrawFn) -> bytes:
 
 
 stream_keys = st.tuples(st.binary(min_size=32, max_size=32), st.text(max_size=30))
-intervals = st.tuples(st.integers(0, U64), st.integers(0, U64)).map(
-    lambda pair: (min(pair), max(pair))
-)
-digest_streams = st.dictionaries(stream_keys, st.lists(intervals, max_size=4), max_size=4)
+
+
+@st.composite
+def interval_lists(draw: st.DrawFn) -> list[tuple[int, int]]:
+    """Sorted, disjoint closed intervals, single points included, as trackers send them."""
+    points = sorted(draw(st.lists(st.integers(0, U64), unique=True, max_size=8)))
+    spans = [(points[i], points[i + 1]) for i in range(0, len(points) - 1, 2)]
+    return [(lo, lo) if draw(st.booleans()) else (lo, hi) for lo, hi in spans]
+
+
+digest_streams = st.dictionaries(stream_keys, interval_lists(), max_size=4)
 
 
 @st.composite
@@ -673,6 +680,14 @@ def test_digest_round_trip(streams: dict[wire.StreamKey, list[tuple[int, int]]],
     digest = wire.decode_digest(frame)
     assert digest.reply == reply
     assert digest.streams == {key: tuple(spans) for key, spans in streams.items()}
+
+
+@pytest.mark.parametrize("spans", [[(5, 9), (1, 3)], [(1, 5), (5, 9)], [(1, 5), (2, 3)]],
+                         ids=["unsorted", "touching", "overlapping"])
+def test_digest_intervals_must_be_sorted_and_disjoint(spans: list[tuple[int, int]]) -> None:
+    frame = wire.decode_frame(cut_length_prefix(
+        wire.encode_digest({(bytes(32), "s"): spans}, reply=False)))
+    assert assert_rejected(wire.decode_digest, frame).reason == "bad_digest"
 
 
 def test_digest_keeps_the_newest_255_intervals() -> None:
