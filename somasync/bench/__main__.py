@@ -5,6 +5,8 @@
     python -m somasync.bench --nodes 5 --workers 2 --rate 0 --messages 20000 --scenario burst
     python -m somasync.bench ring | ingest | multicore    # the sharded node's benchmarks
     python -m somasync.bench membership                  # failure detection, 32 processes
+    python -m somasync.bench memory                      # bytes per seen id, message, stream
+    python -m somasync.bench --scenario soak --nodes 8 --rate 400 --duration 1800 --plot t.png
 
 Exit status: 0 when every node received every message exactly once, 1 when any message
 was lost or duplicated, 2 on a usage or configuration error, 3 when the bench could not
@@ -25,7 +27,7 @@ from somasync.errors import ConfigError
 
 __all__ = ["format_summary", "main"]
 
-_SUBCOMMANDS = ("ring", "ingest", "multicore", "membership")
+_SUBCOMMANDS = ("ring", "ingest", "multicore", "membership", "memory")
 
 
 def _priority_mix(text: str) -> tuple[tuple[int, int], ...]:
@@ -120,14 +122,15 @@ def format_summary(result: dict[str, Any]) -> str:
     """The human-readable report of one run (what the command prints)."""
     s, t = result["settings"], result["totals"]
     raw = result["raw_verify_per_s"]
+    deviations = result["gossip_config"]["deviations"]
     lines = [
         f"SomaSync bench: {s['nodes']} nodes x {s['workers']} workers, {s['publishers']} "
         f"publisher(s), scenario {s['scenario']}, {s['size']} B payloads, "
         f"{result['published']['messages']:,} messages in {result['published']['seconds']:.1f}"
         f" s ({_fmt(result['published']['rate_per_s'])} msg/s offered)",
         "node configuration: GossipConfig.lan() "
-        + (", ".join(f"except {k}={v!r}" for k, v in result["gossip_config"]["deviations"]
-                     .items()) or "unchanged (the library's defaults)"),
+        + ("except " + ", ".join(f"{k}={v!r}" for k, v in deviations.items()) if deviations
+           else "unchanged (the library's defaults)"),
         f"machine: {result['machine']['cpu']}, {result['machine']['usable_cores']} usable "
         f"cores; raw PyNaCl verify (one core, this run) {raw['median']:,.0f}/s "
         f"({raw['min']:,.0f}-{raw['max']:,.0f})",

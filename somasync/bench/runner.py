@@ -419,12 +419,13 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
             "deliveries_dropped": report["deliveries_dropped"],
             "rejected": report["rejected"], "worker_restarts": report["worker_restarts"],
         })
-    timeline = None
+    timeline = trend = None
     if settings.rate > 0 and settings.scenario != "burst":
-        timeline = build_timeline(
+        timeline, histograms = build_timeline(
             interval=settings.interval, rate_per_publisher=settings.rate / settings.publishers,
             sent=sent, arrivals=arrivals,
             samples={i: child.samples for i, child in enumerate(nodes)})
+        trend = summarise_trend(timeline, histograms)
     reach_all = LatencyHistogram()
     survivors = list(arrivals.values())
     for p, count in enumerate(sent):
@@ -487,6 +488,6 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
         "publishers": publisher_rows,
         "events": events,
         "timeline": timeline,
-        "trend": None if timeline is None else summarise_trend(timeline),
+        "trend": trend,
         "wall_seconds": round(wall_seconds, 2),
     }

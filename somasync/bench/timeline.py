@@ -25,8 +25,11 @@ MIB = 2**20
 
 def build_timeline(*, interval: float, rate_per_publisher: float, sent: Sequence[int],
                    arrivals: dict[int, list[array[int]]],
-                   samples: dict[int, list[tuple[float, int, float]]]) -> dict[str, Any]:
-    """Per interval: each node's latency summary, RSS and CPU, and the reach-all latency.
+                   samples: dict[int, list[tuple[float, int, float]]],
+                   ) -> tuple[dict[str, Any], dict[str, list[LatencyHistogram]]]:
+    """Per interval: each node's latency summary, RSS and CPU, and the reach-all latency;
+    and, beside that JSON-ready timeline, each node's histogram per interval (for
+    :func:`summarise_trend`; too large to keep in a result file).
 
     Args:
         interval: seconds per interval.
@@ -69,40 +72,66 @@ def build_timeline(*, interval: float, rate_per_publisher: float, sent: Sequence
             rows.append({
                 "messages": histogram.count,
                 "latency_ms": histogram.summary_ms() if histogram.count else None,
-                "histogram": histogram.to_dict(),
                 "rss_bytes": sample[1] if sample else None,
                 "cpu_percent": round(100 * (sample[2] - previous[2]) / (sample[0] - previous[0]),
                                      1) if sample and previous and sample[0] > previous[0]
                 else None,
             })
         nodes[str(node)] = rows
-    return {
+    timeline = {
         "interval_s": interval,
         "intervals": count,
         "nodes": nodes,
         "reach_all_ms": [h.summary_ms() if h.count else None for h in reach],
     }
+    return timeline, {str(node): histograms for node, histograms in node_histograms.items()}
 
 
-def _per_window(rows: list[dict[str, Any]], size: int) -> list[LatencyHistogram]:
+def _per_window(histograms: list[LatencyHistogram], size: int) -> list[LatencyHistogram]:
     """Merge consecutive intervals into windows of ``size`` (a minute of 10-s rows)."""
     windows = []
-    for start in range(0, len(rows), size):
+    for start in range(0, len(histograms), size):
         merged = LatencyHistogram()
-        for row in rows[start : start + size]:
-            merged.merge(LatencyHistogram.from_dict(row["histogram"]))
+        for histogram in histograms[start : start + size]:
+            merged.merge(histogram)
         windows.append(merged)
     return windows
 
 
-def summarise_trend(timeline: dict[str, Any], window_s: float = 60.0) -> dict[str, Any]:
-    """Per node: per-window (a minute by default) p99, its worst against its first, and
-    RSS at the end of the first window, at the end, and its slope over the second half."""
+def summarise_trend(timeline: dict[str, Any], histograms: dict[str, list[LatencyHistogram]],
+                    window_s: float = 60.0) -> dict[str, Any]:
+    """Per window (a minute by default), over all nodes: p50, p99, the worst node's p99,
+    max, reach-all p99 and the range of RSS at its end. Per node: p99 per window, the
+    worst against the first, RSS after the first window and at the end, and its slope
+    over the second half."""
     interval = float(timeline["interval_s"])
     size = max(1, round(window_s / interval))
-    result: dict[str, Any] = {"window_s": size * interval, "nodes": {}}
-    for node, rows in timeline["nodes"].items():
-        windows = [w for w in _per_window(rows, size) if w.count]
+    result: dict[str, Any] = {"window_s": size * interval, "windows": [], "nodes": {}}
+    windows_by_node = {node: _per_window(h, size) for node, h in histograms.items()}
+    node_rows = timeline["nodes"]
+    reach_rows = timeline["reach_all_ms"]
+    for w in range((timeline["intervals"] + size - 1) // size):
+        merged = LatencyHistogram()
+        worst = 0.0
+        for windows in windows_by_node.values():
+            if windows[w].count:
+                merged.merge(windows[w])
+                worst = max(worst, windows[w].percentile(0.99) / 1000)
+        if not merged.count:
+            continue
+        reach = [r["p99"] for r in reach_rows[w * size : (w + 1) * size] if r]
+        last_k = min(timeline["intervals"], (w + 1) * size) - 1
+        rss = [rows[last_k]["rss_bytes"] / MIB for rows in node_rows.values()
+               if rows[last_k]["rss_bytes"]]
+        result["windows"].append({
+            "from_s": w * size * interval, "p50_ms": merged.percentile(0.5) / 1000,
+            "p99_ms": merged.percentile(0.99) / 1000, "worst_node_p99_ms": worst,
+            "max_ms": merged.maximum / 1000, "reach_all_p99_ms": max(reach, default=None),
+            "rss_mib_min": round(min(rss), 1) if rss else None,
+            "rss_mib_max": round(max(rss), 1) if rss else None,
+        })
+    for node, rows in node_rows.items():
+        windows = [w for w in windows_by_node[node] if w.count]
         p99s = [w.percentile(0.99) / 1000 for w in windows]
         rss = [(k * interval, row["rss_bytes"]) for k, row in enumerate(rows, start=1)
                if row["rss_bytes"]]
@@ -127,33 +156,18 @@ def summarise_trend(timeline: dict[str, Any], window_s: float = 60.0) -> dict[st
 
 def format_trend(timeline: dict[str, Any], trend: dict[str, Any]) -> str:
     """The trend as text: one row per window, then one line per node."""
-    interval = float(timeline["interval_s"])
-    size = max(1, round(float(trend["window_s"]) / interval))
-    node_rows = timeline["nodes"]
-    lines = [f"timeline: {timeline['intervals']} intervals of {interval:g} s; per "
-             f"{trend['window_s']:g}-s window, over all nodes:",
+    lines = [f"timeline: {timeline['intervals']} intervals of {timeline['interval_s']:g} s; "
+             f"per {trend['window_s']:g}-s window, over all nodes:",
              f"{'from s':>7} {'p50 ms':>8} {'p99 ms':>8} {'worst node p99':>15} "
              f"{'max ms':>8} {'reach-all p99':>14} {'RSS MiB min-max':>16}"]
-    windows_by_node = {node: _per_window(rows, size) for node, rows in node_rows.items()}
-    reach_rows = timeline["reach_all_ms"]
-    for w in range(0, (timeline["intervals"] + size - 1) // size):
-        merged = LatencyHistogram()
-        worst = 0.0
-        for windows in windows_by_node.values():
-            if w < len(windows) and windows[w].count:
-                merged.merge(windows[w])
-                worst = max(worst, windows[w].percentile(0.99) / 1000)
-        if not merged.count:
-            continue
-        reach = [r["p99"] for r in reach_rows[w * size : (w + 1) * size] if r]
-        last_k = min(timeline["intervals"], (w + 1) * size) - 1
-        rss = [rows[last_k]["rss_bytes"] / MIB for rows in node_rows.values()
-               if rows[last_k]["rss_bytes"]]
+    for row in trend["windows"]:
+        reach = row["reach_all_p99_ms"]
+        rss = ("-" if row["rss_mib_min"] is None
+               else f"{row['rss_mib_min']:.1f}-{row['rss_mib_max']:.1f}")
         lines.append(
-            f"{w * size * interval:>7.0f} {merged.percentile(0.5) / 1000:>8.2f} "
-            f"{merged.percentile(0.99) / 1000:>8.2f} {worst:>15.2f} "
-            f"{merged.maximum / 1000:>8.1f} {max(reach, default=0.0):>14.2f} "
-            + (f"{min(rss):>7.1f}-{max(rss):<8.1f}" if rss else f"{'-':>16}"))
+            f"{row['from_s']:>7.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} "
+            f"{row['worst_node_p99_ms']:>15.2f} {row['max_ms']:>8.1f} "
+            f"{'-' if reach is None else f'{reach:.2f}':>14} {rss:>16}")
     lines.append("per node: first-window p99 -> worst window p99 (ratio); RSS after the "
                  "first window -> at the end (slope over the second half)")
     for node, row in trend["nodes"].items():

@@ -98,6 +98,9 @@ class EndpointStatistics:
     digests_sent: int
     repairs_sent: int
     """Messages sent to a neighbour because its digest showed it lacked them."""
+    digest_entries_scanned: int
+    """Gaps and stored messages examined to answer digests: grows with what the askers
+    lacked, never with how much the store holds."""
     frames_routed: int
     """Sharded node: items handed to other workers (frames, digests, peer changes)."""
     control_frames_out: int
@@ -492,7 +495,8 @@ class Endpoint:
             messages_originated=c.originated, messages_forwarded=c.forwarded,
             duplicates=c.duplicates, signatures_verified=c.verified,
             rejected=dict(c.rejected), send_queue_dropped=c.queue_dropped,
-            digests_sent=c.digests_sent, repairs_sent=c.repairs_sent, frames_routed=c.routed,
+            digests_sent=c.digests_sent, repairs_sent=c.repairs_sent,
+            digest_entries_scanned=self._store.scanned, frames_routed=c.routed,
             control_frames_out=c.control_frames, control_bytes_out=c.control_bytes,
             tree=None if self._tree is None else self._tree.statistics(),
             stored_messages=len(self._store), seen_ids=len(self._seen),

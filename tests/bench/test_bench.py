@@ -96,6 +96,30 @@ def test_nothing_is_lost_when_a_worker_of_a_sharded_node_is_killed(tmp_path: Pat
     assert all(node["processes"] >= 3 for node in result["nodes"])  # supervisor + 2
 
 
+@pytest.mark.multiprocess
+def test_soak_reports_every_interval_of_every_node_on_library_defaults(
+        tmp_path: Path) -> None:
+    code, result, stdout = _bench(tmp_path, "--nodes", "3", "--rate", "200", "--duration",
+                                  "3", "--interval", "1", "--scenario", "soak")
+    assert code == 0, stdout
+    assert result["gossip_config"] == {"preset": "lan", "deviations": {}}
+    assert "GossipConfig.lan() unchanged" in stdout
+    timeline = result["timeline"]
+    assert timeline["intervals"] == 3
+    for rows in timeline["nodes"].values():
+        assert [row["messages"] for row in rows] == [200, 200, 200]
+        assert all(row["rss_bytes"] for row in rows)
+    assert all(row is not None and row["p99"] > 0 for row in timeline["reach_all_ms"])
+    assert set(result["trend"]["nodes"]) == {"0", "1", "2"}
+    assert "timeline: 3 intervals of 1 s" in stdout
+
+
+def test_a_configuration_deviation_is_listed() -> None:
+    assert BenchSettings().gossip_deviations() == {}
+    assert BenchSettings(anti_entropy_interval=0.5).gossip_deviations() == {
+        "anti_entropy_interval": 0.5}
+
+
 def test_bad_settings_name_the_field() -> None:
     with pytest.raises(ConfigError) as caught:
         BenchSettings(nodes=1)
