@@ -29,7 +29,7 @@ from somasync.bench.ceiling import raw_verify_samples
 from somasync.bench.histogram import LatencyHistogram
 from somasync.bench.machine import machine_info
 from somasync.bench.settings import BenchSettings
-from somasync.bench.timeline import build_timeline, summarise_trend
+from somasync.bench.timeline import build_timeline, reached_all, summarise_trend
 
 __all__ = ["BenchError", "Progress", "run_bench"]
 
@@ -429,16 +429,8 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
     reach_all = LatencyHistogram()
     survivors = list(arrivals.values())
     for p, count in enumerate(sent):
-        columns = [node[p] for node in survivors]
-        for number in range(count):
-            latest = 0
-            for column in columns:
-                value = column[number]
-                if not value:
-                    break
-                latest = max(latest, value)
-            else:
-                reach_all.record(latest)
+        for _, latest in reached_all([node[p] for node in survivors], count):
+            reach_all.record(latest)
     lost = sum(r["missing"] for r in node_rows if r["missing"] is not None)
     duplicates = sum(r["duplicates"] for r in node_rows if r["duplicates"] is not None)
     unique = sum(r["unique"] for r in node_rows if r["unique"] is not None)

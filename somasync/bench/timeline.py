@@ -13,14 +13,29 @@ from __future__ import annotations
 
 import statistics
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from somasync.bench.histogram import LatencyHistogram
 
-__all__ = ["build_timeline", "format_trend", "plot_timeline", "summarise_trend"]
+__all__ = ["build_timeline", "format_trend", "plot_timeline", "reached_all", "summarise_trend"]
 
 MIB = 2**20
+
+
+def reached_all(columns: Sequence[array[int]], count: int) -> Iterator[tuple[int, int]]:
+    """``(message number, latency in us)`` of each of the first ``count`` messages that
+    every node (one column of latencies each, 0 for never) received, at its latest
+    arrival: when the message had reached them all."""
+    for number in range(count):
+        latest = 0
+        for column in columns:
+            value = column[number]
+            if not value:
+                break
+            latest = max(latest, value)
+        else:
+            yield number, latest
 
 
 def build_timeline(*, interval: float, rate_per_publisher: float, sent: Sequence[int],
@@ -52,15 +67,8 @@ def build_timeline(*, interval: float, rate_per_publisher: float, sent: Sequence
                 value = column[number]
                 if value:
                     histograms[number // per_interval].record(value)
-        for number in range(total):
-            latest = 0
-            for column in columns:
-                value = column[number]
-                if not value:
-                    break
-                latest = max(latest, value)
-            else:
-                reach[number // per_interval].record(latest)
+        for number, latest in reached_all(columns, total):
+            reach[number // per_interval].record(latest)
     nodes: dict[str, list[dict[str, Any]]] = {}
     for node, histograms in node_histograms.items():
         rows = []
