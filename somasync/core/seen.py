@@ -48,12 +48,12 @@ class SeenCache:
             return
         ids.add(message_id)
         self._order.append(message_id)
-        expiry = math.ceil((now + self.ttl) / self.quantum) * self.quantum
         runs = self._runs
-        if runs and runs[-1][0] == expiry:
-            runs[-1][1] += 1
+        due = now + self.ttl
+        if runs and due <= runs[-1][0]:
+            runs[-1][1] += 1  # the common case: within the newest run's quantum
         else:
-            runs.append([expiry, 1])
+            runs.append([math.ceil(due / self.quantum) * self.quantum, 1])
         if len(ids) > self.capacity:
             self._pop_oldest()
             self.evicted += 1
