@@ -20,31 +20,35 @@ from typing import Any
 from somasync.errors import ConfigError
 
 __all__ = ["DiscoveryMethod", "GossipConfig", "MembershipConfig", "NodeConfig", "OverlayConfig",
-           "parse_address"]
+           "parse_address", "require", "require_int", "require_number"]
 
 #: Largest frame a node will ever accept, whatever the configuration says (64 MiB).
 FRAME_HARD_LIMIT = 64 * 1024 * 1024
 
 
-def _require(condition: bool, field_name: str, message: str) -> None:
+def require(condition: bool, field_name: str, message: str) -> None:
+    """Raise :class:`~somasync.errors.ConfigError` naming ``field_name`` unless
+    ``condition`` holds (the validators of every settings object in the package)."""
     if not condition:
         raise ConfigError(field_name, message)
 
 
-def _positive_int(value: Any, field_name: str, *, minimum: int = 1) -> None:
-    _require(
+def require_int(value: Any, field_name: str, *, minimum: int = 1) -> None:
+    """``value`` must be an int (not a bool) of at least ``minimum``."""
+    require(
         isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
         field_name,
         f"must be an integer >= {minimum}, got {value!r}",
     )
 
 
-def _positive_float(value: Any, field_name: str, *, allow_zero: bool = False,
-                    unit: str = "seconds") -> None:
+def require_number(value: Any, field_name: str, *, allow_zero: bool = False,
+                   unit: str = "seconds") -> None:
+    """``value`` must be a finite int or float, > 0 (or >= 0 with ``allow_zero``)."""
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= 0 if allow_zero else value > 0)
     bound = ">= 0" if allow_zero else "> 0"
-    _require(ok, field_name, f"must be a finite number {bound} ({unit}), got {value!r}")
+    require(ok, field_name, f"must be a finite number {bound} ({unit}), got {value!r}")
 
 
 def parse_address(address: str, field_name: str = "address") -> tuple[str, int]:
@@ -196,39 +200,39 @@ class GossipConfig:
     most deployments."""
 
     def __post_init__(self) -> None:
-        _positive_int(self.fanout, "gossip.fanout")
-        _positive_int(self.max_hops, "gossip.max_hops")
-        _require(self.max_hops <= 255, "gossip.max_hops", "must be <= 255 (one byte on the wire)")
-        _positive_int(self.seen_cache_size, "gossip.seen_cache_size")
-        _positive_float(self.seen_ttl, "gossip.seen_ttl")
-        _positive_int(self.max_stored_messages, "gossip.max_stored_messages", minimum=0)
-        _positive_float(self.max_message_age, "gossip.max_message_age")
-        _positive_float(self.anti_entropy_interval, "gossip.anti_entropy_interval")
-        _positive_int(self.anti_entropy_batch, "gossip.anti_entropy_batch")
-        _positive_int(self.max_digest_streams, "gossip.max_digest_streams")
-        _positive_int(self.max_streams, "gossip.max_streams")
-        _positive_float(self.gap_timeout, "gossip.gap_timeout")
-        _positive_int(self.max_frame, "gossip.max_frame", minimum=1024)
-        _require(
+        require_int(self.fanout, "gossip.fanout")
+        require_int(self.max_hops, "gossip.max_hops")
+        require(self.max_hops <= 255, "gossip.max_hops", "must be <= 255 (one byte on the wire)")
+        require_int(self.seen_cache_size, "gossip.seen_cache_size")
+        require_number(self.seen_ttl, "gossip.seen_ttl")
+        require_int(self.max_stored_messages, "gossip.max_stored_messages", minimum=0)
+        require_number(self.max_message_age, "gossip.max_message_age")
+        require_number(self.anti_entropy_interval, "gossip.anti_entropy_interval")
+        require_int(self.anti_entropy_batch, "gossip.anti_entropy_batch")
+        require_int(self.max_digest_streams, "gossip.max_digest_streams")
+        require_int(self.max_streams, "gossip.max_streams")
+        require_number(self.gap_timeout, "gossip.gap_timeout")
+        require_int(self.max_frame, "gossip.max_frame", minimum=1024)
+        require(
             self.max_frame <= FRAME_HARD_LIMIT,
             "gossip.max_frame",
             f"must be <= {FRAME_HARD_LIMIT} bytes",
         )
-        _positive_int(self.link_queue_bytes, "gossip.link_queue_bytes", minimum=self.max_frame)
-        _positive_float(self.max_clock_skew, "gossip.max_clock_skew", allow_zero=True)
-        _require(self.forwarding in ("tree", "push"), "gossip.forwarding",
+        require_int(self.link_queue_bytes, "gossip.link_queue_bytes", minimum=self.max_frame)
+        require_number(self.max_clock_skew, "gossip.max_clock_skew", allow_zero=True)
+        require(self.forwarding in ("tree", "push"), "gossip.forwarding",
                  f"must be 'tree' or 'push', got {self.forwarding!r}")
-        _positive_float(self.lazy_timeout, "gossip.lazy_timeout")
-        _positive_float(self.graft_retry, "gossip.graft_retry")
-        _positive_int(self.max_missing, "gossip.max_missing")
-        _positive_int(self.max_stream_trees, "gossip.max_stream_trees")
-        _require(
+        require_number(self.lazy_timeout, "gossip.lazy_timeout")
+        require_number(self.graft_retry, "gossip.graft_retry")
+        require_int(self.max_missing, "gossip.max_missing")
+        require_int(self.max_stream_trees, "gossip.max_stream_trees")
+        require(
             isinstance(self.require_signatures, bool),
             "gossip.require_signatures",
             "must be a bool",
         )
         if self.trusted_keys is not None:
-            _require(
+            require(
                 isinstance(self.trusted_keys, frozenset)
                 and all(isinstance(k, bytes) and len(k) == 32 for k in self.trusted_keys),
                 "gossip.trusted_keys",
@@ -364,21 +368,21 @@ class MembershipConfig:
                      "gossip_to_the_dead", "push_pull_interval", "reconnect_interval",
                      "reconnect_timeout", "forget_left_after", "suspicion_mult",
                      "suspicion_max_mult"):
-            _positive_float(getattr(self, name), f"membership.{name}",
+            require_number(getattr(self, name), f"membership.{name}",
                             unit="multiplier" if name.startswith("suspicion") else "seconds")
-        _require(self.probe_timeout < self.probe_interval, "membership.probe_timeout",
+        require(self.probe_timeout < self.probe_interval, "membership.probe_timeout",
                  "must be shorter than membership.probe_interval")
-        _require(self.suspicion_max_mult >= 1, "membership.suspicion_max_mult",
+        require(self.suspicion_max_mult >= 1, "membership.suspicion_max_mult",
                  "must be >= 1 (the maximum cannot be below the minimum)")
-        _positive_int(self.indirect_checks, "membership.indirect_checks", minimum=0)
-        _positive_int(self.suspicion_confirmations, "membership.suspicion_confirmations",
+        require_int(self.indirect_checks, "membership.indirect_checks", minimum=0)
+        require_int(self.suspicion_confirmations, "membership.suspicion_confirmations",
                       minimum=0)
-        _positive_int(self.awareness_max_multiplier, "membership.awareness_max_multiplier")
-        _positive_int(self.gossip_nodes, "membership.gossip_nodes")
-        _positive_int(self.retransmit_mult, "membership.retransmit_mult")
-        _positive_int(self.max_members, "membership.max_members", minimum=2)
-        _positive_int(self.max_datagram, "membership.max_datagram", minimum=512)
-        _require(self.max_datagram <= 65_000, "membership.max_datagram",
+        require_int(self.awareness_max_multiplier, "membership.awareness_max_multiplier")
+        require_int(self.gossip_nodes, "membership.gossip_nodes")
+        require_int(self.retransmit_mult, "membership.retransmit_mult")
+        require_int(self.max_members, "membership.max_members", minimum=2)
+        require_int(self.max_datagram, "membership.max_datagram", minimum=512)
+        require(self.max_datagram <= 65_000, "membership.max_datagram",
                  "must be <= 65000 bytes (one UDP datagram)")
 
     def replace(self, **changes: Any) -> MembershipConfig:
@@ -478,45 +482,45 @@ class NodeConfig:
     """Pin worker ``i`` to CPU ``i mod cores`` (psutil), for steadier benchmarks."""
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             isinstance(self.node_id, str) and 0 < len(self.node_id.encode()) <= 255,
             "node_id",
             f"must be 1-255 bytes of UTF-8, got {self.node_id!r}",
         )
         parse_address(self.bind_address, "bind_address")
-        _require(isinstance(self.bootstrap_peers, tuple), "bootstrap_peers", "must be a tuple")
+        require(isinstance(self.bootstrap_peers, tuple), "bootstrap_peers", "must be a tuple")
         for address in self.bootstrap_peers:
             parse_address(address, "bootstrap_peers")
-        _require(isinstance(self.gossip, GossipConfig), "gossip", "must be a GossipConfig")
-        _require(isinstance(self.membership, MembershipConfig), "membership",
+        require(isinstance(self.gossip, GossipConfig), "gossip", "must be a GossipConfig")
+        require(isinstance(self.membership, MembershipConfig), "membership",
                  "must be a MembershipConfig")
-        _require(isinstance(self.discovery, frozenset)
+        require(isinstance(self.discovery, frozenset)
                  and all(isinstance(m, DiscoveryMethod) for m in self.discovery),
                  "discovery", "must be a frozenset of DiscoveryMethod values")
-        _require(DiscoveryMethod.MDNS not in self.discovery, "discovery",
+        require(DiscoveryMethod.MDNS not in self.discovery, "discovery",
                  "mDNS discovery is not available in this version; use gossip with a seed")
-        _positive_int(self.overlay_degree, "overlay_degree")
-        _positive_float(self.connect_timeout, "connect_timeout")
-        _positive_float(self.handshake_timeout, "handshake_timeout")
-        _positive_float(self.reconnect_initial_delay, "reconnect_initial_delay")
-        _positive_float(self.reconnect_max_delay, "reconnect_max_delay")
-        _require(
+        require_int(self.overlay_degree, "overlay_degree")
+        require_number(self.connect_timeout, "connect_timeout")
+        require_number(self.handshake_timeout, "handshake_timeout")
+        require_number(self.reconnect_initial_delay, "reconnect_initial_delay")
+        require_number(self.reconnect_max_delay, "reconnect_max_delay")
+        require(
             self.reconnect_max_delay >= self.reconnect_initial_delay,
             "reconnect_max_delay",
             "must be >= reconnect_initial_delay",
         )
-        _positive_int(self.max_connections, "max_connections")
-        _positive_int(self.delivery_queue_size, "delivery_queue_size")
-        _positive_int(self.event_queue_size, "event_queue_size")
-        _require(
+        require_int(self.max_connections, "max_connections")
+        require_int(self.delivery_queue_size, "delivery_queue_size")
+        require_int(self.event_queue_size, "event_queue_size")
+        require(
             isinstance(self.workers, int) and not isinstance(self.workers, bool)
             and self.workers >= 0,
             "workers",
             f"must be an integer >= 0, got {self.workers!r}",
         )
-        _positive_int(self.ring_capacity, "ring_capacity", minimum=64 * 1024)
-        _require(self.ring_capacity % 8 == 0, "ring_capacity", "must be a multiple of 8")
-        _require(isinstance(self.pin_workers, bool), "pin_workers", "must be a bool")
+        require_int(self.ring_capacity, "ring_capacity", minimum=64 * 1024)
+        require(self.ring_capacity % 8 == 0, "ring_capacity", "must be a multiple of 8")
+        require(isinstance(self.pin_workers, bool), "pin_workers", "must be a bool")
 
     def replace(self, **changes: Any) -> NodeConfig:
         """Return a copy with ``changes`` applied (and validated)."""
@@ -586,26 +590,26 @@ class OverlayConfig:
     turns reconnecting off. Must be 0 or at least ``reconnect_interval``."""
 
     def __post_init__(self) -> None:
-        _positive_int(self.active_size, "overlay.active_size")
-        _positive_int(self.passive_size, "overlay.passive_size")
-        _positive_int(self.active_walk_length, "overlay.active_walk_length")
-        _require(self.active_walk_length <= 255, "overlay.active_walk_length",
+        require_int(self.active_size, "overlay.active_size")
+        require_int(self.passive_size, "overlay.passive_size")
+        require_int(self.active_walk_length, "overlay.active_walk_length")
+        require(self.active_walk_length <= 255, "overlay.active_walk_length",
                  "must be <= 255 (one byte on the wire)")
-        _positive_int(self.passive_walk_length, "overlay.passive_walk_length", minimum=0)
-        _require(self.passive_walk_length <= self.active_walk_length,
+        require_int(self.passive_walk_length, "overlay.passive_walk_length", minimum=0)
+        require(self.passive_walk_length <= self.active_walk_length,
                  "overlay.passive_walk_length", "must be <= overlay.active_walk_length")
-        _positive_float(self.shuffle_interval, "overlay.shuffle_interval")
-        _positive_int(self.shuffle_active, "overlay.shuffle_active", minimum=0)
-        _positive_int(self.shuffle_passive, "overlay.shuffle_passive", minimum=0)
-        _require(self.shuffle_active + self.shuffle_passive < 255, "overlay.shuffle_passive",
+        require_number(self.shuffle_interval, "overlay.shuffle_interval")
+        require_int(self.shuffle_active, "overlay.shuffle_active", minimum=0)
+        require_int(self.shuffle_passive, "overlay.shuffle_passive", minimum=0)
+        require(self.shuffle_active + self.shuffle_passive < 255, "overlay.shuffle_passive",
                  "shuffle_active + shuffle_passive must be < 255 (one count byte)")
-        _positive_float(self.neighbor_timeout, "overlay.neighbor_timeout")
-        _positive_int(self.max_message, "overlay.max_message", minimum=576)
-        _require(self.max_message <= 65_000, "overlay.max_message",
+        require_number(self.neighbor_timeout, "overlay.neighbor_timeout")
+        require_int(self.max_message, "overlay.max_message", minimum=576)
+        require(self.max_message <= 65_000, "overlay.max_message",
                  "must be <= 65000 bytes (one UDP datagram)")
-        _positive_float(self.reconnect_interval, "overlay.reconnect_interval")
-        _positive_float(self.reconnect_timeout, "overlay.reconnect_timeout", allow_zero=True)
-        _require(self.reconnect_timeout == 0
+        require_number(self.reconnect_interval, "overlay.reconnect_interval")
+        require_number(self.reconnect_timeout, "overlay.reconnect_timeout", allow_zero=True)
+        require(self.reconnect_timeout == 0
                  or self.reconnect_timeout >= self.reconnect_interval,
                  "overlay.reconnect_timeout",
                  "must be 0 (off) or >= overlay.reconnect_interval")

@@ -7,6 +7,11 @@
   under its source-folder name ``workers``.
 * ``somasync/errors.py`` and ``somasync/config.py`` sit at the bottom: stdlib and
   ``somasync.errors`` only.
+* The simulator (``somasync/sim/``) drives the core and never imports a runtime
+  (``somasync.aio``, ``somasync.workers``), not even lazily.
+* Entry points (the bench, the command line, the simulator, ``tools/`` and the
+  top-level ``bench/``) import only public names of other packages: nothing whose
+  dotted path has a ``_private`` part outside their own package.
 
 Each failure names the file and line.
 """
@@ -163,6 +168,34 @@ def foundation_violations(module: Module) -> list[str]:
     ]
 
 
+def sim_violations(module: Module) -> list[str]:
+    """Anywhere, even in a function: the simulator drives the core, never a runtime."""
+    return [
+        f"{where(module, ref.line)}: imports {ref.target}; the simulator drives the sans-IO "
+        "core, never the asyncio or multiprocess runtime"
+        for ref in walk_imports(module)
+        if any(is_within(ref.target, name) for name in ("somasync.aio", *WORKERS))
+    ]
+
+
+def private_name_violations(module: Module) -> list[str]:
+    """Entry points (bench, command line, simulator, tools) use other packages' public
+    names only: a private helper may change without notice."""
+    found = []
+    for ref in walk_imports(module):
+        parts = ref.target.split(".")
+        if parts[0] != "somasync":
+            continue
+        for depth, part in enumerate(parts):
+            if part.startswith("_") and not part.startswith("__"):
+                owner = ".".join(parts[:depth])
+                if not is_within(owner, module.package):
+                    found.append(f"{where(module, ref.line)}: imports {ref.target}, private "
+                                 f"to {owner}")
+                break
+    return found
+
+
 Rule = Callable[[Module], list[str]]
 
 
@@ -188,6 +221,51 @@ def test_workers_source_never_imports_itself_by_folder_name() -> None:
     folder = REPO / "workers"
     modules = [load(path) for path in sorted(folder.rglob("*.py"))]
     check(modules + package_modules(PACKAGE), top_level_workers_violations)
+
+
+def test_simulator_never_imports_a_runtime() -> None:
+    check(package_modules(PACKAGE / "sim"), sim_violations)
+
+
+def entry_point_modules() -> list[Module]:
+    """The bench, the command line, the simulator, the developer tools and benchmarks."""
+    return (package_modules(PACKAGE / "bench") + package_modules(PACKAGE / "sim")
+            + [load(PACKAGE / name) for name in ("__main__.py", "agent.py", "demo.py")]
+            + [load(path) for folder in ("tools", "bench")
+               for path in sorted((REPO / folder).glob("*.py"))])
+
+
+def test_entry_points_import_only_public_names() -> None:
+    check(entry_point_modules(), private_name_violations)
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "flagged"),
+    [
+        ("from somasync.config import _require", "somasync.bench.settings", True),
+        ("from somasync.core.endpoint import _Link", "tools.example", True),
+        ("import somasync.workers._internal", "somasync.sim.engine", True),
+        ("from somasync.config import require", "somasync.bench.settings", False),
+        ("from somasync.bench._node import serve", "somasync.bench.runner", False),
+        ("from . import _node", "somasync.bench.runner", False),
+        ("from __future__ import annotations", "tools.example", False),
+    ],
+)
+def test_private_name_checker(source: str, name: str, flagged: bool) -> None:
+    found = private_name_violations(parse(source, name))
+    assert bool(found) is flagged, found
+
+
+@pytest.mark.parametrize(
+    ("source", "flagged"),
+    [
+        ("from somasync.aio.node import SynapseNode", True),
+        ("def f():\n    from somasync.workers import shm", True),
+        ("from somasync.core.endpoint import Endpoint", False),
+    ],
+)
+def test_sim_checker(source: str, flagged: bool) -> None:
+    assert bool(sim_violations(parse(source, "somasync.sim.example"))) is flagged
 
 
 @pytest.mark.parametrize("name", ["errors.py", "config.py"])

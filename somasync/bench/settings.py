@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from somasync.config import _positive_float, _positive_int, _require
+from somasync.config import require, require_int, require_number
 
 __all__ = ["PRESETS", "SCENARIOS", "BenchSettings"]
 
@@ -65,36 +65,36 @@ class BenchSettings:
     reported for each (the soak scenario prints them; every JSON result holds them)."""
 
     def __post_init__(self) -> None:
-        _positive_int(self.nodes, "nodes", minimum=2)
-        _positive_int(self.workers, "workers", minimum=0)
-        _positive_int(self.publishers, "publishers")
-        _positive_float(self.rate, "rate", allow_zero=True, unit="messages/s")
-        _positive_int(self.size, "size", minimum=20)
-        _require(self.size <= 512 * 1024, "size", "must be <= 524288 bytes (one frame)")
-        _positive_float(self.duration, "duration")
+        require_int(self.nodes, "nodes", minimum=2)
+        require_int(self.workers, "workers", minimum=0)
+        require_int(self.publishers, "publishers")
+        require_number(self.rate, "rate", allow_zero=True, unit="messages/s")
+        require_int(self.size, "size", minimum=20)
+        require(self.size <= 512 * 1024, "size", "must be <= 524288 bytes (one frame)")
+        require_number(self.duration, "duration")
         if self.messages is not None:
-            _positive_int(self.messages, "messages")
-        _require(self.rate > 0 or self.messages is not None, "messages",
+            require_int(self.messages, "messages")
+        require(self.rate > 0 or self.messages is not None, "messages",
                  "is required when rate is 0 (as fast as possible)")
-        _require(self.scenario in SCENARIOS, "scenario",
+        require(self.scenario in SCENARIOS, "scenario",
                  f"must be one of {', '.join(SCENARIOS)}, got {self.scenario!r}")
-        _require(self.scenario != "kill-worker" or self.workers >= 1, "workers",
+        require(self.scenario != "kill-worker" or self.workers >= 1, "workers",
                  "must be >= 1 for the kill-worker scenario")
-        _require(self.scenario != "kill-node" or self.nodes >= 3, "nodes",
+        require(self.scenario != "kill-node" or self.nodes >= 3, "nodes",
                  "must be >= 3 for the kill-node scenario (two survivors)")
-        _require(bool(self.priority_mix) and all(
+        require(bool(self.priority_mix) and all(
             len(pair) == 2 and 0 <= int(pair[0]) <= 255 and int(pair[1]) > 0
             for pair in self.priority_mix), "priority_mix",
             "must be (priority 0-255, weight > 0) pairs")
-        _positive_int(self.seed, "seed", minimum=0)
-        _positive_int(self.links, "links")
-        _positive_float(self.slow_rate, "slow_rate", unit="messages/s")
-        _positive_float(self.drain_timeout, "drain_timeout")
-        _positive_int(self.drop_every, "drop_every", minimum=0)
+        require_int(self.seed, "seed", minimum=0)
+        require_int(self.links, "links")
+        require_number(self.slow_rate, "slow_rate", unit="messages/s")
+        require_number(self.drain_timeout, "drain_timeout")
+        require_int(self.drop_every, "drop_every", minimum=0)
         if self.anti_entropy_interval is not None:
-            _positive_float(self.anti_entropy_interval, "anti_entropy_interval")
-        _positive_float(self.interval, "interval")
-        _require(self.total_messages >= self.publishers, "messages",
+            require_number(self.anti_entropy_interval, "anti_entropy_interval")
+        require_number(self.interval, "interval")
+        require(self.total_messages >= self.publishers, "messages",
                  "must give every publisher at least one message")
 
     @property

@@ -1,6 +1,6 @@
 """Plots from stored bench results (needs the optional extra: pip install -e '.[plot]').
 
-    python bench/plot.py bench/results/<host> [--out plots/]
+    python tools/plot_results.py bench/results/<host> [--out plots/]
 
 Draws (1) delivered messages/s of the slowest node against workers per node, from every
 result with ``rate = 0`` (as fast as possible), beside the verify ceiling measured in
@@ -33,8 +33,11 @@ def main() -> int:
         return 2
     out = args.out or args.results
     out.mkdir(parents=True, exist_ok=True)
-    results = {path.stem: json.loads(path.read_text())
-               for path in sorted(args.results.glob("*.json"))}
+    # Only mesh-bench results: the folder also holds membership and memory results.
+    loaded = {path.stem: json.loads(path.read_text())
+              for path in sorted(args.results.glob("*.json"))}
+    results = {name: result for name, result in loaded.items()
+               if isinstance(result, dict) and result.get("schema") == "somasync.bench/1"}
     if not results:
         print(f"no results in {args.results}", file=sys.stderr)
         return 2
