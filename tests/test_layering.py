@@ -230,7 +230,7 @@ def test_simulator_never_imports_a_runtime() -> None:
 def entry_point_modules() -> list[Module]:
     """The bench, the command line, the simulator, the developer tools and benchmarks."""
     return (package_modules(PACKAGE / "bench") + package_modules(PACKAGE / "sim")
-            + [load(PACKAGE / name) for name in ("__main__.py", "agent.py", "demo.py")]
+            + package_modules(PACKAGE / "cli") + [load(PACKAGE / "__main__.py")]
             + [load(path) for folder in ("tools", "bench")
                for path in sorted((REPO / folder).glob("*.py"))])
 

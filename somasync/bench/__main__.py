@@ -3,7 +3,7 @@
     python -m somasync.bench --quick                      # the README's main job
     python -m somasync.bench --preset medium --json out.json
     python -m somasync.bench --nodes 5 --workers 2 --rate 0 --messages 20000 --scenario burst
-    python -m somasync.bench ring | ingest | multicore    # the sharded node's benchmarks
+    python -m somasync.bench ingest --workers 0,1,2       # the sharded node's benchmark
     python -m somasync.bench membership                  # failure detection, 32 processes
     python -m somasync.bench memory                      # bytes per seen id, message, stream
     python -m somasync.bench --scenario soak --nodes 8 --rate 400 --duration 1800 --plot t.png
@@ -27,7 +27,7 @@ from somasync.errors import ConfigError
 
 __all__ = ["format_summary", "main"]
 
-_SUBCOMMANDS = ("ring", "ingest", "multicore", "membership", "memory")
+_SUBCOMMANDS = ("ingest", "membership", "memory")
 
 
 def _priority_mix(text: str) -> tuple[tuple[int, int], ...]:

@@ -1,8 +1,8 @@
-"""``python -m somasync.sim``: see :mod:`somasync.sim.cli`."""
+"""``python -m somasync.sim``: see :mod:`somasync.cli.sim`."""
 
 import sys
 
-from somasync.sim.cli import main
+from somasync.cli.sim import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,6 +15,7 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
+from somasync.cli.sim import main
 from somasync.core import wire
 from somasync.errors import ConfigError
 from somasync.sim import (
@@ -26,7 +27,6 @@ from somasync.sim import (
     WanModel,
     run_scenario,
 )
-from somasync.sim.cli import main
 from somasync.sim.membership import MEMBERSHIP_MAX_NODES
 from somasync.sim.overlays import hyparview_available
 

@@ -12,7 +12,10 @@ The consumer sleeps on a doorbell when the ring is empty (no busy polling), as w
 do. Median and min-max over ``--trials``; ratios are against queue/record and
 queue/batch measured in the same run.
 
-    python -m somasync.bench ring --trials 5 --records 200000 [--json PATH]
+    python bench/ring.py --trials 5 --records 200000 [--json PATH]
+
+A micro-benchmark of an internal choice of the sharded node, so it lives with the
+repository's benchmarks rather than in the package.
 """
 
 from __future__ import annotations
@@ -161,7 +164,7 @@ def run_ring(count: int, batched: bool) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m somasync.bench ring", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python bench/ring.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--records", type=int, default=200_000)
