@@ -1,8 +1,10 @@
-"""Control messages between the supervisor and a worker: JSON over SOCK_SEQPACKET.
+"""The control channel between the supervisor and a worker: typed messages over
+SOCK_SEQPACKET.
 
 Low-rate traffic only (adopting a connection, events, statistics, rewiring, stop); the
 hot path goes through the rings. SOCK_SEQPACKET keeps message boundaries and carries
 file descriptors (``SCM_RIGHTS``), which is how accepted connections reach their owner.
+What a message may say is :mod:`somasync.workers.protocol`.
 """
 
 from __future__ import annotations
@@ -11,11 +13,10 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Sequence
-from typing import Any
 
-import orjson
+from .protocol import ControlError, ControlMessage, decode, encode
 
-__all__ = ["MAX_CONTROL", "pair", "receive", "send", "send_soon"]
+__all__ = ["MAX_CONTROL", "ControlError", "pair", "receive", "send", "send_soon"]
 
 MAX_CONTROL = 1 << 20
 
@@ -25,50 +26,68 @@ def pair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
-def send(sock: socket.socket, message: dict[str, Any],
-         fds: Sequence[int] = ()) -> bool:
-    """Send one message (and descriptors); False when it could not be sent now.
+def send(sock: socket.socket, message: ControlMessage, fds: Sequence[int] = ()) -> bool:
+    """Send one message (and descriptors); False when it could not be sent now (the other
+    end's queue is full, or it is gone).
 
     Raises:
-        BlockingIOError: only through :func:`send_soon`, which retries.
+        ControlError: ``message`` is not a control message (a bug, never dropped).
     """
+    data = encode(message)
     try:
-        _send(sock, message, fds)
+        _send(sock, data, fds)
     except OSError:
         return False
     return True
 
 
-def _send(sock: socket.socket, message: dict[str, Any], fds: Sequence[int]) -> None:
+def _send(sock: socket.socket, data: bytes, fds: Sequence[int]) -> None:
     if fds:
-        socket.send_fds(sock, [orjson.dumps(message)], list(fds))
+        socket.send_fds(sock, [data], list(fds))
     else:
-        sock.send(orjson.dumps(message))
+        sock.send(data)
 
 
-async def send_soon(sock: socket.socket, message: dict[str, Any],
+async def send_soon(sock: socket.socket, message: ControlMessage,
                     fds: Sequence[int] = (), *, within: float = 2.0) -> bool:
-    """Like :func:`send`, but waits (up to ``within`` seconds) while the other end's
-    queue is full, instead of giving up: a connection being handed over must not be
-    dropped because a worker was briefly busy."""
+    """Like :func:`send`, but while the other end's queue is full it waits (up to
+    ``within`` seconds) for the socket to become writable, instead of giving up: a
+    connection being handed over must not be dropped because a worker was briefly busy.
+    The wait is the event loop's writer callback, not a polling loop."""
+    data = encode(message)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
         try:
-            _send(sock, message, fds)
+            _send(sock, data, fds)
         except BlockingIOError:
-            if loop.time() > deadline:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 return False
-            await asyncio.sleep(0.001)
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(sock.fileno(), _resolve, writable)
+            try:
+                await asyncio.wait_for(writable, remaining)
+            except TimeoutError:
+                return False
+            finally:
+                loop.remove_writer(sock.fileno())
         except OSError:
             return False
         else:
             return True
 
 
-def receive(sock: socket.socket) -> list[tuple[dict[str, Any], list[int]]] | None:
-    """Every message ready on a non-blocking socket; None when the other end closed."""
-    messages: list[tuple[dict[str, Any], list[int]]] = []
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def receive(sock: socket.socket) -> list[tuple[ControlMessage | ControlError, list[int]]] | None:
+    """Every message ready on a non-blocking socket, decoded; None when the other end
+    closed. A message that does not decode comes back as its :class:`ControlError`, in
+    order, for the caller to act on (its descriptors, if any, are returned too)."""
+    messages: list[tuple[ControlMessage | ControlError, list[int]]] = []
     while True:
         try:
             data, fds, _flags, _addr = socket.recv_fds(sock, MAX_CONTROL, 4)
@@ -81,4 +100,7 @@ def receive(sock: socket.socket) -> list[tuple[dict[str, Any], list[int]]] | Non
                 with contextlib.suppress(OSError):
                     socket.close(fd)
             return messages if messages else None
-        messages.append((orjson.loads(data), list(fds)))
+        try:
+            messages.append((decode(data), list(fds)))
+        except ControlError as exc:
+            messages.append((exc, list(fds)))

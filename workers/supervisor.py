@@ -40,6 +40,15 @@ from somasync.message import Message
 
 from . import control, shm
 from .doorbell import Doorbell, Ringer
+from .protocol import (
+    Adopt,
+    Disconnect,
+    Ready,
+    Rewire,
+    StatsReport,
+    StatsRequest,
+    Stop,
+)
 from .records import (
     BatchWriter,
     SupervisorKind,
@@ -65,7 +74,8 @@ class _Worker:
     control: socket.socket
     ready: asyncio.Future[int]
     exited: asyncio.Future[None]
-    stats_waiters: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
+    stats_waiters: list[asyncio.Future[StatsReport | None]] = field(default_factory=list)
+    """Pending StatsRequests, oldest first (a worker answers in order); None: it died."""
 
 
 class ShardedNode(SynapseNode):
@@ -210,7 +220,7 @@ class ShardedNode(SynapseNode):
             self._listener = None
         workers = list(self._workers.values())
         for worker in workers:
-            control.send(worker.control, {"op": "stop"})
+            control.send(worker.control, Stop())
         if workers:
             await asyncio.wait([w.exited for w in workers], timeout=STOP_GRACE)
         for worker in workers:
@@ -318,7 +328,7 @@ class ShardedNode(SynapseNode):
         dead.process.join(timeout=0)
         for waiter in dead.stats_waiters:
             if not waiter.done():
-                waiter.set_result({})
+                waiter.set_result(None)
         self._restarts += 1
         for other in [SUPERVISOR, *range(self._count)]:
             if other != index:
@@ -326,11 +336,9 @@ class ShardedNode(SynapseNode):
                 self._new_ring(other, index)
         for other, worker in self._workers.items():
             if other != index:
-                control.send(worker.control, {
-                    "op": "rewire", "peer": index,
-                    "in": self._segments[(index, other)].name,
-                    "out": self._segments[(other, index)].name,
-                })
+                control.send(worker.control, Rewire(
+                    peer=index, ring_in=self._segments[(index, other)].name,
+                    ring_out=self._segments[(other, index)].name))
         for key, (peer_id, address, owner) in list(self._connected.items()):
             if owner == index:
                 del self._connected[key]
@@ -348,34 +356,37 @@ class ShardedNode(SynapseNode):
         for message, fds in messages:
             for fd in fds:
                 socket.close(fd)
-            op = message.get("op")
-            if op == "ready" and not worker.ready.done():
-                worker.ready.set_result(int(message["pid"]))
-            elif op == "event":
-                self._on_worker_event(worker.index, message)
-            elif op == "stats" and worker.stats_waiters:
-                worker.stats_waiters.pop(0).set_result(message["stats"])
+            match message:
+                case Ready(pid=pid) if not worker.ready.done():
+                    worker.ready.set_result(pid)
+                case StatsReport() if worker.stats_waiters:
+                    worker.stats_waiters.pop(0).set_result(message)
+                case PeerConnected() | PeerDisconnected() | FrameRejected():
+                    self._on_worker_event(worker.index, message)
+                case Ready() | StatsReport():
+                    pass  # a late answer to a request that timed out
+                case _:
+                    # A worker that speaks garbage (or out of turn) is broken: kill it;
+                    # the exit watcher restarts it with fresh rings (worker_restarts).
+                    with contextlib.suppress(OSError, ValueError):
+                        worker.process.kill()
 
-    def _on_worker_event(self, index: int, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "PeerConnected":
-            key = bytes.fromhex(message["public_key"])
-            self._connected[key] = (message["peer_id"], message["address"], index)
-            self._events.put_nowait(PeerConnected(message["peer_id"], message["address"], key))
+    def _on_worker_event(self, index: int,
+                         event: PeerConnected | PeerDisconnected | FrameRejected) -> None:
+        if isinstance(event, PeerConnected):
+            self._connected[event.public_key] = (event.peer_id, event.address, index)
+            self._events.put_nowait(event)
             self._notify_links_changed()
-        elif kind == "PeerDisconnected":
+        elif isinstance(event, PeerDisconnected):
             for key, (peer_id, _address, owner) in list(self._connected.items()):
-                if peer_id == message["peer_id"] and owner == index:
+                if peer_id == event.peer_id and owner == index:
                     del self._connected[key]
-                    if message["reason"] == "closed" and self._running:
+                    if event.reason == "closed" and self._running:
                         self._membership.link_lost(key)
-            self._events.put_nowait(PeerDisconnected(
-                message["peer_id"], message["address"], message["reason"]))
+            self._events.put_nowait(event)
             self._notify_links_changed()
-        elif kind == "FrameRejected":
-            self._events.put_nowait(FrameRejected(
-                message["peer_id"], message["address"], message["reason"],
-                message["detail"], message["closed"]))
+        else:
+            self._events.put_nowait(event)
 
     def _on_bell(self) -> None:
         assert self._doorbell is not None
@@ -475,10 +486,9 @@ class ShardedNode(SynapseNode):
         worker = self._workers.get(owner)
         if key is not None and dialled is not None:
             self._address_keys[dialled] = key
-        handed = worker is not None and await control.send_soon(worker.control, {
-            "op": "adopt", "address": dialled or address, "outbound": dialled is not None,
-            "initial": bytes(received).hex(),
-        }, [sock.fileno()])
+        handed = worker is not None and await control.send_soon(
+            worker.control, Adopt(address=dialled or address, outbound=dialled is not None,
+                                  initial=bytes(received)), [sock.fileno()])
         if not handed:
             self._handover_failures += 1
         sock.close()
@@ -533,8 +543,7 @@ class ShardedNode(SynapseNode):
         entry = self._connected.get(public_key)
         worker = None if entry is None else self._workers.get(entry[2])
         if worker is not None:
-            control.send(worker.control, {"op": "disconnect", "key": public_key.hex(),
-                                          "reason": reason})
+            control.send(worker.control, Disconnect(public_key, reason))
 
     def connected_peers(self) -> dict[str, str]:
         return {peer_id: address for peer_id, address, _ in self._connected.values()}
@@ -566,25 +575,24 @@ class ShardedNode(SynapseNode):
         loop = self._loop
         waiters = []
         for worker in self._workers.values():
-            waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
+            waiter: asyncio.Future[StatsReport | None] = loop.create_future()
             worker.stats_waiters.append(waiter)
             waiters.append((worker, waiter))
-            control.send(worker.control, {"op": "stats"})
+            control.send(worker.control, StatsRequest())
         done, _ = await asyncio.wait([w for _, w in waiters], timeout=STATS_TIMEOUT)
         per_worker: list[WorkerStats] = []
-        cores: list[dict[str, Any]] = []
+        cores: list[EndpointStatistics] = []
         for worker, waiter in waiters:
             if waiter not in done:
                 waiter.cancel()
                 with contextlib.suppress(ValueError):
                     worker.stats_waiters.remove(waiter)
                 continue
-            stats = waiter.result()
-            if not stats:
+            report = waiter.result()
+            if report is None:
                 continue
-            core = stats["core"]
-            cores.append(core)
-            per_worker.append(_worker_stats(worker.index, stats))
+            cores.append(report.core)
+            per_worker.append(_worker_stats(worker.index, report))
         core_total = _sum_core(cores, peers=len(self._connected))
         known = set(self._peers) | set(self.config.bootstrap_peers)
         connected = self.connected_peers()
@@ -633,40 +641,38 @@ def _hello_key(frame: bytes) -> bytes | None:
         return None
 
 
-def _worker_stats(index: int, stats: dict[str, Any]) -> WorkerStats:
-    pid = int(stats["pid"])
+def _worker_stats(index: int, report: StatsReport) -> WorkerStats:
     try:
-        process = psutil.Process(pid)
+        process = psutil.Process(report.pid)
         rss = process.memory_info().rss
         age = max(1e-6, time.time() - process.create_time())
     except psutil.Error:
         rss, age = 0, 1.0
-    core = stats["core"]
     return WorkerStats(
-        index=index, pid=pid, messages_verified=core["signatures_verified"],
-        messages_delivered=core["messages_delivered"],
-        ring_in_used=sum(stats["ring_in_used"].values()),
-        ring_out_pending=sum(stats["ring_out_pending"].values()),
-        cpu_percent=round(100.0 * stats["cpu_seconds"] / age, 1), rss_bytes=rss,
+        index=index, pid=report.pid, messages_verified=report.core.signatures_verified,
+        messages_delivered=report.core.messages_delivered,
+        ring_in_used=sum(report.ring_in_used.values()),
+        ring_out_pending=sum(report.ring_out_pending.values()),
+        cpu_percent=round(100.0 * report.cpu_seconds / age, 1), rss_bytes=rss,
     )
 
 
-def _sum_core(cores: list[dict[str, Any]], *, peers: int) -> EndpointStatistics:
+def _sum_core(cores: list[EndpointStatistics], *, peers: int) -> EndpointStatistics:
     totals: dict[str, Any] = {}
     for name in EndpointStatistics.__dataclass_fields__:
         if name == "rejected":
             merged: dict[str, int] = {}
             for core in cores:
-                for reason, count in core["rejected"].items():
+                for reason, count in core.rejected.items():
                     merged[reason] = merged.get(reason, 0) + count
             totals[name] = merged
         elif name == "tree":
             # Each worker grows its own tree over its own streams: sum the counters.
-            trees = [core["tree"] for core in cores if core["tree"] is not None]
+            trees = [core.tree for core in cores if core.tree is not None]
             totals[name] = TreeStatistics(**{
-                field: sum(int(tree[field]) for tree in trees)
+                field: sum(int(getattr(tree, field)) for tree in trees)
                 for field in TreeStatistics.__dataclass_fields__}) if trees else None
         else:
-            totals[name] = sum(int(core[name]) for core in cores)
+            totals[name] = sum(int(getattr(core, name)) for core in cores)
     totals["peers"] = peers
     return EndpointStatistics(**totals)

@@ -14,20 +14,29 @@ import os
 import random
 import signal
 import socket
+import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import cast
 
 from somasync.aio.node import write_and_close
 from somasync.config import GossipConfig
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
-from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected
 from somasync.core.shard import Shard
 from somasync.errors import DecodeError
 
 from . import control, shm
 from .doorbell import Doorbell, Ringer
+from .protocol import (
+    Adopt,
+    Disconnect,
+    Ready,
+    Rewire,
+    StatsReport,
+    StatsRequest,
+    Stop,
+)
 from .records import (
     BatchWriter,
     SupervisorKind,
@@ -142,7 +151,7 @@ class Worker:
         loop.add_reader(doorbell.fileno(), self._on_bell, doorbell)
         self.control.setblocking(False)
         loop.add_reader(self.control.fileno(), self._on_control)
-        control.send(self.control, {"op": "ready", "pid": os.getpid()})
+        control.send(self.control, Ready(os.getpid()))
         self._on_bell(doorbell)
         try:
             await self._stopped
@@ -175,29 +184,34 @@ class Worker:
             self._stop()
             return
         for message, fds in messages:
-            op = message.get("op")
-            if op == "adopt" and fds:
-                self._adopt(message, fds[0])
-            elif op == "stats":
-                control.send(self.control, {"op": "stats", "stats": self._stats()})
-            elif op == "rewire":
-                self._rewire(message)
-            elif op == "disconnect":
-                if self.endpoint.disconnect_peer(bytes.fromhex(message["key"]),
-                                                 str(message.get("reason", "failed"))):
-                    self.pump()
-            elif op == "stop":
-                self._stop()
-            else:
-                for fd in fds:
-                    os.close(fd)
+            match message:
+                case Adopt() if len(fds) == 1:
+                    self._adopt(message, fds[0])
+                    continue
+                case StatsRequest():
+                    control.send(self.control, self._stats())
+                case Rewire():
+                    self._rewire(message)
+                case Disconnect(public_key=key, reason=reason):
+                    if self.endpoint.disconnect_peer(key, reason):
+                        self.pump()
+                case Stop():
+                    self._stop()
+                case _:
+                    # Garbage from the supervisor, or a message out of place: this worker
+                    # can no longer trust its state. Exit; the supervisor restarts it.
+                    print(f"somasync worker {self.spec.index}: bad control message "
+                          f"{message!r}; exiting", file=sys.stderr)
+                    self._stop()
+            for fd in fds:
+                os.close(fd)
 
     def _stop(self) -> None:
         if self._stopped is not None and not self._stopped.done():
             self.pump()
             self._stopped.set_result(None)
 
-    def _adopt(self, message: dict[str, Any], fd: int) -> None:
+    def _adopt(self, message: Adopt, fd: int) -> None:
         sock = socket.socket(fileno=fd)
         sock.setblocking(False)
         link = next(self._link_ids) * self.spec.count + self.spec.index
@@ -210,43 +224,39 @@ class Worker:
                 sock.close()
                 return
             self.links[link] = protocol
-            self.endpoint.open_link(link, outbound=bool(message.get("outbound")),
-                                    address=str(message.get("address", "")),
+            self.endpoint.open_link(link, outbound=message.outbound, address=message.address,
                                     now=self.loop.time(), hello_sent=True)
-            initial = bytes.fromhex(str(message.get("initial", "")))
-            if initial:
-                protocol.data_received(initial)
+            if message.initial:
+                protocol.data_received(message.initial)
             else:
                 self.pump()
 
         self.loop.create_task(adopt())
 
-    def _rewire(self, message: dict[str, Any]) -> None:
+    def _rewire(self, message: Rewire) -> None:
         """Worker ``peer`` was restarted with fresh rings: switch to them."""
-        peer = int(message["peer"])
+        peer = message.peer
         for old in (self.spec.rings_in.get(peer), self.spec.rings_out.get(peer)):
             segment = self._segments.pop(old, None) if old else None
             if segment is not None:
                 with contextlib.suppress(BufferError):
                     segment.close()
-        self.spec.rings_in[peer] = str(message["in"])
-        self.spec.rings_out[peer] = str(message["out"])
-        self._readers[peer] = RingReader(self._attach(str(message["in"])))
-        self._writers[peer] = BatchWriter(RingWriter(self._attach(str(message["out"]))))
+        self.spec.rings_in[peer] = message.ring_in
+        self.spec.rings_out[peer] = message.ring_out
+        self._readers[peer] = RingReader(self._attach(message.ring_in))
+        self._writers[peer] = BatchWriter(RingWriter(self._attach(message.ring_out)))
         self.endpoint.drop_worker_links(peer)
         # The new worker may have written (its links, frames) before we attached, when no
         # one was asleep on the ring to be woken: read now.
         self._on_bell(self._doorbell)
 
-    def _stats(self) -> dict[str, Any]:
-        return {
-            "core": asdict(self.endpoint.statistics()),
-            "pid": os.getpid(),
-            "ring_in_used": {str(k): r.used for k, r in self._readers.items()},
-            "ring_out_pending": {str(k): w.pending for k, w in self._writers.items()},
-            "ring_dropped": sum(w.dropped for w in self._writers.values()),
-            "cpu_seconds": time.process_time() - self._cpu_started,
-        }
+    def _stats(self) -> StatsReport:
+        return StatsReport(
+            pid=os.getpid(), core=self.endpoint.statistics(),
+            ring_in_used={k: r.used for k, r in self._readers.items()},
+            ring_out_pending={k: w.pending for k, w in self._writers.items()},
+            ring_dropped=sum(w.dropped for w in self._writers.values()),
+            cpu_seconds=time.process_time() - self._cpu_started)
 
     # --- rings ---------------------------------------------------------------------------
 
@@ -302,7 +312,9 @@ class Worker:
                     SupervisorKind.DELIVER, 0, delivery.envelope.priority,
                     encode_delivery(delivery.from_peer, delivery.envelope)))
         for event in endpoint.take_events():
-            control.send(self.control, {"op": "event", **_event_json(event)})
+            # Every event the endpoint makes is a control message; a new kind that is
+            # not raises ControlError here, loudly, instead of vanishing.
+            control.send(self.control, event)
         self._flush()
         deadline = endpoint.get_timer()
         if deadline != self._timer_deadline:
@@ -330,17 +342,3 @@ class Worker:
         self._timer = self._timer_deadline = None
         self.endpoint.handle_timer(now=self.loop.time())
         self.pump()
-
-
-def _event_json(event: object) -> dict[str, Any]:
-    if isinstance(event, PeerConnected):
-        return {"type": "PeerConnected", "peer_id": event.peer_id, "address": event.address,
-                "public_key": event.public_key.hex()}
-    if isinstance(event, PeerDisconnected):
-        return {"type": "PeerDisconnected", "peer_id": event.peer_id,
-                "address": event.address, "reason": event.reason}
-    if isinstance(event, FrameRejected):
-        return {"type": "FrameRejected", "peer_id": event.peer_id, "address": event.address,
-                "reason": event.reason, "detail": event.detail, "closed": event.closed}
-    return {"type": type(event).__name__}
-

@@ -164,6 +164,24 @@ async def test_worker_killed_under_load_is_restarted_and_nothing_is_lost() -> No
               f"{killed['restored_after']:.2f} s")
 
 
+async def test_a_worker_sent_a_malformed_control_message_is_restarted_not_confused() -> None:
+    async with mesh() as m:
+        x = await m.add("X", workers=2)
+        assert isinstance(x, ShardedNode)
+        a = await m.add("a", bootstrap=(x.listen_address,))
+        await wait_for(lambda: len(x.connected_peers()) == 1, "X to link with a")
+        victim = x.peer_workers()["a"]
+        pid = x.worker_pids()[victim]
+        # An unknown kind on the control socket (what a bug in either side would send):
+        # the worker must not guess; it exits and the supervisor restarts it.
+        x._workers[victim].control.send(b"\xc8\x00\x00\x00\x02{}")
+        await wait_for(lambda: x.worker_pids()[victim] != pid, "a new worker process")
+        await wait_for(lambda: len(x.connected_peers()) == 1, "a to reconnect")
+        message_id = await a.broadcast_message(MessageType.Data("after the restart"))
+        await wait_for(lambda: message_id in ids(m.received["X"]), "X to deliver it")
+        assert (await x.get_stats()).worker_restarts == 1
+
+
 async def test_stop_and_restart_leave_no_segments_and_keep_exactly_once() -> None:
     async with mesh() as m:
         a = await m.add("a")

@@ -1,0 +1,110 @@
+"""The supervisor-worker control protocol: every message round-trips, bytes stay bytes,
+and anything else is a ControlError."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import pytest
+from hypothesis import given, strategies as st
+
+from somasync.core.broadcast import TreeStatistics
+from somasync.core.endpoint import EndpointStatistics
+from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected
+from somasync.workers.protocol import (
+    Adopt,
+    ControlError,
+    ControlMessage,
+    Disconnect,
+    Kind,
+    Ready,
+    Rewire,
+    StatsReport,
+    StatsRequest,
+    Stop,
+    decode,
+    encode,
+)
+
+
+def endpoint_statistics(tree: bool) -> EndpointStatistics:
+    numbers = {f.name: i + 1 for i, f in enumerate(dataclasses.fields(EndpointStatistics))}
+    numbers["rejected"] = {"bad_signature": 3, "expired": 1}  # type: ignore[assignment]
+    numbers["tree"] = TreeStatistics(  # type: ignore[assignment]
+        *range(len(dataclasses.fields(TreeStatistics)))) if tree else None
+    return EndpointStatistics(**numbers)  # type: ignore[arg-type]
+
+
+EXAMPLES: list[ControlMessage] = [
+    Ready(pid=4242),
+    Adopt(address="127.0.0.1:7946", outbound=True, initial=b"\x00\x01hello\xff" * 3),
+    Adopt(address="", outbound=False, initial=b""),
+    Rewire(peer=1, ring_in="somasync-ab12-01-x", ring_out="somasync-ab12-10-y"),
+    Disconnect(public_key=bytes(range(32)), reason="failed"),
+    StatsRequest(),
+    StatsReport(pid=7, core=endpoint_statistics(tree=True), ring_in_used={-1: 10, 1: 0},
+                ring_out_pending={-1: 0, 1: 5}, ring_dropped=2, cpu_seconds=1.5),
+    StatsReport(pid=7, core=endpoint_statistics(tree=False), ring_in_used={},
+                ring_out_pending={}, ring_dropped=0, cpu_seconds=0.0),
+    Stop(),
+    PeerConnected("node-b", "127.0.0.1:7001", bytes(range(32, 64))),
+    PeerDisconnected("node-b", "127.0.0.1:7001", "worker_died"),
+    FrameRejected("node-b", "127.0.0.1:7001", "bad_signature", "message signature", True),
+    FrameRejected(None, "127.0.0.1:7001", "no_hello", "message before HELLO", False),
+]
+
+
+@pytest.mark.parametrize("message", EXAMPLES, ids=lambda m: type(m).__name__)
+def test_every_message_round_trips(message: ControlMessage) -> None:
+    assert decode(encode(message)) == message
+
+
+def test_every_kind_has_an_example() -> None:
+    kinds = {decode(encode(message)).__class__ for message in EXAMPLES}
+    assert len(kinds) == len(Kind)
+
+
+def test_bytes_travel_raw_not_hex() -> None:
+    key = bytes(range(32))
+    encoded = encode(Disconnect(public_key=key, reason="x"))
+    assert key in encoded
+    assert key.hex().encode() not in encoded
+
+
+@given(initial=st.binary(max_size=2000), address=st.text(max_size=40),
+       outbound=st.booleans())
+def test_adopt_round_trips_any_bytes(initial: bytes, address: str, outbound: bool) -> None:
+    message = Adopt(address=address, outbound=outbound, initial=initial)
+    assert decode(encode(message)) == message
+
+
+def test_an_unknown_message_type_cannot_be_sent() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Gossip:
+        text: str
+
+    with pytest.raises(ControlError, match="not a control message"):
+        encode(Gossip("hi"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        (b"", "shorter than its header"),
+        (struct.pack("!BI", 200, 2) + b"{}", "unknown kind 200"),
+        (struct.pack("!BI", Kind.READY, 10) + b"{}", "body cut short"),
+        (struct.pack("!BI", Kind.READY, 2) + b"[]", "not an object"),
+        (struct.pack("!BI", Kind.READY, 3) + b"{x}", "not JSON"),
+        (struct.pack("!BI", Kind.READY, 2) + b"{}", "fields do not match"),
+        (struct.pack("!BI", Kind.STOP, 8) + b'{"a": 1}', "fields do not match"),
+        (encode(Ready(pid=1)) + b"\x00", "trailing bytes"),
+        (encode(Disconnect(public_key=b"k" * 32, reason="r"))[:-1], "public_key cut short"),
+        (struct.pack("!BI", Kind.STATS_REPORT, 2) + b"{}", "fields do not match"),
+    ],
+    ids=["empty", "unknown-kind", "short-body", "array", "not-json", "missing-field",
+         "extra-field", "trailing", "short-bytes", "bad-stats"],
+)
+def test_malformed_messages_are_control_errors(data: bytes, detail: str) -> None:
+    with pytest.raises(ControlError, match=detail):
+        decode(data)
