@@ -7,6 +7,43 @@ alone unlinks) the shared-memory rings: one per ordered pair of processes that t
 Deliveries arrive through rings and are handed to the application exactly once, even
 across worker restarts (the supervisor remembers the ids it delivered). A worker that
 dies is restarted with fresh rings; its peers reconnect and anti-entropy refills it.
+
+Theory of operation
+-------------------
+State. ``_workers`` holds each worker's process, the supervisor's end of its control
+socket (:mod:`.protocol` messages, descriptors beside them) and its pending requests.
+``_segments[(source, target)]`` is every ring, for each ordered pair of processes that
+talk (supervisor <-> each worker, worker <-> worker); only this process creates and
+unlinks them. ``_readers`` are the rings from workers (deliveries), ``_writers`` the
+rings to them (the application's broadcasts). ``_connected`` is the peers as the
+workers reported them (``PeerConnected``/``PeerDisconnected`` on the control socket),
+with the worker that owns each. Every process has a doorbell (a datagram socket); a
+writer rings it only when the reader said it is going to sleep, so nobody polls a ring.
+
+Hand-offs, each in one direction:
+
+* A connection, accepted or dialled here: the supervisor sends this node's HELLO,
+  reads the peer's first frame under ``handshake_timeout``, picks the owner from the
+  peer's key (:func:`~somasync.core.shard.peer_owner`), sends it ``Adopt`` with the
+  descriptor and the bytes already read, and closes its own copy. From then on only the
+  owner touches the socket.
+* An application broadcast goes to the ring of the worker that owns its stream; when
+  that ring is full the call waits for room instead of dropping the message.
+* A delivery comes back on the owner's ring; the supervisor drops ids it delivered
+  before (a restarted worker may deliver again what anti-entropy refilled) and hands the
+  rest to the application's streams.
+* Statistics: ``StatsRequest`` to every worker, ``StatsReport`` back in order, summed.
+
+Crashes. A worker that exits (its process sentinel becomes readable) or that sends a
+control message that does not decode (it is killed first) is replaced: pending stats
+requests resolve empty, fresh rings to and from its index replace the old ones (which
+may hold a torn record), every other worker gets ``Rewire`` and forgets the links the
+dead one owned, its peers are reported ``PeerDisconnected("worker_died")``, and a new
+process starts. Peers redial (or our dialers do); what was in flight is refilled by
+anti-entropy; ``_delivered`` keeps the application from seeing anything twice. If the
+supervisor itself dies, every worker reads end-of-file on its control socket and stops;
+only a SIGKILL of the whole process group leaves segments behind
+(``tools/shm_gc.py`` finds and removes them).
 """
 
 from __future__ import annotations

@@ -3,6 +3,31 @@
 It owns the TCP connections the supervisor hands it, verifies and delivers the messages
 of the streams it owns, and exchanges routed items with the other workers and the
 supervisor through shared-memory rings. It never creates or unlinks a segment.
+
+Theory of operation
+-------------------
+State: one :class:`~somasync.core.endpoint.Endpoint` shard (its links, the streams it
+owns, their store and tree), the adopted connections in ``links``, one ring reader per
+process that writes to it and one :class:`~.records.BatchWriter` per process it writes
+to, its doorbell, and the control socket.
+
+Hand-offs. In: ``Adopt`` (a connection and the bytes the supervisor already read),
+``Rewire``, ``Disconnect``, ``StatsRequest`` and ``Stop`` on the control socket; on the
+rings, items routed by other workers (a message of a stream this worker owns, a digest,
+tree entries, a frame to send on a link it owns, a close) and the application's
+broadcasts from the supervisor. Out: frames on its own links, routed items to the
+owners of what it cannot handle itself, deliveries to the supervisor, and connection
+events on the control socket. Everything runs in :meth:`Worker.pump` after each input,
+so one input's outputs leave in batches. A ring that is full keeps its items pending
+(bounded; past the bound they are dropped and counted) and is retried 1 ms later: the
+one timed retry left, until rings signal free space.
+
+Crashes. A torn record in a ring (its writer died mid-write) raises
+:class:`~.ring.RingCorrupted`: the ring is skipped until the supervisor sends ``Rewire``
+with fresh rings, and :meth:`~somasync.core.endpoint.Endpoint.drop_worker_links`
+forgets the dead worker's links. A control message that does not decode, or one out of
+place, makes this worker exit: the supervisor restarts it rather than letting it guess.
+End-of-file on the control socket means the supervisor is gone: the worker stops.
 """
 
 from __future__ import annotations
