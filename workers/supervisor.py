@@ -52,9 +52,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import secrets
-import signal
 import socket
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -145,7 +143,6 @@ class ShardedNode(SynapseNode):
         self._restarts = 0
         self._stopping = False
         self._hello = b""
-        self._signals: list[int] = []
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -208,35 +205,12 @@ class ShardedNode(SynapseNode):
             self._start_dialer(address)
         self._install_signal_handlers()
 
-    def _install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT stop the workers gracefully, then act as they would have.
-
-        Only where the application left the default handler in place (asyncio.run's own
-        Ctrl-C handling already cancels the main task, which stops the node on its way
-        out); only in the main thread, where signals are delivered.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
-                self._loop.add_signal_handler(signum, self._on_signal, signum)
-                self._signals.append(signum)
-
-    def _on_signal(self, signum: int) -> None:
-        async def stop_then_raise() -> None:
-            await self.stop()  # also restores the default handler
-            signal.raise_signal(signum)
-
-        self._loop.create_task(stop_then_raise())
-
     async def stop(self) -> None:
         if not self._running:
             return
         self._running = False
         self._membership.stop()
-        for signum in self._signals:
-            self._loop.remove_signal_handler(signum)
-        self._signals.clear()
+        self._remove_signal_handlers()
         dialers = [*self._dialers.values()]
         if self._accept_task is not None:
             dialers.append(self._accept_task)
@@ -647,6 +621,7 @@ class ShardedNode(SynapseNode):
             connect_failures=self._connect_failures, core=core_total,
             workers=tuple(per_worker), worker_restarts=self._restarts,
             handshake_failures=self._handshake_timeouts + self._handover_failures,
+            membership=self._membership.statistics(),
         )
 
     @property

@@ -13,6 +13,8 @@ import asyncio
 import itertools
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -224,6 +226,7 @@ class SynapseNode:
         self._bound: tuple[str, int] | None = None
         self._connect_failures = 0
         self._deliveries_reported = 0
+        self._signals: list[int] = []
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._membership = MembershipDriver(self, config, identity, events,
                                             trusted_keys=config.gossip.trusted_keys)
@@ -294,6 +297,34 @@ class SynapseNode:
         for address in self._static_addresses():
             self._start_dialer(address)
         self._pump()
+        self._install_signal_handlers()
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop the node gracefully (members are told it left; a sharded
+        node's workers exit and its shared memory is freed), then act as they would have.
+
+        Only where the application left the default handler in place (asyncio.run's own
+        Ctrl-C handling already cancels the main task, which stops the node on its way
+        out); only in the main thread, where signals are delivered.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+                self._loop.add_signal_handler(signum, self._on_signal, signum)
+                self._signals.append(signum)
+
+    def _remove_signal_handlers(self) -> None:
+        for signum in self._signals:
+            self._loop.remove_signal_handler(signum)
+        self._signals.clear()
+
+    def _on_signal(self, signum: int) -> None:
+        async def stop_then_raise() -> None:
+            await self.stop()  # also restores the default handler
+            signal.raise_signal(signum)
+
+        self._loop.create_task(stop_then_raise())
 
     def _seeds(self) -> list[str]:
         return list(dict.fromkeys([*self.config.bootstrap_peers, *self._peers]))
@@ -314,6 +345,7 @@ class SynapseNode:
             return
         self._running = False
         self._membership.stop()
+        self._remove_signal_handlers()
         dialers = list(self._dialers.values())
         self._dialers.clear()
         for task in dialers:
