@@ -199,12 +199,17 @@ class Membership:
         rng: the only source of randomness.
         now: the driver's monotonic clock at creation (seconds).
         trusted_keys: when set, claims whose subject or author is not in it are refused.
+        verify: the signature check, :func:`somasync.core.crypto.verify` unless a caller
+            that knows better (the simulator's shared cache) swaps in a cheaper one, as
+            the :class:`~somasync.core.endpoint.Endpoint` takes it.
     """
 
     def __init__(self, config: MembershipConfig, identity: Identity, node_id: str,
                  address: str, *, rng: random.Random, now: float,
-                 trusted_keys: frozenset[bytes] | None = None) -> None:
+                 trusted_keys: frozenset[bytes] | None = None,
+                 verify: crypto.Verifier = crypto.verify) -> None:
         self.config = config
+        self._signature_ok = verify
         self.identity = identity
         self.node_id = node_id
         self._key = identity.public_key
@@ -541,7 +546,7 @@ class Membership:
         if trusted is not None and (claim.author not in trusted or claim.subject not in trusted):
             self._reject(RejectReason.UNTRUSTED)
             return False
-        if not crypto.verify(claim.author, claim.signature, CLAIM_DOMAIN, claim.signed):
+        if not self._signature_ok(claim.author, claim.signature, CLAIM_DOMAIN, claim.signed):
             self._reject(RejectReason.BAD_SIGNATURE)
             return False
         self._verified[digest] = None

@@ -11,9 +11,12 @@ through node 0. The run measures:
 * **false positives**: ``PeerFailed`` about nodes that never crashed, and suspicions of
   live nodes (which Lifeguard lets them refute).
 
-Each node's view is O(N) and a join makes every node verify every other's signed claim
-(O(N^2) Ed25519 checks: the core's ``Membership`` verifies claims itself), so the scenario
-is capped at :data:`MEMBERSHIP_MAX_NODES` nodes.
+Each node's view is O(N) and a join makes every node check every other's signed claim:
+O(N^2) checks. With ``crypto="fast"`` (the default) every virtual node shares one
+:class:`~somasync.sim.engine.MemoVerifier`, as in the broadcast scenarios, so each
+distinct claim costs one real Ed25519 verification per run and a forged copy still
+fails; ``crypto="full"`` verifies every copy. The views stay O(N) per node either way,
+so the scenario is capped at :data:`MEMBERSHIP_MAX_NODES` nodes.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from somasync.config import MembershipConfig
+from somasync.core import crypto
 from somasync.core.crypto import Identity
 from somasync.core.events import PeerFailed, PeerJoined, PeerLeft, PeerRecovered, PeerSuspected
 from somasync.core.membership import Membership
 from somasync.errors import ConfigError
-from somasync.sim.engine import _key_seed, derive_seed
+from somasync.sim.engine import MemoVerifier, _key_seed, derive_seed
 from somasync.sim.metrics import SimResult, summarize
 
 if TYPE_CHECKING:
@@ -71,10 +75,13 @@ class MembershipSim:
         self.addresses = [f"n{i}:1" for i in range(n)]
         self._index = {address: i for i, address in enumerate(self.addresses)}
         self._index.update({f"n{i}": i for i in range(n)})
+        self.verifier: crypto.Verifier = (MemoVerifier() if settings.crypto == "fast"
+                                          else crypto.verify)
         self.nodes = [
             Membership(self.config, Identity(_key_seed(self.seed, "node", i)), f"n{i}",
                        self.addresses[i],
-                       rng=random.Random(derive_seed(self.seed, "membership", i)), now=0.0)
+                       rng=random.Random(derive_seed(self.seed, "membership", i)), now=0.0,
+                       verify=self.verifier)
             for i in range(n)
         ]
 
@@ -225,10 +232,12 @@ def run_membership(settings: SimSettings,
         "datagrams_lost": sim.lost,
         "bytes_per_node_per_second": bytes_out / n / max(virtual, 1e-9),
         "max_nodes": MEMBERSHIP_MAX_NODES,
+        "verify_cache_hits": getattr(sim.verifier, "hits", None),
+        "verify_cache_misses": getattr(sim.verifier, "misses", None),
     }
     return SimResult(
         scenario="membership", nodes=n, seed=settings.seed, forwarding="n/a",
-        overlay="n/a", crypto="full", network=settings.network.describe(), messages=0,
+        overlay="n/a", crypto=settings.crypto, network=settings.network.describe(), messages=0,
         reliability={}, rmr={"steady_mean": None, "series": []}, control={}, hops={},
         latency={}, memory={}, wall_seconds=round(time.perf_counter() - started, 3),
         virtual_seconds=round(virtual, 6), events=sim.events,

@@ -120,6 +120,30 @@ def test_suspicion_timeout_shrinks_with_independent_confirmations() -> None:
     assert state_at(lone, config.suspicion_max_mult * minimum + 0.001) == PeerState.FAILED
 
 
+def test_claims_are_checked_by_the_injected_verifier_once_each() -> None:
+    calls: list[bytes] = []
+
+    def refusing(public_key: bytes, signature: bytes, domain: bytes, data: bytes) -> bool:
+        calls.append(signature)
+        return False
+
+    other = Identity(bytes([7]) * 32)
+    alive = signed(other, encode_claim_body(ClaimType.ALIVE, other.public_key, 0,
+                                            node_id="o", address="o"))
+    node = Membership(CONFIG, Identity(bytes(32)), "me", "me", rng=random.Random(1),
+                      now=0.0, verify=refusing)
+    node.receive_datagram("o", claims_datagram(other.public_key, alive), now=0.0)
+    assert node.member(other.public_key) is None  # the verifier said no: not a member
+    assert node.statistics().rejected == {"bad_signature": 1}
+    assert len(calls) == 1
+
+    accepting = Membership(CONFIG, Identity(bytes(32)), "me", "me", rng=random.Random(1),
+                           now=0.0, verify=lambda *_: True)
+    for _ in range(3):
+        accepting.receive_datagram("o", claims_datagram(other.public_key, alive), now=0.0)
+    assert accepting.member(other.public_key) is not None
+
+
 def test_refutation_with_higher_incarnation_wins() -> None:
     net = mesh(6)
     net.pause("n3")

@@ -170,6 +170,18 @@ def test_membership_scenario_detects_the_crash() -> None:
     assert result.extra["false_failures"] == 0
 
 
+def test_membership_shares_the_verify_cache_without_changing_the_run() -> None:
+    settings = SimSettings(nodes=30, fail_fraction=0.1, membership_window=10.0)
+    fast = run_scenario("membership", settings)
+    full = run_scenario("membership", settings.replace(crypto="full"))
+    # Each distinct claim is checked once for the whole run, not once per node...
+    assert fast.extra["verify_cache_hits"] > fast.extra["verify_cache_misses"] > 0
+    assert full.extra["verify_cache_hits"] is None
+    # ...and the answers are the same, so the run is the same event for event.
+    assert fast.trace_hash == full.trace_hash
+    assert fast.extra["detection_all"] == full.extra["detection_all"]
+
+
 # --- network model and crypto --------------------------------------------------------
 
 def test_pair_latency_is_fixed_symmetric_and_seeded() -> None:
