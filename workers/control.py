@@ -62,25 +62,46 @@ async def send_soon(sock: socket.socket, message: ControlMessage,
             _send(sock, data, fds)
         except BlockingIOError:
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or not await _writable(loop, sock, remaining):
                 return False
-            writable: asyncio.Future[None] = loop.create_future()
-            loop.add_writer(sock.fileno(), _resolve, writable)
-            try:
-                await asyncio.wait_for(writable, remaining)
-            except TimeoutError:
-                return False
-            finally:
-                loop.remove_writer(sock.fileno())
         except OSError:
             return False
         else:
             return True
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+# Senders waiting for each socket to drain. One writer callback per socket serves them
+# all: a second add_writer on the same descriptor would silently replace the first.
+_waiting: dict[int, list[asyncio.Future[None]]] = {}
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                    within: float) -> bool:
+    """Wait until ``sock`` can take more, at most ``within`` seconds; False on timeout."""
+    fd = sock.fileno()
+    waiters = _waiting.get(fd)
+    if waiters is None:
+        waiters = _waiting[fd] = []
+        loop.add_writer(fd, _wake, loop, fd)
+    future: asyncio.Future[None] = loop.create_future()
+    waiters.append(future)
+    try:
+        await asyncio.wait_for(asyncio.shield(future), within)
+    except TimeoutError:
+        if future in waiters:
+            waiters.remove(future)
+        if not waiters and _waiting.get(fd) is waiters:
+            del _waiting[fd]
+            loop.remove_writer(fd)
+        return False
+    return True
+
+
+def _wake(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    loop.remove_writer(fd)
+    for future in _waiting.pop(fd, []):
+        if not future.done():
+            future.set_result(None)
 
 
 def receive(sock: socket.socket) -> list[tuple[ControlMessage | ControlError, list[int]]] | None:
