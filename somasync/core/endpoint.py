@@ -215,6 +215,7 @@ class Endpoint:
         self._store = MessageStore(config.max_stored_messages, config.max_message_age)
         self._counters = _Counters()
         self._next_anti_entropy = now + config.anti_entropy_interval
+        self._digest_order: list[bytes] = []  # peers left in this anti-entropy round
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
 
     # --- links ---------------------------------------------------------------------
@@ -425,9 +426,9 @@ class Endpoint:
         """Run what is due: anti-entropy round, expiry of caches, handshake deadlines."""
         if now >= self._next_anti_entropy:
             self._next_anti_entropy = now + self.config.anti_entropy_interval
-            if self._peers:
-                peers = list(self._peers.values())
-                self._send_digest(peers[self._rng.randrange(len(peers))], reply=False)
+            target = self._next_digest_peer()
+            if target is not None:
+                self._send_digest(target, reply=False)
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
             self._seen.expire(now=now)
@@ -443,6 +444,23 @@ class Endpoint:
                 if announcer is not None:
                     self._send_tree_frame(announcer, wire.FrameKind.GRAFT,
                                           [wire.encode_tree_entry(message_id, tag)])
+
+    def _next_digest_peer(self) -> _Link | None:
+        """The neighbour for this anti-entropy round: each one once per round, in an order
+        shuffled anew every round. A hole that only one neighbour can fill (the origin,
+        after the others lost the message with a crashed worker) is therefore asked of
+        it within ``neighbours x anti_entropy_interval``, where a random pick each time
+        could miss it until ``gap_timeout`` gave the hole up."""
+        order = self._digest_order
+        while True:
+            if not order:
+                order.extend(self._peers)
+                if not order:
+                    return None
+                self._rng.shuffle(order)
+            state = self._peers.get(order.pop())
+            if state is not None:
+                return state
 
     def get_timer(self) -> float:
         """The next time ``handle_timer`` must be called."""

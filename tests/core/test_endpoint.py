@@ -338,6 +338,24 @@ def test_digests_between_caught_up_neighbours_cost_nothing_per_stored_message(
     assert all(after[n].repairs_sent == before[n].repairs_sent for n in ("a", "b"))
 
 
+def test_anti_entropy_asks_every_neighbour_once_per_round() -> None:
+    # A hole that only one neighbour can fill must be asked of it soon, whatever the
+    # dice say: digests go round the neighbours, each once per round, in shuffled order.
+    mesh = Mesh()
+    mesh.add("hub")
+    leaves = ["b", "c", "d", "e"]
+    for leaf in leaves:
+        mesh.add(leaf)
+        mesh.connect("hub", leaf)
+    mesh.settle()
+    before = {leaf: mesh.nodes[leaf].statistics().frames_in for leaf in leaves}
+    rounds = 5
+    mesh.step(rounds * len(leaves) * mesh.config.anti_entropy_interval)
+    received = {leaf: mesh.nodes[leaf].statistics().frames_in - before[leaf]
+                for leaf in leaves}
+    assert received == dict.fromkeys(leaves, rounds)  # only the hub's digests arrive
+
+
 def test_seen_cache_expires_with_the_stepped_clock(key: nacl.signing.SigningKey) -> None:
     config = GossipConfig.local().replace(seen_ttl=5.0)
     mesh = Mesh(config)
