@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from somasync.bench import LatencyHistogram
+from somasync.sim.plot import require_matplotlib
 
 
 def main() -> int:
@@ -24,12 +25,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="folder for the PNGs (default: results)")
     args = parser.parse_args()
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: pip install -e '.[plot]'", file=sys.stderr)
+        plt = require_matplotlib()  # an optional extra: loaded only when drawing
+    except ImportError as exc:
+        print(exc, file=sys.stderr)
         return 2
     out = args.out or args.results
     out.mkdir(parents=True, exist_ok=True)

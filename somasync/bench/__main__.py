@@ -188,10 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     if args.plot:
+        from somasync.sim.plot import require_matplotlib
+
         try:
-            import matplotlib  # noqa: F401 -- fail before the run, not after it
-        except ImportError:
-            parser.error("--plot needs matplotlib: pip install 'somasync[plot]'")
+            require_matplotlib()  # fail before the run, not after it
+        except ImportError as exc:
+            parser.error(str(exc))
         if settings.rate <= 0 or settings.scenario == "burst":
             parser.error("--plot draws the timeline of an open-loop run (rate > 0, not burst)")
     import uvloop

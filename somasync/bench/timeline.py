@@ -198,11 +198,11 @@ def plot_timeline(result: dict[str, Any], path: str) -> None:
     Raises:
         ImportError: matplotlib is missing (the ``plot`` extra).
     """
-    import matplotlib
+    # Loaded only when drawing: the bench's node processes import this module too, and
+    # must not carry the simulator (or matplotlib, an optional extra) in their memory.
+    from somasync.sim.plot import require_matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = require_matplotlib()
     timeline = result["timeline"]
     interval = float(timeline["interval_s"])
     figure, (latency_axes, rss_axes) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
