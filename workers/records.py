@@ -105,8 +105,26 @@ class BatchWriter:
         self._items.append(item)
         self._pending_bytes += len(item)
 
+    def take_pending(self) -> list[bytes]:
+        """Remove and return the items not yet written (their ring is being replaced)."""
+        items, self._items = self._items, []
+        self._pending_bytes = 0
+        return items
+
     def flush(self) -> bool:
-        """Write what fits and publish. Returns True when the consumer must be woken."""
+        """Write what fits and publish. Returns True when the consumer must be woken.
+
+        Items that do not fit stay pending, and the ring is asked to have the consumer
+        ring this process's doorbell once it frees room: flush again then."""
+        wake = self._write()
+        if self._items:
+            self.ring.want_room()
+            wake = self._write() or wake  # room freed before the request was seen
+            if not self._items:
+                self.ring.want_room(False)
+        return wake
+
+    def _write(self) -> bool:
         items = self._items
         if not items:
             return False

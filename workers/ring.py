@@ -6,6 +6,7 @@ production): nothing here knows about processes. Layout::
     offset   0  u64 head        bytes consumed so far (written by the consumer only)
     offset  64  u64 tail        bytes published so far (written by the producer only)
     offset 128  u32 sleeping    1 while the consumer waits for a wake-up
+    offset 136  u32 room wanted 1 while the producer waits for the consumer to free room
     offset 192  data[capacity]  records, each 8-byte aligned:
                                 u32 length | u32 sequence | payload | padding
 
@@ -14,6 +15,12 @@ cache lines, and each has one writer. The producer writes records first and publ
 ``tail`` once per batch, so the consumer never sees a half-written record (x86 keeps
 stores in order; this module assumes it). A record that would run past the end of the
 buffer is preceded by a wrap marker (length ``WRAP``) and written at offset 0.
+
+Both sides sleep instead of polling: a consumer with nothing to read sets ``sleeping``
+and the producer rings its doorbell after the next publish; a producer that finds the
+ring full sets ``room wanted`` and the consumer rings the producer's doorbell once it
+has freed room (:meth:`RingReader.room_wanted`). Each side sets its flag, then looks
+once more, so a change in between is never missed.
 
 Every record carries the producer's running sequence number. A reader that finds a
 different number, or an impossible length, raises :class:`RingCorrupted`: that is how a
@@ -33,6 +40,7 @@ HEADER_SIZE = 192
 _HEAD = 0
 _TAIL = 64
 _SLEEPING = 128
+_ROOM_WANTED = 136
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _RECORD = struct.Struct("<II")
@@ -135,6 +143,12 @@ class RingWriter(_Ring):
         _U64.pack_into(self._buffer, _TAIL, self._staged_tail)
         return self.consumer_sleeping
 
+    def want_room(self, wanted: bool = True) -> None:
+        """The ring was full (True): the consumer is to ring this producer's doorbell when
+        it frees room. Try writing once more after setting it: room freed just before
+        would not be announced. False withdraws the request."""
+        _U32.pack_into(self._buffer, _ROOM_WANTED, 1 if wanted else 0)
+
 
 class RingReader(_Ring):
     """The consuming end."""
@@ -175,6 +189,15 @@ class RingReader(_Ring):
             self._sequence = (self._sequence + 1) & 0xFFFFFFFF
         _U64.pack_into(buffer, _HEAD, head)
         return records
+
+    def room_wanted(self) -> bool:
+        """True, once, when the producer asked for room and this reader has freed some
+        since (call it after :meth:`read`): the caller rings the producer's doorbell."""
+        buffer = self._buffer
+        if not _U32.unpack_from(buffer, _ROOM_WANTED)[0] or self.used >= self.capacity:
+            return False
+        _U32.pack_into(buffer, _ROOM_WANTED, 0)
+        return True
 
     def set_sleeping(self, sleeping: bool) -> None:
         """Tell the producer whether a wake-up is needed after its next publish.

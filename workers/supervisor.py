@@ -140,6 +140,7 @@ class ShardedNode(SynapseNode):
         self._delivered: OrderedDict[bytes, None] = OrderedDict()
         self._handshake_timeouts = 0
         self._handover_failures = 0
+        self._room = asyncio.Event()  # set whenever a ring to a worker may have room
         self._restarts = 0
         self._stopping = False
         self._hello = b""
@@ -209,6 +210,7 @@ class ShardedNode(SynapseNode):
         if not self._running:
             return
         self._running = False
+        self._room.set()  # broadcasts waiting for room give up
         self._membership.stop()
         self._remove_signal_handlers()
         dialers = [*self._dialers.values()]
@@ -281,7 +283,13 @@ class ShardedNode(SynapseNode):
         if target == SUPERVISOR:
             self._readers[source] = RingReader(buffer)
         elif source == SUPERVISOR:
-            self._writers[target] = BatchWriter(RingWriter(buffer))
+            previous = self._writers.get(target)
+            writer = self._writers[target] = BatchWriter(RingWriter(buffer))
+            if previous is not None:
+                # Broadcasts still waiting for room in the dead worker's ring go to its
+                # successor (what it had read but not handled is lost with it).
+                for item in previous.take_pending():
+                    writer.add(item)
         return segment
 
     @staticmethod
@@ -402,11 +410,16 @@ class ShardedNode(SynapseNode):
     def _on_bell(self) -> None:
         assert self._doorbell is not None
         self._doorbell.clear()
+        # The bell also rings when a worker freed room in a ring this process writes.
+        for index, writer in self._writers.items():
+            if writer.pending:
+                self._flush(index)
+        self._room.set()
         while True:
             got_any = False
             for reader in self._readers.values():
                 reader.set_sleeping(False)
-            for reader in list(self._readers.values()):
+            for index, reader in list(self._readers.items()):
                 try:
                     records = reader.read()
                 except RingCorrupted:
@@ -414,6 +427,8 @@ class ShardedNode(SynapseNode):
                 for record in records:
                     got_any = True
                     self._deliver(record)
+                if reader.room_wanted() and self._ringer is not None:
+                    self._ringer.ring(self._doorbell_address(index))
             for reader in self._readers.values():
                 reader.set_sleeping(True)
             if not got_any and not any(r.used for r in self._readers.values()):
@@ -570,15 +585,23 @@ class ShardedNode(SynapseNode):
         writer.add(encode_item(SupervisorKind.BROADCAST, 0, message.priority,
                                encode_envelope_item(message.signature,
                                                     message.envelope_bytes)))
-        if writer.flush():
-            self._ringer.ring(self._doorbell_address(owner))
-        if writer.pending:
-            # The owner is behind: wait for room rather than drop the user's message.
-            while writer.pending and self._running:
-                await asyncio.sleep(0.001)
-                if writer.flush() and self._ringer is not None:
-                    self._ringer.ring(self._doorbell_address(owner))
+        self._flush(owner)
+        # The owner is behind: wait for room rather than drop the user's message. The
+        # owner rings this doorbell once it has read (the ring's room-wanted flag), and
+        # a restarted owner's writer inherits what was pending.
+        while self._running:
+            writer = self._writers[owner]
+            if not writer.pending:
+                break
+            self._room.clear()
+            await self._room.wait()
+            self._flush(owner)
         return message.id
+
+    def _flush(self, index: int) -> None:
+        writer = self._writers.get(index)
+        if writer is not None and writer.flush() and self._ringer is not None:
+            self._ringer.ring(self._doorbell_address(index))
 
     async def get_stats(self) -> NodeStats:
         if not self._workers:

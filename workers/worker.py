@@ -19,8 +19,9 @@ broadcasts from the supervisor. Out: frames on its own links, routed items to th
 owners of what it cannot handle itself, deliveries to the supervisor, and connection
 events on the control socket. Everything runs in :meth:`Worker.pump` after each input,
 so one input's outputs leave in batches. A ring that is full keeps its items pending
-(bounded; past the bound they are dropped and counted) and is retried 1 ms later: the
-one timed retry left, until rings signal free space.
+(bounded; past the bound they are dropped and counted) and asks its consumer, through the
+ring's room-wanted flag, to ring this worker's doorbell once it has read: no process
+polls a ring.
 
 Crashes. A torn record in a ring (its writer died mid-write) raises
 :class:`~.ring.RingCorrupted`: the ring is skipped until the supervisor sends ``Rewire``
@@ -153,7 +154,6 @@ class Worker:
         self._ringer = Ringer()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
-        self._retry: asyncio.TimerHandle | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._doorbell: Doorbell = None  # type: ignore[assignment]
         self._cpu_started = time.process_time()
@@ -310,7 +310,8 @@ class Worker:
                                 endpoint.receive_routed(item, now=now)
                     except DecodeError:
                         continue
-                del source
+                if reader.room_wanted():
+                    self._ringer.ring(self.spec.doorbells[source])
             self.pump()
             for reader in self._readers.values():
                 reader.set_sleeping(True)
@@ -349,19 +350,12 @@ class Worker:
             self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _flush(self) -> None:
+        # A ring that stays full asks its consumer to ring our doorbell once it has read;
+        # the bell runs pump(), which comes back here.
         spec = self.spec
-        backlog = False
         for index, writer in self._writers.items():
             if writer.flush():
                 self._ringer.ring(spec.doorbells[index])
-            backlog |= writer.pending > 0
-        if backlog and self._retry is None:
-            # A full ring frees space as its consumer reads; look again shortly.
-            self._retry = self.loop.call_later(0.001, self._on_retry)
-
-    def _on_retry(self) -> None:
-        self._retry = None
-        self._flush()
 
     def _on_timer(self) -> None:
         self._timer = self._timer_deadline = None

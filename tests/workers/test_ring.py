@@ -131,6 +131,39 @@ def test_sleeping_flag_tells_the_producer_to_wake() -> None:
     assert reader.read() == [b"b"]
 
 
+def test_a_full_ring_asks_its_consumer_for_room_and_loses_nothing() -> None:
+    from somasync.workers.records import BatchWriter
+
+    writer, reader, _ = make_ring(256)
+    batch = BatchWriter(writer)
+    records = [bytes([i]) * 40 for i in range(12)]  # more than 256 bytes of ring
+    for record in records:
+        batch.add(record)
+    assert batch.flush()  # the consumer is asleep (a new reader): wake it
+    assert batch.pending > 0  # the rest waits for room...
+    received = reader.read()
+    assert received  # a batch of items is one record
+    assert reader.room_wanted()  # ...and the consumer is told to wake the producer
+    assert not reader.room_wanted()  # once
+    while batch.pending:
+        batch.flush()
+        received += reader.read()
+    assert not reader.room_wanted()  # nothing was left waiting: no request stays set
+    items = b"".join(received)
+    assert items == b"".join(records)
+
+
+def test_no_room_request_when_everything_fits() -> None:
+    from somasync.workers.records import BatchWriter
+
+    writer, reader, _ = make_ring(1024)
+    batch = BatchWriter(writer)
+    batch.add(b"x" * 100)
+    batch.flush()
+    assert reader.read() == [b"x" * 100]
+    assert not reader.room_wanted()
+
+
 def test_capacity_is_validated() -> None:
     with pytest.raises(ValueError, match="capacity"):
         RingWriter(memoryview(bytearray(HEADER_SIZE + 60)))

@@ -182,6 +182,32 @@ async def test_a_worker_sent_a_malformed_control_message_is_restarted_not_confus
         assert (await x.get_stats()).worker_restarts == 1
 
 
+async def test_full_rings_wake_their_producers_and_lose_nothing() -> None:
+    # The smallest rings, and more than fits in them each way: the application's
+    # broadcasts wait for room in the supervisor's rings, and deliveries wait in the
+    # workers' rings, until the other side has read and rung back (nobody polls).
+    builder = (SynapseNodeBuilder().with_node_id("X").with_bind_address("127.0.0.1:0")
+               .with_gossip_config(GossipConfig.local()).with_workers(2)
+               .with_discovery("static"))
+    builder = builder.with_config(builder.config.replace(ring_capacity=64 * 1024))
+    x, messages, _events = builder.build()
+    received: list[Message] = []
+    async with mesh() as m:
+        m.nodes["X"], m.streams["X"], m.received["X"] = x, messages, received
+        await m.start("X")
+        y = await m.add("y", bootstrap=(x.listen_address,))
+        await wait_for(lambda: len(x.connected_peers()) == 1, "X to link y")
+        payload = "x" * 2000
+        sent = [await x.broadcast_message(MessageType.Data(f"{k} {payload}"))
+                for k in range(300)]  # 600 KB through 64 KiB rings
+        incoming = [await y.broadcast_message(MessageType.Data(f"in {k} {payload}"))
+                    for k in range(300)]
+        await wait_for(lambda: set(sent) <= set(ids(m.received["y"])), "y to get X's")
+        await wait_for(lambda: set(incoming) <= set(ids(received)), "X to deliver y's")
+        assert len(ids(received)) == len(set(ids(received)))
+        assert len(ids(m.received["y"])) == len(set(ids(m.received["y"])))
+
+
 async def test_stop_and_restart_leave_no_segments_and_keep_exactly_once() -> None:
     async with mesh() as m:
         a = await m.add("a")
