@@ -418,6 +418,9 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
             "bytes_out": report["bytes_out"], "bytes_in": report["bytes_in"],
             "deliveries_dropped": report["deliveries_dropped"],
             "rejected": report["rejected"], "worker_restarts": report["worker_restarts"],
+            # Where a lost message went: the core's integer counters (send queues that
+            # overflowed, digests and repairs, duplicates dropped), summed over workers.
+            "core": report["core"],
         })
     timeline = trend = None
     if settings.rate > 0 and settings.scenario != "burst":

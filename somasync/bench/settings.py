@@ -6,13 +6,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from somasync.config import require, require_int, require_number
+from somasync.config import GossipConfig, require, require_int, require_number
 
 __all__ = ["PRESETS", "SCENARIOS", "BenchSettings"]
 
 SCENARIOS = ("steady", "burst", "kill-node", "kill-worker", "slow", "soak")
 """steady: open-loop publishing at ``rate``; burst: every message at once, as fast as the
-connections take them; kill-node: SIGKILL of one node process halfway (it has no
+connections take them (the one scenario that deviates from the library's defaults: see
+:meth:`BenchSettings.gossip_deviations`); kill-node: SIGKILL of one node process halfway (it has no
 publisher; loss is counted over the survivors); kill-worker: SIGKILL of one worker
 process of node 0 halfway (every node must still get everything); slow: node 0's
 application takes at most ``slow_rate`` messages/s; soak: steady publishing, reported
@@ -109,10 +110,21 @@ class BenchSettings:
         return [share + (1 if i < extra else 0) for i in range(self.publishers)]
 
     def gossip_deviations(self) -> dict[str, object]:
-        """The node configuration fields this run sets away from ``GossipConfig.lan()``."""
-        if self.anti_entropy_interval is None:
-            return {}
-        return {"anti_entropy_interval": self.anti_entropy_interval}
+        """The node configuration fields this run sets away from ``GossipConfig.lan()``.
+
+        One scenario deviates by design: a ``burst`` offers every message at once, far
+        past what the nodes verify per second, so its whole run is one backlog; anti-
+        entropy must be able to repair anything the overload cost from the stores, so
+        they hold the whole burst (``max_stored_messages`` = messages + 1,000) where the
+        library keeps the latest 10,000 (seconds of traffic at a steady rate)."""
+        deviations: dict[str, object] = {}
+        if self.scenario == "burst":
+            stored = self.total_messages + 1000
+            if stored > GossipConfig.lan().max_stored_messages:
+                deviations["max_stored_messages"] = stored
+        if self.anti_entropy_interval is not None:
+            deviations["anti_entropy_interval"] = self.anti_entropy_interval
+        return deviations
 
     def replace(self, **changes: Any) -> BenchSettings:
         return dataclasses.replace(self, **changes)

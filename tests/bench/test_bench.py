@@ -118,6 +118,9 @@ def test_a_configuration_deviation_is_listed() -> None:
     assert BenchSettings().gossip_deviations() == {}
     assert BenchSettings(anti_entropy_interval=0.5).gossip_deviations() == {
         "anti_entropy_interval": 0.5}
+    assert BenchSettings(scenario="burst", rate=0, messages=20_000).gossip_deviations() == {
+        "max_stored_messages": 21_000}
+    assert BenchSettings(scenario="burst", rate=0, messages=500).gossip_deviations() == {}
 
 
 def test_bad_settings_name_the_field() -> None:
