@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import math
 import os
 import random
 import signal
@@ -286,7 +287,11 @@ async def run_bench(settings: BenchSettings,
         pace = "as fast as possible" if fastest else f"{settings.rate:g}/s"
         note(f"publishing {settings.total_messages} messages ({pace})")
 
+        # One sample at the start and one at the end of every interval of the schedule,
+        # also while draining: the last interval ends after the last message was due.
         next_sample = go_wall
+        last_sample = go_wall + math.ceil(settings.duration / settings.interval - 1e-9) \
+            * settings.interval
         fault_at = go_wall + settings.duration / 2
         fault_done = settings.scenario not in ("kill-node", "kill-worker")
         done: dict[int, dict[str, Any]] = {}
@@ -313,7 +318,7 @@ async def run_bench(settings: BenchSettings,
                     os.kill(pid, signal.SIGKILL)
                     note(f"SIGKILL worker pid {pid} of node bench-0")
             live = [n for n in nodes if not n.killed]
-            sampling = now >= next_sample and drain_deadline is None
+            sampling = next_sample <= min(now, last_sample + 1e-6)
             if sampling:
                 next_sample += settings.interval
             for child in live:
@@ -350,6 +355,11 @@ async def run_bench(settings: BenchSettings,
             if not child.killed:
                 child.cpu_end, rss, _ = _cpu_and_rss(child.pid)
                 child.rss_max = max(child.rss_max, rss)
+                if child in nodes and next_sample <= last_sample + 1e-6:
+                    # Everything arrived before the schedule's last interval ended: its
+                    # closing sample is this one.
+                    child.samples.append((round(finished_at - go_wall, 3), rss,
+                                          child.cpu_end))
         reports: dict[int, dict[str, Any]] = {}
         for child in nodes:
             if not child.killed:
