@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import nacl.signing
 import pytest
@@ -354,6 +355,29 @@ def test_anti_entropy_asks_every_neighbour_once_per_round() -> None:
     received = {leaf: mesh.nodes[leaf].statistics().frames_in - before[leaf]
                 for leaf in leaves}
     assert received == dict.fromkeys(leaves, rounds)  # only the hub's digests arrive
+
+
+@pytest.mark.xfail(strict=True, reason="known: a stream with more than 255 runs of "
+                   "holes gives its oldest holes up at once (antientropy.MAX_INTERVALS, one "
+                   "digest's worth), so scattered loss beyond that is never repaired")
+def test_scattered_loss_of_a_burst_is_repaired_by_anti_entropy(
+        key: nacl.signing.SigningKey) -> None:
+    config = GossipConfig.lan().replace(max_stored_messages=20_000)
+    mesh = Mesh(config)
+    mesh.add("a")
+    mesh.add("b")
+    wire_ab = mesh.connect("a", "b")
+    mesh.settle()
+    rng = random.Random(5)
+    sent = []
+    for i in range(1, 3001):
+        wire_ab.drop = rng.random() < 0.3  # about 900 holes, scattered
+        sent.append(mesh.nodes["a"].broadcast(
+            make_message(key, f"m{i}", sequence=i).to_envelope(), now=mesh.now))
+        mesh.settle()
+    wire_ab.drop = False
+    mesh.step(20 * config.anti_entropy_interval)  # 20 rounds; an answer carries 1,024
+    assert set(sent) <= set(mesh.delivered["b"])
 
 
 def test_seen_cache_expires_with_the_stepped_clock(key: nacl.signing.SigningKey) -> None:
