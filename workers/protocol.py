@@ -128,8 +128,10 @@ _TYPES: dict[Kind, type[Any]] = {
     Kind.FRAME_REJECTED: FrameRejected,
 }
 _KINDS = {cls: kind for kind, cls in _TYPES.items()}
+# The fields declared ``bytes`` (annotations are strings here and in core.events).
 _BYTES_FIELDS: dict[type[Any], tuple[str, ...]] = {
-    Adopt: ("initial",), Disconnect: ("public_key",), PeerConnected: ("public_key",),
+    cls: tuple(f.name for f in dataclasses.fields(cls) if f.type in ("bytes", bytes))
+    for cls in _TYPES.values()
 }
 
 

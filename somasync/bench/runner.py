@@ -70,6 +70,7 @@ class _Child:
     cpu_start: float = 0.0
     cpu_end: float = 0.0
     rss_max: int = 0
+    rss_last: int = 0
     processes: int = 1
     samples: list[tuple[float, int, float]] = field(default_factory=list)
     """(seconds since go, RSS bytes, CPU seconds) at the start and every interval."""
@@ -353,12 +354,14 @@ async def run_bench(settings: BenchSettings,
         finished_at = loop.time()
         for child in nodes + publishers:
             if not child.killed:
-                child.cpu_end, rss, _ = _cpu_and_rss(child.pid)
-                child.rss_max = max(child.rss_max, rss)
-                if child in nodes and next_sample <= last_sample + 1e-6:
-                    # Everything arrived before the schedule's last interval ended: its
-                    # closing sample is this one.
-                    child.samples.append((round(finished_at - go_wall, 3), rss,
+                child.cpu_end, child.rss_last, _ = _cpu_and_rss(child.pid)
+                child.rss_max = max(child.rss_max, child.rss_last)
+        if next_sample <= last_sample + 1e-6:
+            # Everything arrived before the schedule's last interval ended: its closing
+            # sample is the one just taken.
+            for child in nodes:
+                if not child.killed:
+                    child.samples.append((round(finished_at - go_wall, 3), child.rss_last,
                                           child.cpu_end))
         reports: dict[int, dict[str, Any]] = {}
         for child in nodes:

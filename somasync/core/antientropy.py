@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from somasync.core import wire
 from somasync.core.wire import Envelope, StreamKey
@@ -311,11 +311,10 @@ class MessageStore:
         """Streams with at least one stored message."""
         return len(self._by_stream)
 
-    def add(self, envelope: Envelope, *, now: float, wall_now: float | None = None,
-            hops: int = 0) -> None:
+    def add(self, envelope: Envelope, *, now: float, wall_now: float, hops: int = 0) -> None:
         """Keep ``envelope``; ``hops``: what a neighbour would see in this node's copy;
-        ``wall_now``: the wall clock (default ``now``), to tell whether its TTL ends
-        before ``max_age`` evicts it."""
+        ``wall_now``: the wall clock, to tell whether its TTL ends before ``max_age``
+        evicts it."""
         if self.capacity == 0 or envelope.id in self._by_id:
             return
         entries = self._by_stream.get(envelope.stream)
@@ -330,7 +329,7 @@ class MessageStore:
         message_id = envelope.id
         self._by_id[message_id] = stored
         entries.add(stored)
-        horizon = (now if wall_now is None else wall_now) + self.max_age
+        horizon = wall_now + self.max_age
         if expires_at < horizon:
             heap = self._ttl_heap
             heapq.heappush(heap, (expires_at, message_id))
@@ -398,48 +397,31 @@ class MessageStore:
                  found: list[tuple[bytes, int]], limit: int, wall_now: float) -> bool:
         """Append the stored messages of one stream that lie in the gaps of
         ``intervals``; False once ``found`` holds ``limit``."""
-        sequences, head = entries.sequences, entries.head
-        last = sequences[-1]
-        gap_lo = sequences[head]  # nothing below the first stored sequence number
-        scanned = 0
+        sequences, by_sequence = entries.sequences, entries.by_sequence
+        for gap_lo, gap_hi in self._gaps(intervals, sequences[entries.head], sequences[-1]):
+            i = bisect.bisect_left(sequences, gap_lo, entries.head)
+            while i < len(sequences) and sequences[i] <= gap_hi:
+                stored = by_sequence[sequences[i]]
+                self.scanned += 1
+                i += 1
+                if stored.expires_at >= wall_now:
+                    found.append((stored.frame, stored.priority))
+                    if len(found) >= limit:
+                        return False
+        return True
+
+    def _gaps(self, intervals: Sequence[tuple[int, int]], first: int,
+              last: int) -> Iterator[tuple[int, int]]:
+        """The ranges of ``[first, last]`` (the stored sequence numbers' span) outside the
+        sorted, disjoint ``intervals``; each interval looked at counts as scanned."""
+        gap_lo = first
         for lo, hi in intervals:
-            scanned += 1
+            self.scanned += 1
             if hi < gap_lo:
                 continue
             if lo > gap_lo:
-                scanned, full = self._scan(entries, gap_lo, min(lo - 1, last), found, limit,
-                                           wall_now, scanned)
-                if full:
-                    self.scanned += scanned
-                    return False
+                yield gap_lo, min(lo - 1, last)
             gap_lo = hi + 1
             if gap_lo > last:
-                break
-        else:
-            scanned, full = self._scan(entries, gap_lo, last, found, limit, wall_now, scanned)
-            if full:
-                self.scanned += scanned
-                return False
-        self.scanned += scanned
-        return True
-
-    @staticmethod
-    def _scan(entries: _StreamEntries, gap_lo: int, gap_hi: int,
-              found: list[tuple[bytes, int]], limit: int, wall_now: float,
-              scanned: int) -> tuple[int, bool]:
-        """Append the unexpired stored messages with sequence numbers in
-        ``[gap_lo, gap_hi]``; returns the updated scan count and whether ``found`` is
-        full."""
-        sequences, by_sequence = entries.sequences, entries.by_sequence
-        i = bisect.bisect_left(sequences, gap_lo, entries.head)
-        end = len(sequences)
-        while i < end and sequences[i] <= gap_hi:
-            stored = by_sequence[sequences[i]]
-            scanned += 1
-            i += 1
-            if stored.expires_at < wall_now:
-                continue
-            found.append((stored.frame, stored.priority))
-            if len(found) >= limit:
-                return scanned, True
-        return scanned, False
+                return
+        yield gap_lo, last
