@@ -437,11 +437,12 @@ class NodeConfig:
     """How members are found (see :class:`DiscoveryMethod`). Gossip peer exchange by
     default; mDNS is opt-in because it announces the node to the whole LAN."""
 
-    overlay_degree: int = 6
-    """Broadcast links this node dials to members learned through membership (it also
-    accepts links dialled by others). Six random links per node give a connected overlay
-    with high probability and a handful of redundant paths; a failed link is replaced
-    by a live member."""
+    overlay: OverlayConfig = field(default_factory=lambda: OverlayConfig())
+    """The HyParView overlay that picks this node's broadcast links (gossip discovery),
+    see :class:`OverlayConfig`. One rule at every size: a mesh of up to
+    ``overlay.active_size + 1`` nodes (6 by default) is a full mesh; a larger one gives
+    each node ``active_size`` symmetric random links, replaced from the passive view when
+    membership or the transport reports one failed."""
 
     connect_timeout: float = 5.0
     """Seconds a TCP connect may take before it counts as failed."""
@@ -499,7 +500,7 @@ class NodeConfig:
                  "discovery", "must be a frozenset of DiscoveryMethod values")
         require(DiscoveryMethod.MDNS not in self.discovery, "discovery",
                  "mDNS discovery is not available in this version; use gossip with a seed")
-        require_int(self.overlay_degree, "overlay_degree")
+        require(isinstance(self.overlay, OverlayConfig), "overlay", "must be an OverlayConfig")
         require_number(self.connect_timeout, "connect_timeout")
         require_number(self.handshake_timeout, "handshake_timeout")
         require_number(self.reconnect_initial_delay, "reconnect_initial_delay")

@@ -15,6 +15,7 @@ from somasync.config import (
     GossipConfig,
     MembershipConfig,
     NodeConfig,
+    OverlayConfig,
     parse_address,
 )
 from somasync.core.crypto import Identity
@@ -53,6 +54,11 @@ class SynapseNodeBuilder:
     def with_membership_config(self, membership: MembershipConfig) -> SynapseNodeBuilder:
         """Failure-detection timings (``MembershipConfig.lan()``, ``.wan()``, ``.local()``)."""
         self._config = self._config.replace(membership=membership)
+        return self
+
+    def with_overlay_config(self, overlay: OverlayConfig) -> SynapseNodeBuilder:
+        """The overlay that picks broadcast links (``OverlayConfig.lan()``, ``.local()``)."""
+        self._config = self._config.replace(overlay=overlay)
         return self
 
     def with_discovery(self, *methods: DiscoveryMethod | str) -> SynapseNodeBuilder:

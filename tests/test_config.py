@@ -123,5 +123,5 @@ def test_discovery_methods() -> None:
         SynapseNodeBuilder().with_discovery("carrier-pigeon")
     with pytest.raises(ConfigError, match="discovery"):
         SynapseNodeBuilder().with_discovery("mdns")
-    with pytest.raises(ConfigError, match="overlay_degree"):
-        NodeConfig(overlay_degree=0)
+    with pytest.raises(ConfigError, match="overlay"):
+        NodeConfig(overlay=6)  # type: ignore[arg-type]

@@ -151,7 +151,6 @@ class ShardedNode(SynapseNode):
         if self._running:
             raise NodeStateError("the node is already running")
         self._loop = loop = asyncio.get_running_loop()
-        self._links_changed = asyncio.Event()
         self._stopping = False
         host, port = self._bound or parse_address(self.config.bind_address, "bind_address")
         for attempt in range(BIND_ATTEMPTS):
@@ -168,9 +167,10 @@ class ShardedNode(SynapseNode):
                 raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
             bound_port = listener.getsockname()[1]
             try:
-                # Membership runs here, in the supervisor: one UDP socket per node.
-                await self._membership.start(host, bound_port, f"{host}:{bound_port}",
-                                             self._seeds())
+                # The control part runs here, in the supervisor: one UDP socket per node.
+                self._bound = (host, bound_port)
+                await self._control.start(host, bound_port, f"{host}:{bound_port}",
+                                          self._seeds(), list(self._peers))
                 break
             except TransportError:
                 listener.close()
@@ -194,7 +194,7 @@ class ShardedNode(SynapseNode):
             await asyncio.wait_for(
                 asyncio.gather(*(w.ready for w in self._workers.values())), 60.0)
         except BaseException:
-            self._membership.stop()
+            self._control.stop()
             await self._shutdown()
             raise
         self._running = True
@@ -202,8 +202,7 @@ class ShardedNode(SynapseNode):
         self._messages.reopen()
         self._events.reopen()
         self._accept_task = loop.create_task(self._accept_loop())
-        for address in self._static_addresses():
-            self._start_dialer(address)
+        self._control.open()
         self._install_signal_handlers()
 
     async def stop(self) -> None:
@@ -211,12 +210,11 @@ class ShardedNode(SynapseNode):
             return
         self._running = False
         self._room.set()  # broadcasts waiting for room give up
-        self._membership.stop()
+        self._control.stop()
         self._remove_signal_handlers()
-        dialers = [*self._dialers.values()]
+        dialers = [*self._dials]
         if self._accept_task is not None:
             dialers.append(self._accept_task)
-        self._dialers.clear()
         for task in dialers:
             task.cancel()
         await asyncio.gather(*dialers, return_exceptions=True)
@@ -262,8 +260,9 @@ class ShardedNode(SynapseNode):
         if self._ringer is not None:
             self._ringer.close()
             self._ringer = None
-        for _, (peer_id, address, _owner) in list(self._connected.items()):
-            self._events.put_nowait(PeerDisconnected(peer_id, address, "stopped"))
+        for key, (peer_id, address, _owner) in list(self._connected.items()):
+            self._events.put_nowait(PeerDisconnected(peer_id, address, "stopped", key))
+            self._control.link_down(key)
         self._connected.clear()
 
     # --- rings and workers -----------------------------------------------------------
@@ -361,10 +360,11 @@ class ShardedNode(SynapseNode):
         for key, (peer_id, address, owner) in list(self._connected.items()):
             if owner == index:
                 del self._connected[key]
-                self._events.put_nowait(PeerDisconnected(peer_id, address, "worker_died"))
+                self._events.put_nowait(PeerDisconnected(peer_id, address, "worker_died",
+                                                         key))
+                self._control.link_down(key)
         self._on_bell()  # arms the fresh ring from the new worker
         self._spawn(index)
-        self._notify_links_changed()
 
     def _on_control(self, worker: _Worker) -> None:
         messages = control.receive(worker.control)
@@ -395,15 +395,13 @@ class ShardedNode(SynapseNode):
         if isinstance(event, PeerConnected):
             self._connected[event.public_key] = (event.peer_id, event.address, index)
             self._events.put_nowait(event)
-            self._notify_links_changed()
+            self._control.link_up(event.public_key, event.address)
         elif isinstance(event, PeerDisconnected):
-            for key, (peer_id, _address, owner) in list(self._connected.items()):
-                if peer_id == event.peer_id and owner == index:
-                    del self._connected[key]
-                    if event.reason == "closed" and self._running:
-                        self._membership.link_lost(key)
+            entry = self._connected.get(event.public_key)
+            if entry is not None and entry[2] == index:
+                del self._connected[event.public_key]
+                self._control.link_down(event.public_key)
             self._events.put_nowait(event)
-            self._notify_links_changed()
         else:
             self._events.put_nowait(event)
 
@@ -478,7 +476,8 @@ class ShardedNode(SynapseNode):
                          dialled: str | None) -> bytes | None:
         """Send our HELLO, read the first frame, pick the owning worker, pass the socket on.
 
-        Returns the peer's public key when its first frame was a HELLO. Anything else
+        Returns the peer's public key when its first frame was a HELLO and the owner
+        took the socket (None otherwise). Anything else
         (garbage, a message before HELLO...) still goes to a worker, whose endpoint
         refuses it with the proper reason, counted and reported like any bad frame.
         """
@@ -510,62 +509,46 @@ class ShardedNode(SynapseNode):
         owner = (peer_owner(key, self._count) if key is not None
                  else peer_owner(address.encode(), self._count))
         worker = self._workers.get(owner)
-        if key is not None and dialled is not None:
-            self._address_keys[dialled] = key
         handed = worker is not None and await control.send_soon(
             worker.control, Adopt(address=dialled or address, outbound=dialled is not None,
                                   initial=bytes(received)), [sock.fileno()])
         if not handed:
             self._handover_failures += 1
         sock.close()
-        return key
+        return key if handed else None
 
-    async def _dial_loop(self, address: str) -> None:
-        host, port = parse_address(address, "peer address")
-        config = self.config
+    def dial(self, address: str) -> None:
+        if not self._running:
+            return
+        task = self._loop.create_task(self._connect(address))
+        self._dials.add(task)
+        task.add_done_callback(self._dials.discard)
+
+    async def _connect(self, address: str) -> None:
+        """One dial: connect, then hand the socket over (which reports the outcome)."""
         loop = self._loop
-        delay = config.reconnect_initial_delay
-        rng = secrets.SystemRandom()
-        while self._running:
-            if self._reached_otherwise(address):
-                await self._wait_links_changed()
-                continue
-            key = None
+        try:
+            host, port = parse_address(address, "peer address")
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            family, kind, proto, _, sockaddr = infos[0]
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
             try:
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-                family, kind, proto, _, sockaddr = infos[0]
-                sock = socket.socket(family, kind, proto)
-                sock.setblocking(False)
-                try:
-                    await asyncio.wait_for(loop.sock_connect(sock, sockaddr),
-                                           config.connect_timeout)
-                except BaseException:
-                    sock.close()
-                    raise
-                key = await self._hand_over(sock, address, dialled=address)
-            except (OSError, TimeoutError):
-                self._connect_failures += 1
-            if key is not None:
-                opened = loop.time()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(config.handshake_timeout):
-                        while key not in self._connected:
-                            await self._wait_links_changed()
-                while key in self._connected and self._running:
-                    await self._wait_links_changed()
-                if loop.time() - opened > config.reconnect_max_delay:
-                    delay = config.reconnect_initial_delay
-                    continue
-            await asyncio.sleep(delay * (0.5 + rng.random()))
-            delay = min(delay * 2, config.reconnect_max_delay)
+                await asyncio.wait_for(loop.sock_connect(sock, sockaddr),
+                                       self.config.connect_timeout)
+            except BaseException:
+                sock.close()
+                raise
+        except (OSError, TimeoutError, ValueError):
+            self._control.dial_failed(address)
+            return
+        key = await self._hand_over(sock, address, dialled=address)
+        if key is None:
+            self._control.dial_failed(address)
+        else:
+            self._control.dial_succeeded(address, key)
 
-    def _has_peer(self, public_key: bytes) -> bool:
-        return public_key in self._connected
-
-    def _connected_keys(self) -> list[bytes]:
-        return list(self._connected)
-
-    def _disconnect_peer(self, public_key: bytes, reason: str) -> None:
+    def close_peer(self, public_key: bytes, reason: str) -> None:
         entry = self._connected.get(public_key)
         worker = None if entry is None else self._workers.get(entry[2])
         if worker is not None:
@@ -641,10 +624,10 @@ class ShardedNode(SynapseNode):
             frames_in=core_total.frames_in, frames_out=core_total.frames_out,
             duplicates=core_total.duplicates, rejected=core_total.rejected,
             deliveries_dropped=self._messages.dropped, events_dropped=self._events.dropped,
-            connect_failures=self._connect_failures, core=core_total,
+            connect_failures=self._control_statistics().connect_failures, core=core_total,
             workers=tuple(per_worker), worker_restarts=self._restarts,
             handshake_failures=self._handshake_timeouts + self._handover_failures,
-            membership=self._membership.statistics(),
+            membership=self._control_statistics().membership,
         )
 
     @property

@@ -22,11 +22,13 @@ from types import TracebackType
 from typing import Protocol, cast
 
 from somasync.aio.channel import Stream
-from somasync.aio.membership import MembershipDriver
-from somasync.config import DiscoveryMethod, NodeConfig, parse_address
+from somasync.aio.control import ControlDriver
+from somasync.config import NodeConfig, parse_address
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint, EndpointStatistics
+from somasync.core.events import PeerConnected, PeerDisconnected
 from somasync.core.membership import Member, MembershipStatistics
+from somasync.core.node import ControlStatistics
 from somasync.core.payload import MessageType
 from somasync.errors import NodeStateError, TransportError
 from somasync.events import DeliveryDropped, MessageReceived
@@ -143,6 +145,7 @@ class _LinkProtocol(asyncio.Protocol):
         self.link = next(node._link_ids)
         self.transport: asyncio.Transport | None = None
         self.close_reason = "closed"
+        self.identified = False
         self.lost: asyncio.Future[None] = node._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -164,7 +167,13 @@ class _LinkProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         node = self.node
-        node._endpoint_or_raise().receive_bytes(self.link, data, now=node._loop.time())
+        endpoint = node._endpoint_or_raise()
+        endpoint.receive_bytes(self.link, data, now=node._loop.time())
+        if self.dialled_address is not None and not self.identified:
+            key = endpoint.peer_key_of(self.link)
+            if key is not None:
+                self.identified = True
+                node._control.dial_succeeded(self.dialled_address, key)
         node._pump()
 
     def pause_writing(self) -> None:
@@ -185,16 +194,11 @@ class _LinkProtocol(asyncio.Protocol):
         endpoint = node._endpoint
         if endpoint is None:
             return
-        key = endpoint.peer_key_of(self.link)
-        if self.dialled_address is not None and key is not None:
-            node._address_keys[self.dialled_address] = key
         endpoint.close_link(self.link, now=node._loop.time(), reason=self.close_reason)
         node._pump()
-        node._notify_links_changed()
-        if key is not None and self.close_reason == "closed" and node._running:
-            # The other side (or the network) broke the link: a strong hint, which
-            # membership confirms the SWIM way before anyone is suspected.
-            node._membership.link_lost(key)
+        if self.dialled_address is not None:
+            # Ignored by the control part unless the dial was still outstanding.
+            node._control.dial_failed(self.dialled_address)
 
 
 class SynapseNode:
@@ -214,22 +218,18 @@ class SynapseNode:
         self._endpoint: Endpoint | None = None
         self._peers: dict[str, Peer] = {}
         self._protocols: dict[int, _LinkProtocol] = {}
-        self._dialers: dict[str, asyncio.Task[None]] = {}
-        self._address_keys: dict[str, bytes] = {}
+        self._dials: set[asyncio.Task[None]] = set()
         self._link_ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
-        self._links_changed = asyncio.Event()
         self._running = False
         self._started_at = 0.0
         self._bound: tuple[str, int] | None = None
-        self._connect_failures = 0
         self._deliveries_reported = 0
         self._signals: list[int] = []
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self._membership = MembershipDriver(self, config, identity, events,
-                                            trusted_keys=config.gossip.trusted_keys)
+        self._control = ControlDriver(self, config, identity, events)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -263,7 +263,6 @@ class SynapseNode:
         if self._running:
             raise NodeStateError("the node is already running")
         self._loop = loop = asyncio.get_running_loop()
-        self._links_changed = asyncio.Event()
         host, port = self._bound or parse_address(self.config.bind_address, "bind_address")
         for attempt in range(BIND_ATTEMPTS):
             try:
@@ -273,15 +272,15 @@ class SynapseNode:
                 raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
             bound_port = self._server.sockets[0].getsockname()[1]
             try:
-                # Membership speaks UDP on the same port, so one address names the node.
-                await self._membership.start(host, bound_port, f"{host}:{bound_port}",
-                                             self._seeds())
+                # The control part speaks UDP on the same port: one address names the node.
+                self._bound = (host, bound_port)
+                await self._control.start(host, bound_port, f"{host}:{bound_port}",
+                                          self._seeds(), list(self._peers))
                 break
             except TransportError:
                 self._server.close()
                 if port != 0 or attempt == BIND_ATTEMPTS - 1:
                     raise
-        self._bound = (host, bound_port)
         if self._endpoint is None:
             self._endpoint = Endpoint(
                 self.config.gossip, self.identity, self.config.node_id,
@@ -294,8 +293,7 @@ class SynapseNode:
         self._started_at = loop.time()
         self._messages.reopen()
         self._events.reopen()
-        for address in self._static_addresses():
-            self._start_dialer(address)
+        self._control.open()  # dials wait for the endpoint, which exists only now
         self._pump()
         self._install_signal_handlers()
 
@@ -329,13 +327,6 @@ class SynapseNode:
     def _seeds(self) -> list[str]:
         return list(dict.fromkeys([*self.config.bootstrap_peers, *self._peers]))
 
-    def _static_addresses(self) -> list[str]:
-        """Addresses to keep a connection to whatever membership says: peers added with
-        ``add_peer``, and the bootstrap peers unless gossip discovery picks links."""
-        if DiscoveryMethod.GOSSIP in self.config.discovery:
-            return list(self._peers)
-        return self._seeds()
-
     async def stop(self) -> None:
         """Close every connection and the listener; end the ``messages``/``events`` streams.
 
@@ -344,13 +335,12 @@ class SynapseNode:
         if not self._running:
             return
         self._running = False
-        self._membership.stop()
+        self._control.stop()
         self._remove_signal_handlers()
-        dialers = list(self._dialers.values())
-        self._dialers.clear()
-        for task in dialers:
+        dials = list(self._dials)
+        for task in dials:
             task.cancel()
-        await asyncio.gather(*dialers, return_exceptions=True)
+        await asyncio.gather(*dials, return_exceptions=True)
         if self._server is not None:
             self._server.close()
         endpoint = self._endpoint_or_raise()
@@ -386,8 +376,7 @@ class SynapseNode:
         if not isinstance(peer, Peer):
             raise TypeError("add_peer takes a Peer")
         self._peers[peer.address] = peer
-        if self._running:
-            self._start_dialer(peer.address)
+        self._control.keep(peer.address)
 
     def connected_peers(self) -> dict[str, str]:
         """Node id -> listening address of every peer with an established connection."""
@@ -399,77 +388,34 @@ class SynapseNode:
         """Every member of the mesh this node knows of, itself first, with its state
         (alive, suspect, failed, left), address, incarnation and when it was last heard
         from directly (wall-clock seconds since the epoch)."""
-        return self._membership.members(time.time() - time.monotonic()
-                                        if self._loop is None else
-                                        time.time() - self._loop.time())
+        return self._control.members(time.time() - time.monotonic()
+                                     if self._loop is None else
+                                     time.time() - self._loop.time())
 
-    def _stop_dialer(self, address: str) -> None:
-        if address in self._peers:
-            return  # added by the user: kept whatever membership says
-        task = self._dialers.pop(address, None)
-        if task is not None:
-            task.cancel()
+    # --- what the control part asks of this runtime (ControlHost) ----------------------
 
-    def _connected_keys(self) -> list[bytes]:
-        return [] if self._endpoint is None else self._endpoint.peer_keys()
+    def dial(self, address: str) -> None:
+        """Open one connection to ``address``; the outcome goes to the control part."""
+        if not self._running:
+            return
+        task = self._loop.create_task(self._connect(address))
+        self._dials.add(task)
+        task.add_done_callback(self._dials.discard)
 
-    def _disconnect_peer(self, public_key: bytes, reason: str) -> None:
+    async def _connect(self, address: str) -> None:
+        try:
+            host, port = parse_address(address, "peer address")
+            await asyncio.wait_for(
+                self._loop.create_connection(
+                    lambda: _LinkProtocol(self, dialled_address=address), host, port),
+                timeout=self.config.connect_timeout,
+            )
+        except (TimeoutError, OSError, ValueError):
+            self._control.dial_failed(address)
+
+    def close_peer(self, public_key: bytes, reason: str) -> None:
         if self._endpoint is not None and self._endpoint.disconnect_peer(public_key, reason):
             self._pump()
-
-    def _start_dialer(self, address: str) -> bool:
-        """Keep a connection to ``address``; True when a dialer for it runs now."""
-        if address in self._dialers:
-            return True
-        if (self._bound and address == self.listen_address) or not self._running:
-            return False
-        self._dialers[address] = self._loop.create_task(self._dial_loop(address))
-        return True
-
-    async def _dial_loop(self, address: str) -> None:
-        """Keep one connection to ``address``: dial, wait until lost, back off, repeat."""
-        host, port = parse_address(address, "peer address")
-        config = self.config
-        delay = config.reconnect_initial_delay
-        rng = random.Random()
-        while self._running:
-            if self._reached_otherwise(address):
-                await self._wait_links_changed()
-                continue
-            try:
-                _, protocol = await asyncio.wait_for(
-                    self._loop.create_connection(
-                        lambda: _LinkProtocol(self, dialled_address=address), host, port),
-                    timeout=config.connect_timeout,
-                )
-            except (TimeoutError, OSError):
-                self._connect_failures += 1
-                await asyncio.sleep(delay * (0.5 + rng.random()))
-                delay = min(delay * 2, config.reconnect_max_delay)
-                continue
-            opened = self._loop.time()
-            await protocol.lost
-            if self._loop.time() - opened > config.reconnect_max_delay:
-                delay = config.reconnect_initial_delay
-            else:
-                await asyncio.sleep(delay * (0.5 + rng.random()))
-                delay = min(delay * 2, config.reconnect_max_delay)
-
-    def _reached_otherwise(self, address: str) -> bool:
-        """True when the peer at ``address`` is connected over a link we did not dial
-        (both sides dialled; one link was kept)."""
-        key = self._address_keys.get(address)
-        return key is not None and self._has_peer(key)
-
-    def _has_peer(self, public_key: bytes) -> bool:
-        return self._endpoint is not None and self._endpoint.has_peer(public_key)
-
-    async def _wait_links_changed(self) -> None:
-        await self._links_changed.wait()
-
-    def _notify_links_changed(self) -> None:
-        self._links_changed.set()
-        self._links_changed = asyncio.Event()
 
     # --- broadcasting ------------------------------------------------------------------
 
@@ -532,9 +478,15 @@ class SynapseNode:
             bytes_in=core.bytes_in, bytes_out=core.bytes_out, frames_in=core.frames_in,
             frames_out=core.frames_out, duplicates=core.duplicates, rejected=core.rejected,
             deliveries_dropped=self._messages.dropped, events_dropped=self._events.dropped,
-            connect_failures=self._connect_failures, core=core,
-            membership=self._membership.statistics(),
+            connect_failures=self._control_statistics().connect_failures, core=core,
+            membership=self._control_statistics().membership,
         )
+
+    def _control_statistics(self) -> ControlStatistics:
+        stats = self._control.statistics()
+        if stats is None:
+            raise NodeStateError("the node has not been started")
+        return stats
 
     # --- the pump: endpoint outputs to the outside world -------------------------------
 
@@ -568,6 +520,10 @@ class SynapseNode:
             events.put_nowait(MessageReceived(delivery.from_peer, message))
         for event in endpoint.take_events():
             events.put_nowait(event)
+            if isinstance(event, PeerConnected):
+                self._control.link_up(event.public_key, event.address)
+            elif isinstance(event, PeerDisconnected):
+                self._control.link_down(event.public_key)
         if messages.dropped != self._deliveries_reported:
             events.put_nowait(DeliveryDropped(messages.dropped - self._deliveries_reported))
             self._deliveries_reported = messages.dropped

@@ -40,8 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fractions", default=None,
                         help="sweep: comma-separated failed fractions (default 0.1..0.9)")
     parser.add_argument("--forwarding", choices=("tree", "push"), default="tree")
-    parser.add_argument("--overlay", choices=("hyparview", "random"), default="hyparview",
-                        help="hyparview (the core's) or random (a stand-in)")
+    parser.add_argument("--overlay", choices=("node", "random"), default="node",
+                        help="node (the production control part: HyParView, dialler, SWIM) "
+                             "or random (a baseline)")
+    parser.add_argument("--swim", choices=("auto", "on", "off"), default="auto",
+                        help="node overlay: run SWIM membership (auto: up to 2,000 nodes)")
     parser.add_argument("--degree", type=int, default=6, help="random overlay: links per node")
     parser.add_argument("--crypto", choices=("fast", "full"), default="fast",
                         help="fast: each distinct signature verified once per run")
@@ -94,7 +97,8 @@ def settings_from(args: argparse.Namespace) -> SimSettings:
     return SimSettings(
         nodes=args.nodes, seed=args.seed, messages=args.messages, interval=args.interval,
         fail_fraction=args.fail_fraction, forwarding=args.forwarding, overlay=args.overlay,
-        degree=args.degree, crypto=args.crypto, network=network, authors=args.authors,
+        swim=args.swim, degree=args.degree, crypto=args.crypto, network=network,
+        authors=args.authors,
         payload_bytes=args.payload_bytes, drain=args.drain, deadline=args.deadline,
         partition_seconds=args.partition_seconds, churn_rate=args.churn_rate,
         churn_downtime=args.churn_downtime, fractions=fractions)

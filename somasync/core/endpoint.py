@@ -245,7 +245,8 @@ class Endpoint:
         if hello is not None and self._peers.get(hello.public_key) is state:
             del self._peers[hello.public_key]
             self._strategy.link_down(link)
-            self._events.append(PeerDisconnected(hello.node_id, state.peer_address, reason))
+            self._events.append(PeerDisconnected(hello.node_id, state.peer_address, reason,
+                                                 hello.public_key))
             self._announce(RoutedKind.PEER_DOWN, link, b"")
 
     def set_link_paused(self, link: int, paused: bool) -> None:

@@ -70,6 +70,8 @@ class PeerDisconnected:
     address: str
     reason: str
     """Why: ``"closed"`` by the remote or the transport, ``"protocol_error"``, ``"stopped"``..."""
+    public_key: bytes = b""
+    """The peer's Ed25519 public key (empty only where the peer never identified itself)."""
 
 
 @dataclass(frozen=True, slots=True)

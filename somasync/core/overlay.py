@@ -463,6 +463,31 @@ class HyParView:
             self._remove_passive(peer)
         self._fill(now)
 
+    def learn(self, peer: str, *, now: float) -> None:
+        """``peer`` is a live member by another protocol's word (SWIM saw it join or come
+        back): a passive entry while the passive view has room, so a node whose JOIN was
+        lost, or whose passive view ran dry, still finds neighbours. A full passive view
+        is left alone: shuffles keep it a random sample, which a flood of joins would not.
+
+        Raises:
+            ValueError: ``peer`` is empty or longer than 255 bytes.
+        """
+        _address(peer, "peer")
+        if len(self._passive) < self.config.passive_size:
+            self._add_passive(peer)
+        self._fill(now)
+
+    def forget(self, peer: str, *, now: float) -> None:
+        """``peer`` left the mesh on purpose (a signed leave): it is dropped from every
+        view without a DISCONNECT and is not remembered for reconnecting, unlike a
+        failure (:meth:`neighbour_down`), which may only be a partition."""
+        if peer in self._active:
+            self._remove_active(peer)
+        self._pending.pop(peer, None)
+        self._lost.pop(peer, None)
+        self._remove_passive(peer)
+        self._fill(now)
+
     def handle_timer(self, *, now: float) -> None:
         """Run whatever is due: request timeouts (and JOIN retries), the periodic
         shuffle (or a rejoin when isolated), a reconnect attempt, and refilling the

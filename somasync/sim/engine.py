@@ -192,8 +192,9 @@ class Simulation:
         seed: every random choice of the run derives from it.
         config: gossip settings of every endpoint (see :func:`sim_gossip_config`).
         network: latency, loss, and fault timings.
-        overlay: ``"hyparview"`` (the real :mod:`somasync.core.overlay`) or ``"random"``
-            (each node keeps ``degree`` links to random nodes: a stand-in).
+        overlay: ``"node"`` (the production control part, :mod:`somasync.core.node`:
+            HyParView, the dialler and SWIM membership) or ``"random"`` (each node keeps
+            ``degree`` links to random nodes: a baseline).
         degree: links per node of the random overlay.
         crypto: ``"fast"`` (:class:`MemoVerifier`) or ``"full"`` (every copy verified).
         authors: publishers of the workload: that many nodes, spread over the index
@@ -204,13 +205,17 @@ class Simulation:
         deadline: seconds within which a delivery counts as "on time".
         reconnect_interval: random overlay: seconds between redials of lost neighbours.
         overlay_config: HyParView settings (``somasync.config.OverlayConfig``).
+        membership: SWIM settings of the ``node`` overlay (``MembershipConfig.lan()``).
+        run_membership: whether the ``node`` overlay runs SWIM (None: on meshes of up to
+            :data:`~somasync.sim.overlays.MEMBERSHIP_AUTO_LIMIT` nodes).
     """
 
     def __init__(self, nodes: int, *, seed: int = 1, config: GossipConfig | None = None,
-                 network: NetworkModel | None = None, overlay: str = "hyparview",
+                 network: NetworkModel | None = None, overlay: str = "node",
                  degree: int = 6, crypto: str = "fast", authors: int = 32,
                  payload_bytes: int = 256, deadline: float = 1.0,
-                 reconnect_interval: float = 5.0, overlay_config: Any = None) -> None:
+                 reconnect_interval: float = 5.0, overlay_config: Any = None,
+                 membership: Any = None, run_membership: bool | None = None) -> None:
         _check_int(nodes, "sim.nodes", 2)
         _check_int(degree, "sim.degree", 1)
         _check_int(authors, "sim.authors", 1)
@@ -264,10 +269,12 @@ class Simulation:
         self.nodes = [VirtualNode(i, Identity(_key_seed(seed, "node", i)))
                       for i in range(nodes)]
         self._names = {node.name: node.index for node in self.nodes}
+        self._names.update({node.address: node.index for node in self.nodes})
         for node in self.nodes:
             node.endpoint = self._new_endpoint(node)
         self.overlay_name = overlay
-        self.overlay: Overlay = _make_overlay(self, overlay, overlay_config)
+        self.overlay: Overlay = _make_overlay(self, overlay, overlay_config, membership,
+                                              run_membership)
 
     # --- setup -------------------------------------------------------------------------
 
@@ -578,7 +585,8 @@ class Simulation:
     # --- datagrams (overlay) -----------------------------------------------------------
 
     def send_datagram(self, source: VirtualNode, destination: str, data: bytes) -> None:
-        """An overlay datagram: lost with ``network.loss``, dropped across a cut."""
+        """A datagram to the node named or addressed ``destination``: lost with
+        ``network.loss``, dropped across a cut."""
         target = self._names.get(destination)
         if target is None:
             return
@@ -609,7 +617,7 @@ class Simulation:
             heapq.heappush(self._heap, (deadline, next(self._seq), _OTIMER, node, None))
 
     def node_named(self, name: str) -> VirtualNode | None:
-        """The node called ``name`` (``"n17"``), or None."""
+        """The node called or addressed ``name`` (``"n17"`` or ``"n17:1"``), or None."""
         index = self._names.get(name)
         return None if index is None else self.nodes[index]
 
@@ -818,7 +826,9 @@ def _check_int(value: Any, name: str, minimum: int) -> None:
         raise ConfigError(name, f"must be an integer >= {minimum}, got {value!r}")
 
 
-def _make_overlay(sim: Simulation, name: str, config: Any) -> Overlay:
+def _make_overlay(sim: Simulation, name: str, config: Any, membership: Any,
+                  run_membership: bool | None) -> Overlay:
     from somasync.sim import overlays
 
-    return overlays.make(sim, name, config)
+    return overlays.make(sim, name, config, membership=membership,
+                         run_membership=run_membership)

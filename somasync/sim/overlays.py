@@ -1,17 +1,20 @@
 """Who links to whom: the overlays the simulator can run underneath the endpoints.
 
-* ``random`` (a stand-in until HyParView is measured): each node keeps at least
+* ``node`` (the default): the production control part of a node,
+  :class:`somasync.core.node.NodeControl`, per virtual node: HyParView picks the links,
+  its dialler opens them, and SWIM membership runs beside them (on meshes of up to
+  ``MEMBERSHIP_AUTO_LIMIT`` nodes, or as asked), its crash verdicts repairing the overlay
+  as in a deployed node. Overlay and membership datagrams travel over the simulated
+  network (latency, loss and partitions apply); view changes open and close endpoint
+  links; a link that fails (crash, partition timeout, failed connect) is reported to
+  the control part as the runtime would.
+* ``random`` (a baseline to compare with): each node keeps at least
   ``degree`` links to uniformly random nodes, dialled at start. When a link fails the node
   dials another random node at once, and redials the lost neighbour every
   ``reconnect_interval`` seconds for five minutes (as the asyncio node retries failed
   members), which is how the halves of a healed partition find each other again. The
   random choice stands for "a member it knows of": it includes nodes that are dead but
   not yet known to be, whose connects fail.
-* ``hyparview``: the real sans-IO :class:`somasync.core.overlay.HyParView` per node. Its
-  datagrams travel over the simulated network (latency, loss and partitions apply), and
-  its view changes open and close endpoint links: ``(peer, True)`` from either side opens
-  the pair's one link, ``(peer, False)`` from either side closes it. A link that fails
-  (crash, partition timeout, failed connect) is reported with ``neighbour_down``.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from somasync.errors import ConfigError
 if TYPE_CHECKING:
     from somasync.sim.engine import Simulation, VirtualNode
 
-__all__ = ["LOST_PEER_RETRY_LIMIT", "HyParViewOverlay", "Overlay", "RandomOverlay",
-           "hyparview_available", "make"]
+__all__ = ["LOST_PEER_RETRY_LIMIT", "MEMBERSHIP_AUTO_LIMIT", "NodeOverlay", "Overlay",
+           "RandomOverlay", "make"]
 
 LOST_PEER_RETRY_LIMIT = 300.0
 """Seconds a random-overlay node keeps redialling a lost neighbour."""
@@ -47,25 +50,25 @@ class Overlay(Protocol):
     def timer(self, node: VirtualNode) -> None: ...
 
 
-def hyparview_available() -> bool:
-    """True when :mod:`somasync.core.overlay` (HyParView) can be imported."""
-    try:
-        from somasync.core import overlay  # noqa: F401
-    except ImportError:
-        return False
-    return True
+MEMBERSHIP_AUTO_LIMIT = 2000
+"""Largest mesh whose virtual nodes run SWIM unless told otherwise: every node holds
+every member, so memory grows with the square of the size (about 0.3 GB at 1,000
+nodes, 30 GB at 10,000)."""
 
 
-def make(sim: Simulation, name: str, config: Any = None) -> Overlay:
-    """The overlay called ``name`` for ``sim``."""
+def make(sim: Simulation, name: str, config: Any = None, *, membership: Any = None,
+         run_membership: bool | None = None) -> Overlay:
+    """The overlay called ``name`` for ``sim``: ``node`` (the production control part;
+    SWIM on up to ``MEMBERSHIP_AUTO_LIMIT`` nodes unless ``run_membership`` says) or
+    ``random`` (a stand-in)."""
     if name == "random":
         return RandomOverlay(sim)
-    if name == "hyparview":
-        if not hyparview_available():
-            raise ConfigError("sim.overlay", "hyparview needs somasync.core.overlay, which "
-                                             "this version lacks; use 'random'")
-        return HyParViewOverlay(sim, config)
-    raise ConfigError("sim.overlay", f"must be 'hyparview' or 'random', got {name!r}")
+    if name == "node":
+        if run_membership is None:
+            run_membership = len(sim.nodes) <= MEMBERSHIP_AUTO_LIMIT
+        return NodeOverlay(sim, config, membership=membership,
+                           run_membership=run_membership)
+    raise ConfigError("sim.overlay", f"must be 'node' or 'random', got {name!r}")
 
 
 class RandomOverlay:
@@ -160,25 +163,42 @@ class RandomOverlay:
             self._arm_retry(node)
 
 
-class HyParViewOverlay:
-    """The real HyParView of :mod:`somasync.core.overlay`, one per virtual node.
+class NodeOverlay:
+    """The production control part, :class:`somasync.core.node.NodeControl`, one per
+    virtual node: HyParView picks the links, the dialler opens them, and (with
+    ``membership``) SWIM runs beside them on the same datagram network, detecting
+    crashes and feeding its verdicts to the overlay, as in a deployed node.
 
     Nodes join one after another, ``join_spacing`` seconds apart, each through a random
-    node that joined before it.
+    node that joined before it (its only seed). Membership events are counted for the
+    scenarios: the first failure verdict about each crashed node, and failure verdicts
+    about nodes that were alive (false failures).
     """
 
-    name = "hyparview"
+    name = "node"
 
-    def __init__(self, sim: Simulation, config: Any = None) -> None:
-        from somasync.config import OverlayConfig  # type: ignore[attr-defined,unused-ignore]
-        from somasync.core.overlay import HyParView  # type: ignore[import-not-found,unused-ignore]
+    def __init__(self, sim: Simulation, config: Any = None, *,
+                 membership: Any = None, run_membership: bool = True) -> None:
+        from somasync.config import MembershipConfig, NodeConfig, OverlayConfig
         from somasync.sim.engine import derive_seed
 
         self.sim = sim
         self.config = config if config is not None else OverlayConfig()
-        self._class = HyParView
+        self.membership_config = membership if membership is not None \
+            else MembershipConfig.lan()
+        self.run_membership = run_membership
+        self._node_config = NodeConfig(gossip=sim.config, membership=self.membership_config,
+                                       overlay=self.config)
         self.rng = random.Random(derive_seed(sim.seed, "overlay"))
         self.join_spacing = min(0.002, 5.0 / len(sim.nodes))
+        self.crashed_at: dict[int, float] = {}
+        self.first_detection: dict[int, float] = {}
+        """Crashed node -> seconds from its crash to the first failure verdict about it."""
+        self.detections = 0
+        """Failure verdicts about crashed nodes (one per observer and crash)."""
+        self.false_failures = 0
+        """Failure verdicts about nodes that were alive."""
+        self._by_key: dict[bytes, int] = {}
 
     @property
     def join_time(self) -> float:
@@ -186,18 +206,24 @@ class HyParViewOverlay:
         return self.join_spacing * len(self.sim.nodes)
 
     def _new(self, node: VirtualNode) -> Any:
+        from somasync.core.node import NodeControl
         from somasync.sim.engine import derive_seed
 
-        rng = random.Random(derive_seed(self.sim.seed, "hyparview", node.index,
+        rng = random.Random(derive_seed(self.sim.seed, "control", node.index,
                                         node.incarnation))
-        node.overlay = self._class(node.name, self.config, rng=rng, now=self.sim.now)
+        config = self._node_config.replace(node_id=node.name)
+        node.overlay = NodeControl(config, node.identity, node.address, rng=rng,
+                                   now=self.sim.now, verify=self.sim.verifier,
+                                   run_membership=self.run_membership)
+        self._by_key[node.identity.public_key] = node.index
         return node.overlay
 
     def start(self) -> None:
         sim = self.sim
         for node in sim.nodes:
             self._new(node)
-            self._pump(node)
+        sim.nodes[0].overlay.start([], [], now=sim.now)
+        self._pump(sim.nodes[0])
         for node in sim.nodes[1:]:
             contact = sim.nodes[self.rng.randrange(node.index)]
             sim.schedule(sim.now + node.index * self.join_spacing, self._join, node,
@@ -205,48 +231,84 @@ class HyParViewOverlay:
 
     def _join(self, node: VirtualNode, incarnation: int, contact: VirtualNode) -> None:
         if node.alive and node.incarnation == incarnation and node.overlay is not None:
-            node.overlay.join(contact.name, now=self.sim.now)
+            node.overlay.start([contact.address], [], now=self.sim.now)
             self._pump(node)
 
     def _pump(self, node: VirtualNode) -> None:
         sim = self.sim
-        view = node.overlay
-        if view is None or not node.alive:
+        control = node.overlay
+        if control is None or not node.alive:
             return
-        for destination, data in view.messages_to_send():
+        for destination, data in control.datagrams_to_send():
             sim.send_datagram(node, destination, data)
-        for peer_name, up in view.take_changes():
-            peer = sim.node_named(peer_name)
+        if self.run_membership:
+            for event in control.take_events():
+                self._on_event(event)
+        for public_key, _reason in control.take_closes():
+            linked = self._by_key.get(public_key)
+            if linked is not None:
+                sim.hang_up(node, sim.nodes[linked])
+        for address in control.take_dials():
+            peer = sim.node_named(address)
             if peer is None:
-                continue
-            if up:
-                if peer.index not in node.conns:
-                    sim.dial(node, peer)
+                control.dial_failed(address, now=sim.now)
+            elif peer.index in node.conns:
+                control.dial_succeeded(address, peer.identity.public_key, now=sim.now)
             else:
-                sim.hang_up(node, peer)
-        sim.arm_overlay_timer(node, view.get_timer())
+                # When the peer is dialling this node already, dial() does nothing: the
+                # peer's link settles this dial, or its failure, reported to both ends.
+                sim.dial(node, peer)
+        sim.arm_overlay_timer(node, control.get_timer())
+
+    def _on_event(self, event: Any) -> None:
+        from somasync.core.events import PeerFailed
+
+        if not isinstance(event, PeerFailed):
+            return
+        subject = self._by_key.get(event.public_key)
+        if subject is None:
+            return
+        crashed = self.crashed_at.get(subject)
+        if crashed is None:
+            self.false_failures += 1
+            return
+        self.detections += 1
+        self.first_detection.setdefault(subject, self.sim.now - crashed)
 
     def link_up(self, node: VirtualNode, peer: VirtualNode) -> None:
-        pass
+        control = node.overlay
+        if control is None:
+            return
+        now = self.sim.now
+        key = peer.identity.public_key
+        conn = node.conns.get(peer.index)
+        if conn is not None and conn.a is node:  # this node dialled
+            control.dial_succeeded(peer.address, key, now=now)
+        control.link_up(key, peer.address, now=now)
+        self._pump(node)
 
     def link_down(self, node: VirtualNode, peer: VirtualNode, *, failed: bool) -> None:
-        if failed and node.overlay is not None:
-            node.overlay.neighbour_down(peer.name, now=self.sim.now)
+        if node.overlay is not None:
+            node.overlay.link_down(peer.identity.public_key, now=self.sim.now)
             self._pump(node)
 
     def connect_failed(self, node: VirtualNode, peer: VirtualNode) -> None:
-        if node.overlay is not None:
-            node.overlay.neighbour_down(peer.name, now=self.sim.now)
-            self._pump(node)
+        # Both ends: the peer may have waited on this dial instead of dialling itself.
+        for side, other in ((node, peer), (peer, node)):
+            if side.alive and side.overlay is not None:
+                side.overlay.dial_failed(other.address, now=self.sim.now)
+                self._pump(side)
 
     def crashed(self, node: VirtualNode) -> None:
         node.overlay = None
+        self.crashed_at[node.index] = self.sim.now
 
     def recovered(self, node: VirtualNode) -> None:
+        self.crashed_at.pop(node.index, None)
         self._new(node)
         contact = self.sim.random_live_node(self.rng)
-        if contact is not None and contact is not node:
-            node.overlay.join(contact.name, now=self.sim.now)
+        seeds = [contact.address] if contact is not None and contact is not node else []
+        node.overlay.start(seeds, [], now=self.sim.now)
         self._pump(node)
 
     def resumed(self, node: VirtualNode) -> None:
@@ -257,7 +319,7 @@ class HyParViewOverlay:
 
     def datagram(self, node: VirtualNode, source: VirtualNode, data: bytes) -> None:
         if node.overlay is not None:
-            node.overlay.receive(source.name, data, now=self.sim.now)
+            node.overlay.receive_datagram(source.address, data, now=self.sim.now)
             self._pump(node)
 
     def timer(self, node: VirtualNode) -> None:

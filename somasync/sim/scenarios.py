@@ -54,9 +54,13 @@ class SimSettings:
     """crash / sweep: share of the nodes that crash at once."""
     forwarding: str = "tree"
     """``tree`` (Plumtree) or ``push`` (plain push gossip, the baseline)."""
-    overlay: str = "hyparview"
-    """``hyparview`` (the core's HyParView) or ``random`` (a stand-in, see
-    :mod:`somasync.sim.overlays`)."""
+    overlay: str = "node"
+    """``node`` (the production control part: HyParView, dialler, SWIM) or ``random``
+    (a baseline, see :mod:`somasync.sim.overlays`)."""
+    swim: str = "auto"
+    """``node`` overlay: ``on`` runs SWIM membership on every virtual node, ``off`` the
+    overlay alone, ``auto`` on up to ``MEMBERSHIP_AUTO_LIMIT`` (2,000) nodes, where a
+    full member list per node still fits in memory."""
     degree: int = 6
     """Random overlay: links per node."""
     crypto: str = "fast"
@@ -88,7 +92,8 @@ class SimSettings:
     gossip: GossipConfig | None = None
     """Endpoint settings; None: :func:`sim_gossip_config` of these settings."""
     membership: MembershipConfig | None = None
-    """membership scenario: SWIM settings (None: ``MembershipConfig.lan()``)."""
+    """SWIM settings of the membership scenario and the ``node`` overlay (None:
+    ``MembershipConfig.lan()``)."""
     membership_window: float = 20.0
     """membership: seconds after the crash during which detections are counted."""
     memory_breakdown: bool = True
@@ -115,9 +120,11 @@ class SimSettings:
         if self.forwarding not in ("tree", "push"):
             raise ConfigError("sim.forwarding",
                               f"must be 'tree' or 'push', got {self.forwarding!r}")
-        if self.overlay not in ("hyparview", "random"):
+        if self.overlay not in ("node", "random"):
             raise ConfigError("sim.overlay",
-                              f"must be 'hyparview' or 'random', got {self.overlay!r}")
+                              f"must be 'node' or 'random', got {self.overlay!r}")
+        if self.swim not in ("auto", "on", "off"):
+            raise ConfigError("sim.swim", f"must be 'auto', 'on' or 'off', got {self.swim!r}")
         if self.crypto not in ("fast", "full"):
             raise ConfigError("sim.crypto", f"must be 'fast' or 'full', got {self.crypto!r}")
         if not isinstance(self.network, NetworkModel):
@@ -186,7 +193,8 @@ class _Run:
         sim = Simulation(s.nodes, seed=s.seed, config=config, network=s.network,
                          overlay=s.overlay, degree=s.degree, crypto=s.crypto,
                          authors=s.authors, payload_bytes=s.payload_bytes,
-                         deadline=s.deadline)
+                         deadline=s.deadline, membership=s.membership,
+                         run_membership=None if s.swim == "auto" else s.swim == "on")
         self.sim = sim
         sim.start()
         warmup = s.warmup + getattr(sim.overlay, "join_time", 0.0)
@@ -345,6 +353,21 @@ class _Run:
                 hops.append(record.max_hops)
             if record.last > 0:
                 last_latency.append(record.last - record.sent_at)
+        overlay = sim.overlay
+        if getattr(overlay, "run_membership", False):
+            self.extra["swim"] = "on"
+            self.extra["false_failures"] = overlay.false_failures  # type: ignore[attr-defined]
+            if crash_at is not None:
+                first = sorted(overlay.first_detection.values())  # type: ignore[attr-defined]
+                crashed = self.extra.get("crashed", 0)
+                self.extra["crashes_detected"] = len(first)
+                self.extra["detection_first_median_seconds"] = (
+                    round(first[len(first) // 2], 3) if first else None)
+                self.extra["detection_first_max_seconds"] = (
+                    round(first[-1], 3) if first else None)
+                live = sum(1 for node in sim.nodes if node.alive)
+                self.extra["failure_verdicts_fraction"] = round(
+                    overlay.detections / max(1, crashed * live), 4)  # type: ignore[attr-defined]
         if crash_at is not None:
             self.extra["on_time_immediate_min"] = min(windows["immediate"], default=None)
             self.extra["on_time_immediate_mean"] = _mean(windows["immediate"])

@@ -28,7 +28,7 @@ from somasync.sim import (
     run_scenario,
 )
 from somasync.sim.membership import MEMBERSHIP_MAX_NODES
-from somasync.sim.overlays import hyparview_available
+from somasync.sim.overlays import MEMBERSHIP_AUTO_LIMIT, NodeOverlay
 
 SMALL = SimSettings(nodes=60, messages=30, drain=3.0, memory_breakdown=False)
 
@@ -66,7 +66,7 @@ def test_step_by_step_simulation_is_deterministic() -> None:
 # --- reliability ---------------------------------------------------------------------
 
 @pytest.mark.parametrize(("forwarding", "overlay"),
-                         [("tree", "hyparview"), ("push", "hyparview"), ("tree", "random"),
+                         [("tree", "node"), ("push", "node"), ("tree", "random"),
                           ("push", "random")])
 def test_no_faults_every_node_gets_every_broadcast(forwarding: str, overlay: str) -> None:
     result = run_scenario("steady", SMALL.replace(nodes=120, forwarding=forwarding,
@@ -99,7 +99,7 @@ def test_tree_repairs_after_forty_percent_crash() -> None:
     assert result.extra["on_time_repaired_min"] == 1.0
 
 
-@pytest.mark.parametrize("overlay", ["random", "hyparview"])
+@pytest.mark.parametrize("overlay", ["random", "node"])
 def test_partition_heals_within_a_few_anti_entropy_intervals(overlay: str) -> None:
     result = run_scenario("partition", SMALL.replace(nodes=80, messages=40, overlay=overlay,
                                                      partition_seconds=10.0,
@@ -156,9 +156,33 @@ def test_random_overlay_repairs_after_a_crash() -> None:
     assert crash.reliability["after_fault"]["min"] == 1.0
 
 
-def test_hyparview_is_the_default_overlay() -> None:
-    assert hyparview_available()
-    assert SimSettings().overlay == "hyparview"
+def test_the_production_control_part_is_the_default_overlay() -> None:
+    assert SimSettings().overlay == "node"
+    sim = Simulation(30, seed=3)
+    assert isinstance(sim.overlay, NodeOverlay)
+    assert sim.overlay.run_membership  # small meshes run SWIM beside the overlay
+    big = Simulation(MEMBERSHIP_AUTO_LIMIT + 1, seed=3, run_membership=None)
+    assert isinstance(big.overlay, NodeOverlay)
+    assert not big.overlay.run_membership
+
+
+def test_crash_is_detected_by_swim_and_repaired_by_the_tree_in_one_run() -> None:
+    result = run_scenario("crash", SMALL.replace(nodes=100, messages=160, fail_fraction=0.3,
+                                                 drain=8.0))
+    assert result.extra["swim"] == "on"
+    assert result.extra["crashed"] == 30
+    # Every crash reached some survivor as a failure verdict, and no live node was
+    # declared failed.
+    assert result.extra["crashes_detected"] == 30
+    assert result.extra["false_failures"] == 0
+    assert result.extra["detection_first_max_seconds"] is not None
+    assert result.reliability["after_fault"]["min"] == 1.0
+
+
+def test_swim_off_runs_the_overlay_alone() -> None:
+    result = run_scenario("steady", SMALL.replace(swim="off"))
+    assert "swim" not in result.extra
+    assert result.reliability["min"] == 1.0
 
 
 def test_membership_scenario_detects_the_crash() -> None:
@@ -227,6 +251,7 @@ def test_full_crypto_verifies_every_copy() -> None:
         (lambda: SimSettings(nodes=1), "sim.nodes"),
         (lambda: SimSettings(forwarding="flood"), "sim.forwarding"),
         (lambda: SimSettings(overlay="mesh"), "sim.overlay"),
+        (lambda: SimSettings(swim="sometimes"), "sim.swim"),
         (lambda: Simulation(10, overlay="mesh"), "sim.overlay"),
         (lambda: SimSettings(crypto="none"), "sim.crypto"),
         (lambda: SimSettings(fail_fraction=1.5), "sim.fail_fraction"),

@@ -1,0 +1,216 @@
+"""The asyncio side of a node's control part: one UDP socket and one timer.
+
+:class:`ControlDriver` moves datagrams between a UDP socket (bound to the same
+``host:port`` as the node's TCP listener) and the sans-IO
+:class:`~somasync.core.node.NodeControl`, arms its timer, hands its membership events to
+the application, and passes its decisions to the runtime it serves: which addresses to
+dial and which peers' links to close (:class:`ControlHost`). Both runtimes (one process,
+or a supervisor with workers) use it unchanged; they report what their sockets did
+through :meth:`ControlDriver.link_up`, :meth:`~ControlDriver.link_down`,
+:meth:`~ControlDriver.dial_succeeded` and :meth:`~ControlDriver.dial_failed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from typing import Protocol
+
+from somasync.aio.channel import Stream
+from somasync.config import NodeConfig, parse_address
+from somasync.core.crypto import Identity
+from somasync.core.membership import Member
+from somasync.core.node import ControlStatistics, NodeControl
+from somasync.errors import TransportError
+
+__all__ = ["ControlDriver", "ControlHost"]
+
+
+class ControlHost(Protocol):
+    """What the driver needs of the runtime it serves."""
+
+    def dial(self, address: str) -> None:
+        """Open a connection to ``address`` and report how it went to the driver."""
+
+    def close_peer(self, public_key: bytes, reason: str) -> None:
+        """Close every link to the peer ``public_key``."""
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, driver: ControlDriver) -> None:
+        self.driver = driver
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.driver._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable...) for earlier sends: the probe timeout decides.
+        self.driver.send_errors += 1
+
+
+class ControlDriver:
+    """Runs a node's :class:`~somasync.core.node.NodeControl` in the event loop."""
+
+    def __init__(self, host: ControlHost, config: NodeConfig, identity: Identity,
+                 events: Stream[object]) -> None:
+        self._host = host
+        self._config = config
+        self._identity = identity
+        self._events = events
+        self._control: NodeControl | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self._addresses: dict[str, tuple[str, int]] = {}
+        self._open = False
+        self.send_errors = 0
+
+    @property
+    def control(self) -> NodeControl | None:
+        return self._control
+
+    @property
+    def running(self) -> bool:
+        return self._transport is not None
+
+    async def start(self, host: str, port: int, address: str, seeds: list[str],
+                    static: list[str]) -> None:
+        """Bind UDP on ``host:port`` (the TCP listener's), then join through ``seeds``
+        and keep links to ``static`` addresses. Nothing is sent, dialled or closed
+        until :meth:`open` says the runtime is ready.
+
+        Raises:
+            TransportError: the UDP port cannot be bound.
+        """
+        self._loop = loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(host, port))
+        except OSError as exc:
+            raise TransportError(f"cannot bind UDP {host}:{port} for membership: {exc}") \
+                from exc
+        self._transport = transport
+        self._open = False
+        now = loop.time()
+        if self._control is None or self._control.address != address:
+            self._control = NodeControl(self._config, self._identity, address,
+                                        rng=random.Random(os.urandom(16)), now=now)
+            self._control.start(seeds, static, now=now)
+        else:
+            self._control.rejoin(now=now)
+
+    def open(self) -> None:
+        """The runtime can dial and close links now: the control part's outputs flow."""
+        self._open = True
+        self.pump()
+
+    def stop(self) -> None:
+        """Announce a graceful leave, send it, and close the socket."""
+        control, loop = self._control, self._loop
+        if control is not None and loop is not None and self._transport is not None:
+            control.leave(now=loop.time())
+            self._send_pending(control)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_deadline = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        self._open = False
+
+    # --- what the runtime reports --------------------------------------------------------
+
+    def keep(self, address: str) -> None:
+        """Keep a link to ``address`` (a peer the application added)."""
+        if self._control is not None and self._loop is not None:
+            self._control.keep(address, now=self._loop.time())
+            self.pump()
+
+    def link_up(self, public_key: bytes, address: str) -> None:
+        if self._control is not None and self._loop is not None:
+            self._control.link_up(public_key, address, now=self._loop.time())
+            self.pump()
+
+    def link_down(self, public_key: bytes) -> None:
+        if self._control is not None and self._loop is not None:
+            self._control.link_down(public_key, now=self._loop.time())
+            self.pump()
+
+    def dial_succeeded(self, address: str, public_key: bytes) -> None:
+        if self._control is not None and self._loop is not None:
+            self._control.dial_succeeded(address, public_key, now=self._loop.time())
+            self.pump()
+
+    def dial_failed(self, address: str) -> None:
+        if self._control is not None and self._loop is not None:
+            self._control.dial_failed(address, now=self._loop.time())
+            self.pump()
+
+    # --- queries -----------------------------------------------------------------------
+
+    def members(self, wall_offset: float) -> list[Member]:
+        """Every known member; ``last_seen`` converted to wall-clock seconds."""
+        if self._control is None:
+            return []
+        return [_with_wall_clock(m, wall_offset) for m in self._control.members()]
+
+    def statistics(self) -> ControlStatistics | None:
+        return None if self._control is None else self._control.statistics()
+
+    # --- the pump --------------------------------------------------------------------
+
+    def pump(self) -> None:
+        control, loop = self._control, self._loop
+        if control is None or loop is None or self._transport is None or not self._open:
+            return
+        self._send_pending(control)
+        for event in control.take_events():
+            self._events.put_nowait(event)
+        for public_key, reason in control.take_closes():
+            self._host.close_peer(public_key, reason)
+        for address in control.take_dials():
+            self._host.dial(address)
+        deadline = control.get_timer()
+        if deadline != self._timer_deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_deadline = deadline
+            self._timer = loop.call_at(deadline, self._on_timer) \
+                if deadline != float("inf") else None
+
+    def _send_pending(self, control: NodeControl) -> None:
+        transport = self._transport
+        for address, data in control.datagrams_to_send():
+            target = self._addresses.get(address)
+            if target is None:
+                try:
+                    target = parse_address(address, "member address")
+                except ValueError:
+                    continue  # a member announced an address we cannot use
+                if len(self._addresses) > 100_000:
+                    self._addresses.clear()
+                self._addresses[address] = target
+            if transport is not None:
+                try:
+                    transport.sendto(data, target)
+                except OSError:
+                    self.send_errors += 1
+
+    def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._control is None or self._loop is None:
+            return
+        self._control.receive_datagram(f"{addr[0]}:{addr[1]}", data, now=self._loop.time())
+        self.pump()
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_deadline = None
+        if self._control is not None and self._loop is not None:
+            self._control.handle_timer(now=self._loop.time())
+            self.pump()
+
+
+def _with_wall_clock(member: Member, wall_offset: float) -> Member:
+    return Member(member.node_id, member.address, member.public_key, member.state,
+                  member.incarnation, member.last_seen + wall_offset)

@@ -1,0 +1,447 @@
+"""The control part of a node: membership, the overlay that picks links, and dialling. Sans-IO.
+
+A node is two parts. The *data part* is the :class:`~somasync.core.endpoint.Endpoint`
+(one per process, or one shard per worker): links, frames, signatures, broadcast. The
+*control part* is :class:`NodeControl`, one per node whatever the runtime: it decides
+which links should exist and tells the runtime, which only moves bytes and opens and
+closes sockets. The single-process runtime, the sharded runtime's supervisor and every
+virtual node of the simulator drive this same object, so all three run one policy.
+
+What it composes
+----------------
+* :class:`~somasync.core.membership.Membership` (SWIM): who is in the mesh, who failed,
+  who left. Its verdicts feed the overlay: a member that joins or comes back becomes a
+  passive candidate (:meth:`HyParView.learn`), one that fails is treated as a broken
+  link (:meth:`HyParView.neighbour_down`: dropped, replaced, retried later in case it
+  was a partition), one that leaves is forgotten. The links of a failed or departed
+  member are closed.
+* :class:`~somasync.core.overlay.HyParView` (with gossip discovery): the active view is
+  the set of broadcast links this node keeps. Every node of every size runs it: in a
+  mesh of up to ``active_size + 1`` nodes the active view is every other node (a full
+  mesh), beyond that each node keeps ``active_size`` symmetric random links and the
+  overlay stays connected as nodes fail (see :class:`~somasync.config.OverlayConfig`).
+* The dialler: for every address the node should be linked to, whether to dial now, wait
+  (exponential back-off with jitter), or do nothing because a link to that peer exists
+  (also one the peer dialled). *Static* addresses (peers added by the application, and
+  the bootstrap peers when discovery is static) are redialled forever; *overlay*
+  addresses are dialled once, and a failed dial is a failed neighbour for HyParView,
+  which picks another.
+
+Datagrams: membership and overlay share the node's one UDP port. Overlay datagrams go
+out behind one channel byte, ``OVERLAY_CHANNEL`` (0x80); membership datagrams start with
+their version byte (1), so the first byte tells them apart and neither format changes.
+
+Inputs: :meth:`start`, :meth:`receive_datagram`, :meth:`handle_timer`, :meth:`link_up`,
+:meth:`link_down`, :meth:`dial_failed`, :meth:`keep`, :meth:`leave`, :meth:`rejoin`.
+Outputs, drained by the runtime after each input: :meth:`datagrams_to_send`,
+:meth:`take_dials`, :meth:`take_closes`, :meth:`take_events`, and :meth:`get_timer`.
+Time is the runtime's monotonic ``now``; randomness comes from the injected
+``random.Random`` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+
+from somasync.config import DiscoveryMethod, NodeConfig
+from somasync.core import crypto
+from somasync.core.crypto import Identity
+from somasync.core.events import (
+    MembershipEvent,
+    PeerFailed,
+    PeerJoined,
+    PeerLeft,
+    PeerRecovered,
+)
+from somasync.core.membership import Member, Membership, MembershipStatistics
+from somasync.core.overlay import HyParView, OverlayStatistics
+
+__all__ = ["OVERLAY_CHANNEL", "ControlStatistics", "NodeControl"]
+
+OVERLAY_CHANNEL = 0x80
+"""First byte of an overlay datagram on the node's UDP port (membership's is its version)."""
+
+_OVERLAY_PREFIX = bytes([OVERLAY_CHANNEL])
+_IDLE, _DIALING, _LINKED = 0, 1, 2
+
+
+@dataclass(slots=True)
+class _Target:
+    """An address the node wants a link to."""
+
+    static: bool
+    """Kept whatever the overlay says (redialled with back-off forever)."""
+    overlay: bool
+    """In HyParView's active view."""
+    state: int = _IDLE
+    due: float = 0.0
+    """_IDLE: when to dial next."""
+    delay: float = 0.0
+    """The back-off the next failure waits (before jitter)."""
+    linked_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ControlStatistics:
+    """A snapshot of the control part's counters."""
+
+    dials: int
+    """Connections the node asked its runtime to open."""
+    connect_failures: int
+    """Of those, the ones that failed (refused, timed out, no HELLO)."""
+    links: int
+    """Peers linked now (either side dialled)."""
+    overlay: OverlayStatistics | None
+    """HyParView's counters (None with static discovery)."""
+    membership: MembershipStatistics | None
+    """SWIM's counters (None where membership is off: large simulations)."""
+
+
+class NodeControl:
+    """The control part of one node (see the module docstring).
+
+    Args:
+        config: the node's configuration (membership, overlay, discovery, back-off).
+        identity: the node's key pair (membership claims are signed with it).
+        address: ``host:port`` this node is reached at, TCP and UDP.
+        rng: the only source of randomness.
+        now: the runtime's monotonic clock at creation (seconds).
+        verify: the signature check for membership claims (the simulator shares a
+            cache here, as it does with the endpoints).
+        run_membership: False runs the overlay alone (the simulator's large meshes,
+            where a full membership list per node would not fit in memory).
+    """
+
+    def __init__(self, config: NodeConfig, identity: Identity, address: str, *,
+                 rng: random.Random, now: float, verify: crypto.Verifier = crypto.verify,
+                 run_membership: bool = True) -> None:
+        self.config = config
+        self._rng = rng
+        self._address = address
+        self._membership = Membership(
+            config.membership, identity, config.node_id, address,
+            rng=random.Random(rng.getrandbits(64)), now=now,
+            trusted_keys=config.gossip.trusted_keys, verify=verify,
+        ) if run_membership else None
+        self._overlay = HyParView(address, config.overlay,
+                                  rng=random.Random(rng.getrandbits(64)), now=now) \
+            if DiscoveryMethod.GOSSIP in config.discovery else None
+        self._targets: dict[str, _Target] = {}
+        self._linked: dict[bytes, str] = {}  # peer key -> its listen address
+        self._by_address: dict[str, bytes] = {}  # listen or dialled address -> peer key
+        self._closing: set[bytes] = set()
+        self._datagrams: list[tuple[str, bytes]] = []
+        self._dials: list[str] = []
+        self._closes: list[tuple[bytes, str]] = []
+        self._events: list[MembershipEvent] = []
+        self._dial_count = 0
+        self._connect_failures = 0
+        self._running = False
+
+    # --- queries -----------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def membership(self) -> Membership | None:
+        return self._membership
+
+    @property
+    def overlay(self) -> HyParView | None:
+        return self._overlay
+
+    def members(self) -> list[Member]:
+        """Every member known to membership, this node first (empty when it is off)."""
+        return [] if self._membership is None else self._membership.members()
+
+    def wanted(self) -> list[str]:
+        """Addresses this node keeps (or tries to keep) a link to."""
+        return list(self._targets)
+
+    def statistics(self) -> ControlStatistics:
+        return ControlStatistics(
+            dials=self._dial_count, connect_failures=self._connect_failures,
+            links=len(self._linked),
+            overlay=None if self._overlay is None else self._overlay.statistics(),
+            membership=None if self._membership is None else self._membership.statistics(),
+        )
+
+    # --- inputs ------------------------------------------------------------------------
+
+    def start(self, seeds: list[str], static: list[str], *, now: float) -> None:
+        """Join the mesh through ``seeds`` and keep links to ``static`` addresses.
+
+        With gossip discovery the overlay joins through the first seed and learns the
+        others as candidates; with static discovery the seeds are static links too.
+        """
+        self._running = True
+        seeds = [s for s in dict.fromkeys(seeds) if s != self._address]
+        if self._membership is not None:
+            self._membership.join(seeds, now=now)
+        overlay = self._overlay
+        if overlay is None:
+            static = [*seeds, *static]
+        elif seeds:
+            overlay.join(seeds[0], now=now)
+            for seed in seeds[1:]:
+                overlay.learn(seed, now=now)
+        for address in static:
+            self.keep(address, now=now)
+        self._settle(now)
+
+    def keep(self, address: str, *, now: float) -> None:
+        """Keep a link to ``address`` whatever membership and the overlay say."""
+        if address == self._address:
+            return
+        target = self._targets.get(address)
+        if target is None:
+            self._targets[address] = _Target(static=True, overlay=False, due=now,
+                                             delay=self.config.reconnect_initial_delay)
+        else:
+            target.static = True
+        self._settle(now)
+
+    def leave(self, *, now: float) -> None:
+        """The node stops: members are told it leaves; links are the runtime's to close
+        (each then reported with :meth:`link_down`). Targets are kept for a restart."""
+        self._running = False
+        if self._membership is not None:
+            self._membership.leave(now=now)
+        self._drain(now)
+
+    def rejoin(self, *, now: float) -> None:
+        """Start again after :meth:`leave`: membership rejoins with a higher
+        incarnation, and every target is dialled again now."""
+        self._running = True
+        if self._membership is not None:
+            self._membership.rejoin(self._address, now=now)
+        for target in self._targets.values():
+            target.state, target.due = _IDLE, now
+            target.delay = self.config.reconnect_initial_delay
+        self._settle(now)
+
+    def receive_datagram(self, source: str, data: bytes, *, now: float) -> None:
+        """One datagram from ``source`` (``host:port``) on the node's UDP port."""
+        if data[:1] == _OVERLAY_PREFIX:
+            if self._overlay is not None:
+                self._overlay.receive(source, data[1:], now=now)
+        elif self._membership is not None:
+            self._membership.receive_datagram(source, data, now=now)
+        self._settle(now)
+
+    def handle_timer(self, *, now: float) -> None:
+        if self._membership is not None and self._membership.get_timer() <= now:
+            self._membership.handle_timer(now=now)
+        if self._overlay is not None and self._overlay.get_timer() <= now:
+            self._overlay.handle_timer(now=now)
+        self._settle(now)
+
+    def link_up(self, public_key: bytes, address: str, *, now: float) -> None:
+        """The peer ``public_key``, listening at ``address`` (as its HELLO says), is
+        linked: its first link completed the handshake, whoever dialled."""
+        self._linked[public_key] = address
+        self._by_address[address] = public_key
+        for name, key in self._by_address.items():
+            target = self._targets.get(name)
+            if key == public_key and target is not None and target.state != _LINKED:
+                target.state, target.linked_at = _LINKED, now
+        self._settle(now)
+
+    def dial_succeeded(self, address: str, public_key: bytes, *, now: float) -> None:
+        """The connection this node dialled to ``address`` got the HELLO of
+        ``public_key`` (which may announce another address than the one dialled). The
+        link counts once :meth:`link_up` reports the peer linked (at once if it is)."""
+        self._by_address[address] = public_key
+        target = self._targets.get(address)
+        if target is not None and public_key in self._linked and target.state != _LINKED:
+            target.state, target.linked_at = _LINKED, now
+        self._settle(now)
+
+    def dial_failed(self, address: str, *, now: float) -> None:
+        """The connection this node dialled to ``address`` failed or closed. Counts as a
+        failure only while the dial is outstanding (a link that was up, or a duplicate
+        closed because the peer's own dial won, is not one)."""
+        target = self._targets.get(address)
+        if target is not None and target.state != _DIALING:
+            return
+        self._connect_failures += 1
+        key = self._by_address.get(address)
+        if key is not None and key not in self._linked:
+            del self._by_address[address]
+        if target is None:
+            return
+        if target.overlay and self._overlay is not None:
+            self._overlay.neighbour_down(address, now=now)
+            self._drain(now)  # the overlay drops the target, or keeps it for a retry
+            target = self._targets.get(address)
+            if target is None:
+                self._settle(now)
+                return
+        self._back_off(address, target, now, lived=0.0)
+        self._settle(now)
+
+    def link_down(self, public_key: bytes, *, now: float) -> None:
+        """The peer ``public_key`` is no longer linked (its last link closed, whoever
+        closed it)."""
+        address = self._linked.pop(public_key, None)
+        asked = public_key in self._closing
+        self._closing.discard(public_key)
+        names = [name for name, key in self._by_address.items() if key == public_key]
+        for name in names:
+            del self._by_address[name]
+        if address is None:
+            return
+        if not self._running:
+            # Closed because the node stops: nothing failed, and a restart dials again.
+            for name in names:
+                target = self._targets.get(name)
+                if target is not None:
+                    target.state = _IDLE
+            return
+        for name in names:
+            target = self._targets.get(name)
+            if target is None or target.state != _LINKED:
+                continue
+            if target.overlay and not asked and self._overlay is not None:
+                self._overlay.neighbour_down(name, now=now)
+                self._drain(now)
+                target = self._targets.get(name)
+                if target is None:
+                    continue
+            self._back_off(name, target, now, lived=now - target.linked_at)
+        if not asked and self._membership is not None:
+            # A strong hint, which membership confirms the SWIM way before anyone is
+            # suspected.
+            self._membership.report_unreachable(public_key, now=now)
+        self._settle(now)
+
+    # --- outputs -----------------------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[str, bytes]]:
+        """(address, datagram) pairs to send on the node's UDP port; drains."""
+        out, self._datagrams = self._datagrams, []
+        return out
+
+    def take_dials(self) -> list[str]:
+        """Addresses to dial now; drains. Report each outcome: :meth:`link_up` (with
+        ``dialled``) or :meth:`dial_failed`."""
+        out, self._dials = self._dials, []
+        return out
+
+    def take_closes(self) -> list[tuple[bytes, str]]:
+        """(peer key, reason) of links to close; drains."""
+        out, self._closes = self._closes, []
+        return out
+
+    def take_events(self) -> list[MembershipEvent]:
+        """Membership events for the application; drains."""
+        out, self._events = self._events, []
+        return out
+
+    def get_timer(self) -> float:
+        """The next time :meth:`handle_timer` must be called."""
+        deadline = float("inf")
+        if self._membership is not None:
+            deadline = self._membership.get_timer()
+        if self._overlay is not None:
+            deadline = min(deadline, self._overlay.get_timer())
+        if self._running:
+            for target in self._targets.values():
+                if target.state == _IDLE and target.due < deadline:
+                    deadline = target.due
+        return deadline
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _close(self, public_key: bytes, reason: str) -> None:
+        if public_key not in self._closing:
+            self._closing.add(public_key)
+            self._closes.append((public_key, reason))
+
+    def _back_off(self, address: str, target: _Target, now: float, *, lived: float) -> None:
+        """A target lost its link or its dial: forget it, or wait and dial again."""
+        if not target.static and not target.overlay:
+            del self._targets[address]
+            return
+        config = self.config
+        if lived > config.reconnect_max_delay:
+            target.state, target.due = _IDLE, now
+            target.delay = config.reconnect_initial_delay
+            return
+        target.state = _IDLE
+        target.due = now + target.delay * (0.5 + self._rng.random())
+        target.delay = min(target.delay * 2, config.reconnect_max_delay)
+
+    def _settle(self, now: float) -> None:
+        """Move what the protocols produced to the outputs, feed membership's verdicts to
+        the overlay, apply the overlay's view changes to the targets, and collect the
+        dials that are due."""
+        self._drain(now)
+        if not self._running:
+            return
+        for address, target in self._targets.items():
+            if target.state != _IDLE or target.due > now:
+                continue
+            if address in self._by_address:
+                target.state, target.linked_at = _LINKED, now
+                continue
+            target.state = _DIALING
+            self._dial_count += 1
+            self._dials.append(address)
+
+    def _drain(self, now: float) -> None:
+        membership, overlay = self._membership, self._overlay
+        # Membership's verdicts may change the overlay, whose changes may not touch
+        # membership: one pass over each suffices.
+        if membership is not None:
+            self._datagrams += membership.datagrams_to_send()
+            for event in membership.take_events():
+                self._events.append(event)
+                self._on_verdict(event, now)
+        if overlay is not None:
+            for address, data in overlay.messages_to_send():
+                self._datagrams.append((address, _OVERLAY_PREFIX + data))
+            for address, up in overlay.take_changes():
+                self._on_view_change(address, up, now)
+        if membership is not None:
+            self._datagrams += membership.datagrams_to_send()
+
+    def _on_verdict(self, event: MembershipEvent, now: float) -> None:
+        overlay = self._overlay
+        if isinstance(event, PeerFailed | PeerLeft):
+            if event.public_key in self._linked:
+                self._close(event.public_key, type(event).__name__)
+            if overlay is not None and event.address != self._address:
+                if isinstance(event, PeerLeft):
+                    overlay.forget(event.address, now=now)
+                else:
+                    overlay.neighbour_down(event.address, now=now)
+        elif (isinstance(event, PeerJoined | PeerRecovered) and overlay is not None
+              and event.address != self._address):
+            # An address the overlay cannot carry stays a member only.
+            with contextlib.suppress(ValueError):
+                overlay.learn(event.address, now=now)
+
+    def _on_view_change(self, address: str, up: bool, now: float) -> None:
+        target = self._targets.get(address)
+        if up:
+            if target is None:
+                self._targets[address] = _Target(
+                    static=False, overlay=True, due=now,
+                    delay=self.config.reconnect_initial_delay)
+            else:
+                target.overlay = True
+            return
+        if target is None:
+            return
+        target.overlay = False
+        if target.static:
+            return
+        del self._targets[address]
+        key = self._by_address.get(address)
+        if key is not None:
+            self._close(key, "overlay")

@@ -1,0 +1,179 @@
+"""NodeControl, the control part of a node: dialling, overlay and membership together,
+driven with a stepped clock."""
+
+from __future__ import annotations
+
+import random
+
+from somasync.config import DiscoveryMethod, MembershipConfig, NodeConfig, OverlayConfig
+from somasync.core.crypto import Identity
+from somasync.core.events import PeerJoined, PeerLeft
+from somasync.core.node import OVERLAY_CHANNEL, NodeControl
+
+STATIC = frozenset({DiscoveryMethod.STATIC})
+SEED = "10.0.0.2:7000"
+
+
+def control(address: str = "10.0.0.1:7000", *, discovery: frozenset[DiscoveryMethod]
+            = frozenset({DiscoveryMethod.GOSSIP}), seed: int = 1, now: float = 0.0,
+            **changes: object) -> NodeControl:
+    config = NodeConfig(node_id=address, discovery=discovery,
+                        membership=MembershipConfig.local(), overlay=OverlayConfig.local(),
+                        **changes)  # type: ignore[arg-type]
+    identity = Identity(bytes([seed]) * 32)
+    return NodeControl(config, identity, address, rng=random.Random(seed), now=now)
+
+
+def key(n: int) -> bytes:
+    return Identity(bytes([n]) * 32).public_key
+
+
+# --- the dialler -----------------------------------------------------------------------
+
+def test_a_static_peer_is_redialled_with_growing_jittered_back_off() -> None:
+    node = control(discovery=STATIC, reconnect_initial_delay=0.1, reconnect_max_delay=0.4)
+    node.start([SEED], [], now=0.0)
+    assert node.take_dials() == [SEED]
+    now = 0.0
+    waits = []
+    for _ in range(4):
+        node.dial_failed(SEED, now=now)
+        assert node.take_dials() == []  # not before the back-off
+        failed_at = now
+        while not (dials := node.take_dials()):
+            now = node.get_timer()  # membership's timers come due too
+            node.handle_timer(now=now)
+        assert dials == [SEED]
+        waits.append(now - failed_at)
+    # Each wait is delay x [0.5, 1.5) with the delay doubling up to the maximum.
+    for wait, delay in zip(waits, (0.1, 0.2, 0.4, 0.4), strict=True):
+        assert 0.5 * delay <= wait < 1.5 * delay
+    assert node.statistics().connect_failures == 4
+
+
+def test_a_link_the_peer_dialled_satisfies_our_dial_and_its_loser_is_no_failure() -> None:
+    node = control(discovery=STATIC)
+    node.start([SEED], [], now=0.0)
+    assert node.take_dials() == [SEED]
+    node.link_up(key(2), SEED, now=0.01)  # the peer's own dial finished first
+    node.dial_succeeded(SEED, key(2), now=0.02)
+    node.dial_failed(SEED, now=0.02)  # ours was closed as the duplicate
+    assert node.statistics().connect_failures == 0
+    assert node.statistics().links == 1
+    node.handle_timer(now=10.0)
+    assert node.take_dials() == []
+
+
+def test_a_long_lived_link_is_redialled_at_once_a_short_one_after_a_back_off() -> None:
+    node = control(discovery=STATIC, reconnect_initial_delay=0.1, reconnect_max_delay=1.0)
+    node.start([SEED], [], now=0.0)
+    node.take_dials()
+    node.dial_succeeded(SEED, key(2), now=0.0)
+    node.link_up(key(2), SEED, now=0.0)
+    node.link_down(key(2), now=100.0)
+    assert node.take_dials() == [SEED]  # it lived long: no reason to wait
+    node.dial_succeeded(SEED, key(2), now=100.0)
+    node.link_up(key(2), SEED, now=100.0)
+    node.link_down(key(2), now=100.2)  # flapping: wait
+    assert node.take_dials() == []
+    now = 100.2
+    while not node.take_dials():
+        now = node.get_timer()
+        node.handle_timer(now=now)
+    assert 100.2 + 0.5 * 0.1 <= now < 100.2 + 1.5 * 0.1
+
+
+def test_a_stopped_node_neither_redials_nor_reports_failures() -> None:
+    node = control(discovery=STATIC)
+    node.start([SEED], [], now=0.0)
+    node.take_dials()
+    node.dial_succeeded(SEED, key(2), now=0.0)
+    node.link_up(key(2), SEED, now=0.0)
+    node.leave(now=1.0)
+    node.link_down(key(2), now=1.0)
+    node.handle_timer(now=50.0)
+    assert node.take_dials() == []
+    assert node.statistics().connect_failures == 0
+    node.rejoin(now=60.0)
+    assert node.take_dials() == [SEED]
+
+
+# --- the overlay -----------------------------------------------------------------------
+
+def test_gossip_discovery_joins_the_overlay_through_the_first_seed() -> None:
+    node = control()
+    node.start([SEED, "10.0.0.3:7000"], [], now=0.0)
+    assert node.take_dials() == [SEED]  # the contact is a neighbour at once
+    sent = node.datagrams_to_send()
+    overlay = [data for address, data in sent if data[0] == OVERLAY_CHANNEL]
+    membership = [address for address, data in sent if data[0] != OVERLAY_CHANNEL]
+    assert overlay  # the JOIN
+    assert set(membership) == {SEED, "10.0.0.3:7000"}  # SWIM pushes its state to each seed
+    assert node.overlay is not None
+    assert "10.0.0.3:7000" in node.overlay.passive()
+
+
+def test_a_failed_overlay_dial_is_a_failed_neighbour_not_a_redial_loop() -> None:
+    node = control()
+    node.start([SEED], [], now=0.0)
+    assert node.take_dials() == [SEED]
+    node.dial_failed(SEED, now=0.1)
+    assert node.overlay is not None
+    assert SEED not in node.overlay.active()
+    assert SEED not in node.wanted()
+    assert node.take_dials() == []
+
+
+def test_datagrams_go_to_overlay_or_membership_by_their_first_byte() -> None:
+    node = control()
+    node.start([], [], now=0.0)
+    assert node.overlay is not None
+    assert node.membership is not None
+    node.receive_datagram(SEED, bytes([OVERLAY_CHANNEL]) + b"\x01", now=0.1)
+    assert node.overlay.statistics().rejected == 1
+    assert sum(node.membership.statistics().rejected.values()) == 0
+    node.receive_datagram(SEED, b"\x01\x09garbage", now=0.2)
+    assert sum(node.membership.statistics().rejected.values()) == 1
+    assert node.overlay.statistics().rejected == 1
+
+
+# --- membership and overlay together ------------------------------------------------------
+
+def _exchange(nodes: dict[str, NodeControl], now: float) -> None:
+    """Hand every queued datagram to its addressee until none is left."""
+    for _ in range(100):
+        moved = False
+        for source, node in nodes.items():
+            for address, data in node.datagrams_to_send():
+                if address in nodes:
+                    nodes[address].receive_datagram(source, data, now=now)
+                    moved = True
+        if not moved:
+            return
+    raise AssertionError("datagrams kept flowing")
+
+
+def test_members_feed_the_overlay_and_a_signed_leave_drops_the_link() -> None:
+    a = control("10.0.0.1:7000", seed=1)
+    b = control("10.0.0.2:7000", seed=2)
+    nodes = {a.address: a, b.address: b}
+    a.start([], [], now=0.0)
+    b.start([a.address], [], now=0.0)
+    _exchange(nodes, 0.0)
+    assert any(isinstance(e, PeerJoined) for e in a.take_events())
+    assert b.take_dials() == [a.address]
+    assert a.take_dials() == [b.address]  # the JOIN made each the other's neighbour
+    b.dial_succeeded(a.address, key(1), now=0.01)
+    b.link_up(key(1), a.address, now=0.01)
+    a.link_up(key(2), b.address, now=0.01)
+    assert a.overlay is not None
+    assert b.overlay is not None
+    assert b.address in a.overlay.active()
+    b.leave(now=1.0)
+    _exchange(nodes, 1.0)
+    assert any(isinstance(e, PeerLeft) for e in a.take_events())
+    assert a.take_closes() == [(key(2), "PeerLeft")]
+    assert b.address not in a.overlay.active() + a.overlay.passive()
+    a.link_down(key(2), now=1.1)
+    a.handle_timer(now=5.0)
+    assert a.take_dials() == []  # a departed member is not asked back
