@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Literal
 
@@ -137,9 +136,5 @@ class SynapseNodeBuilder:
             config = config.replace(node_id="node-" + identity.public_key[:6].hex())
         messages: Stream[Message] = Stream(config.delivery_queue_size)
         events: Stream[Event] = Stream(config.event_queue_size)
-        if config.workers == 0:
-            return SynapseNode(config, identity, messages, events), messages, events
-        # Loaded lazily: the facade never imports the multiprocess runtime statically.
-        runtime = importlib.import_module("somasync.workers.supervisor")
-        node: SynapseNode = runtime.ShardedNode(config, identity, messages, events)
+        node = SynapseNode(config, identity, messages, events)
         return node, messages, events

@@ -60,8 +60,7 @@ from typing import Any
 
 import psutil
 
-from somasync.aio.channel import Stream
-from somasync.aio.node import NodeStats, PeerStats, SynapseNode, WorkerStats
+from somasync.aio.runtime import RuntimeHost, RuntimeStatistics, WorkerStats
 from somasync.config import NodeConfig, parse_address
 from somasync.core import wire
 from somasync.core.broadcast import TreeStatistics
@@ -70,7 +69,6 @@ from somasync.core.endpoint import EndpointStatistics, hello_frame
 from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected
 from somasync.core.shard import peer_owner, stream_owner
 from somasync.errors import DecodeError, NodeStateError, TransportError
-from somasync.events import DeliveryDropped, MessageReceived
 from somasync.message import Message
 
 from . import control, shm
@@ -95,9 +93,8 @@ from .records import (
 from .ring import RingCorrupted, RingReader, RingWriter, ring_size
 from .worker import SUPERVISOR, WorkerSpec, worker_main
 
-__all__ = ["ShardedNode"]
+__all__ = ["ShardedRuntime"]
 
-BIND_ATTEMPTS = 8  # port 0: tries to find a port free for both TCP and UDP
 STOP_GRACE = 5.0  # seconds a worker gets to exit after "stop" before it is killed
 STATS_TIMEOUT = 2.0
 
@@ -113,21 +110,25 @@ class _Worker:
     """Pending StatsRequests, oldest first (a worker answers in order); None: it died."""
 
 
-class ShardedNode(SynapseNode):
-    """A node spread over ``config.workers`` worker processes (see the module docstring).
-
-    Same public API as :class:`~somasync.aio.node.SynapseNode`; build it with
+class ShardedRuntime:
+    """A node's sockets and data part spread over ``config.workers`` worker processes
+    (see the module docstring). The :class:`~somasync.aio.node.SynapseNode` facade
+    drives it when ``workers`` > 0; build one with
     ``SynapseNodeBuilder().with_workers(n)``.
     """
 
-    def __init__(self, config: NodeConfig, identity: Identity,
-                 messages: Stream[Message], events: Stream[object]) -> None:
-        super().__init__(config, identity, messages, events)
+    def __init__(self, config: NodeConfig, identity: Identity, host: RuntimeHost) -> None:
         if config.workers < 1:
             raise ValueError("a sharded node needs at least one worker")
+        self.config = config
+        self.identity = identity
+        self._host = host
         self._count = config.workers
         self._tag = secrets.token_hex(3)
         self._context = multiprocessing.get_context("forkserver")
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._running = False
+        self._listen_address = ""
         self._workers: dict[int, _Worker] = {}
         self._segments: dict[tuple[int, int], shm.Segment] = {}
         self._readers: dict[int, RingReader] = {}
@@ -136,6 +137,7 @@ class ShardedNode(SynapseNode):
         self._ringer: Ringer | None = None
         self._listener: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
+        self._dials: set[asyncio.Task[None]] = set()
         self._connected: dict[bytes, tuple[str, str, int]] = {}
         self._delivered: OrderedDict[bytes, None] = OrderedDict()
         self._handshake_timeouts = 0
@@ -147,40 +149,38 @@ class ShardedNode(SynapseNode):
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    async def start(self) -> None:
-        if self._running:
-            raise NodeStateError("the node is already running")
+    async def listen(self, host: str, port: int) -> int:
         self._loop = loop = asyncio.get_running_loop()
-        self._stopping = False
-        host, port = self._bound or parse_address(self.config.bind_address, "bind_address")
-        for attempt in range(BIND_ATTEMPTS):
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                           flags=socket.AI_PASSIVE)
+            family, kind, proto, _, sockaddr = infos[0]
+            listener = socket.socket(family, kind, proto)
             try:
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                               flags=socket.AI_PASSIVE)
-                family, kind, proto, _, sockaddr = infos[0]
-                listener = socket.socket(family, kind, proto)
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 listener.bind(sockaddr)
                 listener.listen(512)
                 listener.setblocking(False)
-            except OSError as exc:
-                raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
-            bound_port = listener.getsockname()[1]
-            try:
-                # The control part runs here, in the supervisor: one UDP socket per node.
-                self._bound = (host, bound_port)
-                await self._control.start(host, bound_port, f"{host}:{bound_port}",
-                                          self._seeds(), list(self._peers))
-                break
-            except TransportError:
+            except BaseException:
                 listener.close()
-                if port != 0 or attempt == BIND_ATTEMPTS - 1:
-                    raise
+                raise
+        except OSError as exc:
+            raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
         self._listener = listener
-        self._bound = (host, bound_port)
+        return int(listener.getsockname()[1])
+
+    def close_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    async def start(self, listen_address: str) -> None:
+        loop = self._loop
+        self._stopping = False
+        self._listen_address = listen_address
         self._doorbell = Doorbell(self._doorbell_address(SUPERVISOR))
         self._ringer = Ringer()
-        self._hello = hello_frame(self.identity, self.config.node_id, self.listen_address)
+        self._hello = hello_frame(self.identity, self.config.node_id, listen_address)
         loop.add_reader(self._doorbell.fileno(), self._on_bell)
         try:
             processes = [SUPERVISOR, *range(self._count)]
@@ -194,41 +194,28 @@ class ShardedNode(SynapseNode):
             await asyncio.wait_for(
                 asyncio.gather(*(w.ready for w in self._workers.values())), 60.0)
         except BaseException:
-            self._control.stop()
             await self._shutdown()
             raise
         self._running = True
-        self._started_at = loop.time()
-        self._messages.reopen()
-        self._events.reopen()
         self._accept_task = loop.create_task(self._accept_loop())
-        self._control.open()
-        self._install_signal_handlers()
 
     async def stop(self) -> None:
-        if not self._running:
-            return
         self._running = False
         self._room.set()  # broadcasts waiting for room give up
-        self._control.stop()
-        self._remove_signal_handlers()
-        dialers = [*self._dials]
+        tasks = [*self._dials]
         if self._accept_task is not None:
-            dialers.append(self._accept_task)
-        for task in dialers:
+            tasks.append(self._accept_task)
+            self._accept_task = None
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*dialers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._shutdown()
-        self._messages.close()
-        self._events.close()
 
     async def _shutdown(self) -> None:
         """Stop every worker, then close and unlink every segment (also on failed start)."""
         self._stopping = True
         loop = self._loop
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        self.close_listener()
         workers = list(self._workers.values())
         for worker in workers:
             control.send(worker.control, Stop())
@@ -260,10 +247,9 @@ class ShardedNode(SynapseNode):
         if self._ringer is not None:
             self._ringer.close()
             self._ringer = None
-        for key, (peer_id, address, _owner) in list(self._connected.items()):
-            self._events.put_nowait(PeerDisconnected(peer_id, address, "stopped", key))
-            self._control.link_down(key)
-        self._connected.clear()
+        connected, self._connected = self._connected, {}
+        for key, (peer_id, address, _owner) in connected.items():
+            self._host.report(PeerDisconnected(peer_id, address, "stopped", key))
 
     # --- rings and workers -----------------------------------------------------------
 
@@ -305,7 +291,7 @@ class ShardedNode(SynapseNode):
             index=index, count=self._count, seed=bytes(self.identity.signing_key),
             node_id=self.config.node_id, gossip=self.config.gossip,
             handshake_timeout=self.config.handshake_timeout,
-            listen_address=self.listen_address,
+            listen_address=self._listen_address,
             doorbells={i: self._doorbell_address(i) for i in [SUPERVISOR, *range(self._count)]},
             rings_in={i: self._segments[(i, index)].name for i in others},
             rings_out={i: self._segments[(index, i)].name for i in others},
@@ -360,9 +346,7 @@ class ShardedNode(SynapseNode):
         for key, (peer_id, address, owner) in list(self._connected.items()):
             if owner == index:
                 del self._connected[key]
-                self._events.put_nowait(PeerDisconnected(peer_id, address, "worker_died",
-                                                         key))
-                self._control.link_down(key)
+                self._host.report(PeerDisconnected(peer_id, address, "worker_died", key))
         self._on_bell()  # arms the fresh ring from the new worker
         self._spawn(index)
 
@@ -394,16 +378,12 @@ class ShardedNode(SynapseNode):
                          event: PeerConnected | PeerDisconnected | FrameRejected) -> None:
         if isinstance(event, PeerConnected):
             self._connected[event.public_key] = (event.peer_id, event.address, index)
-            self._events.put_nowait(event)
-            self._control.link_up(event.public_key, event.address)
         elif isinstance(event, PeerDisconnected):
             entry = self._connected.get(event.public_key)
-            if entry is not None and entry[2] == index:
-                del self._connected[event.public_key]
-                self._control.link_down(event.public_key)
-            self._events.put_nowait(event)
-        else:
-            self._events.put_nowait(event)
+            if entry is None or entry[2] != index:
+                return  # a late report from a worker that no longer owns the peer
+            del self._connected[event.public_key]
+        self._host.report(event)
 
     def _on_bell(self) -> None:
         assert self._doorbell is not None
@@ -441,7 +421,7 @@ class ShardedNode(SynapseNode):
     def _deliver(self, record: bytes) -> None:
         delivered = self._delivered
         capacity = self.config.gossip.seen_cache_size
-        messages, events = self._messages, self._events
+        deliver = self._host.deliver
         try:
             for item in decode_batch(record):
                 if item.kind != SupervisorKind.DELIVER:
@@ -452,14 +432,9 @@ class ShardedNode(SynapseNode):
                 delivered[envelope.id] = None
                 if len(delivered) > capacity:
                     delivered.popitem(last=False)
-                message = Message.from_envelope(envelope)
-                messages.put_nowait(message)
-                events.put_nowait(MessageReceived(from_peer, message))
+                deliver(Message.from_envelope(envelope), from_peer)
         except DecodeError:
             return
-        if messages.dropped != self._deliveries_reported:
-            events.put_nowait(DeliveryDropped(messages.dropped - self._deliveries_reported))
-            self._deliveries_reported = messages.dropped
 
     # --- connections -------------------------------------------------------------------
 
@@ -540,13 +515,13 @@ class ShardedNode(SynapseNode):
                 sock.close()
                 raise
         except (OSError, TimeoutError, ValueError):
-            self._control.dial_failed(address)
+            self._host.control.dial_failed(address)
             return
         key = await self._hand_over(sock, address, dialled=address)
         if key is None:
-            self._control.dial_failed(address)
+            self._host.control.dial_failed(address)
         else:
-            self._control.dial_succeeded(address, key)
+            self._host.control.dial_succeeded(address, key)
 
     def close_peer(self, public_key: bytes, reason: str) -> None:
         entry = self._connected.get(public_key)
@@ -559,8 +534,9 @@ class ShardedNode(SynapseNode):
 
     # --- application side --------------------------------------------------------------
 
-    async def broadcast(self, message: Message) -> str:
-        message = self._outgoing(message)
+    async def broadcast(self, message: Message) -> None:
+        if not self._running:
+            raise NodeStateError("the node is not running")
         origin = message.signer_public_key or wire.ZERO_KEY
         owner = stream_owner(origin, message.source.encode(), self._count)
         writer = self._writers[owner]
@@ -579,14 +555,13 @@ class ShardedNode(SynapseNode):
             self._room.clear()
             await self._room.wait()
             self._flush(owner)
-        return message.id
 
     def _flush(self, index: int) -> None:
         writer = self._writers.get(index)
         if writer is not None and writer.flush() and self._ringer is not None:
             self._ringer.ring(self._doorbell_address(index))
 
-    async def get_stats(self) -> NodeStats:
+    async def statistics(self) -> RuntimeStatistics:
         if not self._workers:
             raise NodeStateError("the node has not been started")
         loop = self._loop
@@ -610,25 +585,10 @@ class ShardedNode(SynapseNode):
                 continue
             cores.append(report.core)
             per_worker.append(_worker_stats(worker.index, report))
-        core_total = _sum_core(cores, peers=len(self._connected))
-        known = set(self._peers) | set(self.config.bootstrap_peers)
-        connected = self.connected_peers()
-        return NodeStats(
-            node_id=self.config.node_id,
-            uptime=loop.time() - self._started_at if self._running else 0.0,
-            messages_processed=core_total.messages_delivered,
-            messages_originated=core_total.messages_originated,
-            peer_stats=PeerStats(healthy_peers=len(connected),
-                                 total_peers=len(known | set(connected.values()))),
-            bytes_in=core_total.bytes_in, bytes_out=core_total.bytes_out,
-            frames_in=core_total.frames_in, frames_out=core_total.frames_out,
-            duplicates=core_total.duplicates, rejected=core_total.rejected,
-            deliveries_dropped=self._messages.dropped, events_dropped=self._events.dropped,
-            connect_failures=self._control_statistics().connect_failures, core=core_total,
-            workers=tuple(per_worker), worker_restarts=self._restarts,
-            handshake_failures=self._handshake_timeouts + self._handover_failures,
-            membership=self._control_statistics().membership,
-        )
+        return RuntimeStatistics(
+            core=_sum_core(cores, peers=len(self._connected)), workers=tuple(per_worker),
+            worker_restarts=self._restarts,
+            handshake_failures=self._handshake_timeouts + self._handover_failures)
 
     @property
     def segment_tag(self) -> str:

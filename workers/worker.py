@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-from somasync.aio.node import write_and_close
+from somasync.aio.local import write_and_close
 from somasync.config import GossipConfig
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint

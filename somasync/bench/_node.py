@@ -141,7 +141,7 @@ async def _report(node: SynapseNode, recorder: Recorder) -> dict[str, object]:
 
 
 def _worker_pids(node: SynapseNode) -> list[int]:
-    pids = getattr(node, "worker_pids", None)
+    pids = getattr(node.runtime, "worker_pids", None)
     return sorted(pids().values()) if pids is not None else []
 
 
@@ -165,7 +165,7 @@ async def serve(spec: dict[str, Any]) -> None:
     try:
         _emit("ready", {"address": node.listen_address, "pid": os.getpid(),
                         "worker_pids": _worker_pids(node),
-                        "segment_tag": getattr(node, "segment_tag", None)})
+                        "segment_tag": getattr(node.runtime, "segment_tag", None)})
         tasks.append(loop.create_task(
             _progress(node, recorder, messages, float(spec.get("progress_every", 0.25)))))
         while line := await reader.readline():

@@ -22,7 +22,7 @@ from somasync import (
 )
 from somasync.testing import wait_until
 from somasync.workers import shm
-from somasync.workers.supervisor import ShardedNode
+from somasync.workers.supervisor import ShardedRuntime
 
 pytestmark = pytest.mark.multiprocess
 
@@ -83,8 +83,14 @@ async def mesh() -> AsyncIterator[Mesh]:
         await m.close()
     # Only this mesh's own segments: tests in parallel processes have theirs.
     for node in m.nodes.values():
-        if isinstance(node, ShardedNode):
-            assert shm.leaked_segments(node.segment_tag) == [], "segments leaked"
+        if isinstance(node.runtime, ShardedRuntime):
+            assert shm.leaked_segments(node.runtime.segment_tag) == [], "segments leaked"
+
+
+def sharded(node: SynapseNode) -> ShardedRuntime:
+    runtime = node.runtime
+    assert isinstance(runtime, ShardedRuntime)
+    return runtime
 
 
 def ids(messages: list[Message]) -> list[str]:
@@ -98,10 +104,10 @@ async def test_copies_arriving_through_different_workers_are_delivered_once() ->
     push = GossipConfig.local().replace(forwarding="push")
     async with mesh() as m:
         x = await m.add("X", workers=2, gossip=push)
-        assert isinstance(x, ShardedNode)
+        xr = sharded(x)
         peers: list[SynapseNode] = []
         # Add peers until both workers own some (a peer's owner is a hash of its key).
-        while len(peers) < 6 or len(set(x.peer_workers().values())) < 2:
+        while len(peers) < 6 or len(set(xr.peer_workers().values())) < 2:
             peers.append(await m.add(f"p{len(peers)}", bootstrap=(x.listen_address,),
                                      gossip=push))
             await wait_for(lambda: len(x.connected_peers()) == len(peers), "X to see it")
@@ -111,7 +117,7 @@ async def test_copies_arriving_through_different_workers_are_delivered_once() ->
                 await a.add_peer(Peer(b.node_id, b.listen_address))
         n = len(peers)
         await wait_for(lambda: all(len(p.connected_peers()) == n for p in peers), "full mesh")
-        assert set(x.peer_workers().values()) == {0, 1}
+        assert set(xr.peer_workers().values()) == {0, 1}
         sent = [await peers[k % n].broadcast_message(MessageType.Data(f"m{k}"))
                 for k in range(60)]
         await wait_for(lambda: len(m.received["X"]) >= 60, "X to receive everything")
@@ -127,7 +133,7 @@ async def test_copies_arriving_through_different_workers_are_delivered_once() ->
 async def test_worker_killed_under_load_is_restarted_and_nothing_is_lost() -> None:
     async with mesh() as m:
         x = await m.add("X", workers=2)
-        assert isinstance(x, ShardedNode)
+        xr = sharded(x)
         publisher = await m.add("pub", bootstrap=(x.listen_address,))
         sinks = [await m.add(f"sink{i}", bootstrap=(x.listen_address,)) for i in range(4)]
         await wait_for(lambda: len(x.connected_peers()) == 5, "X to see all peers")
@@ -142,11 +148,11 @@ async def test_worker_killed_under_load_is_restarted_and_nothing_is_lost() -> No
 
         async def kill_one() -> None:
             await wait_for(lambda: len(sent) >= 150, "load to build up")
-            victim = x.peer_workers()["pub"]  # the worker holding the publisher's link
-            pid = x.worker_pids()[victim]
+            victim = xr.peer_workers()["pub"]  # the worker holding the publisher's link
+            pid = xr.worker_pids()[victim]
             killed["at"] = loop.time()
             os.kill(pid, signal.SIGKILL)
-            await wait_for(lambda: x.worker_pids()[victim] != pid, "a new worker process")
+            await wait_for(lambda: xr.worker_pids()[victim] != pid, "a new worker process")
             await wait_for(lambda: len(x.connected_peers()) == 5, "peers to reconnect")
             killed["restored_after"] = loop.time() - killed["at"]
 
@@ -172,15 +178,15 @@ async def test_worker_killed_under_load_is_restarted_and_nothing_is_lost() -> No
 async def test_a_worker_sent_a_malformed_control_message_is_restarted_not_confused() -> None:
     async with mesh() as m:
         x = await m.add("X", workers=2)
-        assert isinstance(x, ShardedNode)
+        xr = sharded(x)
         a = await m.add("a", bootstrap=(x.listen_address,))
         await wait_for(lambda: len(x.connected_peers()) == 1, "X to link with a")
-        victim = x.peer_workers()["a"]
-        pid = x.worker_pids()[victim]
+        victim = xr.peer_workers()["a"]
+        pid = xr.worker_pids()[victim]
         # An unknown kind on the control socket (what a bug in either side would send):
         # the worker must not guess; it exits and the supervisor restarts it.
-        x._workers[victim].control.send(b"\xc8\x00\x00\x00\x02{}")
-        await wait_for(lambda: x.worker_pids()[victim] != pid, "a new worker process")
+        xr._workers[victim].control.send(b"\xc8\x00\x00\x00\x02{}")
+        await wait_for(lambda: xr.worker_pids()[victim] != pid, "a new worker process")
         await wait_for(lambda: len(x.connected_peers()) == 1, "a to reconnect")
         message_id = await a.broadcast_message(MessageType.Data("after the restart"))
         await wait_for(lambda: message_id in ids(m.received["X"]), "X to deliver it")
@@ -221,8 +227,8 @@ async def test_stop_and_restart_leave_no_segments_and_keep_exactly_once() -> Non
         first = await a.broadcast_message(MessageType.Data("first"))
         await wait_for(lambda: len(m.received["X"]) == 1, "first delivery")
         await x.stop()
-        assert isinstance(x, ShardedNode)
-        assert shm.leaked_segments(x.segment_tag) == []
+        xr = sharded(x)
+        assert shm.leaked_segments(xr.segment_tag) == []
         missed = await a.broadcast_message(MessageType.Data("missed"))
         await m.start("X")
         await wait_for(lambda: len(m.received["X"]) >= 2, "catch-up")
@@ -243,7 +249,7 @@ async def main() -> None:
     node, _messages, _events = (SynapseNodeBuilder().with_bind_address("127.0.0.1:0")
                                 .with_workers(2).build())
     await node.start()
-    print(node.segment_tag, *node.worker_pids().values(), flush=True)
+    print(node.runtime.segment_tag, *node.runtime.worker_pids().values(), flush=True)
     await asyncio.sleep(60)
 
 if __name__ == "__main__":

@@ -1,0 +1,263 @@
+"""The in-process runtime: asyncio (uvloop when installed) around one core Endpoint.
+
+This runtime only moves bytes and arms one timer. Each TCP connection is a link of the
+endpoint; its protocol hands received bytes to the endpoint, then
+:meth:`LocalRuntime._pump` writes whatever the endpoint queued (one write per link per
+pump, so frames are batched), closes what it asked to close, hands deliveries and
+events to the node and re-arms the timer. The endpoint outlives a stop: a node started
+again keeps what it has seen and delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import time
+from collections.abc import Mapping
+from typing import Protocol, cast
+
+from somasync.aio.runtime import RuntimeHost, RuntimeStatistics
+from somasync.config import NodeConfig, parse_address
+from somasync.core.crypto import Identity
+from somasync.core.endpoint import Endpoint
+from somasync.errors import NodeStateError, TransportError
+from somasync.message import Message
+
+__all__ = ["LinkTransport", "LocalRuntime", "write_and_close"]
+
+
+class LinkTransport(Protocol):
+    """What :func:`write_and_close` needs of a connection's protocol object."""
+
+    transport: asyncio.Transport | None
+    close_reason: str
+
+
+def write_and_close(endpoint: Endpoint, links: Mapping[int, LinkTransport]) -> None:
+    """Hand the endpoint's queued bytes to the transports (one write per link) and
+    close the links it gave up on (after their queued bytes)."""
+    for link, data in endpoint.frames_to_send():
+        protocol = links.get(link)
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.write(data)
+    for link, reason in endpoint.links_to_close():
+        protocol = links.get(link)
+        if protocol is not None and protocol.transport is not None:
+            protocol.close_reason = reason
+            protocol.transport.close()
+
+
+class _LinkProtocol(asyncio.Protocol):
+    """One TCP connection: bytes in to the endpoint, bytes out from it."""
+
+    def __init__(self, runtime: LocalRuntime, *, dialled_address: str | None) -> None:
+        self.runtime = runtime
+        self.dialled_address = dialled_address
+        self.link = next(runtime._link_ids)
+        self.transport: asyncio.Transport | None = None
+        self.close_reason = "closed"
+        self.identified = False
+        self.lost: asyncio.Future[None] = runtime._loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        runtime = self.runtime
+        endpoint = runtime._endpoint
+        if endpoint is None or not runtime._running \
+                or len(runtime._protocols) >= runtime._config.max_connections:
+            transport.abort()
+            return
+        peername = transport.get_extra_info("peername")
+        address = f"{peername[0]}:{peername[1]}" if peername else "unknown"
+        runtime._protocols[self.link] = self
+        endpoint.open_link(self.link, outbound=self.dialled_address is not None,
+                           address=address, now=runtime._loop.time())
+        runtime._pump()
+
+    def data_received(self, data: bytes) -> None:
+        runtime = self.runtime
+        endpoint = runtime._endpoint
+        if endpoint is None:
+            return
+        endpoint.receive_bytes(self.link, data, now=runtime._loop.time())
+        if self.dialled_address is not None and not self.identified:
+            key = endpoint.peer_key_of(self.link)
+            if key is not None:
+                self.identified = True
+                runtime._host.control.dial_succeeded(self.dialled_address, key)
+        runtime._pump()
+
+    def pause_writing(self) -> None:
+        if self.runtime._endpoint is not None:
+            self.runtime._endpoint.set_link_paused(self.link, True)
+
+    def resume_writing(self) -> None:
+        if self.runtime._endpoint is not None:
+            self.runtime._endpoint.set_link_paused(self.link, False)
+            self.runtime._pump()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        runtime = self.runtime
+        if not self.lost.done():
+            self.lost.set_result(None)
+        if runtime._protocols.pop(self.link, None) is None:
+            return
+        endpoint = runtime._endpoint
+        if endpoint is None:
+            return
+        endpoint.close_link(self.link, now=runtime._loop.time(), reason=self.close_reason)
+        runtime._pump()
+        if self.dialled_address is not None:
+            # Ignored by the control part unless the dial was still outstanding.
+            runtime._host.control.dial_failed(self.dialled_address)
+
+
+class LocalRuntime:
+    """One endpoint in the caller's event loop (see the module docstring)."""
+
+    def __init__(self, config: NodeConfig, identity: Identity, host: RuntimeHost) -> None:
+        self._config = config
+        self._identity = identity
+        self._host = host
+        self._endpoint: Endpoint | None = None
+        self._protocols: dict[int, _LinkProtocol] = {}
+        self._dials: set[asyncio.Task[None]] = set()
+        self._link_ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self._running = False
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+
+    @property
+    def endpoint(self) -> Endpoint | None:
+        """The protocol core (None until the first start)."""
+        return self._endpoint
+
+    async def listen(self, host: str, port: int) -> int:
+        self._loop = loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: _LinkProtocol(self, dialled_address=None), host, port)
+        except OSError as exc:
+            raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def close_listener(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def start(self, listen_address: str) -> None:
+        loop = self._loop
+        if self._endpoint is None:
+            self._endpoint = Endpoint(
+                self._config.gossip, self._identity, self._config.node_id,
+                rng=random.Random(os.urandom(16)), now=loop.time(),
+                wall_offset=time.time() - loop.time(), listen_address=listen_address,
+                handshake_timeout=self._config.handshake_timeout,
+            )
+        self._endpoint.listen_address = listen_address
+        self._running = True
+        self._pump()
+
+    async def stop(self) -> None:
+        self._running = False
+        dials = list(self._dials)
+        for task in dials:
+            task.cancel()
+        await asyncio.gather(*dials, return_exceptions=True)
+        self.close_listener()
+        endpoint = self._endpoint
+        protocols = list(self._protocols.values())
+        self._protocols.clear()
+        if endpoint is not None:
+            now = self._loop.time()
+            for protocol in protocols:
+                endpoint.close_link(protocol.link, now=now, reason="stopped")
+        for protocol in protocols:
+            if protocol.transport is not None:
+                protocol.transport.close()
+        if protocols:
+            await asyncio.wait([p.lost for p in protocols], timeout=2.0)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_deadline = None
+        self._pump_events()
+
+    # --- what the control part asks ----------------------------------------------------
+
+    def dial(self, address: str) -> None:
+        if not self._running:
+            return
+        task = self._loop.create_task(self._connect(address))
+        self._dials.add(task)
+        task.add_done_callback(self._dials.discard)
+
+    async def _connect(self, address: str) -> None:
+        try:
+            host, port = parse_address(address, "peer address")
+            await asyncio.wait_for(
+                self._loop.create_connection(
+                    lambda: _LinkProtocol(self, dialled_address=address), host, port),
+                timeout=self._config.connect_timeout,
+            )
+        except (TimeoutError, OSError, ValueError):
+            self._host.control.dial_failed(address)
+
+    def close_peer(self, public_key: bytes, reason: str) -> None:
+        if self._endpoint is not None and self._endpoint.disconnect_peer(public_key, reason):
+            self._pump()
+
+    # --- the application side ----------------------------------------------------------
+
+    async def broadcast(self, message: Message) -> None:
+        if self._endpoint is None or not self._running:
+            raise NodeStateError("the node is not running")
+        self._endpoint.broadcast(message.to_envelope(), now=self._loop.time())
+        self._pump()
+
+    def connected_peers(self) -> dict[str, str]:
+        return {} if self._endpoint is None else self._endpoint.peer_addresses()
+
+    async def statistics(self) -> RuntimeStatistics:
+        if self._endpoint is None:
+            raise NodeStateError("the node has not been started")
+        return RuntimeStatistics(core=self._endpoint.statistics())
+
+    # --- the pump: endpoint outputs to the outside world -------------------------------
+
+    def _pump(self) -> None:
+        endpoint = self._endpoint
+        if endpoint is None:
+            return
+        write_and_close(endpoint, self._protocols)
+        self._pump_events()
+        if self._running:
+            deadline = endpoint.get_timer()
+            if deadline != self._timer_deadline:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer_deadline = deadline
+                self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _pump_events(self) -> None:
+        endpoint = self._endpoint
+        if endpoint is None:
+            return
+        host = self._host
+        for delivery in endpoint.take_deliveries():
+            host.deliver(Message.from_envelope(delivery.envelope, delivery.payload),
+                         delivery.from_peer)
+        for event in endpoint.take_events():
+            host.report(event)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_deadline = None
+        if self._running and self._endpoint is not None:
+            self._endpoint.handle_timer(now=self._loop.time())
+            self._pump()

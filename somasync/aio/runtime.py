@@ -1,0 +1,109 @@
+"""What the node facade drives: a runtime that owns the sockets and the data part.
+
+:class:`~somasync.aio.node.SynapseNode` owns what a node is (configuration, identity,
+the control part, the application's streams, statistics, signals) and hands the rest to
+one of two runtimes, neither of which knows the other:
+
+* :class:`~somasync.aio.local.LocalRuntime`: one :class:`~somasync.core.endpoint.Endpoint`
+  in the caller's event loop;
+* ``somasync.workers.supervisor.ShardedRuntime``: a supervisor in the caller's process
+  with an endpoint shard in each worker process.
+
+A runtime listens on TCP, dials and closes links as the control part asks, carries
+the application's broadcasts to the endpoint(s), and reports back through
+:class:`RuntimeHost`: every message to deliver and every endpoint event (the host passes
+link events on to the control part itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from somasync.core.endpoint import EndpointStatistics
+
+if TYPE_CHECKING:
+    from somasync.aio.control import ControlDriver
+    from somasync.message import Message
+
+__all__ = ["Runtime", "RuntimeHost", "RuntimeStatistics", "WorkerStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """One worker process of a sharded node."""
+
+    index: int
+    pid: int
+    messages_verified: int
+    """Signatures this worker checked (messages and HELLOs)."""
+    messages_delivered: int
+    ring_in_used: int
+    """Bytes waiting in the rings this worker reads."""
+    ring_out_pending: int
+    """Bytes this worker could not yet publish because a ring was full."""
+    cpu_percent: float
+    """Average CPU use since the worker started (100 = one core)."""
+    rss_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeStatistics:
+    """What a runtime counts (the facade adds the control part's and its own)."""
+
+    core: EndpointStatistics
+    """Every counter of the protocol core (summed over workers in a sharded node)."""
+    workers: tuple[WorkerStats, ...] = ()
+    worker_restarts: int = 0
+    handshake_failures: int = 0
+
+
+class RuntimeHost(Protocol):
+    """What a runtime needs of the node it runs: the facade."""
+
+    @property
+    def control(self) -> ControlDriver:
+        """The node's control part, told of dial outcomes."""
+
+    def deliver(self, message: Message, from_peer: str) -> None:
+        """Hand a message (first copy, already verified) to the application."""
+
+    def report(self, event: object) -> None:
+        """Hand an endpoint event to the application (link events also to the control
+        part)."""
+
+
+class Runtime(Protocol):
+    """The sockets and the data part of a node (see the module docstring)."""
+
+    async def listen(self, host: str, port: int) -> int:
+        """Listen on TCP ``host:port`` (0: any free port) and return the bound port.
+
+        Raises:
+            TransportError: the address cannot be used.
+        """
+
+    def close_listener(self) -> None:
+        """Stop listening (the port could not be had for UDP too; another is tried)."""
+
+    async def start(self, listen_address: str) -> None:
+        """Start the data part (accept links, start workers) announcing
+        ``listen_address``. On failure, everything started is stopped before raising."""
+
+    async def stop(self) -> None:
+        """Close every link (each reported) and the listener; stop the data part."""
+
+    def dial(self, address: str) -> None:
+        """Open a link to ``address``; report the outcome to the control part."""
+
+    def close_peer(self, public_key: bytes, reason: str) -> None:
+        """Close every link to the peer ``public_key``."""
+
+    async def broadcast(self, message: Message) -> None:
+        """Send a signed message to the mesh (waits while a sharded owner is full)."""
+
+    def connected_peers(self) -> dict[str, str]:
+        """Node id -> listening address of every linked peer."""
+
+    async def statistics(self) -> RuntimeStatistics:
+        """The runtime's counters now."""
