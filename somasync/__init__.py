@@ -22,12 +22,14 @@ from somasync.aio.node import (
     Peer as Peer,
     PeerStats as PeerStats,
     SynapseNode as SynapseNode,
+    WorkerStats as WorkerStats,
 )
 from somasync.config import (
     DiscoveryMethod as DiscoveryMethod,
     GossipConfig as GossipConfig,
     MembershipConfig as MembershipConfig,
     NodeConfig as NodeConfig,
+    OverlayConfig as OverlayConfig,
 )
 from somasync.core.crypto import Identity as Identity
 from somasync.core.endpoint import EndpointStatistics as EndpointStatistics
@@ -82,6 +84,7 @@ __all__ = [
     "NodeConfig",
     "NodeStateError",
     "NodeStats",
+    "OverlayConfig",
     "Peer",
     "PeerConnected",
     "PeerDisconnected",
@@ -100,5 +103,6 @@ __all__ = [
     "SynapseNode",
     "SynapseNodeBuilder",
     "TransportError",
+    "WorkerStats",
     "__version__",
 ]

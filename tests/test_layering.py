@@ -8,10 +8,16 @@
 * ``somasync/errors.py`` and ``somasync/config.py`` sit at the bottom: stdlib and
   ``somasync.errors`` only.
 * The simulator (``somasync/sim/``) drives the core and never imports a runtime
-  (``somasync.aio``, ``somasync.workers``), not even lazily.
+  (``somasync.aio``, ``somasync.workers``), not even lazily; the one exception is the
+  documented shared-memory leak cleaner, ``somasync.workers.shm``.
 * Entry points (the bench, the command line, the simulator, ``tools/`` and the
   top-level ``bench/``) import only public names of other packages: nothing whose
   dotted path has a ``_private`` part outside their own package.
+* The bench and the command line reach a node through the facade only (``somasync``,
+  ``somasync.node`` and the documented modules: config, errors, message, events, the
+  core, the simulator, the test harness), never a runtime's internals
+  (``somasync.aio``, ``somasync.workers``), not even lazily; the one exception is the
+  documented shared-memory leak cleaner, ``somasync.workers.shm``.
 
 Each failure names the file and line.
 """
@@ -178,6 +184,24 @@ def sim_violations(module: Module) -> list[str]:
     ]
 
 
+FACADE_ONLY_FORBIDDEN = ("somasync.aio", *WORKERS)
+FACADE_ONLY_ALLOWED = ("somasync.workers.shm",)
+"""The documented leak cleaner for segments of a SIGKILLed sharded node (tools/shm_gc.py
+is its command line): the bench uses it after killing a node on purpose."""
+
+
+def facade_violations(module: Module) -> list[str]:
+    """Anywhere, even in a function: the bench and the command line use a node the way
+    an application does, so what they measure and run is what users get."""
+    return [
+        f"{where(module, ref.line)}: imports {ref.target}; use the facade (somasync, "
+        "somasync.node) instead of a runtime's internals"
+        for ref in walk_imports(module)
+        if any(is_within(ref.target, name) for name in FACADE_ONLY_FORBIDDEN)
+        and not any(is_within(ref.target, name) for name in FACADE_ONLY_ALLOWED)
+    ]
+
+
 def private_name_violations(module: Module) -> list[str]:
     """Entry points (bench, command line, simulator, tools) use other packages' public
     names only: a private helper may change without notice."""
@@ -237,6 +261,27 @@ def entry_point_modules() -> list[Module]:
 
 def test_entry_points_import_only_public_names() -> None:
     check(entry_point_modules(), private_name_violations)
+
+
+def test_bench_and_command_line_use_only_the_facade() -> None:
+    check(package_modules(PACKAGE / "bench") + package_modules(PACKAGE / "cli")
+          + [load(PACKAGE / "__main__.py")], facade_violations)
+
+
+@pytest.mark.parametrize(
+    ("source", "flagged"),
+    [
+        ("from somasync.aio.node import SynapseNode", True),
+        ("def f():\n    from somasync.aio.local import LocalRuntime", True),
+        ("import somasync.workers.supervisor", True),
+        ("def f():\n    from somasync.workers import shm", False),
+        ("from somasync import SynapseNode, Peer", False),
+        ("from somasync.node import SynapseNodeBuilder", False),
+        ("from somasync.core.payload import MessageType", False),
+    ],
+)
+def test_facade_checker(source: str, flagged: bool) -> None:
+    assert bool(facade_violations(parse(source, "somasync.bench.example"))) is flagged
 
 
 @pytest.mark.parametrize(

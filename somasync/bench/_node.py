@@ -21,8 +21,7 @@ from typing import Any
 
 import orjson
 
-from somasync.aio.channel import Stream
-from somasync.aio.node import Peer, SynapseNode
+from somasync import Peer, Stream, SynapseNode
 from somasync.bench import payload
 from somasync.bench.histogram import LatencyHistogram
 from somasync.config import GossipConfig

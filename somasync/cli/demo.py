@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from somasync.aio.node import Peer, SynapseNode
+from somasync import Peer, SynapseNode
 from somasync.config import GossipConfig
 from somasync.core.payload import MessageType
 from somasync.node import SynapseNodeBuilder
