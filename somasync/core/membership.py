@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import math
 import random
 from collections import OrderedDict
@@ -67,6 +68,9 @@ __all__ = ["Member", "Membership", "MembershipStatistics", "PeerState"]
 
 VERIFIED_CACHE = 16_384  # claims whose signature was already checked (each ~8 x relayed)
 HINT_HOLDOFF = 1.0  # probe intervals between two out-of-turn probes of one member
+PIGGYBACK_CANDIDATES = 64  # least-sent queued claims one datagram chooses from (it holds
+# about ten; the rest are only skipped when too long for the room left)
+FORGET_SWEEP_INTERVAL = 1.0  # seconds between sweeps for failed/left members to forget
 
 
 class PeerState(enum.StrEnum):
@@ -165,10 +169,73 @@ class _Probe:
     nacks: int = 0
 
 
-@dataclass(slots=True, eq=False)
-class _Queued:
-    claim: bytes
-    transmits: int = 0
+_QueueKey = tuple[bytes, int, bytes]  # (subject, claim type, author)
+
+
+class _ClaimQueue:
+    """Claims waiting to be piggybacked, least transmitted first (memberlist's
+    TransmitLimitedQueue). One bucket per transmit count and an index by subject, so
+    taking the next claims and replacing a member's claims cost what they touch, not
+    the queue's length (a mesh of thousands queues thousands of claims as it forms)."""
+
+    __slots__ = ("_buckets", "_by_subject", "_transmits")
+
+    def __init__(self) -> None:
+        self._buckets: list[dict[_QueueKey, bytes]] = []
+        self._transmits: dict[_QueueKey, int] = {}
+        self._by_subject: dict[bytes, set[_QueueKey]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._transmits)
+
+    def __len__(self) -> int:
+        return len(self._transmits)
+
+    def put(self, key: _QueueKey, claim: bytes) -> None:
+        """Queue ``claim`` (replacing the claim under ``key``) as never transmitted."""
+        self.remove(key)
+        if not self._buckets:
+            self._buckets.append({})
+        self._buckets[0][key] = claim
+        self._transmits[key] = 0
+        self._by_subject.setdefault(key[0], set()).add(key)
+
+    def remove(self, key: _QueueKey) -> None:
+        transmits = self._transmits.pop(key, None)
+        if transmits is None:
+            return
+        del self._buckets[transmits][key]
+        keys = self._by_subject[key[0]]
+        keys.discard(key)
+        if not keys:
+            del self._by_subject[key[0]]
+
+    def remove_subject(self, subject: bytes) -> None:
+        """Drop every claim about ``subject``."""
+        for key in list(self._by_subject.get(subject, ())):
+            self.remove(key)
+
+    def least_transmitted(self, count: int) -> list[tuple[_QueueKey, bytes]]:
+        """The first ``count`` claims, least transmitted first (then oldest first)."""
+        items = itertools.chain.from_iterable(bucket.items() for bucket in self._buckets)
+        return list(itertools.islice(items, count))
+
+    def transmitted(self, key: _QueueKey, limit: int) -> None:
+        """``key``'s claim went out once more; drop it once sent ``limit`` times."""
+        transmits = self._transmits[key]
+        claim = self._buckets[transmits].pop(key)
+        transmits += 1
+        if transmits >= limit:
+            del self._transmits[key]
+            keys = self._by_subject[key[0]]
+            keys.discard(key)
+            if not keys:
+                del self._by_subject[key[0]]
+            return
+        if transmits == len(self._buckets):
+            self._buckets.append({})
+        self._buckets[transmits][key] = claim
+        self._transmits[key] = transmits
 
 
 @dataclass(slots=True)
@@ -224,12 +291,15 @@ class Membership:
         self._probing: dict[bytes, int] = {}  # target -> nonce of our own probe of it
         self._hinted: dict[bytes, float] = {}
         self._round_robin: list[bytes] = []
-        self._queue: dict[tuple[bytes, int, bytes], _Queued] = {}
+        self._queue = _ClaimQueue()
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._outgoing: list[tuple[str, bytes]] = []
         self._events: list[MembershipEvent] = []
         self._seeds: list[str] = []
         self._health = 0
+        self._live_members = 0  # members alive or suspect: kept as states change, since
+        # the formulas need it per datagram and counting costs O(members) each time
+        self._next_forget = now
         self._now = now
         self._counters = _Counters()
         self._next_probe = now + rng.random() * config.probe_interval
@@ -561,12 +631,14 @@ class Membership:
             member = _Member(claim.subject, claim.node_id, claim.address, claim.incarnation,
                              PeerState.ALIVE, now, now, claim.raw)
             self._members[claim.subject] = member
+            self._live_members += 1
             self._round_robin.insert(self._rng.randint(0, len(self._round_robin)),
                                      claim.subject)
             self._events.append(PeerJoined(member.node_id, member.address, member.key,
                                            member.incarnation))
             return
         previous = member.state
+        self._live_members += previous not in _LIVE
         member.node_id, member.address = claim.node_id, claim.address
         member.incarnation, member.alive_claim = claim.incarnation, claim.raw
         member.state, member.state_claim, member.state_since = PeerState.ALIVE, None, now
@@ -590,6 +662,7 @@ class Membership:
         author = self._members.get(claim.author)
         accuser = self.node_id if author is None else author.node_id
         member.incarnation = claim.incarnation
+        self._live_members += member.state not in _LIVE
         member.state, member.state_claim, member.state_since = PeerState.SUSPECT, claim.raw, now
         self._suspicions[member.key] = _Suspicion(now, {claim.author}, accuser)
         self._events.append(PeerSuspected(member.node_id, member.address, member.key,
@@ -600,10 +673,10 @@ class Membership:
         kind = ClaimType.DEAD if state == PeerState.FAILED else ClaimType.LEAVE
         # The verdict supersedes whatever was still being spread about the member; an
         # ALIVE left in the queue would introduce a dead node to nodes that never knew it.
-        for key in [k for k in self._queue if k[0] == member.key]:
-            del self._queue[key]
+        self._queue.remove_subject(member.key)
         self._enqueue(claim.raw, member.key, kind, claim.author)
         member.incarnation = claim.incarnation
+        self._live_members -= member.state in _LIVE
         member.state, member.state_claim, member.state_since = state, claim.raw, now
         self._suspicions.pop(member.key, None)
         self._cancel_probe_of(member.key)
@@ -781,9 +854,8 @@ class Membership:
 
     def _enqueue(self, raw: bytes, subject: bytes, kind: ClaimType, author: bytes) -> None:
         if kind == ClaimType.ALIVE:
-            for key in [k for k in self._queue if k[0] == subject]:
-                del self._queue[key]
-        self._queue[(subject, kind, author)] = _Queued(raw)
+            self._queue.remove_subject(subject)
+        self._queue.put((subject, kind, author), raw)
 
     def _retransmit_limit(self) -> int:
         live = self._live_count()
@@ -798,14 +870,13 @@ class Membership:
         if not self._queue:
             return chosen
         limit = self._retransmit_limit()
-        for key, item in sorted(self._queue.items(), key=lambda kv: kv[1].transmits):
-            if len(item.claim) > budget or item.claim in chosen:
+        queue = self._queue
+        for key, claim in queue.least_transmitted(PIGGYBACK_CANDIDATES):
+            if len(claim) > budget or claim in chosen:
                 continue
-            chosen.append(item.claim)
-            budget -= len(item.claim)
-            item.transmits += 1
-            if item.transmits >= limit:
-                del self._queue[key]
+            chosen.append(claim)
+            budget -= len(claim)
+            queue.transmitted(key, limit)
             if budget < 80:
                 break
         return chosen
@@ -875,6 +946,11 @@ class Membership:
             self._send_state(address, DatagramKind.PUSH, reply_wanted=True)
 
     def _forget(self, now: float) -> None:
+        # A sweep visits every member: once a second is soon enough for timeouts of
+        # minutes, and keeps timer handling O(1) in the mesh size.
+        if now < self._next_forget:
+            return
+        self._next_forget = now + FORGET_SWEEP_INTERVAL
         config = self.config
         for key, member in list(self._members.items()):
             age = now - member.state_since
@@ -894,7 +970,7 @@ class Membership:
 
     def _live_count(self) -> int:
         """Members alive or suspected, this node included: the N of the formulas."""
-        return 1 + sum(1 for m in self._members.values() if m.state in _LIVE)
+        return 1 + self._live_members
 
     def _live_others(self) -> list[_Member]:
         return [m for m in self._members.values() if m.state in _LIVE]

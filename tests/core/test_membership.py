@@ -235,6 +235,33 @@ def test_partitioned_halves_merge_back_after_heal() -> None:
         assert set(net.states(name).values()) == {PeerState.ALIVE}, (name, net.states(name))
 
 
+def test_the_live_count_kept_as_states_change_matches_a_recount() -> None:
+    """The N of the formulas is kept incrementally; every transition must keep it true."""
+    def check(net: MembershipNet) -> None:
+        for name, node in net.nodes.items():
+            if name in net.crashed:
+                continue
+            live = sum(1 for m in node.members()[1:]
+                       if m.state in (PeerState.ALIVE, PeerState.SUSPECT))
+            assert node._live_count() == 1 + live, name
+
+    net = mesh(8)
+    check(net)
+    net.pause("n2")  # suspected, failed, then refuted: every transition
+    net.run(10.0)
+    check(net)
+    net.resume("n2")
+    net.run(5.0)
+    check(net)
+    net.nodes["n5"].leave(now=net.now)
+    net._collect("n5")
+    net.crash("n6")
+    net.run(12.0)
+    check(net)
+    net.run(100.0)  # left members are forgotten
+    check(net)
+
+
 def test_stalled_node_blames_itself_not_the_others() -> None:
     net = mesh(4)
     node = net.nodes["n1"]
