@@ -61,6 +61,7 @@ from typing import Any
 import psutil
 
 from somasync.aio.runtime import RuntimeHost, RuntimeStatistics, WorkerStats
+from somasync.aio.timing import TaskSet
 from somasync.config import NodeConfig, parse_address
 from somasync.core import wire
 from somasync.core.broadcast import TreeStatistics
@@ -137,7 +138,7 @@ class ShardedRuntime:
         self._ringer: Ringer | None = None
         self._listener: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
-        self._dials: set[asyncio.Task[None]] = set()
+        self._dials = TaskSet()
         self._connected: dict[bytes, tuple[str, str, int]] = {}
         self._delivered: OrderedDict[bytes, None] = OrderedDict()
         self._handshake_timeouts = 0
@@ -202,13 +203,11 @@ class ShardedRuntime:
     async def stop(self) -> None:
         self._running = False
         self._room.set()  # broadcasts waiting for room give up
-        tasks = [*self._dials]
         if self._accept_task is not None:
-            tasks.append(self._accept_task)
+            self._accept_task.cancel()
+            await asyncio.gather(self._accept_task, return_exceptions=True)
             self._accept_task = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._dials.cancel_all()
         await self._shutdown()
 
     async def _shutdown(self) -> None:
@@ -493,11 +492,8 @@ class ShardedRuntime:
         return key if handed else None
 
     def dial(self, address: str) -> None:
-        if not self._running:
-            return
-        task = self._loop.create_task(self._connect(address))
-        self._dials.add(task)
-        task.add_done_callback(self._dials.discard)
+        if self._running:
+            self._dials.spawn(self._loop, self._connect(address))
 
     async def _connect(self, address: str) -> None:
         """One dial: connect, then hand the socket over (which reports the outcome)."""

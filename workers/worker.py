@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from somasync.aio.local import write_and_close
+from somasync.aio.timing import DeadlineTimer
 from somasync.config import GossipConfig
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
@@ -152,8 +153,7 @@ class Worker:
         self._readers: dict[int, RingReader] = {}
         self._writers: dict[int, BatchWriter] = {}
         self._ringer = Ringer()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline: float | None = None
+        self._timer: DeadlineTimer = None  # type: ignore[assignment]
         self._stopped: asyncio.Future[None] | None = None
         self._doorbell: Doorbell = None  # type: ignore[assignment]
         self._cpu_started = time.process_time()
@@ -161,6 +161,7 @@ class Worker:
     async def run(self) -> None:
         spec = self.spec
         self.loop = loop = asyncio.get_running_loop()
+        self._timer = DeadlineTimer(loop, self._on_timer)
         self._stopped = loop.create_future()
         for source, name in spec.rings_in.items():
             self._readers[source] = RingReader(self._attach(name))
@@ -342,12 +343,7 @@ class Worker:
             # not raises ControlError here, loudly, instead of vanishing.
             control.send(self.control, event)
         self._flush()
-        deadline = endpoint.get_timer()
-        if deadline != self._timer_deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_deadline = deadline
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+        self._timer.arm(endpoint.get_timer())
 
     def _flush(self) -> None:
         # A ring that stays full asks its consumer to ring our doorbell once it has read;
@@ -358,6 +354,5 @@ class Worker:
                 self._ringer.ring(spec.doorbells[index])
 
     def _on_timer(self) -> None:
-        self._timer = self._timer_deadline = None
         self.endpoint.handle_timer(now=self.loop.time())
         self.pump()

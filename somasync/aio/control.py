@@ -18,6 +18,7 @@ import random
 from typing import Protocol
 
 from somasync.aio.channel import Stream
+from somasync.aio.timing import DeadlineTimer
 from somasync.config import NodeConfig, parse_address
 from somasync.core.crypto import Identity
 from somasync.core.membership import Member
@@ -61,8 +62,7 @@ class ControlDriver:
         self._control: NodeControl | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline: float | None = None
+        self._timer: DeadlineTimer | None = None
         self._addresses: dict[str, tuple[str, int]] = {}
         self._open = False
         self.send_errors = 0
@@ -92,6 +92,7 @@ class ControlDriver:
             raise TransportError(f"cannot bind UDP {host}:{port} for membership: {exc}") \
                 from exc
         self._transport = transport
+        self._timer = DeadlineTimer(loop, self._on_timer)
         self._open = False
         now = loop.time()
         if self._control is None or self._control.address != address:
@@ -114,7 +115,6 @@ class ControlDriver:
             self._send_pending(control)
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = self._timer_deadline = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -172,13 +172,8 @@ class ControlDriver:
             self._host.close_peer(public_key, reason)
         for address in control.take_dials():
             self._host.dial(address)
-        deadline = control.get_timer()
-        if deadline != self._timer_deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_deadline = deadline
-            self._timer = loop.call_at(deadline, self._on_timer) \
-                if deadline != float("inf") else None
+        if self._timer is not None:
+            self._timer.arm(control.get_timer())
 
     def _send_pending(self, control: NodeControl) -> None:
         transport = self._transport
@@ -205,7 +200,6 @@ class ControlDriver:
         self.pump()
 
     def _on_timer(self) -> None:
-        self._timer = self._timer_deadline = None
         if self._control is not None and self._loop is not None:
             self._control.handle_timer(now=self._loop.time())
             self.pump()

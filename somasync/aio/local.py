@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Protocol, cast
 
 from somasync.aio.runtime import RuntimeHost, RuntimeStatistics
+from somasync.aio.timing import DeadlineTimer, TaskSet
 from somasync.config import NodeConfig, parse_address
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
@@ -125,11 +126,10 @@ class LocalRuntime:
         self._host = host
         self._endpoint: Endpoint | None = None
         self._protocols: dict[int, _LinkProtocol] = {}
-        self._dials: set[asyncio.Task[None]] = set()
+        self._dials = TaskSet()
         self._link_ids = itertools.count(1)
         self._server: asyncio.Server | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline: float | None = None
+        self._timer: DeadlineTimer | None = None
         self._running = False
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
@@ -162,15 +162,13 @@ class LocalRuntime:
                 handshake_timeout=self._config.handshake_timeout,
             )
         self._endpoint.listen_address = listen_address
+        self._timer = DeadlineTimer(loop, self._on_timer)
         self._running = True
         self._pump()
 
     async def stop(self) -> None:
         self._running = False
-        dials = list(self._dials)
-        for task in dials:
-            task.cancel()
-        await asyncio.gather(*dials, return_exceptions=True)
+        await self._dials.cancel_all()
         self.close_listener()
         endpoint = self._endpoint
         protocols = list(self._protocols.values())
@@ -186,17 +184,13 @@ class LocalRuntime:
             await asyncio.wait([p.lost for p in protocols], timeout=2.0)
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = self._timer_deadline = None
         self._pump_events()
 
     # --- what the control part asks ----------------------------------------------------
 
     def dial(self, address: str) -> None:
-        if not self._running:
-            return
-        task = self._loop.create_task(self._connect(address))
-        self._dials.add(task)
-        task.add_done_callback(self._dials.discard)
+        if self._running:
+            self._dials.spawn(self._loop, self._connect(address))
 
     async def _connect(self, address: str) -> None:
         try:
@@ -237,13 +231,8 @@ class LocalRuntime:
             return
         write_and_close(endpoint, self._protocols)
         self._pump_events()
-        if self._running:
-            deadline = endpoint.get_timer()
-            if deadline != self._timer_deadline:
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer_deadline = deadline
-                self._timer = self._loop.call_at(deadline, self._on_timer)
+        if self._running and self._timer is not None:
+            self._timer.arm(endpoint.get_timer())
 
     def _pump_events(self) -> None:
         endpoint = self._endpoint
@@ -257,7 +246,6 @@ class LocalRuntime:
             host.report(event)
 
     def _on_timer(self) -> None:
-        self._timer = self._timer_deadline = None
         if self._running and self._endpoint is not None:
             self._endpoint.handle_timer(now=self._loop.time())
             self._pump()
