@@ -1,6 +1,9 @@
-"""The supervisor of a sharded node: the user's process, with ``n`` workers behind it.
+"""The sharded runtime's supervisor: the user's process, with ``n`` workers behind it.
 
-It listens and dials, reads each new connection's first frame (the peer's HELLO) to find
+:class:`ShardedRuntime` is the runtime the :class:`~somasync.aio.node.SynapseNode`
+facade drives when ``workers`` > 0; the facade keeps the control part (membership,
+overlay, which addresses to dial), and this runtime executes its dials and closes. It
+listens and dials, reads each new connection's first frame (the peer's HELLO) to find
 the owning worker, and hands the socket over with ``SCM_RIGHTS``: every connection to
 one peer lands in the same worker, so per-peer state is per identity. It creates (and
 alone unlinks) the shared-memory rings: one per ordered pair of processes that talk.
@@ -22,16 +25,19 @@ writer rings it only when the reader said it is going to sleep, so nobody polls 
 
 Hand-offs, each in one direction:
 
-* A connection, accepted or dialled here: the supervisor sends this node's HELLO,
-  reads the peer's first frame under ``handshake_timeout``, picks the owner from the
-  peer's key (:func:`~somasync.core.shard.peer_owner`), sends it ``Adopt`` with the
-  descriptor and the bytes already read, and closes its own copy. From then on only the
-  owner touches the socket.
+* A connection, accepted or dialled here (a dial the control part asked for): the
+  supervisor sends this node's HELLO, reads the peer's first frame under
+  ``handshake_timeout``, picks the owner from the peer's key
+  (:func:`~somasync.core.shard.peer_owner`), sends it ``Adopt`` with the descriptor and
+  the bytes already read, and closes its own copy. From then on only the owner touches
+  the socket. A dial's outcome (the peer's key, or a failure) goes to the control part.
+* Link events: a worker's ``PeerConnected``/``PeerDisconnected`` update ``_connected``
+  and go to the facade, which tells the control part (``link_up``/``link_down``).
 * An application broadcast goes to the ring of the worker that owns its stream; when
   that ring is full the call waits for room instead of dropping the message.
 * A delivery comes back on the owner's ring; the supervisor drops ids it delivered
   before (a restarted worker may deliver again what anti-entropy refilled) and hands the
-  rest to the application's streams.
+  rest to the facade, which puts them on the application's streams.
 * Statistics: ``StatsRequest`` to every worker, ``StatsReport`` back in order, summed.
 
 Crashes. A worker that exits (its process sentinel becomes readable) or that sends a
@@ -39,7 +45,7 @@ control message that does not decode (it is killed first) is replaced: pending s
 requests resolve empty, fresh rings to and from its index replace the old ones (which
 may hold a torn record), every other worker gets ``Rewire`` and forgets the links the
 dead one owned, its peers are reported ``PeerDisconnected("worker_died")``, and a new
-process starts. Peers redial (or our dialers do); what was in flight is refilled by
+process starts. Peers redial (or the control part redials them); what was in flight is refilled by
 anti-entropy; ``_delivered`` keeps the application from seeing anything twice. If the
 supervisor itself dies, every worker reads end-of-file on its control socket and stops;
 only a SIGKILL of the whole process group leaves segments behind

@@ -241,6 +241,7 @@ class Simulation:
         self.events = 0
         self.first_fault: float | None = None
         self.dropped_bytes = 0
+        self.datagrams = 0
         self.datagrams_lost = 0
         self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = itertools.count()
@@ -587,8 +588,10 @@ class Simulation:
     def send_datagram(self, source: VirtualNode, destination: str, data: bytes) -> None:
         """A datagram to the node named or addressed ``destination``: lost with
         ``network.loss``, dropped across a cut."""
+        self.datagrams += 1
         target = self._names.get(destination)
         if target is None:
+            self.datagrams_lost += 1
             return
         if (self.network.loss and self._net_rng.random() < self.network.loss) \
                 or self.cut(source.index, target):

@@ -1,8 +1,10 @@
-"""The ``membership`` scenario: the real SWIM/Lifeguard core on every virtual node.
+"""The ``membership`` scenario: SWIM/Lifeguard on every virtual node, measured alone.
 
-Each virtual node runs :class:`somasync.core.membership.Membership`; its datagrams cross
-the simulated network (per-pair latency, ``network.loss``). Nodes join one after another
-through node 0. The run measures:
+It runs on the simulator's one engine (:class:`~somasync.sim.engine.Simulation`) with
+the production control part on every node (:class:`~somasync.sim.overlays.NodeOverlay`:
+membership, HyParView and the dialler, beside an idle endpoint), exactly as the
+broadcast scenarios do; it only sends no broadcasts and watches membership's events.
+Nodes join one after another through node 0. The run measures:
 
 * **convergence**: from the first join until every node holds every other as alive;
 * **failure detection**: ``fail_fraction`` of the nodes (at least one) crash at once;
@@ -21,21 +23,18 @@ so the scenario is capped at :data:`MEMBERSHIP_MAX_NODES` nodes.
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import hashlib
 import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from somasync.config import MembershipConfig
-from somasync.core import crypto
-from somasync.core.crypto import Identity
 from somasync.core.events import PeerFailed, PeerJoined, PeerLeft, PeerRecovered, PeerSuspected
-from somasync.core.membership import Membership
 from somasync.errors import ConfigError
-from somasync.sim.engine import MemoVerifier, _key_seed, derive_seed
+from somasync.sim.engine import Simulation, derive_seed
 from somasync.sim.metrics import SimResult, summarize
+from somasync.sim.overlays import NodeOverlay
 
 if TYPE_CHECKING:
     from somasync.sim.scenarios import SimSettings
@@ -45,105 +44,48 @@ __all__ = ["MEMBERSHIP_MAX_NODES", "MembershipSim", "run_membership"]
 MEMBERSHIP_MAX_NODES = 3000
 """Largest membership scenario: each node's view is O(N), joining is O(N^2) verifies."""
 
-_DGRAM, _TIMER, _CALL = 0, 1, 2
-
 
 class MembershipSim:
-    """Virtual nodes running SWIM over the simulated datagram network."""
+    """A :class:`Simulation` of the production control part, with membership's events
+    counted per observer."""
 
-    def __init__(self, settings: SimSettings) -> None:
-        self.settings = settings
-        self.config = settings.membership or MembershipConfig.lan()
-        self.network = settings.network
-        self.seed = settings.seed
+    def __init__(self, settings: SimSettings, spacing: float) -> None:
         n = settings.nodes
-        self.now = 0.0
-        self.events = 0
+        self.sim = Simulation(n, seed=settings.seed, network=settings.network,
+                              crypto=settings.crypto,
+                              membership=settings.membership or MembershipConfig.lan(),
+                              run_membership=True)
+        overlay = self.sim.overlay
+        assert isinstance(overlay, NodeOverlay)
+        self.overlay = overlay
+        overlay.join_spacing = spacing
+        overlay.contact = 0
+        overlay.listener = self._on_event
         self.alive = [True] * n
-        self.armed: list[float | None] = [None] * n
         self.crashed_at: dict[int, float] = {}
         self.view = [0] * n
         """Per node: other members it holds as alive or suspect."""
         self.detections: dict[int, dict[int, float]] = {}
         self.false_failures = 0
         self.false_suspicions = 0
-        self.datagrams = 0
-        self.lost = 0
-        self._heap: list[tuple[float, int, int, int, Any]] = []
-        self._seq = itertools.count()
-        self._rng = random.Random(derive_seed(self.seed, "membership-network"))
-        self.addresses = [f"n{i}:1" for i in range(n)]
-        self._index = {address: i for i, address in enumerate(self.addresses)}
-        self._index.update({f"n{i}": i for i in range(n)})
-        self.verifier: crypto.Verifier = (MemoVerifier() if settings.crypto == "fast"
-                                          else crypto.verify)
-        self.nodes = [
-            Membership(self.config, Identity(_key_seed(self.seed, "node", i)), f"n{i}",
-                       self.addresses[i],
-                       rng=random.Random(derive_seed(self.seed, "membership", i)), now=0.0,
-                       verify=self.verifier)
-            for i in range(n)
-        ]
+        self._index = {node.name: node.index for node in self.sim.nodes}
 
-    def join_all(self, spacing: float) -> None:
-        """Node ``i`` joins through node 0 at ``i * spacing``."""
-        for i in range(1, len(self.nodes)):
-            self._call(i * spacing, self._join, i)
-        self._pump(0)
+    @property
+    def now(self) -> float:
+        return self.sim.now
 
-    def _join(self, i: int) -> None:
-        self.nodes[i].join([self.addresses[0]], now=self.now)
-        self._pump(i)
+    def start(self) -> None:
+        self.sim.start()
+
+    def run_until(self, end: float) -> None:
+        self.sim.run_until(end)
 
     def crash(self, victims: list[int]) -> None:
         for i in victims:
             self.alive[i] = False
-            self.crashed_at[i] = self.now
+            self.crashed_at[i] = self.sim.now
             self.detections[i] = {}
-
-    def _call(self, at: float, function: Callable[..., None], *args: Any) -> None:
-        heapq.heappush(self._heap, (at, next(self._seq), _CALL, 0, (function, args)))
-
-    def run_until(self, end: float) -> None:
-        heap = self._heap
-        while heap and heap[0][0] <= end:
-            t, _, kind, target, data = heapq.heappop(heap)
-            self.now = t
-            self.events += 1
-            if kind == _DGRAM:
-                if not self.alive[target]:
-                    self.lost += 1
-                    continue
-                self.nodes[target].receive_datagram(data[0], data[1], now=t)
-                self._pump(target)
-            elif kind == _TIMER:
-                if self.armed[target] == t and self.alive[target]:
-                    self.armed[target] = None
-                    self.nodes[target].handle_timer(now=t)
-                    self._pump(target)
-            else:
-                function, args = data
-                function(*args)
-        self.now = max(self.now, end)
-
-    def _pump(self, i: int) -> None:
-        node = self.nodes[i]
-        source = self.addresses[i]
-        loss = self.network.loss
-        for address, data in node.datagrams_to_send():
-            self.datagrams += 1
-            target = self._index.get(address)
-            if target is None or (loss and self._rng.random() < loss):
-                self.lost += 1
-                continue
-            at = self.now + self.network.latency_between(self.seed, i, target)
-            heapq.heappush(self._heap, (at, next(self._seq), _DGRAM, target, (source, data)))
-        for event in node.take_events():
-            self._on_event(i, event)
-        deadline = node.get_timer()
-        if deadline != self.armed[i]:
-            self.armed[i] = deadline
-            heapq.heappush(self._heap, (deadline, next(self._seq), _TIMER, i, None))
+        self.sim.crash(victims)
 
     def _on_event(self, observer: int, event: Any) -> None:
         subject = self._index.get(event.peer_id)
@@ -156,7 +98,7 @@ class MembershipSim:
             if isinstance(event, PeerFailed):
                 if subject in self.crashed_at:
                     self.detections[subject].setdefault(observer,
-                                                        self.now - self.crashed_at[subject])
+                                                        self.sim.now - self.crashed_at[subject])
                 else:
                     self.false_failures += 1
         elif isinstance(event, PeerSuspected) and subject not in self.crashed_at:
@@ -165,7 +107,14 @@ class MembershipSim:
     def converged(self) -> bool:
         """Every live node holds every other live node as alive (or suspect)."""
         live = sum(self.alive)
-        return all(self.view[i] == live - 1 for i in range(len(self.nodes)) if self.alive[i])
+        return all(self.view[i] == live - 1 for i in range(len(self.view)) if self.alive[i])
+
+    def membership_statistics(self) -> list[Any]:
+        """SWIM counters of every node, crashed incarnations included."""
+        controls = [*self.overlay.retired,
+                    *(node.overlay.statistics() for node in self.sim.nodes
+                      if node.overlay is not None)]
+        return [c.membership for c in controls if c.membership is not None]
 
 
 def run_membership(settings: SimSettings,
@@ -177,9 +126,9 @@ def run_membership(settings: SimSettings,
                                        f"{MEMBERSHIP_MAX_NODES} nodes (full views are O(N) "
                                        f"per node), got {n}")
     started = time.perf_counter()
-    sim = MembershipSim(settings)
     spacing = min(0.01, 5.0 / n)
-    sim.join_all(spacing)
+    sim = MembershipSim(settings, spacing)
+    sim.start()
     join_end = spacing * n
     limit = join_end + 120.0
     converged: float | None = None
@@ -215,7 +164,7 @@ def run_membership(settings: SimSettings,
             first.append(min(times))
         if len(times) == len(live):
             everyone.append(max(times))
-    stats = [node.statistics() for node in sim.nodes]
+    stats = sim.membership_statistics()
     bytes_out = sum(s.bytes_out for s in stats)
     virtual = sim.now
     extra = {
@@ -228,19 +177,19 @@ def run_membership(settings: SimSettings,
         "false_failures": sim.false_failures,
         "false_failures_before_crash": false_before,
         "false_suspicions": sim.false_suspicions,
-        "datagrams": sim.datagrams,
-        "datagrams_lost": sim.lost,
+        "datagrams": sim.sim.datagrams,
+        "datagrams_lost": sim.sim.datagrams_lost,
         "bytes_per_node_per_second": bytes_out / n / max(virtual, 1e-9),
         "max_nodes": MEMBERSHIP_MAX_NODES,
-        "verify_cache_hits": getattr(sim.verifier, "hits", None),
-        "verify_cache_misses": getattr(sim.verifier, "misses", None),
+        "verify_cache_hits": getattr(sim.sim.verifier, "hits", None),
+        "verify_cache_misses": getattr(sim.sim.verifier, "misses", None),
     }
     return SimResult(
         scenario="membership", nodes=n, seed=settings.seed, forwarding="n/a",
-        overlay="n/a", crypto=settings.crypto, network=settings.network.describe(), messages=0,
+        overlay="node", crypto=settings.crypto, network=settings.network.describe(), messages=0,
         reliability={}, rmr={"steady_mean": None, "series": []}, control={}, hops={},
         latency={}, memory={}, wall_seconds=round(time.perf_counter() - started, 3),
-        virtual_seconds=round(virtual, 6), events=sim.events,
+        virtual_seconds=round(virtual, 6), events=sim.sim.events,
         trace_hash=_membership_hash(sim), extra=extra,
         settings={"nodes": n, "seed": settings.seed, "fail_fraction": settings.fail_fraction,
                   "membership_window": settings.membership_window},
@@ -248,11 +197,10 @@ def run_membership(settings: SimSettings,
 
 
 def _membership_hash(sim: MembershipSim) -> str:
-    import hashlib
-
     hasher = hashlib.blake2b(digest_size=16)
     for victim in sorted(sim.detections):
         for observer, delay in sorted(sim.detections[victim].items()):
             hasher.update(b"%d:%d:%d;" % (victim, observer, round(delay * 1e6)))
-    hasher.update(b"%d:%d:%d" % (sim.events, sim.datagrams, sim.false_suspicions))
+    hasher.update(b"%d:%d:%d:" % (sim.sim.events, sim.sim.datagrams, sim.false_suspicions))
+    hasher.update(sim.sim.trace_hash().encode())
     return hasher.hexdigest()

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from somasync.errors import ConfigError
@@ -169,10 +170,11 @@ class NodeOverlay:
     ``membership``) SWIM runs beside them on the same datagram network, detecting
     crashes and feeding its verdicts to the overlay, as in a deployed node.
 
-    Nodes join one after another, ``join_spacing`` seconds apart, each through a random
-    node that joined before it (its only seed). Membership events are counted for the
-    scenarios: the first failure verdict about each crashed node, and failure verdicts
-    about nodes that were alive (false failures).
+    Nodes join one after another, ``join_spacing`` seconds apart, each through its only
+    seed: node ``contact`` when set, else a random node that joined before it. Membership
+    events are counted for the scenarios: the first failure verdict about each crashed
+    node, and failure verdicts about nodes that were alive (false failures); a
+    ``listener`` sees every event with the index of the node that observed it.
     """
 
     name = "node"
@@ -191,6 +193,10 @@ class NodeOverlay:
                                        overlay=self.config)
         self.rng = random.Random(derive_seed(sim.seed, "overlay"))
         self.join_spacing = min(0.002, 5.0 / len(sim.nodes))
+        self.contact: int | None = None
+        self.listener: Callable[[int, Any], None] | None = None
+        self.retired: list[Any] = []
+        """Control statistics of crashed incarnations."""
         self.crashed_at: dict[int, float] = {}
         self.first_detection: dict[int, float] = {}
         """Crashed node -> seconds from its crash to the first failure verdict about it."""
@@ -225,7 +231,8 @@ class NodeOverlay:
         sim.nodes[0].overlay.start([], [], now=sim.now)
         self._pump(sim.nodes[0])
         for node in sim.nodes[1:]:
-            contact = sim.nodes[self.rng.randrange(node.index)]
+            contact = sim.nodes[self.contact if self.contact is not None
+                                else self.rng.randrange(node.index)]
             sim.schedule(sim.now + node.index * self.join_spacing, self._join, node,
                          node.incarnation, contact)
 
@@ -244,6 +251,8 @@ class NodeOverlay:
         if self.run_membership:
             for event in control.take_events():
                 self._on_event(event)
+                if self.listener is not None:
+                    self.listener(node.index, event)
         for public_key, _reason in control.take_closes():
             linked = self._by_key.get(public_key)
             if linked is not None:
@@ -300,6 +309,8 @@ class NodeOverlay:
                 self._pump(side)
 
     def crashed(self, node: VirtualNode) -> None:
+        if node.overlay is not None:
+            self.retired.append(node.overlay.statistics())
         node.overlay = None
         self.crashed_at[node.index] = self.sim.now
 
