@@ -637,10 +637,15 @@ class HyParView:
                 self._backoff[sender] = now + self.config.shuffle_interval
 
     def _on_disconnect(self, sender: str, now: float) -> None:
-        if sender not in self._active:
+        if self._lost.pop(sender, None) is not None:
+            # Its link closed before this datagram arrived (TCP and UDP race), so we took
+            # it for a failure; it dropped us on purpose and is not to be asked back.
+            self._add_passive(sender)
+        elif sender not in self._active:
             return
-        self._remove_active(sender)
-        self._add_passive(sender)
+        else:
+            self._remove_active(sender)
+            self._add_passive(sender)
         if sender in self._passive:  # it just dropped us: do not ask it straight back
             self._backoff[sender] = now + self.config.shuffle_interval
 

@@ -435,6 +435,23 @@ def test_neighbour_down_promotes_with_high_priority_when_alone() -> None:
     assert hpv.statistics().promotions == 1
 
 
+def test_a_disconnect_that_arrives_after_the_link_broke_is_no_failure_to_retry() -> None:
+    """A neighbour that drops us closes its link and sends DISCONNECT; over TCP and UDP
+    the close can win. The link break looks like a failure, but the DISCONNECT that
+    follows says it was on purpose: the peer must not be asked back (with high
+    priority, it would have to evict someone to take us)."""
+    hpv = node(config=OverlayConfig.local().replace(reconnect_interval=2.0))
+    fill_active(hpv, ["a", "b"])
+    hpv.neighbour_down("a", now=1.0)
+    assert hpv.statistics().reconnecting == 1
+    hpv.receive("a", msg(OverlayKind.DISCONNECT, "a"), now=1.001)
+    assert hpv.statistics().reconnecting == 0
+    assert "a" in hpv.passive()
+    hpv.messages_to_send()
+    run_timers(hpv, 30.0)
+    assert hpv.statistics().reconnect_requests == 0
+
+
 RECONNECT = OverlayConfig(shuffle_interval=10.0, neighbor_timeout=1.0, reconnect_interval=2.0,
                           reconnect_timeout=10.0)
 
