@@ -132,6 +132,7 @@ class NodeControl:
         self._linked: dict[bytes, str] = {}  # peer key -> its listen address
         self._by_address: dict[str, bytes] = {}  # listen or dialled address -> peer key
         self._closing: set[bytes] = set()
+        self._stale_dials: set[bytes] = set()  # dialled, then no longer wanted
         self._datagrams: list[tuple[str, bytes]] = []
         self._dials: list[str] = []
         self._closes: list[tuple[bytes, str]] = []
@@ -245,10 +246,19 @@ class NodeControl:
         linked: its first link completed the handshake, whoever dialled."""
         self._linked[public_key] = address
         self._by_address[address] = public_key
+        wanted = False
         for name, key in self._by_address.items():
             target = self._targets.get(name)
-            if key == public_key and target is not None and target.state != _LINKED:
-                target.state, target.linked_at = _LINKED, now
+            if key == public_key and target is not None:
+                wanted = True
+                if target.state != _LINKED:
+                    target.state, target.linked_at = _LINKED, now
+        if public_key in self._stale_dials:
+            self._stale_dials.discard(public_key)
+            if not wanted:
+                # We dialled it, then the overlay dropped it before the link was up:
+                # nobody here wants this link (the peer redials if it does).
+                self._close(public_key, "unwanted")
         self._settle(now)
 
     def dial_succeeded(self, address: str, public_key: bytes, *, now: float) -> None:
@@ -257,7 +267,14 @@ class NodeControl:
         link counts once :meth:`link_up` reports the peer linked (at once if it is)."""
         self._by_address[address] = public_key
         target = self._targets.get(address)
-        if target is not None and public_key in self._linked and target.state != _LINKED:
+        if target is None:
+            if public_key in self._linked:
+                if not any(self._targets.get(name) is not None
+                           for name, key in self._by_address.items() if key == public_key):
+                    self._close(public_key, "unwanted")
+            else:
+                self._stale_dials.add(public_key)
+        elif public_key in self._linked and target.state != _LINKED:
             target.state, target.linked_at = _LINKED, now
         self._settle(now)
 
@@ -290,6 +307,7 @@ class NodeControl:
         address = self._linked.pop(public_key, None)
         asked = public_key in self._closing
         self._closing.discard(public_key)
+        self._stale_dials.discard(public_key)
         names = [name for name, key in self._by_address.items() if key == public_key]
         for name in names:
             del self._by_address[name]
@@ -443,5 +461,5 @@ class NodeControl:
             return
         del self._targets[address]
         key = self._by_address.get(address)
-        if key is not None:
+        if key is not None and key in self._linked:
             self._close(key, "overlay")

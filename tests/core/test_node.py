@@ -9,6 +9,7 @@ from somasync.config import DiscoveryMethod, MembershipConfig, NodeConfig, Overl
 from somasync.core.crypto import Identity
 from somasync.core.events import PeerJoined, PeerLeft
 from somasync.core.node import OVERLAY_CHANNEL, NodeControl
+from somasync.core.overlay import OverlayKind, encode_message
 
 STATIC = frozenset({DiscoveryMethod.STATIC})
 SEED = "10.0.0.2:7000"
@@ -121,6 +122,22 @@ def test_a_failed_overlay_dial_is_a_failed_neighbour_not_a_redial_loop() -> None
     assert node.overlay is not None
     assert SEED not in node.overlay.active()
     assert SEED not in node.wanted()
+    assert node.take_dials() == []
+
+
+def test_a_link_dialled_for_a_neighbour_dropped_meanwhile_is_closed() -> None:
+    node = control()
+    node.start([SEED], [], now=0.0)
+    assert node.take_dials() == [SEED]
+    # The contact drops us (a DISCONNECT) while our connection to it is still opening.
+    disconnect = encode_message(OverlayKind.DISCONNECT, SEED)
+    node.receive_datagram(SEED, bytes([OVERLAY_CHANNEL]) + disconnect, now=0.01)
+    assert SEED not in node.wanted()
+    node.dial_succeeded(SEED, key(2), now=0.02)
+    node.link_up(key(2), SEED, now=0.02)
+    assert node.take_closes() == [(key(2), "unwanted")]
+    node.link_down(key(2), now=0.03)
+    assert node.statistics().links == 0
     assert node.take_dials() == []
 
 
