@@ -308,3 +308,28 @@ def test_same_trace_in_another_process_with_another_hash_seed(tmp_path: Path) ->
 def test_cli_reports_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["steady", "--nodes", "1", "--quiet"]) == 2
     assert "sim.nodes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("swim", [True, False])
+def test_links_follow_the_overlay_views_and_survive_a_crash(swim: bool) -> None:
+    """The production control part in the engine: once the mesh settles, every node's
+    links are exactly its HyParView active view (so views are symmetric), and after a
+    third of the nodes crash the survivors' links are again their views, all live."""
+    sim = Simulation(90, seed=4, run_membership=swim)
+    sim.start()
+    sim.run(20.0)
+
+    def check() -> None:
+        for node in sim.live_nodes():
+            control = node.overlay
+            assert control is not None
+            assert control.overlay is not None
+            active = {sim.node_named(a).index for a in control.overlay.active()}
+            assert set(node.conns) == active, node.name
+            assert 1 <= len(active) <= control.config.overlay.active_size
+
+    check()
+    sim.crash(range(0, 90, 3))
+    sim.run(30.0)
+    check()
+    assert all(all(sim.nodes[p].alive for p in node.conns) for node in sim.live_nodes())
