@@ -531,11 +531,17 @@ class NodeConfig:
 @dataclass(frozen=True, kw_only=True)
 class OverlayConfig:
     """HyParView peer sampling (:class:`somasync.core.overlay.HyParView`): the small,
-    symmetric random overlay that broadcast runs on in large meshes.
+    symmetric random overlay that picks every node's broadcast links (gossip discovery),
+    in real nodes and in the simulator alike.
 
     Defaults follow the paper (Leitao, Pereira, Rodrigues, DSN 2007), sized for meshes of
     up to about 10,000 nodes: each node keeps O(log N) state (5 neighbours and 30
     backup addresses), and the overlay stays connected after most nodes fail at once.
+    One rule at every size: a mesh of up to ``active_size + 1`` nodes is a full mesh
+    (every node is every other's neighbour); a larger one gives each node
+    ``active_size`` random neighbours. SWIM membership feeds the passive view (members
+    that join or come back) and repairs the active one (a failed member is replaced at
+    once), so a lost JOIN or a dry passive view does not isolate a node.
     """
 
     active_size: int = 5
