@@ -193,7 +193,9 @@ class NodeOverlay:
                                        overlay=self.config)
         self.rng = random.Random(derive_seed(sim.seed, "overlay"))
         self.join_spacing = min(0.002, 5.0 / len(sim.nodes))
-        self.contact: int | None = None
+        self.contact: int | Callable[[int], int] | None = None
+        """Each joiner's seed: this node, or this function of the joiner's index; None:
+        a random node that joined before it."""
         self.listener: Callable[[int, Any], None] | None = None
         self.retired: list[Any] = []
         """Control statistics of crashed incarnations."""
@@ -231,8 +233,12 @@ class NodeOverlay:
         sim.nodes[0].overlay.start([], [], now=sim.now)
         self._pump(sim.nodes[0])
         for node in sim.nodes[1:]:
-            contact = sim.nodes[self.contact if self.contact is not None
-                                else self.rng.randrange(node.index)]
+            if self.contact is None:
+                contact = sim.nodes[self.rng.randrange(node.index)]
+            elif callable(self.contact):
+                contact = sim.nodes[self.contact(node.index)]
+            else:
+                contact = sim.nodes[self.contact]
             sim.schedule(sim.now + node.index * self.join_spacing, self._join, node,
                          node.incarnation, contact)
 

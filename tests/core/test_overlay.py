@@ -1,10 +1,11 @@
-"""Deterministic tests of HyParView: a stepped clock and an in-memory datagram network."""
+"""Deterministic tests of HyParView: single nodes with a stepped clock, and meshes on the
+simulator's one engine."""
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections import deque
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -18,155 +19,94 @@ from somasync.core.overlay import (
     encode_message,
 )
 from somasync.errors import ConfigError, DecodeError
+from somasync.sim import Latency, NetworkModel, Simulation
+from somasync.sim.overlays import NodeOverlay
 
 CONFIG = OverlayConfig.local()
 LATENCY = 0.001
 LINK_TIMEOUT = 5.0  # a transport's keepalive: a link whose bytes cannot cross dies after it
-CUT = b""  # a link-timeout event: neighbour_down if the link is still cut and still used
 
 
 class Net:
-    """Moves datagrams between HyParView instances with a fixed latency (so in order
-    per pair), optional loss, and crashed nodes that neither send nor receive. Like a
-    transport, it reports ``neighbour_down`` for links to crashed nodes: for existing
-    links when the crash happens, for new ones when they are opened. A partition drops
-    datagrams across its cut and, like a transport's keepalive, reports links across it
-    down ``LINK_TIMEOUT`` after the cut (existing links) or after they are opened."""
+    """HyParView meshes on the simulator's one engine: every virtual node runs the
+    production control part without SWIM (:class:`~somasync.sim.overlays.NodeOverlay`),
+    so its overlay is HyParView alone, and its view changes open and close real endpoint
+    links. A fixed ``LATENCY`` keeps datagrams in order per pair; a crash resets the
+    crashed node's links (its neighbours see ``neighbour_down``); a partition drops
+    datagrams across the cut and closes links across it after ``LINK_TIMEOUT``.
 
-    def __init__(self, *, seed: int = 1, config: OverlayConfig = CONFIG,
-                 loss: float = 0.0) -> None:
-        self.seed = seed
-        self.config = config
-        self.loss = loss
-        self.rng = random.Random(seed)
-        self.now = 0.0
-        self.nodes: dict[str, HyParView] = {}
-        self.crashed: set[str] = set()
-        self.side: dict[str, int] | None = None  # partition: node -> side
-        self.wakeups: dict[str, int] = {}
-        self.changes: list[tuple[float, str, str, bool]] = []
-        self._events: list[tuple[float, int, str, str, bytes | None]] = []
-        self._timers: list[tuple[float, int, str]] = []
-        self._deadline: dict[str, float] = {}
-        self._seq = 0
+    Nodes are ``n0 .. n{n-1}`` and join ``spacing`` seconds apart through ``contact``
+    (an index, or a function of the joiner's index). Views hold addresses;
+    :meth:`name` and :meth:`address` translate."""
 
-    def add(self, name: str, contact: str | None = None) -> HyParView:
-        node = HyParView(name, self.config, rng=random.Random(f"{self.seed}/{name}"),
-                         now=self.now)
-        self.nodes[name] = node
-        if contact is not None:
-            node.join(contact, now=self.now)
-        self._collect(name)
-        return node
+    def __init__(self, n: int, *, seed: int = 1, config: OverlayConfig = CONFIG,
+                 loss: float = 0.0, spacing: float = 0.02,
+                 contact: int | Callable[[int], int] = 0) -> None:
+        network = NetworkModel(latency=Latency.constant(LATENCY), loss=loss,
+                               link_timeout=LINK_TIMEOUT)
+        self.sim = Simulation(n, seed=seed, network=network, overlay_config=config,
+                              run_membership=False)
+        overlay = self.sim.overlay
+        assert isinstance(overlay, NodeOverlay)
+        overlay.join_spacing = spacing
+        overlay.contact = contact
+        self.sim.start()
+
+    @property
+    def now(self) -> float:
+        return self.sim.now
+
+    @staticmethod
+    def address(name: str) -> str:
+        return f"{name}:1"
+
+    @staticmethod
+    def name(address: str) -> str:
+        return address.removesuffix(":1")
 
     def live(self) -> dict[str, HyParView]:
-        return {n: node for n, node in self.nodes.items() if n not in self.crashed}
+        """Address -> overlay of every node that is up."""
+        views = {}
+        for node in self.sim.live_nodes():
+            assert node.overlay is not None
+            assert node.overlay.overlay is not None
+            views[node.address] = node.overlay.overlay
+        return views
+
+    def view(self, name: str) -> HyParView:
+        return self.live()[self.address(name)]
+
+    @property
+    def crashed(self) -> set[str]:
+        """Addresses of the crashed nodes."""
+        return {node.address for node in self.sim.nodes if not node.alive}
 
     def crash(self, names: list[str]) -> None:
-        self.crashed.update(names)
-        for name, node in self.live().items():
-            for peer in node.active():
-                if peer in self.crashed:
-                    self._push(self.now + LATENCY, name, peer, None)
-
-    def cut(self, a: str, b: str) -> bool:
-        return self.side is not None and self.side[a] != self.side[b]
+        self.sim.crash([int(name[1:]) for name in names])
 
     def partition(self, *sides: list[str]) -> None:
-        self.side = {name: number for number, side in enumerate(sides) for name in side}
-        for name, node in self.live().items():
-            for peer in node.active():
-                if self.cut(name, peer):
-                    self._push(self.now + LINK_TIMEOUT, name, peer, CUT)
+        self.sim.partition([[int(name[1:]) for name in side] for side in sides])
 
     def heal(self) -> None:
-        self.side = None
-
-    def _push(self, at: float, dest: str, source: str, data: bytes | None) -> None:
-        self._seq += 1
-        heapq.heappush(self._events, (at, self._seq, dest, source, data))
-
-    def _collect(self, name: str, *, after_timer: bool = False) -> None:
-        node = self.nodes[name]
-        for dest, data in node.messages_to_send():
-            if dest in self.crashed or self.cut(name, dest) or (
-                    self.loss and self.rng.random() < self.loss):
-                continue
-            self._push(self.now + LATENCY, dest, name, data)
-        for peer, up in node.take_changes():
-            self.changes.append((self.now, name, peer, up))
-            if up and peer in self.crashed:  # the connect fails
-                self._push(self.now + LATENCY, name, peer, None)
-            elif up and self.cut(name, peer):  # the connect times out
-                self._push(self.now + LINK_TIMEOUT, name, peer, CUT)
-        deadline = node.get_timer()
-        # Due now is fine after a datagram; after handle_timer it would spin.
-        assert deadline > self.now or (deadline == self.now and not after_timer), name
-        if self._deadline.get(name) != deadline:
-            self._deadline[name] = deadline
-            self._seq += 1
-            heapq.heappush(self._timers, (deadline, self._seq, name))
-
-    def step(self) -> None:
-        event_at = self._events[0][0] if self._events else float("inf")
-        while self._timers:  # drop stale timer entries
-            at, _, name = self._timers[0]
-            if name not in self.crashed and self._deadline.get(name) == at:
-                break
-            heapq.heappop(self._timers)
-        timer_at = self._timers[0][0] if self._timers else float("inf")
-        if event_at <= timer_at:
-            self.now, _, dest, source, data = heapq.heappop(self._events)
-            if dest in self.crashed:
-                return
-            if data == CUT:
-                if not self.cut(dest, source) or source not in self.nodes[dest].active():
-                    return
-                self.nodes[dest].neighbour_down(source, now=self.now)
-            elif data is None:
-                self.nodes[dest].neighbour_down(source, now=self.now)
-            elif self.cut(dest, source):  # was in flight when the cut came
-                return
-            else:
-                self.nodes[dest].receive(source, data, now=self.now)
-            self._collect(dest)
-        else:
-            self.now, _, name = heapq.heappop(self._timers)
-            del self._deadline[name]
-            self.wakeups[name] = self.wakeups.get(name, 0) + 1
-            self.nodes[name].handle_timer(now=self.now)
-            self._collect(name, after_timer=True)
+        self.sim.heal()
 
     def run(self, seconds: float) -> None:
-        end = self.now + seconds
-        for _ in range(2_000_000):
-            next_at = min(self._events[0][0] if self._events else float("inf"),
-                          self._timers[0][0] if self._timers else float("inf"))
-            if next_at > end:
-                self.now = end
-                return
-            self.step()
-        raise AssertionError("the network never went quiet")
+        self.sim.run(seconds)
 
     def settle(self) -> None:
-        """Step until no datagram is in flight and no request is waiting for an answer."""
-        for _ in range(100_000):
-            if not self._events and all(n.statistics().pending == 0
-                                        for n in self.live().values()):
+        """Run until no NEIGHBOR request or JOIN waits for an answer."""
+        for _ in range(10_000):
+            if all(v.statistics().pending == 0 for v in self.live().values()):
                 return
-            self.step()
+            self.sim.run(0.01)
         raise AssertionError("the overlay never settled")
 
 
 def build(n: int, *, seed: int = 1, loss: float = 0.0, warmup: float = 15.0,
           config: OverlayConfig = CONFIG) -> Net:
     """``n`` nodes joining one after another through ``n0``, then ``warmup`` seconds."""
-    net = Net(seed=seed, loss=loss, config=config)
-    net.add("n0")
-    for i in range(1, n):
-        net.add(f"n{i}", contact="n0")
-        net.run(0.02)
-    net.run(warmup)
+    net = Net(n, seed=seed, loss=loss, config=config)
+    net.run(0.02 * n + warmup)
     return net
 
 
@@ -183,20 +123,20 @@ def connected(net: Net) -> bool:
 
 
 def assert_views_sound(net: Net) -> None:
-    for name, node in net.live().items():
-        active, passive = node.active(), node.passive()
-        assert name not in active
-        assert name not in passive
-        assert not set(active) & set(passive), name
+    for address, view in net.live().items():
+        active, passive = view.active(), view.passive()
+        assert address not in active
+        assert address not in passive
+        assert not set(active) & set(passive), address
         assert len(set(active)) == len(active) <= CONFIG.active_size
         assert len(set(passive)) == len(passive) <= CONFIG.passive_size
 
 
 def assert_symmetric(net: Net) -> None:
     live = net.live()
-    for name, node in live.items():
-        for peer in node.active():
-            assert name in live[peer].active(), f"{name} -> {peer} is one-sided"
+    for address, view in live.items():
+        for peer in view.active():
+            assert address in live[peer].active(), f"{address} -> {peer} is one-sided"
 
 
 @pytest.fixture(scope="module")
@@ -212,33 +152,35 @@ def mesh100() -> Net:
 def test_join_of_100_nodes_through_one_contact(mesh100: Net) -> None:
     net = mesh100
     assert_views_sound(net)
-    sizes = [len(node.active()) for node in net.nodes.values()]
+    views = net.live().values()
+    sizes = [len(view.active()) for view in views]
     assert min(sizes) >= 1
     assert sum(sizes) / len(sizes) >= CONFIG.active_size - 1  # nearly all views are full
     assert_symmetric(net)
     assert connected(net)
-    assert sum(node.statistics().rejected for node in net.nodes.values()) == 0
+    assert sum(view.statistics().rejected for view in views) == 0
     # The contact took every JOIN but kept no more neighbours than anyone else.
-    assert net.nodes["n0"].statistics().joins == 99
+    assert net.view("n0").statistics().joins == 99
 
 
 def test_passive_views_fill_through_shuffles(mesh100: Net) -> None:
-    passive = [len(node.passive()) for node in mesh100.nodes.values()]
+    views = mesh100.live().values()
+    passive = [len(view.passive()) for view in views]
     assert min(passive) >= CONFIG.passive_size // 2
     assert sum(passive) / len(passive) >= 0.9 * CONFIG.passive_size
-    assert all(node.statistics().shuffles >= 10 for node in mesh100.nodes.values())
+    assert all(view.statistics().shuffles >= 10 for view in views)
 
 
 def test_same_seed_gives_the_same_run() -> None:
-    def changes(seed: int) -> list[tuple[float, str, str, bool]]:
+    def trace(seed: int) -> str:
         net = build(30, seed=seed, warmup=5.0)
         net.crash([f"n{i}" for i in range(0, 30, 3)])
         net.run(5.0)
-        return net.changes
+        return net.sim.trace_hash()
 
-    first = changes(7)
-    assert first == changes(7)
-    assert first != changes(8)
+    first = trace(7)
+    assert first == trace(7)
+    assert first != trace(8)
 
 
 # --- failures -----------------------------------------------------------------------
@@ -246,17 +188,17 @@ def test_same_seed_gives_the_same_run() -> None:
 
 def test_overlay_heals_after_half_the_nodes_crash() -> None:
     net = build(100, seed=3)
-    victims = random.Random(3).sample(sorted(net.nodes), 50)
+    victims = random.Random(3).sample([f"n{i}" for i in range(100)], 50)
     net.crash(victims)
     net.run(10.0)
     net.settle()
     assert_views_sound(net)
-    for name, node in net.live().items():
-        assert not set(node.active()) & net.crashed, name
-        assert node.active(), name
+    for address, view in net.live().items():
+        assert not set(view.active()) & net.crashed, address
+        assert view.active(), address
     assert_symmetric(net)
     assert connected(net)
-    stats = [node.statistics() for node in net.live().values()]
+    stats = [view.statistics() for view in net.live().values()]
     assert sum(s.failures for s in stats) > 0
     assert sum(s.promotions for s in stats) > 0
     assert sum(s.neighbor_timeouts for s in stats) > 0  # crashed passive entries dropped
@@ -266,46 +208,48 @@ def test_overlay_stays_connected_under_datagram_loss() -> None:
     net = build(60, seed=5, loss=0.05, warmup=20.0)
     assert_views_sound(net)
     assert connected(net)
-    assert all(node.active() for node in net.nodes.values())
-    one_sided = sum(name not in net.nodes[peer].active()
-                    for name, node in net.nodes.items() for peer in node.active())
-    links = sum(len(node.active()) for node in net.nodes.values())
+    live = net.live()
+    assert all(view.active() for view in live.values())
+    one_sided = sum(address not in live[peer].active()
+                    for address, view in live.items() for peer in view.active())
+    links = sum(len(view.active()) for view in live.values())
     assert one_sided <= links // 20
 
 
 def test_isolated_node_rejoins_its_contact() -> None:
-    net = Net()
-    net.add("a")
-    b = net.add("b", contact="a")
-    net.run(0.1)
-    assert b.active() == ["a"]
-    net.crash(["a"])
-    net.run(0.1)
+    net = Net(2, spacing=0.05)
+    net.run(0.2)
+    a, b = net.view("n0"), net.view("n1")
+    assert b.active() == [net.address("n0")]
+    net.partition(["n0"], ["n1"])  # a is gone for b (its state kept, as after a partition)
+    net.run(LINK_TIMEOUT + 0.5)
     assert b.active() == []
-    net.crashed.discard("a")  # a comes back (its state kept, as after a partition)
+    net.heal()
     net.run(3 * CONFIG.shuffle_interval)
-    assert b.active() == ["a"]
-    assert net.nodes["a"].active() == ["b"]
+    assert b.active() == [net.address("n0")]
+    assert a.active() == [net.address("n1")]
 
 
 def cross_links(net: Net, side: dict[str, int]) -> int:
-    return sum(side[name] != side[peer]
-               for name, node in net.live().items() for peer in node.active())
+    return sum(side[address] != side[peer]
+               for address, view in net.live().items() for peer in view.active())
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_overlay_remerges_after_a_partition_heals(seed: int) -> None:
     net = build(80, seed=seed)
     halves = [f"n{i}" for i in range(40)], [f"n{i}" for i in range(40, 80)]
-    side = {name: number for number, half in enumerate(halves) for name in half}
+    side = {net.address(name): number for number, half in enumerate(halves)
+            for name in half}
     assert cross_links(net, side) > 0
     net.partition(*halves)
     net.run(60.0)
     # Every link across the cut failed, and each half filled its views from its own side.
+    views = net.live().values()
     assert cross_links(net, side) == 0
     assert not connected(net)
-    assert all(len(node.active()) >= 1 for node in net.nodes.values())
-    assert sum(node.statistics().reconnecting for node in net.nodes.values()) > 0
+    assert all(len(view.active()) >= 1 for view in views)
+    assert sum(view.statistics().reconnecting for view in views) > 0
     net.heal()
     healed_at = net.now
     while not connected(net):
@@ -317,10 +261,13 @@ def test_overlay_remerges_after_a_partition_heals(seed: int) -> None:
     assert cross_links(net, side) > 0
     assert_views_sound(net)
     assert_symmetric(net)
-    assert all(len(node.active()) >= 1 for node in net.nodes.values())
-    stats = [node.statistics() for node in net.nodes.values()]
-    assert sum(s.reconnects for s in stats) > 0
-    assert sum(s.reconnecting for s in stats) == 0  # everyone answered: nothing left
+    assert all(len(view.active()) >= 1 for view in views)
+    assert sum(view.statistics().reconnects for view in views) > 0
+    # One reconnect request per node every reconnect_interval: the remembered neighbours
+    # are all answered within a minute, long before they would expire (300 s).
+    while sum(view.statistics().reconnecting for view in views) > 0:
+        assert net.now - healed_at < 60.0, "failed neighbours still remembered"
+        net.run(1.0)
 
 
 def test_without_reconnecting_a_healed_partition_stays_split() -> None:
@@ -331,7 +278,7 @@ def test_without_reconnecting_a_healed_partition_stays_split() -> None:
     net.heal()
     net.run(10.0)
     assert not connected(net)
-    assert all(node.statistics().reconnect_requests == 0 for node in net.nodes.values())
+    assert all(view.statistics().reconnect_requests == 0 for view in net.live().values())
 
 
 # --- single-node rules ---------------------------------------------------------------
@@ -565,13 +512,9 @@ def test_isolated_node_rejoins_while_a_reconnect_is_outstanding() -> None:
 
 
 def test_join_walk_gives_the_joiner_several_neighbours() -> None:
-    net = Net()
-    for i in range(8):
-        net.add(f"n{i}", contact="n0" if i else None)
-        net.run(0.05)
-    joiner = net.add("new", contact="n3")
-    net.run(0.05)
-    assert len(joiner.active()) >= 3
+    net = Net(9, spacing=0.05, contact=lambda index: 3 if index == 8 else 0)
+    net.run(9 * 0.05 + 0.05)
+    assert len(net.view("n8").active()) >= 3
     assert_symmetric(net)
 
 
