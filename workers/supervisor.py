@@ -8,7 +8,8 @@ the owning worker, and hands the socket over with ``SCM_RIGHTS``: every connecti
 one peer lands in the same worker, so per-peer state is per identity. It creates (and
 alone unlinks) the shared-memory rings: one per ordered pair of processes that talk.
 Deliveries arrive through rings and are handed to the application exactly once, even
-across worker restarts (the supervisor remembers the ids it delivered). A worker that
+across worker restarts (the supervisor records, per stream, the sequence numbers it
+delivered, and a restarted worker starts from that record). A worker that
 dies is restarted with fresh rings; its peers reconnect and anti-entropy refills it.
 
 Theory of operation
@@ -35,9 +36,11 @@ Hand-offs, each in one direction:
   and go to the facade, which tells the control part (``link_up``/``link_down``).
 * An application broadcast goes to the ring of the worker that owns its stream; when
   that ring is full the call waits for room instead of dropping the message.
-* A delivery comes back on the owner's ring; the supervisor drops ids it delivered
-  before (a restarted worker may deliver again what anti-entropy refilled) and hands the
-  rest to the facade, which puts them on the application's streams.
+* A delivery comes back on the owner's ring, de-duplicated and verified there; the
+  supervisor records its stream and sequence number in ``_delivered`` (intervals per
+  stream, not ids) and hands it to the facade, which puts it on the application's
+  streams. A worker (re)started later gets the intervals of the streams it owns in its
+  spec, so what anti-entropy refills is never delivered twice.
 * Statistics: ``StatsRequest`` to every worker, ``StatsReport`` back in order, summed.
 
 Crashes. A worker that exits (its process sentinel becomes readable) or that sends a
@@ -46,7 +49,9 @@ requests resolve empty, fresh rings to and from its index replace the old ones (
 may hold a torn record), every other worker gets ``Rewire`` and forgets the links the
 dead one owned, its peers are reported ``PeerDisconnected("worker_died")``, and a new
 process starts. Peers redial (or the control part redials them); what was in flight is refilled by
-anti-entropy; ``_delivered`` keeps the application from seeing anything twice. If the
+anti-entropy; the successor starts from ``_delivered``, so the application sees
+nothing twice. The dead worker's ring is drained first (up to a torn record), so
+deliveries it completed before dying still reach the application. If the
 supervisor itself dies, every worker reads end-of-file on its control socket and stops;
 only a SIGKILL of the whole process group leaves segments behind
 (``tools/shm_gc.py`` finds and removes them).
@@ -60,7 +65,6 @@ import multiprocessing
 import secrets
 import socket
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +74,7 @@ from somasync.aio.runtime import RuntimeHost, RuntimeStatistics, WorkerStats
 from somasync.aio.timing import TaskSet
 from somasync.config import NodeConfig, parse_address
 from somasync.core import wire
+from somasync.core.antientropy import StreamTable
 from somasync.core.broadcast import TreeStatistics
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import EndpointStatistics, hello_frame
@@ -146,7 +151,7 @@ class ShardedRuntime:
         self._accept_task: asyncio.Task[None] | None = None
         self._dials = TaskSet()
         self._connected: dict[bytes, tuple[str, str, int]] = {}
-        self._delivered: OrderedDict[bytes, None] = OrderedDict()
+        self._delivered = StreamTable(config.gossip.max_streams)
         self._handshake_timeouts = 0
         self._handover_failures = 0
         self._room = asyncio.Event()  # set whenever a ring to a worker may have room
@@ -301,6 +306,9 @@ class ShardedRuntime:
             rings_in={i: self._segments[(i, index)].name for i in others},
             rings_out={i: self._segments[(index, i)].name for i in others},
             pin_cpu=(index % (psutil.cpu_count() or 1)) if self.config.pin_workers else None,
+            delivered={stream: tracker.intervals()
+                       for stream, tracker in self._delivered.items()
+                       if stream_owner(stream[0], stream[1].encode(), self._count) == index},
         )
         parent_end, child_end = control.pair()
         process = self._context.Process(target=worker_main, args=(spec, child_end),
@@ -339,6 +347,11 @@ class ShardedRuntime:
             if not waiter.done():
                 waiter.set_result(None)
         self._restarts += 1
+        reader = self._readers.get(index)
+        if reader is not None:
+            with contextlib.suppress(RingCorrupted):
+                for record in reader.read():
+                    self._deliver(record)
         for other in [SUPERVISOR, *range(self._count)]:
             if other != index:
                 self._new_ring(index, other)
@@ -424,19 +437,17 @@ class ShardedRuntime:
                     self._deliver(record)
 
     def _deliver(self, record: bytes) -> None:
-        delivered = self._delivered
-        capacity = self.config.gossip.seen_cache_size
+        # The owning worker already de-duplicated and verified: this only records what
+        # the application has (per stream, as intervals), for that worker's successor.
+        record_delivered = self._delivered.add
         deliver = self._host.deliver
+        now = self._loop.time()
         try:
             for item in decode_batch(record):
                 if item.kind != SupervisorKind.DELIVER:
                     continue
                 from_peer, envelope = decode_delivery(item.data)
-                if envelope.id in delivered:
-                    continue  # re-delivered by a restarted worker: the app had it already
-                delivered[envelope.id] = None
-                if len(delivered) > capacity:
-                    delivered.popitem(last=False)
+                record_delivered(envelope.stream, envelope.sequence, now=now)
                 deliver(Message.from_envelope(envelope), from_peer)
         except DecodeError:
             return

@@ -42,7 +42,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from somasync.aio.local import write_and_close
@@ -51,6 +51,7 @@ from somasync.config import GossipConfig
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
 from somasync.core.shard import Shard
+from somasync.core.wire import StreamKey
 from somasync.errors import DecodeError
 
 from . import control, shm
@@ -95,6 +96,9 @@ class WorkerSpec:
     rings_in: dict[int, str]
     rings_out: dict[int, str]
     pin_cpu: int | None = None
+    delivered: dict[StreamKey, list[tuple[int, int]]] = field(default_factory=dict)
+    """Sequence numbers of this worker's streams the node already delivered (its
+    predecessor's work, as the supervisor recorded it): never delivered twice."""
 
 
 def worker_main(spec: WorkerSpec, control_socket: socket.socket) -> None:
@@ -173,6 +177,7 @@ class Worker:
             wall_offset=time.time() - loop.time(), listen_address=spec.listen_address,
             handshake_timeout=spec.handshake_timeout, shard=Shard(spec.index, spec.count),
         )
+        self.endpoint.restore_delivered(spec.delivered, now=loop.time())
         self._doorbell = doorbell = Doorbell(spec.doorbells[spec.index])
         loop.add_reader(doorbell.fileno(), self._on_bell, doorbell)
         self.control.setblocking(False)

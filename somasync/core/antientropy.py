@@ -105,6 +105,18 @@ class SequenceTracker:
     def has_gaps(self) -> bool:
         return bool(self._gap_opened)
 
+    def fill(self, lo: int, hi: int) -> None:
+        """Record all of ``lo..hi`` when both ends are recorded already: the intervals
+        between them merge into one (any hole inside is delivered, not given up)."""
+        los, his, gaps = self._los, self._his, self._gap_opened
+        first = bisect.bisect_right(los, lo) - 1
+        last = bisect.bisect_right(los, hi) - 1
+        if first < 0 or not los[first] <= lo <= his[first] or hi > his[last]:
+            raise ValueError("fill needs both ends recorded")
+        if last > first:
+            his[first] = his[last]
+            del los[first + 1:last + 1], his[first + 1:last + 1], gaps[first:last]
+
     def expire_gaps(self, *, now: float, gap_timeout: float) -> int:
         """Give up holes older than ``gap_timeout``; returns how many were closed."""
         closed = 0
@@ -199,6 +211,17 @@ class StreamTable:
 
     def items(self) -> list[tuple[StreamKey, SequenceTracker]]:
         return list(self._trackers.items())
+
+    def restore(self, stream: StreamKey, intervals: Sequence[tuple[int, int]], *,
+                now: float) -> None:
+        """Record every sequence number of the sorted, disjoint closed ``intervals`` as
+        delivered (what a restarted shard learns its node already delivered); holes
+        between them open now, as if just seen."""
+        for lo, hi in intervals:
+            for sequence in (lo, hi):
+                self.add(stream, sequence, now=now)
+            tracker = self._trackers[stream]
+            tracker.fill(lo, hi)
 
     def expire_gaps(self, *, now: float, gap_timeout: float) -> int:
         closed = 0

@@ -25,7 +25,7 @@ trust, TTL, **verify**, payload decode, then mark seen, store, deliver and forwa
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from somasync.config import GossipConfig
@@ -409,6 +409,15 @@ class Endpoint:
         self._flush_announcements()
         routed, self._routed = self._routed, {}
         return routed
+
+    def restore_delivered(self, streams: Mapping[wire.StreamKey, Sequence[tuple[int, int]]],
+                          *, now: float) -> None:
+        """Take the sequence numbers the node already delivered to its application (its
+        supervisor's record, handed to a restarted shard) as delivered here: they are
+        neither delivered again nor asked for, and digests say so; holes between them
+        are filled by anti-entropy as usual."""
+        for stream, intervals in streams.items():
+            self._streams.restore(stream, intervals, now=now)
 
     def drop_worker_links(self, owner: int) -> None:
         """Worker ``owner`` died and was replaced: forget the peers whose connections it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from somasync.core import wire
@@ -169,3 +170,15 @@ def test_answers_match_a_brute_force_reference(seed: int, count: int, capacity: 
     for origin, sequences in per_stream.items():
         wanted = [s for o, s in expected if o == origin]
         assert sequences == wanted[: len(sequences)], "not oldest first within a stream"
+
+
+def test_fill_merges_the_intervals_between_two_recorded_ends() -> None:
+    tracker = SequenceTracker()
+    for sequence in (1, 4, 9, 12):
+        tracker.add(sequence, now=0.0)
+    tracker.fill(4, 12)
+    assert tracker.intervals() == [(1, 1), (4, 12)]
+    assert 7 in tracker
+    assert tracker.has_gaps  # the hole 2-3 is still open
+    with pytest.raises(ValueError, match="both ends"):
+        tracker.fill(2, 4)

@@ -20,6 +20,7 @@ from somasync import (
     SynapseNode,
     SynapseNodeBuilder,
 )
+from somasync.core.shard import stream_owner
 from somasync.testing import wait_until
 from somasync.workers import shm
 from somasync.workers.supervisor import ShardedRuntime
@@ -130,7 +131,12 @@ async def test_copies_arriving_through_different_workers_are_delivered_once() ->
         assert all(w.messages_verified > 0 for w in stats.workers)
 
 
-async def test_worker_killed_under_load_is_restarted_and_nothing_is_lost() -> None:
+@pytest.mark.parametrize("victim_role", ["link", "stream"])
+async def test_worker_killed_under_load_is_restarted_and_nothing_is_lost(
+        victim_role: str) -> None:
+    """Kill the worker holding the publisher's connection, or the one owning its
+    stream (which verified, stored and delivered it: its successor must not deliver
+    again what anti-entropy refills)."""
     async with mesh() as m:
         x = await m.add("X", workers=2)
         xr = sharded(x)
@@ -148,7 +154,8 @@ async def test_worker_killed_under_load_is_restarted_and_nothing_is_lost() -> No
 
         async def kill_one() -> None:
             await wait_for(lambda: len(sent) >= 150, "load to build up")
-            victim = xr.peer_workers()["pub"]  # the worker holding the publisher's link
+            victim = (xr.peer_workers()["pub"] if victim_role == "link"
+                      else stream_owner(publisher.public_key, b"pub", 2))
             pid = xr.worker_pids()[victim]
             killed["at"] = loop.time()
             os.kill(pid, signal.SIGKILL)
