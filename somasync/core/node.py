@@ -22,10 +22,12 @@ What it composes
   overlay stays connected as nodes fail (see :class:`~somasync.config.OverlayConfig`).
 * The dialler: for every address the node should be linked to, whether to dial now, wait
   (exponential back-off with jitter), or do nothing because a link to that peer exists
-  (also one the peer dialled). *Static* addresses (peers added by the application, and
-  the bootstrap peers when discovery is static) are redialled forever; *overlay*
-  addresses are dialled once, and a failed dial is a failed neighbour for HyParView,
-  which picks another.
+  (also one the peer dialled). A lost link is dialled again after the back-off.
+  *Static* addresses (peers added by the application, and the bootstrap peers when
+  discovery is static) are redialled forever; for an *overlay* neighbour a failed dial
+  is a failed neighbour for HyParView, which picks another (so a crashed peer costs one
+  refused dial, and a link that merely dropped comes back without disturbing the
+  overlay).
 
 Datagrams: membership and overlay share the node's one UDP port. Overlay datagrams go
 out behind one channel byte, ``OVERLAY_CHANNEL`` (0x80); membership datagrams start with
@@ -324,12 +326,10 @@ class NodeControl:
             target = self._targets.get(name)
             if target is None or target.state != _LINKED:
                 continue
-            if target.overlay and not asked and self._overlay is not None:
-                self._overlay.neighbour_down(name, now=now)
-                self._drain(now)
-                target = self._targets.get(name)
-                if target is None:
-                    continue
+            # Dialled again (after the back-off) before anything counts as failed: a link
+            # can drop and come straight back (two ends settling which of two connections
+            # to keep, a sharded node still handing one over). A neighbour that is really
+            # gone refuses or times out the dial, and dial_failed tells the overlay.
             self._back_off(name, target, now, lived=now - target.linked_at)
         if not asked and self._membership is not None:
             # A strong hint, which membership confirms the SWIM way before anyone is

@@ -194,3 +194,26 @@ def test_members_feed_the_overlay_and_a_signed_leave_drops_the_link() -> None:
     a.link_down(key(2), now=1.1)
     a.handle_timer(now=5.0)
     assert a.take_dials() == []  # a departed member is not asked back
+
+
+def test_a_lost_overlay_link_is_redialled_before_the_neighbour_counts_as_failed() -> None:
+    node = control()
+    node.start([SEED], [], now=0.0)
+    assert node.take_dials() == [SEED]
+    node.dial_succeeded(SEED, key(2), now=0.01)
+    node.link_up(key(2), SEED, now=0.01)
+    assert node.overlay is not None
+    node.datagrams_to_send()
+    node.link_down(key(2), now=0.5)  # dropped, maybe only for a moment
+    assert SEED in node.overlay.active()
+    assert not [d for a, d in node.datagrams_to_send() if d[0] == OVERLAY_CHANNEL
+                and a == SEED and d[1] == OverlayKind.DISCONNECT]
+    now = 0.5
+    while not (dials := node.take_dials()):
+        now = node.get_timer()
+        node.handle_timer(now=now)
+    assert dials == [SEED]
+    assert now < 0.5 + 1.5 * node.config.reconnect_initial_delay + 1e-9
+    node.dial_failed(SEED, now=now)  # refused: gone for real
+    assert SEED not in node.overlay.active()
+    assert SEED not in node.wanted()

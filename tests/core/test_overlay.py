@@ -222,7 +222,8 @@ def test_isolated_node_rejoins_its_contact() -> None:
     a, b = net.view("n0"), net.view("n1")
     assert b.active() == [net.address("n0")]
     net.partition(["n0"], ["n1"])  # a is gone for b (its state kept, as after a partition)
-    net.run(LINK_TIMEOUT + 0.5)
+    # The link times out, b dials a again, and that dial times out too: a has failed.
+    net.run(LINK_TIMEOUT + net.sim.network.connect_timeout + 0.5)
     assert b.active() == []
     net.heal()
     net.run(3 * CONFIG.shuffle_interval)
