@@ -13,15 +13,18 @@ sockets or sleeps::
 A node added with ``shards=k`` is a sharded node: ``k`` endpoints with one identity, as
 the worker processes of one host would be, with routed items moved between them in
 memory. ``mesh.nodes[name]`` is then its shard 0, and ``mesh.shards[name]`` lists all.
+
+:class:`MembershipNet` is the same for SWIM membership alone; it is a preset over the
+simulator's engine (:class:`somasync.sim.engine.Simulation`), whose network (latency,
+loss, partitions, crashes, pauses) every multi-node harness shares.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from somasync.config import GossipConfig, MembershipConfig
 from somasync.core.crypto import Identity
@@ -188,12 +191,15 @@ class Mesh:
 
 
 class MembershipNet:
-    """Membership protocols joined by an in-memory datagram network and a stepped clock.
+    """Membership protocols on the simulator's one engine, with a stepped clock.
 
-    Datagrams take ``latency`` virtual seconds; a node can be crashed (its timers stop and
-    everything to or from it is dropped), paused and resumed (like SIGSTOP/SIGCONT: the
-    datagrams sent to it meanwhile wait for it, its timers fire late), or cut off from a
-    group of others (a partition)::
+    A thin preset over :class:`~somasync.sim.engine.Simulation`: each node is a virtual
+    node running one :class:`~somasync.core.membership.Membership` and nothing else,
+    addressed by its name. Datagrams take ``latency`` virtual seconds; a node can be
+    crashed (its timers stop and everything to or from it is dropped), paused and resumed
+    (like SIGSTOP/SIGCONT: the datagrams sent to it meanwhile wait for it, its timers
+    fire late), or cut off (a partition: the engine's, where nodes in no listed group
+    form one more group)::
 
         net = MembershipNet(MembershipConfig.local())
         for i in range(5):
@@ -205,27 +211,42 @@ class MembershipNet:
 
     def __init__(self, config: MembershipConfig, *, seed: int = 1,
                  latency: float = 0.001) -> None:
+        # The engine imports this module (for WALL): import it only when a net is made.
+        from somasync.sim.engine import Simulation
+        from somasync.sim.network import Latency, NetworkModel
+
         self.config = config
-        self.latency = latency
-        self.now = 0.0
         self.nodes: dict[str, Membership] = {}
         self.events: dict[str, list[MembershipEvent]] = {}
         self.crashed: set[str] = set()
-        self.paused: dict[str, list[tuple[str, bytes]]] = {}
-        self.cut: set[frozenset[str]] = set()
-        self.dropped = 0
         self._rng = random.Random(seed)
-        self._heap: list[tuple[float, int, str, str, bytes]] = []
-        self._order = itertools.count()
+        self._virtual: dict[str, Any] = {}  # name -> its virtual node
+        self.sim = Simulation(0, seed=seed, overlay=lambda sim: _MembershipHosts(sim, self),
+                              network=NetworkModel(latency=Latency.constant(latency)))
+        self.sim.start()
+
+    @property
+    def now(self) -> float:
+        return self.sim.now
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams lost: to or from a crashed node, across a cut, to no one."""
+        return self.sim.datagrams_lost
 
     def add(self, name: str, *, seeds: list[str] = (),  # type: ignore[assignment]
             identity: Identity | None = None,
             config: MembershipConfig | None = None) -> Membership:
-        """Start node ``name`` (its address is its name) and join through ``seeds``."""
+        """Start node ``name`` (its address is its name) and join through ``seeds``; a
+        crashed node's name starts a new node (a restart, with ``identity`` kept when
+        given)."""
         if identity is None:
             identity = Identity(self._rng.randbytes(32))
         node = Membership(config or self.config, identity, name, name,
                           rng=random.Random(self._rng.random()), now=self.now)
+        virtual = self.sim.add_node(identity, name=name, address=name, endpoint=False)
+        virtual.overlay = node
+        self._virtual[name] = virtual
         self.nodes[name] = node
         self.events[name] = []
         self.crashed.discard(name)
@@ -235,48 +256,27 @@ class MembershipNet:
 
     def crash(self, name: str) -> None:
         self.crashed.add(name)
+        self.sim.crash([self._virtual[name].index])
 
     def pause(self, name: str) -> None:
-        self.paused.setdefault(name, [])
+        self.sim.pause([self._virtual[name].index])
 
     def resume(self, name: str) -> None:
         """Deliver what queued up while ``name`` was paused, then run its late timers."""
-        for source, data in self.paused.pop(name, []):
-            self.nodes[name].receive_datagram(source, data, now=self.now)
-        self._collect(name)
+        self.sim.resume([self._virtual[name].index])
 
     def partition(self, *groups: list[str]) -> None:
         """Drop every datagram between nodes of different groups."""
-        for a_group, b_group in itertools.combinations(groups, 2):
-            for a in a_group:
-                for b in b_group:
-                    self.cut.add(frozenset((a, b)))
+        self.sim.partition([[self._virtual[name].index for name in group]
+                            for group in groups])
 
     def heal(self) -> None:
-        self.cut.clear()
+        self.sim.heal()
 
     def run(self, seconds: float) -> None:
         """Advance the clock by ``seconds``, delivering datagrams and firing timers in
         time order."""
-        end = self.now + seconds
-        while True:
-            timers = [(node.get_timer(), name) for name, node in self.nodes.items()
-                      if name not in self.crashed and name not in self.paused]
-            next_timer = min(timers)[0] if timers else float("inf")
-            next_datagram = self._heap[0][0] if self._heap else float("inf")
-            moment = min(next_timer, next_datagram)
-            if moment > end:
-                break
-            self.now = max(self.now, moment)
-            if next_datagram <= next_timer:
-                _, _, target, source, data = heapq.heappop(self._heap)
-                self._deliver(source, target, data)
-            else:
-                for deadline, name in timers:
-                    if deadline <= self.now:
-                        self.nodes[name].handle_timer(now=self.now)
-                        self._collect(name)
-        self.now = end
+        self.sim.run(seconds)
 
     def events_of(self, name: str, kind: type) -> list[MembershipEvent]:
         return [e for e in self.events[name] if isinstance(e, kind)]
@@ -285,20 +285,55 @@ class MembershipNet:
         """Node id -> state, as ``name`` sees the mesh."""
         return {m.node_id: m.state for m in self.nodes[name].members()}
 
-    def _deliver(self, source: str, target: str, data: bytes) -> None:
-        if target not in self.nodes or target in self.crashed or source in self.crashed \
-                or frozenset((source, target)) in self.cut:
-            self.dropped += 1
-            return
-        if target in self.paused:
-            self.paused[target].append((source, data))
-            return
-        self.nodes[target].receive_datagram(source, data, now=self.now)
-        self._collect(target)
-
     def _collect(self, name: str) -> None:
+        """Send what ``name`` queued, keep its events, arm its timer (call after driving
+        a node's Membership directly)."""
+        virtual = self._virtual[name]
         node = self.nodes[name]
         for address, data in node.datagrams_to_send():
-            heapq.heappush(self._heap, (self.now + self.latency, next(self._order), address,
-                                        name, data))
+            self.sim.send_datagram(virtual, address, data)
         self.events[name].extend(node.take_events())
+        self.sim.arm_overlay_timer(virtual, node.get_timer())
+
+
+class _MembershipHosts:
+    """The engine's overlay slot, filled with the harness's Membership objects."""
+
+    name = "membership"
+
+    def __init__(self, sim: Any, net: MembershipNet) -> None:
+        self.sim = sim
+        self.net = net
+
+    def start(self) -> None:
+        pass
+
+    def link_up(self, node: Any, peer: Any) -> None:
+        pass
+
+    def link_down(self, node: Any, peer: Any, *, failed: bool) -> None:
+        pass
+
+    def connect_failed(self, node: Any, peer: Any) -> None:
+        pass
+
+    def crashed(self, node: Any) -> None:
+        pass
+
+    def recovered(self, node: Any) -> None:
+        pass
+
+    def resumed(self, node: Any) -> None:
+        if node.overlay_armed is not None and node.overlay_armed <= self.sim.now:
+            self.timer(node)
+        else:
+            self.net._collect(node.name)
+
+    def datagram(self, node: Any, source: Any, data: bytes) -> None:
+        node.overlay.receive_datagram(source.address, data, now=self.sim.now)
+        self.net._collect(node.name)
+
+    def timer(self, node: Any) -> None:
+        node.overlay_armed = None
+        node.overlay.handle_timer(now=self.sim.now)
+        self.net._collect(node.name)

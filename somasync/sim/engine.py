@@ -105,10 +105,11 @@ class VirtualNode:
                  "identity", "inbox", "incarnation", "index", "lost", "name", "overlay",
                  "overlay_armed", "paused", "retry_armed", "timer_due", "up_since")
 
-    def __init__(self, index: int, identity: Identity) -> None:
+    def __init__(self, index: int, identity: Identity, name: str | None = None,
+                 address: str | None = None) -> None:
         self.index = index
-        self.name = f"n{index}"
-        self.address = f"{self.name}:1"
+        self.name = name or f"n{index}"
+        self.address = address or f"{self.name}:1"
         self.identity = identity
         self.endpoint: Endpoint | None = None
         self.alive = True
@@ -194,7 +195,8 @@ class Simulation:
         network: latency, loss, and fault timings.
         overlay: ``"node"`` (the production control part, :mod:`somasync.core.node`:
             HyParView, the dialler and SWIM membership) or ``"random"`` (each node keeps
-            ``degree`` links to random nodes: a baseline).
+            ``degree`` links to random nodes: a baseline); or a function that builds
+            the overlay for this simulation (the test harnesses' presets).
         degree: links per node of the random overlay.
         crypto: ``"fast"`` (:class:`MemoVerifier`) or ``"full"`` (every copy verified).
         authors: publishers of the workload: that many nodes, spread over the index
@@ -211,12 +213,13 @@ class Simulation:
     """
 
     def __init__(self, nodes: int, *, seed: int = 1, config: GossipConfig | None = None,
-                 network: NetworkModel | None = None, overlay: str = "node",
+                 network: NetworkModel | None = None,
+                 overlay: str | Callable[[Simulation], Overlay] = "node",
                  degree: int = 6, crypto: str = "fast", authors: int = 32,
                  payload_bytes: int = 256, deadline: float = 1.0,
                  reconnect_interval: float = 5.0, overlay_config: Any = None,
                  membership: Any = None, run_membership: bool | None = None) -> None:
-        _check_int(nodes, "sim.nodes", 2)
+        _check_int(nodes, "sim.nodes", 0)  # presets add their nodes one by one
         _check_int(degree, "sim.degree", 1)
         _check_int(authors, "sim.authors", 1)
         _check_int(payload_bytes, "sim.payload_bytes", 1)
@@ -273,9 +276,10 @@ class Simulation:
         self._names.update({node.address: node.index for node in self.nodes})
         for node in self.nodes:
             node.endpoint = self._new_endpoint(node)
-        self.overlay_name = overlay
-        self.overlay: Overlay = _make_overlay(self, overlay, overlay_config, membership,
-                                              run_membership)
+        self.overlay: Overlay = (overlay(self) if callable(overlay) else
+                                 _make_overlay(self, overlay, overlay_config, membership,
+                                               run_membership))
+        self.overlay_name = self.overlay.name
 
     # --- setup -------------------------------------------------------------------------
 
@@ -284,6 +288,22 @@ class Simulation:
         return Endpoint(self.config, node.identity, node.name, rng=rng, now=self.now,
                         wall_offset=WALL, listen_address=node.address,
                         verify=self.verifier)
+
+    def add_node(self, identity: Identity, *, name: str | None = None,
+                 address: str | None = None, endpoint: bool = True) -> VirtualNode:
+        """A node joining the simulation now (named ``n<index>`` unless ``name`` says),
+        with an endpoint unless ``endpoint`` is False (a node that runs only what its
+        overlay runs: the membership harness). The overlay starts whatever it runs."""
+        node = VirtualNode(len(self.nodes), identity, name, address)
+        node.up_since = self.now
+        self.nodes.append(node)
+        self.size = len(self.nodes)
+        self._names[node.name] = node.index
+        self._names[node.address] = node.index
+        if endpoint:
+            node.endpoint = self._new_endpoint(node)
+            self._pump(node)
+        return node
 
     def start(self) -> None:
         """Arm every endpoint's timer and let the overlay form its first links."""
@@ -696,8 +716,8 @@ class Simulation:
             node.alive = False
             node.paused = False
             self.crashed_ever[index] = None
-            assert node.endpoint is not None
-            self._retired.append(node.endpoint.statistics())
+            if node.endpoint is not None:
+                self._retired.append(node.endpoint.statistics())
             for peer_index, conn in list(node.conns.items()):
                 inbound = conn.ba if node is conn.a else conn.ab
                 assert inbound is not None
@@ -756,12 +776,12 @@ class Simulation:
             inbox, node.inbox = node.inbox, []
             for source, data in inbox:
                 self.overlay.datagram(node, self.nodes[source], data)
-            assert node.endpoint is not None
-            if node.timer_due or (node.armed is not None and node.armed <= self.now):
-                node.timer_due = False
-                node.armed = None
-                node.endpoint.handle_timer(now=self.now)
-            self._pump(node)
+            if node.endpoint is not None:
+                if node.timer_due or (node.armed is not None and node.armed <= self.now):
+                    node.timer_due = False
+                    node.armed = None
+                    node.endpoint.handle_timer(now=self.now)
+                self._pump(node)
             self.overlay.resumed(node)
 
     def partition(self, groups: list[list[int]]) -> None:
