@@ -74,6 +74,9 @@ class SequenceTracker:
     def add(self, sequence: int, *, now: float) -> bool:
         """Record ``sequence``; False when it was already recorded."""
         los, his, gaps = self._los, self._his, self._gap_opened
+        if his and sequence == his[-1] + 1:
+            his[-1] = sequence  # the usual case: the next of an in-order stream
+            return True
         i = bisect.bisect_right(los, sequence) - 1
         if i >= 0 and sequence <= his[i]:
             return self._fill_given_up(sequence)
