@@ -34,7 +34,8 @@ out behind one channel byte, ``OVERLAY_CHANNEL`` (0x80); membership datagrams st
 their version byte (1), so the first byte tells them apart and neither format changes.
 
 Inputs: :meth:`start`, :meth:`receive_datagram`, :meth:`handle_timer`, :meth:`link_up`,
-:meth:`link_down`, :meth:`dial_failed`, :meth:`keep`, :meth:`leave`, :meth:`rejoin`.
+:meth:`link_down`, :meth:`dial_succeeded`, :meth:`dial_failed`, :meth:`keep`,
+:meth:`leave`, :meth:`rejoin`.
 Outputs, drained by the runtime after each input: :meth:`datagrams_to_send`,
 :meth:`take_dials`, :meth:`take_closes`, :meth:`take_events`, and :meth:`get_timer`.
 Time is the runtime's monotonic ``now``; randomness comes from the injected
@@ -237,6 +238,8 @@ class NodeControl:
         self._settle(now)
 
     def handle_timer(self, *, now: float) -> None:
+        """Run what is due: membership's and the overlay's timers, and dials whose
+        back-off has passed."""
         if self._membership is not None and self._membership.get_timer() <= now:
             self._membership.handle_timer(now=now)
         if self._overlay is not None and self._overlay.get_timer() <= now:
