@@ -69,10 +69,12 @@ class ControlDriver:
 
     @property
     def control(self) -> NodeControl | None:
+        """The sans-IO control part (None before the first start)."""
         return self._control
 
     @property
     def running(self) -> bool:
+        """True while the UDP socket is open."""
         return self._transport is not None
 
     async def start(self, host: str, port: int, address: str, seeds: list[str],
@@ -129,21 +131,26 @@ class ControlDriver:
             self.pump()
 
     def link_up(self, public_key: bytes, address: str) -> None:
+        """A peer's first link completed its handshake (``NodeControl.link_up``)."""
         if self._control is not None and self._loop is not None:
             self._control.link_up(public_key, address, now=self._loop.time())
             self.pump()
 
     def link_down(self, public_key: bytes) -> None:
+        """A peer's last link closed (``NodeControl.link_down``)."""
         if self._control is not None and self._loop is not None:
             self._control.link_down(public_key, now=self._loop.time())
             self.pump()
 
     def dial_succeeded(self, address: str, public_key: bytes) -> None:
+        """A dial to ``address`` reached ``public_key`` (``NodeControl.dial_succeeded``)."""
         if self._control is not None and self._loop is not None:
             self._control.dial_succeeded(address, public_key, now=self._loop.time())
             self.pump()
 
     def dial_failed(self, address: str) -> None:
+        """A dial to ``address`` failed or its connection closed
+        (``NodeControl.dial_failed``)."""
         if self._control is not None and self._loop is not None:
             self._control.dial_failed(address, now=self._loop.time())
             self.pump()
@@ -157,11 +164,14 @@ class ControlDriver:
         return [_with_wall_clock(m, wall_offset) for m in self._control.members()]
 
     def statistics(self) -> ControlStatistics | None:
+        """The control part's counters (None before the first start)."""
         return None if self._control is None else self._control.statistics()
 
     # --- the pump --------------------------------------------------------------------
 
     def pump(self) -> None:
+        """Send the control part's datagrams, hand out its events, dials and closes,
+        and re-arm the timer (after every input)."""
         control, loop = self._control, self._loop
         if control is None or loop is None or self._transport is None or not self._open:
             return

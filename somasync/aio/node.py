@@ -319,6 +319,8 @@ class SynapseNode:
     # --- what the runtime reports (RuntimeHost) ----------------------------------------
 
     def deliver(self, message: Message, from_peer: str) -> None:
+        """Put a delivered message on ``messages`` and ``MessageReceived`` on ``events``
+        (a full queue drops and counts it, and says so with ``DeliveryDropped``)."""
         messages, events = self._messages, self._events
         messages.put_nowait(message)
         events.put_nowait(MessageReceived(from_peer, message))
@@ -327,6 +329,7 @@ class SynapseNode:
             self._deliveries_reported = messages.dropped
 
     def report(self, event: object) -> None:
+        """Put an endpoint event on ``events``; link events also reach the control part."""
         self._events.put_nowait(event)
         if isinstance(event, PeerConnected):
             self._control.link_up(event.public_key, event.address)

@@ -148,14 +148,17 @@ class NodeControl:
 
     @property
     def address(self) -> str:
+        """This node's ``host:port``."""
         return self._address
 
     @property
     def membership(self) -> Membership | None:
+        """SWIM (None where membership is off)."""
         return self._membership
 
     @property
     def overlay(self) -> HyParView | None:
+        """HyParView (None with static discovery)."""
         return self._overlay
 
     def members(self) -> list[Member]:
@@ -167,6 +170,7 @@ class NodeControl:
         return list(self._targets)
 
     def statistics(self) -> ControlStatistics:
+        """A snapshot of the counters."""
         return ControlStatistics(
             dials=self._dial_count, connect_failures=self._connect_failures,
             links=len(self._linked),
