@@ -355,7 +355,11 @@ class NodeControl:
         """Addresses to dial now; drains. Report each outcome: :meth:`link_up` (with
         ``dialled``) or :meth:`dial_failed`."""
         out, self._dials = self._dials, []
-        return out
+        # A dial queued by an earlier input may have been overtaken since (the overlay
+        # dropped the neighbour, or the peer linked first): only what is still wanted.
+        return [address for address in dict.fromkeys(out)
+                if (target := self._targets.get(address)) is not None
+                and target.state == _DIALING]
 
     def take_closes(self) -> list[tuple[bytes, str]]:
         """(peer key, reason) of links to close; drains."""

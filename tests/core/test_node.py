@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+from hypothesis import given, settings, strategies as st
+
 from somasync.config import DiscoveryMethod, MembershipConfig, NodeConfig, OverlayConfig
 from somasync.core.crypto import Identity
 from somasync.core.events import PeerJoined, PeerLeft
@@ -217,3 +219,58 @@ def test_a_lost_overlay_link_is_redialled_before_the_neighbour_counts_as_failed(
     node.dial_failed(SEED, now=now)  # refused: gone for real
     assert SEED not in node.overlay.active()
     assert SEED not in node.wanted()
+
+
+# --- any order of runtime reports -------------------------------------------------------
+
+ADDRESSES = [f"10.0.0.{i}:7000" for i in range(2, 8)]
+KEYS = {address: key(i + 2) for i, address in enumerate(ADDRESSES)}
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(st.tuples(st.sampled_from(
+    ["link_up", "link_down", "dial_succeeded", "dial_failed", "timer", "keep", "garbage",
+     "overlay_garbage"]), st.sampled_from(ADDRESSES)), max_size=60))
+def test_any_order_of_runtime_reports_keeps_the_dialler_consistent(
+        steps: list[tuple[str, str]]) -> None:
+    """Runtimes report in whatever order sockets and handshakes complete; whatever that
+    order, the control part never raises, dials only addresses it wants, closes only
+    linked peers, and keeps its state bounded by what it was told."""
+    node = control()
+    node.start(ADDRESSES[:2], [], now=0.0)
+    now = 0.0
+    linked: set[bytes] = set()
+    kept: set[str] = set()
+    for action, address in steps:
+        now += 0.05
+        peer = KEYS[address]
+        if action == "link_up":
+            node.link_up(peer, address, now=now)
+            linked.add(peer)
+        elif action == "link_down":
+            node.link_down(peer, now=now)
+            linked.discard(peer)
+        elif action == "dial_succeeded":
+            node.dial_succeeded(address, peer, now=now)
+        elif action == "dial_failed":
+            node.dial_failed(address, now=now)
+        elif action == "timer":
+            now = max(now, min(node.get_timer(), now + 5.0))
+            node.handle_timer(now=now)
+        elif action == "keep":
+            node.keep(address, now=now)
+            kept.add(address)
+        elif action == "garbage":
+            node.receive_datagram(address, b"\x01\x02garbage", now=now)
+        else:
+            node.receive_datagram(address, bytes([OVERLAY_CHANNEL]) + b"\x03\x01", now=now)
+        wanted = set(node.wanted())
+        assert set(node.take_dials()) <= wanted
+        for peer_key, _reason in node.take_closes():
+            assert peer_key in linked
+        assert node.statistics().links == len(linked)
+        assert kept <= wanted
+        assert node.overlay is not None
+        assert len(wanted - kept) <= node.config.overlay.active_size
+        node.datagrams_to_send()
+        node.take_events()
