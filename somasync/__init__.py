@@ -16,6 +16,8 @@ Quick start::
             ...
 """
 
+import logging as _logging
+
 from somasync.aio.channel import Stream as Stream
 from somasync.aio.node import (
     NodeStats as NodeStats,
@@ -65,6 +67,9 @@ from somasync.message import Message as Message
 from somasync.node import SynapseNodeBuilder as SynapseNodeBuilder
 
 __version__ = "0.1.0"
+
+# A library logs, the application decides where to: silent unless it configures logging.
+_logging.getLogger("somasync").addHandler(_logging.NullHandler())
 
 __all__ = [
     "ConfigError",

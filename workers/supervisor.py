@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import secrets
 import socket
@@ -106,6 +107,8 @@ from .ring import RingCorrupted, RingReader, RingWriter, ring_size
 from .worker import SUPERVISOR, WorkerSpec, worker_main
 
 __all__ = ["ShardedRuntime"]
+
+log = logging.getLogger("somasync.workers")
 
 STOP_GRACE = 5.0  # seconds a worker gets to exit after "stop" before it is killed
 STATS_TIMEOUT = 2.0
@@ -333,6 +336,8 @@ class ShardedRuntime:
                 f"worker {worker.index} exited during start (code {worker.process.exitcode})"))
         if self._stopping or self._workers.get(worker.index) is not worker:
             return
+        log.warning("worker %d (pid %s) exited with code %s; restarting it", worker.index,
+                    worker.process.pid, worker.process.exitcode)
         self._restart(worker)
 
     def _restart(self, dead: _Worker) -> None:
@@ -389,6 +394,10 @@ class ShardedRuntime:
                 case _:
                     # A worker that speaks garbage (or out of turn) is broken: kill it;
                     # the exit watcher restarts it with fresh rings (worker_restarts).
+                    log.error("worker %d sent a control message it must not (%s); "
+                              "killing it", worker.index,
+                              message if isinstance(message, Exception)
+                              else type(message).__name__)
                     with contextlib.suppress(OSError, ValueError):
                         worker.process.kill()
 

@@ -75,10 +75,13 @@ from .records import (
 )
 from .ring import RingCorrupted, RingReader, RingWriter
 
-__all__ = ["SUPERVISOR", "WorkerSpec", "worker_main"]
+__all__ = ["EXIT_PROTOCOL_ERROR", "SUPERVISOR", "WorkerSpec", "worker_main"]
 
 SUPERVISOR = -1
 """Index that names the supervisor in ring and doorbell maps."""
+
+EXIT_PROTOCOL_ERROR = 70
+"""A worker's exit status after a control message it could not trust (EX_SOFTWARE)."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,10 @@ def worker_main(spec: WorkerSpec, control_socket: socket.socket) -> None:
             psutil.Process().cpu_affinity([spec.pin_cpu])
     import uvloop
 
-    uvloop.run(Worker(spec, control_socket).run())
+    worker = Worker(spec, control_socket)
+    uvloop.run(worker.run())
+    if worker.exit_code:
+        sys.exit(worker.exit_code)
 
 
 class _WorkerLink(asyncio.Protocol):
@@ -159,6 +165,9 @@ class Worker:
         self._ringer = Ringer()
         self._timer: DeadlineTimer = None  # type: ignore[assignment]
         self._stopped: asyncio.Future[None] | None = None
+        self.exit_code = 0
+        """The process's exit status: EXIT_PROTOCOL_ERROR after a control message it
+        could not trust (the supervisor logs it and restarts the worker)."""
         self._doorbell: Doorbell = None  # type: ignore[assignment]
         self._cpu_started = time.process_time()
 
@@ -233,6 +242,7 @@ class Worker:
                     # can no longer trust its state. Exit; the supervisor restarts it.
                     print(f"somasync worker {self.spec.index}: bad control message "
                           f"{message!r}; exiting", file=sys.stderr)
+                    self.exit_code = EXIT_PROTOCOL_ERROR
                     self._stop()
             for fd in fds:
                 os.close(fd)

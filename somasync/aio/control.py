@@ -13,6 +13,7 @@ through :meth:`ControlDriver.link_up`, :meth:`~ControlDriver.link_down`,
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 from typing import Protocol
@@ -21,11 +22,15 @@ from somasync.aio.channel import Stream
 from somasync.aio.timing import DeadlineTimer
 from somasync.config import NodeConfig, parse_address
 from somasync.core.crypto import Identity
+from somasync.core.events import PeerFailed, PeerJoined, PeerLeft, PeerRecovered
 from somasync.core.membership import Member
 from somasync.core.node import ControlStatistics, NodeControl
 from somasync.errors import TransportError
 
 __all__ = ["ControlDriver", "ControlHost"]
+
+log = logging.getLogger("somasync.control")
+UNREACHABLE_REMEMBERED = 1024  # addresses whose failed dial was logged, until reached
 
 
 class ControlHost(Protocol):
@@ -64,6 +69,7 @@ class ControlDriver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: DeadlineTimer | None = None
         self._addresses: dict[str, tuple[str, int]] = {}
+        self._unreachable: dict[str, None] = {}
         self._open = False
         self.send_errors = 0
 
@@ -144,6 +150,8 @@ class ControlDriver:
 
     def dial_succeeded(self, address: str, public_key: bytes) -> None:
         """A dial to ``address`` reached ``public_key`` (``NodeControl.dial_succeeded``)."""
+        if self._unreachable.pop(address, 0) is None:
+            log.info("reached %s again", address)
         if self._control is not None and self._loop is not None:
             self._control.dial_succeeded(address, public_key, now=self._loop.time())
             self.pump()
@@ -151,9 +159,16 @@ class ControlDriver:
     def dial_failed(self, address: str) -> None:
         """A dial to ``address`` failed or its connection closed
         (``NodeControl.dial_failed``)."""
-        if self._control is not None and self._loop is not None:
-            self._control.dial_failed(address, now=self._loop.time())
-            self.pump()
+        if self._control is None or self._loop is None:
+            return
+        failed = self._control.dial_failed(address, now=self._loop.time())
+        if failed and address not in self._unreachable:
+            # Once per address until it is reached: the dialler retries with back-off.
+            log.warning("cannot reach %s (retried while it is wanted)", address)
+            if len(self._unreachable) >= UNREACHABLE_REMEMBERED:
+                del self._unreachable[next(iter(self._unreachable))]
+            self._unreachable[address] = None
+        self.pump()
 
     # --- queries -----------------------------------------------------------------------
 
@@ -178,6 +193,7 @@ class ControlDriver:
         self._send_pending(control)
         for event in control.take_events():
             self._events.put_nowait(event)
+            _log_verdict(event)
         for public_key, reason in control.take_closes():
             self._host.close_peer(public_key, reason)
         for address in control.take_dials():
@@ -213,6 +229,21 @@ class ControlDriver:
         if self._control is not None and self._loop is not None:
             self._control.handle_timer(now=self._loop.time())
             self.pump()
+
+
+def _log_verdict(event: object) -> None:
+    """Membership's verdicts, once each (suspicions are left to the events: most are
+    refuted within a probe interval)."""
+    if isinstance(event, PeerFailed):
+        log.warning("member %s at %s failed (incarnation %d)", event.peer_id, event.address,
+                    event.incarnation)
+    elif isinstance(event, PeerLeft):
+        log.info("member %s at %s left", event.peer_id, event.address)
+    elif isinstance(event, PeerJoined):
+        log.info("member %s joined at %s", event.peer_id, event.address)
+    elif isinstance(event, PeerRecovered):
+        log.info("member %s at %s is alive again (incarnation %d)", event.peer_id,
+                 event.address, event.incarnation)
 
 
 def _with_wall_clock(member: Member, wall_offset: float) -> Member:

@@ -287,28 +287,28 @@ class NodeControl:
             target.state, target.linked_at = _LINKED, now
         self._settle(now)
 
-    def dial_failed(self, address: str, *, now: float) -> None:
+    def dial_failed(self, address: str, *, now: float) -> bool:
         """The connection this node dialled to ``address`` failed or closed. Counts as a
-        failure only while the dial is outstanding (a link that was up, or a duplicate
-        closed because the peer's own dial won, is not one)."""
-        target = self._targets.get(address)
-        if target is not None and target.state != _DIALING:
-            return
-        self._connect_failures += 1
+        failure only while the dial is outstanding for an address still wanted (a link
+        that was up, or a duplicate closed because the peer's own dial won, is not one).
+        Returns whether it counted as a failure."""
         key = self._by_address.get(address)
         if key is not None and key not in self._linked:
             del self._by_address[address]
-        if target is None:
-            return
+        target = self._targets.get(address)
+        if target is None or target.state != _DIALING:
+            return False  # not wanted any more, or linked after all
+        self._connect_failures += 1
         if target.overlay and self._overlay is not None:
             self._overlay.neighbour_down(address, now=now)
             self._drain(now)  # the overlay drops the target, or keeps it for a retry
             target = self._targets.get(address)
             if target is None:
                 self._settle(now)
-                return
+                return True
         self._back_off(address, target, now, lived=0.0)
         self._settle(now)
+        return True
 
     def link_down(self, public_key: bytes, *, now: float) -> None:
         """The peer ``public_key`` is no longer linked (its last link closed, whoever

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,7 @@ from somasync.core.shard import stream_owner
 from somasync.testing import wait_until
 from somasync.workers import shm
 from somasync.workers.supervisor import ShardedRuntime
+from somasync.workers.worker import EXIT_PROTOCOL_ERROR
 
 pytestmark = pytest.mark.multiprocess
 
@@ -182,7 +184,9 @@ async def test_worker_killed_under_load_is_restarted_and_nothing_is_lost(
               f"{killed['restored_after']:.2f} s")
 
 
-async def test_a_worker_sent_a_malformed_control_message_is_restarted_not_confused() -> None:
+async def test_a_worker_sent_a_malformed_control_message_is_restarted_not_confused(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="somasync.workers")
     async with mesh() as m:
         x = await m.add("X", workers=2)
         xr = sharded(x)
@@ -194,6 +198,9 @@ async def test_a_worker_sent_a_malformed_control_message_is_restarted_not_confus
         # the worker must not guess; it exits and the supervisor restarts it.
         xr._workers[victim].control.send(b"\xc8\x00\x00\x00\x02{}")
         await wait_for(lambda: xr.worker_pids()[victim] != pid, "a new worker process")
+        logged = [r.getMessage() for r in caplog.records if r.name == "somasync.workers"]
+        assert len(logged) == 1, logged
+        assert f"exited with code {EXIT_PROTOCOL_ERROR}; restarting it" in logged[0]
         await wait_for(lambda: len(x.connected_peers()) == 1, "a to reconnect")
         message_id = await a.broadcast_message(MessageType.Data("after the restart"))
         await wait_for(lambda: message_id in ids(m.received["X"]), "X to deliver it")

@@ -1,0 +1,64 @@
+"""What a node logs: under the ``somasync`` logger, once per fact, never per message or
+per retry."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+
+from somasync import MembershipConfig, SynapseNodeBuilder
+from somasync.testing import wait_until
+
+DEADLINE = 10.0
+
+
+def unused_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_library_is_silent_unless_the_application_configures_logging() -> None:
+    handlers = logging.getLogger("somasync").handlers
+    assert any(isinstance(h, logging.NullHandler) for h in handlers)
+
+
+async def test_an_unreachable_peer_is_logged_once_however_often_it_is_retried(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="somasync")
+    address = f"127.0.0.1:{unused_port()}"
+    node, _messages, _events = (SynapseNodeBuilder().with_bind_address("127.0.0.1:0")
+                                .with_auto_discovery(False)  # keep redialling the seed
+                                .add_bootstrap_peer(address).build())
+    async with node:
+        await wait_until(lambda: node.control.statistics() is not None
+                         and node.control.statistics().connect_failures >= 3,  # type: ignore[union-attr]
+                         "three failed dials", DEADLINE)
+    unreachable = [r for r in caplog.records if "cannot reach" in r.getMessage()]
+    assert len(unreachable) == 1
+    assert unreachable[0].levelno == logging.WARNING
+    assert address in unreachable[0].getMessage()
+    assert unreachable[0].name == "somasync.control"
+
+
+async def test_membership_verdicts_are_logged_once_each(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="somasync")
+    local = MembershipConfig.local()
+    x, _xm, _xe = (SynapseNodeBuilder().with_node_id("x").with_bind_address("127.0.0.1:0")
+                   .with_membership_config(local).build())
+    async with x:
+        y, _ym, _ye = (SynapseNodeBuilder().with_node_id("y")
+                       .with_bind_address("127.0.0.1:0").add_bootstrap_peer(x.listen_address)
+                       .with_membership_config(local).build())
+        async with y:
+            await wait_until(lambda: len(x.members()) == 2, "x to know y", DEADLINE)
+        await wait_until(lambda: any("member y" in r.getMessage() and "left" in r.getMessage()
+                                     for r in caplog.records), "x to log that y left",
+                         DEADLINE)
+    messages = [r.getMessage() for r in caplog.records if r.name == "somasync.control"]
+    assert sum("member y joined" in m for m in messages) == 1
+    assert sum("member y" in m and "left" in m for m in messages) == 1
