@@ -88,3 +88,10 @@ def test_wheel_holds_every_source_module(wheel: zipfile.ZipFile) -> None:
 def test_wheel_ships_the_bench_result_schema(wheel: zipfile.ZipFile) -> None:
     # --json output is documented by this file; users validate against the installed copy.
     assert "somasync/bench/schema.json" in wheel.namelist()
+
+
+def test_the_wheel_installs_the_somasync_command(wheel: zipfile.ZipFile) -> None:
+    [entry_points] = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
+    text = wheel.read(entry_points).decode()
+    assert "[console_scripts]" in text
+    assert "somasync = somasync.cli:main" in text

@@ -1,4 +1,4 @@
-"""The command line: ``python -m somasync <command>``, in one package.
+"""The command line: ``somasync <command>`` (or ``python -m somasync``), in one package.
 
 Each command is a module with a ``main(argv) -> exit status``: ``agent`` (run one node,
 events as JSON lines), ``demo`` (a local mesh and its measured delivery) and ``sim``
@@ -20,8 +20,10 @@ COMMANDS = {
     "sim": "simulate a mesh of thousands of nodes running the real core",
 }
 
-USAGE = "usage: python -m somasync <command> [options]\n\ncommands:\n" + "".join(
-    f"  {name:<8} {summary}\n" for name, summary in COMMANDS.items())
+USAGE = ("usage: somasync <command> [options]   (or python -m somasync ...)\n"
+         "       somasync --version\n\ncommands:\n" + "".join(
+             f"  {name:<8} {summary}\n" for name, summary in COMMANDS.items())
+         + "\n'somasync <command> --help' describes each.\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in {"-h", "--help"}:
         print(USAGE, end="")
         return 0 if args else 2
+    if args[0] == "--version":
+        from somasync import __version__
+
+        print(f"somasync {__version__}")
+        return 0
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
         print(f"unknown command {command!r}\n{USAGE}", end="", file=sys.stderr)

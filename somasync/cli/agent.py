@@ -1,6 +1,6 @@
-"""``python -m somasync agent``: run one node until stopped, reporting what it sees.
+"""``somasync agent``: run one node until stopped, reporting what it sees.
 
-    python -m somasync agent --node-id edge-1 --bind 0.0.0.0:7946 --join 10.0.0.5:7946
+    somasync agent --node-id edge-1 --bind 0.0.0.0:7946 --join 10.0.0.5:7946
 
 Every event (members joining, suspected, failed, recovered, leaving; connections;
 messages) is printed as one JSON line on stdout with the wall-clock time ``t``, so the
@@ -8,7 +8,9 @@ agent can be watched by people and by scripts alike. Commands, one per line on s
 ``publish <text>`` broadcasts an alert, ``members`` prints the membership table, ``stats``
 prints the node's counters, ``stop`` leaves gracefully. With ``--lifeline`` the end of
 stdin stops the agent too (a supervising script that dies takes its agents with it).
-SIGTERM and SIGINT leave gracefully.
+SIGTERM and SIGINT leave gracefully. The library's log (verdicts, unreachable peers,
+worker restarts) goes to stderr at ``--log-level`` (warning by default), as text or as
+JSON lines (``--log-format json``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import signal
 import sys
 import time
@@ -38,8 +41,8 @@ PRESETS = {"lan": (GossipConfig.lan, MembershipConfig.lan),
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m somasync agent",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="somasync agent", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--node-id", help="this node's name (default: from its key)")
     parser.add_argument("--bind", default="127.0.0.1:0", help="host:port, TCP and UDP")
     parser.add_argument("--join", action="append", default=[], metavar="HOST:PORT",
@@ -52,7 +55,30 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=0, help="worker processes (0)")
     parser.add_argument("--lifeline", action="store_true",
                         help="stop when stdin closes")
+    parser.add_argument("--log-level", default="warning",
+                        choices=["debug", "info", "warning", "error"],
+                        help="the library's log on stderr (default warning)")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="text lines, or one JSON object per line (t, level, logger, "
+                             "message)")
     return parser
+
+
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return orjson.dumps({"t": record.created, "level": record.levelname.lower(),
+                             "logger": record.name,
+                             "message": record.getMessage()}).decode()
+
+
+def _configure_logging(level: str, style: str) -> None:
+    """The library's log to stderr: stdout carries the event stream."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonLines() if style == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("somasync")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
 
 
 def _emit(kind: str, **fields: Any) -> None:
@@ -138,6 +164,7 @@ async def _run(options: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     options = _parser().parse_args(argv)
+    _configure_logging(options.log_level, options.log_format)
     try:
         return uvloop.run(_run(options))
     except SomaSyncError as exc:

@@ -1,0 +1,70 @@
+"""The command line: ``somasync`` (and ``python -m somasync``) as an operator meets it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import select
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from somasync import __version__
+from somasync.cli import main
+
+
+def test_version_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"somasync {__version__}\n"
+    assert main([]) == 2  # no command: usage, as an error
+    assert "agent" in capsys.readouterr().out
+    assert main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_agent_help_documents_the_stdin_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["agent", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("publish", "members", "stats", "stop", "--log-format"):
+        assert command in text
+
+
+def test_agent_logs_an_unreachable_seed_once_as_json_on_stderr() -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        seed = f"127.0.0.1:{probe.getsockname()[1]}"
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "somasync", "agent", "--join", seed, "--discovery", "static",
+         "--log-level", "info", "--log-format", "json", "--lifeline"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert agent.stdin is not None
+    assert agent.stderr is not None
+    records: list[dict[str, object]] = []
+    try:
+        deadline = time.monotonic() + 20.0
+        while not any("cannot reach" in str(r["message"]) for r in records):
+            assert time.monotonic() < deadline, f"no 'cannot reach' line: {records}"
+            ready, _, _ = select.select([agent.stderr], [], [], 0.5)
+            if ready:
+                line = agent.stderr.readline()
+                assert line, "the agent exited"
+                records.append(json.loads(line))
+        # Closing stdin (communicate does) makes a --lifeline agent leave and exit.
+        _, rest = agent.communicate(timeout=20.0)
+        records += [json.loads(line) for line in rest.splitlines() if line.strip()]
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                agent.communicate(timeout=5.0)
+    assert agent.returncode == 0
+    unreachable = [r for r in records if "cannot reach" in str(r["message"])]
+    assert len(unreachable) == 1
+    assert unreachable[0]["level"] == "warning"
+    assert unreachable[0]["logger"] == "somasync.control"
+    assert seed in str(unreachable[0]["message"])
