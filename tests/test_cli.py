@@ -68,3 +68,43 @@ def test_agent_logs_an_unreachable_seed_once_as_json_on_stderr() -> None:
     assert unreachable[0]["level"] == "warning"
     assert unreachable[0]["logger"] == "somasync.control"
     assert seed in str(unreachable[0]["message"])
+
+
+def test_publish_takes_text_as_an_alert_or_json_as_any_payload() -> None:
+    from somasync import MessageType
+    from somasync.cli.agent import _publication
+
+    assert _publication("intrusion on db-3") == (
+        MessageType.Alert(level="high", message="intrusion on db-3", details=None), {})
+    payload, options = _publication(
+        '{"type": "status", "component": "ids", "state": "degraded", "priority": 200}')
+    assert payload == MessageType.Status("ids", "degraded")
+    assert options == {"priority": 200}
+    for bad, says in [('{"type": "status"', "invalid JSON"),
+                      ('{"type": "alarm"}', "payload type must be one of"),
+                      ('{"type": "data", "text": "x", "colour": "red"}', "no field"),
+                      ('{"type": "data", "text": "x", "ttl": "soon"}', "ttl must be")]:
+        with pytest.raises(ValueError, match=says):
+            _publication(bad)
+
+
+def test_two_agents_exchange_a_json_payload() -> None:
+    from somasync.bench.agents import AgentCluster
+
+    with AgentCluster(preset="local") as cluster:
+        cluster.start(2, within=30.0)
+        a, b = cluster.agents
+        cluster.wait(lambda: bool(a.of("PeerConnected")) and bool(b.of("PeerConnected")),
+                     "the agents to link", 30.0)
+        b.send('publish {"type": "command", "action": "isolate", '
+               '"params": {"host": "db-3"}, "priority": 250, "ttl": 60}')
+        cluster.wait(lambda: bool(a.of("message")), "a to receive it", 30.0)
+        [message] = a.of("message")
+        [published] = b.of("published")
+        assert message["id"] == published["id"]
+        assert message["payload"] == {"type": "command", "action": "isolate",
+                                      "params": {"host": "db-3"}}
+        assert (message["priority"], message["ttl"]) == (250, 60)
+        b.send('publish {"type": "command"}')
+        cluster.wait(lambda: bool(b.of("error")), "b to refuse a bad payload", 30.0)
+        assert "publish:" in b.of("error")[0]["detail"]

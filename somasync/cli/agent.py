@@ -4,9 +4,19 @@
 
 Every event (members joining, suspected, failed, recovered, leaving; connections;
 messages) is printed as one JSON line on stdout with the wall-clock time ``t``, so the
-agent can be watched by people and by scripts alike. Commands, one per line on stdin:
-``publish <text>`` broadcasts an alert, ``members`` prints the membership table, ``stats``
-prints the node's counters, ``stop`` leaves gracefully. With ``--lifeline`` the end of
+agent can be watched by people and by scripts alike; a received message's payload is a
+JSON object (``{"type": "alert", "level": ..., "message": ..., "details": ...}``, binary
+data as hex). Commands, one per line on stdin:
+
+    publish <text>          broadcast Alert(level="high", message=<text>)
+    publish {"type": "status", "component": "ids", "state": "degraded", "priority": 200}
+                            broadcast any payload type (data, structured, binary, command,
+                            status, alert) with its fields, optional priority and ttl
+    members                 print the membership table
+    stats                   print the node's counters
+    stop                    leave gracefully
+
+ With ``--lifeline`` the end of
 stdin stops the agent too (a supervising script that dies takes its agents with it).
 SIGTERM and SIGINT leave gracefully. The library's log (verdicts, unreachable peers,
 worker restarts) goes to stderr at ``--log-level`` (warning by default), as text or as
@@ -29,7 +39,7 @@ import orjson
 import uvloop
 
 from somasync.config import DiscoveryMethod, GossipConfig, MembershipConfig
-from somasync.core.payload import MessageType
+from somasync.core.payload import MessageType, payload_from_json, payload_to_json
 from somasync.errors import SomaSyncError
 from somasync.node import SynapseNodeBuilder
 
@@ -124,7 +134,8 @@ async def _run(options: argparse.Namespace) -> int:
         with contextlib.suppress(EOFError):
             async for message in messages:
                 _emit("message", id=message.id, source=message.source,
-                      payload=str(message.message_type))
+                      priority=message.priority, ttl=message.ttl,
+                      payload=payload_to_json(message.message_type))
 
     async def commands() -> None:
         reader = asyncio.StreamReader()
@@ -137,9 +148,13 @@ async def _run(options: argparse.Namespace) -> int:
                 return
             command, _, argument = line.decode(errors="replace").strip().partition(" ")
             if command == "publish":
-                message_id = await node.broadcast_message(
-                    MessageType.Alert(level="high", message=argument, details=None))
-                _emit("published", id=message_id, text=argument)
+                try:
+                    payload, options_ = _publication(argument)
+                    message_id = await node.broadcast_message(payload, **options_)
+                except (ValueError, SomaSyncError) as exc:  # e.g. a priority out of range
+                    _emit("error", detail=f"publish: {exc}")
+                    continue
+                _emit("published", id=message_id, payload=payload_to_json(payload))
             elif command == "members":
                 _emit("members", members=[dataclasses.asdict(m) for m in node.members()])
             elif command == "stats":
@@ -160,6 +175,27 @@ async def _run(options: argparse.Namespace) -> int:
     await asyncio.gather(*tasks, return_exceptions=True)
     _emit("stopped")
     return 0
+
+
+def _publication(argument: str) -> tuple[MessageType, dict[str, int]]:
+    """What ``publish <argument>`` sends: text is an alert; a JSON object any payload,
+    with optional ``priority`` and ``ttl``.
+
+    Raises:
+        ValueError: the JSON is invalid or does not describe a payload (the message says
+            what is wrong).
+    """
+    if not argument.startswith("{"):
+        return MessageType.Alert(level="high", message=argument, details=None), {}
+    try:
+        fields = orjson.loads(argument)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc}") from None
+    options = {name: fields.pop(name) for name in ("priority", "ttl") if name in fields}
+    for name, value in options.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    return payload_from_json(fields), options
 
 
 def main(argv: list[str]) -> int:

@@ -12,6 +12,7 @@ order in which a dict was filled. Decoding checks every type and raises only
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
@@ -20,7 +21,8 @@ import orjson
 
 from somasync.errors import DecodeError
 
-__all__ = ["MessageType", "PayloadKind", "decode_payload", "encode_payload"]
+__all__ = ["MessageType", "PayloadKind", "decode_payload", "encode_payload",
+           "payload_from_json", "payload_to_json"]
 
 
 class PayloadKind(enum.IntEnum):
@@ -227,3 +229,56 @@ def decode_payload(kind: int, data: bytes) -> MessageType:
             raise DecodeError("bad_payload", "Alert level/message are not strings")
         return Alert(level, message, None if details is None else _str_map(details))
     raise DecodeError("unknown_payload_kind", str(kind))
+
+
+_VARIANTS: dict[str, type[MessageType]] = {
+    "data": Data, "structured": Structured, "binary": Binary, "command": Command,
+    "status": Status, "alert": Alert,
+}
+
+
+def _field_names(variant: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(variant)]
+
+
+def payload_to_json(payload: MessageType) -> dict[str, Any]:
+    """A payload as a JSON-ready object: ``{"type": "alert", "level": ..., ...}`` with the
+    variant's fields (``Binary.data`` as hex), for command lines and logs; the inverse of
+    :func:`payload_from_json`."""
+    for name, variant in _VARIANTS.items():
+        if isinstance(payload, variant):
+            fields = {f: getattr(payload, f) for f in _field_names(variant)}
+            if isinstance(payload, Binary):
+                fields["data"] = payload.data.hex()
+            return {"type": name, **fields}
+    raise TypeError(f"not a MessageType variant: {type(payload).__name__}")
+
+
+def payload_from_json(value: object) -> MessageType:
+    """The payload a JSON object describes (as :func:`payload_to_json` writes it).
+
+    Raises:
+        ValueError: not an object, an unknown ``type``, a missing or unknown field, or a
+            field of the wrong type (the message names it).
+    """
+    if not isinstance(value, dict):
+        raise ValueError("a payload is a JSON object with a \"type\" field")
+    fields = dict(value)
+    name = fields.pop("type", None)
+    variant = _VARIANTS.get(name) if isinstance(name, str) else None
+    if variant is None:
+        raise ValueError(f"payload type must be one of {sorted(_VARIANTS)}, got {name!r}")
+    allowed = set(_field_names(variant))
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"{name} payload has no field(s) {sorted(unknown)}; "
+                         f"it takes {sorted(allowed)}")
+    if variant is Binary and isinstance(fields.get("data"), str):
+        try:
+            fields["data"] = bytes.fromhex(fields["data"])
+        except ValueError:
+            raise ValueError("binary payload data must be hex") from None
+    try:
+        return variant(**fields)
+    except TypeError as exc:
+        raise ValueError(f"{name} payload: {exc}") from None
