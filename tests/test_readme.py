@@ -25,3 +25,19 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     test_command = _bash_blocks()[1]
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert test_command in ci_lines
+
+
+def test_the_quick_start_runs_as_written(tmp_path: Path) -> None:
+    """The first Python example is a whole program: two nodes on 127.0.0.1, one alert."""
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text()
+    quick_start = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    script = tmp_path / "quick_start.py"
+    script.write_text(quick_start)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "node-1 Alert(level='critical', message='APT detected', details=None) True")
