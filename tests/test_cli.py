@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,73 @@ def test_two_agents_exchange_a_json_payload() -> None:
         b.send('publish {"type": "command"}')
         cluster.wait(lambda: bool(b.of("error")), "b to refuse a bad payload", 30.0)
         assert "publish:" in b.of("error")[0]["detail"]
+
+
+# --- configuration: preset < file < SOMASYNC_* < flags ----------------------------------
+
+def _show(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, object]]:
+    assert main(["config", "show", "--format", "json", *argv]) == 0
+    settings: dict[str, dict[str, object]] = json.loads(capsys.readouterr().out)
+    return settings
+
+
+def test_config_precedence_and_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    node_toml = tmp_path / "node.toml"
+    node_toml.write_text('node_id = "edge-7"\nbootstrap_peers = ["10.0.0.5:7946"]\n'
+                         "workers = 1\n[gossip]\nfanout = 4\nanti_entropy_interval = 1\n"
+                         "[membership]\nprobe_interval = 0.5\n")
+    monkeypatch.setenv("SOMASYNC_GOSSIP__FANOUT", "5")
+    monkeypatch.setenv("SOMASYNC_WORKERS", "2")
+    settings = _show(["--config", str(node_toml), "--preset", "local", "--workers", "3"],
+                     capsys)
+    where = f"file {node_toml}"
+    assert settings["node_id"] == {"value": "edge-7", "source": where}
+    assert settings["bootstrap_peers"] == {"value": ["10.0.0.5:7946"], "source": where}
+    assert settings["gossip.anti_entropy_interval"] == {"value": 1.0, "source": where}
+    assert settings["membership.probe_interval"] == {"value": 0.5, "source": where}
+    assert settings["gossip.fanout"] == {"value": 5, "source": "env SOMASYNC_GOSSIP__FANOUT"}
+    assert settings["workers"] == {"value": 3, "source": "flag"}
+    # Untouched settings keep the preset's value.
+    assert settings["gossip.seen_cache_size"]["source"] == "default"
+    monkeypatch.setenv("SOMASYNC_CONFIG", str(node_toml))
+    assert _show([], capsys)["node_id"]["value"] == "edge-7"
+
+
+@pytest.mark.parametrize(("toml", "env", "says"), [
+    ("[gossip]\nfanout = 0\n", {}, "gossip.fanout: must be an integer >= 1, got 0 (file"),
+    ('[gossip]\nfanout = "many"\n', {}, "gossip.fanout: must be int"),
+    ("[gossip]\ncolour = 3\n", {}, "gossip.colour: no such setting (file"),
+    ("gossip = 3\n", {}, "gossip: must be a table"),
+    ("fanout = [\n", {}, "is not valid TOML"),
+    ("", {"SOMASYNC_MEMBERSHIP__PROBE_INTERVAL": "soon"},
+     "membership.probe_interval: must be a number, got 'soon' (env "
+     "SOMASYNC_MEMBERSHIP__PROBE_INTERVAL)"),
+    ("", {"SOMASYNC_DISCOVERY": "carrier-pigeon"}, "discovery: must name discovery"),
+    ("", {"SOMASYNC_GOSSIP__TRUSTED_KEYS": "not-hex"}, "gossip.trusted_keys: must be hex"),
+])
+def test_a_bad_setting_is_refused_naming_the_field_and_where_it_came_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        toml: str, env: dict[str, str], says: str) -> None:
+    node_toml = tmp_path / "node.toml"
+    node_toml.write_text(toml)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["config", "check", "--config", str(node_toml)]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_a_missing_config_file_is_a_clear_error(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "check", "--config", str(tmp_path / "absent.toml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_the_agent_refuses_a_bad_config_before_it_starts(tmp_path: Path) -> None:
+    node_toml = tmp_path / "node.toml"
+    node_toml.write_text("[overlay]\nactive_size = 0\n")
+    result = subprocess.run([sys.executable, "-m", "somasync", "agent", "--config",
+                             str(node_toml)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "overlay.active_size" in result.stderr
+    assert result.stdout == ""  # no ready event: it never started

@@ -10,6 +10,7 @@ and documented modules only (``tests/test_layering.py`` holds it).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 __all__ = ["COMMANDS", "main"]
@@ -18,6 +19,7 @@ COMMANDS = {
     "agent": "run one node until stopped; events as JSON lines (see --help)",
     "demo": "run a local mesh on 127.0.0.1 and measure signed-alert delivery",
     "sim": "simulate a mesh of thousands of nodes running the real core",
+    "config": "show or check the agent's effective configuration (file, env, flags)",
 }
 
 USAGE = ("usage: somasync <command> [options]   (or python -m somasync ...)\n"
@@ -42,4 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown command {command!r}\n{USAGE}", end="", file=sys.stderr)
         return 2
     module = importlib.import_module(f"somasync.cli.{command}")
-    return int(module.main(rest))
+    try:
+        return int(module.main(rest))
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as Unix tools do, and keep
+        # the interpreter from reporting the failed flush of stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

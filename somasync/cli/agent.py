@@ -30,39 +30,59 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 import uvloop
 
-from somasync.config import DiscoveryMethod, GossipConfig, MembershipConfig
+from somasync.cli.configuration import ENV_PREFIX, resolve
+from somasync.config import (
+    DiscoveryMethod,
+    GossipConfig,
+    MembershipConfig,
+    NodeConfig,
+    OverlayConfig,
+)
+from somasync.core.crypto import Identity
 from somasync.core.payload import MessageType, payload_from_json, payload_to_json
-from somasync.errors import SomaSyncError
+from somasync.errors import ConfigError, SomaSyncError
 from somasync.node import SynapseNodeBuilder
 
 __all__ = ["main"]
 
-PRESETS = {"lan": (GossipConfig.lan, MembershipConfig.lan),
-           "wan": (GossipConfig.wan, MembershipConfig.wan),
-           "local": (GossipConfig.local, MembershipConfig.local)}
+PRESETS = {"lan": (GossipConfig.lan, MembershipConfig.lan, OverlayConfig.lan),
+           "wan": (GossipConfig.wan, MembershipConfig.wan, OverlayConfig.lan),
+           "local": (GossipConfig.local, MembershipConfig.local, OverlayConfig.local)}
+
+
+def preset_config(name: str) -> NodeConfig:
+    """The configuration a preset starts from (before the file, variables and flags)."""
+    gossip, membership, overlay = PRESETS[name]
+    return NodeConfig(gossip=gossip(), membership=membership(), overlay=overlay())
+
+
+def flag_values(options: argparse.Namespace) -> dict[str, Any]:
+    """The settings the command line gives (None: not given)."""
+    return {"node_id": options.node_id, "bind_address": options.bind,
+            "bootstrap_peers": options.join or None, "discovery": options.discovery,
+            "workers": options.workers}
+
+
+def config_path(options: argparse.Namespace) -> Path | None:
+    """``--config``, else ``SOMASYNC_CONFIG``, else none."""
+    given = options.config or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    return Path(given) if given else None
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="somasync agent", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--node-id", help="this node's name (default: from its key)")
-    parser.add_argument("--bind", default="127.0.0.1:0", help="host:port, TCP and UDP")
-    parser.add_argument("--join", action="append", default=[], metavar="HOST:PORT",
-                        help="a seed to join through (repeatable)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="lan",
-                        help="gossip and membership timings (default lan)")
-    parser.add_argument("--discovery", action="append", choices=[m.value for m in
-                                                                 DiscoveryMethod],
-                        help="discovery method (repeatable; default gossip)")
-    parser.add_argument("--workers", type=int, default=0, help="worker processes (0)")
+    add_config_arguments(parser)
     parser.add_argument("--lifeline", action="store_true",
                         help="stop when stdin closes")
     parser.add_argument("--log-level", default="warning",
@@ -103,18 +123,32 @@ def _jsonable(value: object) -> object:
     raise TypeError
 
 
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The settings ``agent`` and ``config`` share (flags override file and variables)."""
+    parser.add_argument("--config", metavar="FILE",
+                        help="a TOML file (default: $SOMASYNC_CONFIG); see 'somasync "
+                             "config --help'")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="lan",
+                        help="timings to start from, before the file (default lan)")
+    parser.add_argument("--node-id", help="this node's name (default: from its key)")
+    parser.add_argument("--bind", help="host:port, TCP and UDP (default 127.0.0.1:0)")
+    parser.add_argument("--join", action="append", metavar="HOST:PORT",
+                        help="a seed to join through (repeatable)")
+    parser.add_argument("--discovery", action="append", choices=[m.value for m in
+                                                                 DiscoveryMethod],
+                        help="discovery method (repeatable; default gossip)")
+    parser.add_argument("--workers", type=int, help="worker processes (default 0)")
+
+
 async def _run(options: argparse.Namespace) -> int:
-    gossip, membership = PRESETS[options.preset]
-    builder = (SynapseNodeBuilder().with_bind_address(options.bind)
-               .with_gossip_config(gossip()).with_membership_config(membership())
-               .with_workers(options.workers))
-    if options.node_id:
-        builder = builder.with_node_id(options.node_id)
-    if options.discovery:
-        builder = builder.with_discovery(*options.discovery)
-    for seed in options.join:
-        builder = builder.add_bootstrap_peer(seed)
-    node, messages, events = builder.build()
+    resolved = resolve(preset_config(options.preset), file=config_path(options),
+                       environ=os.environ, flags=flag_values(options))
+    config = resolved.config
+    identity = Identity.generate()
+    if "node_id" not in resolved.sources:
+        config = config.replace(node_id="node-" + identity.public_key[:6].hex())
+    node, messages, events = (SynapseNodeBuilder().with_config(config)
+                              .with_signing_key(identity.signing_key).build())
     await node.start()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -203,6 +237,9 @@ def main(argv: list[str]) -> int:
     _configure_logging(options.log_level, options.log_format)
     try:
         return uvloop.run(_run(options))
+    except ConfigError as exc:
+        print(f"somasync agent: {exc}", file=sys.stderr)
+        return 2
     except SomaSyncError as exc:
         print(f"somasync agent: {exc}", file=sys.stderr)
         return 3
