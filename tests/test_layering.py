@@ -13,7 +13,7 @@
 * Entry points (the bench, the command line, the simulator, ``tools/`` and the
   top-level ``bench/``) import only public names of other packages: nothing whose
   dotted path has a ``_private`` part outside their own package.
-* The bench and the command line reach a node through the facade only (``somasync``,
+* The bench, the command line and the examples reach a node through the facade only (``somasync``,
   ``somasync.node`` and the documented modules: config, errors, message, events, the
   core, the simulator, the test harness), never a runtime's internals
   (``somasync.aio``, ``somasync.workers``), not even lazily; the one exception is the
@@ -263,9 +263,11 @@ def test_entry_points_import_only_public_names() -> None:
     check(entry_point_modules(), private_name_violations)
 
 
-def test_bench_and_command_line_use_only_the_facade() -> None:
+def test_bench_command_line_and_examples_use_only_the_facade() -> None:
     check(package_modules(PACKAGE / "bench") + package_modules(PACKAGE / "cli")
-          + [load(PACKAGE / "__main__.py")], facade_violations)
+          + [load(PACKAGE / "__main__.py")]
+          + [load(path) for path in sorted((REPO / "examples").glob("*.py"))],
+          facade_violations)
 
 
 @pytest.mark.parametrize(
