@@ -40,7 +40,8 @@ def test_agent_logs_an_unreachable_seed_once_as_json_on_stderr() -> None:
         probe.bind(("127.0.0.1", 0))
         seed = f"127.0.0.1:{probe.getsockname()[1]}"
     agent = subprocess.Popen(
-        [sys.executable, "-m", "somasync", "agent", "--join", seed, "--discovery", "static",
+        [sys.executable, "-m", "somasync", "agent", "--bind", "127.0.0.1:0",
+         "--join", seed, "--discovery", "static",
          "--log-level", "info", "--log-format", "json", "--lifeline"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert agent.stdin is not None
@@ -136,8 +137,9 @@ def test_config_precedence_and_sources(tmp_path: Path, monkeypatch: pytest.Monke
     assert settings["membership.probe_interval"] == {"value": 0.5, "source": where}
     assert settings["gossip.fanout"] == {"value": 5, "source": "env SOMASYNC_GOSSIP__FANOUT"}
     assert settings["workers"] == {"value": 3, "source": "flag"}
-    # Untouched settings keep the preset's value.
+    # Untouched settings keep the preset's value; the agent's documented port included.
     assert settings["gossip.seen_cache_size"]["source"] == "default"
+    assert settings["bind_address"] == {"value": "127.0.0.1:7946", "source": "default"}
     monkeypatch.setenv("SOMASYNC_CONFIG", str(node_toml))
     assert _show([], capsys)["node_id"]["value"] == "edge-7"
 

@@ -60,10 +60,17 @@ PRESETS = {"lan": (GossipConfig.lan, MembershipConfig.lan, OverlayConfig.lan),
            "local": (GossipConfig.local, MembershipConfig.local, OverlayConfig.local)}
 
 
+DEFAULT_PORT = 7946
+"""The agent's port (TCP and UDP) unless told otherwise: memberlist's and Serf's, so a
+second agent on another host can join a first one by its host name alone, and a firewall
+rule has one port to open. Loopback by default: nothing is exposed unless asked."""
+
+
 def preset_config(name: str) -> NodeConfig:
     """The configuration a preset starts from (before the file, variables and flags)."""
     gossip, membership, overlay = PRESETS[name]
-    return NodeConfig(gossip=gossip(), membership=membership(), overlay=overlay())
+    return NodeConfig(bind_address=f"127.0.0.1:{DEFAULT_PORT}", gossip=gossip(),
+                      membership=membership(), overlay=overlay())
 
 
 def flag_values(options: argparse.Namespace) -> dict[str, Any]:
@@ -131,7 +138,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="lan",
                         help="timings to start from, before the file (default lan)")
     parser.add_argument("--node-id", help="this node's name (default: from its key)")
-    parser.add_argument("--bind", help="host:port, TCP and UDP (default 127.0.0.1:0)")
+    parser.add_argument("--bind", help=f"host:port, TCP and UDP (default "
+                                       f"127.0.0.1:{DEFAULT_PORT}; port 0: any free port)")
     parser.add_argument("--join", action="append", metavar="HOST:PORT",
                         help="a seed to join through (repeatable)")
     parser.add_argument("--discovery", action="append", choices=[m.value for m in
