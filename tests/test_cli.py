@@ -181,3 +181,45 @@ def test_the_agent_refuses_a_bad_config_before_it_starts(tmp_path: Path) -> None
     assert result.returncode == 2
     assert "overlay.active_size" in result.stderr
     assert result.stdout == ""  # no ready event: it never started
+
+
+# --- metrics -----------------------------------------------------------------------------
+
+async def test_metrics_follow_prometheus_naming_and_the_node_s_counters() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from somasync import MessageType, SynapseNodeBuilder
+    from somasync.metrics import NodeMetrics
+
+    node, _messages, _events = SynapseNodeBuilder().with_node_id("m").with_bind_address(
+        "127.0.0.1:0").build()
+    metrics = NodeMetrics(node)
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    await metrics.refresh()  # not started yet: nothing to report, no error
+    assert generate_latest(registry) == b""
+    async with node:
+        await node.broadcast_message(MessageType.Data("counted"))
+        await metrics.refresh()
+        text = generate_latest(registry).decode()
+    for line in ('somasync_messages_originated_total{node_id="m"} 1.0',
+                 'somasync_members{node_id="m",state="alive"} 1.0',
+                 'somasync_peers{node_id="m"} 0.0',
+                 '# TYPE somasync_transport_bytes_total counter'):
+        assert line in text, text
+    assert 'somasync_transport_bytes_total{direction="out",node_id="m"}' in text
+
+
+def test_the_agent_serves_metrics_over_http() -> None:
+    import urllib.request
+
+    from somasync.bench.agents import AgentCluster
+
+    with AgentCluster(preset="local", extra=["--metrics-addr", "127.0.0.1:0"]) as cluster:
+        cluster.start(1, within=30.0)
+        [ready] = cluster.agents[0].of("ready")
+        url = f"http://{ready['metrics']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        assert f'somasync_uptime_seconds{{node_id="{ready["node_id"]}"}}' in text
+        assert "somasync_members" in text

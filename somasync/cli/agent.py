@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     add_config_arguments(parser)
     parser.add_argument("--lifeline", action="store_true",
                         help="stop when stdin closes")
+    parser.add_argument("--metrics-addr", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (the "
+                             "'prometheus' extra; port 0: any free port, reported in the "
+                             "ready event)")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"],
                         help="the library's log on stderr (default warning)")
@@ -157,13 +161,18 @@ async def _run(options: argparse.Namespace) -> int:
         config = config.replace(node_id="node-" + identity.public_key[:6].hex())
     node, messages, events = (SynapseNodeBuilder().with_config(config)
                               .with_signing_key(identity.signing_key).build())
+    # Before the node starts: a bad metrics address stops the agent before it joins.
+    metrics = await _serve_metrics(node, options.metrics_addr) if options.metrics_addr \
+        else None
     await node.start()
+    if metrics is not None:
+        await metrics.collector.refresh()  # a scrape right after "ready" sees the node
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     _emit("ready", node_id=node.node_id, address=node.listen_address,
-          public_key=node.public_key)
+          public_key=node.public_key, metrics=metrics.address if metrics else None)
 
     async def watch_events() -> None:
         with contextlib.suppress(EOFError):
@@ -211,12 +220,54 @@ async def _run(options: argparse.Namespace) -> int:
 
     tasks = [loop.create_task(c) for c in (watch_events(), watch_messages(), commands())]
     await stopping.wait()
+    if metrics is not None:
+        metrics.close()
     await node.stop()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     _emit("stopped")
     return 0
+
+
+class _MetricsServer:
+    """``/metrics`` in a thread of its own, over a snapshot refreshed on the loop."""
+
+    REFRESH = 2.0  # seconds between statistics snapshots (a scrape reads the latest)
+
+    def __init__(self, collector: Any, server: Any, thread: Any,
+                 task: asyncio.Task[None]) -> None:
+        self.collector, self.server, self.thread, self.task = collector, server, thread, task
+        self.address = f"{server.server_address[0]}:{server.server_port}"
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5.0)
+
+
+async def _serve_metrics(node: Any, address: str) -> _MetricsServer:
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from somasync.metrics import NodeMetrics
+    except ImportError:
+        raise ConfigError("metrics_addr", "needs the 'prometheus' extra: "
+                                          "pip install 'somasync[prometheus]'") from None
+    from somasync.config import parse_address
+
+    host, port = parse_address(address, "metrics_addr")
+    metrics = NodeMetrics(node)
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    try:
+        server, thread = start_http_server(port, host, registry=registry)
+    except OSError as exc:
+        raise ConfigError("metrics_addr", f"cannot listen on {address}: {exc}") from None
+    task = asyncio.get_running_loop().create_task(metrics.refresh_every(
+        _MetricsServer.REFRESH))
+    return _MetricsServer(metrics, server, thread, task)
 
 
 def _publication(argument: str) -> tuple[MessageType, dict[str, int]]:
