@@ -16,11 +16,12 @@ data as hex). Commands, one per line on stdin:
     stats                   print the node's counters
     stop                    leave gracefully
 
- With ``--lifeline`` the end of
-stdin stops the agent too (a supervising script that dies takes its agents with it).
-SIGTERM and SIGINT leave gracefully. The library's log (verdicts, unreachable peers,
-worker restarts) goes to stderr at ``--log-level`` (warning by default), as text or as
-JSON lines (``--log-format json``).
+With ``--lifeline`` the end of stdin stops the agent too (a supervising script that dies
+takes its agents with it). SIGTERM and SIGINT leave gracefully. The library's log
+(verdicts, unreachable peers, worker restarts) goes to stderr at ``--log-level`` (warning
+by default), as text or as JSON lines (``--log-format json``). Settings come from
+``--preset``, then ``--config`` (TOML), then ``SOMASYNC_*`` variables, then the flags
+below (``somasync config --help``); ``--metrics-addr`` serves Prometheus metrics.
 """
 
 from __future__ import annotations
