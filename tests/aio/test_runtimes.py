@@ -71,3 +71,30 @@ async def test_both_runtimes_report_the_same_events_and_stats(workers: int) -> N
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_a_seed_that_starts_late_is_joined_once_it_listens(workers: int) -> None:
+    """Operators start nodes in any order: a node whose seed is not up yet keeps trying
+    (membership's join retries, the overlay's rejoin) and links once the seed listens."""
+    import socket
+
+    from somasync import OverlayConfig
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        seed = f"127.0.0.1:{probe.getsockname()[1]}"
+    local, overlay = MembershipConfig.local(), OverlayConfig.local()
+    early, _m, _e = (SynapseNodeBuilder().with_node_id("early").with_workers(workers)
+                     .with_bind_address("127.0.0.1:0").add_bootstrap_peer(seed)
+                     .with_membership_config(local).with_overlay_config(overlay).build())
+    async with early:
+        await asyncio.sleep(2.0)  # several join attempts fail: nobody listens yet
+        late, _lm, _le = (SynapseNodeBuilder().with_node_id("late").with_bind_address(seed)
+                          .with_membership_config(local).with_overlay_config(overlay)
+                          .build())
+        async with late:
+            await wait_until(lambda: "late" in early.connected_peers(), "early to link",
+                             DEADLINE)
+            await wait_until(lambda: len(early.members()) == 2, "early to see late",
+                             DEADLINE)
