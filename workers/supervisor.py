@@ -352,11 +352,8 @@ class ShardedRuntime:
             if not waiter.done():
                 waiter.set_result(None)
         self._restarts += 1
-        reader = self._readers.get(index)
-        if reader is not None:
-            with contextlib.suppress(RingCorrupted):
-                for record in reader.read():
-                    self._deliver(record)
+        if index in self._readers:
+            self._drain(self._readers[index])
         for other in [SUPERVISOR, *range(self._count)]:
             if other != index:
                 self._new_ring(index, other)
@@ -441,9 +438,13 @@ class ShardedRuntime:
 
     def _drain_rings(self) -> None:
         for reader in self._readers.values():
-            with contextlib.suppress(RingCorrupted):
-                for record in reader.read():
-                    self._deliver(record)
+            self._drain(reader)
+
+    def _drain(self, reader: RingReader) -> None:
+        """Deliver what ``reader`` holds, up to a torn record (its writer died mid-write)."""
+        with contextlib.suppress(RingCorrupted):
+            for record in reader.read():
+                self._deliver(record)
 
     def _deliver(self, record: bytes) -> None:
         # The owning worker already de-duplicated and verified: this only records what

@@ -78,11 +78,6 @@ class ControlDriver:
         """The sans-IO control part (None before the first start)."""
         return self._control
 
-    @property
-    def running(self) -> bool:
-        """True while the UDP socket is open."""
-        return self._transport is not None
-
     async def start(self, host: str, port: int, address: str, seeds: list[str],
                     static: list[str]) -> None:
         """Bind UDP on ``host:port`` (the TCP listener's), then join through ``seeds``

@@ -56,9 +56,6 @@ class TaskSet:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     def spawn(self, loop: asyncio.AbstractEventLoop,
               coroutine: Coroutine[Any, Any, None]) -> None:
         task = loop.create_task(coroutine)

@@ -189,11 +189,11 @@ def _apply(base: NodeConfig, values: dict[str, Any], sources: dict[str, str]) ->
                     for section, changes in nested.items()}
         return dataclasses.replace(base, **top, **sections)
     except ConfigError as exc:
-        field = exc.field if "." in exc.field or exc.field in top else \
-            next((k for k in values if k.endswith("." + exc.field)), exc.field)
-        where = sources.get(field)
-        raise ConfigError(field, f"{str(exc).partition(': ')[2]}"
-                                 + (f" ({where})" if where else "")) from None
+        # The dataclasses name nested fields with their table ("gossip.fanout"), as the
+        # sources do: say where the offending value came from, if anyone set it.
+        where = sources.get(exc.field)
+        raise ConfigError(exc.field, f"{str(exc).partition(': ')[2]}"
+                                     + (f" ({where})" if where else "")) from None
 
 
 def _flatten(config: NodeConfig) -> dict[str, Any]:

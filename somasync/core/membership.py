@@ -222,16 +222,11 @@ class _ClaimQueue:
 
     def transmitted(self, key: _QueueKey, limit: int) -> None:
         """``key``'s claim went out once more; drop it once sent ``limit`` times."""
-        transmits = self._transmits[key]
-        claim = self._buckets[transmits].pop(key)
-        transmits += 1
+        transmits = self._transmits[key] + 1
         if transmits >= limit:
-            del self._transmits[key]
-            keys = self._by_subject[key[0]]
-            keys.discard(key)
-            if not keys:
-                del self._by_subject[key[0]]
+            self.remove(key)
             return
+        claim = self._buckets[transmits - 1].pop(key)
         if transmits == len(self._buckets):
             self._buckets.append({})
         self._buckets[transmits][key] = claim

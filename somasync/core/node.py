@@ -255,6 +255,24 @@ class NodeControl:
         linked: its first link completed the handshake, whoever dialled."""
         self._linked[public_key] = address
         self._by_address[address] = public_key
+        self._take_link(public_key, now)
+        self._settle(now)
+
+    def dial_succeeded(self, address: str, public_key: bytes, *, now: float) -> None:
+        """The connection this node dialled to ``address`` got the HELLO of
+        ``public_key`` (which may announce another address than the one dialled). The
+        link counts once :meth:`link_up` reports the peer linked (at once if it is)."""
+        self._by_address[address] = public_key
+        if address not in self._targets:
+            self._stale_dials.add(public_key)
+        if public_key in self._linked:
+            self._take_link(public_key, now)
+        self._settle(now)
+
+    def _take_link(self, public_key: bytes, now: float) -> None:
+        """The peer is linked: every target naming it is satisfied. A link this node
+        dialled for a neighbour the overlay dropped before the link was up is wanted by
+        nobody here: closed (the peer redials if it wants it)."""
         wanted = False
         for name, key in self._by_address.items():
             target = self._targets.get(name)
@@ -265,27 +283,7 @@ class NodeControl:
         if public_key in self._stale_dials:
             self._stale_dials.discard(public_key)
             if not wanted:
-                # We dialled it, then the overlay dropped it before the link was up:
-                # nobody here wants this link (the peer redials if it does).
                 self._close(public_key, "unwanted")
-        self._settle(now)
-
-    def dial_succeeded(self, address: str, public_key: bytes, *, now: float) -> None:
-        """The connection this node dialled to ``address`` got the HELLO of
-        ``public_key`` (which may announce another address than the one dialled). The
-        link counts once :meth:`link_up` reports the peer linked (at once if it is)."""
-        self._by_address[address] = public_key
-        target = self._targets.get(address)
-        if target is None:
-            if public_key in self._linked:
-                if not any(self._targets.get(name) is not None
-                           for name, key in self._by_address.items() if key == public_key):
-                    self._close(public_key, "unwanted")
-            else:
-                self._stale_dials.add(public_key)
-        elif public_key in self._linked and target.state != _LINKED:
-            target.state, target.linked_at = _LINKED, now
-        self._settle(now)
 
     def dial_failed(self, address: str, *, now: float) -> bool:
         """The connection this node dialled to ``address`` failed or closed. Counts as a
