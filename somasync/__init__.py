@@ -32,6 +32,7 @@ from somasync.config import (
     MembershipConfig as MembershipConfig,
     NodeConfig as NodeConfig,
     OverlayConfig as OverlayConfig,
+    SecurityConfig as SecurityConfig,
 )
 from somasync.core.crypto import Identity as Identity
 from somasync.core.endpoint import EndpointStatistics as EndpointStatistics
@@ -101,6 +102,7 @@ __all__ = [
     "PeerStats",
     "PeerSuspected",
     "RejectReason",
+    "SecurityConfig",
     "SignatureError",
     "SomaSyncError",
     "Stream",

@@ -20,7 +20,7 @@ from typing import Any
 from somasync.errors import ConfigError
 
 __all__ = ["DiscoveryMethod", "GossipConfig", "MembershipConfig", "NodeConfig", "OverlayConfig",
-           "parse_address", "require", "require_int", "require_number"]
+           "SecurityConfig", "parse_address", "require", "require_int", "require_number"]
 
 #: Largest frame a node will ever accept, whatever the configuration says (64 MiB).
 FRAME_HARD_LIMIT = 64 * 1024 * 1024
@@ -412,6 +412,26 @@ class MembershipConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SecurityConfig:
+    """How a node's links and datagrams are protected (on by default, nothing to set)."""
+
+    encrypt_links: bool = True
+    """Seal every TCP frame after the handshake (ChaCha20-Poly1305 records, see
+    :mod:`somasync.core.handshake`). The handshake itself always proves both identities
+    with fresh keys; False only leaves the records that follow in clear, and only when
+    the peer asks for that too. For benchmarks measuring what sealing costs; a
+    deployment has no reason to turn it off."""
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.encrypt_links, bool), "security.encrypt_links",
+                 "must be a bool")
+
+    def replace(self, **changes: Any) -> SecurityConfig:
+        """Return a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     """Everything a single node needs: identity, addresses, timeouts and gossip settings."""
 
@@ -444,11 +464,15 @@ class NodeConfig:
     each node ``active_size`` symmetric random links, replaced from the passive view when
     membership or the transport reports one failed."""
 
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    """Link encryption and, later, trust policy, see :class:`SecurityConfig`."""
+
     connect_timeout: float = 5.0
     """Seconds a TCP connect may take before it counts as failed."""
 
     handshake_timeout: float = 5.0
-    """Seconds a new connection has to identify itself (HELLO) before it is closed."""
+    """Seconds a new connection has to finish its handshake (prove its identity) before
+    it is closed."""
 
     reconnect_initial_delay: float = 0.05
     """Seconds before the first re-dial of a lost peer; doubles per failure (with jitter)."""
@@ -501,6 +525,8 @@ class NodeConfig:
         require(DiscoveryMethod.MDNS not in self.discovery, "discovery",
                  "mDNS discovery is not available in this version; use gossip with a seed")
         require(isinstance(self.overlay, OverlayConfig), "overlay", "must be an OverlayConfig")
+        require(isinstance(self.security, SecurityConfig), "security",
+                 "must be a SecurityConfig")
         require_number(self.connect_timeout, "connect_timeout")
         require_number(self.handshake_timeout, "handshake_timeout")
         require_number(self.reconnect_initial_delay, "reconnect_initial_delay")

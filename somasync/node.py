@@ -15,6 +15,7 @@ from somasync.config import (
     MembershipConfig,
     NodeConfig,
     OverlayConfig,
+    SecurityConfig,
     parse_address,
 )
 from somasync.core.crypto import Identity
@@ -48,6 +49,11 @@ class SynapseNodeBuilder:
 
     def with_gossip_config(self, gossip: GossipConfig) -> SynapseNodeBuilder:
         self._config = self._config.replace(gossip=gossip)
+        return self
+
+    def with_security_config(self, security: SecurityConfig) -> SynapseNodeBuilder:
+        """Link encryption and trust (see :class:`~somasync.config.SecurityConfig`)."""
+        self._config = self._config.replace(security=security)
         return self
 
     def with_membership_config(self, membership: MembershipConfig) -> SynapseNodeBuilder:

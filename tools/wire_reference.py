@@ -4,8 +4,9 @@
     python tools/wire_reference.py --decode HEX    # a frame, length prefix included
 
 Every example is built by ``somasync.core.wire`` itself from a fixed key, so the output
-is the reference: it cannot drift from the code. Exit status 1 when ``--decode`` is
-given bytes the decoder refuses (its reason is printed).
+is the reference: it cannot drift from the code. On a link these frames travel inside
+sealed records after the handshake (``somasync.core.handshake`` documents both). Exit
+status 1 when ``--decode`` is given bytes the decoder refuses (its reason is printed).
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ def _hex(data: bytes, indent: str = "    ") -> Iterator[str]:
 def examples() -> list[tuple[str, bytes]]:
     """(what it shows, frame with length prefix) for every frame kind."""
     identity = Identity(EXAMPLE_SEED)
-    hello_body = wire.encode_hello_body(identity.public_key, "node-a", "127.0.0.1:7946")
-    hello = wire.encode_frame(wire.FrameKind.HELLO,
-                              identity.sign(wire.HELLO_DOMAIN, hello_body) + hello_body,
-                              priority=255)
     body = wire.encode_envelope(origin=identity.public_key, sequence=7,
                                 timestamp_ms=WALL_MS, ttl=3600, priority=200, payload_kind=0,
                                 source="node-a", correlation_id=None,
@@ -48,7 +45,6 @@ def examples() -> list[tuple[str, bytes]]:
     tag = wire.stream_tag(identity.public_key, b"node-a")
     entry = wire.encode_tree_entry(envelope.id, tag, 2)
     return [
-        ("HELLO: signature(64) | public key(32) | JSON {node_id, listen}", hello),
         ("MESSAGE (signed, tree push, hops 2): signature(64) | envelope", message),
         ("MESSAGE as a repair (FLAG_REPAIR): sent for a GRAFT or a digest", repair),
         ("DIGEST: u16 streams | per stream: key(32) u8 len source u8 n (u64 lo, u64 hi)*n",
@@ -83,11 +79,7 @@ def describe(data: bytes) -> list[str]:
     lines = [f"  header: u32 length {length} | u8 version {wire.WIRE_VERSION} | u8 kind "
              f"{frame.kind} ({kind}) | u8 flags {frame.flags:#04x} {'|'.join(flags) or '-'}"
              f" | u8 priority {frame.priority} | u8 hops {frame.hops}"]
-    if frame.kind == wire.FrameKind.HELLO:
-        hello = wire.decode_hello(frame.payload)
-        lines.append(f"  key {hello.public_key.hex()[:16]}... node_id {hello.node_id!r} "
-                     f"listen {hello.listen_address!r}")
-    elif frame.kind == wire.FrameKind.MESSAGE:
+    if frame.kind == wire.FrameKind.MESSAGE:
         signature, body = wire.split_message_payload(frame)
         envelope = wire.decode_envelope(body, signature)
         lines.append(f"  id {envelope.id.hex()} origin {envelope.origin.hex()[:16]}... "

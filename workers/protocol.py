@@ -52,12 +52,14 @@ class Ready:
 class Adopt:
     """Supervisor -> worker: take over the connection whose descriptor travels with this.
 
-    ``initial`` holds what the supervisor already read from it (the peer's HELLO, maybe
-    more), to be handled first; the supervisor already sent this node's HELLO."""
+    The supervisor finished its handshake: ``session`` is the exported
+    :class:`~somasync.core.handshake.Session` (keys, counters, the proven peer) and
+    ``initial`` the record bytes it read after the handshake, to be opened first."""
 
     address: str
     outbound: bool
     initial: bytes
+    session: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,10 @@
 :class:`ShardedRuntime` is the runtime the :class:`~somasync.aio.node.SynapseNode`
 facade drives when ``workers`` > 0; the facade keeps the control part (membership,
 overlay, which addresses to dial), and this runtime executes its dials and closes. It
-listens and dials, reads each new connection's first frame (the peer's HELLO) to find
-the owning worker, and hands the socket over with ``SCM_RIGHTS``: every connection to
-one peer lands in the same worker, so per-peer state is per identity. It creates (and
+listens and dials, runs each new connection's handshake (which proves the peer's key)
+to find the owning worker, and hands the socket over with ``SCM_RIGHTS``, together with
+the session's keys and counters: every connection to one peer lands in the same worker,
+so per-peer state is per identity. It creates (and
 alone unlinks) the shared-memory rings: one per ordered pair of processes that talk.
 Deliveries arrive through rings and are handed to the application exactly once, even
 across worker restarts (the supervisor records, per stream, the sequence numbers it
@@ -27,10 +28,12 @@ writer rings it only when the reader said it is going to sleep, so nobody polls 
 Hand-offs, each in one direction:
 
 * A connection, accepted or dialled here (a dial the control part asked for): the
-  supervisor sends this node's HELLO, reads the peer's first frame under
-  ``handshake_timeout``, picks the owner from the peer's key
-  (:func:`~somasync.core.shard.peer_owner`), sends it ``Adopt`` with the descriptor and
-  the bytes already read, and closes its own copy. From then on only the owner touches
+  supervisor runs the handshake (:mod:`somasync.core.handshake`) under
+  ``handshake_timeout``, picks the owner from the proven key
+  (:func:`~somasync.core.shard.peer_owner`), sends it ``Adopt`` with the descriptor, the
+  exported session (keys, counters, the peer) and the record bytes already read, and
+  closes its own copy. A connection whose handshake fails is closed here and counted
+  by reason (``handshake_failures`` in the stats). From then on only the owner touches
   the socket. A dial's outcome (the peer's key, or a failure) goes to the control part.
 * Link events: a worker's ``PeerConnected``/``PeerDisconnected`` update ``_connected``
   and go to the facade, which tells the control part (``link_up``/``link_down``).
@@ -61,6 +64,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import secrets
@@ -78,8 +82,9 @@ from somasync.core import wire
 from somasync.core.antientropy import StreamTable
 from somasync.core.broadcast import TreeStatistics
 from somasync.core.crypto import Identity
-from somasync.core.endpoint import EndpointStatistics, hello_frame
+from somasync.core.endpoint import EndpointStatistics
 from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected
+from somasync.core.handshake import Handshake
 from somasync.core.shard import peer_owner, stream_owner
 from somasync.errors import DecodeError, NodeStateError, TransportError
 from somasync.message import Message
@@ -156,11 +161,11 @@ class ShardedRuntime:
         self._connected: dict[bytes, tuple[str, str, int]] = {}
         self._delivered = StreamTable(config.gossip.max_streams)
         self._handshake_timeouts = 0
+        self._handshake_failures: dict[str, int] = {}
         self._handover_failures = 0
         self._room = asyncio.Event()  # set whenever a ring to a worker may have room
         self._restarts = 0
         self._stopping = False
-        self._hello = b""
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -195,7 +200,6 @@ class ShardedRuntime:
         self._listen_address = listen_address
         self._doorbell = Doorbell(self._doorbell_address(SUPERVISOR))
         self._ringer = Ringer()
-        self._hello = hello_frame(self.identity, self.config.node_id, listen_address)
         loop.add_reader(self._doorbell.fileno(), self._on_bell)
         try:
             processes = [SUPERVISOR, *range(self._count)]
@@ -475,44 +479,44 @@ class ShardedRuntime:
 
     async def _hand_over(self, sock: socket.socket, address: str, *,
                          dialled: str | None) -> bytes | None:
-        """Send our HELLO, read the first frame, pick the owning worker, pass the socket on.
+        """Run the handshake, pick the owning worker, pass the socket and session on.
 
-        Returns the peer's public key when its first frame was a HELLO and the owner
-        took the socket (None otherwise). Anything else
-        (garbage, a message before HELLO...) still goes to a worker, whose endpoint
-        refuses it with the proper reason, counted and reported like any bad frame.
+        Returns the peer's proven public key when the owner took the socket (None
+        otherwise: the handshake failed, timed out, or no worker could take it).
         """
         loop = self._loop
-        frames = wire.FrameBuffer(self.config.gossip.max_frame)
-        received = bytearray()
-        key: bytes | None = None
+        handshake = Handshake(self.identity, self.config.node_id, self._listen_address,
+                              dialer=dialled is not None,
+                              plaintext=not self.config.security.encrypt_links)
         try:
             async with asyncio.timeout(self.config.handshake_timeout):
                 # Both ends speak first, so two sharded nodes never wait on each other.
-                await loop.sock_sendall(sock, self._hello)
-                while True:
+                await loop.sock_sendall(sock, handshake.initial_bytes())
+                while handshake.session is None:
                     chunk = await loop.sock_recv(sock, 16384)
                     if not chunk:
                         sock.close()
                         return None
-                    received += chunk
-                    try:
-                        first = frames.feed(chunk)
-                    except DecodeError:
-                        break
-                    if first:
-                        key = _hello_key(first[0])
-                        break
+                    reply = handshake.receive(chunk)
+                    if reply:
+                        await loop.sock_sendall(sock, reply)
         except (TimeoutError, OSError):
             self._handshake_timeouts += 1
             sock.close()
             return None
-        owner = (peer_owner(key, self._count) if key is not None
-                 else peer_owner(address.encode(), self._count))
-        worker = self._workers.get(owner)
+        except DecodeError as exc:
+            self._handshake_failures[exc.reason] = self._handshake_failures.get(exc.reason,
+                                                                                0) + 1
+            self._host.report(FrameRejected(None, address, exc.reason, exc.detail, True))
+            sock.close()
+            return None
+        session = handshake.session
+        key = session.peer.public_key
+        worker = self._workers.get(peer_owner(key, self._count))
         handed = worker is not None and await control.send_soon(
             worker.control, Adopt(address=dialled or address, outbound=dialled is not None,
-                                  initial=bytes(received)), [sock.fileno()])
+                                  initial=handshake.leftover, session=session.export()),
+            [sock.fileno()])
         if not handed:
             self._handover_failures += 1
         sock.close()
@@ -608,10 +612,15 @@ class ShardedRuntime:
                 continue
             cores.append(report.core)
             per_worker.append(_worker_stats(worker.index, report))
+        core = _sum_core(cores, peers=len(self._connected))
+        rejected = dict(core.rejected)
+        for reason, count in self._handshake_failures.items():
+            rejected[reason] = rejected.get(reason, 0) + count
         return RuntimeStatistics(
-            core=_sum_core(cores, peers=len(self._connected)), workers=tuple(per_worker),
+            core=dataclasses.replace(core, rejected=rejected), workers=tuple(per_worker),
             worker_restarts=self._restarts,
-            handshake_failures=self._handshake_timeouts + self._handover_failures)
+            handshake_failures=(self._handshake_timeouts + self._handover_failures
+                                + sum(self._handshake_failures.values())))
 
     @property
     def segment_tag(self) -> str:
@@ -630,16 +639,6 @@ class ShardedRuntime:
 
 def _label(index: int) -> str:
     return "S" if index == SUPERVISOR else str(index)
-
-
-def _hello_key(frame: bytes) -> bytes | None:
-    try:
-        decoded = wire.decode_frame(frame)
-        if decoded.kind != wire.FrameKind.HELLO:
-            return None
-        return wire.decode_hello(decoded.payload).public_key
-    except DecodeError:
-        return None
 
 
 def _worker_stats(index: int, report: StatsReport) -> WorkerStats:

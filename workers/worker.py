@@ -50,6 +50,7 @@ from somasync.aio.timing import DeadlineTimer
 from somasync.config import GossipConfig
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
+from somasync.core.handshake import Session
 from somasync.core.shard import Shard
 from somasync.core.wire import StreamKey
 from somasync.errors import DecodeError
@@ -127,11 +128,17 @@ class _WorkerLink(asyncio.Protocol):
         self.link = link
         self.transport: asyncio.Transport | None = None
         self.close_reason = "closed"
+        self.early: list[bytes] | None = []
+        """Bytes that arrived before the endpoint opened the link (records must be
+        opened in order, after the ones the supervisor read); None once it did."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.early is not None:
+            self.early.append(data)
+            return
         worker = self.worker
         worker.endpoint.receive_bytes(self.link, data, now=worker.loop.time())
         worker.pump()
@@ -258,6 +265,12 @@ class Worker:
         link = next(self._link_ids) * self.spec.count + self.spec.index
         protocol = _WorkerLink(self, link)
 
+        try:
+            session = Session.restore(message.session)
+        except DecodeError:
+            sock.close()  # our own supervisor's bytes: unreachable unless memory is corrupt
+            return
+
         async def adopt() -> None:
             try:
                 await self.loop.connect_accepted_socket(lambda: protocol, sock)
@@ -265,12 +278,14 @@ class Worker:
                 sock.close()
                 return
             self.links[link] = protocol
+            now = self.loop.time()
             self.endpoint.open_link(link, outbound=message.outbound, address=message.address,
-                                    now=self.loop.time(), hello_sent=True)
-            if message.initial:
-                protocol.data_received(message.initial)
-            else:
-                self.pump()
+                                    now=now, session=session)
+            early, protocol.early = protocol.early or [], None
+            for data in (message.initial, *early):
+                if data:
+                    self.endpoint.receive_bytes(link, data, now=now)
+            self.pump()
 
         self.loop.create_task(adopt())
 

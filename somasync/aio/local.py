@@ -160,6 +160,7 @@ class LocalRuntime:
                 rng=random.Random(os.urandom(16)), now=loop.time(),
                 wall_offset=time.time() - loop.time(), listen_address=listen_address,
                 handshake_timeout=self._config.handshake_timeout,
+                plaintext_links=not self._config.security.encrypt_links,
             )
         self._endpoint.listen_address = listen_address
         self._timer = DeadlineTimer(loop, self._on_timer)

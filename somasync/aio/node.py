@@ -91,8 +91,9 @@ class NodeStats:
     worker_restarts: int = 0
     """Workers the supervisor restarted after they died."""
     handshake_failures: int = 0
-    """Sharded node: new connections dropped before reaching a worker (no HELLO in
-    time, or the owning worker could not take the socket)."""
+    """Sharded node: new connections dropped before reaching a worker (a handshake that
+    failed or did not finish in time, or an owning worker that could not take the
+    socket). Failed handshakes are also in ``rejected`` by reason."""
     membership: MembershipStatistics | None = None
     """Failure-detection counters (probes, suspicions, local health...)."""
 

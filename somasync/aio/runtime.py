@@ -36,7 +36,7 @@ class WorkerStats:
     index: int
     pid: int
     messages_verified: int
-    """Signatures this worker checked (messages and HELLOs)."""
+    """Message signatures this worker checked."""
     messages_delivered: int
     ring_in_used: int
     """Bytes waiting in the rings this worker reads."""

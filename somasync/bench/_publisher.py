@@ -2,7 +2,7 @@
 
     python -m somasync.bench._publisher '<json spec>'
 
-It joins one node as a peer (a signed HELLO), waits for ``go <start monotonic ns>`` on
+It joins one node as a peer (it runs the link handshake), waits for ``go <start monotonic ns>`` on
 stdin, then signs and sends its planned messages: on an open-loop schedule at ``rate``
 messages/s (each message stamped with the time it was *due*), or as fast as the
 connection takes them when ``rate`` is 0. Whatever the node sends back (gossip, digests)
@@ -26,9 +26,11 @@ from typing import Any
 import orjson
 
 from somasync.bench import payload
+from somasync.bench._link import secure_link
 from somasync.config import GossipConfig
 from somasync.core import wire
 from somasync.core.crypto import Identity
+from somasync.core.handshake import Session
 from somasync.core.payload import Binary
 from somasync.errors import DecodeError
 from somasync.message import Message
@@ -61,11 +63,10 @@ class _Connection:
         self._address = (host, int(port))
         self._identity = identity
         self._stream: wire.StreamKey = (identity.public_key, origin)
-        hello = wire.encode_hello_body(identity.public_key, origin, None)
-        self._hello = wire.encode_frame(wire.FrameKind.HELLO,
-                                        identity.sign(wire.HELLO_DOMAIN, hello) + hello)
+        self._origin = origin
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
+        self._session: Session | None = None
         self._max_frame = GossipConfig().max_frame
         self.sent: deque[bytes] = deque(maxlen=_REPAIR_WINDOW)
         """The latest frames handed to the node, oldest first (repairs come from here)."""
@@ -80,9 +81,14 @@ class _Connection:
         # Without it, Nagle holds each small frame until the previous one is ACKed, and
         # delayed ACKs turn that into 40 ms stalls (asyncio's transports set it too).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(self._hello)
-        self._sock = sock
-        threading.Thread(target=self._read, args=(sock,), daemon=True).start()
+        try:
+            session, leftover = secure_link(sock, self._identity, self._origin)
+        except (OSError, DecodeError):
+            sock.close()
+            raise ConnectionError(f"no handshake with the node at {self._address}") from None
+        self._sock, self._session = sock, session
+        threading.Thread(target=self._read, args=(sock, session, leftover),
+                         daemon=True).start()
 
     def close(self) -> None:
         with self._lock:
@@ -98,10 +104,11 @@ class _Connection:
 
     def _send_locked(self, data: bytes) -> None:
         for attempt in range(_RECONNECT_ATTEMPTS):
-            sock = self._sock
+            sock, session = self._sock, self._session
             assert sock is not None
+            assert session is not None
             try:
-                sock.sendall(data)
+                sock.sendall(session.seal(data))
                 return
             except OSError:
                 # The node closed the link; what it lost is repaired through digests
@@ -113,15 +120,19 @@ class _Connection:
                     self.reconnects += 1
         raise ConnectionError(f"node at {self._address} unreachable")
 
-    def _read(self, sock: socket.socket) -> None:
+    def _read(self, sock: socket.socket, session: Session, leftover: bytes) -> None:
         buffer = wire.FrameBuffer(self._max_frame)
+        chunk = leftover
         try:
-            while chunk := sock.recv(1 << 16):
+            while True:
                 self.received += len(chunk)
-                for raw in buffer.feed(chunk):
+                for raw in buffer.feed(session.open(chunk)):
                     frame = wire.decode_frame(raw)
                     if frame.kind == wire.FrameKind.DIGEST:
                         self._answer(frame)
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    return
         except (OSError, DecodeError):
             return
 

@@ -1,4 +1,5 @@
-"""Ed25519 signing and verification (PyNaCl), behind two small functions and a class.
+"""The primitives, behind small functions and a class: Ed25519 signatures, X25519 key
+agreement and ChaCha20-Poly1305 sealing (all PyNaCl, that is libsodium).
 
 This is the only core module that imports PyNaCl; its exceptions never leave it.
 """
@@ -7,10 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
+import nacl.utils
 
-__all__ = ["Identity", "Verifier", "verify"]
+__all__ = ["AEAD_TAG_SIZE", "Identity", "Verifier", "aead_open", "aead_seal", "random_bytes",
+           "verify", "x25519", "x25519_keypair"]
+
+AEAD_TAG_SIZE = 16
 
 Verifier = Callable[[bytes, bytes, bytes, bytes], bool]
 """A signature check: ``(public_key, signature, domain, data) -> bool``."""
@@ -57,3 +63,44 @@ def verify(public_key: bytes, signature: bytes, domain: bytes, data: bytes) -> b
             nacl.exceptions.TypeError):
         return False
     return True
+
+
+def random_bytes(size: int) -> bytes:
+    """``size`` bytes from the OS's CSPRNG (keys and nonces; never the injected RNG, which
+    is for protocol choices that tests replay)."""
+    return nacl.utils.random(size)
+
+
+def x25519_keypair(secret: bytes | None = None) -> tuple[bytes, bytes]:
+    """A (secret, public) X25519 key pair; fresh unless ``secret`` (32 bytes) is given."""
+    if secret is None:
+        secret = nacl.utils.random(32)
+    return secret, nacl.bindings.crypto_scalarmult_base(secret)
+
+
+def x25519(secret: bytes, public: bytes) -> bytes | None:
+    """The shared secret of ``secret`` and the peer's ``public``, or None when the peer
+    sent a low-order point (the result would be all zeros, known to anyone)."""
+    try:
+        shared = nacl.bindings.crypto_scalarmult(secret, public)
+    except (nacl.exceptions.RuntimeError, nacl.exceptions.TypeError,
+            nacl.exceptions.ValueError):
+        return None
+    return None if shared == bytes(32) else shared
+
+
+def aead_seal(key: bytes, nonce: bytes, data: bytes, associated: bytes | None = None) -> bytes:
+    """ChaCha20-Poly1305 (IETF, 12-byte nonce) ciphertext of ``data``, tag appended."""
+    return nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(data, associated, nonce,
+                                                                    key)
+
+
+def aead_open(key: bytes, nonce: bytes, sealed: bytes,
+              associated: bytes | None = None) -> bytes | None:
+    """The plaintext of ``sealed``, or None when it was altered (or sealed another way)."""
+    try:
+        return nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt(sealed, associated,
+                                                                        nonce, key)
+    except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError,
+            nacl.exceptions.TypeError):
+        return None

@@ -40,6 +40,7 @@ from somasync.core.events import (
     PeerDisconnected,
     RejectReason,
 )
+from somasync.core.handshake import Handshake, PeerHello, Session
 from somasync.core.outbox import Outbox
 from somasync.core.payload import MessageType, decode_payload
 from somasync.core.seen import SeenCache
@@ -47,7 +48,7 @@ from somasync.core.shard import Routed, RoutedKind, Shard, stream_owner, tag_own
 from somasync.core.strategy import ForwardingStrategy, PushGossip
 from somasync.errors import DecodeError
 
-__all__ = ["Delivery", "Endpoint", "EndpointStatistics", "hello_frame"]
+__all__ = ["Delivery", "Endpoint", "EndpointStatistics"]
 
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between expiry sweeps (seen cache, store, holes)
 _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never here
@@ -56,13 +57,6 @@ _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never 
 def _tag_of(envelope: wire.Envelope) -> bytes:
     origin, source = envelope.stream
     return wire.stream_tag(origin, source.encode())
-
-
-def hello_frame(identity: Identity, node_id: str, listen_address: str | None) -> bytes:
-    """The signed HELLO frame that opens every connection."""
-    body = wire.encode_hello_body(identity.public_key, node_id, listen_address)
-    signature = identity.sign(wire.HELLO_DOMAIN, body)
-    return wire.encode_frame(wire.FrameKind.HELLO, signature + body, priority=255)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +117,13 @@ class _Link:
     address: str
     opened_at: float
     outbox: Outbox
-    hello: wire.Hello | None = None
+    hello: PeerHello | None = None
+    """Who the peer proved to be; None until the handshake finished."""
+    handshake: Handshake | None = None
+    session: Session | None = None
+    """The sealed record layer, once the handshake finished."""
+    raw_out: bytes = b""
+    """Handshake bytes still to send (they precede every record)."""
     paused: bool = False
     closing: bool = False
     owner: int | None = None
@@ -166,13 +166,17 @@ class Endpoint:
 
     Args:
         config: gossip settings.
-        identity: this node's key pair; HELLOs are signed with it.
+        identity: this node's key pair; it signs this side of every handshake.
         node_id: this node's human-readable name.
         rng: the only source of randomness.
         now: the driver's monotonic clock at creation (seconds).
         wall_offset: wall-clock seconds minus ``now``, to compare with origin timestamps.
-        listen_address: ``host:port`` peers can dial back, announced in HELLO.
-        handshake_timeout: seconds a link may stay without a valid HELLO.
+        listen_address: ``host:port`` peers can dial back, announced in the handshake.
+        handshake_timeout: seconds a link may stay without a finished handshake.
+        credential: this node's operator certificate, sent in the handshake (or empty).
+        plaintext_links: ask peers for unsealed records after the (still authenticated)
+            handshake; granted only when the peer asks too. For benchmarks that measure
+            what sealing costs; never for a deployment.
         shard: this endpoint's place in a sharded node (see :mod:`somasync.core.shard`);
             None for a node in one process.
         verify: the signature check, :func:`somasync.core.crypto.verify` unless a caller
@@ -182,7 +186,8 @@ class Endpoint:
     def __init__(self, config: GossipConfig, identity: Identity, node_id: str, *,
                  rng: random.Random, now: float, wall_offset: float = 0.0,
                  listen_address: str | None = None, handshake_timeout: float = 5.0,
-                 shard: Shard | None = None,
+                 shard: Shard | None = None, credential: bytes = b"",
+                 plaintext_links: bool = False,
                  verify: crypto.Verifier = crypto.verify) -> None:
         self.config = config
         self.identity = identity
@@ -202,7 +207,9 @@ class Endpoint:
             self._strategy = PushGossip(config.fanout)
         self._shard = shard
         self._verify = verify
-        self._hello: tuple[str | None, bytes] | None = None
+        self._credential = credential
+        self._plaintext_links = plaintext_links
+        self._handshakes = 0
         self._routed: dict[int, list[Routed]] = {}
         self._links: dict[int, _Link] = {}
         self._peers: dict[bytes, _Link] = {}
@@ -221,19 +228,28 @@ class Endpoint:
     # --- links ---------------------------------------------------------------------
 
     def open_link(self, link: int, *, outbound: bool, address: str, now: float,
-                  hello_sent: bool = False) -> None:
-        """A transport connection is up; queue our HELLO on it (unless the driver already
-        sent it, as a sharded node's supervisor does before handing the socket over)."""
+                  session: Session | None = None) -> None:
+        """A transport connection is up; start the handshake on it, or, when the driver
+        already finished it (a sharded node's supervisor does, before handing the socket
+        over), take the established ``session``."""
         if link in self._links:
             raise ValueError(f"link {link} is already open")
         state = _Link(link, outbound, address, now, Outbox(self.config.link_queue_bytes))
         self._links[link] = state
-        if not hello_sent:
-            # Signed once per listening address: every link gets the same introduction.
-            if self._hello is None or self._hello[0] != self.listen_address:
-                self._hello = (self.listen_address,
-                               hello_frame(self.identity, self.node_id, self.listen_address))
-            self._queue(state, self._hello[1], 255)
+        if session is not None:
+            state.session = session
+            self._on_peer(state, session.peer, now)
+            return
+        state.handshake = self.new_handshake(dialer=outbound)
+        state.raw_out = state.handshake.initial_bytes()
+        self._dirty[link] = None
+
+    def new_handshake(self, *, dialer: bool) -> Handshake:
+        """A handshake as this endpoint would run it (a sharded node's supervisor runs it
+        before it knows which worker gets the connection)."""
+        return Handshake(self.identity, self.node_id, self.listen_address, dialer=dialer,
+                         credential=self._credential, plaintext=self._plaintext_links,
+                         verify=self._verify)
 
     def close_link(self, link: int, *, now: float, reason: str = "closed") -> None:
         """The transport connection is gone (closed by either side, or failed)."""
@@ -273,7 +289,7 @@ class Endpoint:
                 if s.hello is not None}
 
     def peer_key_of(self, link: int) -> bytes | None:
-        """Public key of the peer on ``link``, once its HELLO was accepted."""
+        """Public key of the peer on ``link``, once its handshake finished."""
         state = self._links.get(link)
         return None if state is None or state.hello is None else state.hello.public_key
 
@@ -305,6 +321,20 @@ class Endpoint:
         state = self._links.get(link)
         if state is None or state.closing:
             return
+        session = state.session
+        if session is None:
+            session = self._continue_handshake(state, data, now)
+            if session is None:
+                return
+            data = state.handshake.leftover if state.handshake is not None else b""
+            state.handshake = None
+            if not data:
+                return
+        try:
+            data = session.open(data)
+        except DecodeError as exc:
+            self.framing_error(link, exc, now=now)
+            return
         if state.frames is None:
             state.frames = wire.FrameBuffer(self.config.max_frame)
         try:
@@ -316,6 +346,32 @@ class Endpoint:
             self.receive_frame(link, frame, now=now)
         if state.frames.error is not None:
             self.framing_error(link, state.frames.error, now=now)
+
+    def _continue_handshake(self, state: _Link, data: bytes, now: float) -> Session | None:
+        handshake = state.handshake
+        if handshake is None:
+            return None
+        try:
+            reply = handshake.receive(data)
+        except DecodeError as exc:
+            self._reject(state, exc.reason, exc.detail, close=True)
+            return None
+        if reply:
+            state.raw_out += reply
+            self._dirty[state.id] = None
+        session = handshake.session
+        if session is None:
+            return None
+        self._handshakes += 1
+        state.session = session
+        self._on_peer(state, session.peer, now)
+        return None if state.closing else session
+
+    def session_of(self, link: int) -> Session | None:
+        """The sealed record layer of ``link`` once its handshake finished (test harnesses
+        use it to speak on the peer's behalf)."""
+        state = self._links.get(link)
+        return None if state is None else state.session
 
     def receive_frame(self, link: int, frame: bytes, *, now: float) -> None:
         """Handle one frame (length prefix already removed) that arrived on ``link``."""
@@ -330,7 +386,7 @@ class Endpoint:
             kind = decoded.kind
             if kind == wire.FrameKind.MESSAGE:
                 if state.hello is None:
-                    self._reject(state, RejectReason.NO_HELLO, "message before HELLO",
+                    self._reject(state, RejectReason.NO_HELLO, "message before the handshake",
                                  close=True)
                 elif self._shard is not None:
                     owner = self._message_owner(decoded)
@@ -342,19 +398,22 @@ class Endpoint:
                     self._on_message(state, decoded, now)
             elif kind == wire.FrameKind.DIGEST:
                 if state.hello is None:
-                    self._reject(state, RejectReason.NO_HELLO, "digest before HELLO",
+                    self._reject(state, RejectReason.NO_HELLO, "digest before the handshake",
                                  close=True)
                 else:
                     self._announce(RoutedKind.DIGEST, link, frame)
                     self._on_digest(state, decoded, now)
             elif kind in wire.TREE_KINDS:
                 if state.hello is None:
-                    self._reject(state, RejectReason.NO_HELLO, "tree frame before HELLO",
+                    self._reject(state, RejectReason.NO_HELLO, "tree frame before the handshake",
                                  close=True)
                 else:
                     self._on_tree_frame(state, decoded, now)
             elif kind == wire.FrameKind.HELLO:
-                self._on_hello(state, decoded, now)
+                # Identities are proven in the handshake; a HELLO frame inside records is
+                # an old or confused peer.
+                self._reject(state, RejectReason.DUPLICATE_HELLO, "HELLO after the handshake",
+                             close=True)
             else:
                 # A newer peer may speak kinds we do not know: skip, count, keep the link.
                 self._reject(state, RejectReason.UNKNOWN_KIND, f"frame kind {kind}",
@@ -428,9 +487,8 @@ class Endpoint:
                 self._remove_remote_peer(link)
         for state in self._peers.values():
             if state.owner is None and state.hello is not None:
-                hello = state.hello
                 self._route(owner, Routed(RoutedKind.PEER_UP, state.id, 0,
-                                          hello.signature + hello.signed))
+                                          state.hello.encode()))
 
     def handle_timer(self, *, now: float) -> None:
         """Run what is due: anti-entropy round, expiry of caches, handshake deadlines."""
@@ -496,10 +554,25 @@ class Endpoint:
             if state.paused:
                 self._dirty[link] = None
                 continue
+            raw = state.raw_out
+            session = state.session
+            if session is None:
+                # Frames wait for the handshake; its own bytes go now.
+                if state.outbox:
+                    self._dirty[link] = None
+                if raw:
+                    state.raw_out = b""
+                    yield link, raw
+                continue
             data, frames = state.outbox.drain()
             if data:
                 counters.bytes_out += len(data)
                 counters.frames_out += frames
+                data = session.seal(data)
+            if raw:
+                state.raw_out = b""
+                data = raw + data
+            if data:
                 yield link, data
 
     def links_to_close(self) -> list[tuple[int, str]]:
@@ -533,16 +606,8 @@ class Endpoint:
 
     # --- frame handlers ----------------------------------------------------------------
 
-    def _on_hello(self, state: _Link, frame: wire.Frame, now: float) -> None:
-        hello = wire.decode_hello(frame.payload)
-        if state.hello is not None:
-            self._reject(state, RejectReason.DUPLICATE_HELLO, "second HELLO", close=True)
-            return
-        self._counters.verified += 1
-        if not self._verify(hello.public_key, hello.signature, wire.HELLO_DOMAIN,
-                             hello.signed):
-            self._reject(state, RejectReason.BAD_SIGNATURE, "HELLO signature", close=True)
-            return
+    def _on_peer(self, state: _Link, hello: PeerHello, now: float) -> None:
+        """The handshake proved who the peer is: admit it (or not) as a peer."""
         if hello.public_key == self.identity.public_key:
             self._request_close(state, "self")
             return
@@ -561,7 +626,7 @@ class Endpoint:
             self._events.append(PeerConnected(hello.node_id, state.peer_address,
                                               hello.public_key))
         self._strategy.link_up(state.id)
-        self._announce(RoutedKind.PEER_UP, state.id, frame.payload)
+        self._announce(RoutedKind.PEER_UP, state.id, hello.encode())
         # Both ends send a digest on link-up, so neither needs to answer the other's.
         self._send_digest(state, reply=True)
 
@@ -699,7 +764,7 @@ class Endpoint:
 
     def _add_remote_peer(self, link: int, hello_payload: bytes, now: float) -> None:
         assert self._shard is not None
-        hello = wire.decode_hello(hello_payload)  # verified by the owning worker
+        hello = PeerHello.decode(hello_payload)  # proven to the owning worker
         old = self._peers.get(hello.public_key)
         if old is not None:
             self._remove_remote_peer(old.id)

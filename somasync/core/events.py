@@ -52,7 +52,7 @@ class RejectReason(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PeerConnected:
-    """A connection to a peer completed its handshake (HELLO verified)."""
+    """A connection to a peer completed its handshake (its identity proven)."""
 
     peer_id: str
     """The peer's node id, as it announced itself."""

@@ -93,7 +93,7 @@ class ControlStatistics:
     dials: int
     """Connections the node asked its runtime to open."""
     connect_failures: int
-    """Of those, the ones that failed (refused, timed out, no HELLO)."""
+    """Of those, the ones that failed (refused, timed out, failed handshake)."""
     links: int
     """Peers linked now (either side dialled)."""
     overlay: OverlayStatistics | None
@@ -251,7 +251,7 @@ class NodeControl:
         self._settle(now)
 
     def link_up(self, public_key: bytes, address: str, *, now: float) -> None:
-        """The peer ``public_key``, listening at ``address`` (as its HELLO says), is
+        """The peer ``public_key``, listening at ``address`` (as its handshake says), is
         linked: its first link completed the handshake, whoever dialled."""
         self._linked[public_key] = address
         self._by_address[address] = public_key
@@ -259,7 +259,7 @@ class NodeControl:
         self._settle(now)
 
     def dial_succeeded(self, address: str, public_key: bytes, *, now: float) -> None:
-        """The connection this node dialled to ``address`` got the HELLO of
+        """The connection this node dialled to ``address`` finished the handshake with
         ``public_key`` (which may announce another address than the one dialled). The
         link counts once :meth:`link_up` reports the peer linked (at once if it is)."""
         self._by_address[address] = public_key

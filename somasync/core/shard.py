@@ -69,7 +69,7 @@ class RoutedKind(enum.IntEnum):
     MESSAGE = 1  # a MESSAGE frame from a peer, for the stream's owner to process
     SEND = 2  # a frame to write to a peer whose connection the receiver owns
     DIGEST = 3  # a peer's DIGEST frame; every worker answers for its own streams
-    PEER_UP = 4  # a peer completed its handshake (data = its HELLO payload)
+    PEER_UP = 4  # a peer completed its handshake (data = its PeerHello)
     PEER_DOWN = 5  # a peer's connection is gone
     CLOSE = 6  # close a connection the receiver owns (data = reason, UTF-8)
     TREE = 7  # a peer's IHAVE/GRAFT/PRUNE entries for the receiver's streams (a frame)

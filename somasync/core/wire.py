@@ -45,7 +45,6 @@ __all__ = [
     "FLAG_REPLY",
     "FLAG_SIGNED",
     "FRAME_HEADER",
-    "HELLO_DOMAIN",
     "MESSAGE_DOMAIN",
     "WIRE_VERSION",
     "Digest",
@@ -53,18 +52,15 @@ __all__ = [
     "Frame",
     "FrameBuffer",
     "FrameKind",
-    "Hello",
     "StreamKey",
     "TreeEntry",
     "decode_digest",
     "decode_envelope",
     "decode_frame",
-    "decode_hello",
     "decode_tree_entries",
     "encode_digest",
     "encode_envelope",
     "encode_frame",
-    "encode_hello_body",
     "encode_tree_entry",
     "encode_tree_frame",
     "message_id",
@@ -76,7 +72,6 @@ ENVELOPE_VERSION = 1
 
 #: Domain tags keep a signature made for one purpose from being valid for another.
 MESSAGE_DOMAIN = b"somasync/message/v1\x00"
-HELLO_DOMAIN = b"somasync/hello/v1\x00"
 
 FLAG_SIGNED = 0x01  # MESSAGE: a 64-byte signature precedes the envelope
 FLAG_REPLY = 0x02  # DIGEST: do not answer with a digest (an answer, or one of a pair)
@@ -100,7 +95,7 @@ MAX_SEQUENCE = 0xFFFFFFFFFFFFFFFF
 class FrameKind(enum.IntEnum):
     """What a frame carries. WARNING: append only; never renumber or reuse a value."""
 
-    HELLO = 1
+    HELLO = 1  # retired with wire v1's unsealed introduction: the handshake replaced it
     MESSAGE = 2
     DIGEST = 3
     IHAVE = 4  # broadcast tree: "I have these messages" (lazy push), batched
@@ -397,46 +392,6 @@ def decode_tree_entries(frame: Frame) -> list[TreeEntry]:
     if len(data) != TREE_COUNT.size + count * TREE_ENTRY.size:
         raise DecodeError("bad_length", f"tree frame of {len(data)} bytes for {count} entries")
     return [TreeEntry(*fields) for fields in TREE_ENTRY.iter_unpack(data[TREE_COUNT.size:])]
-
-
-# --- HELLO: the first frame on every connection --------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Hello:
-    """A peer's self-introduction: its key, name and listening address, signed."""
-
-    public_key: bytes
-    signature: bytes
-    node_id: str
-    listen_address: str | None
-    signed: bytes  # the bytes the signature covers, after HELLO_DOMAIN
-
-
-def encode_hello_body(public_key: bytes, node_id: str, listen_address: str | None) -> bytes:
-    """The bytes a HELLO signs: key plus a JSON object with the node's name and address."""
-    return public_key + orjson.dumps({"node_id": node_id, "listen": listen_address})
-
-
-def decode_hello(payload: bytes) -> Hello:
-    """Decode a HELLO payload: ``signature (64) || public key (32) || JSON``."""
-    if len(payload) < SIGNATURE_SIZE + KEY_SIZE + 2:
-        raise DecodeError("truncated", "hello too short")
-    signature = payload[:SIGNATURE_SIZE]
-    signed = payload[SIGNATURE_SIZE:]
-    public_key = signed[:KEY_SIZE]
-    try:
-        info: Any = orjson.loads(signed[KEY_SIZE:])
-    except orjson.JSONDecodeError:
-        raise DecodeError("bad_hello", "hello body is not valid JSON") from None
-    if not isinstance(info, dict):
-        raise DecodeError("bad_hello", "hello body is not an object")
-    node_id = info.get("node_id")
-    listen = info.get("listen")
-    if not isinstance(node_id, str) or not 0 < len(node_id) <= 255:
-        raise DecodeError("bad_hello", "node_id must be a string of 1-255 characters")
-    if listen is not None and (not isinstance(listen, str) or len(listen) > 300):
-        raise DecodeError("bad_hello", "listen must be a 'host:port' string or null")
-    return Hello(public_key, signature, node_id, listen, signed)
 
 
 # --- DIGEST: anti-entropy summary of which sequence numbers a node holds ---------------

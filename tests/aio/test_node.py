@@ -16,12 +16,15 @@ from somasync import (
     Message,
     MessageType,
     Peer,
+    PeerConnected,
+    PeerDisconnected,
     Stream,
     SynapseNode,
     SynapseNodeBuilder,
 )
 from somasync.core import wire
 from somasync.core.crypto import Identity
+from somasync.core.handshake import Handshake, Session
 from somasync.testing import wait_until
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -172,6 +175,7 @@ class RawPeer:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.identity = Identity(nacl.signing.SigningKey(bytes([7]) * 32))
+        self.session: Session | None = None
 
     @classmethod
     async def connect(cls, address: str) -> RawPeer:
@@ -179,12 +183,24 @@ class RawPeer:
         reader, writer = await asyncio.open_connection(host, int(port))
         return cls(reader, writer)
 
-    async def hello(self) -> None:
-        body = wire.encode_hello_body(self.identity.public_key, "raw", None)
-        signature = self.identity.sign(wire.HELLO_DOMAIN, body)
-        await self.send(wire.encode_frame(wire.FrameKind.HELLO, signature + body))
+    async def hello(self, name: str = "raw") -> None:
+        """Run the link handshake as a node would; later sends are sealed records."""
+        handshake = Handshake(self.identity, name, None, dialer=True)
+        await self.send_raw(handshake.initial_bytes())
+        while handshake.session is None:
+            chunk = await asyncio.wait_for(self.reader.read(65536), DEADLINE)
+            if not chunk:
+                raise ConnectionError("closed during the handshake")
+            reply = handshake.receive(chunk)
+            if reply:
+                await self.send_raw(reply)
+        self.session = handshake.session
 
     async def send(self, data: bytes) -> None:
+        """Frames, sealed when the handshake ran."""
+        await self.send_raw(data if self.session is None else self.session.seal(data))
+
+    async def send_raw(self, data: bytes) -> None:
         self.writer.write(data)
         await self.writer.drain()
 
@@ -225,9 +241,10 @@ def _unsigned(key: nacl.signing.SigningKey) -> bytes:
 
 CASES: list[tuple[str, bool, Callable[[nacl.signing.SigningKey], bytes], str, bool]] = [
     # (name, handshake first, frame factory, expected reason, connection closed)
-    ("garbage", False, lambda k: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "oversize", True),
+    ("garbage", False, lambda k: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "bad_handshake",
+     True),
     ("max_length_prefix", False, lambda k: struct.pack("!I", 2**32 - 1) + b"x" * 16,
-     "oversize", True),
+     "bad_handshake", True),
     ("length_below_header", True, lambda k: struct.pack("!I", 2) + b"ab", "truncated", True),
     ("truncated_envelope", True,
      lambda k: wire.encode_frame(wire.FrameKind.MESSAGE, b"\x01" * 20), "truncated", True),
@@ -235,9 +252,9 @@ CASES: list[tuple[str, bool, Callable[[nacl.signing.SigningKey], bytes], str, bo
     ("forged", True, _forged, "bad_signature", True),
     ("unsigned", True, _unsigned, "unsigned", False),
     ("unknown_kind", True, lambda k: wire.encode_frame(99, b"??"), "unknown_kind", False),
-    ("message_before_hello", False,
+    ("message_before_handshake", False,
      lambda k: wire.encode_message_frame(_signed(k, "early").to_envelope(), hops=0),
-     "no_hello", True),
+     "plaintext_peer", True),
 ]
 
 
@@ -289,3 +306,135 @@ async def test_unsigned_messages_flow_when_explicitly_allowed(workers: int) -> N
             assert c.received[0][0].verify_signature() is False
         finally:
             await raw.close()
+
+
+# --- attacks on the links, through an on-path relay ------------------------------------
+
+class Relay:
+    """A TCP relay on 127.0.0.1 in front of one node: what connects to it is connected
+    onward, every byte each way is recorded per connection, and, when asked, the last
+    byte of the next chunk from the dialler is flipped (an on-path attacker)."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self._target = (host, int(port))
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.upstream: list[bytearray] = []
+        """Per connection, what the dialler sent."""
+        self.downstream: list[bytearray] = []
+        self.flip_next = False
+        self.flipped = 0
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up, down = bytearray(), bytearray()
+        self.upstream.append(up)
+        self.downstream.append(down)
+        try:
+            target_reader, target_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
+        for pipe in (self._pipe(reader, target_writer, up, tamper=True),
+                     self._pipe(target_reader, writer, down, tamper=False)):
+            task = asyncio.create_task(pipe)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    record: bytearray, *, tamper: bool) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                record += chunk
+                if tamper and self.flip_next:
+                    self.flip_next = False
+                    self.flipped += 1
+                    chunk = chunk[:-1] + bytes([chunk[-1] ^ 0x01])
+                writer.write(chunk)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def relayed_pair(workers: int) -> AsyncIterator[tuple[Cluster, Relay]]:
+    """Node ``a`` dials node ``b`` through a relay; yields (cluster, relay) once linked."""
+    async with cluster(workers) as c:
+        b = await c.add("b")
+        relay = Relay(b.listen_address)
+        try:
+            a = await c.add("a", bootstrap=[await relay.start()])
+            await wait_for(lambda: len(a.connected_peers()) == 1
+                           and len(b.connected_peers()) == 1, "the relayed link")
+            yield c, relay
+        finally:
+            await relay.close()
+
+
+def _count(c: Cluster, index: int, kind: type) -> int:
+    return sum(isinstance(e, kind) for e in c.events[index])
+
+
+async def test_a_captured_handshake_replayed_from_another_socket_is_refused(
+        workers: int) -> None:
+    """Before: a HELLO was one static signature, so a replay impersonated the node and
+    pushed its real link off. Now a replay fails the handshake and changes nothing."""
+    async with relayed_pair(workers) as (c, relay):
+        b = c.nodes[0]
+        captured = bytes(relay.upstream[0])
+        assert len(captured) > 100
+        connected, disconnected = _count(c, 0, PeerConnected), _count(c, 1, PeerDisconnected)
+        host, port = b.listen_address.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(captured)
+            await writer.drain()
+            await wait_for(lambda: any(isinstance(e, FrameRejected) for e in c.events[0]),
+                           "the replay's refusal")
+            refused = [e for e in c.events[0] if isinstance(e, FrameRejected)]
+            assert [e.reason for e in refused] == ["bad_handshake"]
+            assert refused[0].closed
+            # The connection is closed on the replayer.
+            with contextlib.suppress(ConnectionError):
+                while await asyncio.wait_for(reader.read(65536), 30.0):
+                    pass
+        finally:
+            writer.close()
+        assert _count(c, 0, PeerConnected) == connected
+        assert _count(c, 1, PeerDisconnected) == disconnected
+        assert (await b.get_stats()).rejected == {"bad_handshake": 1}
+        # The real link still carries messages.
+        await c.nodes[1].broadcast_message(MessageType.Data("after the replay"))
+        await wait_for(lambda: len(c.received[0]) == 1, "delivery over the real link")
+
+
+async def test_a_flipped_byte_on_the_wire_closes_the_link_and_it_comes_back(
+        workers: int) -> None:
+    async with relayed_pair(workers) as (c, relay):
+        b = c.nodes[0]
+        relay.flip_next = True
+        await c.nodes[1].broadcast_message(MessageType.Data("altered on the way"))
+        await wait_for(lambda: any(isinstance(e, FrameRejected) for e in c.events[0]),
+                       "the altered record's refusal")
+        refused = [e for e in c.events[0] if isinstance(e, FrameRejected)]
+        assert [(e.reason, e.closed) for e in refused] == [("bad_record", True)]
+        assert relay.flipped == 1
+        await wait_for(lambda: _count(c, 1, PeerDisconnected) >= 1, "the link to close")
+        assert (await b.get_stats()).rejected == {"bad_record": 1}
+        # The dialler redials; anti-entropy brings the message the altered record held.
+        await wait_for(lambda: len(c.received[0]) == 1, "delivery after the redial")
+        assert c.received[0][0].message_type == MessageType.Data("altered on the way")

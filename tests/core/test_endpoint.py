@@ -239,16 +239,20 @@ def test_unknown_frame_kind_is_skipped_without_closing(key: nacl.signing.Signing
     assert len(mesh.delivered["b"]) == 1
 
 
-def test_message_before_hello_is_a_violation(key: nacl.signing.SigningKey) -> None:
+def test_a_plaintext_frame_instead_of_the_handshake_is_refused(
+        key: nacl.signing.SigningKey) -> None:
+    """A peer of the unsealed v1 protocol (or anyone skipping the handshake) gets a
+    counted refusal naming what it spoke, and no link."""
     mesh = Mesh()
     mesh.add("a")
     mesh.add("b")
     w = mesh.connect("a", "b")
     w.drop = True
     mesh.settle()
-    mesh.inject("b", w.link_b, _signed_frame(key, "x", 1))
-    assert mesh.nodes["b"].statistics().rejected == {"no_hello": 1}
+    mesh.inject_raw("b", w.link_b, _signed_frame(key, "x", 1))
+    assert mesh.nodes["b"].statistics().rejected == {"plaintext_peer": 1}
     assert mesh.nodes["b"].links_to_close() == [(w.link_b, "protocol_error")]
+    assert mesh.delivered["b"] == []
 
 
 # --- anti-entropy -----------------------------------------------------------------------

@@ -33,10 +33,11 @@ def test_wire_reference_decodes_every_example_it_prints(
     assert reference.main([]) == 0
     out = capsys.readouterr().out
     for kind in wire.FrameKind:
-        assert f"({kind.name})" in out
+        if kind != wire.FrameKind.HELLO:  # retired: the handshake introduces a peer
+            assert f"({kind.name})" in out
     for _title, frame in reference.examples():
         assert reference.main(["--decode", frame.hex()]) == 0
-    assert "node_id 'node-a'" in capsys.readouterr().out
+    assert "source 'node-a'" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("text", ["zz", "00000005 01", "00000005 0201000000"],

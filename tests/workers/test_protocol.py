@@ -38,8 +38,9 @@ def endpoint_statistics(tree: bool) -> EndpointStatistics:
 
 EXAMPLES: list[ControlMessage] = [
     Ready(pid=4242),
-    Adopt(address="127.0.0.1:7946", outbound=True, initial=b"\x00\x01hello\xff" * 3),
-    Adopt(address="", outbound=False, initial=b""),
+    Adopt(address="127.0.0.1:7946", outbound=True, initial=b"\x00\x01hello\xff" * 3,
+          session=bytes(range(200))),
+    Adopt(address="", outbound=False, initial=b"", session=b""),
     Rewire(peer=1, ring_in="somasync-ab12-01-x", ring_out="somasync-ab12-10-y"),
     Disconnect(public_key=bytes(range(32)), reason="failed"),
     StatsRequest(),
@@ -73,9 +74,10 @@ def test_bytes_travel_raw_not_hex() -> None:
 
 
 @given(initial=st.binary(max_size=2000), address=st.text(max_size=40),
-       outbound=st.booleans())
-def test_adopt_round_trips_any_bytes(initial: bytes, address: str, outbound: bool) -> None:
-    message = Adopt(address=address, outbound=outbound, initial=initial)
+       outbound=st.booleans(), session=st.binary(max_size=400))
+def test_adopt_round_trips_any_bytes(initial: bytes, address: str, outbound: bool,
+                                     session: bytes) -> None:
+    message = Adopt(address=address, outbound=outbound, initial=initial, session=session)
     assert decode(encode(message)) == message
 
 
