@@ -422,9 +422,24 @@ class SecurityConfig:
     the peer asks for that too. For benchmarks measuring what sealing costs; a
     deployment has no reason to turn it off."""
 
+    seal_datagrams: bool = True
+    """Seal every membership and overlay datagram to its recipient (a key only the two
+    nodes can compute from their identities; XChaCha20-Poly1305; a sliding replay
+    window), see :mod:`somasync.core.datagrams`. Off only in the simulator's large runs,
+    where the key agreements of thousands of virtual nodes would dominate its time."""
+
+    datagram_max_age: float = 60.0
+    """Seconds a sealed datagram's sender clock may differ from this node's before it is
+    refused as a replay. NTP keeps hosts within milliseconds; 60 s tolerates a badly kept
+    clock, and bounds how long a captured datagram could be replayed to a node that
+    never heard from its sender."""
+
     def __post_init__(self) -> None:
         require(isinstance(self.encrypt_links, bool), "security.encrypt_links",
                  "must be a bool")
+        require(isinstance(self.seal_datagrams, bool), "security.seal_datagrams",
+                 "must be a bool")
+        require_number(self.datagram_max_age, "security.datagram_max_age")
 
     def replace(self, **changes: Any) -> SecurityConfig:
         """Return a copy with ``changes`` applied (and validated)."""

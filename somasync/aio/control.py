@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 from typing import Protocol
 
 from somasync.aio.channel import Stream
@@ -100,7 +101,8 @@ class ControlDriver:
         now = loop.time()
         if self._control is None or self._control.address != address:
             self._control = NodeControl(self._config, self._identity, address,
-                                        rng=random.Random(os.urandom(16)), now=now)
+                                        rng=random.Random(os.urandom(16)), now=now,
+                                        wall_offset=time.time() - now)
             self._control.start(seeds, static, now=now)
         else:
             self._control.rejoin(now=now)
@@ -198,7 +200,8 @@ class ControlDriver:
 
     def _send_pending(self, control: NodeControl) -> None:
         transport = self._transport
-        for address, data in control.datagrams_to_send():
+        assert self._loop is not None
+        for address, data in control.datagrams_to_send(now=self._loop.time()):
             target = self._addresses.get(address)
             if target is None:
                 try:

@@ -13,8 +13,9 @@ import nacl.exceptions
 import nacl.signing
 import nacl.utils
 
-__all__ = ["AEAD_TAG_SIZE", "Identity", "Verifier", "aead_open", "aead_seal", "random_bytes",
-           "verify", "x25519", "x25519_keypair"]
+__all__ = ["AEAD_TAG_SIZE", "Identity", "Verifier", "aead_open", "aead_seal",
+           "ed25519_to_x25519", "random_bytes", "verify", "x25519", "x25519_keypair",
+           "xaead_open", "xaead_seal"]
 
 AEAD_TAG_SIZE = 16
 
@@ -53,6 +54,11 @@ class Identity:
     def sign(self, domain: bytes, data: bytes) -> bytes:
         """The 64-byte signature of ``domain || data``."""
         return self._signing_key.sign(domain + data).signature
+
+    def x25519_secret(self) -> bytes:
+        """The X25519 secret of this key pair (for keys agreed with a peer's static key:
+        one key pair is the node's whole identity)."""
+        return bytes(self._signing_key.to_curve25519_private_key())
 
 
 def verify(public_key: bytes, signature: bytes, domain: bytes, data: bytes) -> bool:
@@ -101,6 +107,33 @@ def aead_open(key: bytes, nonce: bytes, sealed: bytes,
     try:
         return nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt(sealed, associated,
                                                                         nonce, key)
+    except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError,
+            nacl.exceptions.TypeError):
+        return None
+
+
+def ed25519_to_x25519(public_key: bytes) -> bytes | None:
+    """The X25519 public key of an Ed25519 public key, or None when it is not a valid
+    point (a key a peer made up)."""
+    try:
+        return nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(public_key)
+    except (nacl.exceptions.RuntimeError, nacl.exceptions.TypeError,
+            nacl.exceptions.ValueError):
+        return None
+
+
+def xaead_seal(key: bytes, nonce: bytes, data: bytes, associated: bytes | None = None) -> bytes:
+    """XChaCha20-Poly1305 (24-byte nonce, safe to pick at random) ciphertext of ``data``."""
+    return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(data, associated, nonce,
+                                                                     key)
+
+
+def xaead_open(key: bytes, nonce: bytes, sealed: bytes,
+               associated: bytes | None = None) -> bytes | None:
+    """The plaintext of ``sealed`` (XChaCha20-Poly1305), or None when it does not open."""
+    try:
+        return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, associated,
+                                                                         nonce, key)
     except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError,
             nacl.exceptions.TypeError):
         return None

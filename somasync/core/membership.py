@@ -167,6 +167,9 @@ class _Probe:
     """PING_REQ: (requester's address, requester's nonce) to answer."""
     helpers: int = 0
     nacks: int = 0
+    helper_keys: frozenset[bytes] = frozenset()
+    """The members asked to probe for us: an indirect ACK or a NACK counts only from
+    them, a direct ACK only from the target."""
 
 
 _QueueKey = tuple[bytes, int, bytes]  # (subject, claim type, author)
@@ -269,8 +272,9 @@ class Membership:
     def __init__(self, config: MembershipConfig, identity: Identity, node_id: str,
                  address: str, *, rng: random.Random, now: float,
                  trusted_keys: frozenset[bytes] | None = None,
-                 verify: crypto.Verifier = crypto.verify) -> None:
+                 verify: crypto.Verifier = crypto.verify, datagram_overhead: int = 0) -> None:
         self.config = config
+        self._overhead = datagram_overhead
         self._signature_ok = verify
         self.identity = identity
         self.node_id = node_id
@@ -278,6 +282,7 @@ class Membership:
         self._rng = rng
         self._trusted = trusted_keys
         self._members: dict[bytes, _Member] = {}
+        self._addresses: dict[str, bytes] = {}  # a member's signed address -> its key
         self._incarnation = 0
         self._left = False
         self._self = self._new_self(address, now)
@@ -354,8 +359,18 @@ class Membership:
 
     # --- inputs --------------------------------------------------------------------
 
-    def receive_datagram(self, source: str, data: bytes, *, now: float) -> None:
-        """Handle one datagram that arrived from ``source`` (``host:port``)."""
+    def key_at(self, address: str) -> bytes | None:
+        """The key of the member whose signed ALIVE claim names ``address``."""
+        return self._addresses.get(address)
+
+    def receive_datagram(self, source: str, data: bytes, *, now: float,
+                         sealed_by: bytes | None = None) -> None:
+        """Handle one datagram that arrived from ``source`` (``host:port``).
+
+        ``sealed_by`` is the key the datagram's seal proved (see
+        :mod:`somasync.core.datagrams`); the key the datagram names must be the same.
+        Without a seal (``None``) that key is only a hint, and ACKs, NACKs and PING_REQs
+        are judged by it all the same."""
         self._now = now
         counters = self._counters
         counters.datagrams_in += 1
@@ -370,6 +385,9 @@ class Membership:
             return
         if datagram.sender == self._key:
             self._reject("from_self")
+            return
+        if sealed_by is not None and datagram.sender != sealed_by:
+            self._reject("sender_mismatch")
             return
         sender = self._members.get(datagram.sender)
         if sender is not None and sender.address == source:
@@ -391,10 +409,10 @@ class Membership:
         if kind == DatagramKind.PING:
             self._on_ping(source, datagram.sender, datagram.nonce, datagram.target)
         elif kind == DatagramKind.ACK:
-            self._on_ack(datagram.nonce, now)
+            self._on_ack(datagram.nonce, datagram.sender, now)
         elif kind == DatagramKind.NACK:
             probe = self._probes.get(datagram.nonce)
-            if probe is not None:
+            if probe is not None and datagram.sender in probe.helper_keys:
                 probe.nacks += 1
         elif kind == DatagramKind.PING_REQ:
             self._on_ping_request(source, datagram.sender, datagram.nonce, datagram.target,
@@ -557,10 +575,12 @@ class Membership:
                 return
             if not self._verify(claim):
                 return
-            if full_state:
-                # Another side's old verdict (typically across a healed partition): check
-                # for ourselves instead of believing it, and tell the accused so it can
-                # refute at once (memberlist likewise demotes a merged death to suspicion).
+            if full_state or member.state == PeerState.ALIVE:
+                # Another side's old verdict (typically across a healed partition), or a
+                # death nobody suspected here first (one member's word, maybe forged):
+                # check for ourselves instead of believing it, and tell the accused so it
+                # can refute at once (memberlist likewise demotes a merged death to
+                # suspicion). A real failure was gossiped as a suspicion before its death.
                 self._send(member.address, encode_datagram(DatagramKind.GOSSIP, self._key, 0,
                                                            [claim.raw]))
                 self.report_unreachable(member.key, now=now)
@@ -626,6 +646,7 @@ class Membership:
             member = _Member(claim.subject, claim.node_id, claim.address, claim.incarnation,
                              PeerState.ALIVE, now, now, claim.raw)
             self._members[claim.subject] = member
+            self._addresses[member.address] = member.key
             self._live_members += 1
             self._round_robin.insert(self._rng.randint(0, len(self._round_robin)),
                                      claim.subject)
@@ -634,6 +655,10 @@ class Membership:
             return
         previous = member.state
         self._live_members += previous not in _LIVE
+        if member.address != claim.address:
+            if self._addresses.get(member.address) == member.key:
+                del self._addresses[member.address]
+            self._addresses[claim.address] = member.key
         member.node_id, member.address = claim.node_id, claim.address
         member.incarnation, member.alive_claim = claim.incarnation, claim.raw
         member.state, member.state_claim, member.state_since = PeerState.ALIVE, None, now
@@ -734,10 +759,15 @@ class Membership:
         else:
             self._send(source, encode_datagram(DatagramKind.ACK, self._key, nonce, []))
 
-    def _on_ack(self, nonce: int, now: float) -> None:
-        probe = self._probes.pop(nonce, None)
+    def _on_ack(self, nonce: int, sender: bytes, now: float) -> None:
+        probe = self._probes.get(nonce)
         if probe is None:
             return
+        if sender != probe.target and sender not in probe.helper_keys:
+            # An on-path host that saw the nonce must not keep a dead member alive.
+            self._reject("ack_from_stranger")
+            return
+        del self._probes[nonce]
         if self._probing.get(probe.target) == nonce:
             del self._probing[probe.target]
         member = self._members.get(probe.target)
@@ -785,6 +815,7 @@ class Membership:
                            if m.key != probe.target and m.state == PeerState.ALIVE]
                 chosen = self._rng.sample(helpers, min(len(helpers), config.indirect_checks))
                 probe.helpers = len(chosen) or -1
+                probe.helper_keys = frozenset(m.key for m in chosen)
                 for helper in chosen:
                     self._counters.indirect += 1
                     self._send_with_gossip(helper.address, DatagramKind.PING_REQ, nonce,
@@ -879,7 +910,7 @@ class Membership:
     def _send_with_gossip(self, address: str, kind: DatagramKind, nonce: int, *,
                           target: bytes = b"", target_address: str = "",
                           first: list[bytes] | None = None) -> None:
-        budget = self.config.max_datagram - fixed_size(kind, target_address)
+        budget = self.config.max_datagram - self._overhead - fixed_size(kind, target_address)
         claims = self._piggyback(budget, first or [])
         self._send(address, encode_datagram(kind, self._key, nonce, claims, target=target,
                                             target_address=target_address))
@@ -912,7 +943,7 @@ class Membership:
                 claims.append(member.alive_claim)
             if member.state_claim is not None:
                 claims.append(member.state_claim)
-        budget = self.config.max_datagram - fixed_size(kind)
+        budget = self.config.max_datagram - self._overhead - fixed_size(kind)
         chunk: list[bytes] = []
         used = 0
         first = True
@@ -953,6 +984,8 @@ class Membership:
                     (member.state == PeerState.LEFT and age > config.forget_left_after):
                 del self._members[key]
                 self._hinted.pop(key, None)
+                if self._addresses.get(member.address) == key:
+                    del self._addresses[member.address]
 
     def _push_pull_scale(self) -> float:
         """memberlist's pushPullScale: one more interval per doubling above 32 members."""

@@ -32,6 +32,9 @@ What it composes
 Datagrams: membership and overlay share the node's one UDP port. Overlay datagrams go
 out behind one channel byte, ``OVERLAY_CHANNEL`` (0x80); membership datagrams start with
 their version byte (1), so the first byte tells them apart and neither format changes.
+Unless ``security.seal_datagrams`` is off, every datagram travels sealed to its
+recipient (:mod:`somasync.core.datagrams`): authenticated, encrypted, replay-protected;
+membership then judges ACKs and accusations by the key the seal proved.
 
 Inputs: :meth:`start`, :meth:`receive_datagram`, :meth:`handle_timer`, :meth:`link_up`,
 :meth:`link_down`, :meth:`dial_succeeded`, :meth:`dial_failed`, :meth:`keep`,
@@ -51,6 +54,7 @@ from dataclasses import dataclass
 from somasync.config import DiscoveryMethod, NodeConfig
 from somasync.core import crypto
 from somasync.core.crypto import Identity
+from somasync.core.datagrams import OVERHEAD as SEAL_OVERHEAD, DatagramSealer, SealerStatistics
 from somasync.core.events import (
     MembershipEvent,
     PeerFailed,
@@ -100,6 +104,8 @@ class ControlStatistics:
     """HyParView's counters (None with static discovery)."""
     membership: MembershipStatistics | None
     """SWIM's counters (None where membership is off: large simulations)."""
+    datagrams: SealerStatistics | None = None
+    """The datagram seal's counters (None where datagrams travel unsealed)."""
 
 
 class NodeControl:
@@ -113,20 +119,28 @@ class NodeControl:
         now: the runtime's monotonic clock at creation (seconds).
         verify: the signature check for membership claims (the simulator shares a
             cache here, as it does with the endpoints).
+        wall_offset: wall-clock seconds minus ``now`` (sealed datagrams carry the
+            sender's clock, for replay protection).
         run_membership: False runs the overlay alone (the simulator's large meshes,
             where a full membership list per node would not fit in memory).
     """
 
     def __init__(self, config: NodeConfig, identity: Identity, address: str, *,
                  rng: random.Random, now: float, verify: crypto.Verifier = crypto.verify,
-                 run_membership: bool = True) -> None:
+                 run_membership: bool = True, wall_offset: float = 0.0) -> None:
         self.config = config
         self._rng = rng
         self._address = address
+        self._wall_offset = wall_offset
+        security = config.security
+        self._sealer = DatagramSealer(
+            identity, resolve=self._key_at, max_age=security.datagram_max_age,
+        ) if security.seal_datagrams else None
         self._membership = Membership(
             config.membership, identity, config.node_id, address,
             rng=random.Random(rng.getrandbits(64)), now=now,
             trusted_keys=config.gossip.trusted_keys, verify=verify,
+            datagram_overhead=SEAL_OVERHEAD if self._sealer is not None else 0,
         ) if run_membership else None
         self._overlay = HyParView(address, config.overlay,
                                   rng=random.Random(rng.getrandbits(64)), now=now) \
@@ -176,6 +190,7 @@ class NodeControl:
             links=len(self._linked),
             overlay=None if self._overlay is None else self._overlay.statistics(),
             membership=None if self._membership is None else self._membership.statistics(),
+            datagrams=None if self._sealer is None else self._sealer.statistics(),
         )
 
     # --- inputs ------------------------------------------------------------------------
@@ -234,12 +249,26 @@ class NodeControl:
 
     def receive_datagram(self, source: str, data: bytes, *, now: float) -> None:
         """One datagram from ``source`` (``host:port``) on the node's UDP port."""
+        sender: bytes | None = None
+        if self._sealer is not None:
+            opened = self._sealer.open(source, data, now=now, wall=now + self._wall_offset)
+            if opened is None:
+                return  # refused and counted, or a key exchange answered
+            sender, data = opened
         if data[:1] == _OVERLAY_PREFIX:
             if self._overlay is not None:
                 self._overlay.receive(source, data[1:], now=now)
         elif self._membership is not None:
-            self._membership.receive_datagram(source, data, now=now)
+            self._membership.receive_datagram(source, data, now=now, sealed_by=sender)
         self._settle(now)
+
+    def _key_at(self, address: str) -> bytes | None:
+        """The key behind ``address`` as an authenticated source says: a link's handshake,
+        or a member's signed ALIVE claim."""
+        key = self._by_address.get(address)
+        if key is None and self._membership is not None:
+            key = self._membership.key_at(address)
+        return key
 
     def handle_timer(self, *, now: float) -> None:
         """Run what is due: membership's and the overlay's timers, and dials whose
@@ -344,10 +373,18 @@ class NodeControl:
 
     # --- outputs -----------------------------------------------------------------------
 
-    def datagrams_to_send(self) -> list[tuple[str, bytes]]:
-        """(address, datagram) pairs to send on the node's UDP port; drains."""
+    def datagrams_to_send(self, *, now: float) -> list[tuple[str, bytes]]:
+        """(address, datagram) pairs to send on the node's UDP port; drains. Sealed (the
+        seal carries the clock, hence ``now``); a datagram whose recipient's key is not
+        known yet waits for the answer to a WHOIS."""
         out, self._datagrams = self._datagrams, []
-        return out
+        sealer = self._sealer
+        if sealer is None:
+            return out
+        wall = now + self._wall_offset
+        for address, data in out:
+            sealer.seal(address, data, now=now, wall=wall)
+        return sealer.take()
 
     def take_dials(self) -> list[str]:
         """Addresses to dial now; drains. Report each outcome: :meth:`link_up` (with

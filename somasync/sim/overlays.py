@@ -181,7 +181,7 @@ class NodeOverlay:
 
     def __init__(self, sim: Simulation, config: Any = None, *,
                  membership: Any = None, run_membership: bool = True) -> None:
-        from somasync.config import MembershipConfig, NodeConfig, OverlayConfig
+        from somasync.config import MembershipConfig, NodeConfig, OverlayConfig, SecurityConfig
         from somasync.sim.engine import derive_seed
 
         self.sim = sim
@@ -189,8 +189,11 @@ class NodeOverlay:
         self.membership_config = membership if membership is not None \
             else MembershipConfig.lan()
         self.run_membership = run_membership
+        # Datagrams travel unsealed here: thousands of virtual nodes agreeing pair keys
+        # would dominate the run, and sealing changes no protocol decision.
         self._node_config = NodeConfig(gossip=sim.config, membership=self.membership_config,
-                                       overlay=self.config)
+                                       overlay=self.config,
+                                       security=SecurityConfig(seal_datagrams=False))
         self.rng = random.Random(derive_seed(sim.seed, "overlay"))
         self.join_spacing = min(0.002, 5.0 / len(sim.nodes))
         self.contact: int | Callable[[int], int] | None = None
@@ -252,7 +255,7 @@ class NodeOverlay:
         control = node.overlay
         if control is None or not node.alive:
             return
-        for destination, data in control.datagrams_to_send():
+        for destination, data in control.datagrams_to_send(now=sim.now):
             sim.send_datagram(node, destination, data)
         if self.run_membership:
             for event in control.take_events():

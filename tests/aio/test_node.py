@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
+import socket
 import struct
+import threading
 from collections.abc import AsyncIterator, Callable
 
 import nacl.signing
@@ -438,3 +441,86 @@ async def test_a_flipped_byte_on_the_wire_closes_the_link_and_it_comes_back(
         # The dialler redials; anti-entropy brings the message the altered record held.
         await wait_for(lambda: len(c.received[0]) == 1, "delivery after the redial")
         assert c.received[0][0].message_type == MessageType.Data("altered on the way")
+
+
+class LoopbackCapture:
+    """Every IPv4 packet on the loopback interface while it runs (an AF_PACKET socket,
+    which needs CAP_NET_RAW), kept per (protocol, port) for the ports asked about."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+        self._sock.bind(("lo", 0))
+        self._sock.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.packets: list[tuple[int, int, int, bytes]] = []
+        """(IP protocol, source port, destination port, transport payload)."""
+
+    def __enter__(self) -> LoopbackCapture:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        self._sock.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = self._sock.recv(65_535)
+            except TimeoutError:
+                continue
+            ip = frame[14:]
+            if len(ip) < 20 or ip[0] >> 4 != 4:
+                continue
+            header = (ip[0] & 0x0F) * 4
+            protocol = ip[9]
+            transport = ip[header:]
+            if protocol == 6 and len(transport) >= 20:
+                offset = (transport[12] >> 4) * 4
+            elif protocol == 17 and len(transport) >= 8:
+                offset = 8
+            else:
+                continue
+            source, destination = struct.unpack_from("!HH", transport)
+            self.packets.append((protocol, source, destination, bytes(transport[offset:])))
+
+    def between(self, ports: set[int]) -> tuple[bytes, bytes]:
+        """(TCP payload, UDP payload) of the packets from or to any of ``ports``."""
+        tcp = b"".join(p for proto, s, d, p in self.packets if proto == 6 and {s, d} & ports)
+        udp = b"".join(p for proto, s, d, p in self.packets if proto == 17 and {s, d} & ports)
+        return tcp, udp
+
+
+def _capture_or_skip() -> LoopbackCapture:
+    try:
+        return LoopbackCapture()
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"capturing loopback traffic needs CAP_NET_RAW ({exc})")
+
+
+async def test_a_capture_of_all_traffic_holds_no_payload_and_no_node_name(
+        workers: int) -> None:
+    token = secrets.token_hex(6)
+    names = [f"capture-a-{token}", f"capture-b-{token}"]
+    payload = f"indicator-{token}: 203.0.113.77 beaconing"
+    with _capture_or_skip() as capture:
+        async with cluster(workers) as c:
+            a = await c.add(names[0])
+            b = await c.add(names[1], bootstrap=[a.listen_address])
+            await wait_for(lambda: len(a.connected_peers()) == 1
+                           and len(b.connected_peers()) == 1, "the link")
+            await wait_for(lambda: len(a.members()) == 2 and len(b.members()) == 2,
+                           "membership, over the UDP port")
+            await b.broadcast_message(MessageType.Alert(level="high", message=payload))
+            await wait_for(lambda: len(c.received[0]) == 1, "delivery")
+            ports = {int(n.listen_address.rsplit(":", 1)[1]) for n in (a, b)}
+    tcp, udp = capture.between(ports)
+    # It captured the conversation: handshakes and sealed datagrams of these two nodes.
+    assert tcp.count(b"SSY\x02") >= 2
+    assert len(udp) > 500
+    assert udp[:1] in (b"\xa1", b"\xa2", b"\xa3")
+    for secret in (payload.encode(), token.encode(), *(n.encode() for n in names)):
+        assert secret not in tcp
+        assert secret not in udp

@@ -14,6 +14,7 @@ from somasync.core.membership_wire import (
     CLAIM_DOMAIN as DOMAIN,
     ClaimType,
     DatagramKind,
+    decode_datagram,
     encode_claim_body,
     encode_datagram,
 )
@@ -427,3 +428,88 @@ def test_same_seed_same_trace() -> None:
                 for e in net.events[name]]
     # Identities come from the seeded RNG too, so two runs are identical.
     assert trace() == trace()
+
+
+# --- authenticated senders (the datagram seal proves who sent each datagram) -----------
+
+def _node_with_members(count: int, config: MembershipConfig = CONFIG
+                       ) -> tuple[Membership, list[Identity]]:
+    others = [Identity(bytes([i + 1]) * 32) for i in range(count)]
+    node = Membership(config, Identity(bytes(32)), "me", "me", rng=random.Random(1),
+                      now=0.0)
+    for i, identity in enumerate(others):
+        alive = signed(identity, encode_claim_body(
+            ClaimType.ALIVE, identity.public_key, 0, node_id=f"o{i}", address=f"o{i}"))
+        node.receive_datagram(f"o{i}", claims_datagram(identity.public_key, alive), now=0.0,
+                              sealed_by=identity.public_key)
+    node.datagrams_to_send()
+    return node, others
+
+
+def _first_ping(node: Membership, until: float) -> tuple[str, bytes, int, float]:
+    """Run the node until it pings someone: (address, target key, nonce, when)."""
+    now = 0.0
+    while now < until:
+        now = node.get_timer()
+        node.handle_timer(now=now)
+        for address, data in node.datagrams_to_send():
+            datagram = decode_datagram(data)
+            if datagram.kind == DatagramKind.PING:
+                return address, datagram.target, datagram.nonce, now
+    raise AssertionError("no probe")
+
+
+def test_an_ack_counts_only_from_the_probed_member_not_from_whoever_knows_the_nonce(
+        ) -> None:
+    """Before: an ACK from any address with the right nonce kept a dead member alive."""
+    node, others = _node_with_members(3, CONFIG.replace(indirect_checks=0))
+    _, target, nonce, now = _first_ping(node, 5.0)
+    stranger = next(o for o in others if o.public_key != target)
+    ack = encode_datagram(DatagramKind.ACK, stranger.public_key, nonce, [])
+    node.receive_datagram("anywhere", ack, now=now, sealed_by=stranger.public_key)
+    # Naming the target's key does not help a datagram the stranger sealed.
+    posing = encode_datagram(DatagramKind.ACK, target, nonce, [])
+    node.receive_datagram("anywhere", posing, now=now, sealed_by=stranger.public_key)
+    rejected = node.statistics().rejected
+    assert rejected["ack_from_stranger"] == 1
+    assert rejected["sender_mismatch"] == 1
+    # The probe still fails, so the silent target is suspected.
+    while now < 10.0 and (found := node.member(target)) is not None \
+            and found.state == PeerState.ALIVE:
+        now = node.get_timer()
+        node.handle_timer(now=now)
+    assert node.member(target).state != PeerState.ALIVE  # type: ignore[union-attr]
+
+
+def test_the_probed_members_own_ack_still_counts() -> None:
+    node, _ = _node_with_members(3, CONFIG.replace(indirect_checks=0))
+    _, target, nonce, now = _first_ping(node, 5.0)
+    ack = encode_datagram(DatagramKind.ACK, target, nonce, [])
+    node.receive_datagram("o0", ack, now=now, sealed_by=target)
+    assert "ack_from_stranger" not in node.statistics().rejected
+    assert node.statistics().probes_failed == 0
+    node.handle_timer(now=now + 5 * CONFIG.probe_timeout)
+    assert node.statistics().probes_failed == 0
+
+
+def test_one_members_death_claim_about_a_live_member_is_checked_not_believed() -> None:
+    """Before: a DEAD claim signed by any member that joined marked a live node failed
+    everywhere. Now a node that had not suspected the accused probes it, and shows it the
+    claim so it refutes; only its own failed probes can make it fail."""
+    node, others = _node_with_members(3)
+    accused, accuser = others[0], others[1]
+    death = signed(accuser, encode_claim_body(ClaimType.DEAD, accused.public_key, 0,
+                                              author=accuser.public_key))
+    node.receive_datagram("o1", claims_datagram(accuser.public_key, death), now=0.1,
+                          sealed_by=accuser.public_key)
+    assert node.member(accused.public_key).state == PeerState.ALIVE  # type: ignore[union-attr]
+    assert not [e for e in node.take_events() if isinstance(e, PeerFailed)]
+    sent = node.datagrams_to_send()
+    assert ("o0", death) in [(a, c.raw) for a, d in sent for c in decode_datagram(d).claims]
+    # The accused refutes (a higher incarnation); it stays alive.
+    refutation = signed(accused, encode_claim_body(
+        ClaimType.ALIVE, accused.public_key, 1, node_id="o0", address="o0"))
+    node.receive_datagram("o0", claims_datagram(accused.public_key, refutation), now=0.2,
+                          sealed_by=accused.public_key)
+    assert node.member(accused.public_key).incarnation == 1  # type: ignore[union-attr]
+    assert node.member(accused.public_key).state == PeerState.ALIVE  # type: ignore[union-attr]

@@ -7,7 +7,13 @@ import random
 
 from hypothesis import given, settings, strategies as st
 
-from somasync.config import DiscoveryMethod, MembershipConfig, NodeConfig, OverlayConfig
+from somasync.config import (
+    DiscoveryMethod,
+    MembershipConfig,
+    NodeConfig,
+    OverlayConfig,
+    SecurityConfig,
+)
 from somasync.core.crypto import Identity
 from somasync.core.events import PeerJoined, PeerLeft
 from somasync.core.node import OVERLAY_CHANNEL, NodeControl
@@ -19,9 +25,12 @@ SEED = "10.0.0.2:7000"
 
 def control(address: str = "10.0.0.1:7000", *, discovery: frozenset[DiscoveryMethod]
             = frozenset({DiscoveryMethod.GOSSIP}), seed: int = 1, now: float = 0.0,
-            **changes: object) -> NodeControl:
+            sealed: bool = False, **changes: object) -> NodeControl:
+    """A node's control part; its datagrams travel in clear unless ``sealed`` (these
+    tests read and inject them; the seal has its own tests)."""
     config = NodeConfig(node_id=address, discovery=discovery,
                         membership=MembershipConfig.local(), overlay=OverlayConfig.local(),
+                        security=SecurityConfig(seal_datagrams=sealed),
                         **changes)  # type: ignore[arg-type]
     identity = Identity(bytes([seed]) * 32)
     return NodeControl(config, identity, address, rng=random.Random(seed), now=now)
@@ -107,7 +116,7 @@ def test_gossip_discovery_joins_the_overlay_through_the_first_seed() -> None:
     node = control()
     node.start([SEED, "10.0.0.3:7000"], [], now=0.0)
     assert node.take_dials() == [SEED]  # the contact is a neighbour at once
-    sent = node.datagrams_to_send()
+    sent = node.datagrams_to_send(now=0.0)
     overlay = [data for address, data in sent if data[0] == OVERLAY_CHANNEL]
     membership = [address for address, data in sent if data[0] != OVERLAY_CHANNEL]
     assert overlay  # the JOIN
@@ -163,7 +172,7 @@ def _exchange(nodes: dict[str, NodeControl], now: float) -> None:
     for _ in range(100):
         moved = False
         for source, node in nodes.items():
-            for address, data in node.datagrams_to_send():
+            for address, data in node.datagrams_to_send(now=now):
                 if address in nodes:
                     nodes[address].receive_datagram(source, data, now=now)
                     moved = True
@@ -205,10 +214,10 @@ def test_a_lost_overlay_link_is_redialled_before_the_neighbour_counts_as_failed(
     node.dial_succeeded(SEED, key(2), now=0.01)
     node.link_up(key(2), SEED, now=0.01)
     assert node.overlay is not None
-    node.datagrams_to_send()
+    node.datagrams_to_send(now=0.01)
     node.link_down(key(2), now=0.5)  # dropped, maybe only for a moment
     assert SEED in node.overlay.active()
-    assert not [d for a, d in node.datagrams_to_send() if d[0] == OVERLAY_CHANNEL
+    assert not [d for a, d in node.datagrams_to_send(now=0.5) if d[0] == OVERLAY_CHANNEL
                 and a == SEED and d[1] == OverlayKind.DISCONNECT]
     now = 0.5
     while not (dials := node.take_dials()):
@@ -272,5 +281,49 @@ def test_any_order_of_runtime_reports_keeps_the_dialler_consistent(
         assert kept <= wanted
         assert node.overlay is not None
         assert len(wanted - kept) <= node.config.overlay.active_size
-        node.datagrams_to_send()
+        node.datagrams_to_send(now=now)
         node.take_events()
+
+
+# --- sealed datagrams, end to end ----------------------------------------------------------
+
+def test_sealed_nodes_join_through_a_seed_they_only_know_by_address() -> None:
+    """The joiner knows the seed's address, not its key: a WHOIS/IAM exchange comes
+    first, then everything travels sealed, and names never appear in a datagram."""
+    nodes = {address: control(address, seed=i + 1, sealed=True)
+             for i, address in enumerate(("10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"))}
+    seed_address = "10.0.0.1:7000"
+    wire_bytes = bytearray()
+    for address, node in nodes.items():
+        node.start([] if address == seed_address else [seed_address], [], now=0.0)
+    now = 0.0
+    for _ in range(40):
+        for source, node in nodes.items():
+            for address, data in node.datagrams_to_send(now=now):
+                wire_bytes += data
+                nodes[address].receive_datagram(source, data, now=now)
+        now += 0.1
+        for node in nodes.values():
+            if node.get_timer() <= now:
+                node.handle_timer(now=now)
+    for node in nodes.values():
+        assert len([m for m in node.members() if m.state == "alive"]) == 3
+        stats = node.statistics().datagrams
+        assert stats is not None
+        assert stats.rejected == {}
+        assert stats.opened > 0
+    assert sum(n.statistics().datagrams.keys_learned for n in nodes.values()) >= 1  # type: ignore[union-attr]
+    for needle in (b"10.0.0.1:7000", b"10.0.0.2:7000", b"10.0.0.3:7000"):
+        assert needle not in wire_bytes  # node ids here are their addresses
+
+
+def test_a_sealed_node_refuses_unsealed_datagrams() -> None:
+    node = control(sealed=True)
+    node.start([], [], now=0.0)
+    node.receive_datagram(SEED, bytes([OVERLAY_CHANNEL]) + b"\x01", now=0.1)
+    node.receive_datagram(SEED, b"\x01\x02" + bytes(40), now=0.2)
+    stats = node.statistics()
+    assert stats.datagrams is not None
+    assert stats.datagrams.rejected == {"unsealed": 2}
+    assert stats.overlay is not None
+    assert stats.overlay.rejected == 0
