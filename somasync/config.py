@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,9 +116,10 @@ class GossipConfig:
     carries arrives well within that. An older copy is still caught, after its envelope
     is decoded, by the per-origin sequence intervals (a few bytes per origin)."""
 
-    seen_ttl: float = 600.0
-    """Seconds a message id stays in the seen cache. Longer than ``max_message_age`` so a
-    message still held by a peer's store is never accepted twice."""
+    seen_ttl: float = 4200.0
+    """Seconds a message id stays in the seen cache (while ``seen_cache_size`` has room).
+    Longer than ``max_message_age``, so a copy young enough to be accepted is still
+    recognised; older copies are refused as too old."""
 
     max_stored_messages: int = 10_000
     """Recent messages kept for anti-entropy (the catch-up store). Oldest go first.
@@ -126,9 +128,12 @@ class GossipConfig:
     is about 13 MiB per node, minutes of alert traffic and 10 s at 1k msg/s. Answering a
     digest costs in proportion to what the asker lacks, not to this size."""
 
-    max_message_age: float = 300.0
-    """Seconds a message stays in the catch-up store. A node disconnected for longer than
-    this misses what was sent before; 5 min covers restarts and short partitions."""
+    max_message_age: float = 3600.0
+    """Seconds after its origin's timestamp a message is still accepted, whatever its TTL,
+    and kept in the catch-up store (while ``max_stored_messages`` has room). The replay
+    bound: a captured message cannot be delivered again later than this, even to a node
+    that restarted and forgot what it saw. One hour covers restarts, partitions and
+    catch-up after maintenance; a node disconnected longer misses what was sent before."""
 
     anti_entropy_interval: float = 2.0
     """Seconds between digest exchanges with one random neighbour (push-pull).
@@ -428,6 +433,24 @@ class SecurityConfig:
     window), see :mod:`somasync.core.datagrams`. Off only in the simulator's large runs,
     where the key agreements of thousands of virtual nodes would dominate its time."""
 
+    trust: str = "open"
+    """Who may link, join and publish under which name: ``"open"`` (a name belongs to
+    the first key seen with it; for development), ``"allowlist"`` (only the names and
+    keys in :attr:`allowlist`) or ``"certificates"`` (only nodes presenting a
+    certificate signed by one of :attr:`operator_keys`). See
+    :mod:`somasync.core.trust` and the README's "Securing a mesh"."""
+
+    allowlist: Mapping[str, bytes] | None = None
+    """``allowlist`` policy: node name -> 32-byte Ed25519 public key
+    (``somasync.keys.load_allowlist`` reads one from a file)."""
+
+    operator_keys: frozenset[bytes] = frozenset()
+    """``certificates`` policy: the operators' 32-byte public keys."""
+
+    certificate: bytes = b""
+    """``certificates`` policy: this node's certificate (``Certificate.encode()``; the
+    ``somasync keys certify`` command writes one), presented to every peer."""
+
     datagram_max_age: float = 60.0
     """Seconds a sealed datagram's sender clock may differ from this node's before it is
     refused as a replay. NTP keeps hosts within milliseconds; 60 s tolerates a badly kept
@@ -440,6 +463,27 @@ class SecurityConfig:
         require(isinstance(self.seal_datagrams, bool), "security.seal_datagrams",
                  "must be a bool")
         require_number(self.datagram_max_age, "security.datagram_max_age")
+        require(self.trust in ("open", "allowlist", "certificates"), "security.trust",
+                 f"must be 'open', 'allowlist' or 'certificates', got {self.trust!r}")
+        if self.allowlist is not None:
+            require(isinstance(self.allowlist, Mapping) and all(
+                isinstance(name, str) and 0 < len(name.encode()) <= 255
+                and isinstance(key, bytes) and len(key) == 32
+                for name, key in self.allowlist.items()), "security.allowlist",
+                "must map node names (1-255 bytes of UTF-8) to 32-byte public keys")
+        require(isinstance(self.operator_keys, frozenset)
+                 and all(isinstance(k, bytes) and len(k) == 32 for k in self.operator_keys),
+                 "security.operator_keys", "must be a frozenset of 32-byte public keys")
+        require(isinstance(self.certificate, bytes), "security.certificate",
+                 "must be bytes (an encoded certificate)")
+        if self.trust == "allowlist":
+            require(bool(self.allowlist), "security.allowlist",
+                     "the allowlist policy needs at least one name and key")
+        if self.trust == "certificates":
+            require(bool(self.operator_keys), "security.operator_keys",
+                     "the certificates policy needs at least one operator key")
+            require(bool(self.certificate), "security.certificate",
+                     "the certificates policy needs this node's certificate")
 
     def replace(self, **changes: Any) -> SecurityConfig:
         """Return a copy with ``changes`` applied (and validated)."""

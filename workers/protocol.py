@@ -24,11 +24,11 @@ import orjson
 
 from somasync.core.broadcast import TreeStatistics
 from somasync.core.endpoint import EndpointStatistics
-from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected
+from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, PeerRevoked
 from somasync.errors import DecodeError
 
-__all__ = ["Adopt", "ControlError", "ControlMessage", "Disconnect", "Ready", "Rewire",
-           "StatsReport", "StatsRequest", "Stop", "decode", "encode"]
+__all__ = ["Adopt", "Bind", "ControlError", "ControlMessage", "Disconnect", "Ready", "Revoke",
+           "Rewire", "StatsReport", "StatsRequest", "Stop", "decode", "encode"]
 
 _HEAD = struct.Struct("!BI")
 _LENGTH = struct.Struct("!I")
@@ -103,9 +103,29 @@ class Stop:
     """Supervisor -> worker: close every link and exit."""
 
 
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """Supervisor -> worker: the node's trust policy admitted this name, key and
+    certificate (membership learned it); judge messages by it."""
+
+    name: str
+    public_key: bytes
+    credential: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """Supervisor -> worker: an operator revoked this key; ``notice`` is the revocation
+    message, kept for new neighbours."""
+
+    public_key: bytes
+    notice: bytes
+
+
 ControlMessage = (Ready | Adopt | Rewire | Disconnect | StatsRequest | StatsReport | Stop
-                  | PeerConnected | PeerDisconnected | FrameRejected)
-"""Every message of the protocol; the three events go worker -> supervisor."""
+                  | PeerConnected | PeerDisconnected | FrameRejected | PeerRevoked | Bind
+                  | Revoke)
+"""Every message of the protocol; the four events go worker -> supervisor."""
 
 
 class Kind(enum.IntEnum):
@@ -121,13 +141,17 @@ class Kind(enum.IntEnum):
     PEER_CONNECTED = 8
     PEER_DISCONNECTED = 9
     FRAME_REJECTED = 10
+    PEER_REVOKED = 11
+    BIND = 12
+    REVOKE = 13
 
 
 _TYPES: dict[Kind, type[Any]] = {
     Kind.READY: Ready, Kind.ADOPT: Adopt, Kind.REWIRE: Rewire, Kind.DISCONNECT: Disconnect,
     Kind.STATS_REQUEST: StatsRequest, Kind.STATS_REPORT: StatsReport, Kind.STOP: Stop,
     Kind.PEER_CONNECTED: PeerConnected, Kind.PEER_DISCONNECTED: PeerDisconnected,
-    Kind.FRAME_REJECTED: FrameRejected,
+    Kind.FRAME_REJECTED: FrameRejected, Kind.PEER_REVOKED: PeerRevoked, Kind.BIND: Bind,
+    Kind.REVOKE: Revoke,
 }
 _KINDS = {cls: kind for kind, cls in _TYPES.items()}
 # The fields declared ``bytes`` (annotations are strings here and in core.events).

@@ -83,7 +83,7 @@ from somasync.core.antientropy import StreamTable
 from somasync.core.broadcast import TreeStatistics
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import EndpointStatistics
-from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected
+from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, PeerRevoked
 from somasync.core.handshake import Handshake
 from somasync.core.shard import peer_owner, stream_owner
 from somasync.errors import DecodeError, NodeStateError, TransportError
@@ -93,8 +93,10 @@ from . import control, shm
 from .doorbell import Doorbell, Ringer
 from .protocol import (
     Adopt,
+    Bind,
     Disconnect,
     Ready,
+    Revoke,
     Rewire,
     StatsReport,
     StatsRequest,
@@ -307,6 +309,8 @@ class ShardedRuntime:
         spec = WorkerSpec(
             index=index, count=self._count, seed=bytes(self.identity.signing_key),
             node_id=self.config.node_id, gossip=self.config.gossip,
+            security=self.config.security, bindings=self._host.trust.bindings(),
+            revocations=self._host.trust.revocations(),
             handshake_timeout=self.config.handshake_timeout,
             listen_address=self._listen_address,
             doorbells={i: self._doorbell_address(i) for i in [SUPERVISOR, *range(self._count)]},
@@ -388,7 +392,7 @@ class ShardedRuntime:
                     worker.ready.set_result(pid)
                 case StatsReport() if worker.stats_waiters:
                     worker.stats_waiters.pop(0).set_result(message)
-                case PeerConnected() | PeerDisconnected() | FrameRejected():
+                case PeerConnected() | PeerDisconnected() | FrameRejected() | PeerRevoked():
                     self._on_worker_event(worker.index, message)
                 case Ready() | StatsReport():
                     pass  # a late answer to a request that timed out
@@ -403,7 +407,8 @@ class ShardedRuntime:
                         worker.process.kill()
 
     def _on_worker_event(self, index: int,
-                         event: PeerConnected | PeerDisconnected | FrameRejected) -> None:
+                         event: PeerConnected | PeerDisconnected | FrameRejected
+                         | PeerRevoked) -> None:
         if isinstance(event, PeerConnected):
             self._connected[event.public_key] = (event.peer_id, event.address, index)
         elif isinstance(event, PeerDisconnected):
@@ -487,6 +492,7 @@ class ShardedRuntime:
         loop = self._loop
         handshake = Handshake(self.identity, self.config.node_id, self._listen_address,
                               dialer=dialled is not None,
+                              credential=self.config.security.certificate,
                               plaintext=not self.config.security.encrypt_links)
         try:
             async with asyncio.timeout(self.config.handshake_timeout):
@@ -512,6 +518,17 @@ class ShardedRuntime:
             return None
         session = handshake.session
         key = session.peer.public_key
+        peer = session.peer
+        refused = None if key == self.identity.public_key else self._host.trust.admit(
+            key, peer.node_id, peer.credential, wall=time.time())
+        if refused is not None:
+            # No worker ever sees it: no link, no PeerConnected, nothing sealed to it.
+            self._handshake_failures[refused] = self._handshake_failures.get(refused, 0) + 1
+            self._host.report(FrameRejected(None, address, refused,
+                                            f"peer {peer.node_id!r} refused: {refused}",
+                                            True))
+            sock.close()
+            return None
         worker = self._workers.get(peer_owner(key, self._count))
         handed = worker is not None and await control.send_soon(
             worker.control, Adopt(address=dialled or address, outbound=dialled is not None,
@@ -549,6 +566,15 @@ class ShardedRuntime:
             self._host.control.dial_failed(address)
         else:
             self._host.control.dial_succeeded(address, key)
+
+    def learn(self, bindings: list[tuple[str, bytes, bytes]]) -> None:
+        for worker in self._workers.values():
+            for name, key, credential in bindings:
+                control.send(worker.control, Bind(name, key, credential))
+
+    def revoke(self, public_key: bytes, notice: bytes) -> None:
+        for worker in self._workers.values():
+            control.send(worker.control, Revoke(public_key, notice))
 
     def close_peer(self, public_key: bytes, reason: str) -> None:
         entry = self._connected.get(public_key)

@@ -47,11 +47,12 @@ from typing import cast
 
 from somasync.aio.local import write_and_close
 from somasync.aio.timing import DeadlineTimer
-from somasync.config import GossipConfig
+from somasync.config import GossipConfig, SecurityConfig
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
 from somasync.core.handshake import Session
 from somasync.core.shard import Shard
+from somasync.core.trust import Trust
 from somasync.core.wire import StreamKey
 from somasync.errors import DecodeError
 
@@ -59,8 +60,10 @@ from . import control, shm
 from .doorbell import Doorbell, Ringer
 from .protocol import (
     Adopt,
+    Bind,
     Disconnect,
     Ready,
+    Revoke,
     Rewire,
     StatsReport,
     StatsRequest,
@@ -94,6 +97,7 @@ class WorkerSpec:
     seed: bytes
     node_id: str
     gossip: GossipConfig
+    security: SecurityConfig
     handshake_timeout: float
     listen_address: str
     doorbells: dict[int, str]
@@ -103,6 +107,10 @@ class WorkerSpec:
     delivered: dict[StreamKey, list[tuple[int, int]]] = field(default_factory=dict)
     """Sequence numbers of this worker's streams the node already delivered (its
     predecessor's work, as the supervisor recorded it): never delivered twice."""
+    bindings: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    """What the node's trust policy admitted so far (name, key, certificate)."""
+    revocations: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """Revoked keys and their notices."""
 
 
 def worker_main(spec: WorkerSpec, control_socket: socket.socket) -> None:
@@ -187,11 +195,18 @@ class Worker:
             self._readers[source] = RingReader(self._attach(name))
         for target, name in spec.rings_out.items():
             self._writers[target] = BatchWriter(RingWriter(self._attach(name)))
+        trust = Trust.from_config(spec.security)
+        for name, key, credential in spec.bindings:
+            trust.learn(name, key, credential, wall=time.time())
+        for key, notice in spec.revocations:
+            trust.revoke(key, notice)
+        trust.take_learned()  # the supervisor knows these; nothing to tell anyone
         self.endpoint = Endpoint(
             spec.gossip, Identity(spec.seed), spec.node_id,
             rng=random.Random(os.urandom(16)), now=loop.time(),
             wall_offset=time.time() - loop.time(), listen_address=spec.listen_address,
             handshake_timeout=spec.handshake_timeout, shard=Shard(spec.index, spec.count),
+            credential=spec.security.certificate, trust=trust,
         )
         self.endpoint.restore_delivered(spec.delivered, now=loop.time())
         self._doorbell = doorbell = Doorbell(spec.doorbells[spec.index])
@@ -242,6 +257,12 @@ class Worker:
                 case Disconnect(public_key=key, reason=reason):
                     if self.endpoint.disconnect_peer(key, reason):
                         self.pump()
+                case Bind(name=name, public_key=key, credential=credential):
+                    self.endpoint.trust.learn(name, key, credential, wall=time.time())
+                    self.endpoint.trust.take_learned()
+                case Revoke(public_key=key, notice=notice):
+                    self.endpoint.revoke(key, notice)
+                    self.pump()
                 case Stop():
                     self._stop()
                 case _:

@@ -26,6 +26,7 @@ from somasync.core.crypto import Identity
 from somasync.core.events import PeerFailed, PeerJoined, PeerLeft, PeerRecovered
 from somasync.core.membership import Member
 from somasync.core.node import ControlStatistics, NodeControl
+from somasync.core.trust import Trust
 from somasync.errors import TransportError
 
 __all__ = ["ControlDriver", "ControlHost"]
@@ -42,6 +43,10 @@ class ControlHost(Protocol):
 
     def close_peer(self, public_key: bytes, reason: str) -> None:
         """Close every link to the peer ``public_key``."""
+
+    def learn(self, bindings: list[tuple[str, bytes, bytes]]) -> None:
+        """Names, keys and certificates the trust policy admitted (membership learned
+        them): the data part must know them too."""
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -60,8 +65,9 @@ class ControlDriver:
     """Runs a node's :class:`~somasync.core.node.NodeControl` in the event loop."""
 
     def __init__(self, host: ControlHost, config: NodeConfig, identity: Identity,
-                 events: Stream[object]) -> None:
+                 events: Stream[object], *, trust: Trust | None = None) -> None:
         self._host = host
+        self._trust = trust
         self._config = config
         self._identity = identity
         self._events = events
@@ -102,7 +108,7 @@ class ControlDriver:
         if self._control is None or self._control.address != address:
             self._control = NodeControl(self._config, self._identity, address,
                                         rng=random.Random(os.urandom(16)), now=now,
-                                        wall_offset=time.time() - now)
+                                        wall_offset=time.time() - now, trust=self._trust)
             self._control.start(seeds, static, now=now)
         else:
             self._control.rejoin(now=now)
@@ -137,6 +143,12 @@ class ControlDriver:
         """A peer's first link completed its handshake (``NodeControl.link_up``)."""
         if self._control is not None and self._loop is not None:
             self._control.link_up(public_key, address, now=self._loop.time())
+            self.pump()
+
+    def revoke(self, public_key: bytes) -> None:
+        """An operator revoked ``public_key`` (``NodeControl.revoke``)."""
+        if self._control is not None and self._loop is not None:
+            self._control.revoke(public_key, now=self._loop.time())
             self.pump()
 
     def link_down(self, public_key: bytes) -> None:
@@ -193,6 +205,9 @@ class ControlDriver:
             _log_verdict(event)
         for public_key, reason in control.take_closes():
             self._host.close_peer(public_key, reason)
+        learned = control.trust.take_learned()
+        if learned:
+            self._host.learn(learned)
         for address in control.take_dials():
             self._host.dial(address)
         if self._timer is not None:

@@ -161,6 +161,7 @@ class LocalRuntime:
                 wall_offset=time.time() - loop.time(), listen_address=listen_address,
                 handshake_timeout=self._config.handshake_timeout,
                 plaintext_links=not self._config.security.encrypt_links,
+                credential=self._config.security.certificate, trust=self._host.trust,
             )
         self._endpoint.listen_address = listen_address
         self._timer = DeadlineTimer(loop, self._on_timer)
@@ -206,6 +207,14 @@ class LocalRuntime:
 
     def close_peer(self, public_key: bytes, reason: str) -> None:
         if self._endpoint is not None and self._endpoint.disconnect_peer(public_key, reason):
+            self._pump()
+
+    def learn(self, bindings: list[tuple[str, bytes, bytes]]) -> None:
+        pass  # the endpoint shares the facade's trust object: it knows them already
+
+    def revoke(self, public_key: bytes, notice: bytes) -> None:
+        if self._endpoint is not None:
+            self._endpoint.revoke(public_key, notice)
             self._pump()
 
     # --- the application side ----------------------------------------------------------

@@ -28,10 +28,11 @@ from somasync.aio.runtime import Runtime, WorkerStats
 from somasync.config import NodeConfig, parse_address
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import EndpointStatistics
-from somasync.core.events import PeerConnected, PeerDisconnected
+from somasync.core.events import PeerConnected, PeerDisconnected, PeerRevoked
 from somasync.core.membership import Member, MembershipStatistics
 from somasync.core.payload import MessageType
-from somasync.errors import NodeStateError, TransportError
+from somasync.core.trust import Trust
+from somasync.errors import ConfigError, NodeStateError, TransportError
 from somasync.events import DeliveryDropped, MessageReceived
 from somasync.message import Message
 
@@ -120,7 +121,18 @@ class SynapseNode:
         self._deliveries_reported = 0
         self._signals: list[int] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._control = ControlDriver(self._runtime_proxy(), config, identity, events)
+        self.trust = Trust.from_config(config.security)
+        """The node's trust policy and what it learned (bindings, certificates,
+        revocations): shared by membership, the handshake and the message checks."""
+        refused = self.trust.admit(identity.public_key, config.node_id,
+                                   config.security.certificate, wall=time.time())
+        if refused is not None:
+            field = "security.certificate" if config.security.trust == "certificates" \
+                else "node_id"
+            raise ConfigError(field, f"this node is not admitted by its own trust policy: "
+                                     f"{refused}")
+        self._control = ControlDriver(self._runtime_proxy(), config, identity, events,
+                                      trust=self.trust)
         self._runtime: Runtime = self._make_runtime()
 
     def _make_runtime(self) -> Runtime:
@@ -336,6 +348,12 @@ class SynapseNode:
             self._control.link_up(event.public_key, event.address)
         elif isinstance(event, PeerDisconnected) and event.public_key:
             self._control.link_down(event.public_key)
+        elif isinstance(event, PeerRevoked):
+            # Every part of the node refuses the key from now on: membership expels it,
+            # every worker gets the notice, the links close.
+            self.trust.revoke(event.public_key, event.notice)
+            self._control.revoke(event.public_key)
+            self._runtime.revoke(event.public_key, event.notice)
 
     # --- statistics --------------------------------------------------------------------
 
@@ -380,6 +398,9 @@ class _RuntimeProxy:
 
     def dial(self, address: str) -> None:
         self._node._runtime.dial(address)
+
+    def learn(self, bindings: list[tuple[str, bytes, bytes]]) -> None:
+        self._node._runtime.learn(bindings)
 
     def close_peer(self, public_key: bytes, reason: str) -> None:
         self._node._runtime.close_peer(public_key, reason)

@@ -24,6 +24,7 @@ from somasync.core.endpoint import EndpointStatistics
 
 if TYPE_CHECKING:
     from somasync.aio.control import ControlDriver
+    from somasync.core.trust import Trust
     from somasync.message import Message
 
 __all__ = ["Runtime", "RuntimeHost", "RuntimeStatistics", "WorkerStats"]
@@ -72,6 +73,10 @@ class RuntimeHost(Protocol):
         """Hand an endpoint event to the application (link events also to the control
         part)."""
 
+    @property
+    def trust(self) -> Trust:
+        """The node's trust policy (a runtime in the same process shares it)."""
+
 
 class Runtime(Protocol):
     """The sockets and the data part of a node (see the module docstring)."""
@@ -98,6 +103,14 @@ class Runtime(Protocol):
 
     def close_peer(self, public_key: bytes, reason: str) -> None:
         """Close every link to the peer ``public_key``."""
+
+    def learn(self, bindings: list[tuple[str, bytes, bytes]]) -> None:
+        """Bindings the node's trust policy admitted (name, key, certificate): every
+        part of the data part must judge messages by them."""
+
+    def revoke(self, public_key: bytes, notice: bytes) -> None:
+        """An operator revoked ``public_key``: every part of the data part refuses it and
+        keeps ``notice`` (the revocation message) for new neighbours."""
 
     async def broadcast(self, message: Message) -> None:
         """Send a signed message to the mesh (waits while a sharded owner is full)."""

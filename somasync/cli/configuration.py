@@ -3,8 +3,10 @@ then command-line flags, each overriding the one before.
 
 A file maps onto the validated config dataclasses: top-level keys are
 :class:`~somasync.config.NodeConfig` fields, and the ``[gossip]``, ``[membership]`` and
-``[overlay]`` tables are :class:`~somasync.config.GossipConfig`,
-:class:`~somasync.config.MembershipConfig` and :class:`~somasync.config.OverlayConfig`::
+``[overlay]`` and ``[security]`` tables are :class:`~somasync.config.GossipConfig`,
+:class:`~somasync.config.MembershipConfig`, :class:`~somasync.config.OverlayConfig` and
+:class:`~somasync.config.SecurityConfig` (keys and certificates as hex; the allowlist a
+table of ``name = "<hex key>"``)::
 
     node_id = "edge-7"
     bind_address = "10.0.0.7:7946"
@@ -39,6 +41,7 @@ from somasync.config import (
     MembershipConfig,
     NodeConfig,
     OverlayConfig,
+    SecurityConfig,
 )
 from somasync.errors import ConfigError
 
@@ -46,7 +49,8 @@ __all__ = ["ENV_PREFIX", "Resolved", "resolve"]
 
 ENV_PREFIX = "SOMASYNC_"
 SECTIONS: dict[str, type[Any]] = {"gossip": GossipConfig, "membership": MembershipConfig,
-                                  "overlay": OverlayConfig}
+                                  "overlay": OverlayConfig, "security": SecurityConfig}
+_HEX_KEY_SETS = ("gossip.trusted_keys", "security.operator_keys")
 
 
 @dataclass(frozen=True)
@@ -143,9 +147,15 @@ def _parse_env(name: str, text: str, where: str) -> Any:
             return kind(text)
         except ValueError:
             raise ConfigError(name, f"must be a number, got {text!r} ({where})") from None
-    if kind is str:
+    if kind is str or kind is bytes:
         return text
-    return [item.strip() for item in text.split(",") if item.strip()]
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if name == "security.allowlist":
+        pairs = [item.partition("=") for item in items]
+        if not all(separator for _, separator, _ in pairs):
+            raise ConfigError(name, f"must be name=<hex key>,... ({where})")
+        return {entry.strip(): key.strip() for entry, _, key in pairs}
+    return items
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -159,6 +169,18 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(name, f"must be {kind.__name__}, got {value!r} ({where})")
         return value
+    if kind is bytes:
+        try:
+            return bytes.fromhex(value)
+        except (TypeError, ValueError):
+            raise ConfigError(name, f"must be hex, got {value!r} ({where})") from None
+    if name == "security.allowlist":
+        if not isinstance(value, Mapping):
+            raise ConfigError(name, f"must be a table of name = \"<hex key>\" ({where})")
+        try:
+            return {str(entry): bytes.fromhex(key) for entry, key in value.items()}
+        except (TypeError, ValueError):
+            raise ConfigError(name, f"must map names to hex keys ({where})") from None
     if not isinstance(value, list | tuple):
         raise ConfigError(name, f"must be a list, got {value!r} ({where})")
     if origin is tuple:
@@ -169,7 +191,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         except ValueError:
             raise ConfigError(name, f"must name discovery methods "
                                     f"{[m.value for m in DiscoveryMethod]} ({where})") from None
-    if name == "gossip.trusted_keys":
+    if name in _HEX_KEY_SETS:
         try:
             return frozenset(bytes.fromhex(item) for item in value)
         except (TypeError, ValueError):
@@ -213,6 +235,8 @@ def _plain(value: Any) -> Any:
         return sorted(_plain(v) for v in value)
     if isinstance(value, bytes):
         return value.hex()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in sorted(value.items())}
     if isinstance(value, DiscoveryMethod):
         return value.value
     return value

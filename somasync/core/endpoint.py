@@ -38,14 +38,16 @@ from somasync.core.events import (
     FrameRejected,
     PeerConnected,
     PeerDisconnected,
+    PeerRevoked,
     RejectReason,
 )
 from somasync.core.handshake import Handshake, PeerHello, Session
 from somasync.core.outbox import Outbox
-from somasync.core.payload import MessageType, decode_payload
+from somasync.core.payload import MessageType, PayloadKind, decode_payload
 from somasync.core.seen import SeenCache
 from somasync.core.shard import Routed, RoutedKind, Shard, stream_owner, tag_owner
 from somasync.core.strategy import ForwardingStrategy, PushGossip
+from somasync.core.trust import Trust, parse_revocation
 from somasync.errors import DecodeError
 
 __all__ = ["Delivery", "Endpoint", "EndpointStatistics"]
@@ -177,6 +179,8 @@ class Endpoint:
         plaintext_links: ask peers for unsealed records after the (still authenticated)
             handshake; granted only when the peer asks too. For benchmarks that measure
             what sealing costs; never for a deployment.
+        trust: the node's trust policy (who may link, which name a key may publish
+            under, revocations); an open policy of its own when not given.
         shard: this endpoint's place in a sharded node (see :mod:`somasync.core.shard`);
             None for a node in one process.
         verify: the signature check, :func:`somasync.core.crypto.verify` unless a caller
@@ -187,7 +191,7 @@ class Endpoint:
                  rng: random.Random, now: float, wall_offset: float = 0.0,
                  listen_address: str | None = None, handshake_timeout: float = 5.0,
                  shard: Shard | None = None, credential: bytes = b"",
-                 plaintext_links: bool = False,
+                 plaintext_links: bool = False, trust: Trust | None = None,
                  verify: crypto.Verifier = crypto.verify) -> None:
         self.config = config
         self.identity = identity
@@ -208,6 +212,7 @@ class Endpoint:
         self._shard = shard
         self._verify = verify
         self._credential = credential
+        self.trust = trust if trust is not None else Trust()
         self._plaintext_links = plaintext_links
         self._handshakes = 0
         self._routed: dict[int, list[Routed]] = {}
@@ -611,6 +616,13 @@ class Endpoint:
         if hello.public_key == self.identity.public_key:
             self._request_close(state, "self")
             return
+        refused = self.trust.admit(hello.public_key, hello.node_id, hello.credential,
+                                   wall=now + self._wall_offset)
+        if refused is not None:
+            # No link: no PeerConnected, no digest, nothing of ours is ever sealed to it.
+            self._reject(state, refused, f"peer {hello.node_id!r} refused: {refused}",
+                         close=True)
+            return
         state.hello = hello
         existing = self._peers.get(hello.public_key)
         if existing is not None and not self._prefer(state, existing):
@@ -627,6 +639,10 @@ class Endpoint:
                                               hello.public_key))
         self._strategy.link_up(state.id)
         self._announce(RoutedKind.PEER_UP, state.id, hello.encode())
+        # Revocations are kept and handed on, so a node that joins late refuses the
+        # revoked keys too.
+        for revocation in self.trust.revocation_frames():
+            self._queue(state, revocation, 255)
         # Both ends send a digest on link-up, so neither needs to answer the other's.
         self._send_digest(state, reply=True)
 
@@ -665,14 +681,39 @@ class Endpoint:
             self._reject(state, RejectReason.UNTRUSTED, "origin key not trusted", close=False)
             return
         wall_now = now + self._wall_offset
+        verified = False
+        if signature is not None:
+            trust = self.trust
+            if envelope.origin in trust.operators:
+                # An operator's notice (a revocation) counts whatever its age: check it
+                # now, apply it, then treat it as any message.
+                self._counters.verified += 1
+                if not self._verify(envelope.origin, signature, wire.MESSAGE_DOMAIN, body):
+                    self._reject(state, RejectReason.BAD_SIGNATURE, "operator signature",
+                                 close=True)
+                    return
+                verified = True
+                self._on_operator_notice(envelope, now)
+            else:
+                refused = trust.check_source(envelope.origin, envelope.source, wall=wall_now)
+                if refused is not None:
+                    # The neighbour may be an honest relay: refuse the message, keep the link.
+                    self._reject(state, refused, f"source {envelope.source!r}: {refused}",
+                                 close=False)
+                    return
         if envelope.expires_at < wall_now:
             self._count_reject(RejectReason.EXPIRED)
+            return
+        if envelope.timestamp_ms / 1000.0 < wall_now - config.max_message_age:
+            # Whatever its TTL says: the replay bound (older copies also meet the
+            # per-origin sequence intervals, which outlive the seen cache).
+            self._count_reject(RejectReason.TOO_OLD)
             return
         if envelope.timestamp_ms / 1000.0 > wall_now + config.max_clock_skew:
             self._reject(state, RejectReason.FUTURE_TIMESTAMP, "timestamp in the future",
                          close=False)
             return
-        if signature is not None:
+        if signature is not None and not verified:
             self._counters.verified += 1
             if not self._verify(envelope.origin, signature, wire.MESSAGE_DOMAIN, body):
                 self._reject(state, RejectReason.BAD_SIGNATURE, "message signature",
@@ -703,6 +744,24 @@ class Endpoint:
             # message, neither copy may look like a redundant path and prune the tree.
             self._forward(envelope, hops=frame.hops + 1, received_from=state.id,
                           repair=bool(frame.flags & wire.FLAG_REPAIR), tag=tag)
+
+    def _on_operator_notice(self, envelope: wire.Envelope, now: float) -> None:
+        if envelope.payload_kind != PayloadKind.BINARY:
+            return
+        revoked = parse_revocation(envelope.payload)
+        if revoked is None:
+            return
+        kept = wire.encode_message_frame(envelope, hops=0, repair=True)
+        if self.trust.revoke(revoked, kept):
+            self._events.append(PeerRevoked(revoked, self.trust.name_of(revoked), kept))
+        self.disconnect_peer(revoked, "revoked")
+
+    def revoke(self, public_key: bytes, frame: bytes) -> None:
+        """Another part of this node applied an operator's revocation (a sharded node's
+        other worker): refuse the key here too, keep ``frame`` for new neighbours, and
+        close its link."""
+        self.trust.revoke(public_key, frame)
+        self.disconnect_peer(public_key, "revoked")
 
     def _on_digest(self, state: _Link, frame: wire.Frame, now: float) -> None:
         digest = wire.decode_digest(frame)

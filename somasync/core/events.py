@@ -48,6 +48,16 @@ class RejectReason(enum.StrEnum):
     SELF_ACCUSATION = "self_accusation"
     UNKNOWN_AUTHOR = "unknown_author"
     MEMBERS_FULL = "members_full"
+    TOO_OLD = "too_old"
+    """Older than ``GossipConfig.max_message_age``, whatever its TTL (the replay bound)."""
+    SOURCE_MISMATCH = "source_mismatch"
+    """Its ``source`` is not the name bound to its signing key."""
+    NAME_TAKEN = "name_taken"
+    """Open policy: a peer claimed a name bound to another key."""
+    NOT_ALLOWED = "not_allowed"
+    """Allowlist policy: the name and key are not on the list."""
+    REVOKED = "revoked"
+    """An operator revoked the key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,5 +155,17 @@ class PeerLeft:
     incarnation: int
 
 
+@dataclass(frozen=True, slots=True)
+class PeerRevoked:
+    """An operator's revocation of a key reached this node: the key gets no link, no
+    membership and no delivery from now on."""
+
+    public_key: bytes
+    peer_id: str | None
+    """The name bound to the key when it was revoked, if this node knew one."""
+    notice: bytes = b""
+    """The revocation message as a frame (kept and handed to new neighbours)."""
+
+
 MembershipEvent = PeerJoined | PeerSuspected | PeerFailed | PeerRecovered | PeerLeft
-Event = PeerConnected | PeerDisconnected | FrameRejected
+Event = PeerConnected | PeerDisconnected | FrameRejected | PeerRevoked

@@ -62,6 +62,7 @@ from somasync.core.membership_wire import (
     encode_datagram,
     fixed_size,
 )
+from somasync.core.trust import Trust
 from somasync.errors import DecodeError
 
 __all__ = ["Member", "Membership", "MembershipStatistics", "PeerState"]
@@ -272,9 +273,14 @@ class Membership:
     def __init__(self, config: MembershipConfig, identity: Identity, node_id: str,
                  address: str, *, rng: random.Random, now: float,
                  trusted_keys: frozenset[bytes] | None = None,
-                 verify: crypto.Verifier = crypto.verify, datagram_overhead: int = 0) -> None:
+                 verify: crypto.Verifier = crypto.verify, datagram_overhead: int = 0,
+                 trust: Trust | None = None, credential: bytes = b"",
+                 wall_offset: float = 0.0) -> None:
         self.config = config
         self._overhead = datagram_overhead
+        self._trust = trust
+        self._credential = credential
+        self._wall_offset = wall_offset
         self._signature_ok = verify
         self.identity = identity
         self.node_id = node_id
@@ -425,6 +431,21 @@ class Membership:
             if member is not None and member.state != PeerState.LEFT:
                 self._send_state(member.address, DatagramKind.PULL)
 
+    def expel(self, public_key: bytes, *, now: float) -> None:
+        """The trust policy revoked this member: it is gone for good here (``PeerLeft``),
+        and its claims are refused from now on."""
+        self._now = now
+        member = self._members.get(public_key)
+        if member is None or member.state == PeerState.LEFT:
+            return
+        self._live_members -= member.state in _LIVE
+        member.state, member.state_claim, member.state_since = PeerState.LEFT, None, now
+        self._suspicions.pop(public_key, None)
+        self._cancel_probe_of(public_key)
+        self._queue.remove_subject(public_key)
+        self._events.append(PeerLeft(member.node_id, member.address, member.key,
+                                     member.incarnation))
+
     def report_unreachable(self, public_key: bytes, *, now: float) -> None:
         """A hint from the transport: the connection to this member broke. Probe it now
         (out of turn) rather than at its round-robin slot; suspicion still needs the
@@ -543,6 +564,10 @@ class Membership:
             return
         member = self._members.get(subject)
         kind = claim.type
+        trust = self._trust
+        if trust is not None and (trust.is_revoked(subject) or trust.is_revoked(claim.author)):
+            self._reject("revoked")
+            return
         if kind == ClaimType.ALIVE:
             if member is not None and claim.incarnation <= member.incarnation:
                 if claim.incarnation < member.incarnation:
@@ -553,6 +578,14 @@ class Membership:
                 return
             if not self._verify(claim):
                 return
+            if trust is not None:
+                # The policy's word on the name: bound to another key, not on the
+                # allowlist, or without a valid certificate, it is no member.
+                refused = trust.admit(subject, claim.node_id, claim.credential,
+                                      wall=now + self._wall_offset)
+                if refused is not None:
+                    self._reject(refused)
+                    return
             self._apply_alive(member, claim, now)
             return
         if member is None:
@@ -708,7 +741,8 @@ class Membership:
         """Raise (or confirm) our own suspicion, or declare a member dead."""
         raw = self._sign(encode_claim_body(kind, member.key, member.incarnation,
                                            author=self._key))
-        claim = Claim(kind, member.key, member.incarnation, self._key, "", "", b"", b"", raw)
+        claim = Claim(kind, member.key, member.incarnation, self._key, "", "", b"", b"", b"",
+                      raw)
         if kind == ClaimType.SUSPECT:
             self._counters.suspicions += 1
             self._apply_suspect(member, claim, now)
@@ -1005,7 +1039,8 @@ class Membership:
 
     def _new_self(self, address: str, now: float) -> _Member:
         raw = self._sign(encode_claim_body(ClaimType.ALIVE, self._key, self._incarnation,
-                                           node_id=self.node_id, address=address))
+                                           node_id=self.node_id, address=address,
+                                           credential=self._credential))
         return _Member(self._key, self.node_id, address, self._incarnation, PeerState.ALIVE,
                        now, now, raw)
 

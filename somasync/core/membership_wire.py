@@ -16,7 +16,9 @@ Claim (what a node says about a member; every claim is signed by its author)::
     32s subject            the member the claim is about
     u64 incarnation        the subject's incarnation the claim refers to
     32s author             SUSPECT and DEAD only (ALIVE and LEAVE: the subject itself)
-    ALIVE only:            u8 node id length, node id, u8 address length, address
+    ALIVE only:            u8 node id length, node id, u8 address length, address,
+                           u16 credential length, credential (an operator's
+                           certificate of the subject, or empty)
     64s signature          by the author (subject for ALIVE/LEAVE) over
                            CLAIM_DOMAIN || everything above
 
@@ -53,6 +55,7 @@ HEADER = struct.Struct("!BB32sQ")
 CLAIM_HEAD = struct.Struct("!B32sQ")
 COUNT = struct.Struct("!H")
 FLAG_REPLY_WANTED = 0x01
+MAX_CREDENTIAL = 512
 
 
 class DatagramKind(enum.IntEnum):
@@ -92,6 +95,8 @@ class Claim:
     """ALIVE: the subject's node id (empty for other types)."""
     address: str
     """ALIVE: the subject's ``host:port`` (empty for other types)."""
+    credential: bytes
+    """ALIVE: the subject's certificate (empty when it has none, and for other types)."""
     signed: bytes
     signature: bytes
     raw: bytes
@@ -99,7 +104,7 @@ class Claim:
 
 def encode_claim_body(claim_type: ClaimType, subject: bytes, incarnation: int, *,
                       author: bytes | None = None, node_id: str = "",
-                      address: str = "") -> bytes:
+                      address: str = "", credential: bytes = b"") -> bytes:
     """The bytes a claim's author signs (after ``CLAIM_DOMAIN``)."""
     head = CLAIM_HEAD.pack(claim_type, subject, incarnation)
     if claim_type in (ClaimType.SUSPECT, ClaimType.DEAD):
@@ -110,8 +115,11 @@ def encode_claim_body(claim_type: ClaimType, subject: bytes, incarnation: int, *
         node_bytes, address_bytes = node_id.encode(), address.encode()
         if not 0 < len(node_bytes) <= 255 or not 0 < len(address_bytes) <= 255:
             raise ValueError("node id and address must each be 1-255 bytes")
+        if len(credential) > MAX_CREDENTIAL:
+            raise ValueError(f"a credential is at most {MAX_CREDENTIAL} bytes")
         return (head + bytes((len(node_bytes),)) + node_bytes
-                + bytes((len(address_bytes),)) + address_bytes)
+                + bytes((len(address_bytes),)) + address_bytes
+                + COUNT.pack(len(credential)) + credential)
     return head
 
 
@@ -126,7 +134,7 @@ def decode_claim(data: bytes, offset: int = 0) -> tuple[Claim, int]:
     except ValueError:
         raise DecodeError("bad_claim", f"claim type {type_value}") from None
     offset += CLAIM_HEAD.size
-    author, node_id, address = subject, "", ""
+    author, node_id, address, credential = subject, "", "", b""
     if claim_type in (ClaimType.SUSPECT, ClaimType.DEAD):
         author, offset = _key(data, offset, "claim author")
     elif claim_type == ClaimType.ALIVE:
@@ -134,13 +142,22 @@ def decode_claim(data: bytes, offset: int = 0) -> tuple[Claim, int]:
         address, offset = _short_text(data, offset, "address")
         if not node_id or not address:
             raise DecodeError("bad_claim", "alive claim without node id or address")
+        if len(data) - offset < COUNT.size:
+            raise DecodeError("truncated", "claim credential length missing")
+        (length,) = COUNT.unpack_from(data, offset)
+        if length > MAX_CREDENTIAL:
+            raise DecodeError("bad_claim", f"credential of {length} bytes")
+        credential = data[offset + COUNT.size : offset + COUNT.size + length]
+        if len(credential) != length:
+            raise DecodeError("truncated", "claim credential cut short")
+        offset += COUNT.size + length
     signed = data[start:offset]
     signature = data[offset : offset + SIGNATURE_SIZE]
     if len(signature) != SIGNATURE_SIZE:
         raise DecodeError("truncated", "claim signature cut short")
     offset += SIGNATURE_SIZE
-    return Claim(claim_type, subject, incarnation, author, node_id, address, signed,
-                 signature, data[start:offset]), offset
+    return Claim(claim_type, subject, incarnation, author, node_id, address,
+                 bytes(credential), signed, signature, data[start:offset]), offset
 
 
 def _key(data: bytes, offset: int, what: str) -> tuple[bytes, int]:

@@ -64,6 +64,7 @@ from somasync.core.events import (
 )
 from somasync.core.membership import Member, Membership, MembershipStatistics
 from somasync.core.overlay import HyParView, OverlayStatistics
+from somasync.core.trust import Trust
 
 __all__ = ["OVERLAY_CHANNEL", "ControlStatistics", "NodeControl"]
 
@@ -120,27 +121,34 @@ class NodeControl:
         verify: the signature check for membership claims (the simulator shares a
             cache here, as it does with the endpoints).
         wall_offset: wall-clock seconds minus ``now`` (sealed datagrams carry the
-            sender's clock, for replay protection).
+            sender's clock, for replay protection; certificates have validity times).
+        trust: the node's trust policy, shared with its endpoint where they live in one
+            process (membership admits members by it, the seal opens datagrams only
+            from keys it admits). An open policy of its own when not given.
         run_membership: False runs the overlay alone (the simulator's large meshes,
             where a full membership list per node would not fit in memory).
     """
 
     def __init__(self, config: NodeConfig, identity: Identity, address: str, *,
                  rng: random.Random, now: float, verify: crypto.Verifier = crypto.verify,
-                 run_membership: bool = True, wall_offset: float = 0.0) -> None:
+                 run_membership: bool = True, wall_offset: float = 0.0,
+                 trust: Trust | None = None) -> None:
         self.config = config
         self._rng = rng
         self._address = address
         self._wall_offset = wall_offset
         security = config.security
+        self.trust = trust = trust if trust is not None else Trust()
         self._sealer = DatagramSealer(
-            identity, resolve=self._key_at, max_age=security.datagram_max_age,
+            identity, resolve=self._key_at, admit=trust.admits_key,
+            max_age=security.datagram_max_age,
         ) if security.seal_datagrams else None
         self._membership = Membership(
             config.membership, identity, config.node_id, address,
             rng=random.Random(rng.getrandbits(64)), now=now,
             trusted_keys=config.gossip.trusted_keys, verify=verify,
             datagram_overhead=SEAL_OVERHEAD if self._sealer is not None else 0,
+            trust=trust, credential=security.certificate, wall_offset=wall_offset,
         ) if run_membership else None
         self._overlay = HyParView(address, config.overlay,
                                   rng=random.Random(rng.getrandbits(64)), now=now) \
@@ -245,6 +253,15 @@ class NodeControl:
         for target in self._targets.values():
             target.state, target.due = _IDLE, now
             target.delay = self.config.reconnect_initial_delay
+        self._settle(now)
+
+    def revoke(self, public_key: bytes, *, now: float) -> None:
+        """The operator revoked ``public_key`` (the trust policy already knows): expel the
+        member and close its links."""
+        if self._membership is not None:
+            self._membership.expel(public_key, now=now)
+        if public_key in self._linked:
+            self._close(public_key, "revoked")
         self._settle(now)
 
     def receive_datagram(self, source: str, data: bytes, *, now: float) -> None:

@@ -222,7 +222,9 @@ class RawPeer:
 
 
 def _signed(key: nacl.signing.SigningKey, text: str) -> Message:
-    return Message(MessageType.Alert(level="high", message=text), "raw").sign_with_ed25519(key)
+    # Not "raw": that name is bound to the raw peer's own key by its handshake.
+    return Message(MessageType.Alert(level="high", message=text),
+                   "raw-feed").sign_with_ed25519(key)
 
 
 def _tampered(key: nacl.signing.SigningKey) -> bytes:

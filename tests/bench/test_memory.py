@@ -23,9 +23,9 @@ def test_plateau_is_bounded_by_configuration_not_rate() -> None:
     per_entry = {"seen_id": {"median": 100.0}, "stored_message": {"median": 300.0},
                  "frame": {"median": 400.0}, "stream": {"median": 1000.0}}
     config = GossipConfig.lan()
-    slow = predict_plateau(per_entry, rate=10, streams=5, config=config)
-    assert slow["seen_ids"] == 10 * config.seen_ttl
-    assert slow["stored_messages"] == 10 * config.max_message_age
+    slow = predict_plateau(per_entry, rate=1, streams=5, config=config)
+    assert slow["seen_ids"] == 1 * config.seen_ttl < config.seen_cache_size
+    assert slow["stored_messages"] == 1 * config.max_message_age < config.max_stored_messages
     fast = predict_plateau(per_entry, rate=1e6, streams=1e6, config=config)
     assert fast["seen_bytes"] == config.seen_cache_size * 100.0
     assert fast["store_bytes"] == config.max_stored_messages * 700.0

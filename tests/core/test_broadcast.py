@@ -225,9 +225,9 @@ def test_each_origin_gets_a_tree_of_its_own() -> None:
     other = nacl.signing.SigningKey(bytes(range(1, 33)))
     for sequence in range(1, 5):
         publish(mesh, sequence)
-        mesh.nodes["n9"].broadcast(message(sequence, other, "n9"), now=mesh.now)
+        mesh.nodes["n9"].broadcast(message(sequence, other, "n9-feed"), now=mesh.now)
         mesh.settle()
-    for origin, envelope in (("n0", message(5)), ("n9", message(5, other, "n9"))):
+    for origin, envelope in (("n0", message(5)), ("n9", message(5, other, "n9-feed"))):
         before = received_copies(mesh)
         mesh.nodes[origin].broadcast(envelope, now=mesh.now)
         mesh.settle()
@@ -236,7 +236,7 @@ def test_each_origin_gets_a_tree_of_its_own() -> None:
     assert max(e.statistics().tree.streams  # type: ignore[union-attr]
                for e in mesh.nodes.values()) == 2
     # Rooted at different nodes, the two trees are different sets of links.
-    other_tag = wire.stream_tag(bytes(other.verify_key), b"n9")
+    other_tag = wire.stream_tag(bytes(other.verify_key), b"n9-feed")
     shapes = {tag: {(name, link) for name, e in mesh.nodes.items()
                     for link in e.peer_links() if e._tree.is_eager(link, tag)}  # type: ignore[union-attr]
               for tag in (TAG, other_tag)}

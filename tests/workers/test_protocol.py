@@ -11,14 +11,16 @@ from hypothesis import given, strategies as st
 
 from somasync.core.broadcast import TreeStatistics
 from somasync.core.endpoint import EndpointStatistics
-from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected
+from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, PeerRevoked
 from somasync.workers.protocol import (
     Adopt,
+    Bind,
     ControlError,
     ControlMessage,
     Disconnect,
     Kind,
     Ready,
+    Revoke,
     Rewire,
     StatsReport,
     StatsRequest,
@@ -53,6 +55,11 @@ EXAMPLES: list[ControlMessage] = [
     PeerDisconnected("node-b", "127.0.0.1:7001", "worker_died"),
     FrameRejected("node-b", "127.0.0.1:7001", "bad_signature", "message signature", True),
     FrameRejected(None, "127.0.0.1:7001", "no_hello", "message before HELLO", False),
+    PeerRevoked(bytes(range(32)), "node-c", b"\x00\x00\x00\x05frame"),
+    PeerRevoked(bytes(range(32)), None),
+    Bind("node-c", bytes(range(32)), b""),
+    Bind("nœud", bytes(range(32)), bytes(range(150))),
+    Revoke(bytes(range(32)), b"notice"),
 ]
 
 
