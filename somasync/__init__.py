@@ -42,9 +42,11 @@ from somasync.core.membership import (
     PeerState as PeerState,
 )
 from somasync.core.payload import MessageType as MessageType
+from somasync.core.trust import Certificate as Certificate
 from somasync.errors import (
     ConfigError as ConfigError,
     DecodeError as DecodeError,
+    KeyFileError as KeyFileError,
     NodeStateError as NodeStateError,
     SignatureError as SignatureError,
     SomaSyncError as SomaSyncError,
@@ -60,6 +62,7 @@ from somasync.events import (
     PeerJoined as PeerJoined,
     PeerLeft as PeerLeft,
     PeerRecovered as PeerRecovered,
+    PeerRevoked as PeerRevoked,
     PeerSuspected as PeerSuspected,
     RejectReason as RejectReason,
     SynapseEvent as SynapseEvent,
@@ -73,6 +76,7 @@ __version__ = "0.1.0"
 _logging.getLogger("somasync").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "Certificate",
     "ConfigError",
     "DecodeError",
     "DeliveryDropped",
@@ -81,6 +85,7 @@ __all__ = [
     "FrameRejected",
     "GossipConfig",
     "Identity",
+    "KeyFileError",
     "Member",
     "MembershipConfig",
     "MembershipStatistics",
@@ -98,6 +103,7 @@ __all__ = [
     "PeerJoined",
     "PeerLeft",
     "PeerRecovered",
+    "PeerRevoked",
     "PeerState",
     "PeerStats",
     "PeerSuspected",

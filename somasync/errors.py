@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DecodeError",
+    "KeyFileError",
     "NodeStateError",
     "SignatureError",
     "SomaSyncError",
@@ -46,6 +47,19 @@ class DecodeError(SomaSyncError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class KeyFileError(SomaSyncError):
+    """A key, allowlist, certificate or revocation file cannot be used (missing, readable
+    by other users, malformed).
+
+    Attributes:
+        path: the file.
+    """
+
+    def __init__(self, path: object, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = str(path)
 
 
 class SignatureError(SomaSyncError):

@@ -18,6 +18,7 @@ from somasync.core.events import (
     PeerJoined,
     PeerLeft,
     PeerRecovered,
+    PeerRevoked,
     PeerSuspected,
     RejectReason,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "PeerJoined",
     "PeerLeft",
     "PeerRecovered",
+    "PeerRevoked",
     "PeerSuspected",
     "RejectReason",
     "SynapseEvent",
@@ -68,3 +70,4 @@ class SynapseEvent:
     PeerFailed: ClassVar[type[PeerFailed]] = PeerFailed
     PeerRecovered: ClassVar[type[PeerRecovered]] = PeerRecovered
     PeerLeft: ClassVar[type[PeerLeft]] = PeerLeft
+    PeerRevoked: ClassVar[type[PeerRevoked]] = PeerRevoked

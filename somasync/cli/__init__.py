@@ -20,6 +20,7 @@ COMMANDS = {
     "demo": "run a local mesh on 127.0.0.1 and measure signed-alert delivery",
     "sim": "simulate a mesh of thousands of nodes running the real core",
     "config": "show or check the agent's effective configuration (file, env, flags)",
+    "keys": "make and inspect key, certificate and revocation files",
 }
 
 USAGE = ("usage: somasync <command> [options]   (or python -m somasync ...)\n"

@@ -14,6 +14,7 @@ data as hex). Commands, one per line on stdin:
                             status, alert) with its fields, optional priority and ttl
     members                 print the membership table
     stats                   print the node's counters
+    revoke <file>           publish an operator's revocation ('somasync keys revoke')
     stop                    leave gracefully
 
 With ``--lifeline`` the end of stdin stops the agent too (a supervising script that dies
@@ -51,7 +52,8 @@ from somasync.config import (
 )
 from somasync.core.crypto import Identity
 from somasync.core.payload import MessageType, payload_from_json, payload_to_json
-from somasync.errors import ConfigError, SomaSyncError
+from somasync.errors import ConfigError, KeyFileError, SomaSyncError
+from somasync.keys import load_allowlist, load_certificate, load_identity, load_revocation
 from somasync.node import SynapseNodeBuilder
 
 __all__ = ["main"]
@@ -75,10 +77,25 @@ def preset_config(name: str) -> NodeConfig:
 
 
 def flag_values(options: argparse.Namespace) -> dict[str, Any]:
-    """The settings the command line gives (None: not given)."""
-    return {"node_id": options.node_id, "bind_address": options.bind,
-            "bootstrap_peers": options.join or None, "discovery": options.discovery,
-            "workers": options.workers}
+    """The settings the command line gives (None: not given); the trust files are read
+    here, so a bad one stops the command with its name."""
+    values: dict[str, Any] = {
+        "node_id": options.node_id, "bind_address": options.bind,
+        "bootstrap_peers": options.join or None, "discovery": options.discovery,
+        "workers": options.workers, "security.trust": options.trust,
+        "security.operator_keys": options.operator_key or None}
+    try:
+        if options.allowlist:
+            values["security.allowlist"] = {name: key.hex() for name, key in
+                                            load_allowlist(options.allowlist).items()}
+        if options.certificate:
+            values["security.certificate"] = \
+                load_certificate(options.certificate).encode().hex()
+    except KeyFileError as exc:
+        field = "security.allowlist" if options.allowlist and exc.path == options.allowlist \
+            else "security.certificate"
+        raise ConfigError(field, str(exc)) from None
+    return values
 
 
 def config_path(options: argparse.Namespace) -> Path | None:
@@ -151,13 +168,29 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                                                                  DiscoveryMethod],
                         help="discovery method (repeatable; default gossip)")
     parser.add_argument("--workers", type=int, help="worker processes (default 0)")
+    parser.add_argument("--identity", metavar="FILE",
+                        help="this node's key file ('somasync keys generate'; default: a "
+                             "fresh key each run)")
+    parser.add_argument("--trust", choices=["open", "allowlist", "certificates"],
+                        help="trust policy (default open)")
+    parser.add_argument("--allowlist", metavar="FILE",
+                        help="allowlist policy: '<name> <hex key>' per line")
+    parser.add_argument("--operator-key", action="append", metavar="HEX",
+                        help="certificates policy: an operator's public key (repeatable)")
+    parser.add_argument("--certificate", metavar="FILE",
+                        help="certificates policy: this node's certificate "
+                             "('somasync keys certify')")
 
 
 async def _run(options: argparse.Namespace) -> int:
     resolved = resolve(preset_config(options.preset), file=config_path(options),
                        environ=os.environ, flags=flag_values(options))
     config = resolved.config
-    identity = Identity.generate()
+    try:
+        identity = load_identity(options.identity) if options.identity \
+            else Identity.generate()
+    except KeyFileError as exc:
+        raise ConfigError("identity", str(exc)) from None
     if "node_id" not in resolved.sources:
         config = config.replace(node_id="node-" + identity.public_key[:6].hex())
     node, messages, events = (SynapseNodeBuilder().with_config(config)
@@ -214,6 +247,14 @@ async def _run(options: argparse.Namespace) -> int:
                 _emit("stats", membership=dataclasses.asdict(stats.membership)
                       if stats.membership else None, messages=stats.messages_processed,
                       duplicates=stats.duplicates, peers=stats.peer_stats.healthy_peers)
+            elif command == "revoke":
+                try:
+                    notice = load_revocation(argument)
+                    await node.broadcast(notice)
+                except SomaSyncError as exc:
+                    _emit("error", detail=f"revoke: {exc}")
+                    continue
+                _emit("published", id=notice.id, revocation=argument)
             elif command == "stop":
                 stopping.set()
             elif command:

@@ -439,7 +439,8 @@ async def test_a_flipped_byte_on_the_wire_closes_the_link_and_it_comes_back(
         assert [(e.reason, e.closed) for e in refused] == [("bad_record", True)]
         assert relay.flipped == 1
         await wait_for(lambda: _count(c, 1, PeerDisconnected) >= 1, "the link to close")
-        assert (await b.get_stats()).rejected == {"bad_record": 1}
+        # (A sharded node may also count an item routed to the link as it closed.)
+        assert (await b.get_stats()).rejected["bad_record"] == 1
         # The dialler redials; anti-entropy brings the message the altered record held.
         await wait_for(lambda: len(c.received[0]) == 1, "delivery after the redial")
         assert c.received[0][0].message_type == MessageType.Data("altered on the way")
