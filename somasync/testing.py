@@ -32,6 +32,7 @@ from somasync.core.endpoint import Endpoint
 from somasync.core.events import MembershipEvent
 from somasync.core.membership import Membership
 from somasync.core.shard import Shard, peer_owner
+from somasync.core.trust import Trust
 
 __all__ = ["WALL", "MembershipNet", "Mesh", "Wire", "wait_until"]
 
@@ -87,13 +88,18 @@ class Mesh:
         return {name: shards[0] for name, shards in self.shards.items()}
 
     def add(self, name: str, config: GossipConfig | None = None, *, shards: int = 1,
-            identity: Identity | None = None) -> Endpoint:
+            identity: Identity | None = None, trust: Trust | None = None,
+            credential: bytes = b"") -> Endpoint:
+        """A node of ``shards`` endpoints; ``trust`` (shared by its shards) and its
+        ``credential`` as the node would have them."""
         identity = identity or Identity(self.rng.randbytes(32))
+        trust = trust if trust is not None else Trust()
         endpoints = [
             Endpoint(config or self.config, identity, name,
                      rng=random.Random(self.rng.random()), now=self.now,
                      wall_offset=WALL - self.now, listen_address=f"{name}:1",
-                     shard=Shard(i, shards) if shards > 1 else None)
+                     shard=Shard(i, shards) if shards > 1 else None, trust=trust,
+                     credential=credential)
             for i in range(shards)
         ]
         self.shards[name] = endpoints

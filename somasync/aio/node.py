@@ -26,13 +26,12 @@ from somasync.aio.control import ControlDriver
 from somasync.aio.local import LocalRuntime
 from somasync.aio.runtime import Runtime, WorkerStats
 from somasync.config import NodeConfig, parse_address
-from somasync.core import wire
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import EndpointStatistics
 from somasync.core.events import PeerConnected, PeerDisconnected, PeerRevoked
 from somasync.core.membership import Member, MembershipStatistics
 from somasync.core.payload import MessageType
-from somasync.core.trust import Trust, parse_revocation
+from somasync.core.trust import Trust
 from somasync.errors import ConfigError, NodeStateError, TransportError
 from somasync.events import DeliveryDropped, MessageReceived
 from somasync.message import Message
@@ -327,20 +326,8 @@ class SynapseNode:
             raise TypeError("broadcast takes a Message; use broadcast_message for a payload")
         if message.signature is None and self.config.sign_outgoing:
             message = message.sign_with_ed25519(self.identity)
-        self._apply_if_revocation(message)
         await self._runtime.broadcast(message)
         return message.id
-
-    def _apply_if_revocation(self, message: Message) -> None:
-        """An operator's revocation published here counts here too, at once (its
-        receivers apply it as it arrives)."""
-        payload = message.message_type
-        if (message.signer_public_key in self.trust.operators
-                and isinstance(payload, MessageType.Binary) and message.verify_signature()):
-            revoked = parse_revocation(payload.data)
-            if revoked is not None and not self.trust.is_revoked(revoked):
-                notice = wire.encode_message_frame(message.to_envelope(), hops=0, repair=True)
-                self.report(PeerRevoked(revoked, self.trust.name_of(revoked), notice))
 
     # --- what the runtime reports (RuntimeHost) ----------------------------------------
 

@@ -213,6 +213,9 @@ class Endpoint:
         self._verify = verify
         self._credential = credential
         self.trust = trust if trust is not None else Trust()
+        # This node's own name is its own: a message from another key claiming it, or a
+        # peer calling itself so, is refused here too.
+        self.trust.admit(identity.public_key, node_id, credential, wall=now + wall_offset)
         self._plaintext_links = plaintext_links
         self._handshakes = 0
         self._routed: dict[int, list[Routed]] = {}
@@ -433,6 +436,10 @@ class Endpoint:
         """
         if envelope.id in self._seen or self._streams.has(envelope.stream, envelope.sequence):
             return envelope.id
+        if (envelope.origin in self.trust.operators and envelope.signature is not None
+                and self._verify(envelope.origin, envelope.signature, wire.MESSAGE_DOMAIN,
+                                 envelope.body)):
+            self._on_operator_notice(envelope, now)  # published here: it counts here too
         self._accept(envelope, now)
         self._counters.originated += 1
         self._forward(envelope, hops=0, received_from=None)
