@@ -8,7 +8,9 @@ import secrets
 import socket
 import struct
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import nacl.signing
 import pytest
@@ -21,6 +23,8 @@ from somasync import (
     Peer,
     PeerConnected,
     PeerDisconnected,
+    PeerRevoked,
+    SecurityConfig,
     Stream,
     SynapseNode,
     SynapseNodeBuilder,
@@ -28,6 +32,8 @@ from somasync import (
 from somasync.core import wire
 from somasync.core.crypto import Identity
 from somasync.core.handshake import Handshake, Session
+from somasync.core.trust import Certificate
+from somasync.keys import load_revocation, revocation_message, save_revocation
 from somasync.testing import wait_until
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -55,13 +61,17 @@ class Cluster:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def add(self, name: str, *, bootstrap: list[str] = (),  # type: ignore[assignment]
-                  gossip: GossipConfig | None = None) -> SynapseNode:
+                  gossip: GossipConfig | None = None, security: SecurityConfig | None = None,
+                  identity: Identity | None = None) -> SynapseNode:
         builder = (SynapseNodeBuilder().with_node_id(name)
                    .with_bind_address("127.0.0.1:0")
                    .with_gossip_config(gossip or GossipConfig.local())
+                   .with_security_config(security or SecurityConfig())
                    .with_workers(self.workers)
                    # Explicit topologies: links only where the test puts them.
                    .with_discovery("static"))
+        if identity is not None:
+            builder = builder.with_signing_key(identity.signing_key)
         for address in bootstrap:
             builder = builder.add_bootstrap_peer(address)
         node, messages, events = builder.build()
@@ -527,3 +537,93 @@ async def test_a_capture_of_all_traffic_holds_no_payload_and_no_node_name(
     for secret in (payload.encode(), token.encode(), *(n.encode() for n in names)):
         assert secret not in tcp
         assert secret not in udp
+
+
+# --- trust: names, admission, revocation, over real sockets ---------------------------------
+
+async def test_a_receiver_refuses_a_message_that_claims_another_nodes_name(
+        workers: int) -> None:
+    async with cluster(workers) as c:
+        await chain(c, 3)
+        posing = Message(MessageType.Alert(level="high", message="from n2, honest"), "n2")
+        await c.nodes[0].broadcast(posing.sign_with_ed25519(c.nodes[0].identity))
+        await wait_for(lambda: any(isinstance(e, FrameRejected) for e in c.events[1]),
+                       "the refusal at the first receiver")
+        assert (await c.nodes[1].get_stats()).rejected == {"source_mismatch": 1}
+        await c.nodes[0].broadcast_message(MessageType.Data("as myself"))
+        await wait_for(lambda: len(c.received[2]) == 1, "a later honest message")
+        assert [m.source for m in c.received[1] + c.received[2]] == ["n0", "n0"]
+
+
+async def test_under_an_allowlist_an_unlisted_node_gets_no_link_no_membership_nothing(
+        workers: int) -> None:
+    keys = {name: Identity.generate() for name in ("a", "b", "x")}
+    listed = SecurityConfig(trust="allowlist", allowlist={
+        name: keys[name].public_key for name in ("a", "b")})
+    async with cluster(workers) as c:
+        a = await c.add("a", security=listed, identity=keys["a"])
+        b = await c.add("b", bootstrap=[a.listen_address], security=listed,
+                        identity=keys["b"])
+        await wait_for(lambda: len(a.members()) == 2 and len(b.connected_peers()) == 1,
+                       "the listed nodes")
+        x = await c.add("x", bootstrap=[a.listen_address], identity=keys["x"])
+        await wait_for(lambda: any(isinstance(e, FrameRejected) and e.reason == "not_allowed"
+                                   for e in c.events[0]), "x refused")
+        await a.broadcast_message(MessageType.Data("for the listed only"))
+        await wait_for(lambda: len(c.received[1]) == 1, "delivery to b")
+        stats = await a.get_stats()
+        assert stats.rejected["not_allowed"] >= 1
+        assert x.connected_peers() == {}
+        assert c.received[2] == []
+        assert [m.node_id for m in x.members()] == ["x"]
+        assert sorted(m.node_id for m in a.members()) == ["a", "b"]
+        assert not [e for e in c.events[0] if isinstance(e, PeerConnected)
+                    and e.peer_id == "x"]
+
+
+async def test_a_revoked_node_is_cut_off_mesh_wide_also_by_a_node_joining_later(
+        workers: int, tmp_path: Path) -> None:
+    operator = Identity.generate()
+    keys = {name: Identity.generate() for name in "abcd"}
+    now = int(time.time())
+
+    def certified(name: str) -> SecurityConfig:
+        certificate = Certificate.issue(operator, name, keys[name].public_key,
+                                        not_before=now - 60, not_after=now + 3600)
+        return SecurityConfig(trust="certificates", operator_keys=frozenset(
+            [operator.public_key]), certificate=certificate.encode())
+
+    async with cluster(workers) as c:
+        a = await c.add("a", security=certified("a"), identity=keys["a"])
+        b = await c.add("b", bootstrap=[a.listen_address], security=certified("b"),
+                        identity=keys["b"])
+        victim = await c.add("c", bootstrap=[b.listen_address], security=certified("c"),
+                             identity=keys["c"])
+        await wait_for(lambda: len(b.connected_peers()) == 2
+                       and all(len(n.members()) == 3 for n in (a, b, victim)), "the mesh")
+        notice = revocation_message(operator, keys["c"].public_key, sequence=1)
+        save_revocation(notice, tmp_path / "revoke.json")
+        await a.broadcast(load_revocation(tmp_path / "revoke.json"))
+        revoked = keys["c"].public_key
+        await wait_for(lambda: all(any(isinstance(e, PeerRevoked) and e.public_key == revoked
+                                       for e in c.events[i]) for i in (0, 1)),
+                       "the revocation at a and b")
+        await wait_for(lambda: "c" not in b.connected_peers(), "b to drop c")
+        await wait_for(lambda: all(m.state == "left" for n in (a, b) for m in n.members()
+                                   if m.node_id == "c"), "membership to expel c")
+        # c's messages reach nobody.
+        await victim.broadcast_message(MessageType.Data("from a revoked node"))
+        # d joins later, through a, and also knows c's address: it refuses c too.
+        d = await c.add("d", bootstrap=[a.listen_address, victim.listen_address],
+                        security=certified("d"), identity=keys["d"])
+        await wait_for(lambda: any(isinstance(e, PeerRevoked) for e in c.events[3]),
+                       "the kept revocation reaching d")
+        await wait_for(lambda: any(isinstance(e, FrameRejected) and e.reason == "revoked"
+                                   for e in c.events[3]), "d refusing c's link")
+        await a.broadcast_message(MessageType.Data("after"))
+        await wait_for(lambda: len(c.received[3]) >= 1, "d receiving the mesh's messages")
+        assert "c" not in d.connected_peers()
+        assert all(m.source != "c" for r in c.received for m in r)
+        # c keeps redialling b (its static peer), and b keeps refusing it.
+        await wait_for(lambda: any(isinstance(e, FrameRejected) and e.reason == "revoked"
+                                   for e in c.events[1]), "b refusing c's redial")
