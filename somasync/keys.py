@@ -29,7 +29,7 @@ from somasync.core import wire
 from somasync.core.crypto import Identity
 from somasync.core.payload import MessageType
 from somasync.core.trust import Certificate, parse_revocation, revocation_payload
-from somasync.errors import DecodeError, KeyFileError
+from somasync.errors import DecodeError, KeyFileError, SignatureError
 from somasync.message import Message
 
 __all__ = [
@@ -194,7 +194,11 @@ def load_revocation(path: str | os.PathLike[str]) -> Message:
     except DecodeError as exc:
         raise KeyFileError(path, f"holds no valid message: {exc}") from None
     payload = message.message_type
-    if not (isinstance(payload, MessageType.Binary) and parse_revocation(payload.data)
-            and message.verify_signature()):
+    try:
+        signed = message.verify_signature()
+    except SignatureError:
+        signed = False
+    if not (signed and isinstance(payload, MessageType.Binary)
+            and parse_revocation(payload.data)):
         raise KeyFileError(path, "holds no signed revocation")
     return message

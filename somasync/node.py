@@ -56,6 +56,11 @@ class SynapseNodeBuilder:
         self._config = self._config.replace(security=security)
         return self
 
+    def with_handshake_timeout(self, seconds: float) -> SynapseNodeBuilder:
+        """Seconds a new connection has to finish its handshake (``NodeConfig``)."""
+        self._config = self._config.replace(handshake_timeout=seconds)
+        return self
+
     def with_membership_config(self, membership: MembershipConfig) -> SynapseNodeBuilder:
         """Failure-detection timings (``MembershipConfig.lan()``, ``.wan()``, ``.local()``)."""
         self._config = self._config.replace(membership=membership)

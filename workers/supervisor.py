@@ -506,7 +506,15 @@ class ShardedRuntime:
                     reply = handshake.receive(chunk)
                     if reply:
                         await loop.sock_sendall(sock, reply)
-        except (TimeoutError, OSError):
+        except TimeoutError:
+            self._handshake_timeouts += 1
+            self._handshake_failures["handshake_timeout"] = \
+                self._handshake_failures.get("handshake_timeout", 0) + 1
+            self._host.report(FrameRejected(None, address, "handshake_timeout",
+                                            "no handshake in time", True))
+            sock.close()
+            return None
+        except OSError:
             self._handshake_timeouts += 1
             sock.close()
             return None
@@ -646,7 +654,8 @@ class ShardedRuntime:
             core=dataclasses.replace(core, rejected=rejected), workers=tuple(per_worker),
             worker_restarts=self._restarts,
             handshake_failures=(self._handshake_timeouts + self._handover_failures
-                                + sum(self._handshake_failures.values())))
+                                + sum(n for reason, n in self._handshake_failures.items()
+                                      if reason != "handshake_timeout")))
 
     @property
     def segment_tag(self) -> str:

@@ -516,7 +516,9 @@ class Endpoint:
             self._streams.expire_gaps(now=now, gap_timeout=self.config.gap_timeout)
             for state in list(self._links.values()):
                 if state.hello is None and now - state.opened_at > self.handshake_timeout:
-                    self._request_close(state, "handshake_timeout")
+                    self._reject(state, RejectReason.HANDSHAKE_TIMEOUT,
+                                 f"no handshake within {self.handshake_timeout} s",
+                                 close=True)
         tree = self._tree
         if tree is not None:
             for link, message_id, tag in tree.due(now=now):

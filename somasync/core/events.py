@@ -48,6 +48,8 @@ class RejectReason(enum.StrEnum):
     SELF_ACCUSATION = "self_accusation"
     UNKNOWN_AUTHOR = "unknown_author"
     MEMBERS_FULL = "members_full"
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+    """A connection did not finish its handshake in time (it stalled, or trickled)."""
     TOO_OLD = "too_old"
     """Older than ``GossipConfig.max_message_age``, whatever its TTL (the replay bound)."""
     SOURCE_MISMATCH = "source_mismatch"

@@ -62,7 +62,8 @@ class Cluster:
 
     async def add(self, name: str, *, bootstrap: list[str] = (),  # type: ignore[assignment]
                   gossip: GossipConfig | None = None, security: SecurityConfig | None = None,
-                  identity: Identity | None = None) -> SynapseNode:
+                  identity: Identity | None = None,
+                  handshake_timeout: float | None = None) -> SynapseNode:
         builder = (SynapseNodeBuilder().with_node_id(name)
                    .with_bind_address("127.0.0.1:0")
                    .with_gossip_config(gossip or GossipConfig.local())
@@ -72,6 +73,8 @@ class Cluster:
                    .with_discovery("static"))
         if identity is not None:
             builder = builder.with_signing_key(identity.signing_key)
+        if handshake_timeout is not None:
+            builder = builder.with_handshake_timeout(handshake_timeout)
         for address in bootstrap:
             builder = builder.add_bootstrap_peer(address)
         node, messages, events = builder.build()
@@ -627,3 +630,19 @@ async def test_a_revoked_node_is_cut_off_mesh_wide_also_by_a_node_joining_later(
         # c keeps redialling b (its static peer), and b keeps refusing it.
         await wait_for(lambda: any(isinstance(e, FrameRejected) and e.reason == "revoked"
                                    for e in c.events[1]), "b refusing c's redial")
+
+
+async def test_a_connection_that_never_finishes_its_handshake_is_closed_and_counted(
+        workers: int) -> None:
+    async with cluster(workers) as c:
+        node = await c.add("a", handshake_timeout=0.3)
+        raw = await RawPeer.connect(node.listen_address)
+        try:
+            await raw.send_raw(b"SSY\x02\x00")  # a trickle, then silence
+            assert await raw.closed_by_remote()
+        finally:
+            await raw.close()
+        await wait_for(lambda: any(isinstance(e, FrameRejected)
+                                   and e.reason == "handshake_timeout" for e in c.events[0]),
+                       "the refusal")
+        assert (await node.get_stats()).rejected == {"handshake_timeout": 1}

@@ -70,11 +70,12 @@ def test_handshake_timeout_closes_a_silent_link() -> None:
     mesh.add("a")
     mesh.add("b")
     w = mesh.connect("a", "b")
-    w.drop = True  # nothing gets through: no HELLO ever arrives
+    w.drop = True  # nothing gets through: the handshake stalls
     mesh.settle()
     mesh.step(6.0)
     assert ("a", w.link_a) not in mesh.wires
     assert mesh.nodes["a"].statistics().links == 0
+    assert mesh.nodes["a"].statistics().rejected == {"handshake_timeout": 1}
 
 
 # --- broadcast ---------------------------------------------------------------------------
