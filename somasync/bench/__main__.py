@@ -6,6 +6,7 @@
     python -m somasync.bench ingest --workers 0,1,2       # the sharded node's benchmark
     python -m somasync.bench membership                  # failure detection, 32 processes
     python -m somasync.bench memory                      # bytes per seen id, message, stream
+    python -m somasync.bench handshake                   # link handshakes/s, sealing MB/s
     python -m somasync.bench --scenario soak --nodes 8 --rate 400 --duration 1800 --plot t.png
 
 Exit status: 0 when every node received every message exactly once, 1 when any message
@@ -27,7 +28,7 @@ from somasync.errors import ConfigError
 
 __all__ = ["format_summary", "main"]
 
-_SUBCOMMANDS = ("ingest", "membership", "memory")
+_SUBCOMMANDS = ("handshake", "ingest", "membership", "memory")
 
 
 def _priority_mix(text: str) -> tuple[tuple[int, int], ...]:

@@ -82,14 +82,15 @@ class AgentCluster:
     # --- processes -------------------------------------------------------------------
 
     def spawn(self, *, join: Sequence[str] = (), prefix: Sequence[str] = (),
-              host: str | None = None, node_id: str | None = None) -> Agent:
+              host: str | None = None, node_id: str | None = None,
+              args: Sequence[str] = ()) -> Agent:
         """Start one agent joining through ``join``; ``prefix`` wraps the command (e.g.
-        ``ip netns exec NAME``)."""
+        ``ip netns exec NAME``); ``args`` are more flags for this agent alone."""
         index = len(self.agents)
         node_id = node_id or f"agent-{index}"
         command = [*prefix, sys.executable, "-m", "somasync", "agent", "--lifeline",
                    "--preset", self.preset, "--node-id", node_id,
-                   "--bind", f"{host or self.host}:0", *self.extra]
+                   "--bind", f"{host or self.host}:0", *self.extra, *args]
         for seed in join:
             command += ["--join", seed]
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

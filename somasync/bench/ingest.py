@@ -56,7 +56,9 @@ def sender(port: int, count: int, encrypt: bool) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         # Nothing the node says after the handshake matters here; the socket buffer
         # holds it.
-        session, _ = secure_link(sock, identity, "bench-sender", plaintext=not encrypt)
+        # A name of its own: under any trust policy one name belongs to one key.
+        session, _ = secure_link(sock, identity, f"bench-sender-{identity.public_key[:4].hex()}",
+                                 plaintext=not encrypt)
         sys.stdout.write("ready\n")
         sys.stdout.flush()
         sys.stdin.readline()  # the parent says go

@@ -761,8 +761,9 @@ class Endpoint:
         if revoked is None:
             return
         kept = wire.encode_message_frame(envelope, hops=0, repair=True)
+        name = self.trust.name_of(revoked)
         if self.trust.revoke(revoked, kept):
-            self._events.append(PeerRevoked(revoked, self.trust.name_of(revoked), kept))
+            self._events.append(PeerRevoked(revoked, name, kept))
         self.disconnect_peer(revoked, "revoked")
 
     def revoke(self, public_key: bytes, frame: bytes) -> None:
