@@ -8,7 +8,8 @@ key with XChaCha20-Poly1305 (a random 24-byte nonce, so a restart never reuses o
 it proves its sender, hides what it says (names, addresses, claims) and cannot be
 altered. Layouts::
 
-    SEALED  u8 0xA1 | 32s sender key | 24s nonce | sealed(u64 counter | datagram)
+    SEALED  u8 0xA1 | 32s sender key | 24s nonce |
+            sealed(u64 epoch | u64 sequence | u64 sent_at | datagram)
             associated data: the first 33 bytes and the recipient's key
     WHOIS   u8 0xA2 | 32s sender key | 16s challenge | zeros up to the size of an IAM
     IAM     u8 0xA3 | 32s responder key | 16s challenge | 64s signature by the responder
@@ -21,10 +22,13 @@ from authenticated sources only: members' signed ALIVE claims and the peers' lin
 handshakes (``learn``), never from a datagram's source address. A WHOIS is padded to the
 size of its answer, so the exchange amplifies nothing, and answers are rate-limited.
 
-Replays. The counter is the sender's wall clock in microseconds, strictly increasing per
-sender; a receiver refuses a counter more than ``max_age`` seconds from its own clock,
-and, per sender, one already seen within a 64-datagram window (an IPsec/WireGuard-style
-sliding window). A restarted sender's clock is past its previous counters.
+Replays. ``sent_at`` is the sender's wall clock (microseconds): a receiver refuses a
+datagram more than ``max_age`` seconds from its own clock. ``epoch`` is the sender's
+clock when it started and ``sequence`` counts its datagrams from 0, so per sender a
+receiver keeps the latest epoch and an IPsec/WireGuard-style sliding window over the
+last 64 sequence numbers: a datagram of an older epoch (a previous life of the sender),
+or one already seen, or one more than 64 behind is refused; reordering within the
+window is not.
 """
 
 from __future__ import annotations
@@ -44,17 +48,30 @@ SEALED, WHOIS, IAM = 0xA1, 0xA2, 0xA3
 IAM_DOMAIN = b"somasync/iam/v1\x00"
 PAIR_DOMAIN = b"somasync/pair/v1\x00"
 _HEAD = struct.Struct("!B32s24s")
-_COUNTER = struct.Struct("!Q")
+_COUNTER = struct.Struct("!QQQ")  # epoch, sequence, sent_at (microseconds)
 _IAM = struct.Struct("!B32s16s64s")
 _WHOIS = struct.Struct("!B32s16s")
 OVERHEAD = _HEAD.size + _COUNTER.size + crypto.AEAD_TAG_SIZE
-"""Bytes sealing adds to a datagram (81)."""
+"""Bytes sealing adds to a datagram (97)."""
 WINDOW = 64
 HELD_PER_ADDRESS = 16
 HELD_ADDRESSES = 256
 HOLD_FOR = 5.0  # seconds a datagram waits for its address's IAM
 WHOIS_EVERY = 1.0  # seconds between two WHOIS to one address
 IAM_RATE = 200.0  # answers per second (burst as many), whoever asks
+
+
+@dataclass(slots=True)
+class _Window:
+    """One sender's replay window."""
+
+    highest: int
+    """The highest sequence number seen in this epoch."""
+    bits: int
+    """Bit i: sequence ``highest - i`` was seen."""
+    epoch: int
+    heard: float
+    """Our wall clock when this sender last got a datagram through."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +119,13 @@ class DatagramSealer:
         self._max_age = max_age
         self._max_peers = max_peers
         self._pair_keys: OrderedDict[bytes, bytes | None] = OrderedDict()
-        self._windows: OrderedDict[bytes, list[int]] = OrderedDict()  # [highest, bits]
+        self._windows: OrderedDict[bytes, _Window] = OrderedDict()
         self._learned: OrderedDict[str, bytes] = OrderedDict()
         self._held: OrderedDict[str, list[tuple[float, bytes]]] = OrderedDict()
         self._asked: dict[str, tuple[bytes, float]] = {}  # address -> (challenge, when)
         self._out: list[tuple[str, bytes]] = []
-        self._counter = 0
+        self._epoch = 0
+        self._sequence = 0
         self._iam_tokens = IAM_RATE
         self._iam_refill = 0.0
         self._sealed = self._opened = self._whois = self._iam = self._taught = 0
@@ -184,11 +202,15 @@ class DatagramSealer:
         if key is None:
             self._count("bad_key")
             return
-        self._counter = max(self._counter + 1, int(self._wall * 1e6))
+        sent_at = int(self._wall * 1e6)
+        if not self._epoch:
+            self._epoch = sent_at
+        self._sequence += 1
         nonce = crypto.random_bytes(24)
         head = _HEAD.pack(SEALED, self._key, nonce)
-        sealed = crypto.xaead_seal(key, nonce, _COUNTER.pack(self._counter) + data,
-                                   head[:33] + peer)
+        sealed = crypto.xaead_seal(
+            key, nonce, _COUNTER.pack(self._epoch, self._sequence, sent_at) + data,
+            head[:33] + peer)
         self._sealed += 1
         self._out.append((address, head + sealed))
 
@@ -234,35 +256,43 @@ class DatagramSealer:
         if plain is None:
             self._count("bad_seal")
             return None
-        (counter,) = _COUNTER.unpack_from(plain)
-        if abs(counter / 1e6 - wall) > self._max_age:
+        epoch, sequence, sent_at = _COUNTER.unpack_from(plain)
+        if abs(sent_at / 1e6 - wall) > self._max_age:
             self._count("stale")
             return None
-        if not self._fresh(sender, counter):
+        if not self._fresh(sender, epoch, sequence, wall):
             self._count("replayed")
             return None
         self._opened += 1
         return sender, plain[_COUNTER.size:]
 
-    def _fresh(self, sender: bytes, counter: int) -> bool:
+    def _fresh(self, sender: bytes, epoch: int, sequence: int, wall: float) -> bool:
         windows = self._windows
         window = windows.get(sender)
-        if window is None:
-            windows[sender] = [counter, 1]
+        if window is None or epoch > window.epoch or (
+                epoch < window.epoch and wall - window.heard > self._max_age):
+            # First word from this sender, or its next life (a restart); or a life that
+            # began earlier by its clock, once the one we knew has been silent longer than
+            # any replay of it could be fresh (its clock was set back): a new window.
+            windows[sender] = _Window(sequence, 1, epoch, wall)
+            windows.move_to_end(sender)
             if len(windows) > self._max_peers:
                 windows.popitem(last=False)
             return True
         windows.move_to_end(sender)
-        highest, bits = window
-        if counter > highest:
-            shift = counter - highest
-            window[0] = counter
-            window[1] = ((bits << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
+        if epoch < window.epoch:
+            return False  # a previous life of the sender, replayed
+        window.heard = wall
+        if sequence > window.highest:
+            shift = sequence - window.highest
+            window.highest = sequence
+            window.bits = ((window.bits << shift) | 1) & ((1 << WINDOW) - 1) \
+                if shift < WINDOW else 1
             return True
-        offset = highest - counter
-        if offset >= WINDOW or bits >> offset & 1:
+        offset = window.highest - sequence
+        if offset >= WINDOW or window.bits >> offset & 1:
             return False
-        window[1] = bits | 1 << offset
+        window.bits |= 1 << offset
         return True
 
     def _on_whois(self, address: str, data: bytes, now: float) -> None:

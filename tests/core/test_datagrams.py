@@ -159,3 +159,32 @@ def test_datagrams_for_an_address_that_never_answers_are_bounded_and_dropped() -
     whois = joiner.take()
     assert 1 <= len(whois) <= 2  # at most one question a second
     assert joiner.statistics().held_dropped == 100 - 16
+
+
+def test_datagrams_sent_far_apart_may_still_arrive_out_of_order() -> None:
+    a, b = sealer(A), sealer(B)
+    early = sent_by(a, b"early", B, wall=WALL)
+    late = sent_by(a, b"late", B, wall=WALL + 0.5)  # half a second later, by a's clock
+    assert b.open("x", late, now=0.0, wall=WALL + 0.5) is not None
+    assert b.open("x", early, now=0.0, wall=WALL + 0.5) is not None
+    assert b.statistics().rejected == {}
+
+
+def test_a_previous_life_of_the_sender_cannot_be_replayed() -> None:
+    first_life = sealer(A)
+    captured = sent_by(first_life, b"old", B, wall=WALL)
+    b = sealer(B)
+    assert b.open("x", sent_by(sealer(A), b"new life", B, wall=WALL + 5), now=0,
+                  wall=WALL + 5) is not None
+    assert b.open("x", captured, now=0, wall=WALL + 6) is None
+    assert b.statistics().rejected == {"replayed": 1}
+
+
+def test_a_sender_whose_clock_went_back_is_heard_again_once_its_old_life_is_stale() -> None:
+    b = sealer(B, max_age=60.0)
+    assert b.open("x", sent_by(sealer(A), b"before", B, wall=WALL), now=0, wall=WALL)
+    set_back = sealer(A)  # restarted with its clock 30 s behind
+    assert b.open("x", sent_by(set_back, b"too soon", B, wall=WALL - 25), now=0,
+                  wall=WALL + 5) is None
+    assert b.open("x", sent_by(set_back, b"later", B, wall=WALL + 36), now=0,
+                  wall=WALL + 66) is not None
