@@ -106,7 +106,8 @@ class Stop:
 @dataclass(frozen=True, slots=True)
 class Bind:
     """Supervisor -> worker: the node's trust policy admitted this name, key and
-    certificate (membership learned it); judge messages by it."""
+    certificate (membership learned it); judge messages by it. An empty name releases
+    the key's name (membership declared it failed or gone)."""
 
     name: str
     public_key: bytes

@@ -575,8 +575,10 @@ class ShardedRuntime:
         else:
             self._host.control.dial_succeeded(address, key)
 
-    def learn(self, bindings: list[tuple[str, bytes, bytes]]) -> None:
+    def learn(self, bindings: list[tuple[str, bytes, bytes]], released: list[bytes]) -> None:
         for worker in self._workers.values():
+            for key in released:
+                control.send(worker.control, Bind("", key, b""))  # no name: released
             for name, key, credential in bindings:
                 control.send(worker.control, Bind(name, key, credential))
 

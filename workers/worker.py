@@ -258,8 +258,13 @@ class Worker:
                     if self.endpoint.disconnect_peer(key, reason):
                         self.pump()
                 case Bind(name=name, public_key=key, credential=credential):
-                    self.endpoint.trust.learn(name, key, credential, wall=time.time())
-                    self.endpoint.trust.take_learned()
+                    trust = self.endpoint.trust
+                    if name:
+                        trust.learn(name, key, credential, wall=time.time())
+                    else:
+                        trust.release(key)
+                    trust.take_learned()
+                    trust.take_released()
                 case Revoke(public_key=key, notice=notice):
                     self.endpoint.revoke(key, notice)
                     self.pump()

@@ -44,9 +44,9 @@ class ControlHost(Protocol):
     def close_peer(self, public_key: bytes, reason: str) -> None:
         """Close every link to the peer ``public_key``."""
 
-    def learn(self, bindings: list[tuple[str, bytes, bytes]]) -> None:
+    def learn(self, bindings: list[tuple[str, bytes, bytes]], released: list[bytes]) -> None:
         """Names, keys and certificates the trust policy admitted (membership learned
-        them): the data part must know them too."""
+        them), and keys whose names it released: the data part must know too."""
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -205,9 +205,9 @@ class ControlDriver:
             _log_verdict(event)
         for public_key, reason in control.take_closes():
             self._host.close_peer(public_key, reason)
-        learned = control.trust.take_learned()
-        if learned:
-            self._host.learn(learned)
+        learned, released = control.trust.take_learned(), control.trust.take_released()
+        if learned or released:
+            self._host.learn(learned, released)
         for address in control.take_dials():
             self._host.dial(address)
         if self._timer is not None:

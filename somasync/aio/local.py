@@ -209,7 +209,7 @@ class LocalRuntime:
         if self._endpoint is not None and self._endpoint.disconnect_peer(public_key, reason):
             self._pump()
 
-    def learn(self, bindings: list[tuple[str, bytes, bytes]]) -> None:
+    def learn(self, bindings: list[tuple[str, bytes, bytes]], released: list[bytes]) -> None:
         pass  # the endpoint shares the facade's trust object: it knows them already
 
     def revoke(self, public_key: bytes, notice: bytes) -> None:

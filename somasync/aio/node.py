@@ -399,8 +399,8 @@ class _RuntimeProxy:
     def dial(self, address: str) -> None:
         self._node._runtime.dial(address)
 
-    def learn(self, bindings: list[tuple[str, bytes, bytes]]) -> None:
-        self._node._runtime.learn(bindings)
+    def learn(self, bindings: list[tuple[str, bytes, bytes]], released: list[bytes]) -> None:
+        self._node._runtime.learn(bindings, released)
 
     def close_peer(self, public_key: bytes, reason: str) -> None:
         self._node._runtime.close_peer(public_key, reason)

@@ -104,9 +104,10 @@ class Runtime(Protocol):
     def close_peer(self, public_key: bytes, reason: str) -> None:
         """Close every link to the peer ``public_key``."""
 
-    def learn(self, bindings: list[tuple[str, bytes, bytes]]) -> None:
-        """Bindings the node's trust policy admitted (name, key, certificate): every
-        part of the data part must judge messages by them."""
+    def learn(self, bindings: list[tuple[str, bytes, bytes]], released: list[bytes]) -> None:
+        """Bindings the node's trust policy admitted (name, key, certificate), and keys
+        whose names it released: every part of the data part must judge messages by
+        them."""
 
     def revoke(self, public_key: bytes, notice: bytes) -> None:
         """An operator revoked ``public_key``: every part of the data part refuses it and

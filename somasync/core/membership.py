@@ -733,6 +733,8 @@ class Membership:
         member.state, member.state_claim, member.state_since = state, claim.raw, now
         self._suspicions.pop(member.key, None)
         self._cancel_probe_of(member.key)
+        if self._trust is not None:
+            self._trust.release(member.key)
         event = PeerFailed if state == PeerState.FAILED else PeerLeft
         self._events.append(event(member.node_id, member.address, member.key,
                                   member.incarnation))

@@ -5,8 +5,9 @@ to the key, and every receiver enforces the binding. Three policies:
 
 * ``open`` (development, the default): a name is bound to the first key seen for it, in
   a link's handshake or a member's signed ALIVE claim; another key claiming it is
-  refused while the binding lives (least recently confirmed bindings are forgotten past
-  ``max_bindings``).
+  refused while the binding lives: until membership declares the key failed or gone
+  (so a node restarted with a new key gets its name back once its old life is declared
+  dead), or, past ``max_bindings``, the least recently confirmed binding goes.
 * ``allowlist``: a fixed table of names and keys (``SecurityConfig.allowlist``); a key or
   name outside it gets no link, no membership and no delivery.
 * ``certificates``: an operator key signs node certificates (name, key, validity,
@@ -169,6 +170,7 @@ class Trust:
         self._revoked: dict[bytes, None] = {}
         self._revocations: OrderedDict[bytes, bytes] = OrderedDict()  # key -> message frame
         self._learned: list[tuple[str, bytes, bytes]] = []
+        self._released: list[bytes] = []
         self.refusals: dict[str, int] = {}
         """Admissions refused, by reason (links and membership claims)."""
 
@@ -321,6 +323,24 @@ class Trust:
     def revocations(self) -> list[tuple[bytes, bytes]]:
         """(revoked key, kept notice frame) of every revocation kept."""
         return list(self._revocations.items())
+
+    def release(self, public_key: bytes) -> None:
+        """Membership declared ``public_key`` failed or gone: under the open policy its
+        name is free again (allowlists and certificates bind for good)."""
+        if self.mode != TrustMode.OPEN:
+            return
+        name = self._name_of.pop(public_key, None)
+        if name is not None:
+            if self._key_of.get(name) == public_key:
+                del self._key_of[name]
+            self._released.append(public_key)
+            if len(self._released) > 2 * LEARNED_BACKLOG:
+                del self._released[:LEARNED_BACKLOG]
+
+    def take_released(self) -> list[bytes]:
+        """Keys whose names were released since the last call."""
+        released, self._released = self._released, []
+        return released
 
     def take_learned(self) -> list[tuple[str, bytes, bytes]]:
         """Bindings admitted since the last call: (name, key, certificate or empty)."""

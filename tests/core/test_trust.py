@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import random
 
 import pytest
 from hypothesis import given, strategies as st
@@ -280,3 +281,48 @@ def test_a_node_without_a_valid_certificate_gets_no_link() -> None:
 
 def test_settings_round_trip_through_the_config() -> None:
     assert GossipConfig().max_message_age >= 3600  # the replay bound is in hours
+
+
+def test_under_the_open_policy_a_name_is_free_again_once_its_key_is_declared_gone() -> None:
+    trust = Trust()
+    a, x = NODES["a"].public_key, NODES["x"].public_key
+    assert trust.admit(a, "a", b"", wall=WALL) is None
+    assert trust.admit(x, "a", b"", wall=WALL) == "name_taken"
+    trust.release(a)  # membership: a failed, or left
+    assert trust.take_released() == [a]
+    assert trust.admit(x, "a", b"", wall=WALL) is None  # a restarted with a new key
+    assert trust.admit(a, "a", b"", wall=WALL) == "name_taken"  # the old life is not back
+
+
+def test_membership_releases_the_name_of_a_member_that_left() -> None:
+    from somasync.config import MembershipConfig
+    from somasync.core.membership import Membership
+    from somasync.core.membership_wire import (
+        CLAIM_DOMAIN,
+        ClaimType,
+        DatagramKind,
+        encode_claim_body,
+        encode_datagram,
+    )
+
+    trust = Trust()
+    node = Membership(MembershipConfig.local(), NODES["d"], "d", "d:1",
+                      rng=random.Random(1), now=0.0, trust=trust)
+
+    def claim(identity: Identity, body: bytes) -> bytes:
+        raw = body + identity.sign(CLAIM_DOMAIN, body)
+        return encode_datagram(DatagramKind.GOSSIP, identity.public_key, 0, [raw])
+
+    old, new = NODES["a"], NODES["x"]
+    node.receive_datagram("a:1", claim(old, encode_claim_body(
+        ClaimType.ALIVE, old.public_key, 0, node_id="a", address="a:1")), now=0.0)
+    node.receive_datagram("x:1", claim(new, encode_claim_body(
+        ClaimType.ALIVE, new.public_key, 0, node_id="a", address="x:1")), now=0.1)
+    assert node.member(new.public_key) is None
+    assert node.statistics().rejected == {"name_taken": 1}
+    node.receive_datagram("a:1", claim(old, encode_claim_body(
+        ClaimType.LEAVE, old.public_key, 0)), now=0.2)
+    node.receive_datagram("x:1", claim(new, encode_claim_body(
+        ClaimType.ALIVE, new.public_key, 1, node_id="a", address="x:1")), now=0.3)
+    assert node.member(new.public_key) is not None
+    assert trust.name_of(new.public_key) == "a"
