@@ -330,14 +330,37 @@ class Membership:
         return self._health
 
     def join(self, seeds: list[str] | tuple[str, ...], *, now: float) -> None:
-        """Send this node's state to each seed address; repeat (backing off) until some
-        member is known. Any one reachable seed is enough to learn the whole mesh."""
+        """Send this node's state to each seed address, and again (backing off from
+        ``probe_interval`` to ``reconnect_interval``) to every seed that is not an alive
+        member, also after the node joined through another: any one reachable seed is
+        enough to learn the whole mesh, and a seed that comes up late is merged in."""
         self._seeds = [s for s in dict.fromkeys(seeds) if s != self._self.address]
         self._join_delay = self.config.probe_interval
         if self._seeds:
             for seed in self._seeds:
                 self._send_state(seed, DatagramKind.PUSH, reply_wanted=True)
             self._next_join = now + self._join_delay
+
+    def contact(self, address: str, public_key: bytes, *, now: float) -> None:
+        """A link to ``public_key`` at ``address`` came up (its handshake proved the key):
+        if it is not an alive member here, exchange full state with it. That is how two
+        clusters that formed apart merge as soon as any link joins them."""
+        self._now = now
+        member = self._members.get(public_key)
+        if self._left or public_key == self._key or (
+                member is not None and member.state in _LIVE):
+            return
+        self._send_state(address, DatagramKind.PUSH, reply_wanted=True)
+
+    def _unanswered_seeds(self) -> list[str]:
+        """Seeds whose address is not an alive (or suspected) member's."""
+        pending = []
+        for seed in self._seeds:
+            key = self._addresses.get(seed)
+            member = None if key is None else self._members.get(key)
+            if member is None or member.state not in _LIVE:
+                pending.append(seed)
+        return pending
 
     def leave(self, *, now: float) -> None:
         """Announce a graceful leave (signed) to the live members; they drop this node at
@@ -492,10 +515,15 @@ class Membership:
             self._next_reconnect = now + config.reconnect_interval
             self._reconnect_round(now)
         if self._next_join is not None and now >= self._next_join:
-            if self._live_others() or not self._seeds or self._left:
+            pending = self._unanswered_seeds()
+            if not pending or self._left:
                 self._next_join = None
             else:
-                for seed in self._seeds:
+                # Every seed not (or no longer) an alive member is asked again, also once
+                # this node joined through another: a seed that came up late, alone, would
+                # otherwise start a cluster of its own (memberlist's retry_join; Serf
+                # re-contacts its seeds the same way).
+                for seed in pending:
                     self._send_state(seed, DatagramKind.PUSH, reply_wanted=True)
                 self._join_delay = min(self._join_delay * 2, config.reconnect_interval)
                 self._next_join = now + self._join_delay
@@ -1001,8 +1029,7 @@ class Membership:
         failed = [m.address for m in self._members.values()
                   if m.state == PeerState.FAILED
                   and now - m.state_since < self.config.reconnect_timeout]
-        if not self._live_others():
-            failed.extend(self._seeds)
+        failed.extend(self._unanswered_seeds())
         if failed:
             address = failed[self._rng.randrange(len(failed))]
             self._send_state(address, DatagramKind.PUSH, reply_wanted=True)

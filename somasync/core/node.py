@@ -302,6 +302,8 @@ class NodeControl:
         self._linked[public_key] = address
         self._by_address[address] = public_key
         self._take_link(public_key, now)
+        if self._membership is not None and self._running:
+            self._membership.contact(address, public_key, now=now)
         self._settle(now)
 
     def dial_succeeded(self, address: str, public_key: bytes, *, now: float) -> None:

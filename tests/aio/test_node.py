@@ -18,6 +18,7 @@ import pytest
 from somasync import (
     FrameRejected,
     GossipConfig,
+    MembershipConfig,
     Message,
     MessageType,
     Peer,
@@ -646,3 +647,36 @@ async def test_a_connection_that_never_finishes_its_handshake_is_closed_and_coun
                                    and e.reason == "handshake_timeout" for e in c.events[0]),
                        "the refusal")
         assert (await node.get_stats()).rejected == {"handshake_timeout": 1}
+
+
+async def test_two_clusters_formed_apart_merge_once_one_link_joins_them(workers: int) -> None:
+    """Before: a link between two clusters left their memberships apart for good."""
+    nodes: list[SynapseNode] = []
+
+    async def add(name: str, join: str | None = None) -> SynapseNode:
+        builder = (SynapseNodeBuilder().with_node_id(name).with_bind_address("127.0.0.1:0")
+                   .with_gossip_config(GossipConfig.local())
+                   .with_membership_config(MembershipConfig.local()).with_workers(workers))
+        if join is not None:
+            builder = builder.add_bootstrap_peer(join)
+        node, _, _ = builder.build()
+        await node.start()
+        nodes.append(node)
+        return node
+
+    def alive(node: SynapseNode) -> int:
+        return sum(m.state == "alive" for m in node.members())
+
+    try:
+        a0 = await add("a0")
+        for i in (1, 2):
+            await add(f"a{i}", a0.listen_address)
+        b0 = await add("b0")
+        for i in (1, 2):
+            await add(f"b{i}", b0.listen_address)
+        await wait_for(lambda: all(alive(n) == 3 for n in nodes), "two clusters of three")
+        await nodes[4].add_peer(Peer("a1", nodes[1].listen_address))
+        await wait_for(lambda: all(alive(n) == 6 for n in nodes), "one cluster of six")
+    finally:
+        for node in nodes:
+            await node.stop()
