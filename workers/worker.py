@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import random
 import signal
@@ -78,6 +79,8 @@ from .records import (
     encode_item,
 )
 from .ring import RingCorrupted, RingReader, RingWriter
+
+_log = logging.getLogger("somasync.workers")
 
 __all__ = ["EXIT_PROTOCOL_ERROR", "SUPERVISOR", "WorkerSpec", "worker_main"]
 
@@ -344,6 +347,18 @@ class Worker:
 
     def _on_bell(self, doorbell: Doorbell) -> None:
         doorbell.clear()
+        try:
+            self._drain_rings()
+        except Exception:
+            # No input may leave this worker's rings flagged awake with nobody reading
+            # them (every stream it owns would stop): say what happened, mark them
+            # asleep so the next writer rings, and read on at the next bell.
+            _log.exception("worker %d: handling ring records failed", self.spec.index)
+            for reader in self._readers.values():
+                reader.set_sleeping(True)
+            self._ringer.ring(self.spec.doorbells[self.spec.index])
+
+    def _drain_rings(self) -> None:
         endpoint = self.endpoint
         while True:
             for reader in self._readers.values():

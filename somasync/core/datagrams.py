@@ -91,7 +91,8 @@ class SealerStatistics:
     rejected: dict[str, int]
     """Refused datagrams by reason: ``unsealed``, ``truncated``, ``bad_seal`` (altered,
     or not sealed for us), ``replayed``, ``stale`` (counter too far from our clock),
-    ``bad_key``, ``not_admitted``, ``bad_iam``, ``unasked_iam``, ``iam_limited``."""
+    ``bad_key``, ``not_admitted``, ``bad_iam``, ``unasked_iam``, ``iam_limited``,
+    ``oversize``."""
 
 
 class DatagramSealer:
@@ -106,11 +107,14 @@ class DatagramSealer:
         max_age: seconds a datagram's counter may differ from this node's clock.
         max_peers: senders whose replay windows and pair keys are kept (least recently
             heard from forgotten first).
+        max_size: the largest datagram opened (the protocol's largest, sealed); a longer
+            one is refused before any key is computed.
     """
 
     def __init__(self, identity: Identity, *, resolve: Callable[[str], bytes | None],
                  admit: Callable[[bytes], bool] | None = None, max_age: float = 60.0,
-                 max_peers: int = 4096) -> None:
+                 max_peers: int = 4096, max_size: int = 65_535) -> None:
+        self._max_size = max_size
         self._key = identity.public_key
         self._identity = identity
         self._secret = identity.x25519_secret()
@@ -226,6 +230,9 @@ class DatagramSealer:
         """The (sender key, datagram) that ``data`` from ``address`` carries, or None:
         refused (counted), or a WHOIS/IAM handled here."""
         self._wall = wall
+        if len(data) > self._max_size:
+            self._count("oversize")
+            return None
         kind = data[:1]
         if kind == b"\xa1":
             return self._open_sealed(data, wall)

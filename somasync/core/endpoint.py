@@ -53,6 +53,8 @@ from somasync.errors import DecodeError
 __all__ = ["Delivery", "Endpoint", "EndpointStatistics"]
 
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between expiry sweeps (seen cache, store, holes)
+DIGEST_BURST = 8.0  # digests of one neighbour answered back to back
+DIGEST_RATE = 4.0  # digests of one neighbour answered per anti-entropy interval after that
 _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never here
 
 
@@ -126,6 +128,9 @@ class _Link:
     """The sealed record layer, once the handshake finished."""
     raw_out: bytes = b""
     """Handshake bytes still to send (they precede every record)."""
+    digest_tokens: float = DIGEST_BURST
+    digest_refilled: float = 0.0
+    """The neighbour's digests this node still answers now (a token bucket)."""
     paused: bool = False
     closing: bool = False
     owner: int | None = None
@@ -774,6 +779,17 @@ class Endpoint:
         self.disconnect_peer(public_key, "revoked")
 
     def _on_digest(self, state: _Link, frame: wire.Frame, now: float) -> None:
+        # Answering costs up to anti_entropy_batch stored messages: a neighbour gets a
+        # few answers per anti-entropy round (it asks about once), never one per frame.
+        interval = self.config.anti_entropy_interval
+        tokens = min(DIGEST_BURST, state.digest_tokens
+                     + (now - state.digest_refilled) * DIGEST_RATE / interval)
+        state.digest_refilled = now
+        if tokens < 1.0:
+            state.digest_tokens = tokens
+            self._count_reject("digest_limited")
+            return
+        state.digest_tokens = tokens - 1.0
         digest = wire.decode_digest(frame)
         complete = not frame.flags & wire.FLAG_PARTIAL
         wall_now = now + self._wall_offset
@@ -940,8 +956,15 @@ class Endpoint:
                     tree.heard(entry.message_id, entry.tag, state.id, now=now)
         elif kind == wire.FrameKind.GRAFT:
             tree.count_graft_received()
+            answered: set[bytes] = set()
             for entry in entries:
                 tree.make_eager(state.id, entry.tag)
+                if entry.message_id in answered:
+                    # One copy per id, however often a GRAFT names it: a request never
+                    # buys more than it asks for.
+                    self._count_reject("graft_repeated_id")
+                    continue
+                answered.add(entry.message_id)
                 stored = self._store.get(entry.message_id)
                 if stored is not None:
                     self._queue(state, stored[0], stored[1])

@@ -68,6 +68,9 @@ from somasync.errors import DecodeError
 __all__ = ["Member", "Membership", "MembershipStatistics", "PeerState"]
 
 VERIFIED_CACHE = 16_384  # claims whose signature was already checked (each ~8 x relayed)
+REFUSED_CACHE = 4_096  # claims whose signature failed: never checked twice
+MAX_INCARNATION = 2**62  # far below u64: a refutation (+1) can never overflow the wire
+MAX_INCARNATION_JUMP = 1 << 16  # past what we know of a member: an absurd claim, refused
 HINT_HOLDOFF = 1.0  # probe intervals between two out-of-turn probes of one member
 PIGGYBACK_CANDIDATES = 64  # least-sent queued claims one datagram chooses from (it holds
 # about ten; the rest are only skipped when too long for the room left)
@@ -299,6 +302,8 @@ class Membership:
         self._round_robin: list[bytes] = []
         self._queue = _ClaimQueue()
         self._verified: OrderedDict[bytes, None] = OrderedDict()
+        self._refused: OrderedDict[bytes, None] = OrderedDict()
+        self._last_refutation_raise = float("-inf")
         self._outgoing: list[tuple[str, bytes]] = []
         self._events: list[MembershipEvent] = []
         self._seeds: list[str] = []
@@ -404,8 +409,8 @@ class Membership:
         counters = self._counters
         counters.datagrams_in += 1
         counters.bytes_in += len(data)
-        if len(data) > 65_535:
-            self._reject(RejectReason.OVERSIZE)
+        if len(data) > self.config.max_datagram:
+            self._reject(RejectReason.OVERSIZE)  # before anything is decoded
             return
         try:
             datagram = decode_datagram(data)
@@ -587,10 +592,16 @@ class Membership:
 
     def _on_claim(self, claim: Claim, now: float, *, full_state: bool = False) -> None:
         subject = claim.subject
+        if claim.incarnation >= MAX_INCARNATION:
+            self._reject("absurd_incarnation")
+            return
         if subject == self._key:
             self._on_claim_about_self(claim)
             return
         member = self._members.get(subject)
+        if member is not None and claim.incarnation > member.incarnation + MAX_INCARNATION_JUMP:
+            self._reject("absurd_incarnation")
+            return
         kind = claim.type
         trust = self._trust
         if trust is not None and (trust.is_revoked(subject) or trust.is_revoked(claim.author)):
@@ -657,6 +668,9 @@ class Membership:
     def _on_claim_about_self(self, claim: Claim) -> None:
         if claim.incarnation < self._incarnation or self._left:
             return
+        if claim.incarnation > self._incarnation + MAX_INCARNATION_JUMP:
+            self._reject("absurd_incarnation")
+            return
         if claim.type == ClaimType.ALIVE and claim.raw == self._self.alive_claim:
             return
         if not self._verify(claim, about_self=True):
@@ -667,7 +681,11 @@ class Membership:
         self._self = self._new_self(self._self.address, self._now)
         self._enqueue(self._self.alive_claim, self._key, ClaimType.ALIVE, self._key)
         self._counters.refutations += 1
-        self._adjust_health(+1)
+        # Lifeguard counts a refutation against our health; at most one per probe
+        # interval, so forged suspicions in a burst cannot stretch every timeout.
+        if self._now - self._last_refutation_raise >= self.config.probe_interval:
+            self._last_refutation_raise = self._now
+            self._adjust_health(+1)
 
     def _verify(self, claim: Claim, *, about_self: bool = False) -> bool:
         """Check a claim's author and signature once; later copies hit the cache.
@@ -679,6 +697,9 @@ class Membership:
         if digest in self._verified:
             self._verified.move_to_end(digest)
             return True
+        if digest in self._refused:
+            self._reject(RejectReason.BAD_SIGNATURE)
+            return False
         if claim.type in (ClaimType.SUSPECT, ClaimType.DEAD):
             if claim.author == claim.subject:
                 self._reject(RejectReason.SELF_ACCUSATION)
@@ -694,6 +715,9 @@ class Membership:
             return False
         if not self._signature_ok(claim.author, claim.signature, CLAIM_DOMAIN, claim.signed):
             self._reject(RejectReason.BAD_SIGNATURE)
+            self._refused[digest] = None
+            if len(self._refused) > REFUSED_CACHE:
+                self._refused.popitem(last=False)
             return False
         self._verified[digest] = None
         if len(self._verified) > VERIFIED_CACHE:

@@ -142,6 +142,7 @@ class NodeControl:
         self._sealer = DatagramSealer(
             identity, resolve=self._key_at, admit=trust.admits_key,
             max_age=security.datagram_max_age,
+            max_size=config.membership.max_datagram + SEAL_OVERHEAD,
         ) if security.seal_datagrams else None
         self._membership = Membership(
             config.membership, identity, config.node_id, address,

@@ -553,7 +553,9 @@ async def test_a_receiver_refuses_a_message_that_claims_another_nodes_name(
         await c.nodes[0].broadcast(posing.sign_with_ed25519(c.nodes[0].identity))
         await wait_for(lambda: any(isinstance(e, FrameRejected) for e in c.events[1]),
                        "the refusal at the first receiver")
-        assert (await c.nodes[1].get_stats()).rejected == {"source_mismatch": 1}
+        # (Counted again if anti-entropy offers it again: a refusal is not remembered,
+        # since under certificates an origin can become known later.)
+        assert set((await c.nodes[1].get_stats()).rejected) == {"source_mismatch"}
         await c.nodes[0].broadcast_message(MessageType.Data("as myself"))
         await wait_for(lambda: len(c.received[2]) == 1, "a later honest message")
         assert [m.source for m in c.received[1] + c.received[2]] == ["n0", "n0"]
@@ -680,3 +682,32 @@ async def test_two_clusters_formed_apart_merge_once_one_link_joins_them(workers:
     finally:
         for node in nodes:
             await node.stop()
+
+
+async def test_a_peer_named_with_255_bytes_of_utf8_is_served_like_any_other(
+        workers: int) -> None:
+    """Before: a name of at most 255 characters but more than 255 UTF-8 bytes made a
+    worker's delivery encoding raise, and every stream that worker owned stopped. Names
+    are now 1-255 bytes on the wire (the handshake cannot carry a longer one), and a
+    worker's ring handler cannot be left flagged awake by any exception."""
+    with pytest.raises(ValueError, match="255 bytes"):
+        Handshake(Identity.generate(), "é" * 128, None, dialer=True)
+    name = "é" * 127 + "x"  # 255 bytes
+    key = nacl.signing.SigningKey(bytes([6]) * 32)
+    async with cluster(workers) as c:
+        await chain(c, 2)
+        raw = await RawPeer.connect(c.nodes[0].listen_address)
+        try:
+            await raw.hello(name)
+            await wait_for(lambda: len(c.nodes[0].connected_peers()) == 2, "the raw peer")
+            for i in range(1, 21):
+                message = Message(MessageType.Data(f"m{i}"), "feed", sequence=i)
+                await raw.send(wire.encode_message_frame(
+                    message.sign_with_ed25519(key).to_envelope(), hops=0))
+            await wait_for(lambda: len(c.received[1]) == 20, "every message at both nodes")
+            assert {e.from_peer for e in c.events[0]
+                    if type(e).__name__ == "MessageReceived"} == {name}
+        finally:
+            await raw.close()
+        await c.nodes[1].broadcast_message(MessageType.Data("and back"))
+        await wait_for(lambda: len(c.received[0]) == 21, "the other way")

@@ -175,6 +175,21 @@ def test_graft_for_an_unknown_message_sends_nothing_back() -> None:
     assert mesh.nodes["n1"].statistics().tree.grafts_received == 1  # type: ignore[union-attr]
 
 
+def test_a_graft_naming_one_id_many_times_gets_one_copy() -> None:
+    """Before: a GRAFT queued one copy of the message per mention (x100 here)."""
+    mesh = random_mesh(TREE, n=3, degree=2)
+    message_id = publish(mesh, 1)
+    link = mesh.link_of("n1", "n0")
+    repairs = mesh.nodes["n1"].statistics().repairs_sent
+    entry = wire.encode_tree_entry(message_id, wire.stream_tag(bytes(KEY.verify_key),
+                                                               b"origin"))
+    mesh.inject("n1", link, wire.encode_tree_frame(wire.FrameKind.GRAFT, [entry] * 100))
+    mesh.settle()
+    stats = mesh.nodes["n1"].statistics()
+    assert stats.repairs_sent == repairs + 1
+    assert stats.rejected == {"graft_repeated_id": 99}
+
+
 def test_sharded_node_in_the_middle_of_the_tree_delivers_each_message_once() -> None:
     mesh = Mesh(TREE, seed=5)
     for name in ("a", "c", "d"):

@@ -188,3 +188,9 @@ def test_a_sender_whose_clock_went_back_is_heard_again_once_its_old_life_is_stal
                   wall=WALL + 5) is None
     assert b.open("x", sent_by(set_back, b"later", B, wall=WALL + 36), now=0,
                   wall=WALL + 66) is not None
+
+
+def test_a_datagram_past_the_size_bound_is_refused_before_any_key_work() -> None:
+    b = sealer(B, max_size=1500)
+    assert b.open("x", b"\xa1" + bytes(1600), now=0.0, wall=WALL) is None
+    assert b.statistics().rejected == {"oversize": 1}

@@ -471,3 +471,29 @@ def test_restored_sequence_numbers_are_neither_delivered_again_nor_asked_for(
     mesh.step(5.0)  # anti-entropy rounds: b2 asks for its holes only
     got = {m.to_envelope().id: m.sequence for m in sent}
     assert sorted(got[i] for i in mesh.delivered["b2"]) == [4, 6]
+
+
+def test_a_neighbour_flooding_digests_gets_a_few_answers_not_one_per_frame(
+        key: nacl.signing.SigningKey) -> None:
+    """Before: each 11-byte empty DIGEST was answered with up to anti_entropy_batch stored
+    messages (x106,000 in bytes), as often as the neighbour sent one."""
+    mesh = Mesh()
+    chain(mesh, ["a", "b"])
+    for i in range(1, 51):
+        mesh.nodes["a"].broadcast(make_message(key, f"m{i}", sequence=i).to_envelope(),
+                                  now=mesh.now)
+    mesh.settle()
+    before = mesh.nodes["a"].statistics().repairs_sent
+    empty = wire.encode_digest({}, reply=True)
+    for _ in range(100):
+        mesh.inject("a", mesh.link_of("a", "b"), empty)
+    mesh.settle()
+    stats = mesh.nodes["a"].statistics()
+    answered = 100 - stats.rejected["digest_limited"]
+    assert answered <= 8
+    assert stats.repairs_sent - before == 50 * answered
+    # The budget refills: a digest a round later is answered again.
+    mesh.now += mesh.config.anti_entropy_interval
+    mesh.inject("a", mesh.link_of("a", "b"), empty)
+    mesh.settle()
+    assert mesh.nodes["a"].statistics().rejected["digest_limited"] == 100 - answered

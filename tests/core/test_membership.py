@@ -513,3 +513,86 @@ def test_one_members_death_claim_about_a_live_member_is_checked_not_believed() -
                           sealed_by=accused.public_key)
     assert node.member(accused.public_key).incarnation == 1  # type: ignore[union-attr]
     assert node.member(accused.public_key).state == PeerState.ALIVE  # type: ignore[union-attr]
+
+
+# --- hostile claims and datagrams (each failed on the code before its defence) -----------
+
+ME = Identity(bytes(32))
+
+
+def _accusation(author: Identity, subject: bytes, incarnation: int,
+                kind: ClaimType = ClaimType.SUSPECT) -> bytes:
+    return claims_datagram(author.public_key, signed(author, encode_claim_body(
+        kind, subject, incarnation, author=author.public_key)))
+
+
+def test_a_suspicion_at_the_largest_incarnation_is_refused_not_a_crash() -> None:
+    """Before: the refutation overflowed (struct.error out of receive_datagram)."""
+    node, others = _node_with_members(3)
+    node.receive_datagram("o1", _accusation(others[1], ME.public_key, 2**64 - 1), now=0.1,
+                          sealed_by=others[1].public_key)
+    assert node.incarnation == 0
+    assert node.statistics().rejected["absurd_incarnation"] == 1
+    node.handle_timer(now=0.2)
+    node.datagrams_to_send()
+
+
+def test_a_death_at_an_absurd_incarnation_cannot_pin_a_live_member_down() -> None:
+    """Before: DEAD at 2^64-1 kept a live node failed everywhere, with no refutation."""
+    node, others = _node_with_members(3)
+    victim = others[0].public_key
+    node.receive_datagram("o1", _accusation(others[1], victim, 2**64 - 1, ClaimType.DEAD),
+                          now=0.1, sealed_by=others[1].public_key)
+    member = node.member(victim)
+    assert member is not None
+    assert member.state == PeerState.ALIVE
+    assert member.incarnation == 0
+    assert node.statistics().rejected["absurd_incarnation"] == 1
+
+
+def test_a_datagram_larger_than_max_datagram_is_refused_before_decoding() -> None:
+    calls: list[bytes] = []
+    config = CONFIG.replace(max_datagram=1400)
+
+    def verify(key: bytes, signature: bytes, domain: bytes, data: bytes) -> bool:
+        calls.append(data)
+        return True
+
+    node = Membership(config, ME, "me", "me", rng=random.Random(1), now=0.0, verify=verify)
+    other = Identity(bytes([5]) * 32)
+    claims = [signed(other, encode_claim_body(ClaimType.ALIVE, other.public_key, i,
+                                              node_id="o", address="o")) for i in range(30)]
+    big = encode_datagram(DatagramKind.GOSSIP, other.public_key, 0, claims)
+    assert len(big) > 1400
+    node.receive_datagram("o", big, now=0.0)
+    assert node.statistics().rejected == {"oversize": 1}
+    assert calls == []
+
+
+def test_a_claim_that_failed_verification_is_not_verified_again() -> None:
+    """Before: a datagram of bogus claims cost a signature check per claim per copy."""
+    calls: list[bytes] = []
+
+    def verify(key: bytes, signature: bytes, domain: bytes, data: bytes) -> bool:
+        calls.append(data)
+        return False
+
+    node = Membership(CONFIG, ME, "me", "me", rng=random.Random(1), now=0.0, verify=verify)
+    other = Identity(bytes([5]) * 32)
+    bogus = encode_claim_body(ClaimType.ALIVE, other.public_key, 0, node_id="o",
+                              address="o") + bytes(64)
+    for _ in range(5):
+        node.receive_datagram("o", claims_datagram(other.public_key, bogus), now=0.0)
+    assert len(calls) == 1
+    assert node.statistics().rejected["bad_signature"] == 5
+
+
+def test_a_stream_of_forged_suspicions_cannot_drive_local_health_to_its_maximum() -> None:
+    """Before: each forged suspicion made this node refute and raised its Lifeguard
+    health, so a handful stretched every timeout to the maximum."""
+    node, others = _node_with_members(3)
+    for incarnation in range(20):
+        node.receive_datagram("o1", _accusation(others[1], ME.public_key, incarnation),
+                              now=0.01 * incarnation, sealed_by=others[1].public_key)
+    assert node.incarnation == 20  # it refuted every one
+    assert node.local_health <= 1
