@@ -539,6 +539,12 @@ class NodeConfig:
     reconnect_max_delay: float = 5.0
     """Upper bound on the re-dial delay, so a healed peer is found again within seconds."""
 
+    read_slice: int = 16 * 1024
+    """Bytes of one link handled per event-loop turn (its reading pauses meanwhile):
+    a neighbour that floods the node is slowed by TCP instead of delaying every other
+    link's messages (``python -m somasync.bench flood`` measures it). 0 handles each read
+    whole."""
+
     max_connections: int = 1024
     """Open connections (inbound + outbound) before new inbound ones are refused."""
 
@@ -596,6 +602,7 @@ class NodeConfig:
             "must be >= reconnect_initial_delay",
         )
         require_int(self.max_connections, "max_connections")
+        require_int(self.read_slice, "read_slice", minimum=0)
         require_int(self.delivery_queue_size, "delivery_queue_size")
         require_int(self.event_queue_size, "event_queue_size")
         require(

@@ -309,7 +309,8 @@ class ShardedRuntime:
         spec = WorkerSpec(
             index=index, count=self._count, seed=bytes(self.identity.signing_key),
             node_id=self.config.node_id, gossip=self.config.gossip,
-            security=self.config.security, bindings=self._host.trust.bindings(),
+            security=self.config.security, read_slice=self.config.read_slice,
+            bindings=self._host.trust.bindings(),
             revocations=self._host.trust.revocations(),
             handshake_timeout=self.config.handshake_timeout,
             listen_address=self._listen_address,

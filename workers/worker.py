@@ -46,6 +46,7 @@ import time
 from dataclasses import dataclass, field
 from typing import cast
 
+from somasync.aio.fair import SlicedReader
 from somasync.aio.local import write_and_close
 from somasync.aio.timing import DeadlineTimer
 from somasync.config import GossipConfig, SecurityConfig
@@ -101,6 +102,7 @@ class WorkerSpec:
     node_id: str
     gossip: GossipConfig
     security: SecurityConfig
+    read_slice: int
     handshake_timeout: float
     listen_address: str
     doorbells: dict[int, str]
@@ -142,15 +144,22 @@ class _WorkerLink(asyncio.Protocol):
         self.early: list[bytes] | None = []
         """Bytes that arrived before the endpoint opened the link (records must be
         opened in order, after the ones the supervisor read); None once it did."""
+        self.reader = SlicedReader(worker.loop, self.feed, slice_size=worker.spec.read_slice)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.reader.transport = self.transport
 
     def data_received(self, data: bytes) -> None:
         if self.early is not None:
             self.early.append(data)
             return
+        self.reader.data_received(data)
+
+    def feed(self, data: bytes) -> None:
         worker = self.worker
+        if self.link not in worker.links or worker.stopping:
+            return  # a slice scheduled before the worker began to stop
         worker.endpoint.receive_bytes(self.link, data, now=worker.loop.time())
         worker.pump()
 
@@ -163,6 +172,7 @@ class _WorkerLink(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         worker = self.worker
+        self.reader.discard()
         if worker.links.pop(self.link, None) is None:
             return
         worker.endpoint.close_link(self.link, now=worker.loop.time(), reason=self.close_reason)
@@ -224,6 +234,7 @@ class Worker:
             loop.remove_reader(doorbell.fileno())
             loop.remove_reader(self.control.fileno())
             for link in list(self.links.values()):
+                link.reader.discard()
                 if link.transport is not None:
                     link.transport.abort()
             doorbell.close()
@@ -283,6 +294,11 @@ class Worker:
             for fd in fds:
                 os.close(fd)
 
+    @property
+    def stopping(self) -> bool:
+        """True once the worker began to stop (its rings are going away)."""
+        return self._stopped is not None and self._stopped.done()
+
     def _stop(self) -> None:
         if self._stopped is not None and not self._stopped.done():
             self.pump()
@@ -311,9 +327,10 @@ class Worker:
             self.endpoint.open_link(link, outbound=message.outbound, address=message.address,
                                     now=now, session=session)
             early, protocol.early = protocol.early or [], None
-            for data in (message.initial, *early):
-                if data:
-                    self.endpoint.receive_bytes(link, data, now=now)
+            if message.initial:
+                self.endpoint.receive_bytes(link, message.initial, now=now)
+            for data in early:
+                protocol.reader.data_received(data)
             self.pump()
 
         self.loop.create_task(adopt())

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Protocol, cast
 
+from somasync.aio.fair import SlicedReader
 from somasync.aio.runtime import RuntimeHost, RuntimeStatistics
 from somasync.aio.timing import DeadlineTimer, TaskSet
 from somasync.config import NodeConfig, parse_address
@@ -61,11 +62,14 @@ class _LinkProtocol(asyncio.Protocol):
         self.close_reason = "closed"
         self.identified = False
         self.lost: asyncio.Future[None] = runtime._loop.create_future()
+        self.reader = SlicedReader(runtime._loop, self._feed,
+                                   slice_size=runtime._config.read_slice)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self.reader.transport = transport
         runtime = self.runtime
         endpoint = runtime._endpoint
         if endpoint is None or not runtime._running \
@@ -80,9 +84,12 @@ class _LinkProtocol(asyncio.Protocol):
         runtime._pump()
 
     def data_received(self, data: bytes) -> None:
+        self.reader.data_received(data)
+
+    def _feed(self, data: bytes) -> None:
         runtime = self.runtime
         endpoint = runtime._endpoint
-        if endpoint is None:
+        if endpoint is None or self.link not in runtime._protocols:
             return
         endpoint.receive_bytes(self.link, data, now=runtime._loop.time())
         if self.dialled_address is not None and not self.identified:
@@ -103,6 +110,7 @@ class _LinkProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         runtime = self.runtime
+        self.reader.discard()
         if not self.lost.done():
             self.lost.set_result(None)
         if runtime._protocols.pop(self.link, None) is None:

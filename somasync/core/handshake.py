@@ -31,6 +31,7 @@ nodes never wait on each other, and the whole handshake costs one round trip::
 After both AUTHs are checked, every byte in each direction is a record::
 
     u32 length             of the sealed part: 16 < length <= MAX_RECORD + 16
+                           (MAX_RECORD is 16 KiB)
     ... sealed             ChaCha20-Poly1305 under the sender's data key; the nonce is
                            a per-direction counter (u64 little endian, then 4 zero
                            bytes), so a record replayed, reordered, dropped or altered
@@ -71,9 +72,11 @@ AUTH_DOMAIN = b"somasync/auth/v2\x00"
 FLAG_PLAINTEXT = 0x01
 E_SIZE = len(MAGIC) + 1 + 32
 MAX_AUTH = 8192
-MAX_RECORD = 256 * 1024
-"""Plaintext bytes per record: big enough that sealing costs a call per write, small
-enough that a receiver never holds more than this before the tag is checked."""
+MAX_RECORD = 16 * 1024
+"""Plaintext bytes per record: small enough that a receiver never holds much before the
+tag is checked, and that the frames one record opens are a bounded amount of work (a
+runtime feeds each link a slice of this size per loop turn, so a flooding neighbour
+cannot hold the loop); large enough that sealing costs 20 bytes per 16 KiB."""
 _RECORD_LENGTH = struct.Struct("!I")
 _U16 = struct.Struct("!H")
 _COUNTER = struct.Struct("<Q")
