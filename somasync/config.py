@@ -546,7 +546,9 @@ class NodeConfig:
     whole."""
 
     max_connections: int = 1024
-    """Open connections (inbound + outbound) before new inbound ones are refused."""
+    """Inbound connections (peers that dialled this node, handshakes under way included)
+    held at once; more are refused as they arrive. Outbound dials never count against it,
+    so inbound load cannot keep this node from reaching its own neighbours."""
 
     delivery_queue_size: int = 100_000
     """Messages buffered for the application's ``messages`` iterator. When the application

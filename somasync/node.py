@@ -56,6 +56,11 @@ class SynapseNodeBuilder:
         self._config = self._config.replace(security=security)
         return self
 
+    def with_max_connections(self, count: int) -> SynapseNodeBuilder:
+        """Inbound connections held at once (``NodeConfig.max_connections``)."""
+        self._config = self._config.replace(max_connections=count)
+        return self
+
     def with_handshake_timeout(self, seconds: float) -> SynapseNodeBuilder:
         """Seconds a new connection has to finish its handshake (``NodeConfig``)."""
         self._config = self._config.replace(handshake_timeout=seconds)

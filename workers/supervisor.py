@@ -164,6 +164,8 @@ class ShardedRuntime:
         self._delivered = StreamTable(config.gossip.max_streams)
         self._handshake_timeouts = 0
         self._handshake_failures: dict[str, int] = {}
+        self._inbound_pending = 0  # accepted connections still in their handshake
+        self._inbound: set[bytes] = set()  # peers whose link this node accepted
         self._handover_failures = 0
         self._room = asyncio.Event()  # set whenever a ring to a worker may have room
         self._restarts = 0
@@ -375,6 +377,7 @@ class ShardedRuntime:
         for key, (peer_id, address, owner) in list(self._connected.items()):
             if owner == index:
                 del self._connected[key]
+                self._inbound.discard(key)
                 self._host.report(PeerDisconnected(peer_id, address, "worker_died", key))
         self._on_bell()  # arms the fresh ring from the new worker
         self._spawn(index)
@@ -417,6 +420,7 @@ class ShardedRuntime:
             if entry is None or entry[2] != index:
                 return  # a late report from a worker that no longer owns the peer
             del self._connected[event.public_key]
+            self._inbound.discard(event.public_key)
         self._host.report(event)
 
     def _on_bell(self) -> None:
@@ -479,9 +483,24 @@ class ShardedRuntime:
         while True:
             assert self._listener is not None
             sock, peer = await loop.sock_accept(self._listener)
+            if self._inbound_pending + len(self._inbound) >= self.config.max_connections:
+                # Outbound dials never count: inbound load cannot cut our own links.
+                self._handshake_failures["connection_limit"] = \
+                    self._handshake_failures.get("connection_limit", 0) + 1
+                sock.close()
+                continue
             sock.setblocking(False)
             address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-            loop.create_task(self._hand_over(sock, address, dialled=None))
+            self._inbound_pending += 1
+            loop.create_task(self._accepted(sock, address))
+
+    async def _accepted(self, sock: socket.socket, address: str) -> None:
+        try:
+            key = await self._hand_over(sock, address, dialled=None)
+        finally:
+            self._inbound_pending -= 1
+        if key is not None:
+            self._inbound.add(key)
 
     async def _hand_over(self, sock: socket.socket, address: str, *,
                          dialled: str | None) -> bytes | None:
@@ -658,7 +677,8 @@ class ShardedRuntime:
             worker_restarts=self._restarts,
             handshake_failures=(self._handshake_timeouts + self._handover_failures
                                 + sum(n for reason, n in self._handshake_failures.items()
-                                      if reason != "handshake_timeout")))
+                                      if reason not in ("handshake_timeout",
+                                                        "connection_limit"))))
 
     @property
     def segment_tag(self) -> str:

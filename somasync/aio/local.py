@@ -11,6 +11,7 @@ again keeps what it has seen and delivered.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import random
@@ -72,8 +73,12 @@ class _LinkProtocol(asyncio.Protocol):
         self.reader.transport = transport
         runtime = self.runtime
         endpoint = runtime._endpoint
-        if endpoint is None or not runtime._running \
-                or len(runtime._protocols) >= runtime._config.max_connections:
+        if endpoint is None or not runtime._running:
+            transport.abort()
+            return
+        if self.dialled_address is None \
+                and runtime.inbound_connections() >= runtime._config.max_connections:
+            runtime.refused_connections += 1
             transport.abort()
             return
         peername = transport.get_extra_info("peername")
@@ -140,6 +145,12 @@ class LocalRuntime:
         self._timer: DeadlineTimer | None = None
         self._running = False
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.refused_connections = 0
+        """Inbound connections refused at ``max_connections``."""
+
+    def inbound_connections(self) -> int:
+        """Connections peers opened to this node, open now."""
+        return sum(p.dialled_address is None for p in self._protocols.values())
 
     @property
     def endpoint(self) -> Endpoint | None:
@@ -239,7 +250,12 @@ class LocalRuntime:
     async def statistics(self) -> RuntimeStatistics:
         if self._endpoint is None:
             raise NodeStateError("the node has not been started")
-        return RuntimeStatistics(core=self._endpoint.statistics())
+        core = self._endpoint.statistics()
+        if self.refused_connections:
+            rejected = dict(core.rejected)
+            rejected["connection_limit"] = self.refused_connections
+            core = dataclasses.replace(core, rejected=rejected)
+        return RuntimeStatistics(core=core)
 
     # --- the pump: endpoint outputs to the outside world -------------------------------
 

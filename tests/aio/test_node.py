@@ -64,7 +64,8 @@ class Cluster:
     async def add(self, name: str, *, bootstrap: list[str] = (),  # type: ignore[assignment]
                   gossip: GossipConfig | None = None, security: SecurityConfig | None = None,
                   identity: Identity | None = None,
-                  handshake_timeout: float | None = None) -> SynapseNode:
+                  handshake_timeout: float | None = None,
+                  max_connections: int | None = None) -> SynapseNode:
         builder = (SynapseNodeBuilder().with_node_id(name)
                    .with_bind_address("127.0.0.1:0")
                    .with_gossip_config(gossip or GossipConfig.local())
@@ -76,6 +77,8 @@ class Cluster:
             builder = builder.with_signing_key(identity.signing_key)
         if handshake_timeout is not None:
             builder = builder.with_handshake_timeout(handshake_timeout)
+        if max_connections is not None:
+            builder = builder.with_max_connections(max_connections)
         for address in bootstrap:
             builder = builder.add_bootstrap_peer(address)
         node, messages, events = builder.build()
@@ -298,7 +301,9 @@ async def test_bad_frames_are_counted_never_delivered_and_node_keeps_serving(
             assert [e.reason for e in rejected] == [reason]
             assert rejected[0].closed is closes
             stats = await target.get_stats()
-            assert stats.rejected == {reason: 1}
+            assert stats.rejected[reason] == 1
+            # A sharded node may also count an item routed to the link as it closed.
+            assert set(stats.rejected) <= {reason, "routed_to_closed_link"}
             if closes:
                 assert await raw.closed_by_remote()
             # Nothing of it was delivered anywhere, and the mesh still works.
@@ -711,3 +716,26 @@ async def test_a_peer_named_with_255_bytes_of_utf8_is_served_like_any_other(
             await raw.close()
         await c.nodes[1].broadcast_message(MessageType.Data("and back"))
         await wait_for(lambda: len(c.received[0]) == 21, "the other way")
+
+
+async def test_inbound_connections_are_capped_and_outbound_dials_never_refused(
+        workers: int) -> None:
+    """Before: outbound links counted against max_connections, and the sharded node
+    ignored it (40 peers held with a cap of 8)."""
+    async with cluster(workers) as c:
+        other = await c.add("other")
+        node = await c.add("capped", max_connections=2)
+        raws = [await RawPeer.connect(node.listen_address) for _ in range(4)]
+        try:
+            for raw in raws[:2]:
+                await raw.send_raw(b"SSY")  # holding a slot, mid-handshake
+            await raws[2].send_raw(b"SSY")
+            assert await raws[2].closed_by_remote()  # no slot left
+            # Its own dial still goes out, inbound slots full or not.
+            await node.add_peer(Peer("other", other.listen_address))
+            await wait_for(lambda: "other" in node.connected_peers(), "the outbound link")
+            stats = await node.get_stats()
+            assert stats.rejected.get("connection_limit", 0) >= 1
+        finally:
+            for raw in raws:
+                await raw.close()
