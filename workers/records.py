@@ -73,8 +73,15 @@ def encode_delivery(from_peer: str, envelope: wire.Envelope) -> bytes:
 
 
 def decode_delivery(data: bytes) -> tuple[str, wire.Envelope]:
+    """Raises only :class:`~somasync.errors.DecodeError` (a torn or corrupted record)."""
+    if not data or len(data) < 1 + data[0]:
+        raise DecodeError("truncated", "delivery record cut short")
     length = data[0]
-    return data[1 : 1 + length].decode(), decode_envelope_item(data[1 + length :])
+    try:
+        name = data[1 : 1 + length].decode()
+    except UnicodeDecodeError:
+        raise DecodeError("bad_record", "peer name is not UTF-8") from None
+    return name, decode_envelope_item(data[1 + length :])
 
 
 class BatchWriter:

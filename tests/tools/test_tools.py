@@ -73,3 +73,24 @@ def test_shm_gc_removes_only_segments_nobody_maps() -> None:
         if fd >= 0:
             os.close(fd)
         path.unlink(missing_ok=True)
+
+
+def test_the_fuzzer_runs_every_target_and_nothing_escapes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    fuzz = load("fuzz")
+    assert fuzz.main(["--frames", "1500", "--datagrams", "1500", "--handshakes", "1500",
+                      "--records", "1500", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "0 escaped" in out
+    for target in ("frame", "datagram", "handshake", "record"):
+        assert f"{target}: 1,500 inputs" in out
+
+
+def test_the_fuzzers_mutations_change_their_input() -> None:
+    import random
+
+    fuzz = load("fuzz")
+    rng = random.Random(1)
+    valid = bytes(range(64))
+    mutated = [fuzz.mutate(rng, valid, b"other") for _ in range(200)]
+    assert sum(m != valid for m in mutated) >= 190

@@ -3,6 +3,7 @@ and anything else is a ControlError."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import struct
 
@@ -117,3 +118,14 @@ def test_an_unknown_message_type_cannot_be_sent() -> None:
 def test_malformed_messages_are_control_errors(data: bytes, detail: str) -> None:
     with pytest.raises(ControlError, match=detail):
         decode(data)
+
+
+@given(st.binary(max_size=300))
+def test_a_torn_delivery_record_raises_only_decode_error(data: bytes) -> None:
+    """Found by tools/fuzz.py: a record whose name was not UTF-8 raised
+    UnicodeDecodeError into the supervisor's doorbell handler."""
+    from somasync.errors import DecodeError
+    from somasync.workers.records import decode_delivery
+
+    with contextlib.suppress(DecodeError):
+        decode_delivery(data)

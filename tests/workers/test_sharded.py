@@ -109,8 +109,14 @@ async def test_copies_arriving_through_different_workers_are_delivered_once() ->
         x = await m.add("X", workers=2, gossip=push)
         xr = sharded(x)
         peers: list[SynapseNode] = []
-        # Add peers until both workers own some (a peer's owner is a hash of its key).
-        while len(peers) < 6 or len(set(xr.peer_workers().values())) < 2:
+        # Add peers until both workers own some links and some of their streams (owners
+        # are hashes of keys and names); handshakes are verified by the supervisor, so
+        # a worker verifies only the messages of the streams it owns.
+        def stream_owners() -> set[int]:
+            return {stream_owner(p.public_key, p.node_id.encode(), 2) for p in peers}
+
+        while len(peers) < 6 or len(set(xr.peer_workers().values())) < 2 \
+                or len(stream_owners()) < 2:
             peers.append(await m.add(f"p{len(peers)}", bootstrap=(x.listen_address,),
                                      gossip=push))
             await wait_for(lambda: len(x.connected_peers()) == len(peers), "X to see it")
