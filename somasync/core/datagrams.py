@@ -59,6 +59,9 @@ HELD_ADDRESSES = 256
 HOLD_FOR = 5.0  # seconds a datagram waits for its address's IAM
 WHOIS_EVERY = 1.0  # seconds between two WHOIS to one address
 IAM_RATE = 200.0  # answers per second (burst as many), whoever asks
+NEW_SENDER_RATE = 200.0  # key agreements with senders not in the cache, per second: a
+# flood of datagrams under made-up keys costs one X25519 each, so it is budgeted (a real
+# joiner that finds the budget spent is heard at its next retry)
 
 
 @dataclass(slots=True)
@@ -92,7 +95,7 @@ class SealerStatistics:
     """Refused datagrams by reason: ``unsealed``, ``truncated``, ``bad_seal`` (altered,
     or not sealed for us), ``replayed``, ``stale`` (counter too far from our clock),
     ``bad_key``, ``not_admitted``, ``bad_iam``, ``unasked_iam``, ``iam_limited``,
-    ``oversize``."""
+    ``oversize``, ``new_sender_limited`` (too many unknown keys at once)."""
 
 
 class DatagramSealer:
@@ -132,6 +135,8 @@ class DatagramSealer:
         self._sequence = 0
         self._iam_tokens = IAM_RATE
         self._iam_refill = 0.0
+        self._new_tokens = NEW_SENDER_RATE
+        self._new_refill = 0.0
         self._sealed = self._opened = self._whois = self._iam = self._taught = 0
         self._held_dropped = 0
         self._rejected: dict[str, int] = {}
@@ -235,7 +240,7 @@ class DatagramSealer:
             return None
         kind = data[:1]
         if kind == b"\xa1":
-            return self._open_sealed(data, wall)
+            return self._open_sealed(data, now, wall)
         if kind == b"\xa2":
             self._on_whois(address, data, now)
         elif kind == b"\xa3":
@@ -244,7 +249,8 @@ class DatagramSealer:
             self._count("unsealed")
         return None
 
-    def _open_sealed(self, data: bytes, wall: float) -> tuple[bytes, bytes] | None:
+    def _open_sealed(self, data: bytes, now: float,
+                     wall: float) -> tuple[bytes, bytes] | None:
         if len(data) < OVERHEAD:
             self._count("truncated")
             return None
@@ -255,6 +261,14 @@ class DatagramSealer:
         if self._admit is not None and not self._admit(sender):
             self._count("not_admitted")
             return None
+        if sender not in self._pair_keys:
+            self._new_tokens = min(NEW_SENDER_RATE, self._new_tokens
+                                   + (now - self._new_refill) * NEW_SENDER_RATE)
+            self._new_refill = now
+            if self._new_tokens < 1.0:
+                self._count("new_sender_limited")
+                return None
+            self._new_tokens -= 1.0
         key = self._pair_key(sender)
         if key is None:
             self._count("bad_key")

@@ -194,3 +194,19 @@ def test_a_datagram_past_the_size_bound_is_refused_before_any_key_work() -> None
     b = sealer(B, max_size=1500)
     assert b.open("x", b"\xa1" + bytes(1600), now=0.0, wall=WALL) is None
     assert b.statistics().rejected == {"oversize": 1}
+
+
+def test_datagrams_under_made_up_keys_cost_a_bounded_number_of_key_agreements() -> None:
+    """Each unknown sender key costs an X25519 agreement: a flood of them is budgeted,
+    while senders already known are not held up."""
+    b = sealer(B)
+    known = sent_by(sealer(A), b"hello", B)
+    assert b.open("x", known, now=0.0, wall=WALL) is not None
+    for n in range(1000):
+        stranger = Identity(n.to_bytes(4, "big") * 8)
+        b.open("x", sent_by(sealer(stranger), b"junk", B), now=0.0, wall=WALL)
+    rejected = b.statistics().rejected
+    assert rejected["new_sender_limited"] >= 700
+    a = sealer(A)
+    assert b.open("x", sent_by(a, b"still heard", B, wall=WALL + 1), now=0.0,
+                  wall=WALL + 1) is not None
