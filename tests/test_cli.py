@@ -223,3 +223,63 @@ def test_the_agent_serves_metrics_over_http() -> None:
             text = response.read().decode()
         assert f'somasync_uptime_seconds{{node_id="{ready["node_id"]}"}}' in text
         assert "somasync_members" in text
+
+
+def _agent_with_rpc(tmp_path: Path, *, stdin: int) -> tuple[subprocess.Popen[str], Path]:
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "somasync", "agent", "--bind", "127.0.0.1:0",
+         "--node-id", "rpc-agent", "--rpc", str(socket_path), "--preset", "local"],
+        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert agent.stdout is not None
+    ready = json.loads(agent.stdout.readline())
+    assert ready["event"] == "ready"
+    assert ready["rpc"] == str(socket_path)
+    return agent, socket_path
+
+
+def _stop(agent: subprocess.Popen[str]) -> None:
+    if agent.poll() is None:
+        agent.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        agent.communicate(timeout=10.0)
+
+
+def test_client_commands_reach_a_running_agent_over_its_private_socket(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Also with stdin at /dev/null, as service managers start it (it used to abort)."""
+    import stat
+    import threading
+
+    agent, path = _agent_with_rpc(tmp_path, stdin=subprocess.DEVNULL)
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert main(["members", "--rpc", str(path)]) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert table[0].split()[:3] == ["NAME", "ADDRESS", "STATE"]
+        assert table[1].split()[0] == "rpc-agent"
+        assert main(["stats", "--rpc", str(path), "--format", "json"]) == 0
+        assert json.loads(capsys.readouterr().out)["membership"]["alive"] == 1
+        monitored: list[int] = []
+        monitor = threading.Thread(target=lambda: monitored.append(
+            main(["monitor", "--rpc", str(path), "--count", "1"])))
+        monitor.start()
+        deadline = time.monotonic() + 20.0
+        while monitor.is_alive() and time.monotonic() < deadline:
+            assert main(["publish", "--rpc", str(path), "intrusion on db-3"]) == 0
+            monitor.join(0.2)
+        assert monitored == [0]
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+        event = json.loads(lines[0])
+        assert event["event"] == "published"
+        assert event["payload"]["message"] == "intrusion on db-3"
+        assert main(["publish", "--rpc", str(path), '{"type": "alarm"}']) == 1
+        assert "payload type must be one of" in capsys.readouterr().err
+        assert main(["leave", "--rpc", str(path)]) == 0
+        agent.wait(timeout=20.0)
+        assert agent.returncode == 0
+        assert not path.exists()
+        assert main(["members", "--rpc", str(path)]) == 3
+        assert "cannot reach an agent" in capsys.readouterr().err
+    finally:
+        _stop(agent)

@@ -21,7 +21,13 @@ COMMANDS = {
     "sim": "simulate a mesh of thousands of nodes running the real core",
     "config": "show or check the agent's effective configuration (file, env, flags)",
     "keys": "make and inspect key, certificate and revocation files",
+    "members": "the membership table of a running agent (over its private RPC socket)",
+    "publish": "publish a message through a running agent",
+    "monitor": "stream a running agent's events and messages as JSON lines",
+    "stats": "a running agent's counters",
+    "leave": "make a running agent leave the mesh and exit",
 }
+_CLIENT = {"members", "publish", "monitor", "stats", "leave"}
 
 USAGE = ("usage: somasync <command> [options]   (or python -m somasync ...)\n"
          "       somasync --version\n\ncommands:\n" + "".join(
@@ -44,8 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"unknown command {command!r}\n{USAGE}", end="", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"somasync.cli.{command}")
     try:
+        if command in _CLIENT:
+            from somasync.cli import client
+
+            return client.main(command, rest)
+        module = importlib.import_module(f"somasync.cli.{command}")
         return int(module.main(rest))
     except BrokenPipeError:
         # The reader went away (``| head``): stop quietly, as Unix tools do, and keep

@@ -34,6 +34,7 @@ import dataclasses
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ import orjson
 import uvloop
 
 from somasync.cli.configuration import ENV_PREFIX, resolve
+from somasync.cli.rpc import RpcError, RpcServer, default_directory
 from somasync.config import (
     DiscoveryMethod,
     GossipConfig,
@@ -110,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     add_config_arguments(parser)
     parser.add_argument("--lifeline", action="store_true",
                         help="stop when stdin closes")
+    parser.add_argument("--rpc", metavar="PATH",
+                        help="the private RPC socket for 'somasync members|publish|monitor|"
+                             "stats|leave' (mode 0600; default $XDG_RUNTIME_DIR/somasync-"
+                             "<uid>/agent-<port>.sock; 'off': none)")
     parser.add_argument("--metrics-addr", metavar="HOST:PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics (the "
                              "'prometheus' extra; port 0: any free port, reported in the "
@@ -205,24 +211,73 @@ async def _run(options: argparse.Namespace) -> int:
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    _emit("ready", node_id=node.node_id, address=node.listen_address,
-          public_key=node.public_key, metrics=metrics.address if metrics else None)
+    rpc = None if options.rpc == "off" else RpcServer(
+        Path(options.rpc) if options.rpc else
+        default_directory() / f"agent-{node.listen_address.rsplit(':', 1)[1]}.sock")
+
+    def report(kind: str, **fields: Any) -> None:
+        """An event for stdout and every RPC monitor."""
+        _emit(kind, **fields)
+        if rpc is not None:
+            rpc.publish(kind, fields)
 
     async def watch_events() -> None:
         with contextlib.suppress(EOFError):
             async for event in events:
                 if type(event).__name__ == "MessageReceived":
                     continue  # reported from the messages stream below
-                _emit(type(event).__name__, **dataclasses.asdict(event))  # type: ignore[call-overload]
+                report(type(event).__name__, **dataclasses.asdict(event))  # type: ignore[call-overload]
 
     async def watch_messages() -> None:
         with contextlib.suppress(EOFError):
             async for message in messages:
-                _emit("message", id=message.id, source=message.source,
-                      priority=message.priority, ttl=message.ttl,
-                      payload=payload_to_json(message.message_type))
+                report("message", id=message.id, source=message.source,
+                       priority=message.priority, ttl=message.ttl,
+                       payload=payload_to_json(message.message_type))
+
+    async def execute(command: str, argument: str) -> tuple[str, dict[str, Any]]:
+        """One command, from stdin or the RPC socket: (event kind, fields). A bad one
+        raises ValueError naming what is wrong."""
+        if command == "publish":
+            try:
+                payload, options_ = _publication(argument)
+                message_id = await node.broadcast_message(payload, **options_)
+            except (ValueError, SomaSyncError) as exc:  # e.g. a priority out of range
+                raise ValueError(f"publish: {exc}") from None
+            return "published", {"id": message_id, "payload": payload_to_json(payload)}
+        if command == "members":
+            return "members", {"members": [dataclasses.asdict(m) for m in node.members()]}
+        if command == "stats":
+            stats = await node.get_stats()
+            return "stats", {"membership": dataclasses.asdict(stats.membership)
+                             if stats.membership else None,
+                             "messages": stats.messages_processed,
+                             "duplicates": stats.duplicates,
+                             "peers": stats.peer_stats.healthy_peers,
+                             "rejected": stats.rejected}
+        if command == "revoke":
+            try:
+                notice = load_revocation(argument)
+                await node.broadcast(notice)
+            except SomaSyncError as exc:
+                raise ValueError(f"revoke: {exc}") from None
+            return "published", {"id": notice.id, "revocation": argument}
+        if command in ("stop", "leave"):
+            stopping.set()
+            return "leaving", {}
+        raise ValueError(f"unknown command {command!r}")
 
     async def commands() -> None:
+        try:
+            mode = os.fstat(sys.stdin.fileno()).st_mode
+        except (OSError, ValueError):
+            mode = 0
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or sys.stdin.isatty()):
+            # /dev/null or a file, as service managers give: no commands on stdin (the
+            # event loop cannot watch such a descriptor); the RPC socket still serves.
+            if options.lifeline:
+                stopping.set()
+            return
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         while not stopping.is_set():
@@ -232,38 +287,38 @@ async def _run(options: argparse.Namespace) -> int:
                     stopping.set()
                 return
             command, _, argument = line.decode(errors="replace").strip().partition(" ")
-            if command == "publish":
-                try:
-                    payload, options_ = _publication(argument)
-                    message_id = await node.broadcast_message(payload, **options_)
-                except (ValueError, SomaSyncError) as exc:  # e.g. a priority out of range
-                    _emit("error", detail=f"publish: {exc}")
-                    continue
-                _emit("published", id=message_id, payload=payload_to_json(payload))
-            elif command == "members":
-                _emit("members", members=[dataclasses.asdict(m) for m in node.members()])
-            elif command == "stats":
-                stats = await node.get_stats()
-                _emit("stats", membership=dataclasses.asdict(stats.membership)
-                      if stats.membership else None, messages=stats.messages_processed,
-                      duplicates=stats.duplicates, peers=stats.peer_stats.healthy_peers)
-            elif command == "revoke":
-                try:
-                    notice = load_revocation(argument)
-                    await node.broadcast(notice)
-                except SomaSyncError as exc:
-                    _emit("error", detail=f"revoke: {exc}")
-                    continue
-                _emit("published", id=notice.id, revocation=argument)
-            elif command == "stop":
-                stopping.set()
-            elif command:
-                _emit("error", detail=f"unknown command {command!r}")
+            if not command:
+                continue
+            try:
+                kind, fields = await execute(command, argument)
+            except ValueError as exc:
+                report("error", detail=str(exc))
+                continue
+            if kind != "leaving":
+                report(kind, **fields)
 
+    async def execute_and_report(command: str, argument: str) -> tuple[str, dict[str, Any]]:
+        kind, fields = await execute(command, argument)
+        if kind != "leaving":
+            report(kind, **fields)  # what a client did shows on stdout and in monitors
+        return kind, fields
+
+    if rpc is not None:
+        rpc.handler = execute_and_report
+        try:
+            await rpc.start()
+        except (OSError, RpcError) as exc:
+            await node.stop()
+            raise ConfigError("rpc", f"cannot serve {rpc.path}: {exc}") from None
+    _emit("ready", node_id=node.node_id, address=node.listen_address,
+          public_key=node.public_key, metrics=metrics.address if metrics else None,
+          rpc=None if rpc is None else str(rpc.path))
     tasks = [loop.create_task(c) for c in (watch_events(), watch_messages(), commands())]
     await stopping.wait()
     if metrics is not None:
         metrics.close()
+    if rpc is not None:
+        await rpc.close()
     await node.stop()
     for task in tasks:
         task.cancel()
