@@ -64,6 +64,7 @@ from somasync.events import (
     PeerRecovered as PeerRecovered,
     PeerRevoked as PeerRevoked,
     PeerSuspected as PeerSuspected,
+    PeerUnreachable as PeerUnreachable,
     RejectReason as RejectReason,
     SynapseEvent as SynapseEvent,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "PeerState",
     "PeerStats",
     "PeerSuspected",
+    "PeerUnreachable",
     "RejectReason",
     "SecurityConfig",
     "SignatureError",

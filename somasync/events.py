@@ -20,6 +20,7 @@ from somasync.core.events import (
     PeerRecovered,
     PeerRevoked,
     PeerSuspected,
+    PeerUnreachable,
     RejectReason,
 )
 from somasync.message import Message
@@ -36,6 +37,7 @@ __all__ = [
     "PeerRecovered",
     "PeerRevoked",
     "PeerSuspected",
+    "PeerUnreachable",
     "RejectReason",
     "SynapseEvent",
 ]
@@ -71,3 +73,4 @@ class SynapseEvent:
     PeerRecovered: ClassVar[type[PeerRecovered]] = PeerRecovered
     PeerLeft: ClassVar[type[PeerLeft]] = PeerLeft
     PeerRevoked: ClassVar[type[PeerRevoked]] = PeerRevoked
+    PeerUnreachable: ClassVar[type[PeerUnreachable]] = PeerUnreachable

@@ -23,7 +23,13 @@ from somasync.aio.channel import Stream
 from somasync.aio.timing import DeadlineTimer
 from somasync.config import NodeConfig, parse_address
 from somasync.core.crypto import Identity
-from somasync.core.events import PeerFailed, PeerJoined, PeerLeft, PeerRecovered
+from somasync.core.events import (
+    PeerFailed,
+    PeerJoined,
+    PeerLeft,
+    PeerRecovered,
+    PeerUnreachable,
+)
 from somasync.core.membership import Member
 from somasync.core.node import ControlStatistics, NodeControl
 from somasync.core.trust import Trust
@@ -174,6 +180,7 @@ class ControlDriver:
         if failed and address not in self._unreachable:
             # Once per address until it is reached: the dialler retries with back-off.
             log.warning("cannot reach %s (retried while it is wanted)", address)
+            self._events.put_nowait(PeerUnreachable(address))
             if len(self._unreachable) >= UNREACHABLE_REMEMBERED:
                 del self._unreachable[next(iter(self._unreachable))]
             self._unreachable[address] = None

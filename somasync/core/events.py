@@ -18,7 +18,9 @@ __all__ = [
     "PeerJoined",
     "PeerLeft",
     "PeerRecovered",
+    "PeerRevoked",
     "PeerSuspected",
+    "PeerUnreachable",
     "RejectReason",
 ]
 
@@ -155,6 +157,14 @@ class PeerLeft:
     address: str
     public_key: bytes
     incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerUnreachable:
+    """A peer or seed this node wants a link to could not be reached (reported once
+    until it is reached; the node keeps retrying it with back-off)."""
+
+    address: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from somasync import MembershipConfig, SynapseNodeBuilder
+from somasync import MembershipConfig, PeerUnreachable, SynapseNodeBuilder
 from somasync.testing import wait_until
 
 DEADLINE = 10.0
@@ -30,13 +30,18 @@ async def test_an_unreachable_peer_is_logged_once_however_often_it_is_retried(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="somasync")
     address = f"127.0.0.1:{unused_port()}"
-    node, _messages, _events = (SynapseNodeBuilder().with_bind_address("127.0.0.1:0")
-                                .with_auto_discovery(False)  # keep redialling the seed
-                                .add_bootstrap_peer(address).build())
+    node, _messages, events = (SynapseNodeBuilder().with_bind_address("127.0.0.1:0")
+                               .with_auto_discovery(False)  # keep redialling the seed
+                               .add_bootstrap_peer(address).build())
     async with node:
         await wait_until(lambda: node.control.statistics() is not None
                          and node.control.statistics().connect_failures >= 3,  # type: ignore[union-attr]
                          "three failed dials", DEADLINE)
+    # Also an event (once), for applications that watch events rather than logs.
+    seen = []
+    while (event := events.try_recv()) is not None:
+        seen.append(event)
+    assert [e for e in seen if isinstance(e, PeerUnreachable)] == [PeerUnreachable(address)]
     unreachable = [r for r in caplog.records if "cannot reach" in r.getMessage()]
     assert len(unreachable) == 1
     assert unreachable[0].levelno == logging.WARNING
