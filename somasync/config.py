@@ -533,6 +533,11 @@ class NodeConfig:
     """Seconds a new connection has to finish its handshake (prove its identity) before
     it is closed."""
 
+    frame_timeout: float = 30.0
+    """Seconds a link may hold an incomplete frame (or sealed record) before it is closed:
+    a peer that trickles bytes cannot keep a connection slot. A 1 MiB frame needs only
+    0.3 Mbit/s to arrive within it."""
+
     reconnect_initial_delay: float = 0.05
     """Seconds before the first re-dial of a lost peer; doubles per failure (with jitter)."""
 
@@ -596,6 +601,7 @@ class NodeConfig:
                  "must be a SecurityConfig")
         require_number(self.connect_timeout, "connect_timeout")
         require_number(self.handshake_timeout, "handshake_timeout")
+        require_number(self.frame_timeout, "frame_timeout")
         require_number(self.reconnect_initial_delay, "reconnect_initial_delay")
         require_number(self.reconnect_max_delay, "reconnect_max_delay")
         require(

@@ -315,6 +315,7 @@ class ShardedRuntime:
             bindings=self._host.trust.bindings(),
             revocations=self._host.trust.revocations(),
             handshake_timeout=self.config.handshake_timeout,
+            frame_timeout=self.config.frame_timeout,
             listen_address=self._listen_address,
             doorbells={i: self._doorbell_address(i) for i in [SUPERVISOR, *range(self._count)]},
             rings_in={i: self._segments[(i, index)].name for i in others},

@@ -104,6 +104,7 @@ class WorkerSpec:
     security: SecurityConfig
     read_slice: int
     handshake_timeout: float
+    frame_timeout: float
     listen_address: str
     doorbells: dict[int, str]
     rings_in: dict[int, str]
@@ -218,7 +219,8 @@ class Worker:
             spec.gossip, Identity(spec.seed), spec.node_id,
             rng=random.Random(os.urandom(16)), now=loop.time(),
             wall_offset=time.time() - loop.time(), listen_address=spec.listen_address,
-            handshake_timeout=spec.handshake_timeout, shard=Shard(spec.index, spec.count),
+            handshake_timeout=spec.handshake_timeout, frame_timeout=spec.frame_timeout,
+            shard=Shard(spec.index, spec.count),
             credential=spec.security.certificate, trust=trust,
         )
         self.endpoint.restore_delivered(spec.delivered, now=loop.time())

@@ -179,6 +179,7 @@ class LocalRuntime:
                 rng=random.Random(os.urandom(16)), now=loop.time(),
                 wall_offset=time.time() - loop.time(), listen_address=listen_address,
                 handshake_timeout=self._config.handshake_timeout,
+                frame_timeout=self._config.frame_timeout,
                 plaintext_links=not self._config.security.encrypt_links,
                 credential=self._config.security.certificate, trust=self._host.trust,
             )

@@ -128,6 +128,8 @@ class _Link:
     """The sealed record layer, once the handshake finished."""
     raw_out: bytes = b""
     """Handshake bytes still to send (they precede every record)."""
+    partial_since: float | None = None
+    """When the link began holding an incomplete frame or record (None: it holds none)."""
     digest_tokens: float = DIGEST_BURST
     digest_refilled: float = 0.0
     """The neighbour's digests this node still answers now (a token bucket)."""
@@ -180,6 +182,8 @@ class Endpoint:
         wall_offset: wall-clock seconds minus ``now``, to compare with origin timestamps.
         listen_address: ``host:port`` peers can dial back, announced in the handshake.
         handshake_timeout: seconds a link may stay without a finished handshake.
+        frame_timeout: seconds a link may hold an incomplete frame or record (a peer
+            that trickles bytes to keep a connection slot is closed after it).
         credential: this node's operator certificate, sent in the handshake (or empty).
         plaintext_links: ask peers for unsealed records after the (still authenticated)
             handshake; granted only when the peer asks too. For benchmarks that measure
@@ -195,6 +199,7 @@ class Endpoint:
     def __init__(self, config: GossipConfig, identity: Identity, node_id: str, *,
                  rng: random.Random, now: float, wall_offset: float = 0.0,
                  listen_address: str | None = None, handshake_timeout: float = 5.0,
+                 frame_timeout: float = 30.0,
                  shard: Shard | None = None, credential: bytes = b"",
                  plaintext_links: bool = False, trust: Trust | None = None,
                  verify: crypto.Verifier = crypto.verify) -> None:
@@ -203,6 +208,7 @@ class Endpoint:
         self.node_id = node_id
         self.listen_address = listen_address
         self.handshake_timeout = handshake_timeout
+        self.frame_timeout = frame_timeout
         self._rng = rng
         self._wall_offset = wall_offset
         # The broadcast tree or plain push gossip, as ``config.forwarding`` says.
@@ -359,6 +365,13 @@ class Endpoint:
             self.receive_frame(link, frame, now=now)
         if state.frames.error is not None:
             self.framing_error(link, state.frames.error, now=now)
+        elif state.frames.buffered or session.buffered:
+            # A deadline for progress, not for a stream that never pauses between frames:
+            # any frame completed now restarts it.
+            if frames or state.partial_since is None:
+                state.partial_since = now
+        else:
+            state.partial_since = None
 
     def _continue_handshake(self, state: _Link, data: bytes, now: float) -> Session | None:
         handshake = state.handshake
@@ -523,6 +536,11 @@ class Endpoint:
                 if state.hello is None and now - state.opened_at > self.handshake_timeout:
                     self._reject(state, RejectReason.HANDSHAKE_TIMEOUT,
                                  f"no handshake within {self.handshake_timeout} s",
+                                 close=True)
+                elif state.partial_since is not None \
+                        and now - state.partial_since > self.frame_timeout:
+                    self._reject(state, RejectReason.FRAME_TIMEOUT,
+                                 f"an incomplete frame held for {self.frame_timeout} s",
                                  close=True)
         tree = self._tree
         if tree is not None:

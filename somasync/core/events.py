@@ -52,6 +52,8 @@ class RejectReason(enum.StrEnum):
     MEMBERS_FULL = "members_full"
     HANDSHAKE_TIMEOUT = "handshake_timeout"
     """A connection did not finish its handshake in time (it stalled, or trickled)."""
+    FRAME_TIMEOUT = "frame_timeout"
+    """A link held an incomplete frame or record too long (a trickle)."""
     TOO_OLD = "too_old"
     """Older than ``GossipConfig.max_message_age``, whatever its TTL (the replay bound)."""
     SOURCE_MISMATCH = "source_mismatch"

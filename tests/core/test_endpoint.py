@@ -497,3 +497,38 @@ def test_a_neighbour_flooding_digests_gets_a_few_answers_not_one_per_frame(
     mesh.inject("a", mesh.link_of("a", "b"), empty)
     mesh.settle()
     assert mesh.nodes["a"].statistics().rejected["digest_limited"] == 100 - answered
+
+
+def test_a_peer_trickling_an_incomplete_frame_is_closed_after_frame_timeout(
+        key: nacl.signing.SigningKey) -> None:
+    """Before: after its HELLO a peer could hold a connection slot forever by sending
+    part of a frame and then nothing (8 such peers held all 8 slots)."""
+    mesh = Mesh()
+    chain(mesh, ["a", "b"])
+    link = mesh.link_of("b", "a")
+    mesh.wires[("b", link)].drop = True  # only the trickle below reaches b's frame cutter
+    frame = bytes(_signed_frame(key, "slow", 1))
+    mesh.inject("b", link, frame[:20])  # and the rest never comes
+    timeout = mesh.nodes["b"].frame_timeout
+    mesh.step(timeout / 2)
+    assert ("b", link) in mesh.wires
+    mesh.step(timeout)
+    assert ("b", link) not in mesh.wires
+    assert mesh.nodes["b"].statistics().rejected == {"frame_timeout": 1}
+
+
+def test_a_stream_that_keeps_completing_frames_is_never_timed_out(
+        key: nacl.signing.SigningKey) -> None:
+    mesh = Mesh()
+    chain(mesh, ["a", "b"])
+    link = mesh.link_of("b", "a")
+    mesh.wires[("b", link)].drop = True  # only the stream below reaches b's frame cutter
+    timeout = mesh.nodes["b"].frame_timeout
+    previous = b""
+    for i in range(1, 20):  # each read completes a frame and starts the next
+        frame = bytes(_signed_frame(key, f"m{i}", i))
+        mesh.inject("b", link, previous + frame[:20])
+        previous = frame[20:]
+        mesh.step(timeout / 4)
+    assert ("b", link) in mesh.wires
+    assert "frame_timeout" not in mesh.nodes["b"].statistics().rejected
