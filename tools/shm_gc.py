@@ -14,35 +14,12 @@ cannot be read, so nothing can be proved leaked and nothing is removed.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from somasync.workers import shm
 
 SHM_DIR = Path("/dev/shm")
-
-
-def mapped_segments(proc: Path = Path("/proc")) -> dict[str, list[int]]:
-    """``somasync`` segment name -> PIDs that map it.
-
-    Raises:
-        PermissionError: ``proc`` is unreadable (nothing can be proved unused).
-    """
-    users: dict[str, list[int]] = {}
-    marker = f"{SHM_DIR}/{shm.PREFIX}"
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(os.path.join(entry.path, "maps")) as maps:
-                names = {line.rsplit(None, 1)[-1] for line in maps if marker in line}
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue  # gone meanwhile, or another user's process we may not read
-        for name in names:
-            users.setdefault(Path(name.removesuffix(" (deleted)")).name, []).append(
-                int(entry.name))
-    return users
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the segments of the node with this segment tag")
     args = parser.parse_args(argv)
     try:
-        users = mapped_segments()
+        users = shm.mapped_segments()
     except OSError as exc:
         print(f"cannot read /proc ({exc}); nothing removed", file=sys.stderr)
         return 1

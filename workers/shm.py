@@ -15,10 +15,12 @@ import os
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Sized
 from multiprocessing import resource_tracker, shared_memory
 
-__all__ = ["PREFIX", "Segment", "attach", "create", "leaked_segments", "remove_leaked"]
+__all__ = ["PREFIX", "Segment", "attach", "create", "leaked_segments", "mapped_segments",
+           "remove_abandoned", "remove_leaked"]
 
 PREFIX = "somasync-"
 
@@ -73,5 +75,53 @@ def remove_leaked(tag: str) -> list[str]:
             os.unlink(os.path.join("/dev/shm", name))
         except FileNotFoundError:
             continue
+        removed.append(name)
+    return removed
+
+
+def mapped_segments(proc: str = "/proc") -> dict[str, list[int]]:
+    """``somasync`` segment name -> PIDs that map it (read from ``/proc/<pid>/maps``).
+
+    Raises:
+        OSError: ``proc`` is unreadable (nothing can be proved unused).
+    """
+    users: dict[str, list[int]] = {}
+    marker = f"/dev/shm/{PREFIX}"
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(os.path.join(entry.path, "maps")) as maps:
+                names = {line.rsplit(None, 1)[-1] for line in maps if marker in line}
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # gone meanwhile, or another user's process we may not read
+        for name in names:
+            users.setdefault(os.path.basename(name.removesuffix(" (deleted)")), []).append(
+                int(entry.name))
+    return users
+
+
+def remove_abandoned(*, older_than: float = 60.0) -> list[str]:
+    """Unlink every ``somasync`` segment that no process maps and that is older than
+    ``older_than`` seconds (a node starting now maps its own at once; the age keeps
+    this from racing with one between creating and mapping). What a SIGKILL of a whole
+    node left behind goes at the next start of any sharded node. Returns their names;
+    nothing when ``/proc`` cannot be read."""
+    try:
+        users = mapped_segments()
+    except OSError:
+        return []
+    removed = []
+    now = time.time()
+    for name in leaked_segments():
+        path = os.path.join("/dev/shm", name)
+        try:
+            if name in users or now - os.stat(path).st_mtime < older_than:
+                continue
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            continue  # another user's node
         removed.append(name)
     return removed

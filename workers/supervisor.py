@@ -202,6 +202,9 @@ class ShardedRuntime:
         loop = self._loop
         self._stopping = False
         self._listen_address = listen_address
+        # What a SIGKILL of a whole node left in /dev/shm goes now, not at reboot.
+        for name in shm.remove_abandoned():
+            log.warning("removed shared-memory segment %s, abandoned by a killed node", name)
         self._doorbell = Doorbell(self._doorbell_address(SUPERVISOR))
         self._ringer = Ringer()
         loop.add_reader(self._doorbell.fileno(), self._on_bell)

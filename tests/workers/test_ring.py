@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections import deque
 
@@ -192,3 +193,34 @@ def test_matches_a_fifo_model(operations: list[bytes | int]) -> None:
     writer.publish()
     model.extend(staged)
     assert reader.read() == list(model)
+
+
+def test_segments_abandoned_by_a_killed_node_are_removed_at_the_next_start() -> None:
+    """Before: a SIGKILL of a whole sharded node left its rings in /dev/shm until reboot."""
+    import os
+    import secrets
+    import time
+
+    from somasync.workers import shm
+
+    abandoned = f"{shm.PREFIX}test{secrets.token_hex(4)}-old"
+    fresh = f"{shm.PREFIX}test{secrets.token_hex(4)}-new"
+    for name in (abandoned, fresh):
+        with open(os.path.join("/dev/shm", name), "wb") as handle:
+            handle.write(bytes(4096))
+    old = time.time() - 3600
+    os.utime(os.path.join("/dev/shm", abandoned), (old, old))
+    in_use = shm.create(4096, f"test{secrets.token_hex(4)}")
+    os.utime(os.path.join("/dev/shm", in_use.name), (old, old))
+    try:
+        removed = shm.remove_abandoned(older_than=60.0)
+        assert abandoned in removed
+        assert fresh not in removed  # maybe a node between creating and mapping it
+        assert in_use.name not in removed  # this process maps it
+        assert not os.path.exists(os.path.join("/dev/shm", abandoned))
+    finally:
+        for name in (fresh, abandoned):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join("/dev/shm", name))
+        in_use.close()
+        in_use.unlink()
