@@ -32,6 +32,7 @@ import nacl.signing
 
 from somasync import GossipConfig, Message, MessageType, NodeConfig, SynapseNodeBuilder
 from somasync.bench._link import secure_link
+from somasync.bench._load import drain_events, start_together, stop_trial
 from somasync.bench.machine import machine_info
 from somasync.core import wire
 from somasync.core.crypto import Identity
@@ -108,22 +109,9 @@ async def trial(args: argparse.Namespace, *, fair_reading: bool) -> dict[str, An
                 else:
                     flooded += 1
 
-    async def drain_events() -> None:
-        with contextlib.suppress(EOFError):
-            while True:
-                await events.recv()
-
-    tasks = [asyncio.create_task(drain()), asyncio.create_task(drain_events())]
+    tasks = [asyncio.create_task(drain()), asyncio.create_task(drain_events(events))]
     try:
-        for process in processes:
-            assert process.stdout is not None
-            line = await asyncio.wait_for(process.stdout.readline(), args.timeout)
-            if line.strip() != b"ready":
-                raise RuntimeError("a load process did not start")
-        for process in processes:
-            assert process.stdin is not None
-            process.stdin.write(b"go\n")
-            await process.stdin.drain()
+        await start_together(processes, within=args.timeout)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), args.timeout)
         await asyncio.sleep(0.5)  # the last honest copies, if any are late
@@ -135,14 +123,7 @@ async def trial(args: argparse.Namespace, *, fair_reading: bool) -> dict[str, An
                 else float("nan"),
                 "max_ms": 1000 * ordered[-1] if ordered else float("nan")}
     finally:
-        for process in processes:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-        await node.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_trial(processes, node, tasks)
 
 
 def main(argv: list[str] | None = None) -> int:

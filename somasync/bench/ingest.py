@@ -34,6 +34,7 @@ import nacl.signing
 
 from somasync import GossipConfig, Message, MessageType, SecurityConfig, SynapseNodeBuilder
 from somasync.bench._link import secure_link
+from somasync.bench._load import drain_events, start_together, stop_trial
 from somasync.bench.ceiling import raw_verify_rate
 from somasync.bench.machine import machine_info
 from somasync.core import wire
@@ -103,23 +104,15 @@ async def trial(count: int, limit: float, workers: int, senders: int,
                 if len(times) == count:
                     done.set()
 
-    async def drain_events() -> None:
-        with contextlib.suppress(EOFError):
-            while True:
-                await events.recv()
-
-    tasks = [loop.create_task(drain()), loop.create_task(drain_events())]
+    tasks = [loop.create_task(drain()), loop.create_task(drain_events(events))]
     try:
-        for process in processes:
-            assert process.stdout is not None
-            ready = await asyncio.wait_for(process.stdout.readline(), limit)
-            if ready.strip() != b"ready":
-                raise RuntimeError("sender did not start")
-        cpu_before = _node_cpu(node)
-        for process in processes:
-            assert process.stdin is not None
-            process.stdin.write(b"go\n")
-            await process.stdin.drain()
+        cpu_before = 0.0
+
+        def start_clock() -> None:
+            nonlocal cpu_before
+            cpu_before = _node_cpu(node)
+
+        await start_together(processes, within=limit, before_go=start_clock)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), limit)
         cpu = _node_cpu(node) - cpu_before
@@ -135,14 +128,7 @@ async def trial(count: int, limit: float, workers: int, senders: int,
             "handshake_failures": stats.handshake_failures,
         }
     finally:
-        for process in processes:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-        await node.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_trial(processes, node, tasks)
 
 
 def _node_cpu(node: object) -> float:

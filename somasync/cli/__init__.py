@@ -13,6 +13,8 @@ import importlib
 import os
 import sys
 
+from somasync.cli.client import COMMANDS as CLIENT_COMMANDS
+
 __all__ = ["COMMANDS", "main"]
 
 COMMANDS = {
@@ -21,13 +23,8 @@ COMMANDS = {
     "sim": "simulate a mesh of thousands of nodes running the real core",
     "config": "show or check the agent's effective configuration (file, env, flags)",
     "keys": "make and inspect key, certificate and revocation files",
-    "members": "the membership table of a running agent (over its private RPC socket)",
-    "publish": "publish a message through a running agent",
-    "monitor": "stream a running agent's events and messages as JSON lines",
-    "stats": "a running agent's counters",
-    "leave": "make a running agent leave the mesh and exit",
+    **CLIENT_COMMANDS,
 }
-_CLIENT = {"members", "publish", "monitor", "stats", "leave"}
 
 USAGE = ("usage: somasync <command> [options]   (or python -m somasync ...)\n"
          "       somasync --version\n\ncommands:\n" + "".join(
@@ -51,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown command {command!r}\n{USAGE}", end="", file=sys.stderr)
         return 2
     try:
-        if command in _CLIENT:
+        if command in CLIENT_COMMANDS:
             from somasync.cli import client
 
             return client.main(command, rest)
