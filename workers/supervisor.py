@@ -119,6 +119,8 @@ log = logging.getLogger("somasync.workers")
 
 STOP_GRACE = 5.0  # seconds a worker gets to exit after "stop" before it is killed
 STATS_TIMEOUT = 2.0
+WATCH_INTERVAL = 0.5  # seconds between two checks that every worker answers
+HUNG_AFTER = 1.0  # seconds a worker may leave a check unanswered while using no CPU
 
 
 @dataclass(eq=False)
@@ -159,6 +161,10 @@ class ShardedRuntime:
         self._ringer: Ringer | None = None
         self._listener: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self.hung_restarts = 0
+        """Workers killed (then restarted) because they stopped answering while using no
+        CPU: stopped, deadlocked, or blocked in a call that never returns."""
         self._dials = TaskSet()
         self._connected: dict[bytes, tuple[str, str, int]] = {}
         self._delivered = StreamTable(config.gossip.max_streams)
@@ -224,6 +230,7 @@ class ShardedRuntime:
             raise
         self._running = True
         self._accept_task = loop.create_task(self._accept_loop())
+        self._watch_task = loop.create_task(self._watch())
 
     async def stop(self) -> None:
         self._running = False
@@ -232,6 +239,10 @@ class ShardedRuntime:
             self._accept_task.cancel()
             await asyncio.gather(self._accept_task, return_exceptions=True)
             self._accept_task = None
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            await asyncio.gather(self._watch_task, return_exceptions=True)
+            self._watch_task = None
         await self._dials.cancel_all()
         await self._shutdown()
 
@@ -339,6 +350,37 @@ class ShardedRuntime:
         self._workers[index] = worker
         loop.add_reader(parent_end.fileno(), self._on_control, worker)
         loop.add_reader(process.sentinel, self._on_worker_exit, worker)
+
+    async def _watch(self) -> None:
+        """Every worker must answer a stats request within HUNG_AFTER seconds, or at least
+        use CPU meanwhile (a busy worker is slow, not hung); one that does neither is
+        killed, and its exit restarts it like any crash."""
+        loop = self._loop
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            checks = []
+            for worker in list(self._workers.values()):
+                if not worker.ready.done() or worker.exited.done():
+                    continue
+                waiter: asyncio.Future[StatsReport | None] = loop.create_future()
+                worker.stats_waiters.append(waiter)
+                control.send(worker.control, StatsRequest())
+                checks.append((worker, waiter, _cpu_seconds(worker.process.pid)))
+            if not checks:
+                continue
+            await asyncio.wait([waiter for _, waiter, _ in checks], timeout=HUNG_AFTER)
+            for worker, waiter, cpu_before in checks:
+                if waiter.done() or worker.exited.done():
+                    continue
+                cpu_after = _cpu_seconds(worker.process.pid)
+                if cpu_after is not None and cpu_before is not None \
+                        and cpu_after > cpu_before:
+                    continue  # busy: it will answer
+                log.warning("worker %d (pid %s) stopped making progress; killing it",
+                            worker.index, worker.process.pid)
+                self.hung_restarts += 1
+                with contextlib.suppress(OSError):
+                    worker.process.kill()
 
     def _on_worker_exit(self, worker: _Worker) -> None:
         loop = self._loop
@@ -697,6 +739,15 @@ class ShardedRuntime:
     def worker_pids(self) -> dict[int, int]:
         """Worker index -> process id (for monitoring, or for fault-injection tests)."""
         return {i: w.process.pid for i, w in self._workers.items()}
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process, or None when it cannot be read."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
 
 
 def _label(index: int) -> str:

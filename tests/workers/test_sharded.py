@@ -320,3 +320,31 @@ def _check_signal_stops_everything(process: Any, signum: int) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_a_worker_that_stops_making_progress_is_restarted_within_seconds() -> None:
+    """Before: only a worker that exited was replaced; one stopped (SIGSTOP), deadlocked
+    or stuck in a call kept its streams and links dead for good."""
+    async with mesh() as m:
+        x = await m.add("X", workers=2)
+        xr = sharded(x)
+        publisher = await m.add("pub", bootstrap=(x.listen_address,))
+        sink = await m.add("sink", bootstrap=(x.listen_address,))
+        await wait_for(lambda: len(x.connected_peers()) == 2, "X to see both peers")
+        victim = stream_owner(publisher.public_key, b"pub", 2)
+        pid = xr.worker_pids()[victim]
+        loop = asyncio.get_running_loop()
+        stopped_at = loop.time()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await wait_for(lambda: xr.worker_pids()[victim] != pid, "a new worker process")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # ours, by PID, whatever happened
+        took = loop.time() - stopped_at
+        assert xr.hung_restarts == 1
+        print(f"hung worker replaced {took:.2f} s after SIGSTOP")
+        await wait_for(lambda: len(x.connected_peers()) == 2, "peers to reconnect")
+        message_id = await publisher.broadcast_message(MessageType.Data("after"))
+        await wait_for(lambda: message_id in ids(m.received["sink"]), "delivery through X")
+        assert sink is not None
