@@ -168,8 +168,8 @@ class ShardedRuntime:
         self._dials = TaskSet()
         self._connected: dict[bytes, tuple[str, str, int]] = {}
         self._delivered = StreamTable(config.gossip.max_streams)
-        self._handshake_timeouts = 0
-        self._handshake_failures: dict[str, int] = {}
+        self._connection_errors = 0  # sockets that failed during the handshake
+        self._refused: dict[str, int] = {}  # connections refused here, by reason
         self._inbound_pending = 0  # accepted connections still in their handshake
         self._inbound: set[bytes] = set()  # peers whose link this node accepted
         self._handover_failures = 0
@@ -531,9 +531,7 @@ class ShardedRuntime:
             sock, peer = await loop.sock_accept(self._listener)
             if self._inbound_pending + len(self._inbound) >= self.config.max_connections:
                 # Outbound dials never count: inbound load cannot cut our own links.
-                self._handshake_failures["connection_limit"] = \
-                    self._handshake_failures.get("connection_limit", 0) + 1
-                sock.close()
+                self._refuse(sock, "connection_limit")
                 continue
             sock.setblocking(False)
             address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
@@ -573,22 +571,14 @@ class ShardedRuntime:
                     if reply:
                         await loop.sock_sendall(sock, reply)
         except TimeoutError:
-            self._handshake_timeouts += 1
-            self._handshake_failures["handshake_timeout"] = \
-                self._handshake_failures.get("handshake_timeout", 0) + 1
-            self._host.report(FrameRejected(None, address, "handshake_timeout",
-                                            "no handshake in time", True))
-            sock.close()
+            self._refuse(sock, "handshake_timeout", address, "no handshake in time")
             return None
         except OSError:
-            self._handshake_timeouts += 1
+            self._connection_errors += 1
             sock.close()
             return None
         except DecodeError as exc:
-            self._handshake_failures[exc.reason] = self._handshake_failures.get(exc.reason,
-                                                                                0) + 1
-            self._host.report(FrameRejected(None, address, exc.reason, exc.detail, True))
-            sock.close()
+            self._refuse(sock, exc.reason, address, exc.detail)
             return None
         session = handshake.session
         key = session.peer.public_key
@@ -597,11 +587,7 @@ class ShardedRuntime:
             key, peer.node_id, peer.credential, wall=time.time())
         if refused is not None:
             # No worker ever sees it: no link, no PeerConnected, nothing sealed to it.
-            self._handshake_failures[refused] = self._handshake_failures.get(refused, 0) + 1
-            self._host.report(FrameRejected(None, address, refused,
-                                            f"peer {peer.node_id!r} refused: {refused}",
-                                            True))
-            sock.close()
+            self._refuse(sock, refused, address, f"peer {peer.node_id!r} refused: {refused}")
             return None
         worker = self._workers.get(peer_owner(key, self._count))
         handed = worker is not None and await control.send_soon(
@@ -612,6 +598,15 @@ class ShardedRuntime:
             self._handover_failures += 1
         sock.close()
         return key if handed else None
+
+    def _refuse(self, sock: socket.socket, reason: str, address: str | None = None,
+                detail: str = "") -> None:
+        """Close a connection no worker gets, count it by reason, and report it as a
+        ``FrameRejected`` (unless it was refused before anything was read from it)."""
+        self._refused[reason] = self._refused.get(reason, 0) + 1
+        if address is not None:
+            self._host.report(FrameRejected(None, address, reason, detail, True))
+        sock.close()
 
     def dial(self, address: str) -> None:
         if self._running:
@@ -716,15 +711,14 @@ class ShardedRuntime:
             per_worker.append(_worker_stats(worker.index, report))
         core = _sum_core(cores, peers=len(self._connected))
         rejected = dict(core.rejected)
-        for reason, count in self._handshake_failures.items():
+        for reason, count in self._refused.items():
             rejected[reason] = rejected.get(reason, 0) + count
         return RuntimeStatistics(
             core=dataclasses.replace(core, rejected=rejected), workers=tuple(per_worker),
             worker_restarts=self._restarts,
-            handshake_failures=(self._handshake_timeouts + self._handover_failures
-                                + sum(n for reason, n in self._handshake_failures.items()
-                                      if reason not in ("handshake_timeout",
-                                                        "connection_limit"))))
+            handshake_failures=(self._connection_errors + self._handover_failures
+                                + sum(n for reason, n in self._refused.items()
+                                      if reason != "connection_limit")))
 
     @property
     def segment_tag(self) -> str:

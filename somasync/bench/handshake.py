@@ -32,20 +32,24 @@ __all__ = ["main"]
 BUFFER = 64 * 1024
 
 
+def _complete(dialer: Handshake, listener: Handshake) -> None:
+    """Both sides' messages, as they would cross the wire."""
+    to_listener, to_dialer = dialer.initial_bytes(), listener.initial_bytes()
+    dialer_auth = dialer.receive(to_dialer)
+    listener_auth = listener.receive(to_listener)
+    dialer.receive(listener_auth)
+    listener.receive(dialer_auth)
+    if dialer.session is None or listener.session is None:
+        raise RuntimeError("a handshake did not complete")
+
+
 def handshakes_per_second(count: int) -> float:
     """One node's completed handshakes per second of one core (both sides run here)."""
     dialer_id, listener_id = Identity.generate(), Identity.generate()
     started = time.perf_counter()
     for _ in range(count):
-        dialer = Handshake(dialer_id, "dialer", "127.0.0.1:1", dialer=True)
-        listener = Handshake(listener_id, "listener", "127.0.0.1:2", dialer=False)
-        to_listener, to_dialer = dialer.initial_bytes(), listener.initial_bytes()
-        dialer_auth = dialer.receive(to_dialer)
-        listener_auth = listener.receive(to_listener)
-        dialer.receive(listener_auth)
-        listener.receive(dialer_auth)
-        if dialer.session is None or listener.session is None:
-            raise RuntimeError("a handshake did not complete")
+        _complete(Handshake(dialer_id, "dialer", "127.0.0.1:1", dialer=True),
+                  Handshake(listener_id, "listener", "127.0.0.1:2", dialer=False))
     return 2 * count / (time.perf_counter() - started)
 
 
@@ -68,10 +72,7 @@ def sealing_mb_per_second(rounds: int) -> tuple[float, float]:
     """(records sealed and opened, raw AEAD seal and open) in MB/s of frames."""
     dialer = Handshake(Identity.generate(), "a", None, dialer=True)
     listener = Handshake(Identity.generate(), "b", None, dialer=False)
-    a_auth, b_auth = dialer.receive(listener.initial_bytes()), listener.receive(
-        dialer.initial_bytes())
-    dialer.receive(b_auth)
-    listener.receive(a_auth)
+    _complete(dialer, listener)
     assert dialer.session is not None
     assert listener.session is not None
     sender, receiver = dialer.session, listener.session

@@ -228,7 +228,6 @@ class Endpoint:
         # peer calling itself so, is refused here too.
         self.trust.admit(identity.public_key, node_id, credential, wall=now + wall_offset)
         self._plaintext_links = plaintext_links
-        self._handshakes = 0
         self._routed: dict[int, list[Routed]] = {}
         self._links: dict[int, _Link] = {}
         self._peers: dict[bytes, _Link] = {}
@@ -259,16 +258,11 @@ class Endpoint:
             state.session = session
             self._on_peer(state, session.peer, now)
             return
-        state.handshake = self.new_handshake(dialer=outbound)
+        state.handshake = Handshake(self.identity, self.node_id, self.listen_address,
+                                    dialer=outbound, credential=self._credential,
+                                    plaintext=self._plaintext_links, verify=self._verify)
         state.raw_out = state.handshake.initial_bytes()
         self._dirty[link] = None
-
-    def new_handshake(self, *, dialer: bool) -> Handshake:
-        """A handshake as this endpoint would run it (a sharded node's supervisor runs it
-        before it knows which worker gets the connection)."""
-        return Handshake(self.identity, self.node_id, self.listen_address, dialer=dialer,
-                         credential=self._credential, plaintext=self._plaintext_links,
-                         verify=self._verify)
 
     def close_link(self, link: int, *, now: float, reason: str = "closed") -> None:
         """The transport connection is gone (closed by either side, or failed)."""
@@ -342,11 +336,11 @@ class Endpoint:
             return
         session = state.session
         if session is None:
+            handshake = state.handshake
             session = self._continue_handshake(state, data, now)
-            if session is None:
+            if session is None or handshake is None:
                 return
-            data = state.handshake.leftover if state.handshake is not None else b""
-            state.handshake = None
+            data, state.handshake = handshake.leftover, None
             if not data:
                 return
         try:
@@ -388,7 +382,6 @@ class Endpoint:
         session = handshake.session
         if session is None:
             return None
-        self._handshakes += 1
         state.session = session
         self._on_peer(state, session.peer, now)
         return None if state.closing else session
