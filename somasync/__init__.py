@@ -45,6 +45,7 @@ from somasync.core.payload import MessageType as MessageType
 from somasync.core.trust import Certificate as Certificate
 from somasync.errors import (
     ConfigError as ConfigError,
+    DataDirError as DataDirError,
     DecodeError as DecodeError,
     KeyFileError as KeyFileError,
     NodeStateError as NodeStateError,
@@ -79,6 +80,7 @@ _logging.getLogger("somasync").addHandler(_logging.NullHandler())
 __all__ = [
     "Certificate",
     "ConfigError",
+    "DataDirError",
     "DecodeError",
     "DeliveryDropped",
     "DiscoveryMethod",

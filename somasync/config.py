@@ -578,6 +578,12 @@ class NodeConfig:
     pin_workers: bool = False
     """Pin worker ``i`` to CPU ``i mod cores`` (psutil), for steadier benchmarks."""
 
+    data_dir: str = ""
+    """A directory where the node keeps its identity, what it delivered and the
+    revocations it applied, so that after a restart it delivers nothing twice, keeps its
+    replay protection and catches up on what it missed (see :mod:`somasync.datadir`).
+    Empty: nothing is kept (a restarted node is a new node that knows nothing)."""
+
     def __post_init__(self) -> None:
         require(
             isinstance(self.node_id, str) and 0 < len(self.node_id.encode()) <= 255,
@@ -622,6 +628,7 @@ class NodeConfig:
         require_int(self.ring_capacity, "ring_capacity", minimum=64 * 1024)
         require(self.ring_capacity % 8 == 0, "ring_capacity", "must be a multiple of 8")
         require(isinstance(self.pin_workers, bool), "pin_workers", "must be a bool")
+        require(isinstance(self.data_dir, str), "data_dir", "must be a path (str)")
 
     def replace(self, **changes: Any) -> NodeConfig:
         """Return a copy with ``changes`` applied (and validated)."""

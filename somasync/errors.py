@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DataDirError",
     "DecodeError",
     "KeyFileError",
     "NodeStateError",
@@ -55,6 +56,20 @@ class KeyFileError(SomaSyncError):
 
     Attributes:
         path: the file.
+    """
+
+    def __init__(self, path: object, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = str(path)
+
+
+class DataDirError(SomaSyncError):
+    """A node's data directory cannot be used: it cannot be created or locked, another
+    node holds it, or what it keeps is unreadable (a node never silently starts afresh,
+    which would deliver old messages again).
+
+    Attributes:
+        path: the directory or file at fault.
     """
 
     def __init__(self, path: object, message: str) -> None:

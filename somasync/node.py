@@ -19,6 +19,7 @@ from somasync.config import (
     parse_address,
 )
 from somasync.core.crypto import Identity
+from somasync.datadir import kept_identity
 from somasync.errors import ConfigError
 from somasync.message import Message
 
@@ -117,6 +118,14 @@ class SynapseNodeBuilder:
             raise ConfigError("signing_key", str(exc)) from None
         return self
 
+    def with_data_dir(self, path: str | os.PathLike[str] | None) -> SynapseNodeBuilder:
+        """Keep the node's identity, what it delivered and the revocations it applied in
+        ``path`` (created, mode 0700), so a node restarted with the same directory
+        delivers nothing twice and catches up on what it missed; None keeps nothing
+        (the default). See :mod:`somasync.datadir`."""
+        self._config = self._config.replace(data_dir="" if path is None else os.fspath(path))
+        return self
+
     def with_workers(self, workers: int | Literal["auto"]) -> SynapseNodeBuilder:
         """Worker processes; 0 (the default) runs the node in the caller's event loop,
         ``"auto"`` starts one per usable core. The caller's process becomes the
@@ -147,7 +156,9 @@ class SynapseNodeBuilder:
     def build(self) -> tuple[SynapseNode, Stream[Message], Stream[Event]]:
         """Create the node and its two streams (messages delivered, events)."""
         config = self._config
-        identity = self._signing_key or Identity.generate()
+        # The data directory's key, when it has one, so the node stays the same member.
+        identity = kept_identity(config.data_dir, self._signing_key) if config.data_dir \
+            else self._signing_key or Identity.generate()
         if not self._node_id_set:
             config = config.replace(node_id="node-" + identity.public_key[:6].hex())
         messages: Stream[Message] = Stream(config.delivery_queue_size)

@@ -26,3 +26,12 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop, debug=False) as runner:
         runner.run(run())
     return True
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_state_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Agents keep a data directory under ``$XDG_STATE_HOME`` by default: point it (for
+    this process and every agent a test starts) into the test's own temporary tree."""
+    import os
+
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))

@@ -70,6 +70,7 @@ import multiprocessing
 import secrets
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,7 @@ from somasync.core.endpoint import EndpointStatistics
 from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, PeerRevoked
 from somasync.core.handshake import Handshake
 from somasync.core.shard import peer_owner, stream_owner
+from somasync.core.wire import StreamKey
 from somasync.errors import DecodeError, NodeStateError, TransportError
 from somasync.message import Message
 
@@ -203,6 +205,13 @@ class ShardedRuntime:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+
+    def restore_delivered(self, streams: Mapping[StreamKey, Sequence[tuple[int, int]]]
+                          ) -> None:
+        # The record each worker's spec starts from, first start and restarts alike.
+        now = time.monotonic()
+        for stream, intervals in streams.items():
+            self._delivered.restore(stream, intervals, now=now)
 
     async def start(self, listen_address: str) -> None:
         loop = self._loop

@@ -16,7 +16,7 @@ import itertools
 import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol, cast
 
 from somasync.aio.fair import SlicedReader
@@ -25,6 +25,7 @@ from somasync.aio.timing import DeadlineTimer, TaskSet
 from somasync.config import NodeConfig, parse_address
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
+from somasync.core.wire import StreamKey
 from somasync.errors import NodeStateError, TransportError
 from somasync.message import Message
 
@@ -145,6 +146,7 @@ class LocalRuntime:
         self._timer: DeadlineTimer | None = None
         self._running = False
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._restored: Mapping[StreamKey, Sequence[tuple[int, int]]] = {}
         self.refused_connections = 0
         """Inbound connections refused at ``max_connections``."""
 
@@ -171,6 +173,10 @@ class LocalRuntime:
             self._server.close()
             self._server = None
 
+    def restore_delivered(self, streams: Mapping[StreamKey, Sequence[tuple[int, int]]]
+                          ) -> None:
+        self._restored = dict(streams)
+
     async def start(self, listen_address: str) -> None:
         loop = self._loop
         if self._endpoint is None:
@@ -184,6 +190,9 @@ class LocalRuntime:
                 credential=self._config.security.certificate, trust=self._host.trust,
             )
         self._endpoint.listen_address = listen_address
+        if self._restored:
+            self._endpoint.restore_delivered(self._restored, now=loop.time())
+            self._restored = {}
         self._timer = DeadlineTimer(loop, self._on_timer)
         self._running = True
         self._pump()

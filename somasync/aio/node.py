@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import signal
 import threading
 import time
@@ -32,13 +33,16 @@ from somasync.core.events import PeerConnected, PeerDisconnected, PeerRevoked
 from somasync.core.membership import Member, MembershipStatistics
 from somasync.core.payload import MessageType
 from somasync.core.trust import Trust
-from somasync.errors import ConfigError, NodeStateError, TransportError
+from somasync.core.wire import ZERO_KEY
+from somasync.datadir import DataDir, kept_identity
+from somasync.errors import ConfigError, DataDirError, NodeStateError, TransportError
 from somasync.events import DeliveryDropped, MessageReceived
 from somasync.message import Message
 
 __all__ = ["NodeStats", "Peer", "PeerStats", "SynapseNode", "WorkerStats"]
 
 Event = object
+_log = logging.getLogger("somasync.node")
 BIND_ATTEMPTS = 8  # port 0: tries to find a port free for both TCP and UDP
 
 
@@ -119,6 +123,7 @@ class SynapseNode:
         self._started_at = 0.0
         self._bound: tuple[str, int] | None = None
         self._deliveries_reported = 0
+        self._data_errors = 0
         self._signals: list[int] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.trust = Trust.from_config(config.security)
@@ -131,6 +136,14 @@ class SynapseNode:
                 else "node_id"
             raise ConfigError(field, f"this node is not admitted by its own trust policy: "
                                      f"{refused}")
+        self._data: DataDir | None = None
+        """Where the node keeps what it delivered (None: nowhere); locked from here
+        until the node stops (again from each start)."""
+        if config.data_dir:
+            kept_identity(config.data_dir, identity)  # its record is this identity's
+            self._data = DataDir(config.data_dir, max_streams=config.gossip.max_streams)
+            for public_key, notice in self._data.revocations():
+                self.trust.revoke(public_key, notice)
         self._control = ControlDriver(self._runtime_proxy(), config, identity, events,
                                       trust=self.trust)
         self._runtime: Runtime = self._make_runtime()
@@ -194,6 +207,24 @@ class SynapseNode:
             raise NodeStateError("the node is already running")
         self._loop = asyncio.get_running_loop()
         runtime = self._runtime
+        data = self._data
+        if data is not None:
+            data.acquire()  # raises, before anything listens, while another node has it
+            runtime.restore_delivered(data.delivered())
+        try:
+            await self._start_runtime(runtime)
+        except BaseException:
+            if data is not None:
+                data.release()
+            raise
+        self._running = True
+        self._started_at = self._loop.time()
+        self._messages.reopen()
+        self._events.reopen()
+        self._control.open()
+        self._install_signal_handlers()
+
+    async def _start_runtime(self, runtime: Runtime) -> None:
         host, port = self._bound or parse_address(self.config.bind_address, "bind_address")
         for attempt in range(BIND_ATTEMPTS):
             bound_port = await runtime.listen(host, port)
@@ -212,12 +243,6 @@ class SynapseNode:
         except BaseException:
             self._control.stop()
             raise
-        self._running = True
-        self._started_at = self._loop.time()
-        self._messages.reopen()
-        self._events.reopen()
-        self._control.open()
-        self._install_signal_handlers()
 
     def _install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop the node gracefully (members are told it left; a sharded
@@ -263,6 +288,8 @@ class SynapseNode:
         self._control.stop()
         self._remove_signal_handlers()
         await self._runtime.stop()
+        if self._data is not None:
+            self._data.release()
         self._messages.close()
         self._events.close()
 
@@ -326,6 +353,10 @@ class SynapseNode:
             raise TypeError("broadcast takes a Message; use broadcast_message for a payload")
         if message.signature is None and self.config.sign_outgoing:
             message = message.sign_with_ed25519(self.identity)
+        if self._data is not None:
+            # Its own messages too: neighbours' digests list them, and a restarted node
+            # that forgot them would take them back as new.
+            self._keep(message)
         await self._runtime.broadcast(message)
         return message.id
 
@@ -335,11 +366,27 @@ class SynapseNode:
         """Put a delivered message on ``messages`` and ``MessageReceived`` on ``events``
         (a full queue drops and counts it, and says so with ``DeliveryDropped``)."""
         messages, events = self._messages, self._events
+        if self._data is not None:
+            self._keep(message)
         messages.put_nowait(message)
         events.put_nowait(MessageReceived(from_peer, message))
         if messages.dropped != self._deliveries_reported:
             events.put_nowait(DeliveryDropped(messages.dropped - self._deliveries_reported))
             self._deliveries_reported = messages.dropped
+
+    def _keep(self, message: Message) -> None:
+        """Record ``message`` in the data directory before anyone sees it."""
+        assert self._data is not None
+        assert self._loop is not None
+        try:
+            self._data.record((message.signer_public_key or ZERO_KEY, message.source),
+                              message.sequence, now=self._loop.time())
+        except DataDirError as exc:
+            # A full or failing disk must not stop delivery: the message still goes to
+            # the application; after a restart it may come again.
+            self._data_errors += 1
+            if self._data_errors == 1:
+                _log.error("cannot keep delivered messages: %s", exc)
 
     def report(self, event: object) -> None:
         """Put an endpoint event on ``events``; link events also reach the control part."""
@@ -352,6 +399,8 @@ class SynapseNode:
             # Every part of the node refuses the key from now on: membership expels it,
             # every worker gets the notice, the links close.
             self.trust.revoke(event.public_key, event.notice)
+            if self._data is not None:
+                self._data.save_revocations(self.trust.revocations())
             self._control.revoke(event.public_key)
             self._runtime.revoke(event.public_key, event.notice)
 

@@ -17,6 +17,7 @@ link events on to the control part itself).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,6 +26,7 @@ from somasync.core.endpoint import EndpointStatistics
 if TYPE_CHECKING:
     from somasync.aio.control import ControlDriver
     from somasync.core.trust import Trust
+    from somasync.core.wire import StreamKey
     from somasync.message import Message
 
 __all__ = ["Runtime", "RuntimeHost", "RuntimeStatistics", "WorkerStats"]
@@ -90,6 +92,12 @@ class Runtime(Protocol):
 
     def close_listener(self) -> None:
         """Stop listening (the port could not be had for UDP too; another is tried)."""
+
+    def restore_delivered(self, streams: Mapping[StreamKey, Sequence[tuple[int, int]]]
+                          ) -> None:
+        """Before :meth:`start`: take these sequence numbers (per stream, closed
+        intervals) as delivered, as a node's data directory kept them: none is
+        delivered again, and digests ask neighbours for what lies past them."""
 
     async def start(self, listen_address: str) -> None:
         """Start the data part (accept links, start workers) announcing

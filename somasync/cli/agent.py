@@ -17,6 +17,10 @@ data as hex). Commands, one per line on stdin:
     revoke <file>           publish an operator's revocation ('somasync keys revoke')
     stop                    leave gracefully
 
+With a data directory (``--data-dir``; by default one per fixed port under
+``$XDG_STATE_HOME/somasync``) a restarted agent keeps its key and delivers nothing
+twice.
+
 With ``--lifeline`` the end of stdin stops the agent too (a supervising script that dies
 takes its agents with it). SIGTERM and SIGINT leave gracefully. The library's log
 (verdicts, unreachable peers, worker restarts) goes to stderr at ``--log-level`` (warning
@@ -54,6 +58,7 @@ from somasync.config import (
 )
 from somasync.core.crypto import Identity
 from somasync.core.payload import MessageType, payload_from_json, payload_to_json
+from somasync.datadir import default_agent_directory, kept_identity
 from somasync.errors import ConfigError, KeyFileError, SomaSyncError
 from somasync.keys import load_allowlist, load_certificate, load_identity, load_revocation
 from somasync.node import SynapseNodeBuilder
@@ -85,6 +90,7 @@ def flag_values(options: argparse.Namespace) -> dict[str, Any]:
         "node_id": options.node_id, "bind_address": options.bind,
         "bootstrap_peers": options.join or None, "discovery": options.discovery,
         "workers": options.workers, "security.trust": options.trust,
+        "data_dir": "" if options.data_dir == "off" else options.data_dir,
         "security.operator_keys": options.operator_key or None}
     try:
         if options.allowlist:
@@ -177,6 +183,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--identity", metavar="FILE",
                         help="this node's key file ('somasync keys generate'; default: a "
                              "fresh key each run)")
+    parser.add_argument("--data-dir", metavar="PATH",
+                        help="keep the identity, delivered messages and revocations here, "
+                             "so a restarted agent is the same member and delivers nothing "
+                             "twice (default $XDG_STATE_HOME/somasync/agent-<port> when the "
+                             "port is fixed; 'off': keep nothing)")
     parser.add_argument("--trust", choices=["open", "allowlist", "certificates"],
                         help="trust policy (default open)")
     parser.add_argument("--allowlist", metavar="FILE",
@@ -192,11 +203,15 @@ async def _run(options: argparse.Namespace) -> int:
     resolved = resolve(preset_config(options.preset), file=config_path(options),
                        environ=os.environ, flags=flag_values(options))
     config = resolved.config
+    port = int(config.bind_address.rsplit(":", 1)[1])
+    if "data_dir" not in resolved.sources and port != 0:
+        config = config.replace(data_dir=str(default_agent_directory(port)))
     try:
-        identity = load_identity(options.identity) if options.identity \
-            else Identity.generate()
+        given = load_identity(options.identity) if options.identity else None
     except KeyFileError as exc:
         raise ConfigError("identity", str(exc)) from None
+    identity = kept_identity(config.data_dir, given) if config.data_dir \
+        else given or Identity.generate()
     if "node_id" not in resolved.sources:
         config = config.replace(node_id="node-" + identity.public_key[:6].hex())
     node, messages, events = (SynapseNodeBuilder().with_config(config)
