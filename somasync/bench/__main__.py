@@ -8,6 +8,7 @@
     python -m somasync.bench memory                      # bytes per seen id, message, stream
     python -m somasync.bench handshake                   # link handshakes/s, sealing MB/s
     python -m somasync.bench flood                       # an honest peer's latency in a flood
+    python -m somasync.bench amplification               # bytes answered per request byte
     python -m somasync.bench --scenario soak --nodes 8 --rate 400 --duration 1800 --plot t.png
 
 Exit status: 0 when every node received every message exactly once, 1 when any message
@@ -29,7 +30,7 @@ from somasync.errors import ConfigError
 
 __all__ = ["format_summary", "main"]
 
-_SUBCOMMANDS = ("flood", "handshake", "ingest", "membership", "memory")
+_SUBCOMMANDS = ("amplification", "flood", "handshake", "ingest", "membership", "memory")
 
 
 def _priority_mix(text: str) -> tuple[tuple[int, int], ...]:
