@@ -110,6 +110,12 @@ class NodeMetrics(Collector):
         for reason, count in sorted(stats.rejected.items()):
             rejected.add_metric([stats.node_id, reason], count)
         yield rejected
+        scores = GaugeMetricFamily("somasync_peer_score", "Each connected peer's score "
+                                   "(negative: invalid frames, budget violations).",
+                                   labels=[*labels, "peer"])
+        for peer, score in sorted(stats.core.peer_scores.items()):
+            scores.add_metric([stats.node_id, peer], score)
+        yield scores
         membership = stats.membership
         if membership is not None:
             members = GaugeMetricFamily("somasync_members", "Members known, by state.",

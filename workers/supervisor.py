@@ -782,6 +782,14 @@ def _sum_core(cores: list[EndpointStatistics], *, peers: int) -> EndpointStatist
                 for reason, count in core.rejected.items():
                     merged[reason] = merged.get(reason, 0) + count
             totals[name] = merged
+        elif name == "peer_scores":
+            # Each worker scores what it saw of a peer (its links, its streams): the sum
+            # is what the node as a whole holds against it.
+            scores: dict[str, float] = {}
+            for core in cores:
+                for peer, score in core.peer_scores.items():
+                    scores[peer] = scores.get(peer, 0.0) + score
+            totals[name] = scores
         elif name == "tree":
             # Each worker grows its own tree over its own streams: sum the counters.
             trees = [core.tree for core in cores if core.tree is not None]

@@ -57,7 +57,7 @@ from typing import Any
 
 from somasync.bench.machine import machine_info
 from somasync.config import GossipConfig, NodeConfig, SecurityConfig
-from somasync.core import wire
+from somasync.core import crypto, wire
 from somasync.core.crypto import Identity
 from somasync.core.datagrams import WHOIS, DatagramSealer
 from somasync.core.endpoint import Endpoint
@@ -137,6 +137,7 @@ class LinkScene:
                 endpoint.broadcast(envelope, now=START)
         self.wires: dict[tuple[int, int], tuple[int, int]] = {}
         self.sessions: dict[int, Session] = {}  # the node's links held by the attacker
+        self.disconnected = False  # the node closed the attacker's link meanwhile
         self.replies: dict[int, bytearray] = {}  # their bytes, while a handshake needs them
         self.attacker_links: set[int] = set()
         self.sent = 0
@@ -238,7 +239,12 @@ class LinkScene:
         return link, sent
 
     def send_frames(self, frames: bytes) -> int:
-        """Frames on the attacker's established link, sealed as its records."""
+        """Frames on the attacker's established link, sealed as its records. Once the
+        node closed that link (the attacker's score fell too low), they go nowhere: the
+        attacker still pays for them, the node answers nothing."""
+        if not self.sessions:
+            self.disconnected = True
+            return len(frames) + 4 + crypto.AEAD_TAG_SIZE
         [link] = self.sessions
         return self.attacker_send(link, self.sessions[link].seal(frames))
 
@@ -652,6 +658,8 @@ def _measure(base: Scene, make: Callable[[Scene, int], int], *, seconds: float,
         result["answer_bytes_per_s"] = answer / seconds
     if isinstance(scene, DatagramScene):
         result["dials"] = scene.dials - start_dials
+    else:
+        result["disconnected"] = scene.disconnected
     return result
 
 

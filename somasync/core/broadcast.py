@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 
 __all__ = ["BroadcastTree", "TreeStatistics"]
 
+LINK_SHARE = 4
+"""One link's announcements may hold at most ``max_missing / LINK_SHARE`` (at least 16)
+of the missing messages at once."""
 RECENT_REPAIRS = 256
 """Messages that arrived by repair (GRAFT answer or anti-entropy), remembered so that a
 tree copy trailing them is not taken for a duplicate from a redundant link. The tree
@@ -65,6 +68,13 @@ class TreeStatistics:
     missing_dropped: int
     """Announced messages forgotten: ``max_missing`` was full, or every announcer went
     away before answering. Anti-entropy still repairs them."""
+    announcements_refused: int
+    """Announcements of missing messages not taken because their link already had its
+    share (:data:`LINK_SHARE`) of ``max_missing`` waiting: one neighbour announcing ids
+    that exist nowhere cannot push the others' missing messages out."""
+    broken_promises: int
+    """GRAFTs a neighbour left unanswered within ``graft_retry``: it announced a message
+    and did not send it when asked."""
     trees_dropped: int
     """Stream trees forgotten beyond ``max_trees`` (their next message floods)."""
 
@@ -72,8 +82,15 @@ class TreeStatistics:
 @dataclass(slots=True)
 class _Missing:
     tag: bytes
+    introducer: int
+    """The link that announced it first: the one whose share it counts against."""
+    deadline: float
+    """When it is GRAFTed next (its current entry in the deadline heap)."""
     announcers: list[int] = field(default_factory=list)
     """Links that announced the message, oldest first; the next GRAFT goes to the first."""
+    grafted: int | None = None
+    """The link asked last; if the message is still missing at the next deadline, that
+    neighbour broke its promise."""
 
 
 @dataclass(slots=True)
@@ -85,6 +102,8 @@ class _Counters:
     prunes_received: int = 0
     missing_dropped: int = 0
     trees_dropped: int = 0
+    announcements_refused: int = 0
+    broken_promises: int = 0
 
 
 class BroadcastTree:
@@ -101,8 +120,9 @@ class BroadcastTree:
         max_trees: streams whose tree is remembered at most.
     """
 
-    __slots__ = ("_counters", "_deadlines", "_links", "_missing", "_pending", "_pruned",
-                 "_repaired", "graft_retry", "lazy_timeout", "max_missing", "max_trees")
+    __slots__ = ("_broken", "_counters", "_deadlines", "_introduced", "_links", "_missing",
+                 "_pending", "_pruned", "_repaired", "graft_retry", "lazy_timeout",
+                 "max_missing", "max_trees")
 
     def __init__(self, *, lazy_timeout: float, graft_retry: float, max_missing: int,
                  max_trees: int = 4096) -> None:
@@ -116,6 +136,8 @@ class BroadcastTree:
         self._pending: dict[int, list[bytes]] = {}
         self._missing: OrderedDict[bytes, _Missing] = OrderedDict()
         self._deadlines: list[tuple[float, bytes]] = []
+        self._introduced: dict[int, int] = {}  # link -> missing messages it announced first
+        self._broken: list[int] = []
         self._repaired: OrderedDict[bytes, None] = OrderedDict()
         self._counters = _Counters()
 
@@ -131,6 +153,10 @@ class BroadcastTree:
             for pruned in self._pruned.values():
                 pruned.pop(link, None)
         self._pending.pop(link, None)
+
+    def links(self) -> list[int]:
+        """Every neighbour link, eager or lazy."""
+        return list(self._links)
 
     def targets(self, tag: bytes, *, received_from: int | None,
                 rng: random.Random | None = None) -> list[int]:
@@ -201,22 +227,55 @@ class BroadcastTree:
 
     # --- missing messages ----------------------------------------------------------------
 
-    def heard(self, message_id: bytes, tag: bytes, link: int, *, now: float) -> None:
-        """``link`` announced a message this node has not received."""
+    def heard(self, message_id: bytes, tag: bytes, link: int, *, now: float) -> bool:
+        """``link`` announced a message this node has not received. False: refused, the
+        link already has its share of the missing messages waiting."""
         missing = self._missing.get(message_id)
         if missing is None:
+            introduced = self._introduced.get(link, 0)
+            if introduced >= max(16, self.max_missing // LINK_SHARE):
+                self._counters.announcements_refused += 1
+                return False
             if len(self._missing) >= self.max_missing:
-                self._missing.popitem(last=False)
+                _, oldest = self._missing.popitem(last=False)
+                self._forget(oldest)
                 self._counters.missing_dropped += 1
-            missing = self._missing[message_id] = _Missing(tag)
-            heapq.heappush(self._deadlines, (now + self.lazy_timeout, message_id))
+            deadline = now + self.lazy_timeout
+            missing = self._missing[message_id] = _Missing(tag, link, deadline)
+            self._introduced[link] = introduced + 1
+            self._push_deadline(deadline, message_id)
         if link not in missing.announcers:
             missing.announcers.append(link)
+        return True
+
+    def _forget(self, missing: _Missing) -> None:
+        count = self._introduced.get(missing.introducer, 0)
+        if count > 1:
+            self._introduced[missing.introducer] = count - 1
+        else:
+            self._introduced.pop(missing.introducer, None)
+
+    def _push_deadline(self, deadline: float, message_id: bytes) -> None:
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, (deadline, message_id))
+        if len(deadlines) > 4 * len(self._missing) + 64:
+            # Entries of messages received or forgotten meanwhile are skipped when due;
+            # rebuilt from the live ones, the heap stays a few times ``max_missing``
+            # however fast announcements come.
+            self._deadlines = [(m.deadline, key) for key, m in self._missing.items()]
+            heapq.heapify(self._deadlines)
+
+    def take_broken_promises(self) -> list[int]:
+        """Links that left a GRAFT unanswered since the last call (one per GRAFT)."""
+        broken, self._broken = self._broken, []
+        return broken
 
     def received(self, message_id: bytes, *, repaired: bool = False) -> None:
         """The message arrived (``repaired``: as a GRAFT answer or an anti-entropy
         repair): no GRAFT for it (its deadline is skipped when due)."""
-        self._missing.pop(message_id, None)
+        missing = self._missing.pop(message_id, None)
+        if missing is not None:
+            self._forget(missing)
         if repaired:
             self._repaired[message_id] = None
             if len(self._repaired) > RECENT_REPAIRS:
@@ -232,10 +291,13 @@ class BroadcastTree:
         grafts: list[tuple[int, bytes, bytes]] = []
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
-            _, message_id = heapq.heappop(deadlines)
+            deadline, message_id = heapq.heappop(deadlines)
             missing = self._missing.get(message_id)
-            if missing is None:
-                continue  # received meanwhile, or forgotten
+            if missing is None or missing.deadline != deadline:
+                continue  # received meanwhile, forgotten, or a superseded deadline
+            if missing.grafted is not None:
+                self._broken.append(missing.grafted)
+                self._counters.broken_promises += 1
             link = None
             while missing.announcers:
                 candidate = missing.announcers.pop(0)
@@ -244,12 +306,16 @@ class BroadcastTree:
                     break
             if link is None:
                 del self._missing[message_id]
+                self._forget(missing)
                 self._counters.missing_dropped += 1
                 continue
             self.make_eager(link, missing.tag)
             grafts.append((link, message_id, missing.tag))
             self._counters.grafts_sent += 1
-            heapq.heappush(deadlines, (now + self.graft_retry, message_id))
+            missing.grafted = link
+            missing.deadline = now + self.graft_retry
+            self._push_deadline(missing.deadline, message_id)
+            deadlines = self._deadlines  # rebuilt, maybe
         return grafts
 
     def next_deadline(self) -> float | None:
@@ -267,4 +333,5 @@ class BroadcastTree:
             grafts_sent=c.grafts_sent, prunes_sent=c.prunes_sent,
             grafts_received=c.grafts_received, prunes_received=c.prunes_received,
             missing_dropped=c.missing_dropped, trees_dropped=c.trees_dropped,
+            announcements_refused=c.announcements_refused, broken_promises=c.broken_promises,
         )

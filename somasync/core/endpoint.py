@@ -44,6 +44,7 @@ from somasync.core.events import (
 from somasync.core.handshake import Handshake, PeerHello, Session
 from somasync.core.outbox import Outbox
 from somasync.core.payload import MessageType, PayloadKind, decode_payload
+from somasync.core.scoring import BROKEN_PROMISE, PeerScores, ScoreThresholds
 from somasync.core.seen import SeenCache
 from somasync.core.shard import Routed, RoutedKind, Shard, stream_owner, tag_owner
 from somasync.core.strategy import ForwardingStrategy, PushGossip
@@ -56,6 +57,8 @@ HOUSEKEEPING_INTERVAL = 0.5  # seconds between expiry sweeps (seen cache, store,
 DIGEST_BURST = 8.0  # digests of one neighbour answered back to back
 DIGEST_RATE = 4.0  # digests of one neighbour answered per anti-entropy interval after that
 _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never here
+# A peer's standing, from its score (see somasync.core.scoring).
+_GOOD, _IGNORED, _GRAYLISTED = 0, 1, 2
 
 
 def _tag_of(envelope: wire.Envelope) -> bytes:
@@ -107,6 +110,10 @@ class EndpointStatistics:
     """Bytes of those frames, length prefix included."""
     tree: TreeStatistics | None
     """The broadcast tree's state and counters; None with plain push forwarding."""
+    peer_scores: dict[str, float]
+    """Score of each connected peer, by node id (see :mod:`somasync.core.scoring`):
+    positive for peers that bring messages first, negative for invalid frames and
+    budget violations; a sharded node sums what each worker saw."""
     stored_messages: int
     seen_ids: int
     streams: int
@@ -130,6 +137,8 @@ class _Link:
     """Handshake bytes still to send (they precede every record)."""
     partial_since: float | None = None
     """When the link began holding an incomplete frame or record (None: it holds none)."""
+    standing: int = _GOOD
+    """What the peer's score still allows (good, ignored for gossip, graylisted)."""
     digest_tokens: float = DIGEST_BURST
     digest_refilled: float = 0.0
     """The neighbour's digests this node still answers now (a token bucket)."""
@@ -238,6 +247,8 @@ class Endpoint:
         self._seen = SeenCache(config.seen_cache_size, config.seen_ttl)
         self._streams = StreamTable(config.max_streams)
         self._store = MessageStore(config.max_stored_messages, config.max_message_age)
+        self._scores = PeerScores(ScoreThresholds())
+        self._now = now  # the latest driver time seen: for scores touched between inputs
         self._counters = _Counters()
         self._next_anti_entropy = now + config.anti_entropy_interval
         self._digest_order: list[bytes] = []  # peers left in this anti-entropy round
@@ -334,6 +345,7 @@ class Endpoint:
         state = self._links.get(link)
         if state is None or state.closing:
             return
+        self._now = now
         session = state.session
         if session is None:
             handshake = state.handshake
@@ -397,9 +409,16 @@ class Endpoint:
         state = self._links.get(link)
         if state is None or state.closing:
             return
+        self._now = now
         counters = self._counters
         counters.frames_in += 1
         counters.bytes_in += len(frame) + 4
+        if state.standing == _GRAYLISTED:
+            # Unread: no decode, no verify. A peer that keeps sending while graylisted
+            # is disconnected soon; one that pauses recovers as its score decays.
+            self._count_reject("graylisted")
+            self._greedy(state, now)
+            return
         try:
             decoded = wire.decode_frame(frame)
             kind = decoded.kind
@@ -458,6 +477,7 @@ class Endpoint:
 
     def receive_routed(self, item: Routed, *, now: float) -> None:
         """Handle what another worker of this node routed here (sharded node only)."""
+        self._now = now
         kind, link = item.kind, item.link
         if kind == RoutedKind.PEER_UP:
             self._add_remote_peer(link, item.data, now)
@@ -515,6 +535,7 @@ class Endpoint:
 
     def handle_timer(self, *, now: float) -> None:
         """Run what is due: anti-entropy round, expiry of caches, handshake deadlines."""
+        self._now = now
         if now >= self._next_anti_entropy:
             self._next_anti_entropy = now + self.config.anti_entropy_interval
             target = self._next_digest_peer()
@@ -525,6 +546,7 @@ class Endpoint:
             self._seen.expire(now=now)
             self._store.expire(now=now, wall_now=now + self._wall_offset)
             self._streams.expire_gaps(now=now, gap_timeout=self.config.gap_timeout)
+            self._rejudge(now)
             for state in list(self._links.values()):
                 if state.hello is None and now - state.opened_at > self.handshake_timeout:
                     self._reject(state, RejectReason.HANDSHAKE_TIMEOUT,
@@ -542,6 +564,10 @@ class Endpoint:
                 if announcer is not None:
                     self._send_tree_frame(announcer, wire.FrameKind.GRAFT,
                                           [wire.encode_tree_entry(message_id, tag)])
+            for link in tree.take_broken_promises():
+                promised = self._links.get(link)
+                if promised is not None:
+                    self._greedy(promised, now, BROKEN_PROMISE)
 
     def _next_digest_peer(self) -> _Link | None:
         """The neighbour for this anti-entropy round: each one once per round, in an order
@@ -630,6 +656,8 @@ class Endpoint:
             digest_entries_scanned=self._store.scanned, frames_routed=c.routed,
             control_frames_out=c.control_frames, control_bytes_out=c.control_bytes,
             tree=None if self._tree is None else self._tree.statistics(),
+            peer_scores={state.hello.node_id: round(self._scores.score(key, now=self._now), 3)
+                         for key, state in self._peers.items() if state.hello is not None},
             stored_messages=len(self._store), seen_ids=len(self._seen),
             streams=len(self._streams), links=len(self._links), peers=len(self._peers),
         )
@@ -643,12 +671,17 @@ class Endpoint:
             return
         refused = self.trust.admit(hello.public_key, hello.node_id, hello.credential,
                                    wall=now + self._wall_offset)
+        score = self._scores.score(hello.public_key, now=now)
+        if refused is None and score < self._scores.thresholds.graylist:
+            # It misbehaved, recently: back once it would be heard, not to be cut again.
+            refused = RejectReason.LOW_SCORE
         if refused is not None:
             # No link: no PeerConnected, no digest, nothing of ours is ever sealed to it.
             self._reject(state, refused, f"peer {hello.node_id!r} refused: {refused}",
                          close=True)
             return
         state.hello = hello
+        state.standing = self._standing(score)
         existing = self._peers.get(hello.public_key)
         if existing is not None and not self._prefer(state, existing):
             self._request_close(state, "duplicate")
@@ -756,6 +789,7 @@ class Endpoint:
         self._accept(envelope, now, frame.hops + 1)
         self._counters.delivered += 1
         assert state.hello is not None
+        self._scores.useful(state.hello.public_key, now=now)
         self._deliveries.append(Delivery(envelope, payload, state.hello.node_id, frame.hops))
         tree = self._tree
         tag = _tag_of(envelope)
@@ -769,6 +803,16 @@ class Endpoint:
             # message, neither copy may look like a redundant path and prune the tree.
             self._forward(envelope, hops=frame.hops + 1, received_from=state.id,
                           repair=bool(frame.flags & wire.FLAG_REPAIR), tag=tag)
+        elif tree is not None:
+            # The hop count is the sender's word, not the origin's: a neighbour that sets
+            # it at the limit must not keep a verified message from the rest of the mesh.
+            # No more pushes past the limit (the loop backstop), but every other
+            # neighbour hears of it and GRAFTs it if it lacks it.
+            self._count_reject("hop_limit")
+            entry = wire.encode_tree_entry(envelope.id, tag, min(frame.hops + 1, 255))
+            for link in tree.links():
+                if link != state.id:
+                    tree.announce(link, entry)
 
     def _on_operator_notice(self, envelope: wire.Envelope, now: float) -> None:
         if envelope.payload_kind != PayloadKind.BINARY:
@@ -799,6 +843,7 @@ class Endpoint:
         if tokens < 1.0:
             state.digest_tokens = tokens
             self._count_reject("digest_limited")
+            self._greedy(state, now)
             return
         state.digest_tokens = tokens - 1.0
         digest = wire.decode_digest(frame)
@@ -961,19 +1006,31 @@ class Endpoint:
             self._count_reject("tree_frame_ignored")
             return
         if kind == wire.FrameKind.IHAVE:
+            if state.standing != _GOOD:
+                self._count_reject("ihave_ignored")  # its score lost it that right
+                return
             seen = self._seen
+            refused = 0
             for entry in entries:
-                if entry.message_id not in seen:
-                    tree.heard(entry.message_id, entry.tag, state.id, now=now)
+                if entry.message_id not in seen \
+                        and not tree.heard(entry.message_id, entry.tag, state.id, now=now):
+                    refused += 1
+            if refused:
+                # Over its share of the missing messages: most likely ids that exist
+                # nowhere. Anti-entropy still brings any real one.
+                rejected = self._counters.rejected
+                rejected["ihave_over_share"] = rejected.get("ihave_over_share", 0) + refused
         elif kind == wire.FrameKind.GRAFT:
             tree.count_graft_received()
             answered: set[bytes] = set()
+            repeated = False
             for entry in entries:
                 tree.make_eager(state.id, entry.tag)
                 if entry.message_id in answered:
                     # One copy per id, however often a GRAFT names it: a request never
                     # buys more than it asks for.
                     self._count_reject("graft_repeated_id")
+                    repeated = True
                     continue
                 answered.add(entry.message_id)
                 stored = self._store.get(entry.message_id)
@@ -981,6 +1038,8 @@ class Endpoint:
                     self._queue(state, stored[0], stored[1])
                     self._counters.repairs_sent += 1
                     self._counters.forwarded += 1
+            if repeated:
+                self._greedy(state, now)
         else:
             tree.count_prune_received()
             for entry in entries:
@@ -1040,6 +1099,42 @@ class Endpoint:
                                           detail, close))
         if close:
             self._request_close(state, "protocol_error")
+            if state.hello is not None:
+                # A proven peer that breaks the protocol: remembered past this link, so
+                # reconnecting to do it again stops working.
+                self._scores.invalid(state.hello.public_key, now=self._now)
+
+    # --- scores --------------------------------------------------------------------------
+
+    def _standing(self, score: float) -> int:
+        thresholds = self._scores.thresholds
+        if score < thresholds.graylist:
+            return _GRAYLISTED
+        return _IGNORED if score < thresholds.gossip else _GOOD
+
+    def _greedy(self, state: _Link, now: float, amount: float = 1.0) -> None:
+        """``state``'s peer broke a budget (or a promise): score it, and act on it."""
+        if state.hello is not None:
+            self._judge(state, self._scores.greedy(state.hello.public_key, now=now,
+                                                   amount=amount))
+
+    def _judge(self, state: _Link, score: float) -> None:
+        state.standing = self._standing(score)
+        if score < self._scores.thresholds.disconnect and not state.closing:
+            assert state.hello is not None
+            self._scores.invalid(state.hello.public_key, now=self._now)  # and it stays out
+            self._count_reject(RejectReason.LOW_SCORE)
+            self._events.append(FrameRejected(state.peer_label, state.address,
+                                              str(RejectReason.LOW_SCORE),
+                                              f"score {score:.1f}", True))
+            self._request_close(state, str(RejectReason.LOW_SCORE))
+
+    def _rejudge(self, now: float) -> None:
+        """Scores decay: lift (or lower) every peer's standing to what it is now."""
+        scores = self._scores
+        for key, state in list(self._peers.items()):
+            self._judge(state, scores.score(key, now=now))
+        scores.forget_idle(set(self._peers), now=now)
 
     def _request_close(self, state: _Link, reason: str) -> None:
         if not state.closing:

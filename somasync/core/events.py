@@ -54,6 +54,10 @@ class RejectReason(enum.StrEnum):
     """A connection did not finish its handshake in time (it stalled, or trickled)."""
     FRAME_TIMEOUT = "frame_timeout"
     """A link held an incomplete frame or record too long (a trickle)."""
+    LOW_SCORE = "low_score"
+    """The peer's score fell below the disconnect threshold (see
+    :mod:`somasync.core.scoring`): its link is closed, and new ones refused until the
+    score recovers."""
     TOO_OLD = "too_old"
     """Older than ``GossipConfig.max_message_age``, whatever its TTL (the replay bound)."""
     SOURCE_MISMATCH = "source_mismatch"

@@ -272,3 +272,83 @@ def test_stream_trees_are_bounded_least_recently_used_first() -> None:
     assert not tree.is_eager(1, b"a" * 8)
     assert tree.targets(b"c" * 8, received_from=None) == [2]
     assert tree.lazy_targets(b"c" * 8, received_from=None) == [1]
+
+
+def test_one_neighbours_announcements_cannot_evict_the_others_missing_messages() -> None:
+    """The filed IHAVE flood: a neighbour announcing ids that exist nowhere used to push
+    every legitimately missing message out of ``max_missing`` (and their GRAFTs with
+    them). Now one link holds at most a share of the missing messages; the rest of its
+    announcements are refused and counted."""
+    tree = BroadcastTree(lazy_timeout=1.0, graft_retry=1.0, max_missing=100)
+    for link in (1, 2):
+        tree.link_up(link)
+    tree.heard(b"honest-message-1", b"t" * 8, 1, now=0.0)
+    for i in range(10_000):
+        tree.heard(i.to_bytes(16, "big"), b"t" * 8, 2, now=0.0)
+    assert (1, b"honest-message-1", b"t" * 8) in tree.due(now=1.0)
+    stats = tree.statistics()
+    assert stats.missing <= 100
+    assert stats.announcements_refused == 10_000 - stats.missing + 1
+
+
+def test_deadlines_of_forgotten_messages_do_not_pile_up() -> None:
+    """Before: every announced id left a deadline behind, also once it was forgotten, so
+    a flood of announcements grew the heap by its rate times the lazy timeout."""
+    tree = BroadcastTree(lazy_timeout=60.0, graft_retry=1.0, max_missing=100)
+    for link in range(1, 9):
+        tree.link_up(link)
+    for i in range(50_000):
+        tree.heard(i.to_bytes(16, "big"), b"t" * 8, 1 + i % 8, now=0.0)
+        tree.received(i.to_bytes(16, "big"))
+    assert len(tree._deadlines) <= 4 * 100 + 64
+
+
+def test_an_announcer_that_never_answers_its_graft_broke_a_promise() -> None:
+    tree = BroadcastTree(lazy_timeout=0.1, graft_retry=0.2, max_missing=10)
+    for link in (1, 2):
+        tree.link_up(link)
+    tree.heard(b"m" * 16, b"t" * 8, 1, now=0.0)
+    tree.heard(b"m" * 16, b"t" * 8, 2, now=0.0)
+    tree.due(now=0.1)  # GRAFT to 1
+    assert tree.take_broken_promises() == []
+    tree.due(now=0.35)  # 1 said nothing: GRAFT to 2
+    assert tree.take_broken_promises() == [1]
+    tree.received(b"m" * 16)  # 2 kept its promise
+    tree.due(now=1.0)
+    assert tree.take_broken_promises() == []
+    assert tree.statistics().broken_promises == 1
+
+
+def test_a_neighbour_claiming_many_hops_cannot_stop_a_message_from_spreading() -> None:
+    """The filed hop attack: a neighbour relays an honest message first, with its hop
+    count set to the limit; the node used to deliver it and forward it to nobody (and
+    PRUNE the honest link that brought the same message next). Now a message at the hop
+    limit is still announced to every other neighbour, which GRAFTs it if it lacks it."""
+    config = TREE.replace(max_hops=8)
+    mesh = Mesh(config, seed=3)
+    for name in ("attacker", "middle", "downstream"):
+        mesh.add(name)
+    mesh.connect("attacker", "middle")
+    mesh.connect("middle", "downstream")
+    mesh.settle()
+    envelope = message(1)
+    link = mesh.link_of("middle", "attacker")
+    mesh.inject("middle", link, wire.encode_message_frame(envelope, hops=7))
+    mesh.settle()
+    mesh.step(1.0)  # the lazy timeout: downstream GRAFTs what it was told of
+    mesh.settle()
+    assert mesh.nodes["downstream"].statistics().messages_delivered == 1
+
+
+def test_an_ihave_flood_is_refused_past_the_links_share_and_counted() -> None:
+    mesh = random_mesh(TREE.replace(max_missing=400), n=3, degree=2)
+    link = mesh.link_of("n1", "n0")
+    entries = [wire.encode_tree_entry(i.to_bytes(16, "big"), b"t" * 8) for i in range(1000)]
+    for start in range(0, 1000, 250):
+        mesh.inject("n1", link, wire.encode_tree_frame(wire.FrameKind.IHAVE,
+                                                       entries[start : start + 250]))
+    mesh.settle()
+    stats = mesh.nodes["n1"].statistics()
+    assert stats.tree.missing == 100  # type: ignore[union-attr]
+    assert stats.rejected["ihave_over_share"] == 900
+    assert mesh.link_of("n1", "n0") == link  # a greedy neighbour, not a broken one

@@ -34,6 +34,7 @@ from somasync.workers.protocol import (
 def endpoint_statistics(tree: bool) -> EndpointStatistics:
     numbers = {f.name: i + 1 for i, f in enumerate(dataclasses.fields(EndpointStatistics))}
     numbers["rejected"] = {"bad_signature": 3, "expired": 1}  # type: ignore[assignment]
+    numbers["peer_scores"] = {"edge-1": 2.5, "edge-2": -41.0}  # type: ignore[assignment]
     numbers["tree"] = TreeStatistics(  # type: ignore[assignment]
         *range(len(dataclasses.fields(TreeStatistics)))) if tree else None
     return EndpointStatistics(**numbers)  # type: ignore[arg-type]
