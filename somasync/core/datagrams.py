@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from somasync.core import crypto
+from somasync.core.budget import TokenBucket
 from somasync.core.crypto import Identity
 
 __all__ = ["IAM_DOMAIN", "DatagramSealer", "SealerStatistics"]
@@ -133,10 +134,8 @@ class DatagramSealer:
         self._out: list[tuple[str, bytes]] = []
         self._epoch = 0
         self._sequence = 0
-        self._iam_tokens = IAM_RATE
-        self._iam_refill = 0.0
-        self._new_tokens = NEW_SENDER_RATE
-        self._new_refill = 0.0
+        self._iam_budget = TokenBucket(IAM_RATE, IAM_RATE)
+        self._new_sender_budget = TokenBucket(NEW_SENDER_RATE, NEW_SENDER_RATE)
         self._sealed = self._opened = self._whois = self._iam = self._taught = 0
         self._held_dropped = 0
         self._rejected: dict[str, int] = {}
@@ -261,14 +260,9 @@ class DatagramSealer:
         if self._admit is not None and not self._admit(sender):
             self._count("not_admitted")
             return None
-        if sender not in self._pair_keys:
-            self._new_tokens = min(NEW_SENDER_RATE, self._new_tokens
-                                   + (now - self._new_refill) * NEW_SENDER_RATE)
-            self._new_refill = now
-            if self._new_tokens < 1.0:
-                self._count("new_sender_limited")
-                return None
-            self._new_tokens -= 1.0
+        if sender not in self._pair_keys and not self._new_sender_budget.take(now=now):
+            self._count("new_sender_limited")
+            return None
         key = self._pair_key(sender)
         if key is None:
             self._count("bad_key")
@@ -324,12 +318,9 @@ class DatagramSealer:
         if self._admit is not None and not self._admit(asker):
             self._count("not_admitted")
             return
-        self._iam_tokens = min(IAM_RATE, self._iam_tokens + (now - self._iam_refill) * IAM_RATE)
-        self._iam_refill = now
-        if self._iam_tokens < 1.0:
+        if not self._iam_budget.take(now=now):
             self._count("iam_limited")
             return
-        self._iam_tokens -= 1.0
         signature = self._identity.sign(IAM_DOMAIN, challenge + asker)
         self._iam += 1
         self._out.append((address, _IAM.pack(IAM, self._key, challenge, signature)))

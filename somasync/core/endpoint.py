@@ -32,6 +32,7 @@ from somasync.config import GossipConfig
 from somasync.core import crypto, wire
 from somasync.core.antientropy import MessageStore, StreamTable, lacks_any
 from somasync.core.broadcast import BroadcastTree, TreeStatistics
+from somasync.core.budget import KeyedBuckets
 from somasync.core.crypto import Identity
 from somasync.core.events import (
     Event,
@@ -56,6 +57,8 @@ __all__ = ["Delivery", "Endpoint", "EndpointStatistics"]
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between expiry sweeps (seen cache, store, holes)
 DIGEST_BURST = 8.0  # digests of one neighbour answered back to back
 DIGEST_RATE = 4.0  # digests of one neighbour answered per anti-entropy interval after that
+GRAFT_BURST = 1024.0  # messages one neighbour's GRAFTs get back to back (a tree repair)...
+GRAFT_RATE = 256.0  # ...and per second after that
 _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never here
 # A peer's standing, from its score (see somasync.core.scoring).
 _GOOD, _IGNORED, _GRAYLISTED = 0, 1, 2
@@ -139,9 +142,6 @@ class _Link:
     """When the link began holding an incomplete frame or record (None: it holds none)."""
     standing: int = _GOOD
     """What the peer's score still allows (good, ignored for gossip, graylisted)."""
-    digest_tokens: float = DIGEST_BURST
-    digest_refilled: float = 0.0
-    """The neighbour's digests this node still answers now (a token bucket)."""
     paused: bool = False
     closing: bool = False
     owner: int | None = None
@@ -248,6 +248,10 @@ class Endpoint:
         self._streams = StreamTable(config.max_streams)
         self._store = MessageStore(config.max_stored_messages, config.max_message_age)
         self._scores = PeerScores(ScoreThresholds())
+        # Per peer key, not per link: reconnecting does not buy a fresh budget.
+        self._digest_budget = KeyedBuckets(DIGEST_RATE / config.anti_entropy_interval,
+                                           DIGEST_BURST)
+        self._graft_budget = KeyedBuckets(GRAFT_RATE, GRAFT_BURST)
         self._now = now  # the latest driver time seen: for scores touched between inputs
         self._counters = _Counters()
         self._next_anti_entropy = now + config.anti_entropy_interval
@@ -836,16 +840,11 @@ class Endpoint:
     def _on_digest(self, state: _Link, frame: wire.Frame, now: float) -> None:
         # Answering costs up to anti_entropy_batch stored messages: a neighbour gets a
         # few answers per anti-entropy round (it asks about once), never one per frame.
-        interval = self.config.anti_entropy_interval
-        tokens = min(DIGEST_BURST, state.digest_tokens
-                     + (now - state.digest_refilled) * DIGEST_RATE / interval)
-        state.digest_refilled = now
-        if tokens < 1.0:
-            state.digest_tokens = tokens
+        assert state.hello is not None
+        if not self._digest_budget.take(state.hello.public_key, now=now):
             self._count_reject("digest_limited")
             self._greedy(state, now)
             return
-        state.digest_tokens = tokens - 1.0
         digest = wire.decode_digest(frame)
         complete = not frame.flags & wire.FLAG_PARTIAL
         wall_now = now + self._wall_offset
@@ -1035,6 +1034,12 @@ class Endpoint:
                 answered.add(entry.message_id)
                 stored = self._store.get(entry.message_id)
                 if stored is not None:
+                    assert state.hello is not None
+                    if not self._graft_budget.take(state.hello.public_key, now=now):
+                        # Past a tree repair's worth: anti-entropy, at its own pace,
+                        # serves a neighbour that needs this much.
+                        self._count_reject("graft_limited")
+                        continue
                     self._queue(state, stored[0], stored[1])
                     self._counters.repairs_sent += 1
                     self._counters.forwarded += 1

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 from somasync.config import MembershipConfig
 from somasync.core import crypto
+from somasync.core.budget import KeyedBuckets
 from somasync.core.crypto import Identity
 from somasync.core.events import (
     MembershipEvent,
@@ -313,6 +314,9 @@ class Membership:
         self._next_forget = now
         self._now = now
         self._counters = _Counters()
+        # Full state answers per sender: three back to back (a join and its retries),
+        # then four per push/pull interval; a member asking faster is refused.
+        self._push_budget = KeyedBuckets(4.0 / config.push_pull_interval, 3.0)
         self._next_probe = now + rng.random() * config.probe_interval
         self._next_gossip = now + config.gossip_interval
         self._next_push_pull = now + config.push_pull_interval * (0.5 + rng.random())
@@ -457,7 +461,10 @@ class Membership:
             # A failed member is answered too: that is how a healed partition merges.
             member = self._members.get(datagram.sender)
             if member is not None and member.state != PeerState.LEFT:
-                self._send_state(member.address, DatagramKind.PULL)
+                if self._push_budget.take(datagram.sender, now=now):
+                    self._send_state(member.address, DatagramKind.PULL)
+                else:
+                    self._reject("push_limited")
 
     def expel(self, public_key: bytes, *, now: float) -> None:
         """The trust policy revoked this member: it is gone for good here (``PeerLeft``),

@@ -533,3 +533,45 @@ def test_a_stream_that_keeps_completing_frames_is_never_timed_out(
         mesh.step(timeout / 4)
     assert ("b", link) in mesh.wires
     assert "frame_timeout" not in mesh.nodes["b"].statistics().rejected
+
+
+def test_reconnecting_does_not_refill_a_neighbours_digest_budget(
+        key: nacl.signing.SigningKey) -> None:
+    """The amplification bench found it: the digest bucket lived on the link, so a new
+    connection bought eight more whole-store answers."""
+    mesh = Mesh()
+    chain(mesh, ["a", "b"])
+    empty = wire.encode_digest({}, reply=True)
+    for _ in range(7):
+        mesh.inject("a", mesh.link_of("a", "b"), empty)
+    mesh.settle()
+    assert "digest_limited" not in mesh.nodes["a"].statistics().rejected
+    mesh.disconnect(mesh.wires[("a", mesh.link_of("a", "b"))])
+    mesh.connect("b", "a")
+    mesh.settle()
+    mesh.inject("a", mesh.link_of("a", "b"), empty)
+    mesh.settle()
+    assert mesh.nodes["a"].statistics().rejected["digest_limited"] >= 1
+
+
+def test_grafts_get_a_tree_repairs_worth_of_messages_then_wait(
+        key: nacl.signing.SigningKey) -> None:
+    from somasync.core import endpoint
+
+    mesh = Mesh(GossipConfig.local().replace(max_stored_messages=4096))
+    chain(mesh, ["a", "b"])
+    count = int(endpoint.GRAFT_BURST) + 100
+    envelopes = [make_message(key, f"m{i}", sequence=i).to_envelope()
+                 for i in range(1, count + 1)]
+    for envelope in envelopes:
+        mesh.nodes["a"].broadcast(envelope, now=mesh.now)
+    mesh.settle()
+    tag = wire.stream_tag(bytes(key.verify_key), b"origin")
+    entries = [wire.encode_tree_entry(e.id, tag) for e in envelopes]
+    before = mesh.nodes["a"].statistics().repairs_sent
+    mesh.inject("a", mesh.link_of("a", "b"), wire.encode_tree_frame(wire.FrameKind.GRAFT,
+                                                                      entries))
+    mesh.settle()
+    stats = mesh.nodes["a"].statistics()
+    assert stats.repairs_sent - before == endpoint.GRAFT_BURST
+    assert stats.rejected["graft_limited"] == 100

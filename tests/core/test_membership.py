@@ -596,3 +596,20 @@ def test_a_stream_of_forged_suspicions_cannot_drive_local_health_to_its_maximum(
                               now=0.01 * incarnation, sealed_by=others[1].public_key)
     assert node.incarnation == 20  # it refuted every one
     assert node.local_health <= 1
+
+
+def test_a_member_asking_for_the_full_state_over_and_over_is_answered_a_few_times(
+        joined: tuple) -> None:
+    """Before: every PUSH with reply wanted got the whole membership back (the filed
+    amplification bench: x21.6 sealed, at any rate the member liked)."""
+    node, member, _outsider = joined
+    node.datagrams_to_send()
+    push = encode_datagram(DatagramKind.PUSH, member.public_key, 0, [], reply_wanted=True)
+    for _ in range(10):
+        node.receive_datagram("m", push, now=1.0)
+    answers = [d for address, d in node.datagrams_to_send() if address == "m"]
+    assert len(answers) == 3
+    assert node.statistics().rejected["push_limited"] == 7
+    # The budget refills with time: a push/pull interval later it is answered again.
+    node.receive_datagram("m", push, now=1.0 + CONFIG.push_pull_interval)
+    assert any(address == "m" for address, _ in node.datagrams_to_send())
