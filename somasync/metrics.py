@@ -94,6 +94,10 @@ class NodeMetrics(Collector):
                       stats.connect_failures)
         yield counter("somasync_worker_restarts", "Worker processes restarted after they "
                       "died.", stats.worker_restarts)
+        yield counter("somasync_ring_corrupted", "Corrupt records found in shared-memory "
+                      "rings (each ring rebuilt).", stats.ring_corrupted)
+        yield counter("somasync_ring_dropped", "Items dropped because a shared-memory ring "
+                      "stayed full.", stats.ring_dropped)
         yield gauge("somasync_peers", "Peers with an established link.",
                     stats.peer_stats.healthy_peers)
         for name, doc, inbound, outbound in (

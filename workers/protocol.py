@@ -27,8 +27,9 @@ from somasync.core.endpoint import EndpointStatistics
 from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, PeerRevoked
 from somasync.errors import DecodeError
 
-__all__ = ["Adopt", "Bind", "ControlError", "ControlMessage", "Disconnect", "Ready", "Revoke",
-           "Rewire", "StatsReport", "StatsRequest", "Stop", "decode", "encode"]
+__all__ = ["Adopt", "Bind", "ControlError", "ControlMessage", "CorruptRing", "Disconnect",
+           "Ready", "Revoke", "Rewire", "StatsReport", "StatsRequest", "Stop", "decode",
+           "encode"]
 
 _HEAD = struct.Struct("!BI")
 _LENGTH = struct.Struct("!I")
@@ -95,7 +96,11 @@ class StatsReport:
     ring_out_pending: dict[int, int]
     """Bytes this worker could not yet write to each ring, by the reader's index."""
     ring_dropped: int
+    """Items this worker dropped because a ring's pending bound was reached."""
     cpu_seconds: float
+    ring_corrupted: int = 0
+    """Rings in which this worker found a corrupt record (each reported in a
+    :class:`CorruptRing`). A default: a report without it reads as none found."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +128,19 @@ class Revoke:
     notice: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class CorruptRing:
+    """Worker -> supervisor: the ring named ``ring`` (a segment this worker reads) holds a
+    corrupt record (``detail``); this worker reads it no more. Its producer can no longer
+    be trusted: the supervisor restarts it, which replaces the ring (see the supervisor)."""
+
+    ring: str
+    detail: str
+
+
 ControlMessage = (Ready | Adopt | Rewire | Disconnect | StatsRequest | StatsReport | Stop
                   | PeerConnected | PeerDisconnected | FrameRejected | PeerRevoked | Bind
-                  | Revoke)
+                  | Revoke | CorruptRing)
 """Every message of the protocol; the four events go worker -> supervisor."""
 
 
@@ -145,6 +160,7 @@ class Kind(enum.IntEnum):
     PEER_REVOKED = 11
     BIND = 12
     REVOKE = 13
+    CORRUPT_RING = 14
 
 
 _TYPES: dict[Kind, type[Any]] = {
@@ -152,7 +168,7 @@ _TYPES: dict[Kind, type[Any]] = {
     Kind.STATS_REQUEST: StatsRequest, Kind.STATS_REPORT: StatsReport, Kind.STOP: Stop,
     Kind.PEER_CONNECTED: PeerConnected, Kind.PEER_DISCONNECTED: PeerDisconnected,
     Kind.FRAME_REJECTED: FrameRejected, Kind.PEER_REVOKED: PeerRevoked, Kind.BIND: Bind,
-    Kind.REVOKE: Revoke,
+    Kind.REVOKE: Revoke, Kind.CORRUPT_RING: CorruptRing,
 }
 _KINDS = {cls: kind for kind, cls in _TYPES.items()}
 # The fields declared ``bytes`` (annotations are strings here and in core.events).

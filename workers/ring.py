@@ -24,7 +24,10 @@ once more, so a change in between is never missed.
 
 Every record carries the producer's running sequence number. A reader that finds a
 different number, or an impossible length, raises :class:`RingCorrupted`: that is how a
-record torn by a crashed or restarted producer is detected instead of misread.
+record torn by a crashed or restarted producer (or scribbled over by a bug) is detected
+instead of misread. The records before it are read first; from then on the reader is
+:attr:`~RingReader.corrupted` and reads nothing more, since nothing after a bad record
+can be located: its consumer stops waiting on it until a fresh ring replaces it.
 """
 
 from __future__ import annotations
@@ -153,20 +156,30 @@ class RingWriter(_Ring):
 class RingReader(_Ring):
     """The consuming end."""
 
-    __slots__ = ("_sequence",)
+    __slots__ = ("_corruption", "_sequence")
 
     def __init__(self, buffer: memoryview) -> None:
         super().__init__(buffer)
         self._sequence = 0
+        self._corruption: str | None = None
         # A new reader is not reading yet: ask to be woken by the first publish.
         self.set_sleeping(True)
 
+    @property
+    def corrupted(self) -> bool:
+        """True once :meth:`read` raised :class:`RingCorrupted`: this reader never reads
+        again, and what the ring holds (:attr:`used`) is no longer anyone's to wait for."""
+        return self._corruption is not None
+
     def read(self, max_records: int = 1 << 30) -> list[bytes]:
-        """Copy out up to ``max_records`` published records and free their space.
+        """Copy out up to ``max_records`` published records and free their space. Records
+        before a corrupt one are returned; the read after them raises.
 
         Raises:
-            RingCorrupted: a record's sequence number or length is wrong.
+            RingCorrupted: a record's sequence number or length is wrong, now or before.
         """
+        if self._corruption is not None:
+            raise RingCorrupted(self._corruption)
         buffer = self._buffer
         head = self.head
         tail = self.tail
@@ -176,13 +189,21 @@ class RingReader(_Ring):
             position = head % capacity
             length, sequence = _RECORD.unpack_from(buffer, HEADER_SIZE + position)
             if sequence != self._sequence:
-                raise RingCorrupted(
-                    f"record sequence {sequence}, expected {self._sequence} at byte {head}")
-            if length == WRAP:
+                corruption = f"record sequence {sequence}, expected {self._sequence} " \
+                             f"at byte {head}"
+            elif length == WRAP:
                 head += capacity - position
                 continue
-            if length > self.max_record or head + _aligned(RECORD_OVERHEAD + length) > tail:
-                raise RingCorrupted(f"record length {length} at byte {head} is impossible")
+            elif length > self.max_record \
+                    or head + _aligned(RECORD_OVERHEAD + length) > tail:
+                corruption = f"record length {length} at byte {head} is impossible"
+            else:
+                corruption = None
+            if corruption is not None:
+                if records:
+                    break  # intact: hand them over; the next read finds this one again
+                self._corruption = corruption
+                raise RingCorrupted(corruption)
             start = HEADER_SIZE + position + RECORD_OVERHEAD
             records.append(bytes(buffer[start : start + length]))
             head += _aligned(RECORD_OVERHEAD + length)

@@ -45,6 +45,8 @@ Hand-offs, each in one direction:
   streams. A worker (re)started later gets the intervals of the streams it owns in its
   spec, so what anti-entropy refills is never delivered twice.
 * Statistics: ``StatsRequest`` to every worker, ``StatsReport`` back in order, summed.
+* Corruption: a worker that finds a corrupt record in a ring it reads sends
+  ``CorruptRing`` with the ring's name, and reads that ring no more.
 
 Crashes. A worker that exits (its process sentinel becomes readable) or that sends a
 control message that does not decode (it is killed first) is replaced: pending stats
@@ -54,7 +56,16 @@ dead one owned, its peers are reported ``PeerDisconnected("worker_died")``, and 
 process starts. Peers redial (or the control part redials them); what was in flight is refilled by
 anti-entropy; the successor starts from ``_delivered``, so the application sees
 nothing twice. The dead worker's ring is drained first (up to a torn record), so
-deliveries it completed before dying still reach the application. If the
+deliveries it completed before dying still reach the application.
+
+A corrupt record in a ring whose producer is alive (a bug, a stray write) means that
+producer can no longer be trusted: whoever reads it (this process, or a worker through
+``CorruptRing``) sets the ring aside (reading on would spin on it forever), the
+supervisor counts it (``ring_corrupted``), logs it once and kills the producer, and the
+exit above rebuilds its rings. The supervisor cannot restart itself: a ring it wrote
+costs the worker reading it instead, whose restart replaces every ring to it. A report
+naming a ring replaced meanwhile (its producer died, which is what tore the record) is
+counted and nothing more. If the
 supervisor itself dies, every worker reads end-of-file on its control socket and stops;
 only a SIGKILL of the whole process group leaves segments behind
 (``tools/shm_gc.py`` finds and removes them).
@@ -96,6 +107,7 @@ from .doorbell import Doorbell, Ringer
 from .protocol import (
     Adopt,
     Bind,
+    CorruptRing,
     Disconnect,
     Ready,
     Revoke,
@@ -177,6 +189,7 @@ class ShardedRuntime:
         self._handover_failures = 0
         self._room = asyncio.Event()  # set whenever a ring to a worker may have room
         self._restarts = 0
+        self._ring_corrupted = 0  # corrupt rings found, here or by workers
         self._stopping = False
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -419,7 +432,7 @@ class ShardedRuntime:
                 waiter.set_result(None)
         self._restarts += 1
         if index in self._readers:
-            self._drain(self._readers[index])
+            self._drain(index, self._readers[index])
         for other in [SUPERVISOR, *range(self._count)]:
             if other != index:
                 self._new_ring(index, other)
@@ -453,6 +466,8 @@ class ShardedRuntime:
                     worker.stats_waiters.pop(0).set_result(message)
                 case PeerConnected() | PeerDisconnected() | FrameRejected() | PeerRevoked():
                     self._on_worker_event(worker.index, message)
+                case CorruptRing(ring=name, detail=detail):
+                    self._on_corrupt_report(worker, name, detail)
                 case Ready() | StatsReport():
                     pass  # a late answer to a request that timed out
                 case _:
@@ -491,9 +506,12 @@ class ShardedRuntime:
             for reader in self._readers.values():
                 reader.set_sleeping(False)
             for index, reader in list(self._readers.items()):
+                if reader.corrupted:
+                    continue
                 try:
                     records = reader.read()
-                except RingCorrupted:
+                except RingCorrupted as exc:
+                    self._corrupt(index, SUPERVISOR, str(exc))
                     continue
                 for record in records:
                     got_any = True
@@ -502,18 +520,54 @@ class ShardedRuntime:
                     self._ringer.ring(self._doorbell_address(index))
             for reader in self._readers.values():
                 reader.set_sleeping(True)
-            if not got_any and not any(r.used for r in self._readers.values()):
+            # What a corrupt ring holds is nobody's: waiting for it would spin forever.
+            if not got_any and not any(r.used for r in self._readers.values()
+                                       if not r.corrupted):
                 return
 
     def _drain_rings(self) -> None:
-        for reader in self._readers.values():
-            self._drain(reader)
+        for index, reader in list(self._readers.items()):
+            self._drain(index, reader)
 
-    def _drain(self, reader: RingReader) -> None:
-        """Deliver what ``reader`` holds, up to a torn record (its writer died mid-write)."""
-        with contextlib.suppress(RingCorrupted):
-            for record in reader.read():
-                self._deliver(record)
+    def _drain(self, index: int, reader: RingReader) -> None:
+        """Deliver what the ring from worker ``index`` holds, up to a torn record (its
+        writer died mid-write)."""
+        try:
+            while not reader.corrupted and (records := reader.read()):
+                for record in records:
+                    self._deliver(record)
+        except RingCorrupted as exc:
+            self._corrupt(index, SUPERVISOR, str(exc))
+
+    def _corrupt(self, source: int, target: int, detail: str) -> None:
+        """The ring from ``source`` to ``target`` holds a corrupt record: count it, say so
+        once, and restart the worker that can no longer be trusted (the producer; the
+        consumer where the producer is this process, which cannot be restarted)."""
+        self._ring_corrupted += 1
+        if self._stopping:
+            log.warning("the ring from %s to %s holds a corrupt record (%s)",
+                        _process_name(source), _process_name(target), detail)
+            return
+        distrusted = target if source == SUPERVISOR else source
+        log.warning("the ring from %s to %s holds a corrupt record (%s); restarting "
+                    "worker %d", _process_name(source), _process_name(target), detail,
+                    distrusted)
+        worker = self._workers.get(distrusted)
+        if worker is not None and not worker.exited.done():
+            # By its PID, a process this node started; its exit restarts it (_restart),
+            # which replaces every ring to and from it.
+            with contextlib.suppress(OSError, ValueError):
+                worker.process.kill()
+
+    def _on_corrupt_report(self, reporter: _Worker, ring: str, detail: str) -> None:
+        for (source, target), segment in self._segments.items():
+            if target == reporter.index and segment.name == ring:
+                self._corrupt(source, target, detail)
+                return
+        # Replaced since: its producer died (which tore the record) and was restarted.
+        self._ring_corrupted += 1
+        log.warning("worker %d found a corrupt record (%s) in ring %s, replaced since",
+                    reporter.index, detail, ring)
 
     def _deliver(self, record: bytes) -> None:
         # The owning worker already de-duplicated and verified: this only records what
@@ -718,6 +772,7 @@ class ShardedRuntime:
                 continue
             cores.append(report.core)
             per_worker.append(_worker_stats(worker.index, report))
+        dropped_here = sum(writer.dropped for writer in self._writers.values())
         core = _sum_core(cores, peers=len(self._connected))
         rejected = dict(core.rejected)
         for reason, count in self._refused.items():
@@ -725,6 +780,8 @@ class ShardedRuntime:
         return RuntimeStatistics(
             core=dataclasses.replace(core, rejected=rejected), workers=tuple(per_worker),
             worker_restarts=self._restarts,
+            ring_dropped=dropped_here + sum(w.ring_dropped for w in per_worker),
+            ring_corrupted=self._ring_corrupted,
             handshake_failures=(self._connection_errors + self._handover_failures
                                 + sum(n for reason, n in self._refused.items()
                                       if reason != "connection_limit")))
@@ -757,6 +814,10 @@ def _label(index: int) -> str:
     return "S" if index == SUPERVISOR else str(index)
 
 
+def _process_name(index: int) -> str:
+    return "the supervisor" if index == SUPERVISOR else f"worker {index}"
+
+
 def _worker_stats(index: int, report: StatsReport) -> WorkerStats:
     try:
         process = psutil.Process(report.pid)
@@ -770,6 +831,7 @@ def _worker_stats(index: int, report: StatsReport) -> WorkerStats:
         ring_in_used=sum(report.ring_in_used.values()),
         ring_out_pending=sum(report.ring_out_pending.values()),
         cpu_percent=round(100.0 * report.cpu_seconds / age, 1), rss_bytes=rss,
+        ring_dropped=report.ring_dropped, ring_corrupted=report.ring_corrupted,
     )
 
 

@@ -23,10 +23,12 @@ so one input's outputs leave in batches. A ring that is full keeps its items pen
 ring's room-wanted flag, to ring this worker's doorbell once it has read: no process
 polls a ring.
 
-Crashes. A torn record in a ring (its writer died mid-write) raises
-:class:`~.ring.RingCorrupted`: the ring is skipped until the supervisor sends ``Rewire``
-with fresh rings, and :meth:`~somasync.core.endpoint.Endpoint.drop_worker_links`
-forgets the dead worker's links. A control message that does not decode, or one out of
+Crashes. A corrupt record in a ring (its writer died mid-write, or a bug scribbled
+over it) raises :class:`~.ring.RingCorrupted`: this worker counts it, tells the
+supervisor (``CorruptRing``, which restarts the producer, or this worker when the
+supervisor wrote the ring) and reads that ring no more until ``Rewire`` brings a fresh
+one; :meth:`~somasync.core.endpoint.Endpoint.drop_worker_links` forgets the restarted
+worker's links. A control message that does not decode, or one out of
 place, makes this worker exit: the supervisor restarts it rather than letting it guess.
 End-of-file on the control socket means the supervisor is gone: the worker stops.
 """
@@ -63,6 +65,7 @@ from .doorbell import Doorbell, Ringer
 from .protocol import (
     Adopt,
     Bind,
+    CorruptRing,
     Disconnect,
     Ready,
     Revoke,
@@ -89,7 +92,8 @@ SUPERVISOR = -1
 """Index that names the supervisor in ring and doorbell maps."""
 
 EXIT_PROTOCOL_ERROR = 70
-"""A worker's exit status after a control message it could not trust (EX_SOFTWARE)."""
+"""A worker's exit status after a control message it could not trust, or one it could
+not send (EX_SOFTWARE)."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,7 @@ class Worker:
         could not trust (the supervisor logs it and restarts the worker)."""
         self._doorbell: Doorbell = None  # type: ignore[assignment]
         self._cpu_started = time.process_time()
+        self._ring_corrupted = 0
 
     async def run(self) -> None:
         spec = self.spec
@@ -360,7 +365,8 @@ class Worker:
             ring_in_used={k: r.used for k, r in self._readers.items()},
             ring_out_pending={k: w.pending for k, w in self._writers.items()},
             ring_dropped=sum(w.dropped for w in self._writers.values()),
-            cpu_seconds=time.process_time() - self._cpu_started)
+            cpu_seconds=time.process_time() - self._cpu_started,
+            ring_corrupted=self._ring_corrupted)
 
     # --- rings ---------------------------------------------------------------------------
 
@@ -384,11 +390,22 @@ class Worker:
                 reader.set_sleeping(False)
             got_any = False
             for source, reader in list(self._readers.items()):
+                if reader.corrupted:
+                    continue
                 try:
                     records = reader.read()
-                except RingCorrupted:
-                    # A torn record from a crashed peer worker: the supervisor restarts it
-                    # and rewires this ring; anti-entropy repairs what was lost.
+                except RingCorrupted as exc:
+                    # Its producer crashed mid-write or cannot be trusted: the supervisor
+                    # restarts it and rewires this ring; anti-entropy repairs what was lost.
+                    self._ring_corrupted += 1
+                    if not control.send(self.control,
+                                        CorruptRing(self.spec.rings_in[source], str(exc))):
+                        # Unheard, the ring would stay dead: exit instead; this worker's
+                        # restart replaces every ring it reads.
+                        print(f"somasync worker {self.spec.index}: cannot report a "
+                              f"corrupt ring ({exc}); exiting", file=sys.stderr)
+                        self.exit_code = EXIT_PROTOCOL_ERROR
+                        self._stop()
                     continue
                 now = self.loop.time()
                 for record in records:
@@ -407,7 +424,9 @@ class Worker:
             for reader in self._readers.values():
                 reader.set_sleeping(True)
             # Re-check after announcing sleep: a record published in between is ours now.
-            if not got_any and not any(r.used for r in self._readers.values()):
+            # What a corrupt ring holds is nobody's: waiting for it would spin forever.
+            if not got_any and not any(r.used for r in self._readers.values()
+                                       if not r.corrupted):
                 return
 
     # --- the pump ----------------------------------------------------------------------

@@ -95,6 +95,14 @@ class NodeStats:
     """Per-worker figures of a sharded node (empty for a single-process node)."""
     worker_restarts: int = 0
     """Workers the supervisor restarted after they died."""
+    ring_dropped: int = 0
+    """Sharded node: items the processes running now dropped because a shared-memory
+    ring stayed full past its pending bound (each worker's own in ``workers``)."""
+    ring_corrupted: int = 0
+    """Sharded node: corrupt records found in its shared-memory rings since it started,
+    by the supervisor or a worker (each worker's own in ``workers``). Each one made the
+    supervisor restart the worker that wrote the ring (or read it, where the supervisor
+    wrote it), which rebuilt the ring; anti-entropy refills what it held."""
     handshake_failures: int = 0
     """Sharded node: new connections dropped before reaching a worker (a handshake that
     failed or did not finish in time, or an owning worker that could not take the
@@ -431,6 +439,7 @@ class SynapseNode:
             deliveries_dropped=self._messages.dropped, events_dropped=self._events.dropped,
             connect_failures=control.connect_failures, core=core,
             workers=runtime.workers, worker_restarts=runtime.worker_restarts,
+            ring_dropped=runtime.ring_dropped, ring_corrupted=runtime.ring_corrupted,
             handshake_failures=runtime.handshake_failures,
             membership=control.membership,
         )

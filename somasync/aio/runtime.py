@@ -48,6 +48,10 @@ class WorkerStats:
     cpu_percent: float
     """Average CPU use since the worker started (100 = one core)."""
     rss_bytes: int
+    ring_dropped: int = 0
+    """Items this worker dropped because a ring stayed full past its pending bound."""
+    ring_corrupted: int = 0
+    """Rings in which this worker found a corrupt record (see ``NodeStats.ring_corrupted``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,8 @@ class RuntimeStatistics:
     """Every counter of the protocol core (summed over workers in a sharded node)."""
     workers: tuple[WorkerStats, ...] = ()
     worker_restarts: int = 0
+    ring_dropped: int = 0
+    ring_corrupted: int = 0
     handshake_failures: int = 0
 
 

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import struct
 
+import orjson
 import pytest
 from hypothesis import given, strategies as st
 
@@ -18,6 +19,7 @@ from somasync.workers.protocol import (
     Bind,
     ControlError,
     ControlMessage,
+    CorruptRing,
     Disconnect,
     Kind,
     Ready,
@@ -52,6 +54,8 @@ EXAMPLES: list[ControlMessage] = [
                 ring_out_pending={-1: 0, 1: 5}, ring_dropped=2, cpu_seconds=1.5),
     StatsReport(pid=7, core=endpoint_statistics(tree=False), ring_in_used={},
                 ring_out_pending={}, ring_dropped=0, cpu_seconds=0.0),
+    StatsReport(pid=7, core=endpoint_statistics(tree=False), ring_in_used={},
+                ring_out_pending={}, ring_dropped=4, cpu_seconds=0.0, ring_corrupted=2),
     Stop(),
     PeerConnected("node-b", "127.0.0.1:7001", bytes(range(32, 64))),
     PeerDisconnected("node-b", "127.0.0.1:7001", "worker_died"),
@@ -62,6 +66,7 @@ EXAMPLES: list[ControlMessage] = [
     Bind("node-c", bytes(range(32)), b""),
     Bind("nœud", bytes(range(32)), bytes(range(150))),
     Revoke(bytes(range(32)), b"notice"),
+    CorruptRing(ring="somasync-ab12-S0-1f2e3d4c", detail="record sequence 9, expected 3"),
 ]
 
 
@@ -73,6 +78,18 @@ def test_every_message_round_trips(message: ControlMessage) -> None:
 def test_every_kind_has_an_example() -> None:
     kinds = {decode(encode(message)).__class__ for message in EXAMPLES}
     assert len(kinds) == len(Kind)
+
+
+def test_a_stats_report_without_a_corruption_count_reads_as_none_found() -> None:
+    """A report written before ``ring_corrupted`` existed still decodes (as zero)."""
+    report = StatsReport(pid=7, core=endpoint_statistics(tree=False), ring_in_used={},
+                         ring_out_pending={}, ring_dropped=1, cpu_seconds=0.5)
+    kind, length = struct.unpack_from("!BI", encode(report))
+    fields = orjson.loads(encode(report)[5 : 5 + length])
+    del fields["ring_corrupted"]
+    body = orjson.dumps(fields)
+    assert decode(struct.pack("!BI", kind, len(body)) + body) == report
+    assert report.ring_corrupted == 0
 
 
 def test_bytes_travel_raw_not_hex() -> None:

@@ -82,7 +82,7 @@ def test_read_respects_max_records() -> None:
     assert reader.read() == [b"\x02", b"\x03", b"\x04"]
 
 
-def test_torn_record_sequence_is_detected() -> None:
+def test_torn_record_sequence_is_detected_after_the_records_before_it() -> None:
     writer, reader, buffer = make_ring()
     writer.write(b"first")
     writer.write(b"second")
@@ -90,8 +90,30 @@ def test_torn_record_sequence_is_detected() -> None:
     # Overwrite the second record's sequence number, as a torn write would leave it.
     second = HEADER_SIZE + ((RECORD_OVERHEAD + 5 + 7) & ~7)
     struct.pack_into("<I", buffer, second + 4, 999)
+    # Before: the read raised and "first", intact, was lost with the torn record.
+    assert reader.read() == [b"first"]
+    assert not reader.corrupted
     with pytest.raises(RingCorrupted, match="sequence"):
         reader.read()
+    assert reader.corrupted
+
+
+def test_a_corrupted_reader_never_reads_again() -> None:
+    """Before: a corrupt record was parsed again at every read, and a consumer waiting
+    for its rings to empty spun on it forever. Only a fresh ring (and reader) reads on."""
+    writer, reader, buffer = make_ring()
+    writer.write(b"abc")
+    writer.publish()
+    struct.pack_into("<I", buffer, HEADER_SIZE, 10_000)
+    with pytest.raises(RingCorrupted, match="length"):
+        reader.read()
+    struct.pack_into("<I", buffer, HEADER_SIZE, 3)  # even were it whole again
+    writer.write(b"later")
+    writer.publish()
+    with pytest.raises(RingCorrupted, match="length"):
+        reader.read()
+    assert reader.corrupted
+    assert reader.used > 0  # what it holds stays there: the caller skips the reader
 
 
 def test_impossible_length_is_detected() -> None:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,9 +24,10 @@ from somasync import (
 )
 from somasync.core.shard import stream_owner
 from somasync.testing import wait_until
-from somasync.workers import shm
+from somasync.workers import shm, supervisor
+from somasync.workers.ring import HEADER_SIZE, RECORD_OVERHEAD
 from somasync.workers.supervisor import ShardedRuntime
-from somasync.workers.worker import EXIT_PROTOCOL_ERROR
+from somasync.workers.worker import EXIT_PROTOCOL_ERROR, SUPERVISOR
 
 pytestmark = pytest.mark.multiprocess
 
@@ -348,3 +350,102 @@ async def test_a_worker_that_stops_making_progress_is_restarted_within_seconds()
         message_id = await publisher.broadcast_message(MessageType.Data("after"))
         await wait_for(lambda: message_id in ids(m.received["sink"]), "delivery through X")
         assert sink is not None
+
+
+def _unread_bytes(ring: memoryview) -> int:
+    """Published and not yet consumed (ring layout: u64 head at 0, u64 tail at 64)."""
+    head, tail = struct.unpack_from("<Q", ring, 0)[0], struct.unpack_from("<Q", ring, 64)[0]
+    return int(tail - head)
+
+
+def _scribble_oldest_unread_record(ring: memoryview) -> None:
+    """What a stray write (a bug, a bad pointer) does to a live ring: the header of the
+    record its consumer reads next becomes garbage."""
+    head = struct.unpack_from("<Q", ring, 0)[0]
+    at = HEADER_SIZE + head % (len(ring) - HEADER_SIZE)
+    ring[at : at + RECORD_OVERHEAD] = b"\xde\xad\xbe\xef" * (RECORD_OVERHEAD // 4)
+
+
+@pytest.mark.parametrize("corrupt_ring", ["worker_to_supervisor", "worker_to_worker",
+                                          "supervisor_to_worker"])
+async def test_a_corrupt_ring_with_a_live_producer_is_rebuilt_and_delivery_resumes(
+        corrupt_ring: str, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a reader that found a corrupt record skipped it and looked again at once,
+    forever (100% CPU; the supervisor's own event loop, or a worker, stuck for good).
+    Corruption was expected only from a producer that died mid-write. Now the reader is
+    set aside, the corruption counted and logged once, the process that wrote the ring
+    restarted (the consumer where the supervisor wrote it), and every ring of that
+    worker rebuilt."""
+    caplog.set_level(logging.WARNING, logger="somasync.workers")
+    # A worker stopped below, on purpose, must not be replaced as hung meanwhile.
+    monkeypatch.setattr(supervisor, "HUNG_AFTER", DEADLINE * 10)
+    async with mesh() as m:
+        x = await m.add("X", workers=2)
+        xr = sharded(x)
+        await m.add("sink", bootstrap=(x.listen_address,))
+        # A publisher whose link and stream different workers own, so that its messages
+        # cross a worker-to-worker ring inside X.
+        while True:
+            pub = await m.add(f"pub{len(m.nodes)}", bootstrap=(x.listen_address,))
+            name = pub.node_id
+            await wait_for(lambda: name in xr.peer_workers(), "X to link it")  # noqa: B023
+            link_owner = xr.peer_workers()[pub.node_id]
+            stream = stream_owner(pub.public_key, pub.node_id.encode(), 2)
+            if link_owner != stream:
+                break
+        peers = len(m.nodes) - 1
+        await wait_for(lambda: len(x.connected_peers()) == peers, "X to see every peer")
+        source, target = {
+            "worker_to_supervisor": (stream, SUPERVISOR),
+            "worker_to_worker": (link_owner, stream),
+            "supervisor_to_worker": (SUPERVISOR, stream_owner(x.public_key, b"X", 2)),
+        }[corrupt_ring]
+        # The supervisor cannot be restarted: a ring it wrote costs its consumer instead.
+        distrusted = target if source == SUPERVISOR else source
+        distrusted_pid = xr.worker_pids()[distrusted]
+        segment = xr._segments[(source, target)]
+        ring = segment.buf
+        assert ring is not None
+        loop = asyncio.get_running_loop()
+        # Hold the consumer so that the record is still unread when it is scribbled.
+        if target == SUPERVISOR:
+            doorbell = xr._doorbell
+            assert doorbell is not None
+            loop.remove_reader(doorbell.fileno())
+        else:
+            consumer_pid = xr.worker_pids()[target]
+            os.kill(consumer_pid, signal.SIGSTOP)
+        try:
+            if source == SUPERVISOR:
+                await x.broadcast_message(MessageType.Data("scribbled over"))
+            else:
+                await pub.broadcast_message(MessageType.Data("scribbled over"))
+            await wait_for(lambda: _unread_bytes(ring) > 0, "a record in the ring")
+            _scribble_oldest_unread_record(ring)
+        finally:
+            if target == SUPERVISOR:
+                loop.add_reader(doorbell.fileno(), xr._on_bell)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(consumer_pid, signal.SIGCONT)  # ours, by PID
+        await wait_for(lambda: xr.worker_pids()[distrusted] != distrusted_pid,
+                       "the worker that wrote (or read) the corrupt ring to be replaced")
+        assert xr._segments[(source, target)].name != segment.name, "ring not rebuilt"
+        await wait_for(lambda: len(x.connected_peers()) == peers, "peers to reconnect")
+        # Delivery resumes through every kind of ring: a peer's message crosses X's
+        # workers to X's application and on to the sink, and X's own reaches both.
+        incoming = await pub.broadcast_message(MessageType.Data("after, from pub"))
+        outgoing = await x.broadcast_message(MessageType.Data("after, from X"))
+        await wait_for(lambda: incoming in ids(m.received["X"]), "X to deliver pub's")
+        await wait_for(lambda: incoming in ids(m.received["sink"]), "sink to get pub's")
+        await wait_for(lambda: outgoing in ids(m.received["sink"]), "sink to get X's")
+        await wait_for(lambda: outgoing in ids(m.received[pub.node_id]), "pub to get X's")
+        stats = await x.get_stats()
+        logged = [r.getMessage() for r in caplog.records
+                  if r.name == "somasync.workers" and "corrupt" in r.getMessage()]
+        assert stats.ring_corrupted >= 1
+        assert len(logged) == stats.ring_corrupted, logged  # once each, not per bell
+        if target not in (SUPERVISOR, distrusted):  # the worker that found it lives on
+            found_by = {w.index: w.ring_corrupted for w in stats.workers}[target]
+            assert found_by >= 1
