@@ -361,8 +361,11 @@ class MembershipConfig:
     cannot bring it back) before it is forgotten."""
 
     max_members: int = 100_000
-    """Members remembered at most; alive claims of further new members are dropped and
-    counted, so a flood of identities cannot exhaust memory."""
+    """Members remembered at most, so a flood of identities cannot exhaust memory. A
+    full table forgets its longest-failed or departed member for a new one; with only
+    live members, claims of further new members are dropped and counted. One host (IP)
+    may introduce at most a quarter of it: made-up identities from one place cannot lock
+    real members out (``introductions_limited``)."""
 
     max_datagram: int = 1400
     """Largest membership datagram in bytes (memberlist's UDP buffer size: fits a

@@ -72,6 +72,7 @@ VERIFIED_CACHE = 16_384  # claims whose signature was already checked (each ~8 x
 REFUSED_CACHE = 4_096  # claims whose signature failed: never checked twice
 MAX_INCARNATION = 2**62  # far below u64: a refutation (+1) can never overflow the wire
 MAX_INCARNATION_JUMP = 1 << 16  # past what we know of a member: an absurd claim, refused
+INTRODUCTION_SHARE = 4  # one host may introduce at most max_members / 4 of the members known
 HINT_HOLDOFF = 1.0  # probe intervals between two out-of-turn probes of one member
 PIGGYBACK_CANDIDATES = 64  # least-sent queued claims one datagram chooses from (it holds
 # about ten; the rest are only skipped when too long for the room left)
@@ -153,6 +154,9 @@ class _Member:
     """The member's own signed ALIVE claim for its current incarnation (relayed)."""
     state_claim: bytes | None = None
     """The SUSPECT/DEAD/LEAVE claim that put it in its current state."""
+    introduced_by: str = ""
+    """The host (IP) whose datagram first told this node of it: its share of
+    ``max_members`` is budgeted (:data:`INTRODUCTION_SHARE`)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -317,6 +321,7 @@ class Membership:
         # Full state answers per sender: three back to back (a join and its retries),
         # then four per push/pull interval; a member asking faster is refused.
         self._push_budget = KeyedBuckets(4.0 / config.push_pull_interval, 3.0)
+        self._introductions: dict[str, int] = {}  # host -> members it introduced, known now
         self._next_probe = now + rng.random() * config.probe_interval
         self._next_gossip = now + config.gossip_interval
         self._next_push_pull = now + config.push_pull_interval * (0.5 + rng.random())
@@ -441,7 +446,7 @@ class Membership:
         kind = datagram.kind
         full_state = kind in (DatagramKind.PUSH, DatagramKind.PULL)
         for claim in datagram.claims:
-            self._on_claim(claim, now, full_state=full_state)
+            self._on_claim(claim, now, full_state=full_state, source=source)
         if self._left and kind != DatagramKind.PUSH:
             return
         if kind == DatagramKind.PING:
@@ -597,7 +602,8 @@ class Membership:
 
     # --- claims ----------------------------------------------------------------------
 
-    def _on_claim(self, claim: Claim, now: float, *, full_state: bool = False) -> None:
+    def _on_claim(self, claim: Claim, now: float, *, full_state: bool = False,
+                  source: str = "") -> None:
         subject = claim.subject
         if claim.incarnation >= MAX_INCARNATION:
             self._reject("absurd_incarnation")
@@ -619,9 +625,18 @@ class Membership:
                 if claim.incarnation < member.incarnation:
                     self._counters.stale += 1
                 return
-            if member is None and len(self._members) + 1 >= self.config.max_members:
-                self._reject(RejectReason.MEMBERS_FULL)
-                return
+            host = source.rpartition(":")[0] or source
+            if member is None:
+                limit = max(4, self.config.max_members // INTRODUCTION_SHARE)
+                if self._introductions.get(host, 0) >= limit:
+                    # One host (with as many keys and ports as it likes) may fill only a
+                    # share of the table: made-up members cannot lock real ones out.
+                    self._reject("introductions_limited")
+                    return
+                if len(self._members) + 1 >= self.config.max_members \
+                        and not self._make_room():
+                    self._reject(RejectReason.MEMBERS_FULL)
+                    return
             if not self._verify(claim):
                 return
             if trust is not None:
@@ -632,7 +647,7 @@ class Membership:
                 if refused is not None:
                     self._reject(refused)
                     return
-            self._apply_alive(member, claim, now)
+            self._apply_alive(member, claim, now, introduced_by=host)
             return
         if member is None:
             return  # a claim about a member we do not know yet: its ALIVE will come
@@ -731,12 +746,16 @@ class Membership:
             self._verified.popitem(last=False)
         return True
 
-    def _apply_alive(self, member: _Member | None, claim: Claim, now: float) -> None:
+    def _apply_alive(self, member: _Member | None, claim: Claim, now: float, *,
+                     introduced_by: str = "") -> None:
         self._counters.applied += 1
         self._enqueue(claim.raw, claim.subject, ClaimType.ALIVE, claim.subject)
         if member is None:
             member = _Member(claim.subject, claim.node_id, claim.address, claim.incarnation,
-                             PeerState.ALIVE, now, now, claim.raw)
+                             PeerState.ALIVE, now, now, claim.raw,
+                             introduced_by=introduced_by)
+            self._introductions[introduced_by] = \
+                self._introductions.get(introduced_by, 0) + 1
             self._members[claim.subject] = member
             self._addresses[member.address] = member.key
             self._live_members += 1
@@ -1072,14 +1091,34 @@ class Membership:
             return
         self._next_forget = now + FORGET_SWEEP_INTERVAL
         config = self.config
-        for key, member in list(self._members.items()):
+        for member in list(self._members.values()):
             age = now - member.state_since
             if (member.state == PeerState.FAILED and age > config.reconnect_timeout) or \
                     (member.state == PeerState.LEFT and age > config.forget_left_after):
-                del self._members[key]
-                self._hinted.pop(key, None)
-                if self._addresses.get(member.address) == key:
-                    del self._addresses[member.address]
+                self._remove(member)
+
+    def _remove(self, member: _Member) -> None:
+        """Forget a failed or departed member for good."""
+        key = member.key
+        del self._members[key]
+        self._hinted.pop(key, None)
+        if self._addresses.get(member.address) == key:
+            del self._addresses[member.address]
+        count = self._introductions.get(member.introduced_by, 0)
+        if count > 1:
+            self._introductions[member.introduced_by] = count - 1
+        else:
+            self._introductions.pop(member.introduced_by, None)
+
+    def _make_room(self) -> bool:
+        """The table is full: forget the failed or departed member gone longest, which
+        the sweep would drop later anyway. False when every member is alive or suspect."""
+        gone = [m for m in self._members.values()
+                if m.state in (PeerState.FAILED, PeerState.LEFT)]
+        if not gone:
+            return False
+        self._remove(min(gone, key=lambda m: m.state_since))
+        return True
 
     def _push_pull_scale(self) -> float:
         """memberlist's pushPullScale: one more interval per doubling above 32 members."""

@@ -613,3 +613,56 @@ def test_a_member_asking_for_the_full_state_over_and_over_is_answered_a_few_time
     # The budget refills with time: a push/pull interval later it is answered again.
     node.receive_datagram("m", push, now=1.0 + CONFIG.push_pull_interval)
     assert any(address == "m" for address, _ in node.datagrams_to_send())
+
+
+def test_one_host_cannot_fill_the_member_table_with_made_up_members() -> None:
+    """The filed Sybil flood: one sender's ALIVE claims for identities it made up (each
+    self-signed, so each valid) filled ``max_members``, and every real node that joined
+    afterwards was refused (members_full). Now one host introduces at most a quarter of
+    the table, and a full table makes room by forgetting failed members first."""
+    config = CONFIG.replace(max_members=40)
+    node = Membership(config, Identity.generate(), "me", "me", rng=random.Random(1), now=0.0)
+    attacker = Identity(bytes([200]) * 32)
+    own = signed(attacker, encode_claim_body(ClaimType.ALIVE, attacker.public_key, 0,
+                                             node_id="attacker", address="10.0.0.66:7946"))
+    made_up = []
+    for i in range(60):
+        fake = Identity(i.to_bytes(2, "big") * 16)
+        made_up.append(signed(fake, encode_claim_body(
+            ClaimType.ALIVE, fake.public_key, 0, node_id=f"sybil-{i}",
+            address=f"10.0.0.66:{20000 + i}")))
+    for start in range(0, 60, 5):
+        node.receive_datagram("10.0.0.66:7946", claims_datagram(
+            attacker.public_key, own, *made_up[start : start + 5]), now=0.0)
+    known = len(node.members())
+    assert known <= 1 + 1 + 40 // 4  # itself, the attacker, the attacker's quarter
+    assert node.statistics().rejected["introductions_limited"] == 60 - (known - 2)
+    honest = Identity(bytes([201]) * 32)
+    alive = signed(honest, encode_claim_body(ClaimType.ALIVE, honest.public_key, 0,
+                                             node_id="honest", address="10.0.0.7:7946"))
+    node.receive_datagram("10.0.0.7:7946", claims_datagram(honest.public_key, alive),
+                          now=1.0)
+    assert node.member(honest.public_key) is not None
+
+
+def test_a_full_member_table_forgets_a_failed_member_to_admit_a_new_one() -> None:
+    config = CONFIG.replace(max_members=4)
+    node = Membership(config, Identity.generate(), "me", "me", rng=random.Random(1), now=0.0)
+    identities = [Identity(bytes([i + 1]) * 32) for i in range(4)]
+    for i, identity in enumerate(identities[:3]):
+        alive = signed(identity, encode_claim_body(ClaimType.ALIVE, identity.public_key, 0,
+                                                   node_id=f"o{i}", address=f"10.0.1.{i}:1"))
+        node.receive_datagram(f"10.0.1.{i}:1", claims_datagram(identity.public_key, alive),
+                              now=0.0)
+    # o0 leaves: its slot is the first to go when the table is full.
+    leave = signed(identities[0], encode_claim_body(ClaimType.LEAVE,
+                                                    identities[0].public_key, 0))
+    node.receive_datagram("10.0.1.0:1", claims_datagram(identities[0].public_key, leave),
+                          now=1.0)
+    newcomer = identities[3]
+    alive = signed(newcomer, encode_claim_body(ClaimType.ALIVE, newcomer.public_key, 0,
+                                               node_id="o3", address="10.0.1.3:1"))
+    node.receive_datagram("10.0.1.3:1", claims_datagram(newcomer.public_key, alive), now=2.0)
+    assert node.member(newcomer.public_key) is not None
+    assert node.member(identities[0].public_key) is None
+    assert "members_full" not in node.statistics().rejected
