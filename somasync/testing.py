@@ -186,6 +186,9 @@ class Mesh:
             for item in items:
                 sibling.receive_routed(item, now=self.now)
             moved = True
+        while endpoint.has_backlog:
+            endpoint.process_backlog(now=self.now)
+            moved = True
         self.delivered[name].extend(d.envelope.id for d in endpoint.take_deliveries())
         self.events[name].extend(endpoint.take_events())
         return moved

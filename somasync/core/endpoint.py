@@ -25,6 +25,7 @@ trust, TTL, **verify**, payload decode, then mark seen, store, deliver and forwa
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -57,6 +58,7 @@ __all__ = ["Delivery", "Endpoint", "EndpointStatistics"]
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between expiry sweeps (seen cache, store, holes)
 DIGEST_BURST = 8.0  # digests of one neighbour answered back to back
 DIGEST_RATE = 4.0  # digests of one neighbour answered per anti-entropy interval after that
+BACKLOG_LIMIT = 4096  # routed messages of one link waiting for verification, at most
 GRAFT_BURST = 1024.0  # messages one neighbour's GRAFTs get back to back (a tree repair)...
 GRAFT_RATE = 256.0  # ...and per second after that
 _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never here
@@ -238,6 +240,9 @@ class Endpoint:
         self.trust.admit(identity.public_key, node_id, credential, wall=now + wall_offset)
         self._plaintext_links = plaintext_links
         self._routed: dict[int, list[Routed]] = {}
+        # Sharded node: messages other workers routed here, by the link they came on,
+        # verified round-robin across links (see receive_routed).
+        self._backlog: dict[int, deque[bytes]] = {}
         self._links: dict[int, _Link] = {}
         self._peers: dict[bytes, _Link] = {}
         self._dirty: dict[int, None] = {}
@@ -495,11 +500,20 @@ class Endpoint:
             # repairs whatever it carried.
             self._count_reject("routed_to_closed_link")
             return
+        if kind == RoutedKind.MESSAGE:
+            # Queued, not verified now: what one link floods must not delay another
+            # link's messages that came through the same ring behind it.
+            queue = self._backlog.get(link)
+            if queue is None:
+                queue = self._backlog[link] = deque()
+            if len(queue) >= BACKLOG_LIMIT:
+                self._count_reject("backlog_full")  # anti-entropy repairs an honest one
+                return
+            queue.append(item.data)
+            return
         try:
             if kind == RoutedKind.SEND:
                 self._queue(state, item.data, item.priority)
-            elif kind == RoutedKind.MESSAGE:
-                self._on_message(state, wire.decode_frame(item.data), now)
             elif kind == RoutedKind.DIGEST:
                 self._on_digest(state, wire.decode_frame(item.data), now)
             elif kind == RoutedKind.TREE:
@@ -509,6 +523,37 @@ class Endpoint:
                 self._request_close(state, item.data.decode(errors="replace"))
         except DecodeError as exc:
             self._reject(state, exc.reason, exc.detail, close=True)
+
+    @property
+    def has_backlog(self) -> bool:
+        """Routed messages wait for :meth:`process_backlog`."""
+        return bool(self._backlog)
+
+    def process_backlog(self, *, now: float, budget: int = 64) -> bool:
+        """Verify and handle up to ``budget`` routed messages, one per link in turn, so
+        every link's messages advance at the same pace however many another link sent.
+        Returns True while more wait (the driver calls again after other work)."""
+        backlog = self._backlog
+        while budget > 0 and backlog:
+            for link in list(backlog):
+                queue = backlog[link]
+                data = queue.popleft()
+                if not queue:
+                    del backlog[link]
+                budget -= 1
+                state = self._links.get(link)
+                if state is None or state.closing:
+                    self._count_reject("routed_to_closed_link")
+                elif state.standing == _GRAYLISTED:
+                    self._count_reject("graylisted")
+                else:
+                    try:
+                        self._on_message(state, wire.decode_frame(data), now)
+                    except DecodeError as exc:
+                        self._reject(state, exc.reason, exc.detail, close=True)
+                if budget <= 0:
+                    break
+        return bool(backlog)
 
     def take_routed(self) -> dict[int, list[Routed]]:
         """Items for other workers of this node, by worker index (sharded node only)."""
@@ -920,6 +965,11 @@ class Endpoint:
         if state is None or state.owner is None:
             return
         del self._links[link]
+        dropped = self._backlog.pop(link, None)
+        if dropped:
+            rejected = self._counters.rejected
+            rejected["routed_to_closed_link"] = \
+                rejected.get("routed_to_closed_link", 0) + len(dropped)
         if state.hello is not None and self._peers.get(state.hello.public_key) is state:
             del self._peers[state.hello.public_key]
             self._strategy.link_down(link)

@@ -8,9 +8,12 @@ import nacl.signing
 import pytest
 
 from somasync.config import GossipConfig
+from somasync.core import wire
+from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
+from somasync.core.handshake import PeerHello
 from somasync.core.payload import MessageType
-from somasync.core.shard import Shard, peer_owner, stream_owner
+from somasync.core.shard import Routed, RoutedKind, Shard, peer_owner, stream_owner
 from somasync.message import Message
 from somasync.testing import WALL, Mesh
 
@@ -172,3 +175,40 @@ def test_replaced_shard_learns_the_surviving_shards_peers() -> None:
     mesh.settle()
     for name in survivors:
         assert envelope.id in mesh.delivered[name]
+
+
+def test_a_flooding_links_routed_messages_do_not_hold_up_another_links() -> None:
+    """The filed starvation, with workers: the flood and an honest message met in one
+    FIFO ring from the connection owner to the stream owner, and the stream owner
+    verified everything in arrival order, so the honest message waited behind the whole
+    flood. Routed messages now wait per link and are verified one link after another."""
+    owner = Endpoint(GossipConfig.local(), Identity(bytes(32)), "X",
+                     rng=random.Random(1), now=100.0, wall_offset=WALL - 100.0,
+                     shard=Shard(0, 2))
+    flooder, honest = Identity(bytes([1]) * 32), Identity(bytes([2]) * 32)
+    # Links 1 and 3 belong to worker 1, which routes their messages here.
+    for link, peer in ((1, flooder), (3, honest)):
+        hello = PeerHello(peer.public_key, f"peer-{link}", f"peer-{link}:1")
+        owner.receive_routed(Routed(RoutedKind.PEER_UP, link, 0, hello.encode()), now=100.0)
+
+    def owned_here(key: nacl.signing.SigningKey, source: str) -> bool:
+        return stream_owner(bytes(key.verify_key), source.encode(), SHARDS) == 0
+
+    keys = (nacl.signing.SigningKey(bytes([i]) * 32) for i in range(3, 200))
+    flood_key = next(k for k in keys if owned_here(k, "flood"))
+    honest_key = next(k for k in keys if owned_here(k, "alert"))
+    for sequence in range(1, 201):
+        frame = wire.encode_message_frame(
+            message(flood_key, f"flood {sequence}", sequence, "flood").to_envelope(), hops=0)
+        owner.receive_routed(Routed(RoutedKind.MESSAGE, 1, 0, frame[4:]), now=100.0)
+    alert = message(honest_key, "intrusion", 1, "alert").to_envelope()
+    owner.receive_routed(Routed(RoutedKind.MESSAGE, 3, 0,
+                                wire.encode_message_frame(alert, hops=0)[4:]), now=100.0)
+    delivered: list[bytes] = []
+    while True:
+        more = owner.process_backlog(now=100.0, budget=8)
+        delivered += [d.envelope.id for d in owner.take_deliveries()]
+        if not more:
+            break
+    assert len(delivered) == 201
+    assert delivered.index(alert.id) <= 1  # not after the 200 flood messages
