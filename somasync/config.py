@@ -80,12 +80,12 @@ class GossipConfig:
     steady ``rate`` of messages/s it plateaus at its baseline plus::
 
         min(seen_cache_size, rate x seen_ttl) x 100 B              (seen ids)
-      + min(max_stored_messages, rate x max_message_age) x (frame + 320 B)   (store)
+      + min(max_stored_messages, rate x max_message_age) x (frame + 330 B)   (store)
       + origins x 1.4 kB                                           (streams)
 
     (frame = payload + about 175 B of envelope, signature and header; figures measured
     on CPython 3.11 by ``python -m somasync.bench memory``). With these defaults at
-    1,000 msg/s of 256-byte payloads that is 9.5 + 7.2 MiB, reached after 100 s; a
+    1,000 msg/s of 256-byte payloads that is 9.5 + 7.3 MiB, reached after 100 s; a
     single-process node's baseline is about 31 MiB.
     """
 
@@ -124,7 +124,7 @@ class GossipConfig:
     max_stored_messages: int = 10_000
     """Recent messages kept for anti-entropy (the catch-up store). Oldest go first.
 
-    Each costs its frame (payload + about 175 B) plus about 320 B: 10k messages of 1 KiB
+    Each costs its frame (payload + about 175 B) plus about 330 B: 10k messages of 1 KiB
     is about 13 MiB per node, minutes of alert traffic and 10 s at 1k msg/s. Answering a
     digest costs in proportion to what the asker lacks, not to this size."""
 

@@ -240,10 +240,12 @@ class StreamTable:
 class _Stored:
     """One stored message (``python -m somasync.bench memory`` measures its cost)."""
 
-    __slots__ = ("expires_at", "frame", "priority", "sequence", "stored_at", "stream")
+    __slots__ = ("expires_at", "frame", "message_id", "priority", "sequence", "stored_at",
+                 "stream")
 
-    def __init__(self, frame: bytes, priority: int, stream: StreamKey, sequence: int,
-                 expires_at: float, stored_at: float) -> None:
+    def __init__(self, message_id: bytes, frame: bytes, priority: int, stream: StreamKey,
+                 sequence: int, expires_at: float, stored_at: float) -> None:
+        self.message_id = message_id
         self.frame = frame
         """The message as a repair frame (FLAG_REPAIR, hops as it reached this node),
         ready to send: the decoded envelope costs about three times the memory."""
@@ -294,6 +296,11 @@ class _StreamEntries:
 
     def __bool__(self) -> bool:
         return bool(self.by_sequence)
+
+
+STREAM_SHARE = 4
+"""A stream holding more than ``capacity / STREAM_SHARE`` of a full store is evicted
+from first (its own lowest sequence number), so one origin cannot flush the others."""
 
 
 class MessageStore:
@@ -349,10 +356,11 @@ class MessageStore:
         elif envelope.sequence in entries.by_sequence:
             return  # another message under a sequence number already held: keep the first
         expires_at = envelope.expires_at
-        stored = _Stored(wire.encode_message_frame(envelope, hops=min(hops, 255), repair=True),
+        message_id = envelope.id
+        stored = _Stored(message_id,
+                         wire.encode_message_frame(envelope, hops=min(hops, 255), repair=True),
                          envelope.priority, envelope.stream, envelope.sequence, expires_at,
                          now)
-        message_id = envelope.id
         self._by_id[message_id] = stored
         entries.add(stored)
         horizon = wall_now + self.max_age
@@ -363,8 +371,15 @@ class MessageStore:
                 self._ttl_heap = [(s.expires_at, mid) for mid, s in self._by_id.items()
                                   if s.expires_at < horizon]
                 heapq.heapify(self._ttl_heap)
-        while len(self._by_id) > self.capacity:
-            self._pop_oldest()
+        if len(self._by_id) > self.capacity:
+            if len(entries.by_sequence) > self.capacity // STREAM_SHARE:
+                # An origin with its share of a full store makes room from its own:
+                # however fast it publishes, it cannot flush the others' messages.
+                oldest = entries.by_sequence[entries.sequences[entries.head]]
+                del self._by_id[oldest.message_id]
+                self._forget(oldest)
+            while len(self._by_id) > self.capacity:
+                self._pop_oldest()
 
     def get(self, message_id: bytes) -> tuple[bytes, int] | None:
         """The stored message with this id as ``(repair frame, priority)``, if held."""

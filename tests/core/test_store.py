@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from somasync.core import wire
-from somasync.core.antientropy import MessageStore, SequenceTracker, covers
+from somasync.core.antientropy import STREAM_SHARE, MessageStore, SequenceTracker, covers
 
 ORIGINS = [bytes([n]) * 32 for n in range(1, 4)]
 WALL = 1_000_000.0  # wall-clock seconds of the stepped clock's zero
@@ -140,7 +140,13 @@ def test_answers_match_a_brute_force_reference(seed: int, count: int, capacity: 
         held[key] = env
         order.append(key)
         if len(order) > capacity:
-            del held[order.pop(0)]
+            own = [k for k in held if k[0] == origin]
+            if len(own) > capacity // STREAM_SHARE:
+                lowest = min(own)  # an origin past its share evicts its own first
+                del held[lowest]
+                order.remove(lowest)
+            while len(order) > capacity:
+                del held[order.pop(0)]
     # The asker holds a random subset of each stream, as its tracker would describe it.
     theirs: dict[wire.StreamKey, list[tuple[int, int]]] = {}
     for origin in ORIGINS:
@@ -182,3 +188,31 @@ def test_fill_merges_the_intervals_between_two_recorded_ends() -> None:
     assert tracker.has_gaps  # the hole 2-3 is still open
     with pytest.raises(ValueError, match="both ends"):
         tracker.fill(2, 4)
+
+
+def test_one_origin_flooding_a_full_store_cannot_flush_the_others() -> None:
+    """Before: eviction always took the store's oldest message, so an origin publishing
+    fast enough pushed every other origin's messages out, and neighbours that missed
+    them could no longer be repaired. Now an origin holding a quarter of a full store
+    makes room from its own messages."""
+    store = MessageStore(capacity=100, max_age=3600.0)
+    for sequence in range(1, 101):
+        store.add(envelope(sequence, origin=ORIGINS[0]), now=0.0, wall_now=WALL)
+    honest = [envelope(sequence, origin=ORIGINS[1]) for sequence in range(1, 11)]
+    for message in honest:
+        store.add(message, now=1.0, wall_now=WALL)
+    for sequence in range(101, 10_001):
+        store.add(envelope(sequence, origin=ORIGINS[0]), now=2.0, wall_now=WALL)
+    assert len(store) == 100
+    assert all(message.id in store for message in honest)
+    # ...and the flood's newest are what it keeps of its own.
+    assert envelope(10_000, origin=ORIGINS[0]).id in store
+
+
+def test_a_single_origin_still_uses_the_whole_store() -> None:
+    store = MessageStore(capacity=100, max_age=3600.0)
+    for sequence in range(1, 301):
+        store.add(envelope(sequence), now=0.0, wall_now=WALL)
+    assert len(store) == 100
+    assert envelope(201).id in store
+    assert envelope(200).id not in store
