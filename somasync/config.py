@@ -122,7 +122,8 @@ class GossipConfig:
     recognised; older copies are refused as too old."""
 
     max_stored_messages: int = 10_000
-    """Recent messages kept for anti-entropy (the catch-up store). Oldest go first.
+    """Recent messages kept for anti-entropy (the catch-up store). Oldest go first, but
+    an origin holding more than a quarter of a full store loses its own first.
 
     Each costs its frame (payload + about 175 B) plus about 330 B: 10k messages of 1 KiB
     is about 13 MiB per node, minutes of alert traffic and 10 s at 1k msg/s. Answering a
