@@ -556,8 +556,16 @@ class NodeConfig:
 
     max_connections: int = 1024
     """Inbound connections (peers that dialled this node, handshakes under way included)
-    held at once; more are refused as they arrive. Outbound dials never count against it,
-    so inbound load cannot keep this node from reaching its own neighbours."""
+    held at once. When they are all taken, a new one evicts the established inbound peer
+    with the lowest score if that score is 0 or less (it never brought a message first:
+    idle, or worse), the most recent first among equals; peers that proved useful keep
+    their slots, and with no such peer the newcomer is refused (``connection_limit``).
+    Outbound dials never count against it, so inbound load cannot keep this node from
+    reaching its own neighbours."""
+
+    max_connections_per_host: int = 128
+    """Inbound connections from one host (IP address) held at once, handshakes under way
+    included: one machine cannot take every slot. More are refused (``host_limit``)."""
 
     delivery_queue_size: int = 100_000
     """Messages buffered for the application's ``messages`` iterator. When the application
@@ -620,6 +628,7 @@ class NodeConfig:
             "must be >= reconnect_initial_delay",
         )
         require_int(self.max_connections, "max_connections")
+        require_int(self.max_connections_per_host, "max_connections_per_host")
         require_int(self.read_slice, "read_slice", minimum=0)
         require_int(self.delivery_queue_size, "delivery_queue_size")
         require_int(self.event_queue_size, "event_queue_size")

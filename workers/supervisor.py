@@ -134,6 +134,7 @@ log = logging.getLogger("somasync.workers")
 STOP_GRACE = 5.0  # seconds a worker gets to exit after "stop" before it is killed
 STATS_TIMEOUT = 2.0
 WATCH_INTERVAL = 0.5  # seconds between two checks that every worker answers
+_NOT_HANDSHAKE_FAILURES = frozenset({"connection_limit", "host_limit", "evicted"})
 HUNG_AFTER = 1.0  # seconds a worker may leave a check unanswered while using no CPU
 
 
@@ -186,6 +187,9 @@ class ShardedRuntime:
         self._refused: dict[str, int] = {}  # connections refused here, by reason
         self._inbound_pending = 0  # accepted connections still in their handshake
         self._inbound: set[bytes] = set()  # peers whose link this node accepted
+        self._inbound_hosts: dict[bytes, tuple[str, float]] = {}  # key -> (host, since)
+        self._pending_hosts: dict[str, int] = {}  # host -> connections in their handshake
+        self._peer_scores: dict[str, float] = {}  # the workers' last reported, summed
         self._handover_failures = 0
         self._room = asyncio.Event()  # set whenever a ring to a worker may have room
         self._restarts = 0
@@ -391,6 +395,8 @@ class ShardedRuntime:
             if not checks:
                 continue
             await asyncio.wait([waiter for _, waiter, _ in checks], timeout=HUNG_AFTER)
+            self._note_scores([waiter.result() for _, waiter, _ in checks
+                               if waiter.done() and not waiter.cancelled()])
             for worker, waiter, cpu_before in checks:
                 if waiter.done() or worker.exited.done():
                     continue
@@ -445,7 +451,7 @@ class ShardedRuntime:
         for key, (peer_id, address, owner) in list(self._connected.items()):
             if owner == index:
                 del self._connected[key]
-                self._inbound.discard(key)
+                self._forget_inbound(key)
                 self._host.report(PeerDisconnected(peer_id, address, "worker_died", key))
         self._on_bell()  # arms the fresh ring from the new worker
         self._spawn(index)
@@ -490,7 +496,7 @@ class ShardedRuntime:
             if entry is None or entry[2] != index:
                 return  # a late report from a worker that no longer owns the peer
             del self._connected[event.public_key]
-            self._inbound.discard(event.public_key)
+            self._forget_inbound(event.public_key)
         self._host.report(event)
 
     def _on_bell(self) -> None:
@@ -592,22 +598,65 @@ class ShardedRuntime:
         while True:
             assert self._listener is not None
             sock, peer = await loop.sock_accept(self._listener)
-            if self._inbound_pending + len(self._inbound) >= self.config.max_connections:
-                # Outbound dials never count: inbound load cannot cut our own links.
-                self._refuse(sock, "connection_limit")
+            host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+            config = self.config
+            if self._connections_from(host) >= config.max_connections_per_host:
+                self._refuse(sock, "host_limit")
                 continue
+            if self._inbound_pending + len(self._inbound) >= config.max_connections:
+                # Outbound dials never count: inbound load cannot cut our own links.
+                victim = self._eviction_candidate()
+                if victim is None:
+                    self._refuse(sock, "connection_limit")
+                    continue
+                self._evict(victim)
             sock.setblocking(False)
             address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
             self._inbound_pending += 1
-            loop.create_task(self._accepted(sock, address))
+            self._pending_hosts[host] = self._pending_hosts.get(host, 0) + 1
+            loop.create_task(self._accepted(sock, address, host))
 
-    async def _accepted(self, sock: socket.socket, address: str) -> None:
+    async def _accepted(self, sock: socket.socket, address: str, host: str) -> None:
         try:
             key = await self._hand_over(sock, address, dialled=None)
         finally:
             self._inbound_pending -= 1
+            if self._pending_hosts[host] > 1:
+                self._pending_hosts[host] -= 1
+            else:
+                del self._pending_hosts[host]
         if key is not None:
             self._inbound.add(key)
+            self._inbound_hosts[key] = (host, self._loop.time())
+
+    def _connections_from(self, host: str) -> int:
+        return self._pending_hosts.get(host, 0) + sum(
+            1 for h, _ in self._inbound_hosts.values() if h == host)
+
+    def _forget_inbound(self, key: bytes) -> None:
+        self._inbound.discard(key)
+        self._inbound_hosts.pop(key, None)
+
+    def _eviction_candidate(self) -> bytes | None:
+        """As :meth:`Endpoint.eviction_candidate <somasync.core.endpoint.Endpoint.
+        eviction_candidate>`, from the scores the workers last reported (their stats,
+        asked every WATCH_INTERVAL): the inbound peer with the lowest score if it is 0
+        or less, the most recent among equals."""
+        best: tuple[float, float, bytes] | None = None
+        for key in self._inbound:
+            entry = self._connected.get(key)
+            if entry is None:
+                continue
+            score = self._peer_scores.get(entry[0], 0.0)
+            since = self._inbound_hosts.get(key, ("", 0.0))[1]
+            if score <= 0 and (best is None or (score, -since) < best[:2]):
+                best = (score, -since, key)
+        return None if best is None else best[2]
+
+    def _evict(self, key: bytes) -> None:
+        self._refused["evicted"] = self._refused.get("evicted", 0) + 1
+        self._forget_inbound(key)  # its slot is the newcomer's from now
+        self.close_peer(key, "evicted")
 
     async def _hand_over(self, sock: socket.socket, address: str, *,
                          dialled: str | None) -> bytes | None:
@@ -774,6 +823,8 @@ class ShardedRuntime:
             per_worker.append(_worker_stats(worker.index, report))
         dropped_here = sum(writer.dropped for writer in self._writers.values())
         core = _sum_core(cores, peers=len(self._connected))
+        if len(cores) == len(waiters):
+            self._peer_scores = dict(core.peer_scores)
         rejected = dict(core.rejected)
         for reason, count in self._refused.items():
             rejected[reason] = rejected.get(reason, 0) + count
@@ -784,7 +835,13 @@ class ShardedRuntime:
             ring_corrupted=self._ring_corrupted,
             handshake_failures=(self._connection_errors + self._handover_failures
                                 + sum(n for reason, n in self._refused.items()
-                                      if reason != "connection_limit")))
+                                      if reason not in _NOT_HANDSHAKE_FAILURES)))
+
+    def _note_scores(self, reports: list[StatsReport | None]) -> None:
+        """Keep the peer scores of a complete round of worker reports."""
+        cores = [report.core for report in reports if report is not None]
+        if cores and len(cores) == len(self._workers):
+            self._peer_scores = _sum_core(cores, peers=len(self._connected)).peer_scores
 
     @property
     def segment_tag(self) -> str:

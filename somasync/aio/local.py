@@ -63,6 +63,7 @@ class _LinkProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.close_reason = "closed"
         self.identified = False
+        self.host = ""  # the remote IP address, once connected
         self.lost: asyncio.Future[None] = runtime._loop.create_future()
         self.reader = SlicedReader(runtime._loop, self._feed,
                                    slice_size=runtime._config.read_slice)
@@ -77,13 +78,23 @@ class _LinkProtocol(asyncio.Protocol):
         if endpoint is None or not runtime._running:
             transport.abort()
             return
-        if self.dialled_address is None \
-                and runtime.inbound_connections() >= runtime._config.max_connections:
-            runtime.refused_connections += 1
-            transport.abort()
-            return
         peername = transport.get_extra_info("peername")
         address = f"{peername[0]}:{peername[1]}" if peername else "unknown"
+        self.host = peername[0] if peername else "unknown"
+        if self.dialled_address is None:
+            config = runtime._config
+            if runtime.inbound_connections(self.host) >= config.max_connections_per_host:
+                runtime.refused["host_limit"] = runtime.refused.get("host_limit", 0) + 1
+                transport.abort()
+                return
+            if runtime.inbound_connections() >= config.max_connections:
+                victim = endpoint.eviction_candidate(now=runtime._loop.time())
+                if victim is None:
+                    runtime.refused["connection_limit"] = \
+                        runtime.refused.get("connection_limit", 0) + 1
+                    transport.abort()
+                    return
+                endpoint.evict(victim)
         runtime._protocols[self.link] = self
         endpoint.open_link(self.link, outbound=self.dialled_address is not None,
                            address=address, now=runtime._loop.time())
@@ -147,12 +158,15 @@ class LocalRuntime:
         self._running = False
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._restored: Mapping[StreamKey, Sequence[tuple[int, int]]] = {}
-        self.refused_connections = 0
-        """Inbound connections refused at ``max_connections``."""
+        self.refused: dict[str, int] = {}
+        """Inbound connections refused as they arrived, by reason (``connection_limit``,
+        ``host_limit``)."""
 
-    def inbound_connections(self) -> int:
-        """Connections peers opened to this node, open now."""
-        return sum(p.dialled_address is None for p in self._protocols.values())
+    def inbound_connections(self, host: str | None = None) -> int:
+        """Connections peers opened to this node, open now (from ``host`` only, if
+        given)."""
+        return sum(p.dialled_address is None and (host is None or p.host == host)
+                   for p in self._protocols.values())
 
     @property
     def endpoint(self) -> Endpoint | None:
@@ -261,9 +275,10 @@ class LocalRuntime:
         if self._endpoint is None:
             raise NodeStateError("the node has not been started")
         core = self._endpoint.statistics()
-        if self.refused_connections:
+        if self.refused:
             rejected = dict(core.rejected)
-            rejected["connection_limit"] = self.refused_connections
+            for reason, count in self.refused.items():
+                rejected[reason] = rejected.get(reason, 0) + count
             core = dataclasses.replace(core, rejected=rejected)
         return RuntimeStatistics(core=core)
 

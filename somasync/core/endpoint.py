@@ -339,6 +339,27 @@ class Endpoint:
         self._request_close(state, reason)
         return True
 
+    def eviction_candidate(self, *, now: float) -> int | None:
+        """The inbound link to close to make room for a new connection, if any: the
+        established inbound peer with the lowest score, provided it is 0 or less (it
+        never brought a message first), the most recent among equals. Peers that proved
+        useful are never chosen."""
+        best: tuple[float, float, int] | None = None
+        for key, state in self._peers.items():
+            if state.outbound or state.owner is not None or state.closing:
+                continue
+            score = self._scores.score(key, now=now)
+            if score <= 0 and (best is None or (score, -state.opened_at) < best[:2]):
+                best = (score, -state.opened_at, state.id)
+        return None if best is None else best[2]
+
+    def evict(self, link: int) -> None:
+        """Close ``link`` to make room for another connection (counted ``evicted``)."""
+        state = self._links.get(link)
+        if state is not None and not state.closing:
+            self._count_reject("evicted")
+            self._request_close(state, "evicted")
+
     def has_peer(self, public_key: bytes) -> bool:
         """True when a peer with this key has an established link."""
         return public_key in self._peers

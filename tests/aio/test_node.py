@@ -65,7 +65,8 @@ class Cluster:
                   gossip: GossipConfig | None = None, security: SecurityConfig | None = None,
                   identity: Identity | None = None,
                   handshake_timeout: float | None = None,
-                  max_connections: int | None = None) -> SynapseNode:
+                  max_connections: int | None = None,
+                  max_connections_per_host: int | None = None) -> SynapseNode:
         builder = (SynapseNodeBuilder().with_node_id(name)
                    .with_bind_address("127.0.0.1:0")
                    .with_gossip_config(gossip or GossipConfig.local())
@@ -79,6 +80,9 @@ class Cluster:
             builder = builder.with_handshake_timeout(handshake_timeout)
         if max_connections is not None:
             builder = builder.with_max_connections(max_connections)
+        if max_connections_per_host is not None:
+            builder = builder.with_config(builder.config.replace(
+                max_connections_per_host=max_connections_per_host))
         for address in bootstrap:
             builder = builder.add_bootstrap_peer(address)
         node, messages, events = builder.build()
@@ -736,6 +740,58 @@ async def test_inbound_connections_are_capped_and_outbound_dials_never_refused(
             await wait_for(lambda: "other" in node.connected_peers(), "the outbound link")
             stats = await node.get_stats()
             assert stats.rejected.get("connection_limit", 0) >= 1
+        finally:
+            for raw in raws:
+                await raw.close()
+
+
+async def test_a_full_node_makes_room_for_a_newcomer_by_evicting_a_useless_inbound_peer(
+        workers: int) -> None:
+    """Before: with every inbound slot taken (here by a peer that finished its handshake
+    and then sent nothing), a new node was refused however useful the node's links were
+    or were not. Now a peer that never brought a message first (score <= 0) makes room;
+    one that did is kept."""
+    key = nacl.signing.SigningKey(bytes([9]) * 32)
+    async with cluster(workers) as c:
+        node = await c.add("capped", max_connections=2)
+        useful = await RawPeer.connect(node.listen_address)
+        idle = await RawPeer.connect(node.listen_address)
+        newcomer = None
+        useful.identity, idle.identity = Identity.generate(), Identity.generate()
+        try:
+            await useful.hello("useful")
+            await idle.hello("idle")
+            await wait_for(lambda: {"useful", "idle"} <= set(node.connected_peers()),
+                           "both peers linked")
+            await useful.send(wire.encode_message_frame(
+                Message(MessageType.Data("first"), "feed", sequence=1)
+                .sign_with_ed25519(key).to_envelope(), hops=0))
+            await wait_for(lambda: len(c.received[0]) == 1, "the useful peer's message")
+            stats = await node.get_stats()
+            assert stats.core.peer_scores["useful"] > 0
+            assert stats.core.peer_scores["idle"] == 0
+            newcomer = await RawPeer.connect(node.listen_address)
+            newcomer.identity = Identity.generate()
+            await newcomer.hello("newcomer")
+            await wait_for(lambda: set(node.connected_peers()) == {"useful", "newcomer"},
+                           "the newcomer in, the idle peer out")
+            assert (await node.get_stats()).rejected.get("evicted") == 1
+        finally:
+            for raw in (useful, idle, newcomer):
+                if raw is not None:
+                    await raw.close()
+
+
+async def test_one_host_gets_at_most_max_connections_per_host(workers: int) -> None:
+    async with cluster(workers) as c:
+        node = await c.add("capped", max_connections_per_host=2)
+        raws = [await RawPeer.connect(node.listen_address) for _ in range(3)]
+        try:
+            for raw in raws[:2]:
+                await raw.send_raw(b"SSY")
+            await raws[2].send_raw(b"SSY")
+            assert await raws[2].closed_by_remote()
+            assert (await node.get_stats()).rejected.get("host_limit") == 1
         finally:
             for raw in raws:
                 await raw.close()
