@@ -283,3 +283,38 @@ def test_client_commands_reach_a_running_agent_over_its_private_socket(
         assert "cannot reach an agent" in capsys.readouterr().err
     finally:
         _stop(agent)
+
+
+def test_members_shows_each_linked_peers_score_and_round_trip(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    agent, path = _agent_with_rpc(tmp_path, stdin=subprocess.PIPE)
+    ready = {"address": ""}
+    other = None
+    try:
+        members: list[dict[str, object]] = []
+        assert main(["members", "--rpc", str(path), "--format", "json"]) == 0
+        ready["address"] = json.loads(capsys.readouterr().out)["members"][0]["address"]
+        other = subprocess.Popen(
+            [sys.executable, "-m", "somasync", "agent", "--bind", "127.0.0.1:0",
+             "--node-id", "other", "--rpc", "off", "--preset", "local",
+             "--join", str(ready["address"])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            assert main(["members", "--rpc", str(path), "--format", "json"]) == 0
+            members = json.loads(capsys.readouterr().out)["members"]
+            found = [m for m in members if m["node_id"] == "other"]
+            if found and found[0]["rtt"] is not None and found[0]["score"] is not None:
+                break
+            time.sleep(0.2)
+        peer = next(m for m in members if m["node_id"] == "other")
+        assert 0 <= float(peer["rtt"]) < 30.0  # type: ignore[arg-type]  # (ms resolution)
+        assert peer["score"] == 0.0  # linked, nothing delivered yet, nothing held against it
+        assert main(["members", "--rpc", str(path)]) == 0
+        header, *rows = capsys.readouterr().out.splitlines()
+        assert header.split()[4:6] == ["SCORE", "RTT"]
+        assert any(row.split()[0] == "other" and "ms" in row for row in rows)
+    finally:
+        _stop(agent)
+        if other is not None:
+            _stop(other)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ through :meth:`ControlDriver.link_up`, :meth:`~ControlDriver.link_down`,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import random
@@ -267,5 +268,4 @@ def _log_verdict(event: object) -> None:
 
 
 def _with_wall_clock(member: Member, wall_offset: float) -> Member:
-    return Member(member.node_id, member.address, member.public_key, member.state,
-                  member.incarnation, member.last_seen + wall_offset)
+    return dataclasses.replace(member, last_seen=member.last_seen + wall_offset)

@@ -261,7 +261,11 @@ async def _run(options: argparse.Namespace) -> int:
                 raise ValueError(f"publish: {exc}") from None
             return "published", {"id": message_id, "payload": payload_to_json(payload)}
         if command == "members":
-            return "members", {"members": [dataclasses.asdict(m) for m in node.members()]}
+            # Scores belong to links (peers this node is connected to), RTTs to probes.
+            scores = (await node.get_stats()).core.peer_scores
+            return "members", {"members": [
+                {**dataclasses.asdict(m), "score": scores.get(m.node_id)}
+                for m in node.members()]}
         if command == "stats":
             stats = await node.get_stats()
             return "stats", {"membership": dataclasses.asdict(stats.membership)

@@ -46,8 +46,10 @@ def _parser(command: str) -> argparse.ArgumentParser:
 
 
 def _table(members: list[dict[str, Any]]) -> str:
-    rows = [("NAME", "ADDRESS", "STATE", "INCARNATION", "KEY")]
+    rows = [("NAME", "ADDRESS", "STATE", "INCARNATION", "SCORE", "RTT", "KEY")]
     rows += [(m["node_id"], m["address"], m["state"], str(m["incarnation"]),
+              "-" if m.get("score") is None else f"{m['score']:.1f}",
+              "-" if m.get("rtt") is None else f"{m['rtt'] * 1000:.1f} ms",
               str(m["public_key"])[:16]) for m in members]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths,

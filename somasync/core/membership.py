@@ -105,6 +105,9 @@ class Member:
     last_seen: float
     """When this node last heard from the member directly (the core's monotonic clock;
     ``SynapseNode.members()`` reports wall-clock seconds since the epoch)."""
+    rtt: float | None = None
+    """Seconds between this node's last answered direct probe of the member and its
+    ACK (None: none answered yet, or this node itself)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,7 @@ class _Member:
     last_seen: float
     alive_claim: bytes
     """The member's own signed ALIVE claim for its current incarnation (relayed)."""
+    rtt: float | None = None
     state_claim: bytes | None = None
     """The SUSPECT/DEAD/LEAVE claim that put it in its current state."""
     introduced_by: str = ""
@@ -179,6 +183,7 @@ class _Probe:
     helper_keys: frozenset[bytes] = frozenset()
     """The members asked to probe for us: an indirect ACK or a NACK counts only from
     them, a direct ACK only from the target."""
+    sent_at: float = 0.0
 
 
 _QueueKey = tuple[bytes, int, bytes]  # (subject, claim type, author)
@@ -852,7 +857,7 @@ class Membership:
         round_length = max(config.probe_interval, 2 * config.probe_timeout)
         self._probes[nonce] = _Probe(member.key, member.address,
                                      now + config.probe_timeout * scale,
-                                     now + round_length * scale)
+                                     now + round_length * scale, sent_at=now)
         self._probing[member.key] = nonce
         self._counters.probes += 1
         # Lifeguard's buddy system: a suspect learns of its suspicion from the ping itself.
@@ -887,6 +892,8 @@ class Membership:
         member = self._members.get(probe.target)
         if member is not None:
             member.last_seen = now
+            if sender == probe.target and probe.relay_to is None:
+                member.rtt = now - probe.sent_at
         if probe.relay_to is not None:
             address, their_nonce = probe.relay_to
             self._send(address, encode_datagram(DatagramKind.ACK, self._key, their_nonce, []))
@@ -1168,7 +1175,7 @@ class Membership:
             return Member(member.node_id, member.address, member.key, state,
                           self._incarnation, member.last_seen)
         return Member(member.node_id, member.address, member.key, member.state,
-                      member.incarnation, member.last_seen)
+                      member.incarnation, member.last_seen, member.rtt)
 
 
 _LIVE = (PeerState.ALIVE, PeerState.SUSPECT)

@@ -666,3 +666,13 @@ def test_a_full_member_table_forgets_a_failed_member_to_admit_a_new_one() -> Non
     assert node.member(newcomer.public_key) is not None
     assert node.member(identities[0].public_key) is None
     assert "members_full" not in node.statistics().rejected
+
+
+def test_each_member_answered_directly_has_a_round_trip_time() -> None:
+    net = mesh(3)
+    net.run(5.0)
+    node = net.nodes["n0"]
+    others = [m for m in node.members() if m.node_id != "n0"]
+    assert others
+    assert all(m.rtt is not None and m.rtt >= 0 for m in others)
+    assert node.members()[0].rtt is None  # itself
