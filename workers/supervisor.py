@@ -765,6 +765,12 @@ class ShardedRuntime:
         if worker is not None:
             control.send(worker.control, Disconnect(public_key, reason))
 
+    def score_at(self, address: str) -> float:
+        for peer_id, peer_address, _ in self._connected.values():
+            if peer_address == address:
+                return self._peer_scores.get(peer_id, 0.0)
+        return 0.0
+
     def connected_peers(self) -> dict[str, str]:
         return {peer_id: address for peer_id, address, _ in self._connected.values()}
 

@@ -55,6 +55,9 @@ class ControlHost(Protocol):
         """Names, keys and certificates the trust policy admitted (membership learned
         them), and keys whose names it released: the data part must know too."""
 
+    def score_at(self, address: str) -> float:
+        """The peer score of the linked peer listening at ``address`` (0 if none)."""
+
 
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, driver: ControlDriver) -> None:
@@ -117,6 +120,8 @@ class ControlDriver:
                                         rng=random.Random(os.urandom(16)), now=now,
                                         wall_offset=time.time() - now, trust=self._trust)
             self._control.start(seeds, static, now=now)
+            if self._control.overlay is not None:
+                self._control.overlay.score_of = self._host.score_at
         else:
             self._control.rejoin(now=now)
 

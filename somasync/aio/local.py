@@ -268,6 +268,10 @@ class LocalRuntime:
         self._endpoint.broadcast(message.to_envelope(), now=self._loop.time())
         self._pump()
 
+    def score_at(self, address: str) -> float:
+        endpoint = self._endpoint
+        return 0.0 if endpoint is None else endpoint.score_at(address, now=self._loop.time())
+
     def connected_peers(self) -> dict[str, str]:
         return {} if self._endpoint is None else self._endpoint.peer_addresses()
 

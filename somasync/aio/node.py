@@ -457,6 +457,9 @@ class _RuntimeProxy:
     def dial(self, address: str) -> None:
         self._node._runtime.dial(address)
 
+    def score_at(self, address: str) -> float:
+        return self._node._runtime.score_at(address)
+
     def learn(self, bindings: list[tuple[str, bytes, bytes]], released: list[bytes]) -> None:
         self._node._runtime.learn(bindings, released)
 

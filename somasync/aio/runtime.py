@@ -133,5 +133,9 @@ class Runtime(Protocol):
     def connected_peers(self) -> dict[str, str]:
         """Node id -> listening address of every linked peer."""
 
+    def score_at(self, address: str) -> float:
+        """The peer score of the linked peer listening at ``address`` (0 with none; a
+        sharded node answers from its workers' last reports)."""
+
     async def statistics(self) -> RuntimeStatistics:
         """The runtime's counters now."""

@@ -339,6 +339,13 @@ class Endpoint:
         self._request_close(state, reason)
         return True
 
+    def score_at(self, address: str, *, now: float) -> float:
+        """The score of the linked peer listening at ``address`` (0 with none)."""
+        for key, state in self._peers.items():
+            if state.peer_address == address:
+                return self._scores.score(key, now=now)
+        return 0.0
+
     def eviction_candidate(self, *, now: float) -> int | None:
         """The inbound link to close to make room for a new connection, if any: the
         established inbound peer with the lowest score, provided it is 0 or less (it

@@ -90,7 +90,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from somasync.config import OverlayConfig
@@ -366,6 +366,10 @@ class HyParView:
         self.config = config
         self._me = me
         self._rng = rng
+        self.score_of: Callable[[str], float] | None = None
+        """The data part's peer score of the neighbour at an address (see
+        :mod:`somasync.core.scoring`), when the driver provides it: a full active view
+        drops a neighbour with a negative score before any other."""
         self._active: dict[str, None] = {}
         self._passive: dict[str, None] = {}
         self._pending: dict[str, _Request] = {}
@@ -701,8 +705,14 @@ class HyParView:
             return
         self._remove_passive(peer)
         if len(self._active) >= self.config.active_size:
-            victims = [p for p in self._active if p != self._contact_pending()]
-            victim = self._rng.choice(victims or list(self._active))
+            victims = [p for p in self._active if p != self._contact_pending()] \
+                or list(self._active)
+            score_of = self.score_of
+            scored = [(score_of(p), p) for p in victims] if score_of is not None else []
+            misbehaving = [entry for entry in scored if entry[0] < 0]
+            # A neighbour its peer score holds something against goes first; among the
+            # others the choice stays random, as HyParView's resilience needs.
+            victim = min(misbehaving)[1] if misbehaving else self._rng.choice(victims)
             self._counters.evictions += 1
             self._remove_active(victim)
             self._pending.pop(victim, None)

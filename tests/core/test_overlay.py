@@ -673,3 +673,16 @@ def test_config_presets() -> None:
     assert OverlayConfig().passive_size == 30
     assert OverlayConfig(reconnect_timeout=0.0).reconnect_timeout == 0.0  # off
     assert OverlayConfig.local().shuffle_interval < OverlayConfig.lan().shuffle_interval
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_full_view_drops_a_neighbour_with_a_negative_score_first(seed: int) -> None:
+    """Before, the victim was always random: a misbehaving neighbour was as likely to
+    stay as any other. Among neighbours nothing is held against, it still is."""
+    hpv = HyParView("me", CONFIG, rng=random.Random(seed), now=0.0)
+    peers = [f"p{i}" for i in range(CONFIG.active_size)]
+    fill_active(hpv, peers)
+    hpv.score_of = lambda address: {"p2": -50.0, "p3": -12.0}.get(address, 3.0)
+    hpv.receive("high", msg(OverlayKind.NEIGHBOR, "high", high_priority=True), now=0.0)
+    [victim] = [d for d, m in sent(hpv) if m.kind == OverlayKind.DISCONNECT]
+    assert victim == "p2"
