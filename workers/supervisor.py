@@ -665,6 +665,14 @@ class ShardedRuntime:
         Returns the peer's proven public key when the owner took the socket (None
         otherwise: the handshake failed, timed out, or no worker could take it).
         """
+        try:
+            return await self._handshake_and_adopt(sock, address, dialled=dialled)
+        except BaseException:
+            sock.close()  # cancelled (the node is stopping): the socket must not leak
+            raise
+
+    async def _handshake_and_adopt(self, sock: socket.socket, address: str, *,
+                                   dialled: str | None) -> bytes | None:
         loop = self._loop
         handshake = Handshake(self.identity, self.config.node_id, self._listen_address,
                               dialer=dialled is not None,

@@ -26,13 +26,16 @@ class TokenBucket:
 
     def take(self, *, now: float, cost: float = 1.0) -> bool:
         """Spend ``cost`` tokens if there are that many; False (nothing spent) if not."""
-        tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if tokens < cost:
-            self.tokens = tokens
+        if not self.has(now=now, cost=cost):
             return False
-        self.tokens = tokens - cost
+        self.tokens -= cost
         return True
+
+    def has(self, *, now: float, cost: float = 1.0) -> bool:
+        """Whether ``cost`` tokens are there now (nothing spent)."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        return self.tokens >= cost
 
 
 class KeyedBuckets:
@@ -49,6 +52,12 @@ class KeyedBuckets:
         self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
 
     def take(self, key: Hashable, *, now: float, cost: float = 1.0) -> bool:
+        return self._bucket(key, now).take(now=now, cost=cost)
+
+    def has(self, key: Hashable, *, now: float, cost: float = 1.0) -> bool:
+        return self._bucket(key, now).has(now=now, cost=cost)
+
+    def _bucket(self, key: Hashable, now: float) -> TokenBucket:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now=now)
@@ -56,7 +65,7 @@ class KeyedBuckets:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
-        return bucket.take(now=now, cost=cost)
+        return bucket
 
     def __len__(self) -> int:
         return len(self._buckets)

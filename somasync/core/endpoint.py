@@ -912,11 +912,14 @@ class Endpoint:
 
     def _on_digest(self, state: _Link, frame: wire.Frame, now: float) -> None:
         # Answering costs up to anti_entropy_batch stored messages: a neighbour gets a
-        # few answers per anti-entropy round (it asks about once), never one per frame.
+        # few answers that send something per anti-entropy round (it asks about once),
+        # never one per frame. A digest whose answer is empty (the neighbour lacks
+        # nothing) is free: a sharded neighbour sends one per worker. Not a violation
+        # either way: an honest node catching up on a large backlog asks this often.
         assert state.hello is not None
-        if not self._digest_budget.take(state.hello.public_key, now=now):
+        key = state.hello.public_key
+        if not self._digest_budget.has(key, now=now):
             self._count_reject("digest_limited")
-            self._greedy(state, now)
             return
         digest = wire.decode_digest(frame)
         complete = not frame.flags & wire.FLAG_PARTIAL
@@ -924,6 +927,8 @@ class Endpoint:
         missing = self._store.missing_for(digest.streams, complete=complete,
                                           limit=self.config.anti_entropy_batch,
                                           wall_now=wall_now)
+        if missing:
+            self._digest_budget.take(key, now=now)
         for frame_bytes, priority in missing:
             self._queue(state, frame_bytes, priority)
         self._counters.repairs_sent += len(missing)

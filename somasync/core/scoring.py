@@ -9,10 +9,11 @@ counters, in the spirit of gossipsub v1.1's peer score (its P2, P4 and P7):
   credit to spend on misbehaviour later);
 * ``invalid``: frames that prove it broken or hostile (a forged signature, a frame that
   does not decode, a protocol violation that closes the link);
-* ``greedy``: budget violations (digests past their bucket, GRAFTs naming an id many
-  times, frames sent while graylisted) and broken promises (an announced message it did
-  not send when GRAFTed). Announcements past a link's share of the missing messages are
-  refused but not scored: a backlogged honest link may announce that much.
+* ``greedy``: protocol violations no honest node makes (GRAFTs naming an id many times,
+  frames sent while graylisted) and broken promises (an announced message it did not
+  send when GRAFTed). Digests past their budget and announcements past a link's share
+  of the missing messages are refused but not scored: an honest node catching up on a
+  backlog asks and announces that much.
 
 ``score = USEFUL_WEIGHT * min(useful, USEFUL_CAP) - INVALID_WEIGHT * invalid**2 -
 GREEDY_WEIGHT * greedy**2``. Squares, as in gossipsub, so that an occasional slip costs

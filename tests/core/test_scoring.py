@@ -56,22 +56,24 @@ def test_scores_are_bounded_and_forgotten_after_the_peer_is_long_gone() -> None:
     assert len(scores) == 1
 
 
-def test_a_neighbour_flooding_digests_is_graylisted_then_disconnected_and_kept_out() -> None:
-    """Before: a neighbour could send digests forever; each one beyond the bucket was
-    dropped and counted, the link stayed, and a new link started with a full bucket."""
+def test_a_neighbour_repeating_grafts_is_graylisted_then_disconnected_and_kept_out() -> None:
+    """A protocol violation no honest node makes (a GRAFT naming one id many times),
+    over and over: before, each was dropped and counted, the link stayed, and a new link
+    started afresh."""
     mesh = Mesh()
     mesh.add("a")
     mesh.add("b")
     mesh.connect("a", "b")
     mesh.settle()
     link = mesh.link_of("a", "b")
-    empty = wire.encode_digest({}, reply=True)
+    entry = wire.encode_tree_entry(b"m" * 16, b"t" * 8)
+    greedy = wire.encode_tree_frame(wire.FrameKind.GRAFT, [entry, entry])
     for _ in range(100):
         if ("a", link) in mesh.wires:
-            mesh.inject("a", link, empty)
+            mesh.inject("a", link, greedy)
     mesh.settle()
     stats = mesh.nodes["a"].statistics()
-    assert stats.rejected["digest_limited"] >= 1
+    assert stats.rejected["graft_repeated_id"] >= 1
     assert stats.rejected["graylisted"] >= 1
     assert stats.rejected["low_score"] == 1
     closed = [e for e in mesh.events["a"] if isinstance(e, FrameRejected)
@@ -89,6 +91,30 @@ def test_a_neighbour_flooding_digests_is_graylisted_then_disconnected_and_kept_o
     mesh.settle()
     assert mesh.nodes["a"].statistics().peers == 1
     assert mesh.nodes["a"].statistics().peer_scores["b"] > -40.0
+
+
+def test_a_digest_flood_is_refused_past_its_budget_but_never_scored() -> None:
+    """An honest node catching up on a large backlog asks as often as a flooder: the
+    budget refuses the excess, the score holds nothing against it."""
+    mesh = Mesh()
+    mesh.add("a")
+    mesh.add("b")
+    mesh.connect("a", "b")
+    mesh.settle()
+    key = nacl.signing.SigningKey(bytes(range(32)))
+    for sequence in range(1, 11):
+        mesh.nodes["a"].broadcast(
+            Message(MessageType.Data(f"m{sequence}"), "origin", timestamp=WALL, ttl=3600,
+                    sequence=sequence).sign_with_ed25519(key).to_envelope(), now=mesh.now)
+    mesh.settle()
+    empty = wire.encode_digest({}, reply=True)
+    for _ in range(100):
+        mesh.inject("a", mesh.link_of("a", "b"), empty)
+    mesh.settle()
+    stats = mesh.nodes["a"].statistics()
+    assert stats.rejected["digest_limited"] == 92
+    assert stats.peer_scores["b"] == 0.0
+    assert stats.peers == 1
 
 
 def test_an_honest_neighbour_earns_a_positive_score_and_keeps_it() -> None:
