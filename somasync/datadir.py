@@ -266,12 +266,9 @@ class DataDir:
     def revocations(self) -> list[tuple[bytes, bytes]]:
         """(revoked key, notice frame) of each revocation kept here."""
         path = self.path / REVOCATIONS
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        raw = _read(path)
+        if raw is None:
             return []
-        except OSError as exc:
-            raise DataDirError(path, f"cannot read: {exc.strerror}") from None
         try:
             data = orjson.loads(raw)
             return [(bytes.fromhex(key), bytes.fromhex(frame))
@@ -300,12 +297,9 @@ class DataDir:
 
     def _read_snapshot(self) -> Mapping[StreamKey, Sequence[tuple[int, int]]]:
         path = self.path / SNAPSHOT
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        raw = _read(path)
+        if raw is None:
             return {}
-        except OSError as exc:
-            raise DataDirError(path, f"cannot read: {exc.strerror}") from None
         try:
             data = orjson.loads(raw)
             if data.get("type") != SNAPSHOT_TYPE:
@@ -328,12 +322,9 @@ class DataDir:
 
     def _read_log(self) -> list[tuple[StreamKey, int]]:
         path = self.path / LOG
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        raw = _read(path)
+        if raw is None:
             return []
-        except OSError as exc:
-            raise DataDirError(path, f"cannot read: {exc.strerror}") from None
         entries: list[tuple[StreamKey, int]] = []
         offset = 0
         while offset < len(raw):
@@ -352,6 +343,16 @@ class DataDir:
             entries.append(entry)
             offset = end
         return entries
+
+
+def _read(path: Path) -> bytes | None:
+    """The file's bytes; None when it does not exist (yet)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DataDirError(path, f"cannot read: {exc.strerror}") from None
 
 
 def _decode_record(raw: bytes, offset: int) -> tuple[tuple[StreamKey, int] | None, int]:

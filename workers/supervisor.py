@@ -909,20 +909,14 @@ def _worker_stats(index: int, report: StatsReport) -> WorkerStats:
 def _sum_core(cores: list[EndpointStatistics], *, peers: int) -> EndpointStatistics:
     totals: dict[str, Any] = {}
     for name in EndpointStatistics.__dataclass_fields__:
-        if name == "rejected":
-            merged: dict[str, int] = {}
+        if name in ("rejected", "peer_scores"):
+            # Refusals by reason; peer scores by peer, each worker scoring what it saw
+            # of a peer (its links, its streams), so the sum is what the node holds.
+            merged: dict[str, float] = {}
             for core in cores:
-                for reason, count in core.rejected.items():
-                    merged[reason] = merged.get(reason, 0) + count
+                for label, value in getattr(core, name).items():
+                    merged[label] = merged.get(label, 0) + value
             totals[name] = merged
-        elif name == "peer_scores":
-            # Each worker scores what it saw of a peer (its links, its streams): the sum
-            # is what the node as a whole holds against it.
-            scores: dict[str, float] = {}
-            for core in cores:
-                for peer, score in core.peer_scores.items():
-                    scores[peer] = scores.get(peer, 0.0) + score
-            totals[name] = scores
         elif name == "tree":
             # Each worker grows its own tree over its own streams: sum the counters.
             trees = [core.tree for core in cores if core.tree is not None]
