@@ -56,8 +56,8 @@ from somasync.errors import DecodeError
 __all__ = ["Delivery", "Endpoint", "EndpointStatistics"]
 
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between expiry sweeps (seen cache, store, holes)
-DIGEST_BURST = 8.0  # digests of one neighbour answered back to back
-DIGEST_RATE = 4.0  # digests of one neighbour answered per anti-entropy interval after that
+DIGEST_BURST = 8.0  # answers with content to one neighbour back to back (a catch-up)
+DIGEST_RATE = 1.0  # answers with content to one neighbour per anti-entropy interval after that
 BACKLOG_LIMIT = 4096  # routed messages of one link waiting for verification, at most
 GRAFT_BURST = 1024.0  # messages one neighbour's GRAFTs get back to back (a tree repair)...
 GRAFT_RATE = 256.0  # ...and per second after that
