@@ -52,6 +52,34 @@ def require_number(value: Any, field_name: str, *, allow_zero: bool = False,
     require(ok, field_name, f"must be a finite number {bound} ({unit}), got {value!r}")
 
 
+DEFAULT_PORT = 7946
+"""The agent's port (TCP and UDP) unless told otherwise, and a ``dns:`` seed's when it
+names none: memberlist's and Serf's, so a second agent on another host can join a first
+one by its host name alone, and a firewall rule has one port to open."""
+
+DNS_SEED = "dns:"
+"""Prefix of a seed given as a DNS name: ``dns:NAME[:PORT]`` stands for every address
+``NAME`` resolves to, resolved again at each retry (a Kubernetes headless service, a
+round-robin record)."""
+
+
+def parse_seed(seed: str, field_name: str = "bootstrap_peers") -> tuple[str, int]:
+    """Split a seed, ``"host:port"`` or ``"dns:NAME[:PORT]"`` (port
+    :data:`DEFAULT_PORT` when left out), into ``(host or name, port)``.
+
+    Raises:
+        ConfigError: naming ``field_name`` when the text is neither.
+    """
+    if isinstance(seed, str) and seed.startswith(DNS_SEED):
+        rest = seed[len(DNS_SEED):]
+        name, _, port_text = rest.partition(":")
+        port_text = port_text or str(DEFAULT_PORT)
+        if not name or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+            raise ConfigError(field_name, f"expected 'dns:NAME[:PORT]', got {seed!r}")
+        return name, int(port_text)
+    return parse_address(seed, field_name)
+
+
 def parse_address(address: str, field_name: str = "address") -> tuple[str, int]:
     """Split ``"host:port"`` (or ``"[v6]:port"``) into ``(host, port)``.
 
@@ -508,7 +536,9 @@ class NodeConfig:
     unless asked."""
 
     bootstrap_peers: tuple[str, ...] = ()
-    """``host:port`` addresses dialled at start and re-dialled after failures."""
+    """Seeds: ``host:port`` addresses, or ``dns:NAME[:PORT]`` for every address a DNS
+    name resolves to (resolved again at each retry, so members that appear later are
+    found), joined through at start and retried until each is an alive member."""
 
     gossip: GossipConfig = field(default_factory=GossipConfig)
     """Protocol settings, see :class:`GossipConfig`."""
@@ -605,7 +635,7 @@ class NodeConfig:
         parse_address(self.bind_address, "bind_address")
         require(isinstance(self.bootstrap_peers, tuple), "bootstrap_peers", "must be a tuple")
         for address in self.bootstrap_peers:
-            parse_address(address, "bootstrap_peers")
+            parse_seed(address, "bootstrap_peers")
         require(isinstance(self.gossip, GossipConfig), "gossip", "must be a GossipConfig")
         require(isinstance(self.membership, MembershipConfig), "membership",
                  "must be a MembershipConfig")

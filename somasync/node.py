@@ -16,7 +16,7 @@ from somasync.config import (
     NodeConfig,
     OverlayConfig,
     SecurityConfig,
-    parse_address,
+    parse_seed,
 )
 from somasync.core.crypto import Identity
 from somasync.datadir import kept_identity
@@ -102,9 +102,11 @@ class SynapseNodeBuilder:
         return self
 
     def add_bootstrap_peer(self, address: str) -> SynapseNodeBuilder:
-        """A seed: membership joins the mesh through it (any one reachable seed is
-        enough). With static discovery it is also dialled and re-dialled after failures."""
-        parse_address(address, "bootstrap_peers")
+        """A seed, ``host:port`` or ``dns:NAME[:PORT]`` (every address the name resolves
+        to, resolved again at each retry): membership joins the mesh through it (any one
+        reachable seed is enough). With static discovery it is also dialled and
+        re-dialled after failures."""
+        parse_seed(address, "bootstrap_peers")
         self._config = self._config.replace(
             bootstrap_peers=(*self._config.bootstrap_peers, address))
         return self

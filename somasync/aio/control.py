@@ -17,12 +17,13 @@ import dataclasses
 import logging
 import os
 import random
+import socket
 import time
 from typing import Protocol
 
 from somasync.aio.channel import Stream
 from somasync.aio.timing import DeadlineTimer
-from somasync.config import NodeConfig, parse_address
+from somasync.config import DNS_SEED, NodeConfig, parse_address, parse_seed
 from somasync.core.crypto import Identity
 from somasync.core.events import (
     PeerFailed,
@@ -59,6 +60,26 @@ class ControlHost(Protocol):
         """The peer score of the linked peer listening at ``address`` (0 if none)."""
 
 
+async def resolve_seeds(names: list[str], family: int) -> list[str]:
+    """``host:port`` of every address each ``dns:NAME[:PORT]`` seed resolves to now, in
+    ``family`` (the node's own: a socket bound to IPv4 cannot reach IPv6 addresses). A
+    name that does not resolve (yet) gives none, logged once per attempt at debug."""
+    loop = asyncio.get_running_loop()
+    addresses: list[str] = []
+    for seed in names:
+        name, port = parse_seed(seed)
+        try:
+            infos = await loop.getaddrinfo(name, port, family=family,
+                                           type=socket.SOCK_DGRAM)
+        except (OSError, UnicodeError) as exc:
+            log.debug("seed %s does not resolve: %s", seed, exc)
+            continue
+        for info in infos:
+            ip = info[4][0]
+            addresses.append(f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}")
+    return list(dict.fromkeys(addresses))
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, driver: ControlDriver) -> None:
         self.driver = driver
@@ -88,6 +109,7 @@ class ControlDriver:
         self._addresses: dict[str, tuple[str, int]] = {}
         self._unreachable: dict[str, None] = {}
         self._open = False
+        self._resolving: asyncio.Task[None] | None = None
         self.send_errors = 0
 
     @property
@@ -114,6 +136,11 @@ class ControlDriver:
         self._transport = transport
         self._timer = DeadlineTimer(loop, self._on_timer)
         self._open = False
+        names = [seed for seed in seeds if seed.startswith(DNS_SEED)]
+        seeds = [seed for seed in seeds if not seed.startswith(DNS_SEED)]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        if names:
+            seeds += await resolve_seeds(names, family)
         now = loop.time()
         if self._control is None or self._control.address != address:
             self._control = NodeControl(self._config, self._identity, address,
@@ -124,6 +151,19 @@ class ControlDriver:
                 self._control.overlay.score_of = self._host.score_at
         else:
             self._control.rejoin(now=now)
+        if names:
+            self._resolving = loop.create_task(self._resolve_again(names, family))
+
+    async def _resolve_again(self, names: list[str], family: int) -> None:
+        """Resolve the DNS seeds each reconnect interval: addresses that appeared since
+        (a pod that became ready) are joined through like the first ones."""
+        while True:
+            await asyncio.sleep(self._config.membership.reconnect_interval)
+            addresses = await resolve_seeds(names, family)
+            control, loop = self._control, self._loop
+            if control is not None and loop is not None and addresses:
+                control.add_seeds(addresses, now=loop.time())
+                self.pump()
 
     def open(self) -> None:
         """The runtime can dial and close links now: the control part's outputs flow."""
@@ -138,6 +178,9 @@ class ControlDriver:
             self._send_pending(control)
         if self._timer is not None:
             self._timer.cancel()
+        if self._resolving is not None:
+            self._resolving.cancel()
+            self._resolving = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None

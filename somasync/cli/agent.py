@@ -50,6 +50,7 @@ import uvloop
 from somasync.cli.configuration import ENV_PREFIX, resolve
 from somasync.cli.rpc import RpcError, RpcServer, default_directory
 from somasync.config import (
+    DEFAULT_PORT,
     DiscoveryMethod,
     GossipConfig,
     MembershipConfig,
@@ -69,11 +70,6 @@ PRESETS = {"lan": (GossipConfig.lan, MembershipConfig.lan, OverlayConfig.lan),
            "wan": (GossipConfig.wan, MembershipConfig.wan, OverlayConfig.lan),
            "local": (GossipConfig.local, MembershipConfig.local, OverlayConfig.local)}
 
-
-DEFAULT_PORT = 7946
-"""The agent's port (TCP and UDP) unless told otherwise: memberlist's and Serf's, so a
-second agent on another host can join a first one by its host name alone, and a firewall
-rule has one port to open. Loopback by default: nothing is exposed unless asked."""
 
 
 def preset_config(name: str) -> NodeConfig:
@@ -175,7 +171,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bind", help=f"host:port, TCP and UDP (default "
                                        f"127.0.0.1:{DEFAULT_PORT}; port 0: any free port)")
     parser.add_argument("--join", action="append", metavar="HOST:PORT",
-                        help="a seed to join through (repeatable)")
+                        help="a seed to join through (repeatable); dns:NAME[:PORT] stands "
+                             "for every address NAME resolves to, resolved again at each "
+                             "retry (a Kubernetes headless service)")
     parser.add_argument("--discovery", action="append", choices=[m.value for m in
                                                                  DiscoveryMethod],
                         help="discovery method (repeatable; default gossip)")

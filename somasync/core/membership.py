@@ -360,6 +360,19 @@ class Membership:
                 self._send_state(seed, DatagramKind.PUSH, reply_wanted=True)
             self._next_join = now + self._join_delay
 
+    def add_seeds(self, seeds: list[str], *, now: float) -> None:
+        """More seed addresses (a DNS seed resolved to new ones): asked at once, then
+        retried like the first ones until each is an alive member."""
+        self._now = now
+        for seed in seeds:
+            if seed in self._seeds or seed == self._self.address:
+                continue
+            self._seeds.append(seed)
+            self._send_state(seed, DatagramKind.PUSH, reply_wanted=True)
+            if self._next_join is None:
+                self._join_delay = self.config.probe_interval
+                self._next_join = now + self._join_delay
+
     def contact(self, address: str, public_key: bytes, *, now: float) -> None:
         """A link to ``public_key`` at ``address`` came up (its handshake proved the key):
         if it is not an alive member here, exchange full state with it. That is how two

@@ -225,6 +225,20 @@ class NodeControl:
             self.keep(address, now=now)
         self._settle(now)
 
+    def add_seeds(self, seeds: list[str], *, now: float) -> None:
+        """Seed addresses learned after the start (a DNS seed resolved anew): joined
+        through like the first ones (static links too, with static discovery)."""
+        seeds = [s for s in dict.fromkeys(seeds) if s != self._address]
+        if self._membership is not None:
+            self._membership.add_seeds(seeds, now=now)
+        overlay = self._overlay
+        for seed in seeds:
+            if overlay is None:
+                self.keep(seed, now=now)
+            else:
+                overlay.learn(seed, now=now)
+        self._settle(now)
+
     def keep(self, address: str, *, now: float) -> None:
         """Keep a link to ``address`` whatever membership and the overlay say."""
         if address == self._address:
