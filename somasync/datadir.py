@@ -69,8 +69,12 @@ replaying the log at start stays fast, and the log stays under ~5 MiB."""
 SYNC_INTERVAL = 1.0
 """Seconds between ``fsync`` calls of the log while deliveries arrive (power-loss bound)."""
 
-# u32 crc32 of the body | u16 body length | body: origin(32) u8 len source u64 sequence
+# u32 crc32 of (length, body) | u16 body length | body: origin(32) u8 len source u64 sequence
 _RECORD = struct.Struct("<IH")
+_LENGTH = struct.Struct("<H")
+_MIN_BODY = 32 + 1 + 1 + 8
+_MAX_BODY = 32 + 1 + 255 + 8
+_TORN = object()  # a last record cut short by a crash
 _SEQUENCE = struct.Struct("<Q")
 
 
@@ -126,7 +130,8 @@ def _encode_record(stream: StreamKey, sequence: int) -> bytes:
     origin, source = stream
     name = source.encode()
     body = origin + bytes((len(name),)) + name + _SEQUENCE.pack(sequence)
-    return _RECORD.pack(zlib.crc32(body), len(body)) + body
+    length = _LENGTH.pack(len(body))
+    return _RECORD.pack(zlib.crc32(length + body), len(body)) + body
 
 
 class DataDir:
@@ -136,13 +141,17 @@ class DataDir:
         path: the directory; created (mode 0700) when missing.
         max_streams: streams remembered at most (``GossipConfig.max_streams``): the
             least recently active beyond it are forgotten, as in memory.
+        acquire: take the lock (and read the record) now; a node passes False and
+            calls :meth:`acquire` when it starts, so one built and never started, or
+            stopped, holds nothing.
 
     Raises:
         DataDirError: the directory cannot be created or used, another node holds it,
             or what it holds is unreadable.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, max_streams: int = 100_000) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, max_streams: int = 100_000,
+                 acquire: bool = True) -> None:
         self.path = Path(path)
         self._record = StreamTable(max_streams)
         self._lock_fd: int | None = None
@@ -151,7 +160,8 @@ class DataDir:
         self._unsynced = False
         self._last_sync = 0.0
         _make_directory(self.path)
-        self.acquire()
+        if acquire:
+            self.acquire()
 
     # --- the lock ---------------------------------------------------------------------
 
@@ -229,10 +239,17 @@ class DataDir:
         fd = self._log_fd
         if fd is None:
             raise DataDirError(self.path, "is not held by this node (stopped?)")
+        record = _encode_record(stream, sequence)
         try:
-            os.write(fd, _encode_record(stream, sequence))
+            written = os.write(fd, record)
         except OSError as exc:
             raise DataDirError(self.path / LOG, f"cannot append: {exc.strerror}") from None
+        if written != len(record):
+            # A short write (disk full): take its part back, so that later records do
+            # not follow a torn one (the next start would call that corruption).
+            os.ftruncate(fd, os.fstat(fd).st_size - written)
+            raise DataDirError(self.path / LOG, f"cannot append: wrote {written} of "
+                                                f"{len(record)} bytes")
         self._log_records += 1
         self._unsynced = True
         if self._log_records >= COMPACT_RECORDS:
@@ -330,17 +347,16 @@ class DataDir:
         while offset < len(raw):
             entry, end = _decode_record(raw, offset)
             if entry is None:
-                if end < len(raw):
-                    raise DataDirError(path, f"is corrupt at byte {offset} (a record fails "
-                                             f"its checksum); the node will not start "
-                                             f"afresh on its own: move the directory away "
-                                             f"to do so")
+                raise DataDirError(path, f"is corrupt at byte {offset} (a record fails "
+                                         f"its checksum); the node will not start afresh "
+                                         f"on its own: move the directory away to do so")
+            if entry is _TORN:
                 _log.warning("%s: dropped a torn last record (%d bytes) left by a crash",
                              path, len(raw) - offset)
                 with open(path, "r+b") as handle:
                     handle.truncate(offset)
                 break
-            entries.append(entry)
+            entries.append(entry)  # type: ignore[arg-type]
             offset = end
         return entries
 
@@ -355,24 +371,32 @@ def _read(path: Path) -> bytes | None:
         raise DataDirError(path, f"cannot read: {exc.strerror}") from None
 
 
-def _decode_record(raw: bytes, offset: int) -> tuple[tuple[StreamKey, int] | None, int]:
-    """(entry, end of the record); entry None when the record is torn or fails its
-    checksum (end then says how far it claimed to reach)."""
-    if offset + _RECORD.size > len(raw):
-        return None, len(raw)
+def _decode_record(raw: bytes, offset: int) -> tuple[object, int]:
+    """(entry, end of the record), or (``_TORN``, end of the data) for a last record cut
+    short (only a crash inside its write leaves one: it cannot be whole and shorter
+    than the rest of the file), or (None, offset) for a damaged one."""
+    left = len(raw) - offset
+    if left < _RECORD.size:
+        return _TORN, len(raw)
     checksum, length = _RECORD.unpack_from(raw, offset)
+    if not _MIN_BODY <= length <= _MAX_BODY:
+        return None, offset
     start = offset + _RECORD.size
     end = start + length
+    if end > len(raw):
+        return _TORN, len(raw)
+    # The checksum covers the length too: a damaged length is caught, not taken for a
+    # torn record that would silently cut the log short.
+    if zlib.crc32(raw[offset + 4 : end]) != checksum:
+        return None, offset
     body = raw[start:end]
-    if end > len(raw) or zlib.crc32(body) != checksum or length < 32 + 1 + 8:
-        return None, min(end, len(raw))
     name_length = body[32]
     if 32 + 1 + name_length + 8 != length:
-        return None, end
+        return None, offset
     try:
         source = body[33 : 33 + name_length].decode()
     except UnicodeDecodeError:
-        return None, end
+        return None, offset
     (sequence,) = _SEQUENCE.unpack_from(body, 33 + name_length)
     return ((bytes(body[:32]), source), sequence), end
 

@@ -147,3 +147,20 @@ def test_revocations_are_kept(tmp_path: Path) -> None:
     with pytest.raises(DataDirError, match="corrupt"):
         data.revocations()
     data.release()
+
+
+def test_a_damaged_length_in_the_middle_is_an_error_not_a_torn_tail(tmp_path: Path) -> None:
+    """Found in review: the checksum did not cover the length, so a bogus length in the
+    middle of the log passed for a torn last record and the rest was cut off silently."""
+    data = DataDir(tmp_path / "node")
+    for sequence in range(1, 6):
+        data.record((ORIGIN, "edge-1"), sequence, now=0.0)
+    os.close(data._lock_fd)  # type: ignore[arg-type]
+    data._lock_fd = None
+    log = tmp_path / "node" / datadir.LOG
+    raw = bytearray(log.read_bytes())
+    record = len(raw) // 5
+    raw[record + 4] ^= 0x01  # the second record's length field
+    log.write_bytes(bytes(raw))
+    with pytest.raises(DataDirError, match=f"corrupt at byte {record}"):
+        DataDir(tmp_path / "node")

@@ -135,6 +135,8 @@ STOP_GRACE = 5.0  # seconds a worker gets to exit after "stop" before it is kill
 STATS_TIMEOUT = 2.0
 WATCH_INTERVAL = 0.5  # seconds between two checks that every worker answers
 _NOT_HANDSHAKE_FAILURES = frozenset({"connection_limit", "host_limit", "evicted"})
+EVICTION_TRIALS = 4  # connections accepted over the limit at once (see _accept_loop)
+ADOPTION_GRACE = 2.0  # seconds a handed-over peer may take to be reported connected
 HUNG_AFTER = 1.0  # seconds a worker may leave a check unanswered while using no CPU
 
 
@@ -190,6 +192,7 @@ class ShardedRuntime:
         self._inbound_hosts: dict[bytes, tuple[str, float]] = {}  # key -> (host, since)
         self._pending_hosts: dict[str, int] = {}  # host -> connections in their handshake
         self._peer_scores: dict[str, float] = {}  # the workers' last reported, summed
+        self._probation = 0  # inbound connections accepted over the limit, in handshake
         self._handover_failures = 0
         self._room = asyncio.Event()  # set whenever a ring to a worker may have room
         self._restarts = 0
@@ -397,6 +400,7 @@ class ShardedRuntime:
             await asyncio.wait([waiter for _, waiter, _ in checks], timeout=HUNG_AFTER)
             self._note_scores([waiter.result() for _, waiter, _ in checks
                                if waiter.done() and not waiter.cancelled()])
+            self._forget_unadopted(loop.time())
             for worker, waiter, cpu_before in checks:
                 if waiter.done() or worker.exited.done():
                     continue
@@ -603,23 +607,28 @@ class ShardedRuntime:
             if self._connections_from(host) >= config.max_connections_per_host:
                 self._refuse(sock, "host_limit")
                 continue
+            probation = False
             if self._inbound_pending + len(self._inbound) >= config.max_connections:
                 # Outbound dials never count: inbound load cannot cut our own links.
-                victim = self._eviction_candidate()
-                if victim is None:
+                # Over the limit only on probation: a peer is evicted for the newcomer
+                # once its handshake proves it, never for a socket that may not finish.
+                if self._probation >= EVICTION_TRIALS or self._eviction_candidate() is None:
                     self._refuse(sock, "connection_limit")
                     continue
-                self._evict(victim)
+                probation = True
+                self._probation += 1
             sock.setblocking(False)
             address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
             self._inbound_pending += 1
             self._pending_hosts[host] = self._pending_hosts.get(host, 0) + 1
-            loop.create_task(self._accepted(sock, address, host))
+            loop.create_task(self._accepted(sock, address, host, probation))
 
-    async def _accepted(self, sock: socket.socket, address: str, host: str) -> None:
+    async def _accepted(self, sock: socket.socket, address: str, host: str,
+                        probation: bool) -> None:
         try:
-            key = await self._hand_over(sock, address, dialled=None)
+            key = await self._hand_over(sock, address, dialled=None, probation=probation)
         finally:
+            self._probation -= probation
             self._inbound_pending -= 1
             if self._pending_hosts[host] > 1:
                 self._pending_hosts[host] -= 1
@@ -632,6 +641,14 @@ class ShardedRuntime:
     def _connections_from(self, host: str) -> int:
         return self._pending_hosts.get(host, 0) + sum(
             1 for h, _ in self._inbound_hosts.values() if h == host)
+
+    def _forget_unadopted(self, now: float) -> None:
+        """Inbound peers handed to a worker that never reported them connected (it
+        refused the session: a peer it disconnected for its score, a duplicate link) do
+        not keep their slot."""
+        for key, (_, since) in list(self._inbound_hosts.items()):
+            if key not in self._connected and now - since > ADOPTION_GRACE:
+                self._forget_inbound(key)
 
     def _forget_inbound(self, key: bytes) -> None:
         self._inbound.discard(key)
@@ -659,20 +676,21 @@ class ShardedRuntime:
         self.close_peer(key, "evicted")
 
     async def _hand_over(self, sock: socket.socket, address: str, *,
-                         dialled: str | None) -> bytes | None:
+                         dialled: str | None, probation: bool = False) -> bytes | None:
         """Run the handshake, pick the owning worker, pass the socket and session on.
 
         Returns the peer's proven public key when the owner took the socket (None
         otherwise: the handshake failed, timed out, or no worker could take it).
         """
         try:
-            return await self._handshake_and_adopt(sock, address, dialled=dialled)
+            return await self._handshake_and_adopt(sock, address, dialled=dialled,
+                                                   probation=probation)
         except BaseException:
             sock.close()  # cancelled (the node is stopping): the socket must not leak
             raise
 
     async def _handshake_and_adopt(self, sock: socket.socket, address: str, *,
-                                   dialled: str | None) -> bytes | None:
+                                   dialled: str | None, probation: bool) -> bytes | None:
         loop = self._loop
         handshake = Handshake(self.identity, self.config.node_id, self._listen_address,
                               dialer=dialled is not None,
@@ -709,6 +727,12 @@ class ShardedRuntime:
             # No worker ever sees it: no link, no PeerConnected, nothing sealed to it.
             self._refuse(sock, refused, address, f"peer {peer.node_id!r} refused: {refused}")
             return None
+        if probation:
+            victim = self._eviction_candidate()
+            if victim is None:  # every inbound peer proved useful meanwhile
+                self._refuse(sock, "connection_limit", address, "no inbound slot")
+                return None
+            self._evict(victim)
         worker = self._workers.get(peer_owner(key, self._count))
         handed = worker is not None and await control.send_soon(
             worker.control, Adopt(address=dialled or address, outbound=dialled is not None,

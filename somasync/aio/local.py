@@ -29,6 +29,10 @@ from somasync.core.wire import StreamKey
 from somasync.errors import NodeStateError, TransportError
 from somasync.message import Message
 
+EVICTION_TRIALS = 4
+"""Connections accepted over ``max_connections`` at once, each to evict a peer that never
+proved useful once its own handshake succeeds."""
+
 __all__ = ["LinkTransport", "LocalRuntime", "write_and_close"]
 
 
@@ -88,13 +92,15 @@ class _LinkProtocol(asyncio.Protocol):
                 transport.abort()
                 return
             if runtime.inbound_connections() >= config.max_connections:
-                victim = endpoint.eviction_candidate(now=runtime._loop.time())
-                if victim is None:
+                # Over the limit only on probation: a peer is evicted for it once its
+                # handshake proves it, never for a socket that may never finish one.
+                if len(runtime._probation) >= EVICTION_TRIALS or \
+                        endpoint.eviction_candidate(now=runtime._loop.time()) is None:
                     runtime.refused["connection_limit"] = \
                         runtime.refused.get("connection_limit", 0) + 1
                     transport.abort()
                     return
-                endpoint.evict(victim)
+                runtime._probation[self.link] = None
         runtime._protocols[self.link] = self
         endpoint.open_link(self.link, outbound=self.dialled_address is not None,
                            address=address, now=runtime._loop.time())
@@ -158,6 +164,7 @@ class LocalRuntime:
         self._running = False
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._restored: Mapping[StreamKey, Sequence[tuple[int, int]]] = {}
+        self._probation: dict[int, None] = {}  # inbound links accepted over the limit
         self.refused: dict[str, int] = {}
         """Inbound connections refused as they arrived, by reason (``connection_limit``,
         ``host_limit``)."""
@@ -292,10 +299,26 @@ class LocalRuntime:
         endpoint = self._endpoint
         if endpoint is None:
             return
+        if self._probation:
+            self._end_probation(endpoint)
         write_and_close(endpoint, self._protocols)
         self._pump_events()
         if self._running and self._timer is not None:
             self._timer.arm(endpoint.get_timer())
+
+    def _end_probation(self, endpoint: Endpoint) -> None:
+        """A connection accepted over the limit finished its handshake: evict the peer
+        that makes room for it, or, when none does any more, close it instead."""
+        for link in list(self._probation):
+            if link not in self._protocols:
+                del self._probation[link]  # its handshake failed, or it went away
+            elif endpoint.established(link):
+                del self._probation[link]
+                victim = endpoint.eviction_candidate(now=self._loop.time(), sparing=link)
+                if victim is not None:
+                    endpoint.evict(victim)
+                else:
+                    endpoint.evict(link, "connection_limit")
 
     def _pump_events(self) -> None:
         endpoint = self._endpoint

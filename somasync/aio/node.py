@@ -145,11 +145,12 @@ class SynapseNode:
             raise ConfigError(field, f"this node is not admitted by its own trust policy: "
                                      f"{refused}")
         self._data: DataDir | None = None
-        """Where the node keeps what it delivered (None: nowhere); locked from here
-        until the node stops (again from each start)."""
+        """Where the node keeps what it delivered (None: nowhere); locked from each
+        start until the node stops."""
         if config.data_dir:
             kept_identity(config.data_dir, identity)  # its record is this identity's
-            self._data = DataDir(config.data_dir, max_streams=config.gossip.max_streams)
+            self._data = DataDir(config.data_dir, max_streams=config.gossip.max_streams,
+                                 acquire=False)
             for public_key, notice in self._data.revocations():
                 self.trust.revoke(public_key, notice)
         self._control = ControlDriver(self._runtime_proxy(), config, identity, events,
@@ -295,11 +296,17 @@ class SynapseNode:
         self._running = False
         self._control.stop()
         self._remove_signal_handlers()
-        await self._runtime.stop()
-        if self._data is not None:
-            self._data.release()
-        self._messages.close()
-        self._events.close()
+        try:
+            await self._runtime.stop()
+        finally:
+            # Whatever fails on the way (a full disk), the directory is let go and the
+            # application's loops end.
+            try:
+                if self._data is not None:
+                    self._data.release()
+            finally:
+                self._messages.close()
+                self._events.close()
 
     async def __aenter__(self) -> SynapseNode:
         await self.start()
@@ -407,10 +414,15 @@ class SynapseNode:
             # Every part of the node refuses the key from now on: membership expels it,
             # every worker gets the notice, the links close.
             self.trust.revoke(event.public_key, event.notice)
-            if self._data is not None:
-                self._data.save_revocations(self.trust.revocations())
             self._control.revoke(event.public_key)
             self._runtime.revoke(event.public_key, event.notice)
+            if self._data is not None:
+                try:
+                    self._data.save_revocations(self.trust.revocations())
+                except DataDirError as exc:
+                    # Applied everywhere all the same; a restart relearns it from the
+                    # first neighbour that keeps it.
+                    _log.error("cannot keep the revocation: %s", exc)
 
     # --- statistics --------------------------------------------------------------------
 

@@ -298,9 +298,10 @@ class _StreamEntries:
         return bool(self.by_sequence)
 
 
-STREAM_SHARE = 4
-"""A stream holding more than ``capacity / STREAM_SHARE`` of a full store is evicted
-from first (its own lowest sequence number), so one origin cannot flush the others."""
+ORIGIN_SHARE = 4
+"""An origin key holding more than ``capacity / ORIGIN_SHARE`` of a full store is
+evicted from first (the lowest sequence number of the stream it adds to), so one origin,
+under as many source names as it likes, cannot flush the others."""
 
 
 class MessageStore:
@@ -317,13 +318,15 @@ class MessageStore:
     does. ``scanned`` counts what answering digests touched, so the bound is checkable.
     """
 
-    __slots__ = ("_by_id", "_by_stream", "_ttl_heap", "capacity", "max_age", "scanned")
+    __slots__ = ("_by_id", "_by_stream", "_per_origin", "_ttl_heap", "capacity", "max_age",
+                 "scanned")
 
     def __init__(self, capacity: int, max_age: float) -> None:
         # Store order, oldest first: count and age eviction pop from the front in O(1)
         # (a plain dict would leave holes there that every later pop walks over).
         self._by_id: OrderedDict[bytes, _Stored] = OrderedDict()
         self._by_stream: dict[StreamKey, _StreamEntries] = {}
+        self._per_origin: dict[bytes, int] = {}  # origin key -> messages stored
         # (expires at, id) of messages whose TTL ends before max_age would evict them;
         # stale entries (evicted meanwhile) are skipped when popped, and the heap is
         # rebuilt whenever they outnumber the live ones, so it stays O(store).
@@ -363,6 +366,8 @@ class MessageStore:
                          now)
         self._by_id[message_id] = stored
         entries.add(stored)
+        origin = envelope.stream[0]
+        self._per_origin[origin] = self._per_origin.get(origin, 0) + 1
         horizon = wall_now + self.max_age
         if expires_at < horizon:
             heap = self._ttl_heap
@@ -372,7 +377,7 @@ class MessageStore:
                                   if s.expires_at < horizon]
                 heapq.heapify(self._ttl_heap)
         if len(self._by_id) > self.capacity:
-            if len(entries.by_sequence) > self.capacity // STREAM_SHARE:
+            if self._per_origin[origin] > self.capacity // ORIGIN_SHARE:
                 # An origin with its share of a full store makes room from its own:
                 # however fast it publishes, it cannot flush the others' messages.
                 oldest = entries.by_sequence[entries.sequences[entries.head]]
@@ -391,6 +396,12 @@ class MessageStore:
         self._forget(stored)
 
     def _forget(self, stored: _Stored) -> None:
+        origin = stored.stream[0]
+        count = self._per_origin.get(origin, 0)
+        if count > 1:
+            self._per_origin[origin] = count - 1
+        else:
+            self._per_origin.pop(origin, None)
         entries = self._by_stream.get(stored.stream)
         if entries is not None:
             entries.remove(stored.sequence)

@@ -144,6 +144,8 @@ class _Link:
     """When the link began holding an incomplete frame or record (None: it holds none)."""
     standing: int = _GOOD
     """What the peer's score still allows (good, ignored for gossip, graylisted)."""
+    broken_promise_at: float = float("-inf")
+    """When a broken promise of this peer last counted against its score."""
     paused: bool = False
     closing: bool = False
     owner: int | None = None
@@ -346,26 +348,34 @@ class Endpoint:
                 return self._scores.score(key, now=now)
         return 0.0
 
-    def eviction_candidate(self, *, now: float) -> int | None:
-        """The inbound link to close to make room for a new connection, if any: the
-        established inbound peer with the lowest score, provided it is 0 or less (it
-        never brought a message first), the most recent among equals. Peers that proved
-        useful are never chosen."""
+    def established(self, link: int) -> bool:
+        """True when ``link`` finished its handshake and carries an admitted peer."""
+        state = self._links.get(link)
+        return state is not None and not state.closing and state.hello is not None \
+            and self._peers.get(state.hello.public_key) is state
+
+    def eviction_candidate(self, *, now: float, sparing: int | None = None) -> int | None:
+        """The inbound link to close to make room for a new connection (``sparing``),
+        if any: the established inbound peer with the lowest score, provided it is 0 or
+        less (it never brought a message first), the most recent among equals. Peers
+        that proved useful are never chosen."""
         best: tuple[float, float, int] | None = None
         for key, state in self._peers.items():
-            if state.outbound or state.owner is not None or state.closing:
+            if state.outbound or state.owner is not None or state.closing \
+                    or state.id == sparing:
                 continue
             score = self._scores.score(key, now=now)
             if score <= 0 and (best is None or (score, -state.opened_at) < best[:2]):
                 best = (score, -state.opened_at, state.id)
         return None if best is None else best[2]
 
-    def evict(self, link: int) -> None:
-        """Close ``link`` to make room for another connection (counted ``evicted``)."""
+    def evict(self, link: int, reason: str = "evicted") -> None:
+        """Close ``link`` for the room it takes (counted under ``reason``: ``evicted``
+        for a peer making room, ``connection_limit`` for a newcomer that found none)."""
         state = self._links.get(link)
         if state is not None and not state.closing:
-            self._count_reject("evicted")
-            self._request_close(state, "evicted")
+            self._count_reject(reason)
+            self._request_close(state, reason)
 
     def has_peer(self, public_key: bytes) -> bool:
         """True when a peer with this key has an established link."""
@@ -548,7 +558,12 @@ class Endpoint:
                 frame = wire.decode_frame(item.data)
                 self._on_tree_entries(state, frame.kind, wire.decode_tree_entries(frame), now)
             elif kind == RoutedKind.CLOSE:
-                self._request_close(state, item.data.decode(errors="replace"))
+                reason = item.data.decode(errors="replace")
+                if reason == RejectReason.LOW_SCORE and state.hello is not None:
+                    # Another worker's verdict: this one owns the peer's connections and
+                    # admits its next one, so it must hold the verdict too.
+                    self._scores.condemn(state.hello.public_key, now=now)
+                self._request_close(state, reason)
         except DecodeError as exc:
             self._reject(state, exc.reason, exc.detail, close=True)
 
@@ -643,7 +658,11 @@ class Endpoint:
                                           [wire.encode_tree_entry(message_id, tag)])
             for link in tree.take_broken_promises():
                 promised = self._links.get(link)
-                if promised is not None:
+                # At most one broken promise a second counts: an honest neighbour past
+                # its own GRAFT budget, or one whose answer waits in a backlog, misses a
+                # burst of them at once; one that never answers still sinks in a minute.
+                if promised is not None and now - promised.broken_promise_at >= 1.0:
+                    promised.broken_promise_at = now
                     self._greedy(promised, now, BROKEN_PROMISE)
 
     def _next_digest_peer(self) -> _Link | None:
@@ -988,6 +1007,7 @@ class Endpoint:
             self._remove_remote_peer(old.id)
         state = _Link(link, False, hello.listen_address or "", now, _NO_OUTBOX, hello=hello,
                       owner=self._shard.link_owner(link))
+        state.standing = self._standing(self._scores.score(hello.public_key, now=now))
         self._links[link] = state
         self._peers[hello.public_key] = state
         self._strategy.link_up(link)

@@ -652,8 +652,8 @@ class Membership:
                     self._reject("introductions_limited")
                     return
                 if len(self._members) + 1 >= self.config.max_members \
-                        and not self._make_room():
-                    self._reject(RejectReason.MEMBERS_FULL)
+                        and len(self._members) == self._live_members:
+                    self._reject(RejectReason.MEMBERS_FULL)  # nobody gone to make room
                     return
             if not self._verify(claim):
                 return
@@ -665,6 +665,10 @@ class Membership:
                 if refused is not None:
                     self._reject(refused)
                     return
+            if member is None and len(self._members) + 1 >= self.config.max_members:
+                # Only for a claim that proved itself: a forged one must not cost a
+                # failed member its entry (it heals partitions, refuses old ALIVEs).
+                self._make_room()
             self._apply_alive(member, claim, now, introduced_by=host)
             return
         if member is None:

@@ -62,6 +62,9 @@ RETAIN = 3600.0
 MAX_PEERS = 4096
 
 
+DISCONNECT_THRESHOLD = -80.0
+
+
 @dataclass(frozen=True, slots=True)
 class ScoreThresholds:
     """Where a peer's score starts to cost it (each a negative score)."""
@@ -70,7 +73,7 @@ class ScoreThresholds:
     """Below: its IHAVE announcements are ignored."""
     graylist: float = -40.0
     """Below: every frame it sends is dropped before decoding."""
-    disconnect: float = -80.0
+    disconnect: float = DISCONNECT_THRESHOLD
     """Below: its link is closed; reconnections are refused until the score is back
     above ``graylist``."""
 
@@ -143,6 +146,13 @@ class PeerScores:
         score = self._get(key, now)
         score.greedy += amount
         return score.value
+
+    def condemn(self, key: bytes, *, now: float) -> None:
+        """Another part of the node disconnected the peer for its score (a sharded
+        node's other worker): hold at least as much against it here."""
+        score = self._get(key, now)
+        while score.value >= self.thresholds.disconnect:
+            score.invalid += 1.0
 
     def forget_idle(self, connected: set[bytes], *, now: float) -> None:
         """Drop the scores of peers gone for :data:`RETAIN` seconds."""

@@ -125,8 +125,10 @@ async def test_a_restarted_node_delivers_nothing_twice_and_catches_up_on_what_it
 async def test_a_running_nodes_data_dir_cannot_be_used_by_a_second_node(tmp_path: Path) -> None:
     node, _m, _e = builder("one", data_dir=tmp_path / "d").build()
     async with node:
+        second, _m2, _e2 = builder("two", data_dir=tmp_path / "d").build()
         with pytest.raises(DataDirError, match="in use by another node"):
-            builder("two", data_dir=tmp_path / "d").build()
+            await second.start()
+        assert not second.is_running
     # Stopped: the directory is free (the stopped node takes it back if started again).
     other, _m, _e = builder("one", data_dir=tmp_path / "d").build()
     async with other:
@@ -158,3 +160,12 @@ async def test_a_revocation_applied_before_a_restart_still_holds_after_it(
     # Before it starts or hears from anyone.
     assert again.trust.is_revoked(revoked)
     assert [key for key, _notice in again.trust.revocations()] == [revoked]
+
+
+async def test_a_node_built_but_not_started_holds_no_lock(tmp_path: Path) -> None:
+    """Found in review: the lock was taken when the node was built, so a node built and
+    never started (or one whose construction failed) kept the directory locked."""
+    idle, _m, _e = builder("idle", data_dir=tmp_path / "d").build()
+    running, _m2, _e2 = builder("running", data_dir=tmp_path / "d").build()
+    async with running:
+        assert running.public_key == idle.public_key

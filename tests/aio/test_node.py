@@ -795,3 +795,42 @@ async def test_one_host_gets_at_most_max_connections_per_host(workers: int) -> N
         finally:
             for raw in raws:
                 await raw.close()
+
+
+async def test_connections_that_never_finish_a_handshake_evict_nobody(workers: int) -> None:
+    """Found in review: eviction ran when a socket was accepted, so two sockets that
+    sent three bytes evicted established peers (and honest newcomers were then refused).
+    Now a connection over the limit is on probation: it evicts once its handshake
+    succeeds."""
+    async with cluster(workers) as c:
+        node = await c.add("capped", max_connections=2)
+        useful, idle = (await RawPeer.connect(node.listen_address),
+                        await RawPeer.connect(node.listen_address))
+        useful.identity, idle.identity = Identity.generate(), Identity.generate()
+        half_open: list[RawPeer] = []
+        newcomer = None
+        try:
+            await useful.hello("useful")
+            await idle.hello("idle")
+            await wait_for(lambda: {"useful", "idle"} <= set(node.connected_peers()),
+                           "both peers linked")
+            await useful.send(wire.encode_message_frame(
+                Message(MessageType.Data("first"), "feed", sequence=1)
+                .sign_with_ed25519(nacl.signing.SigningKey(bytes([9]) * 32))
+                .to_envelope(), hops=0))
+            await wait_for(lambda: len(c.received[0]) == 1, "the useful peer's message")
+            await node.get_stats()  # the sharded node's view of the scores is current
+            for _ in range(2):
+                raw = await RawPeer.connect(node.listen_address)
+                half_open.append(raw)
+                await raw.send_raw(b"SSY")
+            newcomer = await RawPeer.connect(node.listen_address)
+            newcomer.identity = Identity.generate()
+            await newcomer.hello("newcomer")
+            await wait_for(lambda: set(node.connected_peers()) == {"useful", "newcomer"},
+                           "the newcomer in, the idle peer out")
+            assert (await node.get_stats()).rejected.get("evicted") == 1
+        finally:
+            for raw in (useful, idle, newcomer, *half_open):
+                if raw is not None:
+                    await raw.close()

@@ -676,3 +676,29 @@ def test_each_member_answered_directly_has_a_round_trip_time() -> None:
     assert others
     assert all(m.rtt is not None and m.rtt >= 0 for m in others)
     assert node.members()[0].rtt is None  # itself
+
+
+def test_a_forged_claim_does_not_cost_a_departed_member_its_entry() -> None:
+    """Found in review: a full table made room before checking the claim's signature,
+    so each forged ALIVE removed one failed or departed member."""
+    config = CONFIG.replace(max_members=3)
+    node = Membership(config, Identity.generate(), "me", "me", rng=random.Random(1), now=0.0)
+    first, second = Identity(bytes([1]) * 32), Identity(bytes([2]) * 32)
+    for i, identity in enumerate((first, second)):
+        alive = signed(identity, encode_claim_body(ClaimType.ALIVE, identity.public_key, 0,
+                                                   node_id=f"o{i}", address=f"10.0.2.{i}:1"))
+        node.receive_datagram(f"10.0.2.{i}:1", claims_datagram(identity.public_key, alive),
+                              now=0.0)
+    leave = signed(first, encode_claim_body(ClaimType.LEAVE, first.public_key, 0))
+    node.receive_datagram("10.0.2.0:1", claims_datagram(first.public_key, leave), now=1.0)
+    newcomer, forger = Identity(bytes([3]) * 32), Identity(bytes([4]) * 32)
+    body = encode_claim_body(ClaimType.ALIVE, newcomer.public_key, 0, node_id="o3",
+                             address="10.0.2.3:1")
+    node.receive_datagram("10.0.2.3:1", claims_datagram(newcomer.public_key,
+                                                        signed(forger, body)), now=2.0)
+    assert node.member(first.public_key) is not None
+    assert node.member(newcomer.public_key) is None
+    node.receive_datagram("10.0.2.3:1", claims_datagram(newcomer.public_key,
+                                                        signed(newcomer, body)), now=3.0)
+    assert node.member(newcomer.public_key) is not None
+    assert node.member(first.public_key) is None

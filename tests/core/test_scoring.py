@@ -5,10 +5,12 @@ from __future__ import annotations
 import nacl.signing
 import pytest
 
+from somasync.config import GossipConfig
 from somasync.core import scoring, wire
 from somasync.core.events import FrameRejected
 from somasync.core.payload import MessageType
 from somasync.core.scoring import PeerScores
+from somasync.core.shard import peer_owner, tag_owner
 from somasync.message import Message
 from somasync.testing import WALL, Mesh
 
@@ -135,3 +137,66 @@ def test_an_honest_neighbour_earns_a_positive_score_and_keeps_it() -> None:
     assert stats.peer_scores["b"] > 0
     assert "low_score" not in stats.rejected
     assert "graylisted" not in stats.rejected
+
+
+def _signed(sequence: int) -> Message:
+    key = nacl.signing.SigningKey(bytes(range(32)))
+    return Message(MessageType.Data(f"m{sequence}"), "origin", timestamp=WALL, ttl=3600,
+                   sequence=sequence).sign_with_ed25519(key)
+
+
+def test_a_neighbour_past_its_own_graft_budget_is_not_disconnected() -> None:
+    """Found in review: b announced 1,100 messages on a lazy link, a GRAFTed them all, b
+    answered the 1,024 its budget allows, and the 76 it could not counted as 76 broken
+    promises: b was disconnected and kept out for twenty minutes."""
+    mesh = Mesh(GossipConfig().replace(max_stored_messages=20_000))
+    for name in ("a", "b"):
+        mesh.add(name)
+    mesh.connect("a", "b")
+    mesh.settle()
+    a, b = mesh.nodes["a"], mesh.nodes["b"]
+    key = nacl.signing.SigningKey(bytes(range(32)))
+    tag = wire.stream_tag(bytes(key.verify_key), b"origin")
+    b._tree.make_lazy(mesh.link_of("b", "a"), tag)  # type: ignore[union-attr]
+    for sequence in range(1, 1101):
+        b.broadcast(_signed(sequence).to_envelope(), now=mesh.now)
+    mesh.settle()
+    mesh.step(1.0)
+    stats = a.statistics()
+    assert stats.tree.broken_promises >= 76  # type: ignore[union-attr]
+    assert stats.peers == 1
+    assert stats.peer_scores["b"] > 0
+
+
+def test_a_sharded_node_keeps_out_a_peer_any_of_its_workers_disconnected() -> None:
+    """Found in review: the stream owner disconnected the peer for its score, but the
+    worker owning its connections (which admits the next one) held nothing against it,
+    and took it straight back."""
+    mesh = Mesh(GossipConfig())
+    mesh.add("a", shards=2)
+    mesh.add("b")
+    mesh.connect("b", "a")
+    mesh.settle()
+    link_owner = peer_owner(mesh.nodes["b"].identity.public_key, 2)
+    for i in range(100):
+        key = nacl.signing.SigningKey(bytes([i]) * 32)
+        tag = wire.stream_tag(bytes(key.verify_key), b"origin")
+        if tag_owner(tag, 2) != link_owner:
+            break
+    envelope = Message(MessageType.Data("m"), "origin", timestamp=WALL, ttl=3600,
+                       sequence=1).sign_with_ed25519(key).to_envelope()
+    mesh.shards["a"][tag_owner(tag, 2)].broadcast(envelope, now=mesh.now)
+    mesh.settle()
+    entry = wire.encode_tree_entry(envelope.id, tag)
+    for _ in range(12):
+        try:
+            link = mesh.link_of("a", "b")
+        except KeyError:
+            break
+        mesh.inject("a", link, wire.encode_tree_frame(wire.FrameKind.GRAFT, [entry, entry]))
+        mesh.settle()
+    assert sum(s.statistics().rejected.get("low_score", 0) for s in mesh.shards["a"]) == 1
+    mesh.connect("b", "a")
+    mesh.settle()
+    assert [s.statistics().peers for s in mesh.shards["a"]] == [0, 0]
+    assert mesh.shards["a"][link_owner].statistics().rejected["low_score"] == 1  # refused

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from somasync.core import wire
-from somasync.core.antientropy import STREAM_SHARE, MessageStore, SequenceTracker, covers
+from somasync.core.antientropy import ORIGIN_SHARE, MessageStore, SequenceTracker, covers
 
 ORIGINS = [bytes([n]) * 32 for n in range(1, 4)]
 WALL = 1_000_000.0  # wall-clock seconds of the stepped clock's zero
@@ -141,7 +141,7 @@ def test_answers_match_a_brute_force_reference(seed: int, count: int, capacity: 
         order.append(key)
         if len(order) > capacity:
             own = [k for k in held if k[0] == origin]
-            if len(own) > capacity // STREAM_SHARE:
+            if len(own) > capacity // ORIGIN_SHARE:
                 lowest = min(own)  # an origin past its share evicts its own first
                 del held[lowest]
                 order.remove(lowest)
@@ -216,3 +216,20 @@ def test_a_single_origin_still_uses_the_whole_store() -> None:
     assert len(store) == 100
     assert envelope(201).id in store
     assert envelope(200).id not in store
+
+
+def test_an_origin_cannot_escape_its_share_under_many_source_names() -> None:
+    """Found in review: the share was counted per stream, so one key publishing under
+    eight source names flushed everyone else's messages."""
+    store = MessageStore(capacity=100, max_age=3600.0)
+    honest = [envelope(sequence, origin=ORIGINS[1]) for sequence in range(1, 11)]
+    for message in honest:
+        store.add(message, now=0.0, wall_now=WALL)
+    for sequence in range(1, 2001):
+        body = wire.encode_envelope(origin=ORIGINS[0], sequence=sequence,
+                                    timestamp_ms=int(WALL * 1000), ttl=3600, priority=128,
+                                    payload_kind=0, source=f"name-{sequence % 8}",
+                                    correlation_id=None, headers={}, payload=b"x")
+        store.add(wire.decode_envelope(body, None), now=1.0, wall_now=WALL)
+    assert len(store) == 100
+    assert all(message.id in store for message in honest)
