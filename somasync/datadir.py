@@ -33,6 +33,7 @@ process died inside that ``write``) is dropped, and logged.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -247,7 +248,8 @@ class DataDir:
         if written != len(record):
             # A short write (disk full): take its part back, so that later records do
             # not follow a torn one (the next start would call that corruption).
-            os.ftruncate(fd, os.fstat(fd).st_size - written)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
             raise DataDirError(self.path / LOG, f"cannot append: wrote {written} of "
                                                 f"{len(record)} bytes")
         self._log_records += 1
@@ -384,6 +386,10 @@ def _decode_record(raw: bytes, offset: int) -> tuple[object, int]:
     start = offset + _RECORD.size
     end = start + length
     if end > len(raw):
+        # Cut short by a crash only if what is there agrees with the length: a damaged
+        # length near the end must not pass for a torn record (the rest would be lost).
+        if start + 33 <= len(raw) and 32 + 1 + raw[start + 32] + 8 != length:
+            return None, offset
         return _TORN, len(raw)
     # The checksum covers the length too: a damaged length is caught, not taken for a
     # torn record that would silently cut the log short.

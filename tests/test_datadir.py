@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
@@ -163,4 +164,22 @@ def test_a_damaged_length_in_the_middle_is_an_error_not_a_torn_tail(tmp_path: Pa
     raw[record + 4] ^= 0x01  # the second record's length field
     log.write_bytes(bytes(raw))
     with pytest.raises(DataDirError, match=f"corrupt at byte {record}"):
+        DataDir(tmp_path / "node")
+
+
+def test_a_damaged_length_near_the_end_is_not_taken_for_a_torn_record(
+        tmp_path: Path) -> None:
+    """Found in the second review: a length pointing past the end of the log passed for
+    a record torn by a crash, and the records after it were dropped."""
+    data = DataDir(tmp_path / "node")
+    for sequence in range(1, 7):
+        data.record((ORIGIN, "edge-1"), sequence, now=0.0)
+    os.close(data._lock_fd)  # type: ignore[arg-type]
+    data._lock_fd = None
+    log = tmp_path / "node" / datadir.LOG
+    raw = bytearray(log.read_bytes())
+    record = len(raw) // 6
+    struct.pack_into("<H", raw, 3 * record + 4, 200)  # the fourth record's length
+    log.write_bytes(bytes(raw))
+    with pytest.raises(DataDirError, match=f"corrupt at byte {3 * record}"):
         DataDir(tmp_path / "node")

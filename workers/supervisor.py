@@ -190,6 +190,9 @@ class ShardedRuntime:
         self._inbound_pending = 0  # accepted connections still in their handshake
         self._inbound: set[bytes] = set()  # peers whose link this node accepted
         self._inbound_hosts: dict[bytes, tuple[str, float]] = {}  # key -> (host, since)
+        # Inbound peers handed to a worker, until it reports them connected:
+        # key -> (host, handed over at, accepted over the limit)
+        self._adopting: dict[bytes, tuple[str, float, bool]] = {}
         self._pending_hosts: dict[str, int] = {}  # host -> connections in their handshake
         self._peer_scores: dict[str, float] = {}  # the workers' last reported, summed
         self._probation = 0  # inbound connections accepted over the limit, in handshake
@@ -495,6 +498,9 @@ class ShardedRuntime:
                          | PeerRevoked) -> None:
         if isinstance(event, PeerConnected):
             self._connected[event.public_key] = (event.peer_id, event.address, index)
+            adopted = self._adopting.pop(event.public_key, None)
+            if adopted is not None:
+                self._on_adopted(event.public_key, *adopted)
         elif isinstance(event, PeerDisconnected):
             entry = self._connected.get(event.public_key)
             if entry is None or entry[2] != index:
@@ -608,7 +614,7 @@ class ShardedRuntime:
                 self._refuse(sock, "host_limit")
                 continue
             probation = False
-            if self._inbound_pending + len(self._inbound) >= config.max_connections:
+            if self._inbound_count() >= config.max_connections:
                 # Outbound dials never count: inbound load cannot cut our own links.
                 # Over the limit only on probation: a peer is evicted for the newcomer
                 # once its handshake proves it, never for a socket that may not finish.
@@ -626,7 +632,7 @@ class ShardedRuntime:
     async def _accepted(self, sock: socket.socket, address: str, host: str,
                         probation: bool) -> None:
         try:
-            key = await self._hand_over(sock, address, dialled=None, probation=probation)
+            key = await self._hand_over(sock, address, dialled=None)
         finally:
             self._probation -= probation
             self._inbound_pending -= 1
@@ -635,26 +641,45 @@ class ShardedRuntime:
             else:
                 del self._pending_hosts[host]
         if key is not None:
-            self._inbound.add(key)
-            self._inbound_hosts[key] = (host, self._loop.time())
+            self._adopting[key] = (host, self._loop.time(), probation)
+
+    def _on_adopted(self, key: bytes, host: str, _since: float, probation: bool) -> None:
+        """The worker admitted an inbound peer: its slot counts from now, and one
+        accepted over the limit evicts a peer that never proved useful, if the node is
+        still over it (a slot may have freed meanwhile), or goes itself."""
+        self._inbound.add(key)
+        self._inbound_hosts[key] = (host, self._loop.time())
+        if probation and self._inbound_count() > self.config.max_connections:
+            victim = self._eviction_candidate(sparing=key)
+            if victim is not None:
+                self._evict(victim)
+            else:
+                self._refused["connection_limit"] = \
+                    self._refused.get("connection_limit", 0) + 1
+                self._forget_inbound(key)
+                self.close_peer(key, "connection_limit")
+
+    def _inbound_count(self) -> int:
+        return self._inbound_pending + len(self._adopting) + len(self._inbound)
 
     def _connections_from(self, host: str) -> int:
-        return self._pending_hosts.get(host, 0) + sum(
-            1 for h, _ in self._inbound_hosts.values() if h == host)
+        return self._pending_hosts.get(host, 0) \
+            + sum(1 for h, _, _ in self._adopting.values() if h == host) \
+            + sum(1 for h, _ in self._inbound_hosts.values() if h == host)
 
     def _forget_unadopted(self, now: float) -> None:
         """Inbound peers handed to a worker that never reported them connected (it
-        refused the session: a peer it disconnected for its score, a duplicate link) do
-        not keep their slot."""
-        for key, (_, since) in list(self._inbound_hosts.items()):
-            if key not in self._connected and now - since > ADOPTION_GRACE:
-                self._forget_inbound(key)
+        refused the session: a peer it disconnected for its score, the losing one of two
+        links to the same peer) do not keep a slot."""
+        for key, (_, since, _) in list(self._adopting.items()):
+            if now - since > ADOPTION_GRACE:
+                del self._adopting[key]
 
     def _forget_inbound(self, key: bytes) -> None:
         self._inbound.discard(key)
         self._inbound_hosts.pop(key, None)
 
-    def _eviction_candidate(self) -> bytes | None:
+    def _eviction_candidate(self, sparing: bytes | None = None) -> bytes | None:
         """As :meth:`Endpoint.eviction_candidate <somasync.core.endpoint.Endpoint.
         eviction_candidate>`, from the scores the workers last reported (their stats,
         asked every WATCH_INTERVAL): the inbound peer with the lowest score if it is 0
@@ -662,6 +687,8 @@ class ShardedRuntime:
         best: tuple[float, float, bytes] | None = None
         for key in self._inbound:
             entry = self._connected.get(key)
+            if key == sparing:
+                continue
             if entry is None:
                 continue
             score = self._peer_scores.get(entry[0], 0.0)
@@ -676,21 +703,20 @@ class ShardedRuntime:
         self.close_peer(key, "evicted")
 
     async def _hand_over(self, sock: socket.socket, address: str, *,
-                         dialled: str | None, probation: bool = False) -> bytes | None:
+                         dialled: str | None) -> bytes | None:
         """Run the handshake, pick the owning worker, pass the socket and session on.
 
         Returns the peer's proven public key when the owner took the socket (None
         otherwise: the handshake failed, timed out, or no worker could take it).
         """
         try:
-            return await self._handshake_and_adopt(sock, address, dialled=dialled,
-                                                   probation=probation)
+            return await self._handshake_and_adopt(sock, address, dialled=dialled)
         except BaseException:
             sock.close()  # cancelled (the node is stopping): the socket must not leak
             raise
 
     async def _handshake_and_adopt(self, sock: socket.socket, address: str, *,
-                                   dialled: str | None, probation: bool) -> bytes | None:
+                                   dialled: str | None) -> bytes | None:
         loop = self._loop
         handshake = Handshake(self.identity, self.config.node_id, self._listen_address,
                               dialer=dialled is not None,
@@ -727,12 +753,6 @@ class ShardedRuntime:
             # No worker ever sees it: no link, no PeerConnected, nothing sealed to it.
             self._refuse(sock, refused, address, f"peer {peer.node_id!r} refused: {refused}")
             return None
-        if probation:
-            victim = self._eviction_candidate()
-            if victim is None:  # every inbound peer proved useful meanwhile
-                self._refuse(sock, "connection_limit", address, "no inbound slot")
-                return None
-            self._evict(victim)
         worker = self._workers.get(peer_owner(key, self._count))
         handed = worker is not None and await control.send_soon(
             worker.control, Adopt(address=dialled or address, outbound=dialled is not None,

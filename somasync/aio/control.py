@@ -60,24 +60,30 @@ class ControlHost(Protocol):
         """The peer score of the linked peer listening at ``address`` (0 if none)."""
 
 
-async def resolve_seeds(names: list[str], family: int) -> list[str]:
-    """``host:port`` of every address each ``dns:NAME[:PORT]`` seed resolves to now, in
-    ``family`` (the node's own: a socket bound to IPv4 cannot reach IPv6 addresses). A
-    name that does not resolve (yet) gives none, logged once per attempt at debug."""
+MAX_SEED_ADDRESSES = 64
+"""Addresses taken from one DNS seed at most (a seed is a way in, not the member list)."""
+
+
+async def resolve_seeds(names: list[str], family: int, *, lookup_timeout: float = 5.0
+                        ) -> dict[str, list[str]]:
+    """Per ``dns:NAME[:PORT]`` seed, the ``host:port`` of every address it resolves to
+    now in ``family`` (the node's own: a socket bound to IPv4 cannot reach IPv6), written
+    as the node writes addresses (no brackets). A name that does not resolve (yet), or
+    not within ``lookup_timeout`` seconds, gives none, logged at debug."""
     loop = asyncio.get_running_loop()
-    addresses: list[str] = []
+    resolved: dict[str, list[str]] = {}
     for seed in names:
         name, port = parse_seed(seed)
         try:
-            infos = await loop.getaddrinfo(name, port, family=family,
-                                           type=socket.SOCK_DGRAM)
-        except (OSError, UnicodeError) as exc:
-            log.debug("seed %s does not resolve: %s", seed, exc)
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(name, port, family=family, type=socket.SOCK_DGRAM), lookup_timeout)
+        except (OSError, UnicodeError, TimeoutError) as exc:
+            log.debug("seed %s does not resolve: %r", seed, exc)
+            resolved[seed] = []
             continue
-        for info in infos:
-            ip = info[4][0]
-            addresses.append(f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}")
-    return list(dict.fromkeys(addresses))
+        addresses = dict.fromkeys(f"{info[4][0]}:{port}" for info in infos)
+        resolved[seed] = list(addresses)[:MAX_SEED_ADDRESSES]
+    return resolved
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -110,6 +116,7 @@ class ControlDriver:
         self._unreachable: dict[str, None] = {}
         self._open = False
         self._resolving: asyncio.Task[None] | None = None
+        self._resolved: dict[str, list[str]] = {}  # DNS seed -> addresses at the last lookup
         self.send_errors = 0
 
     @property
@@ -138,9 +145,17 @@ class ControlDriver:
         self._open = False
         names = [seed for seed in seeds if seed.startswith(DNS_SEED)]
         seeds = [seed for seed in seeds if not seed.startswith(DNS_SEED)]
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        family = transport.get_extra_info("socket").family
+        self._resolved = {}
         if names:
-            seeds += await resolve_seeds(names, family)
+            try:
+                self._resolved = await resolve_seeds(
+                    names, family, lookup_timeout=self._config.connect_timeout)
+            except BaseException:
+                transport.close()  # cancelled meanwhile: nothing may stay bound
+                self._transport = None
+                raise
+            seeds += [address for found in self._resolved.values() for address in found]
         now = loop.time()
         if self._control is None or self._control.address != address:
             self._control = NodeControl(self._config, self._identity, address,
@@ -151,18 +166,40 @@ class ControlDriver:
                 self._control.overlay.score_of = self._host.score_at
         else:
             self._control.rejoin(now=now)
+            found = [address for found in self._resolved.values() for address in found]
+            if found:
+                self._control.add_seeds(found, now=now)
         if names:
             self._resolving = loop.create_task(self._resolve_again(names, family))
 
     async def _resolve_again(self, names: list[str], family: int) -> None:
         """Resolve the DNS seeds each reconnect interval: addresses that appeared since
-        (a pod that became ready) are joined through like the first ones."""
+        (a pod that became ready) are joined through like the first ones, and those that
+        vanished (a pod that went away) are no longer retried. A failed lookup changes
+        nothing (a resolver hiccup must not forget every seed)."""
         while True:
             await asyncio.sleep(self._config.membership.reconnect_interval)
-            addresses = await resolve_seeds(names, family)
+            resolved = await resolve_seeds(names, family,
+                                           lookup_timeout=self._config.connect_timeout)
             control, loop = self._control, self._loop
-            if control is not None and loop is not None and addresses:
-                control.add_seeds(addresses, now=loop.time())
+            if control is None or loop is None:
+                continue
+            added: list[str] = []
+            gone: list[str] = []
+            for name, addresses in resolved.items():
+                if not addresses:
+                    continue
+                before = self._resolved.get(name, [])
+                added += [a for a in addresses if a not in before]
+                gone += [a for a in before if a not in addresses]
+                self._resolved[name] = addresses
+            still = {a for found in self._resolved.values() for a in found}
+            gone = [a for a in gone if a not in still]
+            if added:
+                control.add_seeds(added, now=loop.time())
+            if gone:
+                control.drop_seeds(gone, now=loop.time())
+            if added or gone:
                 self.pump()
 
     def open(self) -> None:

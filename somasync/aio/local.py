@@ -225,6 +225,7 @@ class LocalRuntime:
         endpoint = self._endpoint
         protocols = list(self._protocols.values())
         self._protocols.clear()
+        self._probation.clear()
         if endpoint is not None:
             now = self._loop.time()
             for protocol in protocols:
@@ -314,7 +315,12 @@ class LocalRuntime:
                 del self._probation[link]  # its handshake failed, or it went away
             elif endpoint.established(link):
                 del self._probation[link]
-                victim = endpoint.eviction_candidate(now=self._loop.time(), sparing=link)
+                open_inbound = sum(p.dialled_address is None and not endpoint.closing(p.link)
+                                   for p in self._protocols.values())
+                if open_inbound <= self._config.max_connections:
+                    continue  # a slot freed meanwhile: nobody needs to go
+                victim = endpoint.eviction_candidate(now=self._loop.time(),
+                                                     sparing={link, *self._probation})
                 if victim is not None:
                     endpoint.evict(victim)
                 else:

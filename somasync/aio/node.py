@@ -294,9 +294,9 @@ class SynapseNode:
         if not self._running:
             return
         self._running = False
-        self._control.stop()
-        self._remove_signal_handlers()
         try:
+            self._control.stop()
+            self._remove_signal_handlers()
             await self._runtime.stop()
         finally:
             # Whatever fails on the way (a full disk), the directory is let go and the

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from somasync.config import GossipConfig
@@ -354,15 +354,20 @@ class Endpoint:
         return state is not None and not state.closing and state.hello is not None \
             and self._peers.get(state.hello.public_key) is state
 
-    def eviction_candidate(self, *, now: float, sparing: int | None = None) -> int | None:
-        """The inbound link to close to make room for a new connection (``sparing``),
-        if any: the established inbound peer with the lowest score, provided it is 0 or
-        less (it never brought a message first), the most recent among equals. Peers
-        that proved useful are never chosen."""
+    def closing(self, link: int) -> bool:
+        """True when ``link`` is being closed (or is not open)."""
+        state = self._links.get(link)
+        return state is None or state.closing
+
+    def eviction_candidate(self, *, now: float, sparing: Collection[int] = ()) -> int | None:
+        """The inbound link to close to make room for new connections (``sparing``
+        them), if any: the established inbound peer with the lowest score, provided it
+        is 0 or less (it never brought a message first), the most recent among equals.
+        Peers that proved useful are never chosen."""
         best: tuple[float, float, int] | None = None
         for key, state in self._peers.items():
             if state.outbound or state.owner is not None or state.closing \
-                    or state.id == sparing:
+                    or state.id in sparing:
                 continue
             score = self._scores.score(key, now=now)
             if score <= 0 and (best is None or (score, -state.opened_at) < best[:2]):

@@ -373,6 +373,11 @@ class Membership:
                 self._join_delay = self.config.probe_interval
                 self._next_join = now + self._join_delay
 
+    def drop_seeds(self, seeds: list[str]) -> None:
+        """Seed addresses no longer wanted (a DNS seed stopped resolving to them)."""
+        gone = set(seeds)
+        self._seeds = [seed for seed in self._seeds if seed not in gone]
+
     def contact(self, address: str, public_key: bytes, *, now: float) -> None:
         """A link to ``public_key`` at ``address`` came up (its handshake proved the key):
         if it is not an alive member here, exchange full state with it. That is how two

@@ -239,6 +239,19 @@ class NodeControl:
                 overlay.learn(seed, now=now)
         self._settle(now)
 
+    def drop_seeds(self, seeds: list[str], *, now: float) -> None:
+        """Seeds no longer wanted (a DNS seed stopped resolving to them: a pod that went
+        away): not retried, and with static discovery no longer a kept link (one that is
+        up stays until it fails)."""
+        if self._membership is not None:
+            self._membership.drop_seeds(seeds)
+        if self._overlay is None:
+            for seed in seeds:
+                target = self._targets.get(seed)
+                if target is not None and target.static and seed not in self._by_address:
+                    del self._targets[seed]
+        self._settle(now)
+
     def keep(self, address: str, *, now: float) -> None:
         """Keep a link to ``address`` whatever membership and the overlay say."""
         if address == self._address:

@@ -56,9 +56,12 @@ async def test_a_name_that_resolves_later_is_joined_once_it_does(
         asked: list[list[str]] = []
         real = control.resolve_seeds
 
-        async def resolve_when_ready(names: list[str], family: int) -> list[str]:
+        async def resolve_when_ready(names: list[str], family: int, *,
+                                     lookup_timeout: float) -> dict[str, list[str]]:
             asked.append(names)
-            return await real(names, family) if ready else []
+            if ready:
+                return await real(names, family, lookup_timeout=lookup_timeout)
+            return {name: [] for name in names}
 
         monkeypatch.setattr(control, "resolve_seeds", resolve_when_ready)
         port = first.listen_address.rsplit(":", 1)[1]

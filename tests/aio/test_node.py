@@ -714,6 +714,9 @@ async def test_a_peer_named_with_255_bytes_of_utf8_is_served_like_any_other(
                 await raw.send(wire.encode_message_frame(
                     message.sign_with_ed25519(key).to_envelope(), hops=0))
             await wait_for(lambda: len(c.received[1]) == 20, "every message at both nodes")
+            # The events stream is drained by its own task: wait for it, not the messages.
+            await wait_for(lambda: sum(type(e).__name__ == "MessageReceived"
+                                       for e in c.events[0]) == 20, "the first node's events")
             assert {e.from_peer for e in c.events[0]
                     if type(e).__name__ == "MessageReceived"} == {name}
         finally:

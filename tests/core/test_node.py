@@ -327,3 +327,24 @@ def test_a_sealed_node_refuses_unsealed_datagrams() -> None:
     assert stats.datagrams.rejected == {"unsealed": 2}
     assert stats.overlay is not None
     assert stats.overlay.rejected == 0
+
+
+def test_seeds_a_dns_name_no_longer_resolves_to_are_neither_retried_nor_dialled() -> None:
+    """Found in review: addresses a DNS seed once resolved to were kept as seeds and, with
+    static discovery, as links for good: every dead pod's address dialled forever."""
+    node = control(discovery=STATIC)
+    node.start([], [], now=0.0)
+    node.add_seeds(["10.0.0.7:7000", "10.0.0.8:7000"], now=0.0)
+    assert set(node.take_dials()) == {"10.0.0.7:7000", "10.0.0.8:7000"}
+    assert {a for a, _ in node.datagrams_to_send(now=0.0)} >= {"10.0.0.8:7000"}
+    for address in ("10.0.0.7:7000", "10.0.0.8:7000"):
+        node.dial_failed(address, now=0.0)
+    node.drop_seeds(["10.0.0.8:7000"], now=0.0)
+    node.handle_timer(now=60.0)
+    dials = node.take_dials()
+    assert "10.0.0.7:7000" in dials
+    assert "10.0.0.8:7000" not in dials
+    pushed_to = {address for address, _ in node.datagrams_to_send(now=60.0)}
+    node.handle_timer(now=120.0)
+    pushed_to |= {address for address, _ in node.datagrams_to_send(now=120.0)}
+    assert "10.0.0.8:7000" not in pushed_to
