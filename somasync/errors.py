@@ -12,6 +12,7 @@ __all__ = [
     "DataDirError",
     "DecodeError",
     "KeyFileError",
+    "MessageTooLargeError",
     "NodeStateError",
     "SignatureError",
     "SomaSyncError",
@@ -75,6 +76,22 @@ class DataDirError(SomaSyncError):
     def __init__(self, path: object, message: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = str(path)
+
+
+class MessageTooLargeError(SomaSyncError, ValueError):
+    """A message is larger than one frame may be (``GossipConfig.max_frame``): refused
+    at the sender, since every receiver with that limit would refuse it.
+
+    Attributes:
+        size: the message's frame, in bytes.
+        limit: the largest frame allowed, in bytes.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the message takes a {size:,}-byte frame, more than "
+                         f"gossip.max_frame ({limit:,} bytes)")
+        self.size = size
+        self.limit = limit
 
 
 class SignatureError(SomaSyncError):

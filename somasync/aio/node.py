@@ -27,6 +27,7 @@ from somasync.aio.control import ControlDriver
 from somasync.aio.local import LocalRuntime
 from somasync.aio.runtime import Runtime, WorkerStats
 from somasync.config import NodeConfig, parse_address
+from somasync.core import wire
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import EndpointStatistics
 from somasync.core.events import PeerConnected, PeerDisconnected, PeerRevoked
@@ -35,7 +36,13 @@ from somasync.core.payload import MessageType
 from somasync.core.trust import Trust
 from somasync.core.wire import ZERO_KEY
 from somasync.datadir import DataDir, kept_identity
-from somasync.errors import ConfigError, DataDirError, NodeStateError, TransportError
+from somasync.errors import (
+    ConfigError,
+    DataDirError,
+    MessageTooLargeError,
+    NodeStateError,
+    TransportError,
+)
 from somasync.events import DeliveryDropped, MessageReceived
 from somasync.message import Message
 
@@ -361,11 +368,19 @@ class SynapseNode:
 
         Raises:
             NodeStateError: the node is not running.
+            MessageTooLargeError: its frame would exceed ``gossip.max_frame``, which
+                every receiver with that limit refuses.
         """
         if not self._running:
             raise NodeStateError("start the node before broadcasting")
         if not isinstance(message, Message):
             raise TypeError("broadcast takes a Message; use broadcast_message for a payload")
+        signed = message.signature is not None or self.config.sign_outgoing
+        size = (wire.FRAME_HEADER.size - wire.LENGTH_PREFIX.size
+                + (wire.SIGNATURE_SIZE if signed else 0) + len(message.envelope_bytes))
+        if size > self.config.gossip.max_frame:
+            # Sent, it would be refused by every receiver with this limit: say so now.
+            raise MessageTooLargeError(size, self.config.gossip.max_frame)
         if message.signature is None and self.config.sign_outgoing:
             message = message.sign_with_ed25519(self.identity)
         if self._data is not None:

@@ -20,6 +20,7 @@ from somasync import (
     GossipConfig,
     MembershipConfig,
     Message,
+    MessageTooLargeError,
     MessageType,
     Peer,
     PeerConnected,
@@ -837,3 +838,21 @@ async def test_connections_that_never_finish_a_handshake_evict_nobody(workers: i
             for raw in (useful, idle, newcomer, *half_open):
                 if raw is not None:
                     await raw.close()
+
+
+async def test_a_message_too_large_for_a_frame_is_refused_at_the_sender(workers: int) -> None:
+    """Issue 17: a 4 MiB broadcast_message returned without error and was never
+    delivered (receivers refuse frames over max_frame). Now the sender says so."""
+    async with cluster(workers) as c:
+        await chain(c, 2)
+        node = c.nodes[0]
+        limit = node.config.gossip.max_frame
+        with pytest.raises(MessageTooLargeError, match="max_frame") as caught:
+            await node.broadcast_message(MessageType.Binary(b"\0" * (4 * 1024 * 1024)))
+        assert caught.value.limit == limit
+        assert caught.value.size > limit
+        # A message just under the limit is sent and delivered.
+        overhead = len(Message(MessageType.Binary(b""), node.node_id).envelope_bytes)
+        fits = limit - 5 - 64 - overhead - 8  # the payload's own length field, and slack
+        await node.broadcast_message(MessageType.Binary(b"\1" * fits))
+        await wait_for(lambda: len(c.received[1]) == 1, "a message just under the limit")
