@@ -400,6 +400,13 @@ class MembershipConfig:
     """Largest membership datagram in bytes (memberlist's UDP buffer size: fits a
     1500-byte Ethernet MTU). Gossip piggybacks up to this size; full state is split."""
 
+    partition_fraction: float = 0.3
+    """``PartitionDetected`` is reported when at least this fraction of the live
+    members (and at least two) fail within about two probe rounds (``probe_interval`` x
+    members x 2: the time it takes to probe all of them twice), the signature of a cut
+    network rather than of crashes; ``PartitionHealed`` once half of them are back. 1
+    turns it off."""
+
     def __post_init__(self) -> None:
         for name in ("probe_interval", "probe_timeout", "gossip_interval",
                      "gossip_to_the_dead", "push_pull_interval", "reconnect_interval",
@@ -418,6 +425,10 @@ class MembershipConfig:
         require_int(self.gossip_nodes, "membership.gossip_nodes")
         require_int(self.retransmit_mult, "membership.retransmit_mult")
         require_int(self.max_members, "membership.max_members", minimum=2)
+        require(isinstance(self.partition_fraction, int | float)
+                and not isinstance(self.partition_fraction, bool)
+                and 0 < self.partition_fraction <= 1, "membership.partition_fraction",
+                f"must be a number in (0, 1], got {self.partition_fraction!r}")
         require_int(self.max_datagram, "membership.max_datagram", minimum=512)
         require(self.max_datagram <= 65_000, "membership.max_datagram",
                  "must be <= 65000 bytes (one UDP datagram)")

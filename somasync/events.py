@@ -12,6 +12,8 @@ from typing import ClassVar
 
 from somasync.core.events import (
     FrameRejected,
+    PartitionDetected,
+    PartitionHealed,
     PeerConnected,
     PeerDisconnected,
     PeerFailed,
@@ -29,6 +31,8 @@ __all__ = [
     "DeliveryDropped",
     "FrameRejected",
     "MessageReceived",
+    "PartitionDetected",
+    "PartitionHealed",
     "PeerConnected",
     "PeerDisconnected",
     "PeerFailed",
@@ -63,6 +67,8 @@ class SynapseEvent:
     """Namespace of every event type a node reports."""
 
     PeerConnected: ClassVar[type[PeerConnected]] = PeerConnected
+    PartitionDetected: ClassVar[type[PartitionDetected]] = PartitionDetected
+    PartitionHealed: ClassVar[type[PartitionHealed]] = PartitionHealed
     PeerDisconnected: ClassVar[type[PeerDisconnected]] = PeerDisconnected
     MessageReceived: ClassVar[type[MessageReceived]] = MessageReceived
     FrameRejected: ClassVar[type[FrameRejected]] = FrameRejected

@@ -26,6 +26,8 @@ from somasync.aio.timing import DeadlineTimer
 from somasync.config import DNS_SEED, NodeConfig, parse_address, parse_seed
 from somasync.core.crypto import Identity
 from somasync.core.events import (
+    PartitionDetected,
+    PartitionHealed,
     PeerFailed,
     PeerJoined,
     PeerLeft,
@@ -350,6 +352,11 @@ def _log_verdict(event: object) -> None:
     elif isinstance(event, PeerRecovered):
         log.info("member %s at %s is alive again (incarnation %d)", event.peer_id,
                  event.address, event.incarnation)
+    elif isinstance(event, PartitionDetected):
+        log.warning("partition: %d of %d members lost at once (%s)", len(event.lost),
+                    event.members, ", ".join(event.lost))
+    elif isinstance(event, PartitionHealed):
+        log.warning("partition healed: %s back", ", ".join(event.returned))
 
 
 def _with_wall_clock(member: Member, wall_offset: float) -> Member:

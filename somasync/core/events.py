@@ -166,6 +166,27 @@ class PeerLeft:
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionDetected:
+    """Many members failed at once (``MembershipConfig.partition_fraction`` of the live
+    ones within about two probe rounds): the network is most likely cut between this
+    node and them, rather than they all crashed. They are retried as failed members."""
+
+    lost: tuple[str, ...]
+    """Node ids of the members lost, in the order they failed."""
+    members: int
+    """Live members (this node included) before they were lost."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionHealed:
+    """At least half of the members a ``PartitionDetected`` reported lost are alive
+    again (the partition merged back)."""
+
+    returned: tuple[str, ...]
+    """Node ids of the lost members that are back."""
+
+
+@dataclass(frozen=True, slots=True)
 class PeerUnreachable:
     """A peer or seed this node wants a link to could not be reached (reported once
     until it is reached; the node keeps retrying it with back-off)."""
@@ -185,5 +206,6 @@ class PeerRevoked:
     """The revocation message as a frame (kept and handed to new neighbours)."""
 
 
-MembershipEvent = PeerJoined | PeerSuspected | PeerFailed | PeerRecovered | PeerLeft
+MembershipEvent = (PeerJoined | PeerSuspected | PeerFailed | PeerRecovered | PeerLeft
+                   | PartitionDetected | PartitionHealed)
 Event = PeerConnected | PeerDisconnected | FrameRejected | PeerRevoked

@@ -37,7 +37,7 @@ import hashlib
 import itertools
 import math
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from somasync.config import MembershipConfig
@@ -46,6 +46,8 @@ from somasync.core.budget import KeyedBuckets
 from somasync.core.crypto import Identity
 from somasync.core.events import (
     MembershipEvent,
+    PartitionDetected,
+    PartitionHealed,
     PeerFailed,
     PeerJoined,
     PeerLeft,
@@ -327,6 +329,9 @@ class Membership:
         # then four per push/pull interval; a member asking faster is refused.
         self._push_budget = KeyedBuckets(4.0 / config.push_pull_interval, 3.0)
         self._introductions: dict[str, int] = {}  # host -> members it introduced, known now
+        self._recent_failures: deque[tuple[float, bytes]] = deque()  # (when, key)
+        # The members a reported partition took: key -> still missing (empty: none).
+        self._partition_lost: dict[bytes, bool] = {}
         self._next_probe = now + rng.random() * config.probe_interval
         self._next_gossip = now + config.gossip_interval
         self._next_push_pull = now + config.push_pull_interval * (0.5 + rng.random())
@@ -808,6 +813,8 @@ class Membership:
         elif previous != PeerState.ALIVE:
             self._events.append(PeerRecovered(member.node_id, member.address, member.key,
                                               member.incarnation))
+            if previous == PeerState.FAILED:
+                self._note_return(member)
 
     def _apply_suspect(self, member: _Member, claim: Claim, now: float) -> None:
         self._counters.applied += 1
@@ -843,6 +850,39 @@ class Membership:
         event = PeerFailed if state == PeerState.FAILED else PeerLeft
         self._events.append(event(member.node_id, member.address, member.key,
                                   member.incarnation))
+        if state == PeerState.FAILED:
+            self._note_failure(member, now)
+
+    def _note_failure(self, member: _Member, now: float) -> None:
+        """Many failures within about two probe rounds: a partition, reported once."""
+        window = 2 * self.config.probe_interval * (len(self._members) + 1)
+        recent = self._recent_failures
+        recent.append((now, member.key))
+        while recent and now - recent[0][0] > window:
+            recent.popleft()
+        if self._partition_lost:
+            if self._partition_lost.get(member.key, False) is False:
+                self._partition_lost[member.key] = True  # lost along with the others
+            return
+        lost = list(dict.fromkeys(key for _, key in recent))
+        before = self._live_members + 1 + len(lost)
+        if len(lost) >= 2 and len(lost) >= self.config.partition_fraction * before:
+            self._partition_lost = dict.fromkeys(lost, True)
+            names = tuple(self._members[key].node_id for key in lost if key in self._members)
+            self._events.append(PartitionDetected(names, before))
+
+    def _note_return(self, member: _Member) -> None:
+        """A failed member is alive again: if half the partition's lost are, it healed."""
+        lost = self._partition_lost
+        if member.key not in lost:
+            return
+        lost[member.key] = False
+        back = [key for key, missing in lost.items() if not missing]
+        if 2 * len(back) >= len(lost):
+            names = tuple(self._members[key].node_id for key in back if key in self._members)
+            self._partition_lost = {}
+            self._recent_failures.clear()
+            self._events.append(PartitionHealed(names))
 
     def _accuse(self, member: _Member, kind: ClaimType, now: float) -> None:
         """Raise (or confirm) our own suspicion, or declare a member dead."""
@@ -1133,6 +1173,7 @@ class Membership:
         self._hinted.pop(key, None)
         if self._addresses.get(member.address) == key:
             del self._addresses[member.address]
+        self._partition_lost.pop(key, None)
         count = self._introductions.get(member.introduced_by, 0)
         if count > 1:
             self._introductions[member.introduced_by] = count - 1

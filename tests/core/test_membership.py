@@ -8,7 +8,15 @@ import pytest
 
 from somasync.config import MembershipConfig
 from somasync.core.crypto import Identity
-from somasync.core.events import PeerFailed, PeerJoined, PeerLeft, PeerRecovered, PeerSuspected
+from somasync.core.events import (
+    PartitionDetected,
+    PartitionHealed,
+    PeerFailed,
+    PeerJoined,
+    PeerLeft,
+    PeerRecovered,
+    PeerSuspected,
+)
 from somasync.core.membership import Membership, PeerState
 from somasync.core.membership_wire import (
     CLAIM_DOMAIN as DOMAIN,
@@ -702,3 +710,32 @@ def test_a_forged_claim_does_not_cost_a_departed_member_its_entry() -> None:
                                                         signed(newcomer, body)), now=3.0)
     assert node.member(newcomer.public_key) is not None
     assert node.member(first.public_key) is None
+
+
+def test_a_partition_is_reported_once_with_the_lost_members_and_again_when_healed() -> None:
+    net = mesh(8)
+    side = [f"n{i}" for i in range(4)]
+    far = [f"n{i}" for i in range(4, 8)]
+    net.partition(side, far)
+    net.run(60.0)
+    for name in side:
+        [detected] = net.events_of(name, PartitionDetected)  # once, not per member lost
+        # Reported as soon as the share is reached (3 of 8), with those lost so far.
+        assert set(detected.lost) <= set(far)  # type: ignore[attr-defined]
+        assert len(detected.lost) >= 3  # type: ignore[attr-defined]
+        assert detected.members == 8  # type: ignore[attr-defined]
+    net.heal()
+    net.run(60.0)
+    for name in side:
+        [healed] = net.events_of(name, PartitionHealed)
+        assert len(healed.returned) >= 2  # type: ignore[attr-defined]
+        assert set(healed.returned) <= set(far)  # type: ignore[attr-defined]
+
+
+def test_one_crashed_member_is_no_partition() -> None:
+    net = mesh(8)
+    net.crash("n5")
+    net.run(60.0)
+    for name in (f"n{i}" for i in range(8) if i != 5):
+        assert net.events_of(name, PeerFailed)
+        assert net.events_of(name, PartitionDetected) == []
