@@ -20,6 +20,7 @@ import logging as _logging
 
 from somasync.aio.channel import Stream as Stream
 from somasync.aio.node import (
+    LatencyHistogram as LatencyHistogram,
     NodeStats as NodeStats,
     Peer as Peer,
     PeerStats as PeerStats,
@@ -92,6 +93,7 @@ __all__ = [
     "GossipConfig",
     "Identity",
     "KeyFileError",
+    "LatencyHistogram",
     "Member",
     "MembershipConfig",
     "MembershipStatistics",

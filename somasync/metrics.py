@@ -26,7 +26,11 @@ from typing import TYPE_CHECKING
 from somasync.errors import NodeStateError
 
 try:
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
     from prometheus_client.registry import Collector
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("somasync.metrics needs the 'prometheus' extra: "
@@ -120,6 +124,17 @@ class NodeMetrics(Collector):
         for peer, score in sorted(stats.core.peer_scores.items()):
             scores.add_metric([stats.node_id, peer], score)
         yield scores
+        latency = stats.delivery_latency
+        histogram = HistogramMetricFamily(
+            "somasync_delivery_latency_seconds", "Origin timestamp to delivery here, wall "
+            "clock.", labels=labels)
+        cumulative, buckets = 0, []
+        for bound, count in zip([*map(str, latency.bounds), "+Inf"], latency.counts,
+                                strict=True):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        histogram.add_metric([stats.node_id], buckets, sum_value=latency.total)
+        yield histogram
         membership = stats.membership
         if membership is not None:
             members = GaugeMetricFamily("somasync_members", "Members known, by state.",

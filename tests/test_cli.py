@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import select
@@ -208,6 +209,48 @@ async def test_metrics_follow_prometheus_naming_and_the_node_s_counters() -> Non
                  '# TYPE somasync_transport_bytes_total counter'):
         assert line in text, text
     assert 'somasync_transport_bytes_total{direction="out",node_id="m"}' in text
+
+
+async def test_delivery_latency_is_a_histogram_in_stats_and_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from somasync import MembershipConfig, MessageType, SynapseNodeBuilder
+    from somasync.metrics import NodeMetrics
+    from somasync.testing import wait_until
+
+    def build(name: str) -> SynapseNodeBuilder:
+        return (SynapseNodeBuilder().with_node_id(name).with_bind_address("127.0.0.1:0")
+                .with_membership_config(MembershipConfig.local()))
+
+    sender, _m, _e = build("sender").build()
+    async with sender:
+        receiver, _m2, _e2 = build("receiver").add_bootstrap_peer(
+            sender.listen_address).build()
+        metrics = NodeMetrics(receiver)
+        registry = CollectorRegistry()
+        registry.register(metrics)
+        async with receiver:
+            await wait_until(lambda: "receiver" in sender.connected_peers(), "a link", 30.0)
+            for i in range(3):
+                await sender.broadcast_message(MessageType.Data(f"m{i}"))
+
+            async def delivered() -> int:
+                return (await receiver.get_stats()).delivery_latency.count
+
+            for _ in range(300):
+                if await delivered() == 3:
+                    break
+                await asyncio.sleep(0.1)
+            stats = await receiver.get_stats()
+            await metrics.refresh()
+            text = generate_latest(registry).decode()
+    latency = stats.delivery_latency
+    assert latency.count == 3
+    assert len(latency.counts) == len(latency.bounds) + 1
+    assert 0 <= latency.total < 30.0
+    assert 'somasync_delivery_latency_seconds_count{node_id="receiver"} 3.0' in text
+    assert 'somasync_delivery_latency_seconds_bucket{le="+Inf",node_id="receiver"} 3.0' \
+        in text
 
 
 def test_the_agent_serves_metrics_over_http() -> None:

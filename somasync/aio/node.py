@@ -14,6 +14,7 @@ statistics, same events, same errors, same signals.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import importlib
 import logging
 import signal
@@ -46,7 +47,7 @@ from somasync.errors import (
 from somasync.events import DeliveryDropped, MessageReceived
 from somasync.message import Message
 
-__all__ = ["NodeStats", "Peer", "PeerStats", "SynapseNode", "WorkerStats"]
+__all__ = ["LatencyHistogram", "NodeStats", "Peer", "PeerStats", "SynapseNode", "WorkerStats"]
 
 Event = object
 _log = logging.getLogger("somasync.node")
@@ -72,6 +73,28 @@ class PeerStats:
     """Peers with an established, handshaken connection."""
     total_peers: int
     """Peers known to this node: configured addresses plus connected peers."""
+
+
+LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                  10.0, 30.0)
+"""Upper bounds (seconds) of the delivery latency histogram's buckets."""
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyHistogram:
+    """Delivery latency: the origin's timestamp to this node's delivery, on the wall
+    clock (so it includes the clocks' offset; a negative one counts as 0)."""
+
+    bounds: tuple[float, ...]
+    """Bucket upper bounds in seconds (the last bucket, ``+Inf``, is implicit)."""
+    counts: tuple[int, ...]
+    """Deliveries per bucket, ``len(bounds) + 1`` of them (not cumulative)."""
+    total: float
+    """Sum of the latencies, seconds."""
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +139,9 @@ class NodeStats:
     socket). Failed handshakes are also in ``rejected`` by reason."""
     membership: MembershipStatistics | None = None
     """Failure-detection counters (probes, suspicions, local health...)."""
+    delivery_latency: LatencyHistogram = LatencyHistogram(
+        LATENCY_BOUNDS, (0,) * (len(LATENCY_BOUNDS) + 1), 0.0)
+    """Latency of every message delivered to the application since the node was built."""
 
 
 class SynapseNode:
@@ -139,6 +165,8 @@ class SynapseNode:
         self._bound: tuple[str, int] | None = None
         self._deliveries_reported = 0
         self._data_errors = 0
+        self._latency_counts = [0] * (len(LATENCY_BOUNDS) + 1)
+        self._latency_total = 0.0
         self._signals: list[int] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.trust = Trust.from_config(config.security)
@@ -396,6 +424,9 @@ class SynapseNode:
         """Put a delivered message on ``messages`` and ``MessageReceived`` on ``events``
         (a full queue drops and counts it, and says so with ``DeliveryDropped``)."""
         messages, events = self._messages, self._events
+        latency = max(0.0, time.time() - message.timestamp)
+        self._latency_counts[bisect.bisect_left(LATENCY_BOUNDS, latency)] += 1
+        self._latency_total += latency
         if self._data is not None:
             self._keep(message)
         messages.put_nowait(message)
@@ -469,6 +500,8 @@ class SynapseNode:
             ring_dropped=runtime.ring_dropped, ring_corrupted=runtime.ring_corrupted,
             handshake_failures=runtime.handshake_failures,
             membership=control.membership,
+            delivery_latency=LatencyHistogram(LATENCY_BOUNDS, tuple(self._latency_counts),
+                                              self._latency_total),
         )
 
 
