@@ -361,3 +361,46 @@ def test_members_shows_each_linked_peers_score_and_round_trip(
         _stop(agent)
         if other is not None:
             _stop(other)  # type: ignore[arg-type]
+
+
+def test_every_commands_json_output_follows_the_documented_schema(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+    from importlib import resources
+
+    import jsonschema
+
+    document = json.loads(resources.files("somasync.cli").joinpath("schema.json")
+                          .read_text())
+    jsonschema.Draft202012Validator.check_schema(document)
+
+    def check(output: str, definition: str) -> dict[str, object]:
+        value = json.loads(output)
+        jsonschema.validate(value, {**document, "$ref": f"#/$defs/{definition}"})
+        return value  # type: ignore[no-any-return]
+
+    agent, path = _agent_with_rpc(tmp_path, stdin=subprocess.PIPE)
+    try:
+        rpc = ["--rpc", str(path), "--format", "json"]
+        assert main(["members", *rpc]) == 0
+        check(capsys.readouterr().out, "members")
+        assert main(["stats", *rpc]) == 0
+        check(capsys.readouterr().out, "stats")
+        lines: list[str] = []
+        monitor = threading.Thread(target=lambda: main(["monitor", "--rpc", str(path),
+                                                         "--count", "1"]))
+        monitor.start()
+        deadline = time.monotonic() + 20.0
+        while monitor.is_alive() and time.monotonic() < deadline:
+            assert main(["publish", *rpc, '{"type": "data", "text": "schema"}']) == 0
+            monitor.join(0.2)
+        out = capsys.readouterr().out.splitlines()
+        published = [line for line in out if '"payload"' in line and '"event"' not in line]
+        check(published[0], "published")
+        lines = [line for line in out if line.startswith('{"event"')]
+        check(lines[0], "monitor_line")
+        assert main(["leave", *rpc]) == 0
+        check(capsys.readouterr().out, "leaving")
+        agent.wait(timeout=30)
+    finally:
+        _stop(agent)

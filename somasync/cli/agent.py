@@ -229,10 +229,11 @@ async def _run(options: argparse.Namespace) -> int:
         default_directory() / f"agent-{node.listen_address.rsplit(':', 1)[1]}.sock")
 
     def report(kind: str, **fields: Any) -> None:
-        """An event for stdout and every RPC monitor."""
-        _emit(kind, **fields)
+        """An event for stdout and every RPC monitor, the same line for both."""
+        stamped = {"t": time.time(), **fields}
+        _emit(kind, **stamped)
         if rpc is not None:
-            rpc.publish(kind, fields)
+            rpc.publish(kind, stamped)
 
     async def watch_events() -> None:
         with contextlib.suppress(EOFError):

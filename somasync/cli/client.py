@@ -7,6 +7,9 @@
     somasync monitor [--count N]              events and messages as JSON lines, as they come
     somasync leave                            the agent leaves the mesh gracefully and exits
 
+With ``--format json`` each command prints its result as one JSON object, and
+``monitor`` one object per line, as ``somasync/cli/schema.json`` (JSON Schema) describes.
+
 The agent is found with ``--rpc PATH``, else ``$SOMASYNC_RPC``, else as the one agent
 socket of this user (``$XDG_RUNTIME_DIR/somasync-<uid>/``). Exit status: 0 done, 1 the
 agent refused the request (its reason on stderr), 2 usage, 3 no agent could be reached.
