@@ -21,6 +21,14 @@ ORIGIN = bytes(range(32))
 OTHER = bytes(32 - i for i in range(32))
 
 
+def crash(data: DataDir) -> Path:
+    """Let go of ``data`` as a killed process would (no release, no snapshot); return
+    its log."""
+    os.close(data._lock_fd)  # type: ignore[arg-type]
+    data._lock_fd = None
+    return data.path / datadir.LOG
+
+
 def test_what_was_recorded_is_there_after_reopening(tmp_path: Path) -> None:
     data = DataDir(tmp_path / "node")
     for sequence in (1, 2, 3, 7):
@@ -55,9 +63,7 @@ def test_a_torn_last_record_is_dropped_and_the_rest_kept(tmp_path: Path) -> None
     data = DataDir(tmp_path / "node")
     data.record((ORIGIN, "edge-1"), 1, now=0.0)
     data.record((ORIGIN, "edge-1"), 2, now=0.0)
-    log = tmp_path / "node" / datadir.LOG
-    os.close(data._lock_fd)  # type: ignore[arg-type]  # a crash: no release, no snapshot
-    data._lock_fd = None
+    log = crash(data)
     size = log.stat().st_size
     with open(log, "r+b") as handle:
         handle.truncate(size - 3)  # the process died inside the second write
@@ -73,9 +79,7 @@ def test_a_damaged_record_in_the_middle_of_the_log_is_an_error_not_a_reset(
     data = DataDir(tmp_path / "node")
     for sequence in range(1, 4):
         data.record((ORIGIN, "edge-1"), sequence, now=0.0)
-    os.close(data._lock_fd)  # type: ignore[arg-type]
-    data._lock_fd = None
-    log = tmp_path / "node" / datadir.LOG
+    log = crash(data)
     raw = bytearray(log.read_bytes())
     raw[10] ^= 0xFF  # inside the first record's body
     log.write_bytes(bytes(raw))
@@ -107,8 +111,7 @@ def test_compaction_writes_a_snapshot_and_empties_the_log(tmp_path: Path,
     log = tmp_path / "node" / datadir.LOG
     assert log.stat().st_size < 10 * 60  # emptied twice, five records since
     assert (tmp_path / "node" / datadir.SNAPSHOT).exists()
-    os.close(data._lock_fd)  # type: ignore[arg-type]  # crash: the log holds 21-25
-    data._lock_fd = None
+    crash(data)  # the log holds 21-25
     assert DataDir(tmp_path / "node").delivered() == {(ORIGIN, "edge-1"): [(1, 25)]}
 
 
@@ -156,9 +159,7 @@ def test_a_damaged_length_in_the_middle_is_an_error_not_a_torn_tail(tmp_path: Pa
     data = DataDir(tmp_path / "node")
     for sequence in range(1, 6):
         data.record((ORIGIN, "edge-1"), sequence, now=0.0)
-    os.close(data._lock_fd)  # type: ignore[arg-type]
-    data._lock_fd = None
-    log = tmp_path / "node" / datadir.LOG
+    log = crash(data)
     raw = bytearray(log.read_bytes())
     record = len(raw) // 5
     raw[record + 4] ^= 0x01  # the second record's length field
@@ -174,9 +175,7 @@ def test_a_damaged_length_near_the_end_is_not_taken_for_a_torn_record(
     data = DataDir(tmp_path / "node")
     for sequence in range(1, 7):
         data.record((ORIGIN, "edge-1"), sequence, now=0.0)
-    os.close(data._lock_fd)  # type: ignore[arg-type]
-    data._lock_fd = None
-    log = tmp_path / "node" / datadir.LOG
+    log = crash(data)
     raw = bytearray(log.read_bytes())
     record = len(raw) // 6
     struct.pack_into("<H", raw, 3 * record + 4, 200)  # the fourth record's length

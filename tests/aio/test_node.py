@@ -749,41 +749,54 @@ async def test_inbound_connections_are_capped_and_outbound_dials_never_refused(
                 await raw.close()
 
 
+async def useful_and_idle(c: Cluster, node: SynapseNode) -> list[RawPeer]:
+    """Two peers linked to ``node`` (cluster node 0): "useful" brought it a message
+    first (a positive score), "idle" finished its handshake and sent nothing (0)."""
+    useful = await RawPeer.connect(node.listen_address)
+    idle = await RawPeer.connect(node.listen_address)
+    useful.identity, idle.identity = Identity.generate(), Identity.generate()
+    await useful.hello("useful")
+    await idle.hello("idle")
+    await wait_for(lambda: {"useful", "idle"} <= set(node.connected_peers()),
+                   "both peers linked")
+    await useful.send(wire.encode_message_frame(
+        Message(MessageType.Data("first"), "feed", sequence=1)
+        .sign_with_ed25519(nacl.signing.SigningKey(bytes([9]) * 32)).to_envelope(),
+        hops=0))
+    await wait_for(lambda: len(c.received[0]) == 1, "the useful peer's message")
+    return [useful, idle]
+
+
+@pytest.mark.parametrize("half_open", [0, 2], ids=["newcomer", "after_half_open_sockets"])
 async def test_a_full_node_makes_room_for_a_newcomer_by_evicting_a_useless_inbound_peer(
-        workers: int) -> None:
+        workers: int, half_open: int) -> None:
     """Before: with every inbound slot taken (here by a peer that finished its handshake
     and then sent nothing), a new node was refused however useful the node's links were
     or were not. Now a peer that never brought a message first (score <= 0) makes room;
-    one that did is kept."""
-    key = nacl.signing.SigningKey(bytes([9]) * 32)
+    one that did is kept. Sockets that never finish a handshake evict nobody (found in
+    review: two that sent three bytes evicted established peers): a connection over the
+    limit is on probation until its handshake succeeds."""
     async with cluster(workers) as c:
         node = await c.add("capped", max_connections=2)
-        useful = await RawPeer.connect(node.listen_address)
-        idle = await RawPeer.connect(node.listen_address)
-        newcomer = None
-        useful.identity, idle.identity = Identity.generate(), Identity.generate()
+        peers = await useful_and_idle(c, node)
+        raws: list[RawPeer] = []
         try:
-            await useful.hello("useful")
-            await idle.hello("idle")
-            await wait_for(lambda: {"useful", "idle"} <= set(node.connected_peers()),
-                           "both peers linked")
-            await useful.send(wire.encode_message_frame(
-                Message(MessageType.Data("first"), "feed", sequence=1)
-                .sign_with_ed25519(key).to_envelope(), hops=0))
-            await wait_for(lambda: len(c.received[0]) == 1, "the useful peer's message")
-            stats = await node.get_stats()
+            stats = await node.get_stats()  # (also the sharded node's view of the scores)
             assert stats.core.peer_scores["useful"] > 0
             assert stats.core.peer_scores["idle"] == 0
+            for _ in range(half_open):
+                raws.append(await RawPeer.connect(node.listen_address))
+                await raws[-1].send_raw(b"SSY")
             newcomer = await RawPeer.connect(node.listen_address)
+            raws.append(newcomer)
             newcomer.identity = Identity.generate()
             await newcomer.hello("newcomer")
             await wait_for(lambda: set(node.connected_peers()) == {"useful", "newcomer"},
                            "the newcomer in, the idle peer out")
             assert (await node.get_stats()).rejected.get("evicted") == 1
         finally:
-            for raw in (useful, idle, newcomer):
-                if raw is not None:
-                    await raw.close()
+            for raw in (*peers, *raws):
+                await raw.close()
 
 
 async def test_one_host_gets_at_most_max_connections_per_host(workers: int) -> None:
@@ -799,45 +812,6 @@ async def test_one_host_gets_at_most_max_connections_per_host(workers: int) -> N
         finally:
             for raw in raws:
                 await raw.close()
-
-
-async def test_connections_that_never_finish_a_handshake_evict_nobody(workers: int) -> None:
-    """Found in review: eviction ran when a socket was accepted, so two sockets that
-    sent three bytes evicted established peers (and honest newcomers were then refused).
-    Now a connection over the limit is on probation: it evicts once its handshake
-    succeeds."""
-    async with cluster(workers) as c:
-        node = await c.add("capped", max_connections=2)
-        useful, idle = (await RawPeer.connect(node.listen_address),
-                        await RawPeer.connect(node.listen_address))
-        useful.identity, idle.identity = Identity.generate(), Identity.generate()
-        half_open: list[RawPeer] = []
-        newcomer = None
-        try:
-            await useful.hello("useful")
-            await idle.hello("idle")
-            await wait_for(lambda: {"useful", "idle"} <= set(node.connected_peers()),
-                           "both peers linked")
-            await useful.send(wire.encode_message_frame(
-                Message(MessageType.Data("first"), "feed", sequence=1)
-                .sign_with_ed25519(nacl.signing.SigningKey(bytes([9]) * 32))
-                .to_envelope(), hops=0))
-            await wait_for(lambda: len(c.received[0]) == 1, "the useful peer's message")
-            await node.get_stats()  # the sharded node's view of the scores is current
-            for _ in range(2):
-                raw = await RawPeer.connect(node.listen_address)
-                half_open.append(raw)
-                await raw.send_raw(b"SSY")
-            newcomer = await RawPeer.connect(node.listen_address)
-            newcomer.identity = Identity.generate()
-            await newcomer.hello("newcomer")
-            await wait_for(lambda: set(node.connected_peers()) == {"useful", "newcomer"},
-                           "the newcomer in, the idle peer out")
-            assert (await node.get_stats()).rejected.get("evicted") == 1
-        finally:
-            for raw in (useful, idle, newcomer, *half_open):
-                if raw is not None:
-                    await raw.close()
 
 
 async def test_a_message_too_large_for_a_frame_is_refused_at_the_sender(workers: int) -> None:
