@@ -597,10 +597,11 @@ class NodeConfig:
 
     max_connections: int = 1024
     """Inbound connections (peers that dialled this node, handshakes under way included)
-    held at once. When they are all taken, a new one evicts the established inbound peer
-    with the lowest score if that score is 0 or less (it never brought a message first:
-    idle, or worse), the most recent first among equals; peers that proved useful keep
-    their slots, and with no such peer the newcomer is refused (``connection_limit``).
+    held at once. When they are all taken, a newcomer is let in on probation (a few at a
+    time) if some established inbound peer has a score of 0 or less (it never brought a
+    message first: idle, or worse); once the newcomer's handshake succeeds, the lowest
+    such peer is evicted (the most recent among equals). Peers that proved useful keep
+    their slots; with none to evict the newcomer is refused (``connection_limit``).
     Outbound dials never count against it, so inbound load cannot keep this node from
     reaching its own neighbours."""
 

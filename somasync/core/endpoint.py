@@ -17,9 +17,13 @@ compare with an origin's timestamp, is ``now + wall_offset``. Randomness comes f
 injected ``random.Random``. Nothing here blocks, sleeps or performs I/O, so the same code
 runs in one process, in each worker, and thousands of times in the simulator.
 
-Ingress order (cheap before expensive): frame header, kind, handshake state, message id
-(BLAKE2b), seen cache, envelope decode, per-stream sequence check, signature policy and
-trust, TTL, **verify**, payload decode, then mark seen, store, deliver and forward.
+Ingress order (cheap before expensive): the peer's standing (a graylisted peer's frames
+are dropped unread, see :mod:`somasync.core.scoring`), frame header, kind, handshake
+state, per-key budgets (digest and GRAFT answers), message id (BLAKE2b), seen cache,
+envelope decode, per-stream sequence check, signature policy and trust, TTL, **verify**,
+payload decode, then mark seen, store, deliver and forward. In a sharded node, messages
+routed from other workers wait per link and are verified one link after another
+(:meth:`Endpoint.process_backlog`).
 """
 
 from __future__ import annotations
