@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from somasync.core.endpoint import VERIFY_BOUNDS
 from somasync.errors import NodeStateError
 
 try:
@@ -128,13 +129,15 @@ class NodeMetrics(Collector):
         histogram = HistogramMetricFamily(
             "somasync_delivery_latency_seconds", "Origin timestamp to delivery here, wall "
             "clock.", labels=labels)
-        cumulative, buckets = 0, []
-        for bound, count in zip([*map(str, latency.bounds), "+Inf"], latency.counts,
-                                strict=True):
-            cumulative += count
-            buckets.append((bound, cumulative))
-        histogram.add_metric([stats.node_id], buckets, sum_value=latency.total)
+        histogram.add_metric([stats.node_id], _cumulative(latency.bounds, latency.counts),
+                             sum_value=latency.total)
         yield histogram
+        verify = HistogramMetricFamily(
+            "somasync_verify_seconds", "Time of each signature check (summed over "
+            "workers).", labels=labels)
+        verify.add_metric([stats.node_id], _cumulative(VERIFY_BOUNDS, stats.core.verify_seconds),
+                          sum_value=stats.core.verify_seconds_total)
+        yield verify
         membership = stats.membership
         if membership is not None:
             members = GaugeMetricFamily("somasync_members", "Members known, by state.",
@@ -146,3 +149,15 @@ class NodeMetrics(Collector):
                         membership.local_health)
             yield counter("somasync_membership_suspicions", "Suspicions raised.",
                           membership.suspicions)
+
+
+def _cumulative(bounds: tuple[float, ...], counts: tuple[int, ...]
+                ) -> list[tuple[str, float]]:
+    """Prometheus histogram buckets (cumulative, ``+Inf`` last) from per-bucket counts;
+    all zero when nothing was counted (``counts`` empty)."""
+    counts = counts or (0,) * (len(bounds) + 1)
+    total, buckets = 0, []
+    for bound, count in zip([*map(str, bounds), "+Inf"], counts, strict=True):
+        total += count
+        buckets.append((bound, float(total)))
+    return buckets

@@ -251,6 +251,10 @@ async def test_delivery_latency_is_a_histogram_in_stats_and_metrics() -> None:
     assert 'somasync_delivery_latency_seconds_count{node_id="receiver"} 3.0' in text
     assert 'somasync_delivery_latency_seconds_bucket{le="+Inf",node_id="receiver"} 3.0' \
         in text
+    # Three messages, three signature checks at least (handshakes are checks too).
+    assert sum(stats.core.verify_seconds) >= 3
+    assert stats.core.verify_seconds_total > 0
+    assert 'somasync_verify_seconds_count{node_id="receiver"}' in text
 
 
 def test_the_agent_serves_metrics_over_http() -> None:

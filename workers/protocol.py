@@ -254,4 +254,5 @@ def decode(data: bytes) -> ControlMessage:
 def _endpoint_statistics(data: dict[str, Any]) -> EndpointStatistics:
     tree = data.get("tree")
     return EndpointStatistics(**{**data, "tree": None if tree is None
-                                 else TreeStatistics(**tree)})
+                                 else TreeStatistics(**tree),
+                                 "verify_seconds": tuple(data["verify_seconds"])})

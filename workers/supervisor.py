@@ -961,6 +961,11 @@ def _sum_core(cores: list[EndpointStatistics], *, peers: int) -> EndpointStatist
                 for label, value in getattr(core, name).items():
                     merged[label] = merged.get(label, 0) + value
             totals[name] = merged
+        elif name == "verify_seconds":
+            totals[name] = tuple(sum(counts) for counts in zip(
+                *(core.verify_seconds for core in cores), strict=True)) if cores else ()
+        elif name == "verify_seconds_total":
+            totals[name] = sum(core.verify_seconds_total for core in cores)
         elif name == "tree":
             # Each worker grows its own tree over its own streams: sum the counters.
             trees = [core.tree for core in cores if core.tree is not None]

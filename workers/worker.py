@@ -227,7 +227,7 @@ class Worker:
             wall_offset=time.time() - loop.time(), listen_address=spec.listen_address,
             handshake_timeout=spec.handshake_timeout, frame_timeout=spec.frame_timeout,
             shard=Shard(spec.index, spec.count),
-            credential=spec.security.certificate, trust=trust,
+            credential=spec.security.certificate, trust=trust, timer=time.perf_counter,
         )
         self.endpoint.restore_delivered(spec.delivered, now=loop.time())
         self._doorbell = doorbell = Doorbell(spec.doorbells[spec.index])

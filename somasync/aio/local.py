@@ -209,6 +209,7 @@ class LocalRuntime:
                 frame_timeout=self._config.frame_timeout,
                 plaintext_links=not self._config.security.encrypt_links,
                 credential=self._config.security.certificate, trust=self._host.trust,
+                timer=time.perf_counter,
             )
         self._endpoint.listen_address = listen_address
         if self._restored:

@@ -28,9 +28,10 @@ routed from other workers wait per link and are verified one link after another
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import deque
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from somasync.config import GossipConfig
@@ -62,6 +63,8 @@ __all__ = ["Delivery", "Endpoint", "EndpointStatistics"]
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between expiry sweeps (seen cache, store, holes)
 DIGEST_BURST = 8.0  # answers with content to one neighbour back to back (a catch-up)
 DIGEST_RATE = 1.0  # answers with content to one neighbour per anti-entropy interval after that
+VERIFY_BOUNDS = (25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6, 1e-3, 5e-3)
+"""Upper bounds (seconds) of the signature-check duration histogram's buckets."""
 BACKLOG_LIMIT = 4096  # routed messages of one link waiting for verification, at most
 GRAFT_BURST = 1024.0  # messages one neighbour's GRAFTs get back to back (a tree repair)...
 GRAFT_RATE = 256.0  # ...and per second after that
@@ -119,6 +122,12 @@ class EndpointStatistics:
     """Bytes of those frames, length prefix included."""
     tree: TreeStatistics | None
     """The broadcast tree's state and counters; None with plain push forwarding."""
+    verify_seconds: tuple[int, ...]
+    """Signature checks by duration: counts per bucket of :data:`VERIFY_BOUNDS` (seconds,
+    upper bounds) and one more above the last; all zero unless the driver gave the
+    endpoint a ``timer``."""
+    verify_seconds_total: float
+    """Seconds spent in those signature checks."""
     peer_scores: dict[str, float]
     """Score of each connected peer, by node id (see :mod:`somasync.core.scoring`):
     positive for peers that bring messages first, negative for invalid frames and
@@ -211,6 +220,9 @@ class Endpoint:
             None for a node in one process.
         verify: the signature check, :func:`somasync.core.crypto.verify` unless a caller
             that knows better (the simulator's fast mode) swaps in a cheaper one.
+        timer: a performance counter (``time.perf_counter``) to time each signature
+            check with, for ``statistics().verify_seconds``; None (tests, the simulator)
+            times nothing, so the core stays free of real time.
     """
 
     def __init__(self, config: GossipConfig, identity: Identity, node_id: str, *,
@@ -219,7 +231,8 @@ class Endpoint:
                  frame_timeout: float = 30.0,
                  shard: Shard | None = None, credential: bytes = b"",
                  plaintext_links: bool = False, trust: Trust | None = None,
-                 verify: crypto.Verifier = crypto.verify) -> None:
+                 verify: crypto.Verifier = crypto.verify,
+                 timer: Callable[[], float] | None = None) -> None:
         self.config = config
         self.identity = identity
         self.node_id = node_id
@@ -238,7 +251,9 @@ class Endpoint:
         else:
             self._strategy = PushGossip(config.fanout)
         self._shard = shard
-        self._verify = verify
+        self._verify_counts = [0] * (len(VERIFY_BOUNDS) + 1)
+        self._verify_total = 0.0
+        self._verify = verify if timer is None else self._timed(verify, timer)
         self._credential = credential
         self.trust = trust if trust is not None else Trust()
         # This node's own name is its own: a message from another key claiming it, or a
@@ -268,6 +283,20 @@ class Endpoint:
         self._next_anti_entropy = now + config.anti_entropy_interval
         self._digest_order: list[bytes] = []  # peers left in this anti-entropy round
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
+
+    def _timed(self, verify: crypto.Verifier, timer: Callable[[], float]) -> crypto.Verifier:
+        counts = self._verify_counts
+
+        def timed(key: bytes, signature: bytes, domain: bytes, body: bytes) -> bool:
+            started = timer()
+            try:
+                return verify(key, signature, domain, body)
+            finally:
+                took = timer() - started
+                counts[bisect.bisect_left(VERIFY_BOUNDS, took)] += 1
+                self._verify_total += took
+
+        return timed
 
     # --- links ---------------------------------------------------------------------
 
@@ -761,6 +790,8 @@ class Endpoint:
             digest_entries_scanned=self._store.scanned, frames_routed=c.routed,
             control_frames_out=c.control_frames, control_bytes_out=c.control_bytes,
             tree=None if self._tree is None else self._tree.statistics(),
+            verify_seconds=tuple(self._verify_counts),
+            verify_seconds_total=self._verify_total,
             peer_scores={state.hello.node_id: round(self._scores.score(key, now=self._now), 3)
                          for key, state in self._peers.items() if state.hello is not None},
             stored_messages=len(self._store), seen_ids=len(self._seen),

@@ -65,6 +65,10 @@ async def test_both_runtimes_report_the_same_events_and_stats(workers: int) -> N
                 assert stats.membership.alive == 2
                 assert stats.membership.members == 2
                 assert len(stats.workers) == workers
+                # The message's signature check at least, timed (summed over the
+                # workers of a sharded node, whose supervisor runs the handshakes).
+                assert sum(stats.core.verify_seconds) >= 1
+                assert stats.core.verify_seconds_total > 0
             await wait_until(lambda: any(isinstance(e, SynapseEvent.PeerLeft) for e in seen),
                              "x to hear that y left", DEADLINE)
         finally:
