@@ -166,11 +166,6 @@ class DataDir:
 
     # --- the lock ---------------------------------------------------------------------
 
-    @property
-    def locked(self) -> bool:
-        """True while this object holds the directory (between acquire and release)."""
-        return self._lock_fd is not None
-
     def acquire(self) -> None:
         """Take the directory's lock and read what it holds into memory (merged with
         what this object already knew). Does nothing when already held.
@@ -218,19 +213,11 @@ class DataDir:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def identity(self, given: Identity | None = None) -> Identity:
-        """The identity kept here (see :func:`kept_identity`)."""
-        return kept_identity(self.path, given)
-
     # --- delivered messages ----------------------------------------------------------
 
     def delivered(self) -> dict[StreamKey, list[tuple[int, int]]]:
         """Every stream's delivered sequence numbers, as sorted closed intervals."""
         return {stream: tracker.intervals() for stream, tracker in self._record.items()}
-
-    def __len__(self) -> int:
-        """Streams recorded."""
-        return len(self._record)
 
     def record(self, stream: StreamKey, sequence: int, *, now: float) -> None:
         """``sequence`` of ``stream`` was delivered (or published here): append it to

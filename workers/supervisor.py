@@ -188,8 +188,8 @@ class ShardedRuntime:
         self._connection_errors = 0  # sockets that failed during the handshake
         self._refused: dict[str, int] = {}  # connections refused here, by reason
         self._inbound_pending = 0  # accepted connections still in their handshake
-        self._inbound: set[bytes] = set()  # peers whose link this node accepted
-        self._inbound_hosts: dict[bytes, tuple[str, float]] = {}  # key -> (host, since)
+        # Peers whose link this node accepted: key -> (their host, admitted at).
+        self._inbound: dict[bytes, tuple[str, float]] = {}
         # Inbound peers handed to a worker, until it reports them connected:
         # key -> (host, handed over at, accepted over the limit)
         self._adopting: dict[bytes, tuple[str, float, bool]] = {}
@@ -647,8 +647,7 @@ class ShardedRuntime:
         """The worker admitted an inbound peer: its slot counts from now, and one
         accepted over the limit evicts a peer that never proved useful, if the node is
         still over it (a slot may have freed meanwhile), or goes itself."""
-        self._inbound.add(key)
-        self._inbound_hosts[key] = (host, self._loop.time())
+        self._inbound[key] = (host, self._loop.time())
         if probation and self._inbound_count() > self.config.max_connections:
             victim = self._eviction_candidate(sparing=key)
             if victim is not None:
@@ -665,7 +664,7 @@ class ShardedRuntime:
     def _connections_from(self, host: str) -> int:
         return self._pending_hosts.get(host, 0) \
             + sum(1 for h, _, _ in self._adopting.values() if h == host) \
-            + sum(1 for h, _ in self._inbound_hosts.values() if h == host)
+            + sum(1 for h, _ in self._inbound.values() if h == host)
 
     def _forget_unadopted(self, now: float) -> None:
         """Inbound peers handed to a worker that never reported them connected (it
@@ -676,8 +675,7 @@ class ShardedRuntime:
                 del self._adopting[key]
 
     def _forget_inbound(self, key: bytes) -> None:
-        self._inbound.discard(key)
-        self._inbound_hosts.pop(key, None)
+        self._inbound.pop(key, None)
 
     def _eviction_candidate(self, sparing: bytes | None = None) -> bytes | None:
         """As :meth:`Endpoint.eviction_candidate <somasync.core.endpoint.Endpoint.
@@ -685,14 +683,11 @@ class ShardedRuntime:
         asked every WATCH_INTERVAL): the inbound peer with the lowest score if it is 0
         or less, the most recent among equals."""
         best: tuple[float, float, bytes] | None = None
-        for key in self._inbound:
+        for key, (_, since) in self._inbound.items():
             entry = self._connected.get(key)
-            if key == sparing:
-                continue
-            if entry is None:
+            if key == sparing or entry is None:
                 continue
             score = self._peer_scores.get(entry[0], 0.0)
-            since = self._inbound_hosts.get(key, ("", 0.0))[1]
             if score <= 0 and (best is None or (score, -since) < best[:2]):
                 best = (score, -since, key)
         return None if best is None else best[2]

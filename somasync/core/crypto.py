@@ -95,6 +95,10 @@ def x25519(secret: bytes, public: bytes) -> bytes | None:
     return None if shared == bytes(32) else shared
 
 
+_UNOPENED = (nacl.exceptions.CryptoError, nacl.exceptions.ValueError,
+             nacl.exceptions.TypeError)  # what PyNaCl raises for a box that does not open
+
+
 def aead_seal(key: bytes, nonce: bytes, data: bytes, associated: bytes | None = None) -> bytes:
     """ChaCha20-Poly1305 (IETF, 12-byte nonce) ciphertext of ``data``, tag appended."""
     return nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(data, associated, nonce,
@@ -107,8 +111,7 @@ def aead_open(key: bytes, nonce: bytes, sealed: bytes,
     try:
         return nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt(sealed, associated,
                                                                         nonce, key)
-    except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError,
-            nacl.exceptions.TypeError):
+    except _UNOPENED:
         return None
 
 
@@ -134,6 +137,5 @@ def xaead_open(key: bytes, nonce: bytes, sealed: bytes,
     try:
         return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, associated,
                                                                          nonce, key)
-    except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError,
-            nacl.exceptions.TypeError):
+    except _UNOPENED:
         return None

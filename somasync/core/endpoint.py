@@ -157,6 +157,8 @@ class _Link:
     """When the link began holding an incomplete frame or record (None: it holds none)."""
     standing: int = _GOOD
     """What the peer's score still allows (good, ignored for gossip, graylisted)."""
+    first_copies: int = 0
+    """Messages this peer brought first since its score was last credited with them."""
     broken_promise_at: float = float("-inf")
     """When a broken promise of this peer last counted against its score."""
     paused: bool = False
@@ -326,6 +328,7 @@ class Endpoint:
             return
         self._dirty.pop(link, None)
         hello = state.hello
+        self._credit(state, now)  # the score outlives the link
         if hello is not None and self._peers.get(hello.public_key) is state:
             del self._peers[hello.public_key]
             self._strategy.link_down(link)
@@ -378,6 +381,7 @@ class Endpoint:
         """The score of the linked peer listening at ``address`` (0 with none)."""
         for key, state in self._peers.items():
             if state.peer_address == address:
+                self._credit(state, now)
                 return self._scores.score(key, now=now)
         return 0.0
 
@@ -402,6 +406,7 @@ class Endpoint:
             if state.outbound or state.owner is not None or state.closing \
                     or state.id in sparing:
                 continue
+            self._credit(state, now)
             score = self._scores.score(key, now=now)
             if score <= 0 and (best is None or (score, -state.opened_at) < best[:2]):
                 best = (score, -state.opened_at, state.id)
@@ -780,6 +785,8 @@ class Endpoint:
 
     def statistics(self) -> EndpointStatistics:
         c = self._counters
+        for state in self._peers.values():
+            self._credit(state, self._now)
         return EndpointStatistics(
             frames_in=c.frames_in, frames_out=c.frames_out, bytes_in=c.bytes_in,
             bytes_out=c.bytes_out, messages_delivered=c.delivered,
@@ -924,8 +931,8 @@ class Endpoint:
             return
         self._accept(envelope, now, frame.hops + 1)
         self._counters.delivered += 1
+        state.first_copies += 1  # credited to its score at the next sweep, off this path
         assert state.hello is not None
-        self._scores.useful(state.hello.public_key, now=now)
         self._deliveries.append(Delivery(envelope, payload, state.hello.node_id, frame.hops))
         tree = self._tree
         tag = _tag_of(envelope)
@@ -1058,6 +1065,7 @@ class Endpoint:
         if state is None or state.owner is None:
             return
         del self._links[link]
+        self._credit(state, self._now)
         dropped = self._backlog.pop(link, None)
         if dropped:
             rejected = self._counters.rejected
@@ -1263,6 +1271,7 @@ class Endpoint:
     def _greedy(self, state: _Link, now: float, amount: float = 1.0) -> None:
         """``state``'s peer broke a budget (or a promise): score it, and act on it."""
         if state.hello is not None:
+            self._credit(state, now)
             self._judge(state, self._scores.greedy(state.hello.public_key, now=now,
                                                    amount=amount))
 
@@ -1277,10 +1286,18 @@ class Endpoint:
                                               f"score {score:.1f}", True))
             self._request_close(state, str(RejectReason.LOW_SCORE))
 
+    def _credit(self, state: _Link, now: float) -> None:
+        """Add the messages ``state``'s peer brought first since the last call to its
+        score (counted on the link, so the per-message path touches no score)."""
+        if state.first_copies and state.hello is not None:
+            self._scores.useful(state.hello.public_key, now=now, count=state.first_copies)
+            state.first_copies = 0
+
     def _rejudge(self, now: float) -> None:
         """Scores decay: lift (or lower) every peer's standing to what it is now."""
         scores = self._scores
         for key, state in list(self._peers.items()):
+            self._credit(state, now)
             self._judge(state, scores.score(key, now=now))
         scores.forget_idle(set(self._peers), now=now)
 

@@ -861,8 +861,7 @@ class Membership:
         while recent and now - recent[0][0] > window:
             recent.popleft()
         if self._partition_lost:
-            if self._partition_lost.get(member.key, False) is False:
-                self._partition_lost[member.key] = True  # lost along with the others
+            self._partition_lost[member.key] = True  # lost along with the others
             return
         lost = list(dict.fromkeys(key for _, key in recent))
         before = self._live_members + 1 + len(lost)

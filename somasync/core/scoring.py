@@ -130,9 +130,9 @@ class PeerScores:
         score.decay(now)
         return score.value
 
-    def useful(self, key: bytes, *, now: float) -> None:
-        """The peer brought a message first."""
-        self._get(key, now).useful += 1.0
+    def useful(self, key: bytes, *, now: float, count: int = 1) -> None:
+        """The peer brought ``count`` messages first."""
+        self._get(key, now).useful += count
 
     def invalid(self, key: bytes, *, now: float) -> float:
         """The peer sent a frame that proves it broken or hostile; returns the score."""
