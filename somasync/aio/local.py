@@ -88,17 +88,14 @@ class _LinkProtocol(asyncio.Protocol):
         if self.dialled_address is None:
             config = runtime._config
             if runtime.inbound_connections(self.host) >= config.max_connections_per_host:
-                runtime.refused["host_limit"] = runtime.refused.get("host_limit", 0) + 1
-                transport.abort()
+                runtime.refuse(transport, "host_limit")
                 return
             if runtime.inbound_connections() >= config.max_connections:
                 # Over the limit only on probation: a peer is evicted for it once its
                 # handshake proves it, never for a socket that may never finish one.
                 if len(runtime._probation) >= EVICTION_TRIALS or \
                         endpoint.eviction_candidate(now=runtime._loop.time()) is None:
-                    runtime.refused["connection_limit"] = \
-                        runtime.refused.get("connection_limit", 0) + 1
-                    transport.abort()
+                    runtime.refuse(transport, "connection_limit")
                     return
                 runtime._probation[self.link] = None
         runtime._protocols[self.link] = self
@@ -168,6 +165,11 @@ class LocalRuntime:
         self.refused: dict[str, int] = {}
         """Inbound connections refused as they arrived, by reason (``connection_limit``,
         ``host_limit``)."""
+
+    def refuse(self, transport: asyncio.Transport, reason: str) -> None:
+        """Drop a connection as it arrives, counted by ``reason``."""
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        transport.abort()
 
     def inbound_connections(self, host: str | None = None) -> int:
         """Connections peers opened to this node, open now (from ``host`` only, if

@@ -1068,9 +1068,7 @@ class Endpoint:
         self._credit(state, self._now)
         dropped = self._backlog.pop(link, None)
         if dropped:
-            rejected = self._counters.rejected
-            rejected["routed_to_closed_link"] = \
-                rejected.get("routed_to_closed_link", 0) + len(dropped)
+            self._count_reject("routed_to_closed_link", len(dropped))
         if state.hello is not None and self._peers.get(state.hello.public_key) is state:
             del self._peers[state.hello.public_key]
             self._strategy.link_down(link)
@@ -1168,8 +1166,7 @@ class Endpoint:
             if refused:
                 # Over its share of the missing messages: most likely ids that exist
                 # nowhere. Anti-entropy still brings any real one.
-                rejected = self._counters.rejected
-                rejected["ihave_over_share"] = rejected.get("ihave_over_share", 0) + refused
+                self._count_reject("ihave_over_share", refused)
         elif kind == wire.FrameKind.GRAFT:
             tree.count_graft_received()
             answered: set[bytes] = set()
@@ -1244,10 +1241,10 @@ class Endpoint:
         self._counters.queue_dropped += state.outbox.push(frame, priority)
         self._dirty[state.id] = None
 
-    def _count_reject(self, reason: str) -> None:
+    def _count_reject(self, reason: str, count: int = 1) -> None:
         reason = str(reason)  # plain str keys, whether a RejectReason or a decode reason
         rejected = self._counters.rejected
-        rejected[reason] = rejected.get(reason, 0) + 1
+        rejected[reason] = rejected.get(reason, 0) + count
 
     def _reject(self, state: _Link, reason: str, detail: str, *, close: bool) -> None:
         self._count_reject(reason)
