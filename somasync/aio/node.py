@@ -246,6 +246,7 @@ class SynapseNode:
         Raises:
             NodeStateError: already running.
             TransportError: the bind address cannot be used.
+            DataDirError: the data directory is held by another node, or unreadable.
         """
         if self._running:
             raise NodeStateError("the node is already running")
@@ -277,9 +278,11 @@ class SynapseNode:
                 await self._control.start(host, bound_port, f"{host}:{bound_port}",
                                           self._seeds(), list(self._peers))
                 break
-            except TransportError:
+            except BaseException as exc:
+                # Also when cancelled (a DNS seed's lookup takes long): nothing stays bound.
                 runtime.close_listener()
-                if port != 0 or attempt == BIND_ATTEMPTS - 1:
+                if not isinstance(exc, TransportError) or port != 0 \
+                        or attempt == BIND_ATTEMPTS - 1:
                     raise
         self._bound = (host, bound_port)
         try:
