@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from somasync.config import GossipConfig, MembershipConfig
@@ -68,6 +68,9 @@ class Wire:
     link_b: int
     drop: bool = False
     """While True, bytes sent over this wire vanish (a lossy or dead link)."""
+    received: dict[str, int] = field(default_factory=dict)
+    """Bytes that arrived at each end (by node name), handshake and records, injected
+    ones included: what amplification is measured against."""
 
 
 class Mesh:
@@ -147,6 +150,9 @@ class Mesh:
 
     def inject_raw(self, name: str, link: int, data: bytes) -> None:
         """Bytes arriving at ``name`` on ``link`` as they are (handshake or records)."""
+        w = self.wires.get((name, link))
+        if w is not None:
+            w.received[name] = w.received.get(name, 0) + len(data)
         self.endpoint_of(name, link).receive_bytes(link, data, now=self.now)
 
     def settle(self, max_rounds: int = 500) -> None:

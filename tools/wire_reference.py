@@ -75,7 +75,8 @@ def describe(data: bytes) -> list[str]:
         kind = f"unknown kind {frame.kind}"
     flags = [name for name, bit in (("SIGNED", wire.FLAG_SIGNED), ("REPLY", wire.FLAG_REPLY),
                                     ("PARTIAL", wire.FLAG_PARTIAL),
-                                    ("REPAIR", wire.FLAG_REPAIR)) if frame.flags & bit]
+                                    ("REPAIR", wire.FLAG_REPAIR),
+                                    ("PADDED", wire.FLAG_PADDED)) if frame.flags & bit]
     lines = [f"  header: u32 length {length} | u8 version {wire.WIRE_VERSION} | u8 kind "
              f"{frame.kind} ({kind}) | u8 flags {frame.flags:#04x} {'|'.join(flags) or '-'}"
              f" | u8 priority {frame.priority} | u8 hops {frame.hops}"]

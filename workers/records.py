@@ -5,7 +5,7 @@ batches, never one record each). Item layout::
 
     u8 kind | u64 link | u8 priority | u32 length | data
 
-Kinds 1-6 are :class:`somasync.core.shard.RoutedKind` (worker to worker); the kinds below
+Kinds below 16 are :class:`somasync.core.shard.RoutedKind` (worker to worker); the kinds below
 run between a worker and the supervisor.
 """
 

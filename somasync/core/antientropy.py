@@ -24,7 +24,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from somasync.core import wire
 from somasync.core.wire import Envelope, StreamKey
 
-__all__ = ["MessageStore", "SequenceTracker", "StreamTable", "covers", "lacks_any"]
+__all__ = ["MessageStore", "SequenceTracker", "StreamTable", "count_lacking", "covers",
+           "lacks_any"]
 
 #: Most intervals (runs with holes between them) tracked per stream; more give the
 #: oldest hole up. As many as one digest can carry per stream, so that a digest always
@@ -171,6 +172,32 @@ def lacks_any(mine: Sequence[tuple[int, int]], theirs: Iterable[tuple[int, int]]
         if i < 0 or mine[i][1] < hi:
             return True
     return False
+
+
+def count_lacking(mine: Sequence[tuple[int, int]], theirs: Iterable[tuple[int, int]],
+                  cap: int) -> int:
+    """How many sequence numbers in ``theirs`` are outside ``mine`` (both sorted and
+    disjoint), counted up to ``cap``: the work is bounded by the intervals, not by
+    how many numbers they span."""
+    lacking = 0
+    for lo, hi in theirs:
+        i = max(0, bisect.bisect_right(mine, (lo, 0xFFFFFFFFFFFFFFFF)) - 1)
+        cursor = lo
+        while cursor <= hi and i < len(mine):
+            have_lo, have_hi = mine[i]
+            if have_hi < cursor:
+                i += 1
+                continue
+            if have_lo > hi:
+                break
+            lacking += max(0, have_lo - cursor)
+            cursor = have_hi + 1
+            i += 1
+        if cursor <= hi:
+            lacking += hi - cursor + 1
+        if lacking >= cap:
+            return cap
+    return lacking
 
 
 class StreamTable:

@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 
-__all__ = ["KeyedBuckets", "TokenBucket"]
+__all__ = ["AMPLIFICATION_LIMIT", "KeyedBuckets", "TokenBucket"]
+
+# Bytes a node sends in answer to a peer per byte that peer sent it, at most: on a link
+# over the link's whole life (QUIC's anti-amplification rule, RFC 9000 section 8), for a
+# membership PUSH per request. What a node sends unasked does not count. A peer that
+# expects a large answer pays for it with a padded request.
+AMPLIFICATION_LIMIT = 10
 
 
 class TokenBucket:

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 
 from somasync.config import GossipConfig
 from somasync.core import crypto, wire
-from somasync.core.antientropy import MessageStore, StreamTable, lacks_any
+from somasync.core.antientropy import MessageStore, StreamTable, count_lacking
 from somasync.core.broadcast import BroadcastTree, TreeStatistics
-from somasync.core.budget import KeyedBuckets
+from somasync.core.budget import AMPLIFICATION_LIMIT, KeyedBuckets
 from somasync.core.crypto import Identity
 from somasync.core.events import (
     Event,
@@ -68,6 +68,14 @@ VERIFY_BOUNDS = (25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6, 1e-3, 5e-3
 BACKLOG_LIMIT = 4096  # routed messages of one link waiting for verification, at most
 GRAFT_BURST = 1024.0  # messages one neighbour's GRAFTs get back to back (a tree repair)...
 GRAFT_RATE = 256.0  # ...and per second after that
+# AMPLIFICATION_LIMIT, on a link: answers are its handshake reply, its link-up and reply
+# digests, the repairs a digest asked for and GRAFT answers; pushes, IHAVEs and its own
+# rounds of digests are sent unasked. A node that expects a large answer pads its digest
+# (wire.FLAG_PADDED) to pay for it.
+# What a frame costs when charged against that credit beyond its own bytes: at most one
+# record's length and tag each (records batch frames, so this overestimates).
+ANSWER_OVERHEAD = 4 + crypto.AEAD_TAG_SIZE
+MESSAGE_SIZE_GUESS = 512.0  # bytes per message frame assumed before any is received
 _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never here
 # A peer's standing, from its score (see somasync.core.scoring).
 _GOOD, _IGNORED, _GRAYLISTED = 0, 1, 2
@@ -161,6 +169,12 @@ class _Link:
     """Messages this peer brought first since its score was last credited with them."""
     broken_promise_at: float = float("-inf")
     """When a broken promise of this peer last counted against its score."""
+    credit: int = 0
+    """Bytes this node may still send the peer in answers: ``AMPLIFICATION_LIMIT`` per
+    byte received on the link, less what answers took (see :meth:`Endpoint._answer`)."""
+    peer_lead: int = 0
+    """Messages the peer's last digest listed that this node lacks: the next digest to
+    it is padded so the peer can afford to answer with them."""
     paused: bool = False
     closing: bool = False
     owner: int | None = None
@@ -281,6 +295,8 @@ class Endpoint:
                                            DIGEST_BURST)
         self._graft_budget = KeyedBuckets(GRAFT_RATE, GRAFT_BURST)
         self._now = now  # the latest driver time seen: for scores touched between inputs
+        # A running mean of message frame sizes: what a digest's answer will weigh.
+        self._message_size = MESSAGE_SIZE_GUESS
         self._counters = _Counters()
         self._next_anti_entropy = now + config.anti_entropy_interval
         self._digest_order: list[bytes] = []  # peers left in this anti-entropy round
@@ -313,6 +329,9 @@ class Endpoint:
         self._links[link] = state
         if session is not None:
             state.session = session
+            # The driver took the peer's handshake (at least its hello) and answered it
+            # with one of about the same size: the credit that leaves.
+            state.credit = (AMPLIFICATION_LIMIT - 1) * len(session.peer.encode())
             self._on_peer(state, session.peer, now)
             return
         state.handshake = Handshake(self.identity, self.node_id, self.listen_address,
@@ -438,11 +457,15 @@ class Endpoint:
         self._now = now
         session = state.session
         if session is None:
+            # Frames earn their credit in receive_frame (the simulator hands them there
+            # directly); the handshake's bytes earn it here.
+            state.credit += AMPLIFICATION_LIMIT * len(data)
             handshake = state.handshake
             session = self._continue_handshake(state, data, now)
             if session is None or handshake is None:
                 return
             data, state.handshake = handshake.leftover, None
+            state.credit -= AMPLIFICATION_LIMIT * len(data)  # records: credited per frame
             if not data:
                 return
         try:
@@ -503,6 +526,7 @@ class Endpoint:
         counters = self._counters
         counters.frames_in += 1
         counters.bytes_in += len(frame) + 4
+        state.credit += AMPLIFICATION_LIMIT * (len(frame) + 4)
         if state.standing == _GRAYLISTED:
             # Unread: no decode, no verify. A peer that keeps sending while graylisted
             # is disconnected soon; one that pauses recovers as its score decays.
@@ -595,6 +619,9 @@ class Endpoint:
         try:
             if kind == RoutedKind.SEND:
                 self._queue(state, item.data, item.priority)
+            elif kind == RoutedKind.ANSWER:
+                if not self._answer(state, item.data, item.priority):
+                    self._count_reject("answer_over_credit")
             elif kind == RoutedKind.DIGEST:
                 self._on_digest(state, wire.decode_frame(item.data), now)
             elif kind == RoutedKind.TREE:
@@ -750,6 +777,8 @@ class Endpoint:
                 self._dirty[link] = None
                 continue
             raw = state.raw_out
+            if raw and not state.outbound:
+                state.credit -= len(raw)  # our side of a handshake the peer opened
             session = state.session
             if session is None:
                 # Frames wait for the handshake; its own bytes go now.
@@ -932,6 +961,10 @@ class Endpoint:
         self._accept(envelope, now, frame.hops + 1)
         self._counters.delivered += 1
         state.first_copies += 1  # credited to its score at the next sweep, off this path
+        self._message_size += (len(frame.payload) + wire.FRAME_HEADER.size
+                               - self._message_size) / 64
+        if state.peer_lead and frame.flags & wire.FLAG_REPAIR:
+            state.peer_lead -= 1
         assert state.hello is not None
         self._deliveries.append(Delivery(envelope, payload, state.hello.node_id, frame.hops))
         tree = self._tree
@@ -995,30 +1028,37 @@ class Endpoint:
                                           wall_now=wall_now)
         if missing:
             self._digest_budget.take(key, now=now)
+        sent = 0
         for frame_bytes, priority in missing:
-            self._queue(state, frame_bytes, priority)
-        self._counters.repairs_sent += len(missing)
-        self._counters.forwarded += len(missing)
-        if not digest.reply:
-            lacking, unknown = self._lacking(digest)
-            if lacking:
-                self._send_digest(state, reply=True, unknown=unknown)
+            if not self._answer(state, frame_bytes, priority):
+                # The peer has not paid for more: it asks again, with a padded digest.
+                self._count_reject("answer_over_credit", len(missing) - sent)
+                break
+            sent += 1
+        self._counters.repairs_sent += sent
+        self._counters.forwarded += sent
+        lead, unknown = self._lacking(digest)
+        state.peer_lead = lead
+        if lead and not digest.reply:
+            self._send_digest(state, reply=True, unknown=unknown)
 
-    def _lacking(self, digest: wire.Digest) -> tuple[bool, list[wire.StreamKey]]:
-        """Whether the digest's sender holds something this endpoint's streams lack, and
-        which of the lacking streams this endpoint has never seen."""
-        lacking = False
+    def _lacking(self, digest: wire.Digest) -> tuple[int, list[wire.StreamKey]]:
+        """How many messages the digest's sender holds that this endpoint's streams lack
+        (counted up to ``anti_entropy_batch``), and which of the lacking streams this
+        endpoint has never seen."""
+        lead = 0
+        cap = self.config.anti_entropy_batch
         unknown: list[wire.StreamKey] = []
         for stream, intervals in digest.streams.items():
             if not intervals or not self._owns_stream(stream):
                 continue
             tracker = self._streams.get(stream)
             if tracker is None:
-                lacking = True
                 unknown.append(stream)
-            elif lacks_any(tracker.intervals(), intervals):
-                lacking = True
-        return lacking, unknown
+                lead += sum(hi - lo + 1 for lo, hi in intervals)
+            elif lead < cap:
+                lead += count_lacking(tracker.intervals(), intervals, cap - lead)
+        return min(lead, cap), unknown
 
     # --- sharding ----------------------------------------------------------------------
 
@@ -1188,9 +1228,11 @@ class Endpoint:
                         # serves a neighbour that needs this much.
                         self._count_reject("graft_limited")
                         continue
-                    self._queue(state, stored[0], stored[1])
-                    self._counters.repairs_sent += 1
-                    self._counters.forwarded += 1
+                    if self._answer(state, stored[0], stored[1]):
+                        self._counters.repairs_sent += 1
+                        self._counters.forwarded += 1
+                    else:
+                        self._count_reject("answer_over_credit")
             if repeated:
                 self._greedy(state, now)
         else:
@@ -1221,18 +1263,52 @@ class Endpoint:
                      unknown: list[wire.StreamKey] = ()) -> None:  # type: ignore[assignment]
         """Describe this endpoint's streams to ``state``'s peer. Streams in ``unknown``
         are listed with no intervals: "send me all you hold of these". In a sharded node
-        each worker describes only its own streams, so its digest is partial."""
+        each worker describes only its own streams, so its digest is partial.
+
+        A digest that answers the peer (at link-up, or a reply) is charged to the link's
+        credit and shrinks to a sample of the streams where the credit is short. One this
+        node sends to ask is padded for the answer it expects (``peer_lead``)."""
         items = self._streams.items()
         limit = self.config.max_digest_streams
+        answer = reply and state.owner is None
+        if answer:
+            # About 60 bytes a stream: a short credit is not spent encoding in vain.
+            limit = min(limit, max(0, state.credit - 64) // 60)
         partial = self._shard is not None or len(items) > limit
         if len(items) > limit:
             items = self._rng.sample(items, limit)
         streams = {stream: t.intervals() for stream, t in items}
         for stream in unknown[: max(0, limit - len(streams))]:
             streams[stream] = []
-        frame = wire.encode_digest(streams, reply=reply, partial=partial)
-        self._queue(state, frame, 255)
+        padding = 0
+        if state.peer_lead:
+            expected = state.peer_lead * self._message_size
+            size = 64 + 60 * len(streams)
+            padding = min(int(expected) // AMPLIFICATION_LIMIT - size,
+                          self.config.max_frame // 2)
+        frame = wire.encode_digest(streams, reply=reply, partial=partial, padding=padding)
+        if reply:
+            if not self._answer(state, frame, 255):
+                self._count_reject("answer_over_credit")
+                return
+        else:
+            self._queue(state, frame, 255)
         self._counters.digests_sent += 1
+
+    def _answer(self, state: _Link, frame: bytes, priority: int) -> bool:
+        """Queue ``frame`` in answer to the peer, if the link's credit pays for it (see
+        ``AMPLIFICATION_LIMIT``). A sharded node's worker hands its answer to the worker
+        owning the connection, which holds the credit."""
+        owner = state.owner
+        if owner is not None:
+            self._route(owner, Routed(RoutedKind.ANSWER, state.id, priority, frame))
+            return True
+        cost = len(frame) + ANSWER_OVERHEAD
+        if cost > state.credit:
+            return False
+        state.credit -= cost
+        self._queue(state, frame, priority)
+        return True
 
     def _queue(self, state: _Link, frame: bytes, priority: int) -> None:
         if state.owner is not None:

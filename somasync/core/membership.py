@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from somasync.config import MembershipConfig
 from somasync.core import crypto
-from somasync.core.budget import KeyedBuckets
+from somasync.core.budget import AMPLIFICATION_LIMIT, KeyedBuckets
 from somasync.core.crypto import Identity
 from somasync.core.events import (
     MembershipEvent,
@@ -495,7 +495,10 @@ class Membership:
             member = self._members.get(datagram.sender)
             if member is not None and member.state != PeerState.LEFT:
                 if self._push_budget.take(datagram.sender, now=now):
-                    self._send_state(member.address, DatagramKind.PULL)
+                    # Paid for by the request (a PUSH asking for a reply is padded):
+                    # a larger state goes out in part, the rest at later push/pulls.
+                    self._send_state(member.address, DatagramKind.PULL, limit=
+                                     AMPLIFICATION_LIMIT * (len(data) + self._overhead))
                 else:
                     self._reject("push_limited")
 
@@ -1112,10 +1115,12 @@ class Membership:
                 if m.state in _LIVE or m.state_since >= cutoff]
 
     def _send_state(self, address: str, kind: DatagramKind, *,
-                    reply_wanted: bool = False) -> None:
+                    reply_wanted: bool = False, limit: int | None = None) -> None:
         """Send every member's claims (ours first), split over as many datagrams as
-        ``max_datagram`` needs; only the first asks for a reply."""
-        claims = [self._self.alive_claim]
+        ``max_datagram`` needs; only the first asks for a reply, padded to the full size
+        so that it pays for the whole answer it may get. With ``limit`` (bytes, sealing
+        included) a random part of the members goes, as much as the limit allows."""
+        claims = []
         for member in self._members.values():
             # A failed or departed member travels as its verdict alone: a node that knows
             # it checks the verdict, and a node that never saw it alive (a later joiner)
@@ -1126,18 +1131,36 @@ class Membership:
             if member.state_claim is not None:
                 claims.append(member.state_claim)
         budget = self.config.max_datagram - self._overhead - fixed_size(kind)
-        chunk: list[bytes] = []
+        if limit is not None:
+            whole = sum(map(len, claims)) + len(self._self.alive_claim)
+            if whole + (whole // budget + 1) * (fixed_size(kind) + self._overhead) > limit:
+                # Different members each time, so repeated push/pulls cover them all.
+                self._rng.shuffle(claims)
+        claims.insert(0, self._self.alive_claim)
+        chunks: list[list[bytes]] = [[]]
         used = 0
-        first = True
         for raw in claims:
-            if used + len(raw) > budget and chunk:
-                self._send(address, encode_datagram(kind, self._key, 0, chunk,
-                                                    reply_wanted=reply_wanted and first))
-                chunk, used, first = [], 0, False
-            chunk.append(raw)
+            if used + len(raw) > budget and chunks[-1]:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(raw)
             used += len(raw)
-        self._send(address, encode_datagram(kind, self._key, 0, chunk,
-                                            reply_wanted=reply_wanted and first))
+        spent = 0
+        for index, chunk in enumerate(chunks):
+            first = index == 0
+            datagram = encode_datagram(kind, self._key, 0, chunk,
+                                       reply_wanted=reply_wanted and first)
+            if first and reply_wanted:
+                datagram = encode_datagram(kind, self._key, 0, chunk, reply_wanted=True,
+                                           padding=budget + fixed_size(kind) - len(datagram))
+            if limit is not None:
+                while chunk and spent + len(datagram) + self._overhead > limit:
+                    chunk.pop()
+                    datagram = encode_datagram(kind, self._key, 0, chunk)
+                if not chunk:
+                    return
+                spent += len(datagram) + self._overhead
+            self._send(address, datagram)
 
     def _reconnect_round(self, now: float) -> None:
         """Send our state to one failed member (or a seed when nobody is alive): if it is

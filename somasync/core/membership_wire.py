@@ -7,8 +7,12 @@ Datagram::
     32s sender             the sender's public key (a hint only: nothing trusts it)
     u64 nonce              random per probe; an ack answers the nonce of its ping
     ... kind body          PING: 32s target key; PING_REQ: 32s target key, u8 address
-                           length, address; PUSH: u8 flags (bit 0: reply wanted)
+                           length, address; PUSH: u8 flags (bit 0: reply wanted,
+                           bit 1: padded)
     u16 claim count, then the claims
+    ... padding            PUSH with bit 1 only: zero bytes to the datagram's end (a
+                           PUSH asking for a reply pays for the answer it may get: at
+                           most ``AMPLIFICATION_LIMIT`` times its own size)
 
 Claim (what a node says about a member; every claim is signed by its author)::
 
@@ -55,6 +59,7 @@ HEADER = struct.Struct("!BB32sQ")
 CLAIM_HEAD = struct.Struct("!B32sQ")
 COUNT = struct.Struct("!H")
 FLAG_REPLY_WANTED = 0x01
+FLAG_PADDED = 0x02
 MAX_CREDENTIAL = 512
 
 
@@ -199,8 +204,9 @@ class Datagram:
 
 def encode_datagram(kind: DatagramKind, sender: bytes, nonce: int, claims: list[bytes], *,
                     target: bytes = b"", target_address: str = "",
-                    reply_wanted: bool = False) -> bytes:
-    """Build a datagram from already encoded (signed) claims."""
+                    reply_wanted: bool = False, padding: int = 0) -> bytes:
+    """Build a datagram from already encoded (signed) claims; a PUSH may end in
+    ``padding`` zero bytes."""
     parts = [HEADER.pack(MEMBERSHIP_VERSION, kind, sender, nonce)]
     if kind in (DatagramKind.PING, DatagramKind.PING_REQ):
         if len(target) != KEY_SIZE:
@@ -211,10 +217,14 @@ def encode_datagram(kind: DatagramKind, sender: bytes, nonce: int, claims: list[
         if not 0 < len(address) <= 255:
             raise ValueError("a ping request names the target's address")
         parts.append(bytes((len(address),)) + address)
+    padded = kind == DatagramKind.PUSH and padding > 0
     if kind == DatagramKind.PUSH:
-        parts.append(bytes((FLAG_REPLY_WANTED if reply_wanted else 0,)))
+        parts.append(bytes(((FLAG_REPLY_WANTED if reply_wanted else 0)
+                            | (FLAG_PADDED if padded else 0),)))
     parts.append(COUNT.pack(len(claims)))
     parts.extend(claims)
+    if padded:
+        parts.append(bytes(padding))
     return b"".join(parts)
 
 
@@ -242,7 +252,7 @@ def decode_datagram(data: bytes, *, max_claims: int = 4096) -> Datagram:
     except ValueError:
         raise DecodeError("unknown_kind", f"datagram kind {kind_value}") from None
     offset = HEADER.size
-    target, target_address, reply_wanted = b"", "", False
+    target, target_address, reply_wanted, padded = b"", "", False, False
     if kind in (DatagramKind.PING, DatagramKind.PING_REQ):
         target, offset = _key(data, offset, "ping target")
     if kind == DatagramKind.PING_REQ:
@@ -253,6 +263,7 @@ def decode_datagram(data: bytes, *, max_claims: int = 4096) -> Datagram:
         if offset >= len(data):
             raise DecodeError("truncated", "push flags missing")
         reply_wanted = bool(data[offset] & FLAG_REPLY_WANTED)
+        padded = bool(data[offset] & FLAG_PADDED)
         offset += 1
     if len(data) - offset < COUNT.size:
         raise DecodeError("truncated", "claim count missing")
@@ -264,6 +275,6 @@ def decode_datagram(data: bytes, *, max_claims: int = 4096) -> Datagram:
     for _ in range(count):
         claim, offset = decode_claim(data, offset)
         claims.append(claim)
-    if offset != len(data):
+    if offset != len(data) and not padded:
         raise DecodeError("bad_length", "trailing bytes after the claims")
     return Datagram(kind, sender, nonce, target, target_address, reply_wanted, tuple(claims))

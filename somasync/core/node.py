@@ -152,7 +152,9 @@ class NodeControl:
             trust=trust, credential=security.certificate, wall_offset=wall_offset,
         ) if run_membership else None
         self._overlay = HyParView(address, config.overlay,
-                                  rng=random.Random(rng.getrandbits(64)), now=now) \
+                                  rng=random.Random(rng.getrandbits(64)), now=now,
+                                  datagram_overhead=SEAL_OVERHEAD if self._sealer is not None
+                                  else 0) \
             if DiscoveryMethod.GOSSIP in config.discovery else None
         self._targets: dict[str, _Target] = {}
         self._linked: dict[bytes, str] = {}  # peer key -> its listen address

@@ -71,7 +71,9 @@ Wire format (all integers unsigned, an ``addr`` is ``u8 length`` + 1-255 bytes o
     u8 kind                 OverlayKind (append-only)
     u8 version              OVERLAY_VERSION
     addr sender             the sender's own address
-    JOIN, DISCONNECT:       nothing more
+    JOIN:                   zero padding to JOIN_SIZE bytes (the joiner pays for the
+                            FORWARD_JOINs its JOIN causes: see _on_join)
+    DISCONNECT:             nothing more
     FORWARD_JOIN:           addr joiner, u8 ttl
     NEIGHBOR:               u8 priority (0 low, 1 high)
     NEIGHBOR_REPLY:         u8 accepted (0 or 1)
@@ -94,9 +96,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from somasync.config import OverlayConfig
+from somasync.core.budget import AMPLIFICATION_LIMIT
 from somasync.errors import DecodeError
 
 __all__ = [
+    "JOIN_SIZE",
     "MAX_ADDRESS",
     "OVERLAY_VERSION",
     "HyParView",
@@ -114,6 +118,12 @@ MAX_ADDRESS = 255
 """Longest address in bytes (UTF-8): one length byte on the wire."""
 
 JOIN_ATTEMPTS = 3  # JOINs sent to a contact before it counts as unreachable
+# Bytes of a JOIN, padded; a shorter one is refused. It pays for what a JOIN makes its
+# contact send (at most AMPLIFICATION_LIMIT bytes per byte): a FORWARD_JOIN to each of the
+# other active neighbours (sealed, addresses of ~20 bytes), and the steps of those walks
+# that come back through the contact (in a small mesh, a walk of six hops returns about
+# 1.5 times).
+JOIN_SIZE = 128
 
 
 class OverlayKind(enum.IntEnum):
@@ -255,8 +265,9 @@ def decode_message(data: bytes, *, max_entries: int = 255) -> OverlayMessage:
         for _ in range(count):
             entry, offset = _read_address(data, offset, "entry")
             entries.append(entry)
-    if offset != len(data):
-        raise DecodeError("bad_length", "trailing bytes")
+    if offset != len(data) and (kind != OverlayKind.JOIN or data.count(0, offset) !=
+                                len(data) - offset):
+        raise DecodeError("bad_length", "trailing bytes")  # a JOIN's padding is zeros
     return OverlayMessage(kind, sender, node, ttl, high_priority, accepted, tuple(entries))
 
 
@@ -361,10 +372,11 @@ class HyParView:
     """
 
     def __init__(self, me: str, config: OverlayConfig, *, rng: random.Random,
-                 now: float) -> None:
+                 now: float, datagram_overhead: int = 0) -> None:
         _address(me, "me")
         self.config = config
         self._me = me
+        self._overhead = datagram_overhead  # what the driver's seal adds to a datagram
         self._rng = rng
         self.score_of: Callable[[str], float] | None = None
         """The data part's peer score of the neighbour at an address (see
@@ -407,7 +419,7 @@ class HyParView:
         self._add_active(contact)
         self._pending[contact] = _Request(now + self.config.neighbor_timeout, high=True,
                                           join=True)
-        self._send(contact, OverlayKind.JOIN)
+        self._send(contact, OverlayKind.JOIN, padding=JOIN_SIZE)
 
     def receive(self, sender: str, data: bytes, *, now: float) -> None:
         """Handle one datagram from ``sender`` (the address the transport saw). Never
@@ -431,7 +443,7 @@ class HyParView:
             return
         kind = message.kind
         if kind == OverlayKind.JOIN:
-            self._on_join(sender)
+            self._on_join(sender, len(data))
         elif kind == OverlayKind.FORWARD_JOIN:
             self._on_walk_from(sender, now)
             self._on_forward_join(sender, message.node, message.ttl, now)
@@ -569,17 +581,32 @@ class HyParView:
 
     # --- message handlers ----------------------------------------------------------
 
-    def _on_join(self, joiner: str) -> None:
+    def _on_join(self, joiner: str, size: int) -> None:
+        if size < JOIN_SIZE:
+            self._reject("join_underpaid")
+            return
         if joiner in self._active:  # a resent JOIN whose acknowledgement was lost
             self._send(joiner, OverlayKind.NEIGHBOR_REPLY, accepted=True)
             return
         self._counters.joins += 1
         self._add_active(joiner)
         self._send(joiner, OverlayKind.NEIGHBOR_REPLY, accepted=True)
-        for peer in list(self._active):
-            if peer != joiner:
-                self._send(peer, OverlayKind.FORWARD_JOIN, node=joiner,
-                           ttl=self.config.active_walk_length)
+        # At most AMPLIFICATION_LIMIT bytes go out per byte of the JOIN: the reply, the
+        # DISCONNECT to a neighbour the joiner displaced, the walks, and one step more
+        # for a walk that comes back through this node. A JOIN padded to JOIN_SIZE pays
+        # for the walks of a full active view.
+        walk = len(encode_message(OverlayKind.FORWARD_JOIN, self._me, node=joiner,
+                                  ttl=self.config.active_walk_length)) + self._overhead
+        reply = len(encode_message(OverlayKind.NEIGHBOR_REPLY, self._me)) \
+            + len(encode_message(OverlayKind.DISCONNECT, self._me)) + 2 * self._overhead
+        paid = (AMPLIFICATION_LIMIT * (size + self._overhead) - reply) // walk - 1
+        peers = [peer for peer in self._active if peer != joiner]
+        if len(peers) > paid:  # an active view larger than JOIN_SIZE pays for
+            self._reject("join_underpaid")
+            peers = self._rng.sample(peers, max(0, paid))
+        for peer in peers:
+            self._send(peer, OverlayKind.FORWARD_JOIN, node=joiner,
+                       ttl=self.config.active_walk_length)
 
     def _on_walk_from(self, sender: str, now: float) -> None:
         """A random walk arrived over a link only a neighbour would use."""
@@ -839,9 +866,11 @@ class HyParView:
 
     def _send(self, peer: str, kind: OverlayKind, *, node: str = "", ttl: int = 0,
               high_priority: bool = False, accepted: bool = False,
-              entries: Sequence[str] = ()) -> None:
+              entries: Sequence[str] = (), padding: int = 0) -> None:
         data = encode_message(kind, self._me, node=node, ttl=ttl,
                               high_priority=high_priority, accepted=accepted, entries=entries)
+        if len(data) < padding:
+            data += bytes(padding - len(data))
         self._counters.messages_out += 1
         self._counters.bytes_out += len(data)
         self._outgoing.append((peer, data))

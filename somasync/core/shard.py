@@ -73,6 +73,7 @@ class RoutedKind(enum.IntEnum):
     PEER_DOWN = 5  # a peer's connection is gone
     CLOSE = 6  # close a connection the receiver owns (data = reason, UTF-8)
     TREE = 7  # a peer's IHAVE/GRAFT/PRUNE entries for the receiver's streams (a frame)
+    ANSWER = 8  # as SEND, for a frame that answers the peer: charged to the link's credit
 
 
 class Routed(NamedTuple):

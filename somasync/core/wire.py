@@ -40,6 +40,7 @@ import orjson
 from somasync.errors import DecodeError
 
 __all__ = [
+    "FLAG_PADDED",
     "FLAG_PARTIAL",
     "FLAG_REPAIR",
     "FLAG_REPLY",
@@ -77,6 +78,7 @@ FLAG_SIGNED = 0x01  # MESSAGE: a 64-byte signature precedes the envelope
 FLAG_REPLY = 0x02  # DIGEST: do not answer with a digest (an answer, or one of a pair)
 FLAG_PARTIAL = 0x04  # DIGEST: lists only some of the sender's streams
 FLAG_REPAIR = 0x08  # MESSAGE: a repair (anti-entropy or GRAFT answer), not a tree push
+FLAG_PADDED = 0x10  # DIGEST: zero padding follows the streams (see encode_digest)
 
 LENGTH_PREFIX = struct.Struct("!I")
 FRAME_HEADER = struct.Struct("!IBBBBB")  # length, version, kind, flags, priority, hops
@@ -410,8 +412,13 @@ class Digest:
 
 
 def encode_digest(streams: dict[StreamKey, list[tuple[int, int]]], *, reply: bool,
-                  partial: bool = False) -> bytes:
-    """Frame a digest. Each stream keeps at most 255 intervals (the newest)."""
+                  partial: bool = False, padding: int = 0) -> bytes:
+    """Frame a digest. Each stream keeps at most 255 intervals (the newest).
+
+    ``padding`` zero bytes follow the streams (``FLAG_PADDED``): a node answers a peer
+    with at most ``AMPLIFICATION_LIMIT`` bytes per byte the peer sent it (see
+    :mod:`somasync.core.endpoint`), so a node that expects a large answer to its digest
+    pays for it with a larger digest."""
     parts = [DIGEST_COUNT.pack(len(streams))]
     for (origin, source), intervals in streams.items():
         source_bytes = source.encode()
@@ -419,6 +426,9 @@ def encode_digest(streams: dict[StreamKey, list[tuple[int, int]]], *, reply: boo
         parts.append(origin + bytes((len(source_bytes),)) + source_bytes + bytes((len(kept),)))
         parts.extend(INTERVAL.pack(lo, hi) for lo, hi in kept)
     flags = (FLAG_REPLY if reply else 0) | (FLAG_PARTIAL if partial else 0)
+    if padding > 0:
+        parts.append(bytes(padding))
+        flags |= FLAG_PADDED
     return encode_frame(FrameKind.DIGEST, b"".join(parts), flags=flags, priority=255)
 
 
@@ -460,6 +470,6 @@ def decode_digest(frame: Frame) -> Digest:
             previous_hi = hi
         offset = end
         streams[(origin, source)] = intervals
-    if offset != len(data):
+    if offset != len(data) and not frame.flags & FLAG_PADDED:
         raise DecodeError("bad_length", "trailing bytes after digest")
     return Digest(streams, bool(frame.flags & FLAG_REPLY))

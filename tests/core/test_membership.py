@@ -7,6 +7,7 @@ import random
 import pytest
 
 from somasync.config import MembershipConfig
+from somasync.core.budget import AMPLIFICATION_LIMIT
 from somasync.core.crypto import Identity
 from somasync.core.events import (
     PartitionDetected,
@@ -739,3 +740,36 @@ def test_one_crashed_member_is_no_partition() -> None:
     for name in (f"n{i}" for i in range(8) if i != 5):
         assert net.events_of(name, PeerFailed)
         assert net.events_of(name, PartitionDetected) == []
+
+
+def test_a_push_asking_for_the_full_state_gets_at_most_ten_times_its_size() -> None:
+    """Before: an empty PUSH (45 bytes) got every member's claim back, x21.6 sealed and
+    x60.6 unsealed in the amplification bench, and more the larger the membership."""
+    node, others = _node_with_members(60)
+    asker = others[0]
+    push = encode_datagram(DatagramKind.PUSH, asker.public_key, 0, [], reply_wanted=True)
+    node.receive_datagram("o0", push, now=1.0, sealed_by=asker.public_key)
+    answer = sum(len(d) for address, d in node.datagrams_to_send() if address == "o0")
+    assert 0 < answer <= AMPLIFICATION_LIMIT * len(push)
+
+
+def test_a_push_asking_for_a_reply_is_padded_and_repeated_ones_cover_every_member() -> None:
+    joiner = Membership(CONFIG, Identity(bytes([99]) * 32), "joiner", "j",
+                        rng=random.Random(5), now=0.0)
+    joiner.join(["seed"], now=0.0)
+    [(address, push)] = joiner.datagrams_to_send()
+    assert address == "seed"
+    assert len(push) == CONFIG.max_datagram  # it pays for the answer it asks for
+    assert decode_datagram(push).reply_wanted
+    node, others = _node_with_members(60)
+    asker = others[0]
+    padded = encode_datagram(DatagramKind.PUSH, asker.public_key, 0, [], reply_wanted=True,
+                             padding=CONFIG.max_datagram - 45)
+    learned: set[bytes] = set()
+    for round_ in range(12):
+        node.receive_datagram("o0", padded, now=1.0 + round_ * CONFIG.push_pull_interval,
+                              sealed_by=asker.public_key)
+        answer = [d for address, d in node.datagrams_to_send() if address == "o0"]
+        assert sum(map(len, answer)) <= AMPLIFICATION_LIMIT * len(padded)
+        learned.update(claim.subject for d in answer for claim in decode_datagram(d).claims)
+    assert learned == {o.public_key for o in others} | {ME.public_key}

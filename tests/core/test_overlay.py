@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from somasync.config import OverlayConfig
+from somasync.core.budget import AMPLIFICATION_LIMIT
 from somasync.core.overlay import (
+    JOIN_SIZE,
     HyParView,
     OverlayKind,
     OverlayMessage,
@@ -574,8 +576,13 @@ def test_codec_round_trips_and_every_prefix_is_truncated(m: OverlayMessage) -> N
     for cut in range(len(data)):
         with pytest.raises(DecodeError):
             decode_message(data[:cut])
-    with pytest.raises(DecodeError):
-        decode_message(data + b"\x00")
+    if m.kind == OverlayKind.JOIN:
+        assert decode_message(data + bytes(40)) == m  # padding: the joiner pays
+        with pytest.raises(DecodeError):
+            decode_message(data + b"\x00\x01")
+    else:
+        with pytest.raises(DecodeError):
+            decode_message(data + b"\x00")
 
 
 @settings(max_examples=300, deadline=None)
@@ -686,3 +693,41 @@ def test_a_full_view_drops_a_neighbour_with_a_negative_score_first(seed: int) ->
     hpv.receive("high", msg(OverlayKind.NEIGHBOR, "high", high_priority=True), now=0.0)
     [victim] = [d for d, m in sent(hpv) if m.kind == OverlayKind.DISCONNECT]
     assert victim == "p2"
+
+
+def test_an_unpadded_join_buys_nothing() -> None:
+    """Before: a 19-byte JOIN made its contact send a FORWARD_JOIN to every active
+    neighbour (x9.4 unsealed in the amplification bench, more with a larger view)."""
+    config = CONFIG.replace(active_size=8)
+    hpv = node(config=config)
+    fill_active(hpv, [f"peer-{i}" for i in range(config.active_size)])
+    join = msg(OverlayKind.JOIN, "joiner")
+    hpv.receive("joiner", join, now=1.0)
+    assert hpv.messages_to_send() == []
+    assert hpv.statistics().reject_reasons["join_underpaid"] == 1
+
+
+def test_a_padded_join_to_a_view_larger_than_it_pays_for_reaches_part_of_it() -> None:
+    config = CONFIG.replace(active_size=80, passive_size=80)
+    hpv = node(config=config)
+    fill_active(hpv, [f"10.0.{i}.1:7946" for i in range(config.active_size)])
+    join = msg(OverlayKind.JOIN, "10.0.99.1:7946") + bytes(JOIN_SIZE)
+    hpv.receive("10.0.99.1:7946", join, now=1.0)
+    out = hpv.messages_to_send()
+    assert 0 < sum(len(data) for _, data in out) <= AMPLIFICATION_LIMIT * len(join)
+    assert hpv.statistics().reject_reasons["join_underpaid"] == 1
+
+
+def test_a_padded_join_reaches_every_active_neighbour() -> None:
+    config = CONFIG.replace(active_size=8)
+    joiner = node("joiner", config)
+    joiner.join("contact", now=0.0)
+    [(_, join)] = joiner.messages_to_send()
+    assert len(join) == JOIN_SIZE
+    hpv = node(config=config)
+    peers = [f"peer-{i}" for i in range(config.active_size)]
+    fill_active(hpv, peers)
+    hpv.receive("joiner", join, now=1.0)
+    walks = {dest for dest, m in sent(hpv) if m.kind == OverlayKind.FORWARD_JOIN}
+    assert len(walks) == config.active_size - 1  # one neighbour made room for the joiner
+    assert "join_underpaid" not in hpv.statistics().reject_reasons

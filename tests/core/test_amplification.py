@@ -1,0 +1,103 @@
+"""A node answers a peer with at most AMPLIFICATION_LIMIT bytes per byte that peer sent it,
+over the link's life (QUIC's anti-amplification rule), and an honest node that lacks much
+pays for its answers with padded digests and still catches up."""
+
+from __future__ import annotations
+
+import nacl.signing
+import pytest
+
+from somasync.core import wire
+from somasync.core.endpoint import AMPLIFICATION_LIMIT
+from somasync.core.payload import MessageType
+from somasync.errors import DecodeError
+from somasync.message import Message
+from somasync.testing import WALL, Mesh, Wire
+
+KEY = nacl.signing.SigningKey(bytes(range(32)))
+PAYLOAD = "x" * 300
+
+
+def _holder(mesh: Mesh, count: int, *, shards: int = 1) -> list[bytes]:
+    """Node ``a`` holding ``count`` messages of one origin, before anyone links to it;
+    their ids."""
+    mesh.add("a", shards=shards)
+    ids = []
+    for sequence in range(1, count + 1):
+        message = Message(MessageType.Data(PAYLOAD), "origin", timestamp=WALL, ttl=3600,
+                          sequence=sequence).sign_with_ed25519(KEY)
+        ids.append(mesh.nodes["a"].broadcast(message.to_envelope(), now=mesh.now))
+    mesh.settle()
+    return ids
+
+
+def _link(mesh: Mesh) -> Wire:
+    mesh.add("b")
+    wire_ = mesh.connect("b", "a")
+    mesh.settle()
+    return wire_
+
+
+def _rejected(mesh: Mesh, name: str, reason: str) -> int:
+    return sum(e.statistics().rejected.get(reason, 0) for e in mesh.shards[name])
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_empty_digests_get_at_most_ten_bytes_per_byte_sent(shards: int) -> None:
+    """Before: each 11-byte empty DIGEST got the 200 messages a holds (up to 8 back to
+    back): 8 x 200 x 450 bytes for a few hundred bytes of handshake and digests."""
+    mesh = Mesh()
+    _holder(mesh, 200, shards=shards)
+    link = _link(mesh)
+    empty = wire.encode_digest({}, reply=True)
+    for _ in range(20):
+        mesh.inject("a", mesh.link_of("a", "b"), empty)
+    mesh.settle()
+    to_b, to_a = link.received["b"], link.received["a"]
+    assert to_b <= AMPLIFICATION_LIMIT * to_a, (to_b, to_a)
+    assert _rejected(mesh, "a", "answer_over_credit") > 0
+
+
+def test_a_graft_of_many_stored_ids_is_answered_within_the_credit() -> None:
+    mesh = Mesh()
+    ids = _holder(mesh, 200)[:100]
+    link = _link(mesh)
+    tag = wire.stream_tag(KEY.verify_key.encode(), b"origin")
+    graft = wire.encode_tree_frame(wire.FrameKind.GRAFT,
+                                   [wire.encode_tree_entry(i, tag) for i in ids])
+    mesh.inject("a", mesh.link_of("a", "b"), graft)
+    mesh.settle()
+    to_b, to_a = link.received["b"], link.received["a"]
+    assert to_b <= AMPLIFICATION_LIMIT * to_a, (to_b, to_a)
+    assert _rejected(mesh, "a", "answer_over_credit") > 0
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_node_that_lacks_much_pays_with_padded_digests_and_catches_up(
+        shards: int) -> None:
+    mesh = Mesh()
+    _holder(mesh, 300, shards=shards)
+    link = _link(mesh)
+    # The link-up answer alone cannot carry 300 messages: the credit holds it back...
+    assert len(mesh.delivered["b"]) < 300
+    for _ in range(40):
+        if len(mesh.delivered["b"]) == 300:
+            break
+        mesh.step(mesh.config.anti_entropy_interval)
+    # ...and b's digests, padded for what a's digests showed it lacks, bring the rest.
+    assert len(mesh.delivered["b"]) == 300
+    assert link.received["b"] <= AMPLIFICATION_LIMIT * link.received["a"]
+    assert _rejected(mesh, "a", "answer_over_credit") > 0
+
+
+def test_a_padded_digest_decodes_and_trailing_bytes_without_the_flag_do_not() -> None:
+    stream = (bytes(32), "s")
+    padded = wire.encode_digest({stream: [(1, 4)]}, reply=False, padding=1000)
+    frame = wire.decode_frame(padded[wire.LENGTH_PREFIX.size:])
+    assert frame.flags & wire.FLAG_PADDED
+    assert len(padded) > 1000
+    assert wire.decode_digest(frame).streams == {stream: ((1, 4),)}
+    unflagged = wire.Frame(frame.kind, frame.flags & ~wire.FLAG_PADDED, frame.priority,
+                           frame.hops, frame.payload)
+    with pytest.raises(DecodeError, match="trailing"):
+        wire.decode_digest(unflagged)
