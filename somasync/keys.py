@@ -38,6 +38,7 @@ __all__ = [
     "load_certificate",
     "load_identity",
     "load_revocation",
+    "require_private",
     "revocation_message",
     "save_certificate",
     "save_identity",
@@ -109,6 +110,22 @@ def load_identity(path: str | os.PathLike[str]) -> Identity:
             permission bits set), not an identity file, or its key does not match.
     """
     path = Path(path)
+    require_private(path)
+    data = _json(path, "somasync-identity")
+    identity = Identity(_hex(path, data, "seed", 32))
+    if data.get("public_key") not in (None, identity.public_key.hex()):
+        raise KeyFileError(path, "its public_key does not belong to its seed")
+    return identity
+
+
+def require_private(path: str | os.PathLike[str]) -> None:
+    """Refuse a secret's file (a key, an RPC token) that other users may access.
+
+    Raises:
+        KeyFileError: the file is missing, or a group or world permission bit is set (the
+            message gives the mode and the fix).
+    """
+    path = Path(path)
     try:
         mode = path.stat().st_mode
     except OSError as exc:
@@ -116,11 +133,6 @@ def load_identity(path: str | os.PathLike[str]) -> Identity:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(path, f"is accessible by other users (mode {stat.S_IMODE(mode):04o});"
                                  f" chmod 600 it")
-    data = _json(path, "somasync-identity")
-    identity = Identity(_hex(path, data, "seed", 32))
-    if data.get("public_key") not in (None, identity.public_key.hex()):
-        raise KeyFileError(path, "its public_key does not belong to its seed")
-    return identity
 
 
 def load_allowlist(path: str | os.PathLike[str]) -> dict[str, bytes]:
