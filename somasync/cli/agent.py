@@ -48,7 +48,14 @@ import orjson
 import uvloop
 
 from somasync.cli.configuration import ENV_PREFIX, resolve
-from somasync.cli.rpc import RpcError, RpcServer, default_directory
+from somasync.cli.rpc import (
+    RpcError,
+    RpcServer,
+    default_directory,
+    parse_rpc_addr,
+    private_directory,
+    read_token,
+)
 from somasync.config import (
     DEFAULT_PORT,
     DiscoveryMethod,
@@ -118,6 +125,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="the private RPC socket for 'somasync members|publish|monitor|"
                              "stats|leave' (mode 0600; default $XDG_RUNTIME_DIR/somasync-"
                              "<uid>/agent-<port>.sock; 'off': none)")
+    parser.add_argument("--rpc-addr", metavar="HOST:PORT",
+                        help="serve the RPC on TCP too, to clients that send the token "
+                             "(port 0: any free port; address and token file in the ready "
+                             "event); a loopback address unless --rpc-allow-network")
+    parser.add_argument("--rpc-token-file", metavar="FILE",
+                        help="the token for --rpc-addr (mode 0600; default: a fresh one in "
+                             "$XDG_RUNTIME_DIR/somasync-<uid>/rpc-<host>-<port>.token)")
+    parser.add_argument("--rpc-allow-network", action="store_true",
+                        help="let --rpc-addr be a non-loopback address, open to the "
+                             "network (the token is then all that guards the agent)")
     parser.add_argument("--metrics-addr", metavar="HOST:PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics (the "
                              "'prometheus' extra; port 0: any free port, reported in the "
@@ -214,7 +231,8 @@ async def _run(options: argparse.Namespace) -> int:
         config = config.replace(node_id="node-" + identity.public_key[:6].hex())
     node, messages, events = (SynapseNodeBuilder().with_config(config)
                               .with_signing_key(identity.signing_key).build())
-    # Before the node starts: a bad metrics address stops the agent before it joins.
+    # Before the node starts: a bad RPC or metrics setting stops the agent before it joins.
+    tcp_rpc, token = _tcp_rpc(options)
     metrics = await _serve_metrics(node, options.metrics_addr) if options.metrics_addr \
         else None
     await node.start()
@@ -224,9 +242,11 @@ async def _run(options: argparse.Namespace) -> int:
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    rpc = None if options.rpc == "off" else RpcServer(
-        Path(options.rpc) if options.rpc else
-        default_directory() / f"agent-{node.listen_address.rsplit(':', 1)[1]}.sock")
+    socket_path = None if options.rpc == "off" else Path(options.rpc) if options.rpc else \
+        default_directory() / f"agent-{node.listen_address.rsplit(':', 1)[1]}.sock"
+    rpc = None if socket_path is None and tcp_rpc is None else RpcServer(
+        socket_path, tcp_address=tcp_rpc, token=token,
+        token_file=Path(options.rpc_token_file) if options.rpc_token_file else None)
 
     def report(kind: str, **fields: Any) -> None:
         """An event for stdout and every RPC monitor, the same line for both."""
@@ -272,7 +292,8 @@ async def _run(options: argparse.Namespace) -> int:
                              "messages": stats.messages_processed,
                              "duplicates": stats.duplicates,
                              "peers": stats.peer_stats.healthy_peers,
-                             "rejected": stats.rejected}
+                             "rejected": stats.rejected,
+                             "rpc_refused": dict(rpc.refused) if rpc is not None else {}}
         if command == "revoke":
             try:
                 notice = load_revocation(argument)
@@ -324,13 +345,21 @@ async def _run(options: argparse.Namespace) -> int:
     if rpc is not None:
         rpc.handler = execute_and_report
         try:
+            if socket_path is not None and not options.rpc:
+                private_directory()  # refuses a default directory others made or can enter
             await rpc.start()
+        except ConfigError:
+            await node.stop()
+            raise
         except (OSError, RpcError) as exc:
             await node.stop()
-            raise ConfigError("rpc", f"cannot serve {rpc.path}: {exc}") from None
+            raise ConfigError("rpc", f"cannot serve {socket_path}: {exc}") from None
     _emit("ready", node_id=node.node_id, address=node.listen_address,
           public_key=node.public_key, metrics=metrics.address if metrics else None,
-          rpc=None if rpc is None else str(rpc.path))
+          rpc=None if socket_path is None else str(socket_path),
+          rpc_addr=None if rpc is None else rpc.tcp_address,
+          rpc_token_file=None if rpc is None or rpc.token_file is None
+          else str(rpc.token_file))
     tasks = [loop.create_task(c) for c in (watch_events(), watch_messages(), commands())]
     await stopping.wait()
     if metrics is not None:
@@ -343,6 +372,28 @@ async def _run(options: argparse.Namespace) -> int:
     await asyncio.gather(*tasks, return_exceptions=True)
     _emit("stopped")
     return 0
+
+
+def _tcp_rpc(options: argparse.Namespace) -> tuple[tuple[str, int] | None, str | None]:
+    """Where to serve the RPC on TCP (None: nowhere) and the given token (None: one is
+    generated).
+
+    Raises:
+        ConfigError: naming ``rpc_addr`` (no address, or not loopback without
+            ``--rpc-allow-network``) or ``rpc_token_file`` (missing, open to others, empty,
+            or given without ``--rpc-addr``).
+    """
+    if not options.rpc_addr:
+        if options.rpc_token_file:
+            raise ConfigError("rpc_token_file", "is the token for --rpc-addr; give both")
+        return None, None
+    address = parse_rpc_addr(options.rpc_addr, allow_network=options.rpc_allow_network)
+    if not options.rpc_token_file:
+        return address, None
+    try:
+        return address, read_token(Path(options.rpc_token_file))
+    except KeyFileError as exc:
+        raise ConfigError("rpc_token_file", str(exc)) from None
 
 
 class _MetricsServer:

@@ -11,8 +11,13 @@ With ``--format json`` each command prints its result as one JSON object, and
 ``monitor`` one object per line, as ``somasync/cli/schema.json`` (JSON Schema) describes.
 
 The agent is found with ``--rpc PATH``, else ``$SOMASYNC_RPC``, else as the one agent
-socket of this user (``$XDG_RUNTIME_DIR/somasync-<uid>/``). Exit status: 0 done, 1 the
-agent refused the request (its reason on stderr), 2 usage, 3 no agent could be reached.
+socket of this user (``$XDG_RUNTIME_DIR/somasync-<uid>/``). An agent started with
+``--rpc-addr HOST:PORT`` is reached over TCP with ``--rpc-addr HOST:PORT`` (or
+``$SOMASYNC_RPC_ADDR``) and its token: ``--rpc-token-file FILE`` (or
+``$SOMASYNC_RPC_TOKEN_FILE``), else the token the agent wrote for that address in the same
+directory (its ready event's ``rpc_token_file``). Exit status: 0 done, 1 the agent refused
+the request or the token (its reason on stderr), 2 usage (a bad address, no token file),
+3 no agent could be reached.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from somasync.cli.rpc import RpcError, find_socket, request, stream
+from somasync.cli.rpc import RpcError, RpcRefused, find_endpoint, request, stream
 
 __all__ = ["COMMANDS", "main"]
 
@@ -39,7 +44,14 @@ COMMANDS = {
 def _parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"somasync {command}", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rpc", metavar="PATH", help="the agent's RPC socket")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--rpc", metavar="PATH", help="the agent's RPC socket")
+    where.add_argument("--rpc-addr", metavar="HOST:PORT",
+                       help="the agent's TCP RPC endpoint (its --rpc-addr; default "
+                            "$SOMASYNC_RPC_ADDR)")
+    parser.add_argument("--rpc-token-file", metavar="FILE",
+                        help="the token for --rpc-addr (default $SOMASYNC_RPC_TOKEN_FILE, "
+                             "else the one the agent wrote for that address)")
     parser.add_argument("--format", choices=["text", "json"], default="text")
     if command == "publish":
         parser.add_argument("payload", help="text (an alert) or a JSON payload object")
@@ -63,10 +75,17 @@ def _table(members: list[dict[str, Any]]) -> str:
 def main(command: str, argv: list[str]) -> int:
     options = _parser(command).parse_args(argv)
     try:
-        path = find_socket(options.rpc)
+        target = find_endpoint(options.rpc, options.rpc_addr, options.rpc_token_file)
+    except ValueError as exc:  # ConfigError: a bad address, no token
+        print(f"somasync {command}: {exc}", file=sys.stderr)
+        return 2
+    except RpcError as exc:
+        print(f"somasync {command}: {exc}", file=sys.stderr)
+        return 3
+    try:
         if command == "monitor":
             count = 0
-            for event in stream(path):
+            for event in stream(target):
                 if "ok" in event:  # the agent's acknowledgement, not an event
                     if not event["ok"]:
                         print(f"somasync monitor: {event.get('error')}", file=sys.stderr)
@@ -77,7 +96,10 @@ def main(command: str, argv: list[str]) -> int:
                 if options.count is not None and count >= options.count:
                     break
             return 0
-        answer = request(path, command, getattr(options, "payload", ""))
+        answer = request(target, command, getattr(options, "payload", ""))
+    except RpcRefused as exc:
+        print(f"somasync {command}: {exc}", file=sys.stderr)
+        return 1
     except RpcError as exc:
         print(f"somasync {command}: {exc}", file=sys.stderr)
         return 3
