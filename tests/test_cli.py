@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
 import select
 import socket
 import subprocess
@@ -408,3 +410,316 @@ def test_every_commands_json_output_follows_the_documented_schema(
         agent.wait(timeout=30)
     finally:
         _stop(agent)
+
+
+# --- the RPC endpoint: private by default, TCP only with a token --------------------------
+
+def _agent(*args: str, runtime: Path) -> tuple[subprocess.Popen[str], dict[str, object]]:
+    """An agent with ``$XDG_RUNTIME_DIR`` at ``runtime``, and its ready event."""
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "somasync", "agent", "--bind", "127.0.0.1:0",
+         "--preset", "local", "--node-id", "rpc-agent", *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)})
+    assert agent.stdout is not None
+    try:
+        line = agent.stdout.readline()
+        assert line, f"the agent exited: {agent.communicate(timeout=10.0)[1]}"
+        ready: dict[str, object] = json.loads(line)
+        assert ready["event"] == "ready"
+    except BaseException:
+        _stop(agent)
+        raise
+    return agent, ready
+
+
+def _raw_tcp(address: str, first: bytes | None) -> list[bytes]:
+    """What the agent answers a TCP client that sends ``first`` (None: nothing) and then
+    waits for the agent to hang up."""
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=60.0) as sock:
+        if first is not None:
+            sock.sendall(first)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received.splitlines()
+
+
+def test_client_commands_reach_an_agent_over_tcp_with_its_token(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import stat
+    import threading
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # where the client finds the token
+    agent, ready = _agent("--rpc", "off", "--rpc-addr", "127.0.0.1:0", runtime=tmp_path)
+    try:
+        assert ready["rpc"] is None
+        address, token_file = str(ready["rpc_addr"]), Path(str(ready["rpc_token_file"]))
+        assert address.startswith("127.0.0.1:")
+        assert not address.endswith(":0")
+        assert token_file.parent == tmp_path / f"somasync-{os.getuid()}"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(token_file.parent.stat().st_mode) == 0o700
+        assert len(token_file.read_text().strip()) >= 43  # token_urlsafe(32)
+        # The token found next to the agent's socket, named by --rpc-token-file, or by
+        # the variables.
+        assert main(["members", "--rpc-addr", address]) == 0
+        assert capsys.readouterr().out.splitlines()[1].split()[0] == "rpc-agent"
+        assert main(["stats", "--rpc-addr", address, "--rpc-token-file", str(token_file),
+                     "--format", "json"]) == 0
+        assert json.loads(capsys.readouterr().out)["rpc_refused"] == {}
+        monkeypatch.setenv("SOMASYNC_RPC_ADDR", address)
+        monkeypatch.setenv("SOMASYNC_RPC_TOKEN_FILE", str(token_file))
+        assert main(["members", "--format", "json"]) == 0
+        assert json.loads(capsys.readouterr().out)["members"][0]["node_id"] == "rpc-agent"
+        monitored: list[int] = []
+        monitor = threading.Thread(target=lambda: monitored.append(
+            main(["monitor", "--count", "1"])))
+        monitor.start()
+        deadline = time.monotonic() + 20.0
+        while monitor.is_alive() and time.monotonic() < deadline:
+            assert main(["publish", "over tcp"]) == 0
+            monitor.join(0.2)
+        assert monitored == [0]
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+        assert json.loads(lines[0])["payload"]["message"] == "over tcp"
+        assert main(["leave"]) == 0
+        agent.wait(timeout=20.0)
+        assert agent.returncode == 0
+        assert not token_file.exists()  # a generated token lives as long as its agent
+        capsys.readouterr()
+        assert main(["members", "--rpc-addr", address, "--rpc-token-file",
+                     str(tmp_path / "absent")]) == 2
+        assert "rpc_token_file" in capsys.readouterr().err
+    finally:
+        _stop(agent)
+
+
+def test_tcp_rpc_refuses_a_wrong_token_no_token_and_a_silent_client_and_counts_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    agent, ready = _agent("--rpc", "off", "--rpc-addr", "127.0.0.1:0", runtime=tmp_path)
+    try:
+        address, token_file = str(ready["rpc_addr"]), str(ready["rpc_token_file"])
+        wrong = tmp_path / "wrong.token"
+        wrong.write_text("not-the-token\n")
+        wrong.chmod(0o600)
+        assert main(["members", "--rpc-addr", address, "--rpc-token-file", str(wrong)]) == 1
+        assert "refused the connection: unauthorized" in capsys.readouterr().err
+        unauthorized = [b'{"ok":false,"error":"unauthorized"}']
+        # A request without the auth line first, and a client that says nothing at all
+        # (the agent gives up on it after AUTH_TIMEOUT seconds): one error line, hung up.
+        assert _raw_tcp(address, b'{"id": 1, "command": "members"}\n') == unauthorized
+        assert _raw_tcp(address, None) == unauthorized
+        assert main(["stats", "--rpc-addr", address, "--rpc-token-file", token_file,
+                     "--format", "json"]) == 0
+        assert json.loads(capsys.readouterr().out)["rpc_refused"] == {
+            "bad_token": 1, "no_token": 1, "timeout": 1}
+        assert main(["leave", "--rpc-addr", address, "--rpc-token-file", token_file]) == 0
+        _, stderr = agent.communicate(timeout=20.0)
+    finally:
+        _stop(agent)
+    assert agent.returncode == 0
+    # Each refusal is logged once: the first on a line of its own, the rest of the
+    # interval summed up (at the latest when the agent stops); how few lines a flood
+    # makes is tested on the server itself below.
+    refusals = [line for line in stderr.splitlines() if "refused" in line]
+    assert all("WARNING somasync.cli.rpc: RPC: refused" in line for line in refusals), stderr
+    assert "from 127.0.0.1:" in refusals[0]
+    assert "(wrong token)" in refusals[0]
+    told = [int(more[1]) if (more := re.search(r"refused (\d+) more", line)) else 1
+            for line in refusals]
+    assert sum(told) == 3, stderr
+
+
+async def test_the_rpc_server_caps_unauthenticated_connections_and_sums_up_a_flood(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from somasync.cli.rpc import RpcServer
+
+    async def handler(command: str, argument: str) -> tuple[str, dict[str, object]]:
+        return command, {}
+
+    async def ask(first: bytes) -> list[bytes]:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(first)
+        answer = [await reader.readline(), await reader.readline()]
+        writer.close()
+        await writer.wait_closed()
+        return answer
+
+    token = "s3cret-token"
+    server = RpcServer(None, handler, tcp_address=("127.0.0.1", 0), token=token,
+                       max_unauthenticated=2, log_interval=3600.0)
+    caplog.set_level("WARNING", logger="somasync.cli.rpc")
+    await server.start()
+    waiting: list[asyncio.StreamWriter] = []
+    try:
+        assert server.tcp_address is not None
+        host, _, port_text = server.tcp_address.rpartition(":")
+        port = int(port_text)
+        for _ in range(2):  # two clients that say nothing hold both places
+            _, writer = await asyncio.open_connection(host, port)
+            waiting.append(writer)
+        reader, writer = await asyncio.open_connection(host, port)
+        assert await reader.readline() == \
+            b'{"ok":false,"error":"too many unauthenticated connections"}\n'
+        assert await reader.read() == b""
+        writer.close()
+        await writer.wait_closed()
+        waiting[0].close()  # a place frees, and the right token gets in
+        await waiting.pop(0).wait_closed()
+        for _ in range(300):
+            answer = await ask(b'{"auth": "s3cret-token"}\n{"id": 7, "command": "members"}\n')
+            if answer[0] != b'{"ok":false,"error":"too many unauthenticated connections"}\n':
+                break
+            await asyncio.sleep(0.05)  # the agent has not seen the hang-up yet
+        assert answer == [b'{"ok":true,"event":"authorized","result":{}}\n',
+                          b'{"id":7,"ok":true,"event":"members","result":{}}\n']
+        for attempt in range(10):
+            assert (await ask(f'{{"auth": "guess-{attempt}"}}\n'.encode()))[0] == \
+                b'{"ok":false,"error":"unauthorized"}\n'
+        assert await ask('{"auth": "t\u00f6ken"}\n'.encode()) == [
+            b'{"ok":false,"error":"unauthorized"}\n', b""]  # not ASCII: refused, no crash
+    finally:
+        for writer in waiting:
+            writer.close()
+        await server.close()
+    assert server.refused["too_many"] >= 1
+    assert server.refused["bad_token"] == 11
+    messages = [record.getMessage() for record in caplog.records
+                if record.name == "somasync.cli.rpc"]
+    assert len(messages) == 2, messages
+    assert "too many unauthenticated connections" in messages[0]
+    assert f"refused {sum(server.refused.values()) - 1} more TCP connections" in messages[1]
+
+
+@pytest.mark.parametrize(("flags", "field", "says"), [
+    (["--rpc-addr", "0.0.0.0:0"], "rpc_addr", "--rpc-allow-network"),
+    (["--rpc-addr", "localhost:0"], "rpc_addr", "not a loopback IP address"),
+    (["--rpc-addr", "127.0.0.1"], "rpc_addr", "host:port"),
+    (["--rpc-token-file", "token"], "rpc_token_file", "give both"),
+    (["--rpc-addr", "127.0.0.1:0", "--rpc-token-file", "absent"], "rpc_token_file",
+     "No such file"),
+    (["--rpc-addr", "127.0.0.1:0", "--rpc-token-file", "open"], "rpc_token_file",
+     "chmod 600"),
+    (["--rpc-addr", "127.0.0.1:0", "--rpc-token-file", "empty"], "rpc_token_file",
+     "holds no token"),
+])
+def test_the_tcp_rpc_stays_off_the_network_and_wants_a_private_token(
+        tmp_path: Path, flags: list[str], field: str, says: str) -> None:
+    for name, mode, text in (("open", 0o640, "token"), ("token", 0o600, "token"),
+                             ("empty", 0o600, "\n")):
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(mode)
+    flags = [str(tmp_path / flag) if flag in ("open", "token", "empty", "absent") else flag
+             for flag in flags]
+    result = subprocess.run([sys.executable, "-m", "somasync", "agent", "--bind",
+                             "127.0.0.1:0", *flags], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert f"somasync agent: {field}: " in result.stderr
+    assert says in result.stderr
+    assert result.stdout == ""  # no ready event: it never started
+
+
+def test_a_non_loopback_rpc_address_is_for_the_network_only_when_asked() -> None:
+    from somasync.cli.rpc import parse_rpc_addr
+    from somasync.errors import ConfigError
+
+    assert parse_rpc_addr("127.0.0.2:0") == ("127.0.0.2", 0)
+    assert parse_rpc_addr("[::1]:7000") == ("::1", 7000)
+    assert parse_rpc_addr("0.0.0.0:0", allow_network=True) == ("0.0.0.0", 0)
+    with pytest.raises(ConfigError) as caught:
+        parse_rpc_addr("10.0.0.7:7000")
+    assert caught.value.field == "rpc_addr"
+
+
+def test_an_agent_given_a_token_file_uses_it_and_leaves_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    token = tmp_path / "rpc.token"
+    token.write_text("a-token-the-operator-chose\n")
+    token.chmod(0o600)
+    agent, ready = _agent("--rpc", "off", "--rpc-addr", "127.0.0.1:0", "--rpc-token-file",
+                          str(token), runtime=tmp_path)
+    try:
+        assert ready["rpc_token_file"] == str(token)
+        rpc = ["--rpc-addr", str(ready["rpc_addr"]), "--rpc-token-file", str(token)]
+        assert main(["members", *rpc]) == 0
+        assert main(["leave", *rpc]) == 0
+        agent.wait(timeout=20.0)
+    finally:
+        _stop(agent)
+    assert token.read_text() == "a-token-the-operator-chose\n"
+    assert not (tmp_path / f"somasync-{os.getuid()}").exists()  # nothing generated
+
+
+def test_the_default_socket_is_0600_in_a_private_0700_directory(tmp_path: Path) -> None:
+    import stat
+
+    agent, ready = _agent(runtime=tmp_path)
+    try:
+        path = Path(str(ready["rpc"]))
+        assert path.parent == tmp_path / f"somasync-{os.getuid()}"
+        assert stat.S_ISSOCK(path.stat().st_mode)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    finally:
+        _stop(agent)
+    # A directory someone else made (or opened up) there is refused, not used.
+    (tmp_path / f"somasync-{os.getuid()}").chmod(0o755)
+    result = subprocess.run([sys.executable, "-m", "somasync", "agent", "--bind",
+                             "127.0.0.1:0", "--preset", "local"], capture_output=True,
+                            text=True, timeout=60,
+                            env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "somasync agent: rpc: " in result.stderr
+    assert "is not a private directory" in result.stderr
+
+
+def test_another_user_cannot_connect_to_the_agent_s_socket(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As root, a client running as nobody (uid 65534) is refused with EACCES by the
+    socket's own mode 0600 (in a directory anyone may enter) and by the default
+    directory's 0700; the same socket opened up to 0666 lets it in, so the check can
+    fail."""
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a client as another user")
+    nobody = {"user": 65534, "group": 65534, "extra_groups": []}
+    probe = ("import errno, socket, sys\nsock = socket.socket(socket.AF_UNIX)\n"
+             "try:\n    sock.connect(sys.argv[1])\nexcept OSError as exc:\n"
+             "    print(errno.errorcode[exc.errno])\nelse:\n    print('connected')\n")
+    python = None
+    for candidate in (sys.executable, "/usr/bin/python3"):
+        with contextlib.suppress(OSError):
+            if subprocess.run([candidate, "-c", "pass"], timeout=60,
+                              **nobody).returncode == 0:  # type: ignore[call-overload]
+                python = candidate
+                break
+    if python is None:
+        pytest.skip("no Python interpreter that uid 65534 may run")
+
+    def connect_as_nobody(path: Path) -> str:
+        result = subprocess.run([python, "-c", probe, str(path)], capture_output=True,
+                                text=True, timeout=60, **nobody)  # type: ignore[call-overload]
+        return str(result.stdout).strip()
+
+    with tempfile.TemporaryDirectory(prefix="somasync-test-") as shared:
+        Path(shared).chmod(0o711)  # anyone may enter: only the socket's mode guards it
+        socket_path = Path(shared) / "agent.sock"
+        agent, _ = _agent("--rpc", str(socket_path), runtime=Path(shared))
+        try:
+            default, ready = _agent(runtime=Path(shared))
+            try:
+                assert connect_as_nobody(socket_path) == "EACCES"
+                assert connect_as_nobody(Path(str(ready["rpc"]))) == "EACCES"
+                assert main(["members", "--rpc", str(socket_path)]) == 0  # its user gets in
+                capsys.readouterr()
+                socket_path.chmod(0o666)
+                assert connect_as_nobody(socket_path) == "connected"
+            finally:
+                _stop(default)
+        finally:
+            _stop(agent)
