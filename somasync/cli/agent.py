@@ -27,6 +27,10 @@ takes its agents with it). SIGTERM and SIGINT leave gracefully. The library's lo
 by default), as text or as JSON lines (``--log-format json``). Settings come from
 ``--preset``, then ``--config`` (TOML), then ``SOMASYNC_*`` variables, then the flags
 below (``somasync config --help``); ``--metrics-addr`` serves Prometheus metrics.
+
+``somasync members|stats|publish|monitor|leave`` reach the agent through its private
+RPC socket (``--rpc``), or over TCP with a token (``--rpc-addr 127.0.0.1:PORT``; the
+token file in the ready event): see ``somasync members --help``.
 """
 
 from __future__ import annotations
