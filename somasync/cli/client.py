@@ -1,4 +1,5 @@
-"""The commands that talk to a running agent over its private RPC socket.
+"""The commands that talk to a running agent over its private RPC socket (or TCP
+with its token).
 
     somasync members [--format json]          the membership table
     somasync stats [--format json]            the agent's counters

@@ -52,7 +52,6 @@ import secrets
 import socket
 import stat
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -272,7 +271,7 @@ class RpcServer:
         self._max_unauthenticated = max_unauthenticated
         self._log_interval = log_interval
         self._unauthenticated = 0
-        self._quiet_until = 0.0
+        self._quiet_until = float("-inf")
         self._unlogged: Counter[str] = Counter()
         self._summary: asyncio.TimerHandle | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -429,13 +428,13 @@ class RpcServer:
         error = REFUSALS[reason] if reason == "too_many" else "unauthorized"
         # One short line, not awaited: a peer that does not read cannot hold this task.
         writer.write(orjson.dumps({"ok": False, "error": error}) + b"\n")
-        now = time.monotonic()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         if now < self._quiet_until:
             # A flood is summed up once the interval is over, not logged line by line.
             self._unlogged[reason] += 1
             if self._summary is None:
-                self._summary = asyncio.get_running_loop().call_at(
-                    self._quiet_until, self._log_unlogged)
+                self._summary = loop.call_at(self._quiet_until, self._log_unlogged)
             return
         self._quiet_until = now + self._log_interval
         peer = writer.get_extra_info("peername")
