@@ -723,3 +723,19 @@ def test_another_user_cannot_connect_to_the_agent_s_socket(
                 _stop(default)
         finally:
             _stop(agent)
+
+
+def test_a_busy_rpc_port_stops_the_agent_naming_the_field(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        address = f"127.0.0.1:{busy.getsockname()[1]}"
+        result = subprocess.run([sys.executable, "-m", "somasync", "agent", "--bind",
+                                 "127.0.0.1:0", "--rpc-addr", address], capture_output=True,
+                                text=True, timeout=60,
+                                env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert f"somasync agent: rpc_addr: cannot listen on {address}" in result.stderr
+    assert result.stdout == ""
+    # Nothing left behind: no socket, no token.
+    assert list((tmp_path / f"somasync-{os.getuid()}").iterdir()) == []

@@ -352,11 +352,12 @@ async def _run(options: argparse.Namespace) -> int:
             if socket_path is not None and not options.rpc:
                 private_directory()  # refuses a default directory others made or can enter
             await rpc.start()
-        except ConfigError:
+        except (ConfigError, OSError, RpcError) as exc:
+            if metrics is not None:
+                metrics.close()
             await node.stop()
-            raise
-        except (OSError, RpcError) as exc:
-            await node.stop()
+            if isinstance(exc, ConfigError):
+                raise
             raise ConfigError("rpc", f"cannot serve {socket_path}: {exc}") from None
     _emit("ready", node_id=node.node_id, address=node.listen_address,
           public_key=node.public_key, metrics=metrics.address if metrics else None,
