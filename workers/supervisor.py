@@ -948,9 +948,10 @@ def _worker_stats(index: int, report: StatsReport) -> WorkerStats:
 def _sum_core(cores: list[EndpointStatistics], *, peers: int) -> EndpointStatistics:
     totals: dict[str, Any] = {}
     for name in EndpointStatistics.__dataclass_fields__:
-        if name in ("rejected", "peer_scores"):
+        if name in ("rejected", "peer_scores", "lazy_streams"):
             # Refusals by reason; peer scores by peer, each worker scoring what it saw
-            # of a peer (its links, its streams), so the sum is what the node holds.
+            # of a peer (its links, its streams), so the sum is what the node holds;
+            # lazy streams by peer, each worker's tree over its own streams.
             merged: dict[str, float] = {}
             for core in cores:
                 for label, value in getattr(core, name).items():

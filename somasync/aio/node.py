@@ -142,6 +142,11 @@ class NodeStats:
     delivery_latency: LatencyHistogram = LatencyHistogram(
         LATENCY_BOUNDS, (0,) * (len(LATENCY_BOUNDS) + 1), 0.0)
     """Latency of every message delivered to the application since the node was built."""
+    active_view: tuple[str, ...] | None = None
+    """The overlay's neighbours now (HyParView's active view: listen addresses, oldest
+    first); None with static discovery, where there is no overlay."""
+    passive_view: tuple[str, ...] | None = None
+    """The overlay's backups now (its passive view, addresses); None with no overlay."""
 
 
 class SynapseNode:
@@ -487,6 +492,7 @@ class SynapseNode:
         runtime = await self._runtime.statistics()
         core = runtime.core
         known = set(self._peers) | set(self.config.bootstrap_peers)
+        overlay = self._control.control.overlay if self._control.control else None
         connected = self._runtime.connected_peers()
         return NodeStats(
             node_id=self.config.node_id,
@@ -505,6 +511,8 @@ class SynapseNode:
             membership=control.membership,
             delivery_latency=LatencyHistogram(LATENCY_BOUNDS, tuple(self._latency_counts),
                                               self._latency_total),
+            active_view=None if overlay is None else tuple(overlay.active()),
+            passive_view=None if overlay is None else tuple(overlay.passive()),
         )
 
 

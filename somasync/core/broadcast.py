@@ -322,6 +322,15 @@ class BroadcastTree:
         """When ``due`` next has work (a stale deadline may make it return nothing)."""
         return self._deadlines[0][0] if self._deadlines else None
 
+    def lazy_streams(self) -> dict[int, int]:
+        """Per neighbour link, the streams it only announces to (0: eager in all);
+        ``statistics().streams`` is how many streams there are."""
+        counts = dict.fromkeys(self._links, 0)
+        for pruned in self._pruned.values():
+            for link in pruned:
+                counts[link] += 1
+        return counts
+
     def statistics(self) -> TreeStatistics:
         c = self._counters
         lazy = sum(len(pruned) for pruned in self._pruned.values())

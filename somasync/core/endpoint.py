@@ -140,6 +140,11 @@ class EndpointStatistics:
     """Score of each connected peer, by node id (see :mod:`somasync.core.scoring`):
     positive for peers that bring messages first, negative for invalid frames and
     budget violations; a sharded node sums what each worker saw."""
+    lazy_streams: dict[str, int]
+    """Of the broadcast tree's ``tree.streams``, how many each connected peer (by node id)
+    only gets announcements of: 0 is an eager link in every stream, ``tree.streams`` a
+    lazy one in all. Empty with plain push forwarding (every link eager); a sharded node
+    sums its workers' trees, as ``tree.streams`` does."""
     stored_messages: int
     seen_ids: int
     streams: int
@@ -830,9 +835,17 @@ class Endpoint:
             verify_seconds_total=self._verify_total,
             peer_scores={state.hello.node_id: round(self._scores.score(key, now=self._now), 3)
                          for key, state in self._peers.items() if state.hello is not None},
+            lazy_streams=self._lazy_streams(),
             stored_messages=len(self._store), seen_ids=len(self._seen),
             streams=len(self._streams), links=len(self._links), peers=len(self._peers),
         )
+
+    def _lazy_streams(self) -> dict[str, int]:
+        if self._tree is None:
+            return {}
+        counts = self._tree.lazy_streams()
+        return {state.hello.node_id: counts.get(state.id, 0)
+                for state in self._peers.values() if state.hello is not None}
 
     # --- frame handlers ----------------------------------------------------------------
 

@@ -37,6 +37,7 @@ def endpoint_statistics(tree: bool) -> EndpointStatistics:
     numbers = {f.name: i + 1 for i, f in enumerate(dataclasses.fields(EndpointStatistics))}
     numbers["rejected"] = {"bad_signature": 3, "expired": 1}  # type: ignore[assignment]
     numbers["peer_scores"] = {"edge-1": 2.5, "edge-2": -41.0}  # type: ignore[assignment]
+    numbers["lazy_streams"] = {"edge-1": 3, "edge-2": 0}  # type: ignore[assignment]
     numbers["verify_seconds"] = (0, 3, 9, 1)  # type: ignore[assignment]
     numbers["verify_seconds_total"] = 0.0125  # type: ignore[assignment]
     numbers["tree"] = TreeStatistics(  # type: ignore[assignment]
