@@ -26,7 +26,8 @@ takes its agents with it). SIGTERM and SIGINT leave gracefully. The library's lo
 (verdicts, unreachable peers, worker restarts) goes to stderr at ``--log-level`` (warning
 by default), as text or as JSON lines (``--log-format json``). Settings come from
 ``--preset``, then ``--config`` (TOML), then ``SOMASYNC_*`` variables, then the flags
-below (``somasync config --help``); ``--metrics-addr`` serves Prometheus metrics.
+below (``somasync config --help``); ``--metrics-addr`` serves Prometheus metrics and
+``--http-addr`` a live status page (``somasync.cli.status``).
 
 ``somasync members|stats|publish|monitor|leave`` reach the agent through its private
 RPC socket (``--rpc``), or over TCP with a token (``--rpc-addr 127.0.0.1:PORT``; the
@@ -60,6 +61,7 @@ from somasync.cli.rpc import (
     private_directory,
     read_token,
 )
+from somasync.cli.status import StatusServer
 from somasync.config import (
     DEFAULT_PORT,
     DiscoveryMethod,
@@ -143,6 +145,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="serve Prometheus metrics at http://HOST:PORT/metrics (the "
                              "'prometheus' extra; port 0: any free port, reported in the "
                              "ready event)")
+    parser.add_argument("--http-addr", metavar="HOST:PORT",
+                        help="serve a live, read-only status page at http://HOST:PORT/ "
+                             "(members, peer scores, message rates, latency, the overlay "
+                             "and broadcast tree; its JSON at /api/status; port 0: any free "
+                             "port, reported in the ready event)")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"],
                         help="the library's log on stderr (default warning)")
@@ -235,11 +242,25 @@ async def _run(options: argparse.Namespace) -> int:
         config = config.replace(node_id="node-" + identity.public_key[:6].hex())
     node, messages, events = (SynapseNodeBuilder().with_config(config)
                               .with_signing_key(identity.signing_key).build())
-    # Before the node starts: a bad RPC or metrics setting stops the agent before it joins.
+    # Before the node starts: a bad RPC, metrics or status setting stops the agent
+    # before it joins.
     tcp_rpc, token = _tcp_rpc(options)
+    status = StatusServer(node, options.http_addr) if options.http_addr else None
     metrics = await _serve_metrics(node, options.metrics_addr) if options.metrics_addr \
         else None
-    await node.start()
+    if status is not None:
+        try:
+            await status.start()
+        except ConfigError:
+            if metrics is not None:
+                metrics.close()
+            raise
+    try:
+        await node.start()
+    except BaseException:
+        if status is not None:
+            await status.close()
+        raise
     if metrics is not None:
         await metrics.collector.refresh()  # a scrape right after "ready" sees the node
     loop = asyncio.get_running_loop()
@@ -356,11 +377,14 @@ async def _run(options: argparse.Namespace) -> int:
             if metrics is not None:
                 metrics.close()
             await node.stop()
+            if status is not None:
+                await status.close()
             if isinstance(exc, ConfigError):
                 raise
             raise ConfigError("rpc", f"cannot serve {socket_path}: {exc}") from None
     _emit("ready", node_id=node.node_id, address=node.listen_address,
           public_key=node.public_key, metrics=metrics.address if metrics else None,
+          http=status.address if status else None,
           rpc=None if socket_path is None else str(socket_path),
           rpc_addr=None if rpc is None else rpc.tcp_address,
           rpc_token_file=None if rpc is None or rpc.token_file is None
@@ -371,6 +395,8 @@ async def _run(options: argparse.Namespace) -> int:
         metrics.close()
     if rpc is not None:
         await rpc.close()
+    if status is not None:
+        await status.close()
     await node.stop()
     for task in tasks:
         task.cancel()

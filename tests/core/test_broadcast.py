@@ -352,3 +352,17 @@ def test_an_ihave_flood_is_refused_past_the_links_share_and_counted() -> None:
     assert stats.tree.missing == 100  # type: ignore[union-attr]
     assert stats.rejected["ihave_over_share"] == 900
     assert mesh.link_of("n1", "n0") == link  # a greedy neighbour, not a broken one
+
+
+def test_the_tree_counts_each_links_lazy_streams() -> None:
+    tree = BroadcastTree(lazy_timeout=1.0, graft_retry=1.0, max_missing=64)
+    for link in (1, 2, 3):
+        tree.link_up(link)
+    tree.make_lazy(2, b"origin-a")
+    tree.make_lazy(2, b"origin-b")
+    tree.make_lazy(3, b"origin-a")
+    assert tree.lazy_streams() == {1: 0, 2: 2, 3: 1}
+    tree.make_eager(2, b"origin-b")  # a GRAFT
+    tree.link_down(3)
+    assert tree.lazy_streams() == {1: 0, 2: 1}
+    assert tree.statistics().streams == 2
