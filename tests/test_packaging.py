@@ -90,6 +90,12 @@ def test_wheel_ships_the_bench_result_schema(wheel: zipfile.ZipFile) -> None:
     assert "somasync/bench/schema.json" in wheel.namelist()
 
 
+def test_wheel_ships_the_status_page(wheel: zipfile.ZipFile) -> None:
+    """``agent --http-addr`` serves these files from the package."""
+    for name in ("schema.json", "status.html", "status.js", "status.css"):
+        assert f"somasync/cli/{name}" in wheel.namelist()
+
+
 def test_the_wheel_installs_the_somasync_command(wheel: zipfile.ZipFile) -> None:
     [entry_points] = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
     text = wheel.read(entry_points).decode()

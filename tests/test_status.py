@@ -20,8 +20,9 @@ from somasync.testing import wait_until
 DEADLINE = 20.0  # generous: polls end as soon as the condition holds
 
 
-async def _node(name: str, seeds: list[str]) -> SynapseNode:
-    builder = SynapseNodeBuilder().with_node_id(name).with_bind_address("127.0.0.1:0")
+async def _node(name: str, seeds: list[str], workers: int = 0) -> SynapseNode:
+    builder = (SynapseNodeBuilder().with_node_id(name).with_bind_address("127.0.0.1:0")
+               .with_workers(workers))
     for seed in seeds:
         builder = builder.add_bootstrap_peer(seed)
     node, _messages, _events = builder.build()
@@ -30,12 +31,14 @@ async def _node(name: str, seeds: list[str]) -> SynapseNode:
 
 
 @contextlib.asynccontextmanager
-async def _mesh() -> AsyncIterator[tuple[SynapseNode, SynapseNode, StatusServer]]:
-    """Two nodes, b joined through a, b's message delivered at a, a's status served."""
+async def _mesh(workers: int = 0
+                ) -> AsyncIterator[tuple[SynapseNode, SynapseNode, StatusServer]]:
+    """Two nodes, b joined through a, b's message delivered at a, a's status served (a
+    with ``workers`` worker processes)."""
     nodes: list[SynapseNode] = []
     server = None
     try:
-        a = await _node("node-a", [])
+        a = await _node("node-a", [], workers)
         nodes.append(a)
         b = await _node("node-b", [a.listen_address])
         nodes.append(b)
@@ -87,12 +90,14 @@ def _check_security_headers(headers: dict[str, str]) -> None:
     assert headers["connection"] == "close"
 
 
-async def test_api_status_describes_the_node_its_members_overlay_and_latency() -> None:
+@pytest.mark.parametrize("workers", [0, 2], ids=["embedded", "workers2"])
+async def test_api_status_describes_the_node_its_members_overlay_and_latency(
+        workers: int) -> None:
     import jsonschema
 
     document = json.loads(resources.files("somasync.cli").joinpath("schema.json")
                           .read_text())
-    async with _mesh() as (_a, b, server):
+    async with _mesh(workers) as (_a, b, server):
         status, headers, body = await _request(server.address, _get("/api/status"))
         assert status == 200
         assert headers["content-type"] == "application/json"

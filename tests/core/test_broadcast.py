@@ -366,3 +366,20 @@ def test_the_tree_counts_each_links_lazy_streams() -> None:
     tree.link_down(3)
     assert tree.lazy_streams() == {1: 0, 2: 1}
     assert tree.statistics().streams == 2
+
+
+def test_endpoint_statistics_name_each_peers_lazy_streams() -> None:
+    """The status page draws a link as lazy from ``lazy_streams``: per peer it must add up
+    to the tree's own count, and once the tree has pruned, some link is lazy."""
+    mesh = random_mesh(TREE)
+    for sequence in range(1, 4):
+        publish(mesh, sequence)
+    lazy_somewhere = False
+    for endpoint in mesh.nodes.values():
+        stats = endpoint.statistics()
+        assert stats.tree is not None
+        assert set(stats.lazy_streams) == set(stats.peer_scores)  # every connected peer
+        assert sum(stats.lazy_streams.values()) == stats.tree.lazy_links
+        assert all(0 <= count <= stats.tree.streams for count in stats.lazy_streams.values())
+        lazy_somewhere |= any(stats.lazy_streams.values())
+    assert lazy_somewhere
