@@ -58,7 +58,8 @@ class Browser:
                 [sys.executable, "-c", _LAUNCH, str(commands_read), str(replies_write),
                  *arguments], pass_fds=(commands_read, replies_write),
                 stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                start_new_session=True)
+                # Whatever it writes outside its profile stays in the test's directory.
+                env={**os.environ, "HOME": str(profile.parent)}, start_new_session=True)
         finally:
             os.close(commands_read)
             os.close(replies_write)
