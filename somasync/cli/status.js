@@ -28,7 +28,7 @@ function svg(tag, attributes, text) {
 
 function seconds(value) {
   if (value === null || value === undefined) return "—";
-  if (value < 1) return (value * 1000).toFixed(value < 0.01 ? 2 : 1) + " ms";
+  if (value < 1) return (value * 1000).toFixed(value < 0.01 ? 2 : value < 0.1 ? 1 : 0) + " ms";
   return value.toFixed(2) + " s";
 }
 
@@ -65,7 +65,10 @@ function renderMembers(doc) {
       el("td", member.node_id, "name"), el("td", member.address, "address"),
       el("td", state, "state"), el("td", member.incarnation, "num"),
       el("td", member.score === null ? "—" : member.score.toFixed(2), "num score"),
-      el("td", seconds(member.rtt), "num rtt"), el("td", linkText, "link"));
+      el("td", seconds(member.rtt), "num rtt"),
+      el("td", index === 0 ? "—" : seconds(Math.max(0, doc.t - member.last_seen)) + " ago",
+         "num heard"),
+      el("td", linkText, "link"));
     rows.push(row);
   });
   body.replaceChildren(...rows);

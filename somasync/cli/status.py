@@ -218,8 +218,8 @@ class StatusServer:
                 # Closing over unread bytes (the rest of an oversized request) resets
                 # the connection, which may destroy the answer before the client reads
                 # it: say we are done, then read a bounded remainder.
-                writer.write_eof()
-                with contextlib.suppress(TimeoutError, ValueError):
+                with contextlib.suppress(OSError, RuntimeError, TimeoutError, ValueError):
+                    writer.write_eof()
                     await asyncio.wait_for(reader.read(1 << 16), 1.0)
         except (OSError, TimeoutError):
             pass  # the client went away, or stopped reading
