@@ -7,12 +7,9 @@ root and ``ip netns``; skipped elsewhere.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -29,36 +26,10 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
 
-@pytest.fixture
-def namespaces() -> Iterator[tuple[list[str], list[str], list[str]]]:
-    """Two namespaces linked by a veth pair; yields (prefix A, prefix B, link-down cmd)."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2 for network namespaces")
-    tag = f"{os.getpid() % 100000}"
-    ns_a, ns_b, veth_a, veth_b = f"ssa{tag}", f"ssb{tag}", f"sva{tag}", f"svb{tag}"
-    subnet = f"10.{200 + os.getpid() % 50}.{os.getpid() % 250}"
-    try:
-        _ip("netns", "add", ns_a)
-    except (subprocess.CalledProcessError, OSError):
-        pytest.skip("network namespaces are not available here")
-    try:
-        _ip("netns", "add", ns_b)
-        _ip("link", "add", veth_a, "netns", ns_a, "type", "veth", "peer", "name", veth_b,
-            "netns", ns_b)
-        for ns, veth, host in ((ns_a, veth_a, 1), (ns_b, veth_b, 2)):
-            _ip("-n", ns, "addr", "add", f"{subnet}.{host}/24", "dev", veth)
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "link", "set", veth, "up")
-        yield ([f"{subnet}.1", ns_a, veth_a], [f"{subnet}.2", ns_b, veth_b], [])
-    finally:
-        for ns in (ns_a, ns_b):
-            with contextlib.suppress(subprocess.CalledProcessError, OSError):
-                _ip("netns", "del", ns)
-
-
 def test_partitioned_halves_merge_and_every_node_gets_every_message_once(
-        namespaces: tuple[list[str], list[str], list[str]]) -> None:
-    (host_a, ns_a, veth_a), (host_b, ns_b, _veth_b), _ = namespaces
+        netns_pair: Any) -> None:
+    """The halves live in the two namespaces of ``netns_pair``."""
+    (ns_a, host_a, veth_a), (ns_b, host_b, _veth_b) = netns_pair
     with AgentCluster(preset="lan") as cluster:
         seed = cluster.spawn(prefix=["ip", "netns", "exec", ns_a], host=host_a)
         cluster.wait(seed.ready.is_set, "the seed to listen", DEADLINE)
