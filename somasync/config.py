@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib.util
+import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,6 +59,12 @@ DEFAULT_PORT = 7946
 names none: memberlist's and Serf's, so a second agent on another host can join a first
 one by its host name alone, and a firewall rule has one port to open."""
 
+MDNS_SERVICE_TYPE = "_somasync._tcp.local."
+"""The DNS-SD service type a node with mDNS discovery announces and browses for."""
+
+MDNS_EXTRA = "mDNS discovery needs the 'mdns' extra: pip install 'somasync[mdns]'"
+"""What a node configured for mDNS says when the ``zeroconf`` library is missing."""
+
 DNS_SEED = "dns:"
 """Prefix of a seed given as a DNS name: ``dns:NAME[:PORT]`` stands for every address
 ``NAME`` resolves to, resolved again at each retry (a Kubernetes headless service, a
@@ -94,6 +102,16 @@ def parse_address(address: str, field_name: str = "address") -> tuple[str, int]:
     if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ConfigError(field_name, f"expected 'host:port' with port 0-65535, got {address!r}")
     return host, int(port_text)
+
+
+def _is_ip(text: object) -> bool:
+    if not isinstance(text, str):
+        return False  # ip_address() would take an int
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -303,9 +321,13 @@ class DiscoveryMethod(enum.StrEnum):
 
     ``STATIC``: only the configured bootstrap peers and peers added with ``add_peer`` are
     dialled. ``GOSSIP`` (the default): membership spreads by peer exchange, and the node
-    keeps broadcast links to members it learned about. ``MDNS``: announce and browse the
-    local network with multicast DNS: named for compatibility with the original, not
-    available yet (configuring it raises :class:`~somasync.errors.ConfigError`).
+    keeps broadcast links to members it learned about. ``MDNS``: the node announces
+    itself on the local network with multicast DNS (DNS-SD service
+    :data:`MDNS_SERVICE_TYPE`), browses for the other nodes' announcements and joins
+    through every node it finds, like through a seed; combined with ``GOSSIP`` it picks
+    broadcast links among the members, alone it keeps a link to every node it found.
+    Needs the ``mdns`` extra (``pip install 'somasync[mdns]'``, the ``zeroconf``
+    library).
     """
 
     STATIC = "static"
@@ -561,6 +583,13 @@ class NodeConfig:
     """How members are found (see :class:`DiscoveryMethod`). Gossip peer exchange by
     default; mDNS is opt-in because it announces the node to the whole LAN."""
 
+    mdns_interfaces: tuple[str, ...] = ()
+    """mDNS discovery only: IP addresses of this host's interfaces to announce and
+    browse on (multicast reaches one link per interface); the node is announced at
+    these addresses, all of ``bind_address``'s family. Empty: ``bind_address``'s, which
+    must then be an IP address other than a wildcard (``0.0.0.0``, ``::``: the others
+    could not dial it)."""
+
     overlay: OverlayConfig = field(default_factory=lambda: OverlayConfig())
     """The HyParView overlay that picks this node's broadcast links (gossip discovery),
     see :class:`OverlayConfig`. One rule at every size: a mesh of up to
@@ -654,8 +683,26 @@ class NodeConfig:
         require(isinstance(self.discovery, frozenset)
                  and all(isinstance(m, DiscoveryMethod) for m in self.discovery),
                  "discovery", "must be a frozenset of DiscoveryMethod values")
-        require(DiscoveryMethod.MDNS not in self.discovery, "discovery",
-                 "mDNS discovery is not available in this version; use gossip with a seed")
+        # Checked here, not at start: a node configured for mDNS on a host without the
+        # library fails before it touches the network, like any other bad setting.
+        require(DiscoveryMethod.MDNS not in self.discovery
+                 or importlib.util.find_spec("zeroconf") is not None, "discovery", MDNS_EXTRA)
+        require(isinstance(self.mdns_interfaces, tuple), "mdns_interfaces", "must be a tuple")
+        for interface in self.mdns_interfaces:
+            require(_is_ip(interface), "mdns_interfaces",
+                     f"must be IP addresses of this host's interfaces, got {interface!r}")
+        host = parse_address(self.bind_address, "bind_address")[0]
+        # The node's one UDP socket reaches one address family: what mDNS announces and
+        # finds must be of it.
+        families = {ipaddress.ip_address(a).version
+                    for a in (*self.mdns_interfaces, *([host] if _is_ip(host) else []))}
+        require(len(families) <= 1, "mdns_interfaces",
+                 "must be of one address family, bind_address's")
+        if DiscoveryMethod.MDNS in self.discovery and not self.mdns_interfaces:
+            require(_is_ip(host) and not ipaddress.ip_address(host).is_unspecified,
+                     "mdns_interfaces", f"mDNS announces the address the node is bound to; "
+                     f"bound to {host!r}, name the interfaces (their IP addresses) to "
+                     f"announce instead")
         require(isinstance(self.overlay, OverlayConfig), "overlay", "must be an OverlayConfig")
         require(isinstance(self.security, SecurityConfig), "security",
                  "must be a SecurityConfig")

@@ -121,7 +121,7 @@ def test_discovery_methods() -> None:
     assert builder.config.discovery == frozenset({DiscoveryMethod.STATIC})
     with pytest.raises(ConfigError, match="discovery"):
         SynapseNodeBuilder().with_discovery("carrier-pigeon")
-    with pytest.raises(ConfigError, match="discovery"):
-        SynapseNodeBuilder().with_discovery("mdns")
+    assert SynapseNodeBuilder().with_discovery("gossip", "mdns").config.discovery == \
+        frozenset({DiscoveryMethod.GOSSIP, DiscoveryMethod.MDNS})  # tests/aio/test_mdns.py
     with pytest.raises(ConfigError, match="overlay"):
         NodeConfig(overlay=6)  # type: ignore[arg-type]

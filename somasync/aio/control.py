@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import logging
 import os
 import random
 import socket
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from somasync.aio.channel import Stream
 from somasync.aio.timing import DeadlineTimer
-from somasync.config import DNS_SEED, NodeConfig, parse_address, parse_seed
+from somasync.config import DNS_SEED, DiscoveryMethod, NodeConfig, parse_address, parse_seed
 from somasync.core.crypto import Identity
 from somasync.core.events import (
     PartitionDetected,
@@ -38,6 +39,9 @@ from somasync.core.membership import Member
 from somasync.core.node import ControlStatistics, NodeControl
 from somasync.core.trust import Trust
 from somasync.errors import TransportError
+
+if TYPE_CHECKING:
+    from somasync.aio.mdns import MdnsDiscovery
 
 __all__ = ["ControlDriver", "ControlHost"]
 
@@ -119,6 +123,8 @@ class ControlDriver:
         self._open = False
         self._resolving: asyncio.Task[None] | None = None
         self._resolved: dict[str, list[str]] = {}  # DNS seed -> addresses at the last lookup
+        self._given: set[str] = set()  # the seeds given as addresses
+        self._mdns: MdnsDiscovery | None = None
         self.send_errors = 0
 
     @property
@@ -126,14 +132,22 @@ class ControlDriver:
         """The sans-IO control part (None before the first start)."""
         return self._control
 
+    @property
+    def mdns(self) -> MdnsDiscovery | None:
+        """The mDNS announcement and browser while the node runs with mDNS discovery."""
+        return self._mdns
+
     async def start(self, host: str, port: int, address: str, seeds: list[str],
                     static: list[str]) -> None:
         """Bind UDP on ``host:port`` (the TCP listener's), then join through ``seeds``
-        and keep links to ``static`` addresses. Nothing is sent, dialled or closed
+        and keep links to ``static`` addresses, and, with mDNS discovery, announce the
+        node and join through the nodes it finds. Nothing is sent, dialled or closed
         until :meth:`open` says the runtime is ready.
 
         Raises:
-            TransportError: the UDP port cannot be bound.
+            TransportError: the UDP port, or the mDNS sockets, cannot be bound.
+            ConfigError: mDNS discovery without the ``mdns`` extra (removed after the
+                configuration was checked).
         """
         self._loop = loop = asyncio.get_running_loop()
         try:
@@ -147,6 +161,7 @@ class ControlDriver:
         self._open = False
         names = [seed for seed in seeds if seed.startswith(DNS_SEED)]
         seeds = [seed for seed in seeds if not seed.startswith(DNS_SEED)]
+        self._given = set(seeds)
         family = transport.get_extra_info("socket").family
         self._resolved = {}
         if names:
@@ -171,8 +186,43 @@ class ControlDriver:
             found = [address for found in self._resolved.values() for address in found]
             if found:
                 self._control.add_seeds(found, now=now)
+        if DiscoveryMethod.MDNS in self._config.discovery:
+            try:
+                await self._start_mdns(host, port)
+            except BaseException:
+                transport.close()  # nothing may stay bound
+                self._transport = None
+                raise
         if names:
             self._resolving = loop.create_task(self._resolve_again(names, family))
+
+    async def _start_mdns(self, host: str, port: int) -> None:
+        # Loaded lazily: only a node configured for mDNS needs the zeroconf library.
+        mdns = importlib.import_module("somasync.aio.mdns")
+        discovery: MdnsDiscovery = mdns.MdnsDiscovery(
+            node_id=self._config.node_id, public_key=self._identity.public_key, host=host,
+            port=port, interfaces=self._config.mdns_interfaces, found=self._mdns_found,
+            lost=self._mdns_lost)
+        await discovery.start()
+        self._mdns = discovery
+
+    def _mdns_found(self, seeds: list[str]) -> None:
+        """Nodes announced on the local network: joined through like DNS seeds."""
+        if self._control is not None and self._loop is not None:
+            self._control.add_seeds(seeds, now=self._loop.time())
+            self.pump()
+
+    def _mdns_lost(self, seeds: list[str]) -> None:
+        """Announcements gone: their seeds are no longer retried, unless given or a DNS
+        seed's too (a member that is up stays a member: membership decides)."""
+        gone = self._not_given(seeds)
+        if gone and self._control is not None and self._loop is not None:
+            self._control.drop_seeds(gone, now=self._loop.time())
+            self.pump()
+
+    def _not_given(self, seeds: list[str]) -> list[str]:
+        still = self._given.union(*self._resolved.values())
+        return [seed for seed in seeds if seed not in still]
 
     async def _resolve_again(self, names: list[str], family: int) -> None:
         """Resolve the DNS seeds each reconnect interval: addresses that appeared since
@@ -196,6 +246,7 @@ class ControlDriver:
                 gone += [a for a in before if a not in addresses]
                 self._resolved[name] = addresses
             still = {a for found in self._resolved.values() for a in found}
+            still.update(self._given, self._mdns.seeds if self._mdns is not None else ())
             gone = [a for a in gone if a not in still]
             if added:
                 control.add_seeds(added, now=loop.time())
@@ -209,9 +260,14 @@ class ControlDriver:
         self._open = True
         self.pump()
 
-    def stop(self) -> None:
-        """Announce a graceful leave, send it, and close the socket."""
+    async def stop(self) -> None:
+        """Announce a graceful leave, send it, and close the socket; withdraw the mDNS
+        announcement and close its sockets."""
         control, loop = self._control, self._loop
+        mdns, self._mdns = self._mdns, None
+        if mdns is not None and control is not None and loop is not None:
+            # A restarted node finds the others anew: what it found is not kept as seeds.
+            control.drop_seeds(self._not_given(mdns.seeds), now=loop.time())
         if control is not None and loop is not None and self._transport is not None:
             control.leave(now=loop.time())
             self._send_pending(control)
@@ -224,6 +280,8 @@ class ControlDriver:
             self._transport.close()
             self._transport = None
         self._open = False
+        if mdns is not None:
+            await mdns.stop()
 
     # --- what the runtime reports --------------------------------------------------------
 

@@ -293,7 +293,7 @@ class SynapseNode:
         try:
             await runtime.start(self.listen_address)
         except BaseException:
-            self._control.stop()
+            await self._control.stop()
             raise
 
     def _install_signal_handlers(self) -> None:
@@ -338,7 +338,7 @@ class SynapseNode:
             return
         self._running = False
         try:
-            self._control.stop()
+            await self._control.stop()
             self._remove_signal_handlers()
             await self._runtime.stop()
         finally:

@@ -353,6 +353,12 @@ class Membership:
     def local_health(self) -> int:
         return self._health
 
+    @property
+    def seeds(self) -> list[str]:
+        """Seed addresses joined through, retried until each is an alive member (given,
+        resolved from a DNS seed, or found by mDNS)."""
+        return list(self._seeds)
+
     def join(self, seeds: list[str] | tuple[str, ...], *, now: float) -> None:
         """Send this node's state to each seed address, and again (backing off from
         ``probe_interval`` to ``reconnect_interval``) to every seed that is not an alive
