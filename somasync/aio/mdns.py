@@ -132,6 +132,8 @@ class MdnsDiscovery:
         except BaseException:
             await self.stop()  # the sockets are open already
             raise
+        log.info("mDNS: announcing %s at %s port %d", self.name, ", ".join(announced),
+                 self._port)
         self._spawn(self._register(zc, info))
 
     async def stop(self) -> None:

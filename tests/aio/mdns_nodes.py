@@ -1,6 +1,7 @@
 """Run by ``test_mdns.py`` inside a network namespace it created (multicast stays there):
 two nodes of this one process, one of them sharded, find each other by mDNS with no
-seed, and let go of each other as they stop. Prints what it saw as one JSON object.
+seed, let go of each other as they stop, and find each other again after a restart.
+Prints what it saw as one JSON object.
 
 Usage: ``python mdns_nodes.py ADDRESS`` (an address of an interface that multicasts).
 """
@@ -88,6 +89,12 @@ async def main(host: str) -> dict[str, Any]:
                          "stopped one's announcement", DEADLINE)
         report["found_after_stop"] = found(plain)
         report["core_seeds_after_stop"] = core_seeds(plain)
+
+        await sharded.start()  # a restarted node announces itself again
+        await wait_until(lambda: found(plain) == [gone] and found(sharded) == [
+            plain.listen_address], "the restarted node and the other to find each other",
+            DEADLINE)
+        report["found_after_restart"] = {n.node_id: found(n) for n in nodes}
     finally:
         for node in nodes:
             await node.stop()

@@ -82,7 +82,8 @@ def test_instance_names_fit_one_dns_label_and_tell_nodes_apart() -> None:
 def test_two_nodes_of_one_process_find_each_other_and_let_go(netns_pair: Any) -> None:
     """In one process (the plain runtime and a sharded one), inside a namespace: each
     announces its address and key, joins the other with no seed, drops the other's
-    seed once it stops, and leaves no mDNS socket and no thread behind."""
+    seed once it stops, finds it again once it restarts, and leaves no mDNS socket and
+    no thread behind."""
     host = netns_pair[0]
     done = subprocess.run([*host.prefix, sys.executable, "-W", "error", str(SCRIPT),
                            host.address], capture_output=True, text=True, timeout=180,
@@ -100,6 +101,7 @@ def test_two_nodes_of_one_process_find_each_other_and_let_go(netns_pair: Any) ->
                                       "id": "sharded",
                                       "key": report["public_keys"]["sharded"]}
     assert report["found_after_stop"] == []
+    assert report["found_after_restart"] == report["found"]
     assert sharded not in report["core_seeds_after_stop"]
     assert report["mdns_sockets_after"] == 0
     assert report["threads_after"] == report["threads_before"]
