@@ -105,6 +105,41 @@ class NodeMetrics(Collector):
                       "stayed full.", stats.ring_dropped)
         yield gauge("somasync_peers", "Peers with an established link.",
                     stats.peer_stats.healthy_peers)
+        core = stats.core
+        copies = CounterMetricFamily(
+            "somasync_message_copies", "Message frames by direction and kind: in, a first "
+            "copy (delivered) or a duplicate; out, a push (this node's own messages and "
+            "forwards) or a repair (asked for by a digest or a GRAFT).",
+            labels=[*labels, "direction", "kind"])
+        for direction, kind, value in (
+                ("in", "first", core.messages_delivered), ("in", "duplicate", core.duplicates),
+                ("out", "push", max(0, core.messages_forwarded - core.repairs_sent)),
+                ("out", "repair", core.repairs_sent)):
+            copies.add_metric([stats.node_id, direction, kind], value)
+        yield copies
+        control = CounterMetricFamily(
+            "somasync_control_frames", "Control frames sent: broadcast tree (IHAVE, GRAFT, "
+            "PRUNE) and anti-entropy digests.", labels=[*labels, "kind"])
+        control.add_metric([stats.node_id, "tree"], core.control_frames_out)
+        control.add_metric([stats.node_id, "digest"], core.digests_sent)
+        yield control
+        yield gauge("somasync_send_queue_bytes", "Bytes queued to peers, not yet handed to "
+                    "their connections.", core.send_queue_bytes)
+        yield counter("somasync_send_queue_dropped", "Frames dropped because a slow peer's "
+                      "send queue was full.", core.send_queue_dropped)
+        yield gauge("somasync_delivery_queue_messages", "Messages waiting for the "
+                    "application to take them.", stats.delivery_queue)
+        if stats.workers:
+            rings = GaugeMetricFamily(
+                "somasync_ring_bytes", "Sharded node: bytes waiting in the shared-memory "
+                "rings each worker reads (waiting), and bytes a worker holds back because "
+                "a ring was full (pending).", labels=[*labels, "worker", "state"])
+            for worker in stats.workers:
+                rings.add_metric([stats.node_id, str(worker.index), "waiting"],
+                                 worker.ring_in_used)
+                rings.add_metric([stats.node_id, str(worker.index), "pending"],
+                                 worker.ring_out_pending)
+            yield rings
         for name, doc, inbound, outbound in (
                 ("somasync_transport_bytes", "Bytes on links.", stats.bytes_in,
                  stats.bytes_out),

@@ -257,6 +257,33 @@ async def test_delivery_latency_is_a_histogram_in_stats_and_metrics() -> None:
     assert sum(stats.core.verify_seconds) >= 3
     assert stats.core.verify_seconds_total > 0
     assert 'somasync_verify_seconds_count{node_id="receiver"}' in text
+    # The application never took the three: they wait in its queue.
+    assert stats.delivery_queue == 3
+    assert 'somasync_delivery_queue_messages{node_id="receiver"} 3.0' in text
+    assert ('somasync_message_copies_total{direction="in",kind="first",node_id="receiver"} '
+            '3.0') in text
+    assert 'somasync_send_queue_bytes{node_id="receiver"}' in text
+    assert 'somasync_control_frames_total{kind="digest",node_id="receiver"}' in text
+
+
+async def test_a_sharded_node_reports_its_rings_depths() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from somasync import SynapseNodeBuilder
+    from somasync.metrics import NodeMetrics
+
+    node, _messages, _events = (SynapseNodeBuilder().with_node_id("s").with_workers(2)
+                                .with_bind_address("127.0.0.1:0").build())
+    metrics = NodeMetrics(node)
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    async with node:
+        await metrics.refresh()
+        text = generate_latest(registry).decode()
+    for worker in ("0", "1"):
+        for state in ("waiting", "pending"):
+            assert f'somasync_ring_bytes{{node_id="s",state="{state}",worker="{worker}"}}' \
+                in text, text
 
 
 def test_the_agent_serves_metrics_over_http() -> None:

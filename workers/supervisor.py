@@ -87,6 +87,7 @@ from typing import Any
 
 import psutil
 
+from somasync.aio.once import LogOnce
 from somasync.aio.runtime import RuntimeHost, RuntimeStatistics, WorkerStats
 from somasync.aio.timing import TaskSet
 from somasync.config import NodeConfig, parse_address
@@ -187,6 +188,7 @@ class ShardedRuntime:
         self._delivered = StreamTable(config.gossip.max_streams)
         self._connection_errors = 0  # sockets that failed during the handshake
         self._refused: dict[str, int] = {}  # connections refused here, by reason
+        self._refusals = LogOnce(log)
         self._inbound_pending = 0  # accepted connections still in their handshake
         # Peers whose link this node accepted: key -> (their host, admitted at).
         self._inbound: dict[bytes, tuple[str, float]] = {}
@@ -761,10 +763,18 @@ class ShardedRuntime:
     def _refuse(self, sock: socket.socket, reason: str, address: str | None = None,
                 detail: str = "") -> None:
         """Close a connection no worker gets, count it by reason, and report it as a
-        ``FrameRejected`` (unless it was refused before anything was read from it)."""
+        ``FrameRejected`` (unless it was refused before anything was read from it; that
+        one is logged here, once per host and reason)."""
         self._refused[reason] = self._refused.get(reason, 0) + 1
         if address is not None:
             self._host.report(FrameRejected(None, address, reason, detail, True))
+        else:
+            try:
+                host = sock.getpeername()[0]
+            except OSError:
+                host = "?"
+            self._refusals.warning((reason, host), "refused a connection from %s: %s",
+                                   host, reason)
         sock.close()
 
     def dial(self, address: str) -> None:

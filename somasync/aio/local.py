@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import logging
 import os
 import random
 import time
@@ -20,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol, cast
 
 from somasync.aio.fair import SlicedReader
+from somasync.aio.once import LogOnce
 from somasync.aio.runtime import RuntimeHost, RuntimeStatistics
 from somasync.aio.timing import DeadlineTimer, TaskSet
 from somasync.config import NodeConfig, parse_address
@@ -163,12 +165,18 @@ class LocalRuntime:
         self._restored: Mapping[StreamKey, Sequence[tuple[int, int]]] = {}
         self._probation: dict[int, None] = {}  # inbound links accepted over the limit
         self.refused: dict[str, int] = {}
+        self._refusals = LogOnce(logging.getLogger("somasync.node"))
         """Inbound connections refused as they arrived, by reason (``connection_limit``,
         ``host_limit``)."""
 
     def refuse(self, transport: asyncio.Transport, reason: str) -> None:
-        """Drop a connection as it arrives, counted by ``reason``."""
+        """Drop a connection as it arrives, counted by ``reason`` (and logged once per
+        host and reason)."""
         self.refused[reason] = self.refused.get(reason, 0) + 1
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) else "?"
+        self._refusals.warning((reason, host), "refused a connection from %s: %s", host,
+                               reason)
         transport.abort()
 
     def inbound_connections(self, host: str | None = None) -> int:

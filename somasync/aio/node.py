@@ -26,12 +26,13 @@ from types import TracebackType
 from somasync.aio.channel import Stream
 from somasync.aio.control import ControlDriver
 from somasync.aio.local import LocalRuntime
+from somasync.aio.once import LogOnce
 from somasync.aio.runtime import Runtime, WorkerStats
 from somasync.config import NodeConfig, parse_address
 from somasync.core import wire
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import EndpointStatistics
-from somasync.core.events import PeerConnected, PeerDisconnected, PeerRevoked
+from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, PeerRevoked
 from somasync.core.membership import Member, MembershipStatistics
 from somasync.core.payload import MessageType
 from somasync.core.trust import Trust
@@ -51,6 +52,13 @@ __all__ = ["LatencyHistogram", "NodeStats", "Peer", "PeerStats", "SynapseNode", 
 
 Event = object
 _log = logging.getLogger("somasync.node")
+# Refusals that are a verdict about a peer (who it is, what it did), logged once each;
+# protocol errors of one frame are only counted.
+ADMISSION_REFUSALS = frozenset({
+    "not_allowed", "name_taken", "revoked", "no_certificate", "bad_certificate",
+    "unknown_operator", "certificate_mismatch", "certificate_not_yet_valid",
+    "certificate_expired", "low_score", "connection_limit", "host_limit"})
+EVICTIONS = frozenset({"evicted", "connection_limit", "low_score", "revoked"})
 BIND_ATTEMPTS = 8  # port 0: tries to find a port free for both TCP and UDP
 
 
@@ -117,6 +125,8 @@ class NodeStats:
     """Refused frames by reason (``bad_signature``, ``oversize``, ``unsigned``...)."""
     deliveries_dropped: int
     """Messages the application did not take in time (delivery queue full)."""
+    delivery_queue: int
+    """Messages delivered and waiting for the application to take them now."""
     events_dropped: int
     connect_failures: int
     core: EndpointStatistics
@@ -170,6 +180,7 @@ class SynapseNode:
         self._bound: tuple[str, int] | None = None
         self._deliveries_reported = 0
         self._data_errors = 0
+        self._verdicts = LogOnce(_log)  # admission refusals and evictions, once each
         self._latency_counts = [0] * (len(LATENCY_BOUNDS) + 1)
         self._latency_total = 0.0
         self._signals: list[int] = []
@@ -460,6 +471,15 @@ class SynapseNode:
     def report(self, event: object) -> None:
         """Put an endpoint event on ``events``; link events also reach the control part."""
         self._events.put_nowait(event)
+        if isinstance(event, FrameRejected) and event.reason in ADMISSION_REFUSALS:
+            self._verdicts.warning(
+                (event.reason, event.peer_id or event.address.rpartition(":")[0]),
+                "refused %s at %s: %s%s", event.peer_id or "a peer", event.address,
+                event.reason, f" ({event.detail})" if event.detail else "")
+        elif isinstance(event, PeerDisconnected) and event.reason in EVICTIONS:
+            self._verdicts.warning((event.reason, event.peer_id),
+                                   "dropped the link to %s at %s: %s", event.peer_id,
+                                   event.address, event.reason)
         if isinstance(event, PeerConnected):
             self._control.link_up(event.public_key, event.address)
         elif isinstance(event, PeerDisconnected) and event.public_key:
@@ -503,7 +523,8 @@ class SynapseNode:
                                  total_peers=len(known | set(connected.values()))),
             bytes_in=core.bytes_in, bytes_out=core.bytes_out, frames_in=core.frames_in,
             frames_out=core.frames_out, duplicates=core.duplicates, rejected=core.rejected,
-            deliveries_dropped=self._messages.dropped, events_dropped=self._events.dropped,
+            deliveries_dropped=self._messages.dropped, delivery_queue=len(self._messages),
+            events_dropped=self._events.dropped,
             connect_failures=control.connect_failures, core=core,
             workers=runtime.workers, worker_restarts=runtime.worker_restarts,
             ring_dropped=runtime.ring_dropped, ring_corrupted=runtime.ring_corrupted,

@@ -116,6 +116,8 @@ class EndpointStatistics:
     """Refused frames by :class:`~somasync.core.events.RejectReason`."""
     send_queue_dropped: int
     """Frames dropped because a slow peer's send queue was full."""
+    send_queue_bytes: int
+    """Bytes queued to peers now, not yet handed to their connections (a gauge)."""
     digests_sent: int
     repairs_sent: int
     """Messages sent to a neighbour because its digest showed it lacked them."""
@@ -827,6 +829,7 @@ class Endpoint:
             messages_originated=c.originated, messages_forwarded=c.forwarded,
             duplicates=c.duplicates, signatures_verified=c.verified,
             rejected=dict(c.rejected), send_queue_dropped=c.queue_dropped,
+            send_queue_bytes=sum(state.outbox.size for state in self._links.values()),
             digests_sent=c.digests_sent, repairs_sent=c.repairs_sent,
             digest_entries_scanned=self._store.scanned, frames_routed=c.routed,
             control_frames_out=c.control_frames, control_bytes_out=c.control_bytes,

@@ -3,6 +3,7 @@ per retry."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 
@@ -67,3 +68,36 @@ async def test_membership_verdicts_are_logged_once_each(
     messages = [r.getMessage() for r in caplog.records if r.name == "somasync.control"]
     assert sum("member y joined" in m for m in messages) == 1
     assert sum("member y" in m and "left" in m for m in messages) == 1
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_a_refused_peer_is_logged_once_however_often_it_comes_back(
+        caplog: pytest.LogCaptureFixture, workers: int) -> None:
+    from somasync import SecurityConfig
+    from somasync.core.crypto import Identity
+
+    caplog.set_level(logging.INFO, logger="somasync")
+    keys = {name: Identity.generate() for name in ("a", "x")}
+    listed = SecurityConfig(trust="allowlist", allowlist={"a": keys["a"].public_key})
+    a, _am, _ae = (SynapseNodeBuilder().with_node_id("a").with_bind_address("127.0.0.1:0")
+                   .with_workers(workers).with_security_config(listed)
+                   .with_signing_key(keys["a"].signing_key)
+                   .with_membership_config(MembershipConfig.local()).build())
+    async with a:
+        x, _xm, _xe = (SynapseNodeBuilder().with_node_id("x").with_bind_address("127.0.0.1:0")
+                       .with_signing_key(keys["x"].signing_key)
+                       .with_membership_config(MembershipConfig.local())
+                       .add_bootstrap_peer(a.listen_address).build())
+        async with x:
+            async def refusals() -> int:
+                return (await a.get_stats()).rejected.get("not_allowed", 0)
+
+            for _ in range(300):  # x redials its seed: refused each time
+                if await refusals() >= 3:
+                    break
+                await asyncio.sleep(0.1)
+            assert await refusals() >= 3
+    lines = [r for r in caplog.records if "not_allowed" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].levelno == logging.WARNING
+    assert "'x'" in lines[0].getMessage()
