@@ -75,6 +75,7 @@ REFUSED_CACHE = 4_096  # claims whose signature failed: never checked twice
 MAX_INCARNATION = 2**62  # far below u64: a refutation (+1) can never overflow the wire
 MAX_INCARNATION_JUMP = 1 << 16  # past what we know of a member: an absurd claim, refused
 INTRODUCTION_SHARE = 4  # one host may introduce at most max_members / 4 of the members known
+SUSPICION_BURST = 3.0  # suspicions one author may raise back to back (then one a probe interval)
 HINT_HOLDOFF = 1.0  # probe intervals between two out-of-turn probes of one member
 PIGGYBACK_CANDIDATES = 64  # least-sent queued claims one datagram chooses from (it holds
 # about ten; the rest are only skipped when too long for the room left)
@@ -328,6 +329,10 @@ class Membership:
         # Full state answers per sender: three back to back (a join and its retries),
         # then four per push/pull interval; a member asking faster is refused.
         self._push_budget = KeyedBuckets(4.0 / config.push_pull_interval, 3.0)
+        # An honest member suspects at most the one member it probes each interval: a
+        # member that accuses many at once is refused past that (each accusation makes
+        # the accused refute, and counts against its Lifeguard health).
+        self._suspicion_budget = KeyedBuckets(1.0 / config.probe_interval, SUSPICION_BURST)
         self._introductions: dict[str, int] = {}  # host -> members it introduced, known now
         self._recent_failures: deque[tuple[float, bytes]] = deque()  # (when, key)
         # The members a reported partition took: key -> still missing (empty: none).
@@ -703,6 +708,10 @@ class Membership:
                     and suspicion is not None and claim.author in suspicion.confirmations):
                 return
             if not self._verify(claim):
+                return
+            if claim.author != self._key and not self._suspicion_budget.take(claim.author,
+                                                                             now=now):
+                self._reject("suspicion_limited")
                 return
             self._apply_suspect(member, claim, now)
         elif kind == ClaimType.DEAD:

@@ -773,3 +773,26 @@ def test_a_push_asking_for_a_reply_is_padded_and_repeated_ones_cover_every_membe
         assert sum(map(len, answer)) <= AMPLIFICATION_LIMIT * len(padded)
         learned.update(claim.subject for d in answer for claim in decode_datagram(d).claims)
     assert learned == {o.public_key for o in others} | {ME.public_key}
+
+
+def test_one_member_accusing_many_at_once_gets_a_few_suspicions_not_all() -> None:
+    """Before: one admitted member's SUSPECT claims about every other member, in one
+    datagram, put all of them under suspicion at once (each had to refute, and every
+    node's view of the mesh turned suspect)."""
+    node, others = _node_with_members(8)
+    accuser = others[0]
+    claims = [signed(accuser, encode_claim_body(ClaimType.SUSPECT, o.public_key, 0,
+                                                author=accuser.public_key))
+              for o in others[1:]]
+    node.receive_datagram("o0", claims_datagram(accuser.public_key, *claims), now=0.1,
+                          sealed_by=accuser.public_key)
+    suspects = [o for o in others if node.member(o.public_key).state  # type: ignore[union-attr]
+                == PeerState.SUSPECT]
+    assert len(suspects) == 3
+    assert node.statistics().rejected["suspicion_limited"] == len(claims) - 3
+    # Another member's suspicion still counts: the budget is per author.
+    second = signed(others[1], encode_claim_body(ClaimType.SUSPECT, others[7].public_key, 0,
+                                                 author=others[1].public_key))
+    node.receive_datagram("o1", claims_datagram(others[1].public_key, second), now=0.2,
+                          sealed_by=others[1].public_key)
+    assert node.member(others[7].public_key).state == PeerState.SUSPECT  # type: ignore[union-attr]
