@@ -322,6 +322,12 @@ def _digest_unknown(scene: LinkScene, m: _Material, i: int) -> int:
     return scene.send_frames(wire.encode_digest(streams, reply=False, partial=True))
 
 
+def _digest_claiming(scene: LinkScene, m: _Material, i: int) -> int:
+    first = m.stored[0]
+    streams = {(first.origin, first.source): [(1, 1_000_000 + i)]}
+    return scene.send_frames(wire.encode_digest(streams, reply=False, partial=True))
+
+
 def _message_new(scene: LinkScene, m: _Material, i: int) -> int:
     envelope = _envelope(m.attacker, ATTACKER_NAME, i + 1, b"")
     return scene.send_frames(wire.encode_message_frame(envelope, hops=0))
@@ -350,6 +356,9 @@ LINK_KINDS = (
                 "linked", _digest_empty, limiters=("digest_limited",)),
     LinkRequest("DIGEST, unknown stream", "a partial digest naming one stream the node has "
                 "never seen", "linked", _digest_unknown, limiters=("digest_limited",)),
+    LinkRequest("DIGEST, claiming 10^6", "a digest claiming a million messages of a stream "
+                "the node holds: the node's padded request for them", "linked",
+                _digest_claiming, limiters=("digest_limited",)),
     LinkRequest("GRAFT, 100 stored ids", "one GRAFT naming 100 distinct stored messages",
                 "linked", _graft_many),
     LinkRequest("GRAFT, 1 id x100", "one GRAFT naming one stored message 100 times",

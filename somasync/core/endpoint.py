@@ -1302,6 +1302,12 @@ class Endpoint:
             size = 64 + 60 * len(streams)
             padding = min(int(expected) // AMPLIFICATION_LIMIT - size,
                           self.config.max_frame // 2)
+            if answer:
+                # Padding is charged like the rest: what a peer's digest makes this node
+                # send stays within the credit that peer earned (a digest claiming much
+                # that never comes buys little). An honest exchange grows it a hundredfold
+                # each round trip: its answers earn the next padding.
+                padding = min(padding, state.credit - size - ANSWER_OVERHEAD)
         frame = wire.encode_digest(streams, reply=reply, partial=partial, padding=padding)
         if reply:
             if not self._answer(state, frame, 255):
