@@ -638,6 +638,13 @@ class NodeConfig:
     """Inbound connections from one host (IP address) held at once, handshakes under way
     included: one machine cannot take every slot. More are refused (``host_limit``)."""
 
+    max_bundle_bytes: int = 64 * 1024 * 1024
+    """The largest payload (bytes of its encoding) ``broadcast_message`` carries when it
+    does not fit one frame: it travels as a bundle of signed chunks (see
+    :mod:`somasync.bundle`), and receivers refuse larger bundles. A receiver holds at most
+    twice this in bundles not yet complete. 64 MiB: threat-intelligence bundles of tens of
+    MiB, with room for one to complete while another arrives."""
+
     delivery_queue_size: int = 100_000
     """Messages buffered for the application's ``messages`` iterator. When the application
     falls this far behind, further deliveries are dropped and counted in the stats."""
@@ -720,6 +727,7 @@ class NodeConfig:
         require_int(self.max_connections_per_host, "max_connections_per_host")
         require_int(self.read_slice, "read_slice", minimum=0)
         require_int(self.delivery_queue_size, "delivery_queue_size")
+        require_int(self.max_bundle_bytes, "max_bundle_bytes")
         require_int(self.event_queue_size, "event_queue_size")
         require(
             isinstance(self.workers, int) and not isinstance(self.workers, bool)

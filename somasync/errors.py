@@ -79,19 +79,22 @@ class DataDirError(SomaSyncError):
 
 
 class MessageTooLargeError(SomaSyncError, ValueError):
-    """A message is larger than one frame may be (``GossipConfig.max_frame``): refused
-    at the sender, since every receiver with that limit would refuse it.
+    """A message is larger than one frame may be (``GossipConfig.max_frame``), or a
+    payload larger than a bundle may be (``NodeConfig.max_bundle_bytes``): refused at the
+    sender, since every receiver with that limit would refuse it.
 
     Attributes:
-        size: the message's frame, in bytes.
-        limit: the largest frame allowed, in bytes.
+        size: the message's frame (or the payload), in bytes.
+        limit: the largest allowed, in bytes.
+        setting: the setting that sets the limit.
     """
 
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"the message takes a {size:,}-byte frame, more than "
-                         f"gossip.max_frame ({limit:,} bytes)")
+    def __init__(self, size: int, limit: int, setting: str = "gossip.max_frame") -> None:
+        super().__init__(f"the message takes {size:,} bytes, more than {setting} "
+                         f"({limit:,} bytes)")
         self.size = size
         self.limit = limit
+        self.setting = setting
 
 
 class SignatureError(SomaSyncError):

@@ -197,6 +197,7 @@ class ShardedRuntime:
         self._adopting: dict[bytes, tuple[str, float, bool]] = {}
         self._pending_hosts: dict[str, int] = {}  # host -> connections in their handshake
         self._peer_scores: dict[str, float] = {}  # the workers' last reported, summed
+        self._send_backlog = 0  # the workers' send queues, as last reported
         self._probation = 0  # inbound connections accepted over the limit, in handshake
         self._handover_failures = 0
         self._room = asyncio.Event()  # set whenever a ring to a worker may have room
@@ -816,6 +817,10 @@ class ShardedRuntime:
         for worker in self._workers.values():
             control.send(worker.control, Revoke(public_key, notice))
 
+    def send_backlog(self) -> int:
+        pending = sum(writer.pending for writer in self._writers.values())
+        return self._send_backlog + pending
+
     def close_peer(self, public_key: bytes, reason: str) -> None:
         entry = self._connected.get(public_key)
         worker = None if entry is None else self._workers.get(entry[2])
@@ -905,6 +910,8 @@ class ShardedRuntime:
         cores = [report.core for report in reports if report is not None]
         if cores and len(cores) == len(self._workers):
             self._peer_scores = _sum_core(cores, peers=len(self._connected)).peer_scores
+        if cores:
+            self._send_backlog = sum(core.send_queue_bytes for core in cores)
 
     @property
     def segment_tag(self) -> str:

@@ -271,6 +271,11 @@ class LocalRuntime:
         if self._endpoint is not None and self._endpoint.disconnect_peer(public_key, reason):
             self._pump()
 
+    def send_backlog(self) -> int:
+        queued = 0 if self._endpoint is None else self._endpoint.queued_bytes()
+        return queued + sum(p.transport.get_write_buffer_size()
+                            for p in self._protocols.values() if p.transport is not None)
+
     def learn(self, bindings: list[tuple[str, bytes, bytes]], released: list[bytes]) -> None:
         pass  # the endpoint shares the facade's trust object: it knows them already
 

@@ -20,7 +20,7 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from somasync.aio.channel import Stream
@@ -28,13 +28,14 @@ from somasync.aio.control import ControlDriver
 from somasync.aio.local import LocalRuntime
 from somasync.aio.once import LogOnce
 from somasync.aio.runtime import Runtime, WorkerStats
+from somasync.bundle import BundleStatistics, Reassembler, is_chunk, split
 from somasync.config import NodeConfig, parse_address
 from somasync.core import wire
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import EndpointStatistics
 from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, PeerRevoked
 from somasync.core.membership import Member, MembershipStatistics
-from somasync.core.payload import MessageType
+from somasync.core.payload import MessageType, encode_payload
 from somasync.core.trust import Trust
 from somasync.core.wire import ZERO_KEY
 from somasync.datadir import DataDir, kept_identity
@@ -52,6 +53,7 @@ __all__ = ["LatencyHistogram", "NodeStats", "Peer", "PeerStats", "SynapseNode", 
 
 Event = object
 _log = logging.getLogger("somasync.node")
+BUNDLE_PACING_WAIT = 1.0  # seconds one chunk waits at most for the send queues to drain
 # Refusals that are a verdict about a peer (who it is, what it did), logged once each;
 # protocol errors of one frame are only counted.
 ADMISSION_REFUSALS = frozenset({
@@ -157,6 +159,9 @@ class NodeStats:
     first); None with static discovery, where there is no overlay."""
     passive_view: tuple[str, ...] | None = None
     """The overlay's backups now (its passive view, addresses); None with no overlay."""
+    bundles: BundleStatistics = field(default_factory=lambda: BundleStatistics(0, 0, 0, {}))
+    """Large payloads received as bundles: delivered, in progress, bytes held, dropped
+    by reason (see :mod:`somasync.bundle`)."""
 
 
 class SynapseNode:
@@ -181,6 +186,8 @@ class SynapseNode:
         self._deliveries_reported = 0
         self._data_errors = 0
         self._verdicts = LogOnce(_log)  # admission refusals and evictions, once each
+        self._bundles = Reassembler(max_bytes=config.max_bundle_bytes,
+                                    max_held=2 * config.max_bundle_bytes)
         self._latency_counts = [0] * (len(LATENCY_BOUNDS) + 1)
         self._latency_total = 0.0
         self._signals: list[int] = []
@@ -394,17 +401,46 @@ class SynapseNode:
 
     async def broadcast_message(self, message_type: MessageType, *,
                                 priority: int | None = None, ttl: int | None = None) -> str:
-        """Sign ``message_type`` as this node and send it to the whole mesh.
+        """Sign ``message_type`` as this node and send it to the whole mesh. A payload too
+        large for one frame goes as a bundle of signed chunks (:mod:`somasync.bundle`),
+        which receivers deliver as one message, whole or not at all.
 
         Returns:
-            the message id (hex).
+            the message id (hex), or for a bundle its id (hex, the ``bundle`` header of
+            the message receivers get).
+
+        Raises:
+            MessageTooLargeError: the payload is larger than ``max_bundle_bytes``.
         """
         message = Message(message_type, self.config.node_id)
         if priority is not None:
             message = message.with_priority(priority)
         if ttl is not None:
             message = message.with_ttl(ttl)
-        return await self.broadcast(message)
+        if self._frame_size(message) <= self.config.gossip.max_frame:
+            return await self.broadcast(message)
+        size = len(encode_payload(message_type)[1])
+        if size > self.config.max_bundle_bytes:
+            raise MessageTooLargeError(size, self.config.max_bundle_bytes, "max_bundle_bytes")
+        bundle = ""
+        window = self.config.gossip.link_queue_bytes // 2
+        for chunk in split(message_type, self.config.node_id, priority=message.priority,
+                           ttl=message.ttl):
+            bundle = chunk.headers["bundle"]
+            # Paced by the send queues: a burst of chunks past their room would be
+            # dropped there and left to anti-entropy. A peer that takes nothing holds
+            # each chunk back a second at most.
+            waited = 0.0
+            while self._runtime.send_backlog() > window and waited < BUNDLE_PACING_WAIT:
+                await asyncio.sleep(0.005)
+                waited += 0.005
+            await self.broadcast(chunk)
+        return bundle
+
+    def _frame_size(self, message: Message) -> int:
+        signed = message.signature is not None or self.config.sign_outgoing
+        return (wire.FRAME_HEADER.size - wire.LENGTH_PREFIX.size
+                + (wire.SIGNATURE_SIZE if signed else 0) + len(message.envelope_bytes))
 
     async def broadcast(self, message: Message) -> str:
         """Send a prepared message to the whole mesh.
@@ -422,9 +458,7 @@ class SynapseNode:
             raise NodeStateError("start the node before broadcasting")
         if not isinstance(message, Message):
             raise TypeError("broadcast takes a Message; use broadcast_message for a payload")
-        signed = message.signature is not None or self.config.sign_outgoing
-        size = (wire.FRAME_HEADER.size - wire.LENGTH_PREFIX.size
-                + (wire.SIGNATURE_SIZE if signed else 0) + len(message.envelope_bytes))
+        size = self._frame_size(message)
         if size > self.config.gossip.max_frame:
             # Sent, it would be refused by every receiver with this limit: say so now.
             raise MessageTooLargeError(size, self.config.gossip.max_frame)
@@ -441,13 +475,22 @@ class SynapseNode:
 
     def deliver(self, message: Message, from_peer: str) -> None:
         """Put a delivered message on ``messages`` and ``MessageReceived`` on ``events``
-        (a full queue drops and counts it, and says so with ``DeliveryDropped``)."""
+        (a full queue drops and counts it, and says so with ``DeliveryDropped``). A
+        bundle's chunks are held until the bundle is whole, then delivered as one."""
+        if is_chunk(message):
+            done = self._bundles.add(message, now=time.time())
+            if done is None:
+                return  # kept nowhere until whole: after a restart the chunks come again
+            message, chunks = done
+            if self._data is not None:
+                for chunk in chunks:
+                    self._keep(chunk)
+        elif self._data is not None:
+            self._keep(message)
         messages, events = self._messages, self._events
         latency = max(0.0, time.time() - message.timestamp)
         self._latency_counts[bisect.bisect_left(LATENCY_BOUNDS, latency)] += 1
         self._latency_total += latency
-        if self._data is not None:
-            self._keep(message)
         messages.put_nowait(message)
         events.put_nowait(MessageReceived(from_peer, message))
         if messages.dropped != self._deliveries_reported:
@@ -534,6 +577,7 @@ class SynapseNode:
                                               self._latency_total),
             active_view=None if overlay is None else tuple(overlay.active()),
             passive_view=None if overlay is None else tuple(overlay.passive()),
+            bundles=self._bundles.statistics(),
         )
 
 

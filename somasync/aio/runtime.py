@@ -118,6 +118,11 @@ class Runtime(Protocol):
     def close_peer(self, public_key: bytes, reason: str) -> None:
         """Close every link to the peer ``public_key``."""
 
+    def send_backlog(self) -> int:
+        """Bytes queued to peers and not yet taken by their connections, about (a large
+        sender paces itself by it; a sharded node's figure is up to one stats round
+        old)."""
+
     def learn(self, bindings: list[tuple[str, bytes, bytes]], released: list[bytes]) -> None:
         """Bindings the node's trust policy admitted (name, key, certificate), and keys
         whose names it released: every part of the data part must judge messages by

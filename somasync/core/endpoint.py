@@ -390,6 +390,10 @@ class Endpoint:
         state = self._links.get(link)
         return None if state is None or state.hello is None else state.hello.public_key
 
+    def queued_bytes(self) -> int:
+        """Bytes in the send queues of this endpoint's links now."""
+        return sum(state.outbox.size for state in self._links.values())
+
     def peer_keys(self) -> list[bytes]:
         """Public keys of the peers with an established link."""
         return list(self._peers)
@@ -829,7 +833,7 @@ class Endpoint:
             messages_originated=c.originated, messages_forwarded=c.forwarded,
             duplicates=c.duplicates, signatures_verified=c.verified,
             rejected=dict(c.rejected), send_queue_dropped=c.queue_dropped,
-            send_queue_bytes=sum(state.outbox.size for state in self._links.values()),
+            send_queue_bytes=self.queued_bytes(),
             digests_sent=c.digests_sent, repairs_sent=c.repairs_sent,
             digest_entries_scanned=self._store.scanned, frames_routed=c.routed,
             control_frames_out=c.control_frames, control_bytes_out=c.control_bytes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import secrets
 import socket
 import struct
@@ -816,17 +817,129 @@ async def test_one_host_gets_at_most_max_connections_per_host(workers: int) -> N
 
 async def test_a_message_too_large_for_a_frame_is_refused_at_the_sender(workers: int) -> None:
     """Issue 17: a 4 MiB broadcast_message returned without error and was never
-    delivered (receivers refuse frames over max_frame). Now the sender says so."""
+    delivered (receivers refuse frames over max_frame). Now the sender says so for a
+    prepared message (a signed message cannot be cut), and for a payload past
+    ``max_bundle_bytes``; ``broadcast_message`` carries one in between as a bundle
+    (tests below)."""
     async with cluster(workers) as c:
         await chain(c, 2)
         node = c.nodes[0]
         limit = node.config.gossip.max_frame
         with pytest.raises(MessageTooLargeError, match="max_frame") as caught:
-            await node.broadcast_message(MessageType.Binary(b"\0" * (4 * 1024 * 1024)))
+            await node.broadcast(Message(MessageType.Binary(b"\0" * (4 * 1024 * 1024)),
+                                         node.node_id))
         assert caught.value.limit == limit
         assert caught.value.size > limit
+        too_large = node.config.max_bundle_bytes + 1
+        with pytest.raises(MessageTooLargeError, match="max_bundle_bytes") as caught:
+            await node.broadcast_message(MessageType.Binary(b"\0" * too_large))
+        assert caught.value.size > caught.value.limit == node.config.max_bundle_bytes
         # A message just under the limit is sent and delivered.
         overhead = len(Message(MessageType.Binary(b""), node.node_id).envelope_bytes)
         fits = limit - 5 - 64 - overhead - 8  # the payload's own length field, and slack
         await node.broadcast_message(MessageType.Binary(b"\1" * fits))
         await wait_for(lambda: len(c.received[1]) == 1, "a message just under the limit")
+
+
+class _Relay:
+    """A TCP relay to ``target`` whose connections can be cut at any moment (a link that
+    fails mid-transfer); new connections are relayed again afterwards."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.relayed = 0
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = self.target.rsplit(":", 1)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            writer.close()
+            return
+        self._writers += [writer, up_writer]
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await source.read(65536):
+                    self.relayed += len(data)
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        for task in (asyncio.create_task(pump(reader, up_writer)),
+                     asyncio.create_task(pump(up_reader, writer))):
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def cut(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def test_a_32_mib_payload_reaches_every_node_of_five_once_also_when_a_link_fails() -> None:
+    """Issue 17: a payload of tens of MiB travels as a bundle of signed chunks; one link
+    on its path is cut while the chunks cross it, and every node still gets the payload
+    whole, exactly once (the missing chunks come by anti-entropy once the link is back)."""
+    payload = hashlib.blake2b(b"seed", digest_size=64).digest() * (32 * 1024 * 1024 // 64)
+    async with cluster(0) as c:
+        first = await c.add("n0")
+        relay = _Relay(first.listen_address)
+        try:
+            previous = [await relay.start()]  # n1 reaches n0 only through the relay
+            for i in range(1, 5):
+                node = await c.add(f"n{i}", bootstrap=previous)
+                previous = [node.listen_address]
+            await wait_for(lambda: sum(len(n.connected_peers()) for n in c.nodes) == 8,
+                           "the chain to connect")
+            sending = asyncio.create_task(first.broadcast_message(MessageType.Binary(payload)))
+            await wait_for(lambda: relay.relayed > 8 * 1024 * 1024, "8 MiB across the relay",
+                           60.0)
+            relay.cut()
+            bundle = await sending
+            await wait_for(lambda: all(len(c.received[i]) >= 1 for i in range(1, 5)),
+                           "the payload at every node", 180.0)
+            await asyncio.sleep(0)
+            for i in range(1, 5):
+                [got] = c.received[i]
+                assert got.headers["bundle"] == bundle
+                assert got.message_type == MessageType.Binary(payload)
+                assert got.signer_public_key == first.public_key
+            stats = await c.nodes[1].get_stats()
+            # The cut was real: n1 lost its link and got part of the bundle as repairs.
+            assert any(isinstance(e, PeerDisconnected) for e in c.events[1])
+            assert stats.core.messages_delivered == 128
+            assert (await first.get_stats()).core.repairs_sent > 0
+            assert stats.bundles.delivered == 1
+            assert stats.bundles.in_progress == 0
+        finally:
+            await relay.close()
+
+
+async def test_a_bundle_crosses_sharded_nodes_once(workers: int) -> None:
+    payload = b"\x5a" * (3 * 1024 * 1024 + 17)
+    async with cluster(workers) as c:
+        await chain(c, 3)
+        bundle = await c.nodes[0].broadcast_message(MessageType.Binary(payload), priority=200)
+        await wait_for(lambda: all(c.received[i] for i in (1, 2)), "the bundle", 120.0)
+        for i in (1, 2):
+            [got] = c.received[i]
+            assert got.headers == {"bundle": bundle, "chunks": "13"}
+            assert got.message_type == MessageType.Binary(payload)
+            assert got.priority == 200
