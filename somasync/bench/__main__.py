@@ -162,6 +162,10 @@ def format_summary(result: dict[str, Any]) -> str:
         f"{all_nodes['p90']:.2f}  p99 {all_nodes['p99']:.2f}  max {all_nodes['max']:.2f} ms",
         f"latency to reach all live nodes:       p50 {reach['p50']:.2f}  p90 {reach['p90']:.2f}"
         f"  p99 {reach['p99']:.2f}  max {reach['max']:.2f} ms",
+        *(["latency by priority, every node:  " + "; ".join(
+            f"{p}: p50 {s['p50']:.2f} p99 {s['p99']:.2f}"
+            for p, s in result["latency_by_priority_ms"].items() if s) + " ms"]
+          if len(result.get("latency_by_priority_ms", {})) > 1 else []),
         f"lost {t['lost']:,}, duplicates {t['duplicates']:,}, {t['bytes_per_delivery']:,.0f} "
         f"bytes on the wire (node to node) per delivery",
         f"ingest: slowest node {t['slowest_node_rate_per_s']:,.0f} msg/s; ceiling with every "

@@ -44,6 +44,8 @@ class Recorder:
         self.arrivals = {publisher: array("I", bytes(4 * count))
                          for publisher, count in planned.items()}
         self.histogram = LatencyHistogram()
+        self.by_priority: dict[int, LatencyHistogram] = {}
+        """The same latencies, by message priority (what priority routing is judged by)."""
         self.unique = 0
         self.duplicates = 0
         self.unexpected = 0
@@ -71,6 +73,10 @@ class Recorder:
         latency = max(1, min((now_ns - due_ns) // 1000, 0xFFFFFFFF))
         slots[number] = latency
         self.histogram.record(latency)
+        by_priority = self.by_priority.get(message.priority)
+        if by_priority is None:
+            by_priority = self.by_priority[message.priority] = LatencyHistogram()
+        by_priority.record(latency)
         self.unique += 1
         self.first_ns = self.first_ns or now_ns
         self.last_ns = now_ns
@@ -127,6 +133,7 @@ async def _report(node: SynapseNode, recorder: Recorder) -> dict[str, object]:
         "injected_drops": recorder.injected_drops,
         "first_ns": recorder.first_ns, "last_ns": recorder.last_ns,
         "histogram": recorder.histogram.to_dict(),
+        "by_priority": {str(p): h.to_dict() for p, h in recorder.by_priority.items()},
         "arrivals": {str(p): base64.b64encode(a.tobytes()).decode()
                      for p, a in recorder.arrivals.items()},
         "bytes_in": stats.bytes_in, "bytes_out": stats.bytes_out,

@@ -390,6 +390,7 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
     publish_seconds = (max(d["finished_ns"] for d in done.values()) - start_ns) / 1e9
     window = max(1e-9, finished_at - go_wall)
     merged = LatencyHistogram()
+    by_priority: dict[int, LatencyHistogram] = {}
     arrivals: dict[int, list[array[int]]] = {}
     node_rows: list[dict[str, Any]] = []
     for i, child in enumerate(nodes):
@@ -421,6 +422,9 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
         arrivals[i] = per_publisher
         histogram = LatencyHistogram.from_dict(report["histogram"])
         merged.merge(histogram)
+        for priority, data in report.get("by_priority", {}).items():
+            by_priority.setdefault(int(priority), LatencyHistogram()).merge(
+                LatencyHistogram.from_dict(data))
         active = (report["last_ns"] - start_ns) / 1e9 if report["last_ns"] else 0.0
         node_rows.append({
             **row, "unique": report["unique"], "missing": missing,
@@ -489,6 +493,8 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
             if ceiling_per_node else None,
         },
         "latency_ms": merged.summary_ms(),
+        "latency_by_priority_ms": {str(p): by_priority[p].summary_ms()
+                                   for p in sorted(by_priority, reverse=True)},
         "reach_all_ms": reach_all.summary_ms(),
         "reach_all_messages": reach_all.count,
         "latency_histogram": merged.to_dict(),
