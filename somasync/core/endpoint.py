@@ -81,6 +81,20 @@ _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never 
 _GOOD, _IGNORED, _GRAYLISTED = 0, 1, 2
 
 
+def _unpadded(frame: bytes, excess: int) -> bytes:
+    """A DIGEST frame with ``excess`` bytes less padding (as much as it has): what a
+    link's credit still pays for."""
+    decoded = wire.decode_frame(frame[wire.LENGTH_PREFIX.size :])
+    if not decoded.flags & wire.FLAG_PADDED:
+        return frame
+    digest = wire.decode_digest(decoded)
+    bare = wire.encode_digest(dict(digest.streams), reply=digest.reply,  # type: ignore[arg-type]
+                              partial=bool(decoded.flags & wire.FLAG_PARTIAL))
+    return wire.encode_digest(dict(digest.streams), reply=digest.reply,  # type: ignore[arg-type]
+                              partial=bool(decoded.flags & wire.FLAG_PARTIAL),
+                              padding=len(frame) - len(bare) - excess)
+
+
 def _tag_of(envelope: wire.Envelope) -> bytes:
     origin, source = envelope.stream
     return wire.stream_tag(origin, source.encode())
@@ -1303,22 +1317,18 @@ class Endpoint:
         padding = 0
         if state.peer_lead:
             expected = state.peer_lead * self._message_size
-            size = 64 + 60 * len(streams)
-            padding = min(int(expected) // AMPLIFICATION_LIMIT - size,
+            padding = min(int(expected) // AMPLIFICATION_LIMIT - 64 - 60 * len(streams),
                           self.config.max_frame // 2)
-            if answer:
-                # Padding is charged like the rest: what a peer's digest makes this node
-                # send stays within the credit that peer earned (a digest claiming much
-                # that never comes buys little). An honest exchange grows it a hundredfold
-                # each round trip: its answers earn the next padding.
-                padding = min(padding, state.credit - size - ANSWER_OVERHEAD)
         frame = wire.encode_digest(streams, reply=reply, partial=partial, padding=padding)
-        if reply:
-            if not self._answer(state, frame, 255):
-                self._count_reject("answer_over_credit")
-                return
-        else:
+        # A reply answers the peer; padding, in any digest, exists because of what the
+        # peer's digest claimed: both are paid from the credit that peer earned, so a
+        # digest claiming much that never comes buys little. An honest exchange grows it
+        # a hundredfold each round trip (its answers earn the next padding).
+        if not (reply or padding > 0):
             self._queue(state, frame, 255)
+        elif not self._answer(state, frame, 255):
+            self._count_reject("answer_over_credit")
+            return
         self._counters.digests_sent += 1
 
     def _answer(self, state: _Link, frame: bytes, priority: int) -> bool:
@@ -1330,6 +1340,9 @@ class Endpoint:
             self._route(owner, Routed(RoutedKind.ANSWER, state.id, priority, frame))
             return True
         cost = len(frame) + ANSWER_OVERHEAD
+        if cost > state.credit and frame[wire.LENGTH_PREFIX.size + 1] == wire.FrameKind.DIGEST:
+            frame = _unpadded(frame, cost - state.credit)
+            cost = len(frame) + ANSWER_OVERHEAD
         if cost > state.credit:
             return False
         state.credit -= cost

@@ -101,3 +101,20 @@ def test_a_padded_digest_decodes_and_trailing_bytes_without_the_flag_do_not() ->
                            frame.hops, frame.payload)
     with pytest.raises(DecodeError, match="trailing"):
         wire.decode_digest(unflagged)
+
+
+def test_a_peer_claiming_much_buys_padded_digests_only_within_its_credit() -> None:
+    """A digest claiming a million messages of a stream makes the node pad its replies
+    and its own rounds of digests to that peer, for an answer that never comes: the
+    padding is paid from the credit the peer earned, so it stays within ten times what
+    the peer sent, over every anti-entropy round that follows."""
+    mesh = Mesh()
+    _holder(mesh, 20)
+    link = _link(mesh)
+    claim = wire.encode_digest({(KEY.verify_key.encode(), "origin"): [(1, 1_000_000)]},
+                               reply=False, partial=True)
+    for _ in range(5):
+        mesh.inject("a", mesh.link_of("a", "b"), claim)
+        mesh.step(mesh.config.anti_entropy_interval)
+    to_b, to_a = link.received["b"], link.received["a"]
+    assert to_b <= AMPLIFICATION_LIMIT * to_a, (to_b, to_a)
