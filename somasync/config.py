@@ -211,6 +211,17 @@ class GossipConfig:
     counted). Keeps a stalled peer from growing memory without bound; anti-entropy
     repairs what it misses once it drains."""
 
+    max_send_rate: int = 0
+    """Bytes per second this node sends its peers, all links together (0: no limit). Frames
+    over the rate wait in their link's queue, highest priority first, rather than being
+    dropped (only a queue past ``link_queue_bytes`` drops, lowest band first); frames of
+    priority 192 and up (critical) are never held back, and their bytes count against what
+    bulk may send after them. A sharded node gives each worker an equal share."""
+
+    max_link_send_rate: int = 0
+    """Bytes per second sent to any one peer (0: no limit); shapes like
+    ``max_send_rate``."""
+
     require_signatures: bool = True
     """Reject data messages that carry no signature. Unsigned alerts are trivially forged,
     so this is on unless a deployment explicitly decides otherwise."""
@@ -271,6 +282,8 @@ class GossipConfig:
             f"must be <= {FRAME_HARD_LIMIT} bytes",
         )
         require_int(self.link_queue_bytes, "gossip.link_queue_bytes", minimum=self.max_frame)
+        require_int(self.max_send_rate, "gossip.max_send_rate", minimum=0)
+        require_int(self.max_link_send_rate, "gossip.max_link_send_rate", minimum=0)
         require_number(self.max_clock_skew, "gossip.max_clock_skew", allow_zero=True)
         require(self.forwarding in ("tree", "push"), "gossip.forwarding",
                  f"must be 'tree' or 'push', got {self.forwarding!r}")

@@ -38,7 +38,7 @@ from somasync.config import GossipConfig
 from somasync.core import crypto, wire
 from somasync.core.antientropy import MessageStore, StreamTable, count_lacking
 from somasync.core.broadcast import BroadcastTree, TreeStatistics
-from somasync.core.budget import AMPLIFICATION_LIMIT, KeyedBuckets
+from somasync.core.budget import AMPLIFICATION_LIMIT, KeyedBuckets, TokenBucket
 from somasync.core.crypto import Identity
 from somasync.core.events import (
     Event,
@@ -196,6 +196,8 @@ class _Link:
     peer_lead: int = 0
     """Messages the peer's last digest listed that this node lacks: the next digest to
     it is padded so the peer can afford to answer with them."""
+    shaper: TokenBucket | None = None
+    """``max_link_send_rate``'s bucket (bytes), or None without that limit."""
     paused: bool = False
     closing: bool = False
     owner: int | None = None
@@ -316,6 +318,12 @@ class Endpoint:
                                            DIGEST_BURST)
         self._graft_budget = KeyedBuckets(GRAFT_RATE, GRAFT_BURST)
         self._now = now  # the latest driver time seen: for scores touched between inputs
+        # Shaping (max_send_rate, max_link_send_rate): a sharded node's workers share the
+        # node's rate. Buckets hold a tenth of a second's bytes; a frame larger than what
+        # is left still goes, and the bucket goes into debt for it.
+        share = 1 if shard is None else shard.count
+        self._node_shaper = self._bucket(config.max_send_rate / share, now)
+        self._shaped_until: float | None = None  # when held-back frames may go again
         # A running mean of message frame sizes: what a digest's answer will weigh.
         self._message_size = MESSAGE_SIZE_GUESS
         self._counters = _Counters()
@@ -346,7 +354,8 @@ class Endpoint:
         over), take the established ``session``."""
         if link in self._links:
             raise ValueError(f"link {link} is already open")
-        state = _Link(link, outbound, address, now, Outbox(self.config.link_queue_bytes))
+        state = _Link(link, outbound, address, now, Outbox(self.config.link_queue_bytes),
+                      shaper=self._bucket(self.config.max_link_send_rate, now))
         self._links[link] = state
         if session is not None:
             state.session = session
@@ -723,6 +732,8 @@ class Endpoint:
     def handle_timer(self, *, now: float) -> None:
         """Run what is due: anti-entropy round, expiry of caches, handshake deadlines."""
         self._now = now
+        if self._shaped_until is not None and now >= self._shaped_until:
+            self._shaped_until = None  # frames_to_send takes the held-back frames now
         if now >= self._next_anti_entropy:
             self._next_anti_entropy = now + self.config.anti_entropy_interval
             target = self._next_digest_peer()
@@ -777,9 +788,16 @@ class Endpoint:
             if state is not None:
                 return state
 
+    def _bucket(self, rate: float, now: float) -> TokenBucket | None:
+        if rate <= 0:
+            return None
+        return TokenBucket(rate, max(rate / 10, 1.0), now=now)
+
     def get_timer(self) -> float:
         """The next time ``handle_timer`` must be called."""
         deadline = min(self._next_anti_entropy, self._next_housekeeping)
+        if self._shaped_until is not None:
+            deadline = min(deadline, self._shaped_until)
         if self._tree is not None:
             graft = self._tree.next_deadline()
             if graft is not None and graft < deadline:
@@ -813,7 +831,10 @@ class Endpoint:
                     state.raw_out = b""
                     yield link, raw
                 continue
-            data, frames = state.outbox.drain()
+            allowance = self._allowance(state)
+            data, frames = state.outbox.drain(allowance)
+            if allowance is not None:
+                self._spend(state, len(data))
             if data:
                 counters.bytes_out += len(data)
                 counters.frames_out += frames
@@ -823,6 +844,29 @@ class Endpoint:
                 data = raw + data
             if data:
                 yield link, data
+
+    def _allowance(self, state: _Link) -> int | None:
+        """Bytes the shapers let ``state``'s link send now (None: no limit)."""
+        buckets = [b for b in (self._node_shaper, state.shaper) if b is not None]
+        if not buckets:
+            return None
+        for bucket in buckets:
+            bucket.has(now=self._now, cost=0.0)  # refill to now
+        return max(0, int(min(bucket.tokens for bucket in buckets)))
+
+    def _spend(self, state: _Link, sent: int) -> None:
+        """Charge ``sent`` bytes to the shapers; if frames were held back, keep the link
+        dirty and ask for a timer when the slower bucket has a frame's worth again."""
+        waits = []
+        for bucket in (self._node_shaper, state.shaper):
+            if bucket is not None:
+                bucket.tokens -= sent
+                waits.append(max(0.0, -bucket.tokens) / bucket.rate)
+        if state.outbox:
+            self._dirty[state.id] = None
+            due = self._now + max(max(waits), 0.001)
+            if self._shaped_until is None or due < self._shaped_until:
+                self._shaped_until = due
 
     def links_to_close(self) -> list[tuple[int, str]]:
         """Links the driver must close (after sending what is queued), with a reason."""
@@ -1060,6 +1104,11 @@ class Endpoint:
         missing = self._store.missing_for(digest.streams, complete=complete,
                                           limit=self.config.anti_entropy_batch,
                                           wall_now=wall_now)
+        if missing and state.outbox and (self._node_shaper or state.shaper):
+            # Frames the shaper holds back for this peer are what its digest lacks: they
+            # are on their way, and copies would only queue behind them.
+            self._count_reject("repair_deferred", len(missing))
+            missing = []
         if missing:
             self._digest_budget.take(key, now=now)
         sent = 0

@@ -58,14 +58,29 @@ class Outbox:
         self.size += len(frame)
         self.frames += 1
 
-    def drain(self) -> tuple[bytes, int]:
-        """Everything queued as one buffer (highest band first, FIFO within a band), and
-        the number of frames in it."""
-        parts: list[bytes] = []
-        for band in reversed(self._bands):
-            parts.extend(band)
-            band.clear()
-        frames = self.frames
-        self._band_bytes = [0] * _BANDS
-        self.size = self.frames = 0
-        return b"".join(parts), frames
+    def drain(self, limit: int | None = None) -> tuple[bytes, int]:
+        """What is queued as one buffer (highest band first, FIFO within a band), and the
+        number of frames in it: everything, or (``limit``) whole frames while fewer than
+        ``limit`` bytes were taken, except that the top band (priority 192 and up) always
+        goes whole."""
+        if limit is None:
+            parts: list[bytes] = []
+            for band in reversed(self._bands):
+                parts.extend(band)
+                band.clear()
+            frames = self.frames
+            self._band_bytes = [0] * _BANDS
+            self.size = self.frames = 0
+            return b"".join(parts), frames
+        taken: list[bytes] = []
+        used = 0
+        for index in reversed(range(_BANDS)):
+            band = self._bands[index]
+            while band and (used < limit or index == _BANDS - 1):
+                frame = band.popleft()
+                taken.append(frame)
+                used += len(frame)
+                self._band_bytes[index] -= len(frame)
+        self.size -= used
+        self.frames -= len(taken)
+        return b"".join(taken), len(taken)

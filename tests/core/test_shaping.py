@@ -1,0 +1,63 @@
+"""Bandwidth limits (``GossipConfig.max_send_rate``, ``max_link_send_rate``): frames over
+the rate wait in their queue rather than being dropped, critical ones first, on a stepped
+clock."""
+
+from __future__ import annotations
+
+import nacl.signing
+import pytest
+
+from somasync.config import GossipConfig
+from somasync.core.payload import MessageType
+from somasync.message import Message
+from somasync.testing import WALL, Mesh
+
+KEY = nacl.signing.SigningKey(bytes(range(32)))
+RATE = 100_000  # bytes/s
+
+
+def _publish(mesh: Mesh, count: int, *, first: int = 1, priority: int = 128) -> list[bytes]:
+    ids = []
+    for sequence in range(first, first + count):
+        message = Message(MessageType.Data("x" * 1000), "origin", timestamp=WALL, ttl=3600,
+                          priority=priority, sequence=sequence).sign_with_ed25519(KEY)
+        ids.append(mesh.nodes["a"].broadcast(message.to_envelope(), now=mesh.now))
+    mesh.settle()
+    return ids
+
+
+@pytest.mark.parametrize("setting", ["max_send_rate", "max_link_send_rate"])
+def test_a_node_sends_at_its_rate_within_ten_percent_and_drops_nothing(setting: str) -> None:
+    config = GossipConfig.local().replace(**{setting: RATE})
+    mesh = Mesh(config)
+    mesh.add("a")
+    mesh.add("b", GossipConfig.local())
+    mesh.connect("a", "b")
+    mesh.settle()
+    sent_before = mesh.nodes["a"].statistics().bytes_out
+    _publish(mesh, 600)  # about 630 KB: six seconds at the rate
+    samples = []
+    for step in range(1, 41):
+        mesh.step(0.1)
+        samples.append((step * 0.1, mesh.nodes["a"].statistics().bytes_out - sent_before))
+    burst = RATE / 10
+    for elapsed, sent in samples[10:]:  # past the first second: the rate, not the burst
+        assert 0.9 * RATE <= (sent - burst) / elapsed <= 1.1 * RATE, (elapsed, sent)
+    for _ in range(60):
+        mesh.step(0.5)
+    assert len(mesh.delivered["b"]) == 600  # shaped, not dropped
+    assert mesh.nodes["a"].statistics().send_queue_dropped == 0
+
+
+def test_critical_messages_are_not_held_back_behind_shaped_bulk() -> None:
+    mesh = Mesh(GossipConfig.local().replace(max_send_rate=RATE))
+    mesh.add("a")
+    mesh.add("b", GossipConfig.local())
+    mesh.connect("a", "b")
+    mesh.settle()
+    _publish(mesh, 600)  # bulk: six seconds of sending queued
+    mesh.step(0.5)
+    [critical] = _publish(mesh, 1, first=601, priority=255)
+    mesh.step(0.01)
+    assert critical in mesh.delivered["b"]
+    assert len(mesh.delivered["b"]) < 200  # the bulk is still waiting
