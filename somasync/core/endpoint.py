@@ -88,11 +88,12 @@ def _unpadded(frame: bytes, excess: int) -> bytes:
     if not decoded.flags & wire.FLAG_PADDED:
         return frame
     digest = wire.decode_digest(decoded)
-    bare = wire.encode_digest(dict(digest.streams), reply=digest.reply,  # type: ignore[arg-type]
-                              partial=bool(decoded.flags & wire.FLAG_PARTIAL))
-    return wire.encode_digest(dict(digest.streams), reply=digest.reply,  # type: ignore[arg-type]
-                              partial=bool(decoded.flags & wire.FLAG_PARTIAL),
-                              padding=len(frame) - len(bare) - excess)
+    partial = bool(decoded.flags & wire.FLAG_PARTIAL)
+    streams = dict(digest.streams)
+    bare = wire.encode_digest(streams, reply=digest.reply, partial=partial,  # type: ignore[arg-type]
+                              withheld=digest.withheld)
+    return wire.encode_digest(streams, reply=digest.reply, partial=partial,  # type: ignore[arg-type]
+                              withheld=digest.withheld, padding=len(frame) - len(bare) - excess)
 
 
 def _tag_of(envelope: wire.Envelope) -> bytes:
@@ -196,6 +197,8 @@ class _Link:
     peer_lead: int = 0
     """Messages the peer's last digest listed that this node lacks: the next digest to
     it is padded so the peer can afford to answer with them."""
+    peer_withheld: int = 0
+    """Bytes of answers the peer said it holds back until this node pays for them."""
     shaper: TokenBucket | None = None
     """``max_link_send_rate``'s bucket (bytes), or None without that limit."""
     paused: bool = False
@@ -1114,15 +1117,22 @@ class Endpoint:
         sent = 0
         for frame_bytes, priority in missing:
             if not self._answer(state, frame_bytes, priority):
-                # The peer has not paid for more: it asks again, with a padded digest.
-                self._count_reject("answer_over_credit", len(missing) - sent)
+                # The peer has not paid for more: say how much waits, so that its next
+                # digest pays for it (the notice itself is paid from the credit left).
+                held = missing[sent:]
+                self._count_reject("answer_over_credit", len(held))
+                self._send_digest(state, reply=True,
+                                  withheld=sum(len(f) for f, _ in held) + ANSWER_OVERHEAD)
                 break
             sent += 1
         self._counters.repairs_sent += sent
         self._counters.forwarded += sent
         lead, unknown = self._lacking(digest)
         state.peer_lead = lead
-        if lead and not digest.reply:
+        state.peer_withheld = digest.withheld
+        if digest.withheld or (lead and not digest.reply and sent == len(missing)):
+            # Asked for what it lacks, or (the peer holds answers back) paid for them now:
+            # each exchange grows both sides' credit tenfold until the answers go.
             self._send_digest(state, reply=True, unknown=unknown)
 
     def _lacking(self, digest: wire.Digest) -> tuple[int, list[wire.StreamKey]]:
@@ -1343,7 +1353,8 @@ class Endpoint:
                 self._send_tree_frame(state, wire.FrameKind.IHAVE, entries)
 
     def _send_digest(self, state: _Link, *, reply: bool,
-                     unknown: list[wire.StreamKey] = ()) -> None:  # type: ignore[assignment]
+                     unknown: list[wire.StreamKey] = (),  # type: ignore[assignment]
+                     withheld: int = 0) -> None:
         """Describe this endpoint's streams to ``state``'s peer. Streams in ``unknown``
         are listed with no intervals: "send me all you hold of these". In a sharded node
         each worker describes only its own streams, so its digest is partial.
@@ -1363,12 +1374,16 @@ class Endpoint:
         streams = {stream: t.intervals() for stream, t in items}
         for stream in unknown[: max(0, limit - len(streams))]:
             streams[stream] = []
-        padding = 0
-        if state.peer_lead:
-            expected = state.peer_lead * self._message_size
-            padding = min(int(expected) // AMPLIFICATION_LIMIT - 64 - 60 * len(streams),
-                          self.config.max_frame // 2)
-        frame = wire.encode_digest(streams, reply=reply, partial=partial, padding=padding)
+        bare = wire.encode_digest(streams, reply=reply, partial=partial, withheld=withheld)
+        # Padding pays for what this node expects: the messages the peer's digest listed,
+        # or the answers it said it holds back; once per claim (the peer's next digest
+        # renews it), and never past a frame.
+        expected = max(state.peer_lead * self._message_size, state.peer_withheld, withheld)
+        state.peer_lead = state.peer_withheld = 0
+        padding = min(int(expected) // AMPLIFICATION_LIMIT - len(bare),
+                      self.config.max_frame - len(bare) - wire.FRAME_HEADER.size)
+        frame = bare if padding <= 0 else wire.encode_digest(
+            streams, reply=reply, partial=partial, withheld=withheld, padding=padding)
         # A reply answers the peer; padding, in any digest, exists because of what the
         # peer's digest claimed: both are paid from the credit that peer earned, so a
         # digest claiming much that never comes buys little. An honest exchange grows it

@@ -45,6 +45,7 @@ __all__ = [
     "FLAG_REPAIR",
     "FLAG_REPLY",
     "FLAG_SIGNED",
+    "FLAG_WITHHELD",
     "FRAME_HEADER",
     "MESSAGE_DOMAIN",
     "WIRE_VERSION",
@@ -79,6 +80,7 @@ FLAG_REPLY = 0x02  # DIGEST: do not answer with a digest (an answer, or one of a
 FLAG_PARTIAL = 0x04  # DIGEST: lists only some of the sender's streams
 FLAG_REPAIR = 0x08  # MESSAGE: a repair (anti-entropy or GRAFT answer), not a tree push
 FLAG_PADDED = 0x10  # DIGEST: zero padding follows the streams (see encode_digest)
+FLAG_WITHHELD = 0x20  # DIGEST: a u32 follows the streams: bytes of answers held back
 
 LENGTH_PREFIX = struct.Struct("!I")
 FRAME_HEADER = struct.Struct("!IBBBBB")  # length, version, kind, flags, priority, hops
@@ -400,6 +402,7 @@ def decode_tree_entries(frame: Frame) -> list[TreeEntry]:
 
 DIGEST_COUNT = struct.Struct("!H")
 INTERVAL = struct.Struct("!QQ")
+WITHHELD = struct.Struct("!I")
 MAX_INTERVALS_PER_STREAM = 255
 
 
@@ -409,16 +412,20 @@ class Digest:
 
     streams: dict[StreamKey, tuple[tuple[int, int], ...]]
     reply: bool
+    withheld: int = 0
+    """Bytes of answers the sender holds back until this node pays for them (a larger
+    padding of its next digest): a FLAG_WITHHELD digest."""
 
 
 def encode_digest(streams: dict[StreamKey, list[tuple[int, int]]], *, reply: bool,
-                  partial: bool = False, padding: int = 0) -> bytes:
+                  partial: bool = False, padding: int = 0, withheld: int = 0) -> bytes:
     """Frame a digest. Each stream keeps at most 255 intervals (the newest).
 
     ``padding`` zero bytes follow the streams (``FLAG_PADDED``): a node answers a peer
     with at most ``AMPLIFICATION_LIMIT`` bytes per byte the peer sent it (see
     :mod:`somasync.core.endpoint`), so a node that expects a large answer to its digest
-    pays for it with a larger digest."""
+    pays for it with a larger digest. ``withheld`` (FLAG_WITHHELD, a u32 after the
+    streams) tells the peer how many bytes of answers wait for that."""
     parts = [DIGEST_COUNT.pack(len(streams))]
     for (origin, source), intervals in streams.items():
         source_bytes = source.encode()
@@ -426,6 +433,9 @@ def encode_digest(streams: dict[StreamKey, list[tuple[int, int]]], *, reply: boo
         parts.append(origin + bytes((len(source_bytes),)) + source_bytes + bytes((len(kept),)))
         parts.extend(INTERVAL.pack(lo, hi) for lo, hi in kept)
     flags = (FLAG_REPLY if reply else 0) | (FLAG_PARTIAL if partial else 0)
+    if withheld > 0:
+        parts.append(WITHHELD.pack(min(withheld, 0xFFFFFFFF)))
+        flags |= FLAG_WITHHELD
     if padding > 0:
         parts.append(bytes(padding))
         flags |= FLAG_PADDED
@@ -470,6 +480,12 @@ def decode_digest(frame: Frame) -> Digest:
             previous_hi = hi
         offset = end
         streams[(origin, source)] = intervals
+    withheld = 0
+    if frame.flags & FLAG_WITHHELD:
+        if offset + WITHHELD.size > len(data):
+            raise DecodeError("truncated", "digest withheld count cut short")
+        (withheld,) = WITHHELD.unpack_from(data, offset)
+        offset += WITHHELD.size
     if offset != len(data) and not frame.flags & FLAG_PADDED:
         raise DecodeError("bad_length", "trailing bytes after digest")
-    return Digest(streams, bool(frame.flags & FLAG_REPLY))
+    return Digest(streams, bool(frame.flags & FLAG_REPLY), withheld)

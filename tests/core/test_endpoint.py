@@ -543,7 +543,7 @@ def test_reconnecting_does_not_refill_a_neighbours_digest_budget(
     connection bought eight more whole-store answers."""
     mesh = Mesh()
     chain(mesh, ["a", "b"])
-    empty = wire.encode_digest({}, reply=True)
+    empty = wire.encode_digest({}, reply=True, padding=4096)  # pays: the budget stops it
     for i in range(1, 11):
         mesh.nodes["a"].broadcast(make_message(key, f"m{i}", sequence=i).to_envelope(),
                                   now=mesh.now)

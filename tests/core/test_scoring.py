@@ -109,7 +109,7 @@ def test_a_digest_flood_is_refused_past_its_budget_but_never_scored() -> None:
             Message(MessageType.Data(f"m{sequence}"), "origin", timestamp=WALL, ttl=3600,
                     sequence=sequence).sign_with_ed25519(key).to_envelope(), now=mesh.now)
     mesh.settle()
-    empty = wire.encode_digest({}, reply=True)
+    empty = wire.encode_digest({}, reply=True, padding=4096)  # pays: the budget stops it
     for _ in range(100):
         mesh.inject("a", mesh.link_of("a", "b"), empty)
     mesh.settle()
