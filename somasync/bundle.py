@@ -42,6 +42,17 @@ CHUNK_BYTES = 256 * 1024
 sixteen 16 KiB records) and a fine grain for repairs."""
 
 _HEADERS = ("bundle", "chunk", "chunks", "size", "kind", "hash")
+CHUNK_COST = 1024
+"""Bytes a held chunk counts for at least (its message object, headers, key): tiny
+chunks cannot hold much memory for free."""
+PER_ORIGIN = 2
+"""Bundles of one origin in progress at once; a third makes room by dropping that
+origin's oldest: one origin cannot crowd out the others."""
+IN_PROGRESS = 64
+"""Bundles in progress at once over all origins."""
+REMEMBERED_DROPS = 4096
+"""Dropped bundles remembered, so their later chunks start nothing that cannot
+complete."""
 
 
 def split(payload: MessageType, source: str, *, priority: int, ttl: int,
@@ -76,7 +87,10 @@ class BundleStatistics:
     """Chunk bytes held now."""
     dropped: dict[str, int]
     """Bundles (or lone chunks) dropped, by reason: ``bad_chunk`` (headers missing or
-    inconsistent), ``too_large``, ``hash_mismatch``, ``expired``, ``memory``."""
+    inconsistent), ``too_large``, ``hash_mismatch``, ``expired``, ``memory`` (the bound
+    on held bytes, taken from the origin holding most), ``crowded`` (past
+    :data:`PER_ORIGIN` or :data:`IN_PROGRESS`), ``already_dropped`` (a later chunk of a
+    dropped bundle)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -86,6 +100,7 @@ class _Partial:
     size: int
     expires: float
     first: Message
+    """Chunk 0 once it came (any chunk until then): the whole message's fields."""
     pieces: dict[int, Message] = field(default_factory=dict)
     held: int = 0
 
@@ -103,6 +118,8 @@ class Reassembler:
         self.max_bytes = max_bytes
         self.max_held = max_held
         self._partial: OrderedDict[tuple[bytes, str, str], _Partial] = OrderedDict()
+        self._dropped_keys: OrderedDict[tuple[bytes, str, str], None] = OrderedDict()
+        self._next_sweep = 0.0
         self._held = 0
         self._delivered = 0
         self._dropped: dict[str, int] = {}
@@ -110,7 +127,9 @@ class Reassembler:
     def add(self, chunk: Message, *, now: float) -> tuple[Message, list[Message]] | None:
         """Take one chunk (``now``: wall-clock seconds). When it completes its bundle:
         the whole message, and the chunks it was made of (for the caller's records)."""
-        self.expire(now=now)
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0  # a sweep visits every bundle: once a second
+            self.expire(now=now)
         headers = chunk.headers
         try:
             described = tuple(headers[name] for name in ("chunks", "size", "kind", "hash"))
@@ -126,15 +145,21 @@ class Reassembler:
             self._drop("too_large")
             return None
         key = (chunk.signer_public_key or b"", chunk.source, headers["bundle"])
+        if key in self._dropped_keys:
+            self._drop("already_dropped")
+            return None
         partial = self._partial.get(key)
         if partial is None:
+            mine = [k for k in self._partial if k[0] == key[0]]
+            if len(mine) >= PER_ORIGIN:
+                self._discard(mine[0], "crowded")
+            elif len(self._partial) >= IN_PROGRESS:
+                self._discard(next(iter(self._partial)), "crowded")
             partial = self._partial[key] = _Partial(
                 described, count, size,  # type: ignore[arg-type]
                 expires=chunk.timestamp + chunk.ttl, first=chunk)
         elif partial.described != described:
-            del self._partial[key]
-            self._held -= partial.held
-            self._drop("bad_chunk")
+            self._discard(key, "bad_chunk")
             return None
         if index in partial.pieces:
             return None  # a copy (the node drops those before they get here)
@@ -143,12 +168,18 @@ class Reassembler:
             self._drop("bad_chunk")
             return None
         partial.pieces[index] = chunk
-        partial.held += expected
-        self._held += expected
+        if index == 0:
+            partial.first = chunk
+        cost = max(expected, CHUNK_COST)
+        partial.held += cost
+        self._held += cost
         while self._held > self.max_held and self._partial:
-            _, oldest = self._partial.popitem(last=False)
-            self._held -= oldest.held
-            self._drop("memory")
+            # From the origin holding most, its oldest bundle: a greedy origin pays.
+            by_origin: dict[bytes, int] = {}
+            for (origin, _, _), held in ((k, p.held) for k, p in self._partial.items()):
+                by_origin[origin] = by_origin.get(origin, 0) + held
+            greediest = max(by_origin, key=by_origin.__getitem__)
+            self._discard(next(k for k in self._partial if k[0] == greediest), "memory")
         if key not in self._partial or len(partial.pieces) < partial.count:
             return None
         del self._partial[key]
@@ -176,13 +207,19 @@ class Reassembler:
     def expire(self, *, now: float) -> None:
         """Drop the bundles whose TTL ran out before they completed."""
         for key in [k for k, p in self._partial.items() if p.expires < now]:
-            partial = self._partial.pop(key)
-            self._held -= partial.held
-            self._drop("expired")
+            self._discard(key, "expired")
 
     def statistics(self) -> BundleStatistics:
         return BundleStatistics(self._delivered, len(self._partial), self._held,
                                 dict(self._dropped))
+
+    def _discard(self, key: tuple[bytes, str, str], reason: str) -> None:
+        partial = self._partial.pop(key)
+        self._held -= partial.held
+        self._dropped_keys[key] = None
+        if len(self._dropped_keys) > REMEMBERED_DROPS:
+            self._dropped_keys.popitem(last=False)
+        self._drop(reason)
 
     def _drop(self, reason: str) -> None:
         self._dropped[reason] = self._dropped.get(reason, 0) + 1

@@ -9,7 +9,7 @@ import time
 import nacl.signing
 import pytest
 
-from somasync.bundle import CHUNK_BYTES, Reassembler, is_chunk, split
+from somasync.bundle import CHUNK_BYTES, CHUNK_COST, PER_ORIGIN, Reassembler, is_chunk, split
 from somasync.core.payload import MessageType
 from somasync.message import Message
 
@@ -101,3 +101,45 @@ def test_a_bundle_that_does_not_complete_within_its_ttl_is_dropped() -> None:
     assert r.statistics().in_progress == 0
     # The rest arriving late starts nothing that could complete.
     assert r.add(chunks[1], now=chunks[0].timestamp + 62) is None
+
+
+def test_one_origin_cannot_crowd_out_the_others() -> None:
+    """A review found one origin's bundles could push every other origin's out of a
+    shared queue: now an origin holds at most PER_ORIGIN bundles in progress, and the
+    memory bound takes from the origin holding most."""
+    other = nacl.signing.SigningKey(bytes(range(1, 33)))
+    honest = [c.sign_with_ed25519(other) for c in split(
+        MessageType.Binary(b"h" * (3 * CHUNK_BYTES)), "honest", priority=128, ttl=600)]
+    r = Reassembler(max_bytes=4 * CHUNK_BYTES, max_held=6 * CHUNK_BYTES)
+    assert r.add(honest[0], now=NOW) is None
+    for i in range(PER_ORIGIN + 3):  # the greedy origin starts bundle after bundle
+        for chunk in chunks_of(MessageType.Binary(bytes([i]) * (4 * CHUNK_BYTES)))[:3]:
+            r.add(chunk, now=NOW)
+    assert r.statistics().dropped.get("crowded", 0) + \
+        r.statistics().dropped.get("memory", 0) >= 3
+    # The honest bundle survived all of it and completes.
+    assert r.add(honest[1], now=NOW) is None
+    done = r.add(honest[2], now=NOW)
+    assert done is not None
+    assert done[0].message_type == MessageType.Binary(b"h" * (3 * CHUNK_BYTES))
+
+
+def test_tiny_chunks_count_for_their_cost_and_a_dropped_bundle_stays_dropped() -> None:
+    r = reassembler()
+    tail = chunks_of(MessageType.Binary(b"s" * (CHUNK_BYTES + 1)))  # a 5-byte last chunk
+    assert r.add(tail[1], now=NOW) is None
+    assert r.statistics().held_bytes == CHUNK_COST
+    r.expire(now=NOW + 10_000)
+    assert r.statistics().dropped == {"expired": 1}
+    assert r.add(tail[0], now=NOW) is None  # starts nothing that cannot complete
+    assert r.statistics().dropped == {"expired": 1, "already_dropped": 1}
+    assert r.statistics().in_progress == 0
+
+
+def test_the_whole_message_takes_its_fields_from_chunk_zero() -> None:
+    chunks = chunks_of(MessageType.Binary(b"z" * (2 * CHUNK_BYTES)))
+    r = reassembler()
+    r.add(chunks[1], now=NOW)
+    done = r.add(chunks[0], now=NOW)
+    assert done is not None
+    assert done[0].sequence == chunks[0].sequence

@@ -214,3 +214,20 @@ def test_the_agent_refuses_a_bad_http_address_naming_the_field(
     assert main(["agent", "--bind", "127.0.0.1:0", "--rpc", "off", "--data-dir", "off",
                  "--http-addr", "nowhere"]) == 2
     assert "http_addr" in capsys.readouterr().err
+
+
+def test_the_page_is_not_opened_to_the_network_unless_asked() -> None:
+    """A review found --http-addr took a routable address without a word, and then
+    answered any Host: every member's address and key, readable through DNS rebinding by
+    any page a browser on that network opened."""
+    node, _, _ = SynapseNodeBuilder().with_bind_address("127.0.0.1:0").build()
+    for address in ("0.0.0.0:0", "192.0.2.1:8080", "example.com:8080"):
+        with pytest.raises(ConfigError, match="http-allow-network") as caught:
+            StatusServer(node, address)
+        assert caught.value.field == "http_addr"
+    open_ = StatusServer(node, "0.0.0.0:0", allow_network=True)
+    assert open_._host_allowed("192.0.2.7:8080")  # by IP address, as asked
+    assert not open_._host_allowed("evil.example:8080")  # never by a name
+    bound = StatusServer(node, "192.0.2.1:8080", allow_network=True)
+    assert bound._host_allowed("192.0.2.1:8080")
+    assert not bound._host_allowed("192.0.2.9:8080")

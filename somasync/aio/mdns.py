@@ -49,6 +49,9 @@ RESOLVE_TIMEOUT_MS = 3000
 
 MAX_SERVICE_ADDRESSES = 16
 """Addresses taken from one announcement at most (a node listens on one)."""
+MAX_SERVICES = 256
+"""Services followed at once (each a seed to dial): a flood of announcements on the LAN
+is capped here."""
 
 _INSTANCE_LIMIT = 63  # bytes of a DNS label, and so of a DNS-SD instance name
 
@@ -96,6 +99,7 @@ class MdnsDiscovery:
         self._tasks: set[asyncio.Task[None]] = set()
         self._resolving: dict[str, asyncio.Task[None]] = {}
         self._services: dict[str, list[str]] = {}  # service name -> its seeds
+        self._ignored = 0  # services announced past MAX_SERVICES
 
     @property
     def seeds(self) -> list[str]:
@@ -181,8 +185,16 @@ class MdnsDiscovery:
             pending.cancel()  # superseded: only the latest state of a service counts
         if state_change is ServiceStateChange.Removed:
             self._forget(name)
-        else:
+        elif name in self._services or len(self._services) + len(self._resolving) \
+                < MAX_SERVICES:
             self._resolving[name] = self._spawn(self._resolve(zeroconf, name))
+        else:
+            # Anyone on the LAN may announce: a flood of names must not become a flood
+            # of seeds (each one dialled and sent state to) or of lookups.
+            self._ignored += 1
+            if self._ignored == 1:
+                log.warning("mDNS: more than %d services announced; ignoring the rest",
+                            MAX_SERVICES)
 
     async def _resolve(self, zc: Zeroconf, name: str) -> None:
         """Ask for a found service's address and port; its seeds replace what it

@@ -149,7 +149,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="serve a live, read-only status page at http://HOST:PORT/ "
                              "(members, peer scores, message rates, latency, the overlay "
                              "and broadcast tree; its JSON at /api/status; port 0: any free "
-                             "port, reported in the ready event)")
+                             "port, reported in the ready event); a loopback address unless "
+                             "--http-allow-network")
+    parser.add_argument("--http-allow-network", action="store_true",
+                        help="let --http-addr be a non-loopback address: the page, which "
+                             "names every member, its address and key, is then open to "
+                             "the network, read by IP address only (no names: DNS "
+                             "rebinding)")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"],
                         help="the library's log on stderr (default warning)")
@@ -245,7 +251,9 @@ async def _run(options: argparse.Namespace) -> int:
     # Before the node starts: a bad RPC, metrics or status setting stops the agent
     # before it joins.
     tcp_rpc, token = _tcp_rpc(options)
-    status = StatusServer(node, options.http_addr) if options.http_addr else None
+    status = StatusServer(node, options.http_addr,
+                          allow_network=options.http_allow_network) \
+        if options.http_addr else None
     metrics = await _serve_metrics(node, options.metrics_addr) if options.metrics_addr \
         else None
     if status is not None:

@@ -151,9 +151,19 @@ class StatusServer:
         address: ``host:port`` to listen on (port 0: any free port).
     """
 
-    def __init__(self, node: Any, address: str) -> None:
+    def __init__(self, node: Any, address: str, *, allow_network: bool = False) -> None:
         self.node = node
         self._host, self._port = parse_address(address, "http_addr")
+        try:
+            loopback = ipaddress.ip_address(self._host).is_loopback
+        except ValueError:
+            loopback = self._host == "localhost"
+        if not loopback and not allow_network:
+            # The page names every member, its address, key and score: not for the
+            # network unless the operator says so.
+            raise ConfigError("http_addr", f"{self._host} is not a loopback address; the "
+                                           f"status page is open to the network only with "
+                                           f"--http-allow-network")
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
         self._assets: dict[str, bytes] = {}
@@ -250,25 +260,30 @@ class StatusServer:
         return 200, content_type, self._assets[name], ()
 
     def _host_allowed(self, host: str | None) -> bool:
-        """Whether a request naming ``host`` (its Host header) may be answered: any, when
-        the server listens on a routable address; a loopback name or address only, when
-        it listens on loopback."""
-        try:
-            if not ipaddress.ip_address(self._host).is_loopback:
-                return True
-        except ValueError:
-            if self._host != "localhost":
-                return True
+        """Whether a request naming ``host`` (its Host header) may be answered. On
+        loopback: a loopback name or address. On the network: an IP address (the bound
+        one, or any for a wildcard bind), never a name, so that a page elsewhere whose
+        name was made to resolve to this host (DNS rebinding) gets nothing."""
         if host is None:
             return False
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         name = name.strip("[]").lower()
-        if name == "localhost":
-            return True
         try:
-            return ipaddress.ip_address(name).is_loopback
+            bound = ipaddress.ip_address(self._host)
+        except ValueError:
+            bound = None  # "localhost"
+        if bound is None or bound.is_loopback:
+            if name == "localhost":
+                return True
+            try:
+                return ipaddress.ip_address(name).is_loopback
+            except ValueError:
+                return False
+        try:
+            asked = ipaddress.ip_address(name)
         except ValueError:
             return False
+        return bound.is_unspecified or asked == bound
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, str | None]:

@@ -64,6 +64,31 @@ def test_a_wildcard_bind_address_with_named_interfaces_is_fine() -> None:
     NodeConfig(bind_address="0.0.0.0:7946")  # without mDNS nothing is announced
 
 
+async def test_a_flood_of_announcements_is_followed_only_up_to_a_bound() -> None:
+    """A review found every announced service was resolved and its addresses dialled:
+    anyone on the LAN could make every node dial and send state to addresses it chose."""
+    from zeroconf import ServiceStateChange
+
+    from somasync.aio import mdns
+
+    discovery = mdns.MdnsDiscovery(node_id="me", public_key=bytes(32), host="10.0.0.7",
+                                   port=7946, interfaces=("10.0.0.7",),
+                                   found=lambda _: None, lost=lambda _: None)
+    resolving: list[str] = []
+
+    async def resolve(zc: object, name: str) -> None:  # no network: count the lookups
+        resolving.append(name)
+
+    discovery._resolve = resolve  # type: ignore[method-assign]
+    for i in range(mdns.MAX_SERVICES + 50):
+        discovery._on_change(None, mdns.MDNS_SERVICE_TYPE,  # type: ignore[arg-type]
+                             f"flood-{i}.{mdns.MDNS_SERVICE_TYPE}", ServiceStateChange.Added)
+    assert len(discovery._resolving) == mdns.MAX_SERVICES
+    assert discovery._ignored == 50
+    for task in list(discovery._tasks):
+        await task
+
+
 def test_instance_names_fit_one_dns_label_and_tell_nodes_apart() -> None:
     key_a, key_b = bytes(range(32)), bytes(range(1, 33))
     assert instance_name("edge-7", key_a) == "edge-7 [00010203]"
