@@ -108,8 +108,8 @@ class NodeMetrics(Collector):
         core = stats.core
         copies = CounterMetricFamily(
             "somasync_message_copies", "Message frames by direction and kind: in, a first "
-            "copy (delivered) or a duplicate; out, a push (this node's own messages and "
-            "forwards) or a repair (asked for by a digest or a GRAFT).",
+            "copy (delivered) or a duplicate; out, queued to a peer as a push (this node's "
+            "own messages and forwards) or a repair (asked for by a digest or a GRAFT).",
             labels=[*labels, "direction", "kind"])
         for direction, kind, value in (
                 ("in", "first", core.messages_delivered), ("in", "duplicate", core.duplicates),
@@ -125,8 +125,8 @@ class NodeMetrics(Collector):
         yield control
         yield gauge("somasync_send_queue_bytes", "Bytes queued to peers, not yet handed to "
                     "their connections.", core.send_queue_bytes)
-        yield counter("somasync_send_queue_dropped", "Frames dropped because a slow peer's "
-                      "send queue was full.", core.send_queue_dropped)
+        yield counter("somasync_send_queue_dropped_frames", "Frames dropped because a slow "
+                      "peer's send queue was full.", core.send_queue_dropped)
         yield gauge("somasync_delivery_queue_messages", "Messages waiting for the "
                     "application to take them.", stats.delivery_queue)
         if stats.workers:

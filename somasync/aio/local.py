@@ -67,6 +67,7 @@ class _LinkProtocol(asyncio.Protocol):
         self.dialled_address = dialled_address
         self.link = next(runtime._link_ids)
         self.transport: asyncio.Transport | None = None
+        self.paused = False  # the transport asked us to stop writing (a slow peer)
         self.close_reason = "closed"
         self.identified = False
         self.host = ""  # the remote IP address, once connected
@@ -122,10 +123,12 @@ class _LinkProtocol(asyncio.Protocol):
         runtime._pump()
 
     def pause_writing(self) -> None:
+        self.paused = True
         if self.runtime._endpoint is not None:
             self.runtime._endpoint.set_link_paused(self.link, True)
 
     def resume_writing(self) -> None:
+        self.paused = False
         if self.runtime._endpoint is not None:
             self.runtime._endpoint.set_link_paused(self.link, False)
             self.runtime._pump()
@@ -272,9 +275,14 @@ class LocalRuntime:
             self._pump()
 
     def send_backlog(self) -> int:
-        queued = 0 if self._endpoint is None else self._endpoint.queued_bytes()
-        return queued + sum(p.transport.get_write_buffer_size()
-                            for p in self._protocols.values() if p.transport is not None)
+        # The fullest link that is still taking bytes: a stalled peer (its transport
+        # paused) must not slow a large sender down for everyone else.
+        endpoint = self._endpoint
+        if endpoint is None:
+            return 0
+        return max((endpoint.queued_bytes(link) + p.transport.get_write_buffer_size()
+                    for link, p in self._protocols.items()
+                    if p.transport is not None and not p.paused), default=0)
 
     def learn(self, bindings: list[tuple[str, bytes, bytes]], released: list[bytes]) -> None:
         pass  # the endpoint shares the facade's trust object: it knows them already

@@ -119,9 +119,9 @@ class Runtime(Protocol):
         """Close every link to the peer ``public_key``."""
 
     def send_backlog(self) -> int:
-        """Bytes queued to peers and not yet taken by their connections, about (a large
-        sender paces itself by it; a sharded node's figure is up to one stats round
-        old)."""
+        """Bytes queued to the fullest peer still taking bytes, about (a large sender
+        paces itself by it; a sharded node reports its workers' queues together, up to
+        one stats round old)."""
 
     def learn(self, bindings: list[tuple[str, bytes, bytes]], released: list[bytes]) -> None:
         """Bindings the node's trust policy admitted (name, key, certificate), and keys

@@ -416,8 +416,12 @@ class Endpoint:
         state = self._links.get(link)
         return None if state is None or state.hello is None else state.hello.public_key
 
-    def queued_bytes(self) -> int:
-        """Bytes in the send queues of this endpoint's links now."""
+    def queued_bytes(self, link: int | None = None) -> int:
+        """Bytes in the send queues of this endpoint's links now (of ``link`` alone, if
+        given)."""
+        if link is not None:
+            state = self._links.get(link)
+            return 0 if state is None else state.outbox.size
         return sum(state.outbox.size for state in self._links.values())
 
     def peer_keys(self) -> list[bytes]:
