@@ -766,3 +766,26 @@ def test_a_busy_rpc_port_stops_the_agent_naming_the_field(tmp_path: Path) -> Non
     assert result.stdout == ""
     # Nothing left behind: no socket, no token.
     assert list((tmp_path / f"somasync-{os.getuid()}").iterdir()) == []
+
+
+def test_a_client_does_not_look_for_agents_in_a_directory_others_may_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review found that a client took the one socket (or token file) it found in the
+    default directory, whoever made it: in a shared /tmp another user could make that
+    directory first and plant a socket that receives the client's commands."""
+    from somasync.cli.rpc import RpcError, default_directory, find_endpoint
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.delenv("SOMASYNC_RPC", raising=False)
+    monkeypatch.delenv("SOMASYNC_RPC_ADDR", raising=False)
+    directory = default_directory()
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    (directory / "agent-7946.sock").touch()
+    (directory / "rpc-127.0.0.1-7950.token").write_text("planted")
+    with pytest.raises(RpcError, match="not a private directory"):
+        find_endpoint()
+    with pytest.raises(RpcError, match="not a private directory"):
+        find_endpoint(rpc_addr="127.0.0.1:7950")
+    directory.chmod(0o700)  # this user's own and private: found
+    assert find_endpoint() == directory / "agent-7946.sock"

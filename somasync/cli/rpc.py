@@ -135,6 +135,23 @@ def private_directory() -> Path:
     return directory
 
 
+def _trusted_directory() -> Path:
+    """:func:`default_directory` for a client to look in: refused unless it is this
+    user's own and private (in a shared /tmp another user could have made it first and
+    left a socket or token there for the client to talk to)."""
+    directory = default_directory()
+    try:
+        info = directory.lstat()
+    except FileNotFoundError:
+        return directory
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() \
+            or info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise RpcError(f"{directory} is not a private directory of this user (mode "
+                       f"{stat.S_IMODE(info.st_mode):04o}, owner {info.st_uid}); not "
+                       f"looking for agents there")
+    return directory
+
+
 def token_path(directory: Path, host: str, port: int) -> Path:
     """The token file of the TCP endpoint ``host:port`` in ``directory``, where an agent
     writes a generated token and a client looks for it."""
@@ -202,7 +219,8 @@ def find_endpoint(rpc: str | None = None, rpc_addr: str | None = None,
     Raises:
         ValueError: both kinds given, a bad address, or no readable token (a usage error;
             :class:`ConfigError` names the field).
-        RpcError: no agent socket or several found (the message lists them).
+        RpcError: no agent socket or several found (the message lists them), or the
+            default directory is not this user's private one.
     """
     if rpc and rpc_addr:
         raise ConfigError("rpc_addr", "give either --rpc or --rpc-addr")
@@ -216,7 +234,7 @@ def find_endpoint(rpc: str | None = None, rpc_addr: str | None = None,
         if port == 0:
             raise ConfigError("rpc_addr", f"expected the agent's port, got {rpc_addr!r}")
         given = token_file or environ.get("SOMASYNC_RPC_TOKEN_FILE")
-        path = Path(given) if given else token_path(default_directory(), host, port)
+        path = Path(given) if given else token_path(_trusted_directory(), host, port)
         if not given and not path.exists():
             raise ConfigError("rpc_token_file", f"no token for {rpc_addr} (no {path}); "
                                                 f"give --rpc-token-file")
@@ -226,7 +244,7 @@ def find_endpoint(rpc: str | None = None, rpc_addr: str | None = None,
             raise ConfigError("rpc_token_file", str(exc)) from None
     if rpc:
         return Path(rpc)
-    directory = default_directory()
+    directory = _trusted_directory()
     sockets = sorted(directory.glob("agent-*.sock")) if directory.is_dir() else []
     if len(sockets) == 1:
         return sockets[0]
