@@ -140,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
                              "$XDG_RUNTIME_DIR/somasync-<uid>/rpc-<host>-<port>.token)")
     parser.add_argument("--rpc-allow-network", action="store_true",
                         help="let --rpc-addr be a non-loopback address, open to the "
-                             "network (the token is then all that guards the agent)")
+                             "network (the token is then all that guards the agent, and "
+                             "it and every command travel in clear: use a tunnel)")
     parser.add_argument("--metrics-addr", metavar="HOST:PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics (the "
                              "'prometheus' extra; port 0: any free port, reported in the "
