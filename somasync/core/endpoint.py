@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import random
+import struct
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ GRAFT_RATE = 256.0  # ...and per second after that
 # What a frame costs when charged against that credit beyond its own bytes: at most one
 # record's length and tag each (records batch frames, so this overestimates).
 ANSWER_OVERHEAD = 4 + crypto.AEAD_TAG_SIZE
+CREDIT_SHARE = struct.Struct("!Q")  # a routed DIGEST's prefix: the answering worker's share
 MESSAGE_SIZE_GUESS = 512.0  # bytes per message frame assumed before any is received
 _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never here
 # A peer's standing, from its score (see somasync.core.scoring).
@@ -594,7 +596,10 @@ class Endpoint:
                     self._reject(state, RejectReason.NO_HELLO, "digest before the handshake",
                                  close=True)
                 else:
-                    self._announce(RoutedKind.DIGEST, link, frame)
+                    # Each other worker answers for its streams from an equal share of
+                    # the link's credit (the owner checks again what arrives).
+                    share = max(0, state.credit) // self._shard.count if self._shard else 0
+                    self._announce(RoutedKind.DIGEST, link, CREDIT_SHARE.pack(share) + frame)
                     self._on_digest(state, decoded, now)
             elif kind in wire.TREE_KINDS:
                 if state.hello is None:
@@ -664,7 +669,10 @@ class Endpoint:
                 if not self._answer(state, item.data, item.priority):
                     self._count_reject("answer_over_credit")
             elif kind == RoutedKind.DIGEST:
-                self._on_digest(state, wire.decode_frame(item.data), now)
+                if len(item.data) < CREDIT_SHARE.size:
+                    raise DecodeError("truncated", "routed digest without its credit share")
+                (state.credit,) = CREDIT_SHARE.unpack_from(item.data)
+                self._on_digest(state, wire.decode_frame(item.data[CREDIT_SHARE.size :]), now)
             elif kind == RoutedKind.TREE:
                 frame = wire.decode_frame(item.data)
                 self._on_tree_entries(state, frame.kind, wire.decode_tree_entries(frame), now)
@@ -1129,8 +1137,6 @@ class Endpoint:
                                   withheld=sum(len(f) for f, _ in held) + ANSWER_OVERHEAD)
                 break
             sent += 1
-        self._counters.repairs_sent += sent
-        self._counters.forwarded += sent
         lead, unknown = self._lacking(digest)
         state.peer_lead = lead
         state.peer_withheld = digest.withheld
@@ -1190,7 +1196,11 @@ class Endpoint:
         if old is not None:
             self._remove_remote_peer(old.id)
         state = _Link(link, False, hello.listen_address or "", now, _NO_OUTBOX, hello=hello,
-                      owner=self._shard.link_owner(link))
+                      owner=self._shard.link_owner(link),
+                      # A share of what the peer's handshake earned, for the link-up
+                      # digest below (the owner checks again what arrives).
+                      credit=(AMPLIFICATION_LIMIT - 1) * len(hello_payload)
+                      // self._shard.count)
         state.standing = self._standing(self._scores.score(hello.public_key, now=now))
         self._links[link] = state
         self._peers[hello.public_key] = state
@@ -1325,10 +1335,7 @@ class Endpoint:
                         # serves a neighbour that needs this much.
                         self._count_reject("graft_limited")
                         continue
-                    if self._answer(state, stored[0], stored[1]):
-                        self._counters.repairs_sent += 1
-                        self._counters.forwarded += 1
-                    else:
+                    if not self._answer(state, stored[0], stored[1]):
                         self._count_reject("answer_over_credit")
             if repeated:
                 self._greedy(state, now)
@@ -1368,7 +1375,7 @@ class Endpoint:
         node sends to ask is padded for the answer it expects (``peer_lead``)."""
         items = self._streams.items()
         limit = self.config.max_digest_streams
-        answer = reply and state.owner is None
+        answer = reply
         if answer:
             # About 60 bytes a stream: a short credit is not spent encoding in vain.
             limit = min(limit, max(0, state.credit - 64) // 60)
@@ -1401,12 +1408,9 @@ class Endpoint:
 
     def _answer(self, state: _Link, frame: bytes, priority: int) -> bool:
         """Queue ``frame`` in answer to the peer, if the link's credit pays for it (see
-        ``AMPLIFICATION_LIMIT``). A sharded node's worker hands its answer to the worker
-        owning the connection, which holds the credit."""
-        owner = state.owner
-        if owner is not None:
-            self._route(owner, Routed(RoutedKind.ANSWER, state.id, priority, frame))
-            return True
+        ``AMPLIFICATION_LIMIT``). A sharded node's other workers answer from the share
+        of it the owner handed them with the digest, and hand their answers to the owner,
+        which holds the credit and checks again."""
         cost = len(frame) + ANSWER_OVERHEAD
         if cost > state.credit and frame[wire.LENGTH_PREFIX.size + 1] == wire.FrameKind.DIGEST:
             frame = _unpadded(frame, cost - state.credit)
@@ -1414,7 +1418,15 @@ class Endpoint:
         if cost > state.credit:
             return False
         state.credit -= cost
-        self._queue(state, frame, priority)
+        if state.owner is not None:
+            self._route(state.owner, Routed(RoutedKind.ANSWER, state.id, priority, frame))
+        else:
+            self._queue(state, frame, priority)
+            if frame[wire.LENGTH_PREFIX.size + 1] == wire.FrameKind.MESSAGE:
+                # Counted where it is queued to the connection: a sharded node's other
+                # workers' answers count once the owner took them.
+                self._counters.repairs_sent += 1
+                self._counters.forwarded += 1
         return True
 
     def _queue(self, state: _Link, frame: bytes, priority: int) -> None:

@@ -154,3 +154,19 @@ def test_a_large_message_lost_on_its_push_is_repaired_within_the_gap_timeout(
         mesh.step(mesh.config.anti_entropy_interval)
     assert big in mesh.delivered["b"]
     assert link.received["b"] <= AMPLIFICATION_LIMIT * link.received["a"]
+
+
+def test_a_sharded_nodes_workers_answer_from_their_share_and_count_what_went() -> None:
+    """A review found that a worker not owning the connection routed its whole batch of
+    repairs to the owner, which dropped what the credit did not cover, while
+    ``repairs_sent`` counted every one."""
+    mesh = Mesh()
+    _holder(mesh, 200, shards=2)
+    link = _link(mesh)
+    for _ in range(8):
+        mesh.inject("a", mesh.link_of("a", "b"), wire.encode_digest({}, reply=True))
+    mesh.settle()
+    repairs = sum(e.statistics().repairs_sent for e in mesh.shards["a"])
+    repaired_at_b = mesh.nodes["b"].statistics().duplicates + len(mesh.delivered["b"])
+    assert repairs <= repaired_at_b
+    assert link.received["b"] <= AMPLIFICATION_LIMIT * link.received["a"]
