@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from somasync.core.payload import MessageType, decode_payload, encode_payload
+from somasync.core.payload import MessageType, PayloadKind, decode_payload, encode_payload
 from somasync.errors import DecodeError
 from somasync.message import Message
 
@@ -56,10 +56,11 @@ complete."""
 
 
 def split(payload: MessageType, source: str, *, priority: int, ttl: int,
-          bundle_id: str | None = None) -> Iterator[Message]:
+          bundle_id: str | None = None,
+          encoded: tuple[PayloadKind, bytes] | None = None) -> Iterator[Message]:
     """The unsigned chunk messages of ``payload``, in order (the caller signs and
-    broadcasts each)."""
-    kind, data = encode_payload(payload)
+    broadcasts each); ``encoded``: its encoding, when the caller has it already."""
+    kind, data = encoded or encode_payload(payload)
     bundle = bundle_id or os.urandom(16).hex()
     count = max(1, -(-len(data) // CHUNK_BYTES))
     described = {"bundle": bundle, "chunks": str(count), "size": str(len(data)),

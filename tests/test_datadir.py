@@ -153,15 +153,20 @@ def test_revocations_are_kept(tmp_path: Path) -> None:
     data.release()
 
 
-def test_a_damaged_length_in_the_middle_is_an_error_not_a_torn_tail(tmp_path: Path) -> None:
-    """Found in review: the checksum did not cover the length, so a bogus length in the
-    middle of the log passed for a torn last record and the rest was cut off silently."""
+def _log_of(tmp_path: Path, records: int) -> tuple[Path, bytearray, int]:
+    """A crashed node's log of ``records`` equal records: its path, bytes, record size."""
     data = DataDir(tmp_path / "node")
-    for sequence in range(1, 6):
+    for sequence in range(1, records + 1):
         data.record((ORIGIN, "edge-1"), sequence, now=0.0)
     log = crash(data)
     raw = bytearray(log.read_bytes())
-    record = len(raw) // 5
+    return log, raw, len(raw) // records
+
+
+def test_a_damaged_length_in_the_middle_is_an_error_not_a_torn_tail(tmp_path: Path) -> None:
+    """Found in review: the checksum did not cover the length, so a bogus length in the
+    middle of the log passed for a torn last record and the rest was cut off silently."""
+    log, raw, record = _log_of(tmp_path, 5)
     raw[record + 4] ^= 0x01  # the second record's length field
     log.write_bytes(bytes(raw))
     with pytest.raises(DataDirError, match=f"corrupt at byte {record}"):
@@ -172,12 +177,7 @@ def test_a_damaged_length_near_the_end_is_not_taken_for_a_torn_record(
         tmp_path: Path) -> None:
     """Found in the second review: a length pointing past the end of the log passed for
     a record torn by a crash, and the records after it were dropped."""
-    data = DataDir(tmp_path / "node")
-    for sequence in range(1, 7):
-        data.record((ORIGIN, "edge-1"), sequence, now=0.0)
-    log = crash(data)
-    raw = bytearray(log.read_bytes())
-    record = len(raw) // 6
+    log, raw, record = _log_of(tmp_path, 6)
     struct.pack_into("<H", raw, 3 * record + 4, 200)  # the fourth record's length
     log.write_bytes(bytes(raw))
     with pytest.raises(DataDirError, match=f"corrupt at byte {3 * record}"):

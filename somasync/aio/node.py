@@ -418,14 +418,15 @@ class SynapseNode:
         if ttl is not None:
             message = message.with_ttl(ttl)
         if self._frame_size(message) <= self.config.gossip.max_frame:
-            return await self.broadcast(message)
-        size = len(encode_payload(message_type)[1])
+            return await self.broadcast(message)  # its envelope, built here, is kept
+        encoded = encode_payload(message_type)
+        size = len(encoded[1])
         if size > self.config.max_bundle_bytes:
             raise MessageTooLargeError(size, self.config.max_bundle_bytes, "max_bundle_bytes")
         bundle = ""
         window = self.config.gossip.link_queue_bytes // 2
         for chunk in split(message_type, self.config.node_id, priority=message.priority,
-                           ttl=message.ttl):
+                           ttl=message.ttl, encoded=encoded):
             bundle = chunk.headers["bundle"]
             # Paced by the send queues: a burst of chunks past their room would be
             # dropped there and left to anti-entropy. A peer that takes nothing holds

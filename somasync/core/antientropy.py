@@ -24,8 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from somasync.core import wire
 from somasync.core.wire import Envelope, StreamKey
 
-__all__ = ["MessageStore", "SequenceTracker", "StreamTable", "count_lacking", "covers",
-           "lacks_any"]
+__all__ = ["MessageStore", "SequenceTracker", "StreamTable", "count_lacking", "covers"]
 
 #: Most intervals (runs with holes between them) tracked per stream; more give the
 #: oldest hole up. As many as one digest can carry per stream, so that a digest always
@@ -163,15 +162,6 @@ def covers(intervals: Sequence[tuple[int, int]], sequence: int) -> bool:
     """True when ``sequence`` lies in one of the sorted closed ``intervals``."""
     i = bisect.bisect_right(intervals, (sequence, 0xFFFFFFFFFFFFFFFF)) - 1
     return i >= 0 and sequence <= intervals[i][1]
-
-
-def lacks_any(mine: Sequence[tuple[int, int]], theirs: Iterable[tuple[int, int]]) -> bool:
-    """True when some sequence number in ``theirs`` is outside ``mine`` (both sorted)."""
-    for lo, hi in theirs:
-        i = bisect.bisect_right(mine, (lo, 0xFFFFFFFFFFFFFFFF)) - 1
-        if i < 0 or mine[i][1] < hi:
-            return True
-    return False
 
 
 def count_lacking(mine: Sequence[tuple[int, int]], theirs: Iterable[tuple[int, int]],

@@ -83,21 +83,6 @@ _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never 
 _GOOD, _IGNORED, _GRAYLISTED = 0, 1, 2
 
 
-def _unpadded(frame: bytes, excess: int) -> bytes:
-    """A DIGEST frame with ``excess`` bytes less padding (as much as it has): what a
-    link's credit still pays for."""
-    decoded = wire.decode_frame(frame[wire.LENGTH_PREFIX.size :])
-    if not decoded.flags & wire.FLAG_PADDED:
-        return frame
-    digest = wire.decode_digest(decoded)
-    partial = bool(decoded.flags & wire.FLAG_PARTIAL)
-    streams = dict(digest.streams)
-    bare = wire.encode_digest(streams, reply=digest.reply, partial=partial,  # type: ignore[arg-type]
-                              withheld=digest.withheld)
-    return wire.encode_digest(streams, reply=digest.reply, partial=partial,  # type: ignore[arg-type]
-                              withheld=digest.withheld, padding=len(frame) - len(bare) - excess)
-
-
 def _tag_of(envelope: wire.Envelope) -> bytes:
     origin, source = envelope.stream
     return wire.stream_tag(origin, source.encode())
@@ -596,10 +581,12 @@ class Endpoint:
                     self._reject(state, RejectReason.NO_HELLO, "digest before the handshake",
                                  close=True)
                 else:
-                    # Each other worker answers for its streams from an equal share of
-                    # the link's credit (the owner checks again what arrives).
-                    share = max(0, state.credit) // self._shard.count if self._shard else 0
-                    self._announce(RoutedKind.DIGEST, link, CREDIT_SHARE.pack(share) + frame)
+                    if self._shard is not None:
+                        # Each other worker answers for its streams from an equal share
+                        # of the link's credit (the owner checks again what arrives).
+                        share = max(0, state.credit) // self._shard.count
+                        self._announce(RoutedKind.DIGEST, link,
+                                       CREDIT_SHARE.pack(share) + frame)
                     self._on_digest(state, decoded, now)
             elif kind in wire.TREE_KINDS:
                 if state.hello is None:
@@ -846,9 +833,10 @@ class Endpoint:
                     state.raw_out = b""
                     yield link, raw
                 continue
-            allowance = self._allowance(state)
-            data, frames = state.outbox.drain(allowance)
-            if allowance is not None:
+            if self._node_shaper is None and state.shaper is None:
+                data, frames = state.outbox.drain()
+            else:
+                data, frames = state.outbox.drain(self._allowance(state))
                 self._spend(state, len(data))
             if data:
                 counters.bytes_out += len(data)
@@ -860,11 +848,9 @@ class Endpoint:
             if data:
                 yield link, data
 
-    def _allowance(self, state: _Link) -> int | None:
-        """Bytes the shapers let ``state``'s link send now (None: no limit)."""
+    def _allowance(self, state: _Link) -> int:
+        """Bytes the shapers let ``state``'s link send now (it has at least one)."""
         buckets = [b for b in (self._node_shaper, state.shaper) if b is not None]
-        if not buckets:
-            return None
         for bucket in buckets:
             bucket.has(now=self._now, cost=0.0)  # refill to now
         return max(0, int(min(bucket.tokens for bucket in buckets)))
@@ -1393,8 +1379,7 @@ class Endpoint:
         state.peer_lead = state.peer_withheld = 0
         padding = min(int(expected) // AMPLIFICATION_LIMIT - len(bare),
                       self.config.max_frame - len(bare) - wire.FRAME_HEADER.size)
-        frame = bare if padding <= 0 else wire.encode_digest(
-            streams, reply=reply, partial=partial, withheld=withheld, padding=padding)
+        frame = wire.pad_digest(bare, padding)
         # A reply answers the peer; padding, in any digest, exists because of what the
         # peer's digest claimed: both are paid from the credit that peer earned, so a
         # digest claiming much that never comes buys little. An honest exchange grows it
@@ -1413,7 +1398,10 @@ class Endpoint:
         which holds the credit and checks again."""
         cost = len(frame) + ANSWER_OVERHEAD
         if cost > state.credit and frame[wire.LENGTH_PREFIX.size + 1] == wire.FrameKind.DIGEST:
-            frame = _unpadded(frame, cost - state.credit)
+            # A padded digest sheds what the credit does not pay for.
+            padded = wire.decode_digest(wire.decode_frame(frame[wire.LENGTH_PREFIX.size :])
+                                        ).padding
+            frame = wire.pad_digest(frame, padded - (cost - state.credit), padded=padded)
             cost = len(frame) + ANSWER_OVERHEAD
         if cost > state.credit:
             return False

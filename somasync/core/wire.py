@@ -66,6 +66,7 @@ __all__ = [
     "encode_tree_entry",
     "encode_tree_frame",
     "message_id",
+    "pad_digest",
     "stream_tag",
 ]
 
@@ -415,6 +416,8 @@ class Digest:
     withheld: int = 0
     """Bytes of answers the sender holds back until this node pays for them (a larger
     padding of its next digest): a FLAG_WITHHELD digest."""
+    padding: int = 0
+    """Bytes of zero padding after the streams (FLAG_PADDED)."""
 
 
 def encode_digest(streams: dict[StreamKey, list[tuple[int, int]]], *, reply: bool,
@@ -436,10 +439,22 @@ def encode_digest(streams: dict[StreamKey, list[tuple[int, int]]], *, reply: boo
     if withheld > 0:
         parts.append(WITHHELD.pack(min(withheld, 0xFFFFFFFF)))
         flags |= FLAG_WITHHELD
-    if padding > 0:
-        parts.append(bytes(padding))
-        flags |= FLAG_PADDED
-    return encode_frame(FrameKind.DIGEST, b"".join(parts), flags=flags, priority=255)
+    return pad_digest(encode_frame(FrameKind.DIGEST, b"".join(parts), flags=flags,
+                                   priority=255), padding)
+
+
+def pad_digest(frame: bytes, padding: int, *, padded: int = 0) -> bytes:
+    """``frame``, an encoded DIGEST ending in ``padded`` bytes of padding, with
+    ``padding`` bytes of it instead (none when ``padding`` <= 0): the header's length and
+    FLAG_PADDED follow."""
+    _, version, kind, flags, priority, hops = FRAME_HEADER.unpack_from(frame)
+    body = frame[FRAME_HEADER.size : len(frame) - padded]
+    padding = max(0, padding)
+    if padding == padded:
+        return frame
+    flags = flags | FLAG_PADDED if padding else flags & ~FLAG_PADDED
+    return FRAME_HEADER.pack(HEADER_AFTER_LENGTH + len(body) + padding, version, kind, flags,
+                             priority, hops) + body + bytes(padding)
 
 
 def decode_digest(frame: Frame) -> Digest:
@@ -488,4 +503,4 @@ def decode_digest(frame: Frame) -> Digest:
         offset += WITHHELD.size
     if offset != len(data) and not frame.flags & FLAG_PADDED:
         raise DecodeError("bad_length", "trailing bytes after digest")
-    return Digest(streams, bool(frame.flags & FLAG_REPLY), withheld)
+    return Digest(streams, bool(frame.flags & FLAG_REPLY), withheld, len(data) - offset)

@@ -10,7 +10,7 @@ from somasync.core.antientropy import (
     MAX_GIVEN_UP,
     MAX_INTERVALS,
     SequenceTracker,
-    lacks_any,
+    count_lacking,
 )
 
 
@@ -78,9 +78,14 @@ def test_any_arrival_order_delivers_each_sequence_exactly_once(
     assert tracker.intervals() == [(1, count)]
 
 
-def test_lacks_any() -> None:
-    assert lacks_any([(1, 5)], [(6, 6)])
-    assert not lacks_any([(1, 5), (8, 9)], [(2, 3), (8, 8)])
+def test_count_lacking() -> None:
+    assert count_lacking([(1, 5)], [(6, 6)], 100) == 1
+    assert count_lacking([(1, 5), (8, 9)], [(2, 3), (8, 8)], 100) == 0
+    assert count_lacking([(3, 5), (8, 9)], [(1, 10)], 100) == 5
+    assert count_lacking([], [(1, 10)], 100) == 10
+    assert count_lacking([(5, 7)], [(1, 2), (4, 8), (20, 21)], 100) == 6
+    # Counted up to the cap, whatever the intervals span.
+    assert count_lacking([(1, 3)], [(1, 1_000_000)], 50) == 50
 
 
 def test_beyond_the_remembered_given_up_holes_the_oldest_reads_as_delivered() -> None:

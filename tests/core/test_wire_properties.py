@@ -775,3 +775,16 @@ def test_tree_frame_round_trip_and_every_cut_is_refused(
     for cut in range(1, len(frame.payload)):
         with pytest.raises(DecodeError):
             wire.decode_tree_entries(wire.Frame(kind, 0, 255, 0, frame.payload[:-cut]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 3000), st.integers(-5, 3000), st.booleans())
+def test_a_digest_padded_again_decodes_to_the_same_streams(
+        first: int, second: int, reply: bool) -> None:
+    stream = (bytes(32), "s")
+    frame = wire.encode_digest({stream: [(1, 9)]}, reply=reply, padding=first, withheld=7)
+    again = wire.pad_digest(frame, second, padded=first)
+    decoded = wire.decode_digest(wire.decode_frame(again[wire.LENGTH_PREFIX.size :]))
+    assert decoded.streams == {stream: ((1, 9),)}
+    assert (decoded.reply, decoded.withheld, decoded.padding) == (reply, 7, max(0, second))
+    assert bool(wire.decode_frame(again[4:]).flags & wire.FLAG_PADDED) == (second > 0)
