@@ -20,9 +20,9 @@ import nacl.signing
 
 from somasync.core import crypto, wire
 from somasync.core.payload import MessageType, decode_payload, encode_payload
-from somasync.errors import SignatureError
+from somasync.errors import DecodeError, SignatureError
 
-__all__ = ["DEFAULT_PRIORITY", "DEFAULT_TTL", "Message"]
+__all__ = ["DEFAULT_PRIORITY", "DEFAULT_TTL", "Message", "sign_batch"]
 
 DEFAULT_TTL = 3600
 """Seconds a message stays valid, as in the original crate."""
@@ -44,6 +44,46 @@ def _next_sequence(source: str) -> int:
         if counter is None:
             counter = _sequences[source] = itertools.count(time.time_ns())
         return next(counter)
+
+
+def _check_authenticator(signature: object) -> None:
+    if isinstance(signature, bytes):
+        try:
+            if wire.authenticator_size(signature, wire.signature_flags(signature)) \
+                    == len(signature):
+                return
+        except DecodeError:
+            pass
+    raise ValueError("signature must be 64 bytes, a batch authenticator, or None")
+
+
+def sign_batch(messages: list[Message],
+               signing_key: nacl.signing.SigningKey | crypto.Identity) -> list[Message]:
+    """Sign ``messages`` (1 to 65,536) with one Ed25519 signature over a Merkle tree of
+    their ids, and return signed copies in the same order.
+
+    Each copy carries the root's signature and its own inclusion proof, so it verifies,
+    travels and is stored alone like any signed message; a receiver checks the signature
+    once per batch and each proof with a few hashes. A single message is signed as
+    :meth:`Message.sign_with_ed25519` signs it.
+    """
+    identity = (signing_key if isinstance(signing_key, crypto.Identity)
+                else crypto.Identity(signing_key))
+    if not messages:
+        raise ValueError("sign_batch needs at least one message")
+    if len(messages) == 1:
+        return [messages[0].sign_with_ed25519(identity)]
+    unsigned = [dataclasses.replace(m, signature=None, signer_public_key=identity.public_key)
+                for m in messages]
+    bodies = [m.envelope_bytes for m in unsigned]
+    depth, root, proofs = wire.build_batch([wire.message_id(body) for body in bodies])
+    signature = identity.sign(wire.BATCH_DOMAIN, wire.batch_signed_bytes(depth, root))
+    signed = []
+    for message, body, proof in zip(unsigned, bodies, proofs, strict=True):
+        copy = dataclasses.replace(message, signature=signature + proof)
+        object.__setattr__(copy, "_wire", body)
+        signed.append(copy)
+    return signed
 
 
 def _check_int(value: object, name: str, low: int, high: int) -> int:
@@ -75,7 +115,9 @@ class Message:
     sequence: int = -1
     """Per-source sequence number; assigned from a process-wide counter when left -1."""
     signature: bytes | None = None
-    """64-byte Ed25519 signature, or None when unsigned."""
+    """64-byte Ed25519 signature, or None when unsigned. A batch-signed message
+    (:func:`sign_batch`) holds its whole authenticator here: the signature of its batch's
+    root, then the proof that it belongs to the batch (see :mod:`somasync.core.wire`)."""
     signer_public_key: bytes | None = None
     """32-byte public key of the signer, or None when unsigned."""
     # The envelope bytes, cached; init=False so that dataclasses.replace() (any change to a
@@ -107,9 +149,8 @@ class Message:
             raise ValueError(f"timestamp must be seconds since the epoch, got {timestamp!r}")
         # The wire carries milliseconds: hold exactly what a receiver will see.
         object.__setattr__(self, "timestamp", round(timestamp * 1000) / 1000)
-        if self.signature is not None and (
-                not isinstance(self.signature, bytes) or len(self.signature) != 64):
-            raise ValueError("signature must be 64 bytes or None")
+        if self.signature is not None:
+            _check_authenticator(self.signature)
         if self.signer_public_key is not None and (
                 not isinstance(self.signer_public_key, bytes)
                 or len(self.signer_public_key) != 32):
@@ -206,9 +247,14 @@ class Message:
         """
         if self.signature is None:
             return False
+        body = self.envelope_bytes
+        if len(self.signature) > wire.SIGNATURE_SIZE:
+            signature, signed = wire.batch_root(wire.message_id(body), self.signature)
+            domain = wire.BATCH_DOMAIN
+        else:
+            signature, signed, domain = self.signature, body, wire.MESSAGE_DOMAIN
         if self.signer_public_key is None or not crypto.verify(
-            self.signer_public_key, self.signature, wire.MESSAGE_DOMAIN, self.envelope_bytes
-        ):
+                self.signer_public_key, signature, domain, signed):
             raise SignatureError(f"message {self.id}: signature does not match")
         return True
 

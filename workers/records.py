@@ -56,15 +56,18 @@ def decode_batch(record: bytes) -> Iterator[Routed]:
 
 
 def encode_envelope_item(signature: bytes | None, body: bytes) -> bytes:
-    """Signature (64 bytes, or none) and envelope bytes, as a BROADCAST/DELIVER body."""
-    return (b"\x01" + signature + body) if signature is not None else b"\x00" + body
+    """Authenticator (a signature, a batch signature with its proof, or none) and
+    envelope bytes, as a BROADCAST/DELIVER body: u8 MESSAGE flags, then as in a frame."""
+    if signature is None:
+        return b"\x00" + body
+    return bytes((wire.signature_flags(signature),)) + signature + body
 
 
 def decode_envelope_item(data: bytes) -> wire.Envelope:
-    if data[:1] == b"\x01":
-        return wire.decode_envelope(data[1 + wire.SIGNATURE_SIZE :],
-                                    data[1 : 1 + wire.SIGNATURE_SIZE])
-    return wire.decode_envelope(data[1:], None)
+    if not data:
+        raise DecodeError("truncated", "empty envelope item")
+    signature, body = wire.split_signed(data[1:], data[0])
+    return wire.decode_envelope(body, signature)
 
 
 def encode_delivery(from_peer: str, envelope: wire.Envelope) -> bytes:

@@ -28,6 +28,7 @@ from somasync.aio.control import ControlDriver
 from somasync.aio.local import LocalRuntime
 from somasync.aio.once import LogOnce
 from somasync.aio.runtime import Runtime, WorkerStats
+from somasync.aio.signer import BYPASS_PRIORITY, BatchSigner
 from somasync.bundle import BundleStatistics, Reassembler, is_chunk, split
 from somasync.config import NodeConfig, parse_address
 from somasync.core import wire
@@ -214,6 +215,11 @@ class SynapseNode:
         self._control = ControlDriver(self._runtime_proxy(), config, identity, events,
                                       trust=self.trust)
         self._runtime: Runtime = self._make_runtime()
+        self._signer: BatchSigner | None = None
+        if config.sign_outgoing and config.signing_batch_size > 1 \
+                and config.signing_batch_window > 0:
+            self._signer = BatchSigner(identity, config.signing_batch_size,
+                                       config.signing_batch_window, self._send_signed)
 
     def _make_runtime(self) -> Runtime:
         if self.config.workers == 0:
@@ -354,7 +360,12 @@ class SynapseNode:
         """
         if not self._running:
             return
-        self._running = False
+        try:
+            if self._signer is not None:
+                # What the application broadcast before stop() is sent, not lost.
+                await self._signer.close()
+        finally:
+            self._running = False
         try:
             await self._control.stop()
             self._remove_signal_handlers()
@@ -439,9 +450,16 @@ class SynapseNode:
         return bundle
 
     def _frame_size(self, message: Message) -> int:
-        signed = message.signature is not None or self.config.sign_outgoing
-        return (wire.FRAME_HEADER.size - wire.LENGTH_PREFIX.size
-                + (wire.SIGNATURE_SIZE if signed else 0) + len(message.envelope_bytes))
+        if message.signature is not None:
+            authenticator = len(message.signature)
+        elif not self.config.sign_outgoing:
+            authenticator = 0
+        elif self._signer is not None and message.priority < BYPASS_PRIORITY:
+            authenticator = wire.batch_authenticator_size(self.config.signing_batch_size)
+        else:
+            authenticator = wire.SIGNATURE_SIZE
+        return (wire.FRAME_HEADER.size - wire.LENGTH_PREFIX.size + authenticator
+                + len(message.envelope_bytes))
 
     async def broadcast(self, message: Message) -> str:
         """Send a prepared message to the whole mesh.
@@ -464,13 +482,18 @@ class SynapseNode:
             # Sent, it would be refused by every receiver with this limit: say so now.
             raise MessageTooLargeError(size, self.config.gossip.max_frame)
         if message.signature is None and self.config.sign_outgoing:
+            if self._signer is not None and message.priority < BYPASS_PRIORITY:
+                return await self._signer.add(message)
             message = message.sign_with_ed25519(self.identity)
+        await self._send_signed(message)
+        return message.id
+
+    async def _send_signed(self, message: Message) -> None:
         if self._data is not None:
             # Its own messages too: neighbours' digests list them, and a restarted node
             # that forgot them would take them back as new.
             self._keep(message)
         await self._runtime.broadcast(message)
-        return message.id
 
     # --- what the runtime reports (RuntimeHost) ----------------------------------------
 

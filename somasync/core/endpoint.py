@@ -66,6 +66,7 @@ DIGEST_BURST = 8.0  # answers with content to one neighbour back to back (a catc
 DIGEST_RATE = 1.0  # answers with content to one neighbour per anti-entropy interval after that
 VERIFY_BOUNDS = (25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6, 1e-3, 5e-3)
 """Upper bounds (seconds) of the signature-check duration histogram's buckets."""
+ROOT_CACHE_SIZE = 4096  # verified batch roots kept: a few per origin sending at full rate
 BACKLOG_LIMIT = 4096  # routed messages of one link waiting for verification, at most
 GRAFT_BURST = 1024.0  # messages one neighbour's GRAFTs get back to back (a tree repair)...
 GRAFT_RATE = 256.0  # ...and per second after that
@@ -114,6 +115,10 @@ class EndpointStatistics:
     """Message frames queued to neighbours (forwards, own broadcasts and repairs)."""
     duplicates: int
     signatures_verified: int
+    """Ed25519 checks of messages: one per signed message, one per batch root."""
+    batch_proofs: int
+    """Batch-signed messages accepted by their proof against a root this endpoint had
+    already verified, without an Ed25519 check of their own."""
     rejected: dict[str, int]
     """Refused frames by :class:`~somasync.core.events.RejectReason`."""
     send_queue_dropped: int
@@ -216,6 +221,7 @@ class _Counters:
     forwarded: int = 0
     duplicates: int = 0
     verified: int = 0
+    batch_proofs: int = 0
     queue_dropped: int = 0
     digests_sent: int = 0
     repairs_sent: int = 0
@@ -283,6 +289,10 @@ class Endpoint:
         self._verify_counts = [0] * (len(VERIFY_BOUNDS) + 1)
         self._verify_total = 0.0
         self._verify = verify if timer is None else self._timed(verify, timer)
+        # Batch roots whose signature checked out, keyed by origin, signature and root:
+        # the other messages of a batch need only their proof. A copy with any other
+        # signature bytes misses, so a relay cannot pass on a corrupted signature.
+        self._roots: dict[bytes, None] = {}
         self._credential = credential
         self.trust = trust if trust is not None else Trust()
         # This node's own name is its own: a message from another key claiming it, or a
@@ -614,8 +624,8 @@ class Endpoint:
         if envelope.id in self._seen or self._streams.has(envelope.stream, envelope.sequence):
             return envelope.id
         if (envelope.origin in self.trust.operators and envelope.signature is not None
-                and self._verify(envelope.origin, envelope.signature, wire.MESSAGE_DOMAIN,
-                                 envelope.body)):
+                and self._authentic(envelope.origin, envelope.signature, envelope.id,
+                                    envelope.body)):
             self._on_operator_notice(envelope, now)  # published here: it counts here too
         self._accept(envelope, now)
         self._counters.originated += 1
@@ -891,6 +901,7 @@ class Endpoint:
             bytes_out=c.bytes_out, messages_delivered=c.delivered,
             messages_originated=c.originated, messages_forwarded=c.forwarded,
             duplicates=c.duplicates, signatures_verified=c.verified,
+            batch_proofs=c.batch_proofs,
             rejected=dict(c.rejected), send_queue_dropped=c.queue_dropped,
             send_queue_bytes=self.queued_bytes(),
             digests_sent=c.digests_sent, repairs_sent=c.repairs_sent,
@@ -996,8 +1007,7 @@ class Endpoint:
             if envelope.origin in trust.operators:
                 # An operator's notice (a revocation) counts whatever its age: check it
                 # now, apply it, then treat it as any message.
-                self._counters.verified += 1
-                if not self._verify(envelope.origin, signature, wire.MESSAGE_DOMAIN, body):
+                if not self._authentic(envelope.origin, signature, message_id, body):
                     self._reject(state, RejectReason.BAD_SIGNATURE, "operator signature",
                                  close=True)
                     return
@@ -1022,12 +1032,10 @@ class Endpoint:
             self._reject(state, RejectReason.FUTURE_TIMESTAMP, "timestamp in the future",
                          close=False)
             return
-        if signature is not None and not verified:
-            self._counters.verified += 1
-            if not self._verify(envelope.origin, signature, wire.MESSAGE_DOMAIN, body):
-                self._reject(state, RejectReason.BAD_SIGNATURE, "message signature",
-                             close=True)
-                return
+        if signature is not None and not verified \
+                and not self._authentic(envelope.origin, signature, message_id, body):
+            self._reject(state, RejectReason.BAD_SIGNATURE, "message signature", close=True)
+            return
         try:
             payload = decode_payload(envelope.payload_kind, envelope.payload)
         except DecodeError as exc:
@@ -1068,6 +1076,28 @@ class Endpoint:
             for link in tree.links():
                 if link != state.id:
                     tree.announce(link, entry)
+
+    def _authentic(self, origin: bytes, signature: bytes, message_id: bytes,
+                   body: bytes) -> bool:
+        """Check a message's authenticator: its own signature, or its batch's root
+        signature (an Ed25519 check once per root) and its proof (a few hashes)."""
+        counters = self._counters
+        if len(signature) == wire.SIGNATURE_SIZE:
+            counters.verified += 1
+            return self._verify(origin, signature, wire.MESSAGE_DOMAIN, body)
+        root_signature, signed = wire.batch_root(message_id, signature)
+        key = origin + root_signature + signed
+        roots = self._roots
+        if key in roots:
+            counters.batch_proofs += 1
+            return True
+        counters.verified += 1
+        if not self._verify(origin, root_signature, wire.BATCH_DOMAIN, signed):
+            return False
+        if len(roots) >= ROOT_CACHE_SIZE:
+            del roots[next(iter(roots))]
+        roots[key] = None
+        return True
 
     def _on_operator_notice(self, envelope: wire.Envelope, now: float) -> None:
         if envelope.payload_kind != PayloadKind.BINARY:

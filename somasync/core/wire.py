@@ -14,7 +14,24 @@ Frame on a byte stream::
 MESSAGE payload: ``signature (64 bytes, iff FLAG_SIGNED) || envelope``. The envelope is
 the exact byte string that is signed (after the domain tag ``MESSAGE_DOMAIN``) and hashed
 into the message id; receivers verify and forward those bytes as received and never
-re-serialise them. Envelope layout::
+re-serialise them.
+
+A batch-signed MESSAGE (FLAG_SIGNED | FLAG_BATCH) carries, instead of a signature over
+its own envelope, the origin's signature over the Merkle root of a batch of its
+messages, and the proof that this message is a leaf of that tree::
+
+    64s signature         Ed25519 over BATCH_DOMAIN || u8 depth || 16s root
+    u8  depth             levels of the tree, 1-16 (a batch of up to 2**depth messages)
+    u16 index             this message's leaf, < 2**depth; bit k: left (0) or right (1)
+                          child at level k, counted from the leaves
+    depth x 16s           the sibling hash at each level, leaves first
+    envelope
+
+Leaves are message ids; a parent is BLAKE2b-128 of ``0x01 || left || right``; a batch
+whose size is not a power of two is filled with all-zero leaves (no envelope hashes to
+them, and with one leaf per index no proof has a second valid form). A message keeps
+the id a single signature gives it, and its proof travels with it when it is
+forwarded, stored or repaired. Envelope layout::
 
     u8  envelope version   u8 payload kind      u8  source length
     32s origin public key  (zeros when unsigned)
@@ -40,6 +57,8 @@ import orjson
 from somasync.errors import DecodeError
 
 __all__ = [
+    "BATCH_DOMAIN",
+    "FLAG_BATCH",
     "FLAG_PADDED",
     "FLAG_PARTIAL",
     "FLAG_REPAIR",
@@ -56,6 +75,11 @@ __all__ = [
     "FrameKind",
     "StreamKey",
     "TreeEntry",
+    "authenticator_size",
+    "batch_authenticator_size",
+    "batch_root",
+    "batch_signed_bytes",
+    "build_batch",
     "decode_digest",
     "decode_envelope",
     "decode_frame",
@@ -67,6 +91,8 @@ __all__ = [
     "encode_tree_frame",
     "message_id",
     "pad_digest",
+    "signature_flags",
+    "split_signed",
     "stream_tag",
 ]
 
@@ -75,6 +101,7 @@ ENVELOPE_VERSION = 1
 
 #: Domain tags keep a signature made for one purpose from being valid for another.
 MESSAGE_DOMAIN = b"somasync/message/v1\x00"
+BATCH_DOMAIN = b"somasync/batch/v1\x00"
 
 FLAG_SIGNED = 0x01  # MESSAGE: a 64-byte signature precedes the envelope
 FLAG_REPLY = 0x02  # DIGEST: do not answer with a digest (an answer, or one of a pair)
@@ -82,14 +109,18 @@ FLAG_PARTIAL = 0x04  # DIGEST: lists only some of the sender's streams
 FLAG_REPAIR = 0x08  # MESSAGE: a repair (anti-entropy or GRAFT answer), not a tree push
 FLAG_PADDED = 0x10  # DIGEST: zero padding follows the streams (see encode_digest)
 FLAG_WITHHELD = 0x20  # DIGEST: a u32 follows the streams: bytes of answers held back
+FLAG_BATCH = 0x40  # MESSAGE: the signature signs a batch's Merkle root; the proof follows
 
 LENGTH_PREFIX = struct.Struct("!I")
 FRAME_HEADER = struct.Struct("!IBBBBB")  # length, version, kind, flags, priority, hops
 HEADER_AFTER_LENGTH = FRAME_HEADER.size - LENGTH_PREFIX.size
 ENVELOPE_HEAD = struct.Struct("!BBB32sQqIBHHI")
 SIGNATURE_SIZE = 64
+BATCH_HEAD = struct.Struct("!BH")  # depth, leaf index
+MAX_BATCH_DEPTH = 16
 KEY_SIZE = 32
 ID_SIZE = 16
+EMPTY_LEAF = bytes(ID_SIZE)  # fills a batch tree up to a power of two
 ZERO_KEY = bytes(KEY_SIZE)
 
 MAX_TTL = 0xFFFFFFFF
@@ -314,12 +345,97 @@ def _decode_str_map(data: bytes) -> dict[str, str]:
 
 
 def split_message_payload(frame: Frame) -> tuple[bytes | None, bytes]:
-    """Split a MESSAGE frame's payload into (signature or None, envelope bytes)."""
-    if frame.flags & FLAG_SIGNED:
-        if len(frame.payload) < SIGNATURE_SIZE + ENVELOPE_HEAD.size:
-            raise DecodeError("truncated", "signed message shorter than signature + header")
-        return frame.payload[:SIGNATURE_SIZE], frame.payload[SIGNATURE_SIZE:]
-    return None, frame.payload
+    """Split a MESSAGE frame's payload into (signature or None, envelope bytes).
+
+    The signature of a batch-signed message is its whole authenticator: signature,
+    depth, index and proof, as :func:`split_signed` cuts it.
+    """
+    return split_signed(frame.payload, frame.flags)
+
+
+def split_signed(payload: bytes, flags: int) -> tuple[bytes | None, bytes]:
+    """Cut a MESSAGE payload sent with ``flags`` into (authenticator or None, envelope),
+    checking every length first. Raises only :class:`DecodeError`."""
+    if not flags & FLAG_SIGNED:
+        if flags & FLAG_BATCH:
+            raise DecodeError("bad_batch", "batch flag on an unsigned message")
+        return None, payload
+    size = authenticator_size(payload, flags)
+    if len(payload) < size + ENVELOPE_HEAD.size:
+        raise DecodeError("truncated", "signed message shorter than signature + header")
+    return payload[:size], payload[size:]
+
+
+def authenticator_size(data: bytes, flags: int) -> int:
+    """Bytes of the authenticator at the start of ``data`` (a signed MESSAGE payload, or
+    an authenticator alone): 64, or for FLAG_BATCH the signature, head and proof."""
+    if not flags & FLAG_BATCH:
+        return SIGNATURE_SIZE
+    if len(data) < SIGNATURE_SIZE + BATCH_HEAD.size:
+        raise DecodeError("truncated", "batch-signed message shorter than its proof")
+    depth: int
+    index: int
+    depth, index = BATCH_HEAD.unpack_from(data, SIGNATURE_SIZE)
+    if not 0 < depth <= MAX_BATCH_DEPTH or index >> depth:
+        raise DecodeError("bad_batch", f"batch proof of depth {depth}, leaf {index}")
+    return SIGNATURE_SIZE + BATCH_HEAD.size + depth * ID_SIZE
+
+
+def signature_flags(signature: bytes | None) -> int:
+    """The MESSAGE flags that say how ``signature`` (an authenticator) is laid out."""
+    if signature is None:
+        return 0
+    return FLAG_SIGNED | FLAG_BATCH if len(signature) > SIGNATURE_SIZE else FLAG_SIGNED
+
+
+# --- batch signatures: one Ed25519 signature over a Merkle tree of message ids ---------
+
+def _parent(left: bytes, right: bytes) -> bytes:
+    return hashlib.blake2b(b"\x01" + left + right, digest_size=ID_SIZE).digest()
+
+
+def build_batch(ids: list[bytes]) -> tuple[int, bytes, list[bytes]]:
+    """The tree over ``ids`` (2 to 2**16 message ids): (depth, root, per id its
+    ``BATCH_HEAD || proof`` to append to the root's signature)."""
+    count = len(ids)
+    if not 1 < count <= 1 << MAX_BATCH_DEPTH:
+        raise ValueError(f"a batch holds 2 to {1 << MAX_BATCH_DEPTH} messages, not {count}")
+    depth = (count - 1).bit_length()
+    level = ids + [EMPTY_LEAF] * ((1 << depth) - count)
+    proofs: list[list[bytes]] = [[] for _ in range(count)]
+    for height in range(depth):
+        for leaf in range(count):
+            proofs[leaf].append(level[(leaf >> height) ^ 1])
+        level = [_parent(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return depth, level[0], [BATCH_HEAD.pack(depth, leaf) + b"".join(proof)
+                             for leaf, proof in enumerate(proofs)]
+
+
+def batch_authenticator_size(batch_size: int) -> int:
+    """Bytes of the authenticator of each message of a batch of ``batch_size``."""
+    if batch_size < 2:
+        return SIGNATURE_SIZE
+    return SIGNATURE_SIZE + BATCH_HEAD.size + (batch_size - 1).bit_length() * ID_SIZE
+
+
+def batch_signed_bytes(depth: int, root: bytes) -> bytes:
+    """What the origin signs (after ``BATCH_DOMAIN``) for a batch's root."""
+    return bytes((depth,)) + root
+
+
+def batch_root(message_id: bytes, authenticator: bytes) -> tuple[bytes, bytes]:
+    """The (signature, signed bytes) a batch authenticator (as :func:`split_signed` cut
+    it) claims for ``message_id``: the root is recomputed from the id and the proof, so a
+    proof for another message or another tree yields a root nobody signed."""
+    depth, index = BATCH_HEAD.unpack_from(authenticator, SIGNATURE_SIZE)
+    node = message_id
+    offset = SIGNATURE_SIZE + BATCH_HEAD.size
+    for _ in range(depth):
+        sibling = authenticator[offset : offset + ID_SIZE]
+        node = _parent(sibling, node) if index & 1 else _parent(node, sibling)
+        index >>= 1
+        offset += ID_SIZE
+    return authenticator[:SIGNATURE_SIZE], batch_signed_bytes(depth, node)
 
 
 def envelope_stream_bytes(body: bytes) -> tuple[bytes, bytes]:
@@ -336,12 +452,12 @@ def envelope_stream_bytes(body: bytes) -> tuple[bytes, bytes]:
 
 def encode_message_frame(envelope: Envelope, *, hops: int, repair: bool = False) -> bytes:
     """Frame an envelope for sending, signature and body exactly as received."""
-    flags = FLAG_REPAIR if repair else 0
+    flags = (FLAG_REPAIR if repair else 0) | signature_flags(envelope.signature)
     if envelope.signature is None:
         return encode_frame(FrameKind.MESSAGE, envelope.body, flags=flags,
                             priority=envelope.priority, hops=hops)
     return encode_frame(FrameKind.MESSAGE, envelope.signature + envelope.body,
-                        flags=flags | FLAG_SIGNED, priority=envelope.priority, hops=hops)
+                        flags=flags, priority=envelope.priority, hops=hops)
 
 
 # --- IHAVE / GRAFT / PRUNE: the broadcast tree's control frames -----------------------

@@ -1,0 +1,146 @@
+"""Batch signing on real nodes (``NodeConfig.signing_batch_size``), over 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from somasync import (
+    ConfigError,
+    GossipConfig,
+    Message,
+    MessageType,
+    SynapseNode,
+    SynapseNodeBuilder,
+)
+from somasync.config import NodeConfig
+from somasync.core import wire
+from somasync.testing import wait_until
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+DEADLINE = 10.0
+
+
+class Pair:
+    """A publisher and a receiver linked to it, their deliveries drained."""
+
+    def __init__(self) -> None:
+        self.nodes: list[SynapseNode] = []
+        self.received: dict[str, list[Message]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def add(self, name: str, *, workers: int = 0, batch: int = 1, window: float = 0.002,
+                  bootstrap: tuple[str, ...] = ()) -> SynapseNode:
+        builder = (SynapseNodeBuilder().with_node_id(name).with_bind_address("127.0.0.1:0")
+                   .with_gossip_config(GossipConfig.local()).with_workers(workers)
+                   .with_discovery("static"))
+        builder = builder.with_config(builder.config.replace(
+            signing_batch_size=batch, signing_batch_window=window))
+        for address in bootstrap:
+            builder = builder.add_bootstrap_peer(address)
+        node, messages, _events = builder.build()
+        await node.start()
+        self.nodes.append(node)
+        got = self.received[name] = []
+
+        async def drain() -> None:
+            with contextlib.suppress(EOFError):
+                while True:
+                    got.append(await messages.recv())
+
+        self._tasks.append(asyncio.create_task(drain()))
+        return node
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            await node.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def pair() -> AsyncIterator[Pair]:
+    p = Pair()
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+async def linked(p: Pair, *, publisher_workers: int = 0, receiver_workers: int = 0,
+                 batch: int, window: float = 0.002) -> tuple[SynapseNode, SynapseNode]:
+    receiver = await p.add("receiver", workers=receiver_workers)
+    publisher = await p.add("publisher", workers=publisher_workers, batch=batch,
+                            window=window, bootstrap=(receiver.listen_address,))
+    await wait_until(lambda: bool(receiver.connected_peers()), "the link", DEADLINE)
+    return publisher, receiver
+
+
+@pytest.mark.parametrize(("publisher_workers", "receiver_workers"), [(0, 0), (2, 2)],
+                         ids=["embedded", "workers2"])
+async def test_a_node_signs_in_batches_and_its_peer_checks_one_signature_each(
+        publisher_workers: int, receiver_workers: int) -> None:
+    async with pair() as p:
+        publisher, receiver = await linked(p, publisher_workers=publisher_workers,
+                                           receiver_workers=receiver_workers, batch=16,
+                                           window=30.0)
+        sent = [await publisher.broadcast_message(MessageType.Data(f"ioc {i}"))
+                for i in range(48)]
+        got = p.received["receiver"]
+        await wait_until(lambda: len(got) >= 48, "every message", DEADLINE)
+        assert sorted(m.id for m in got) == sorted(sent)
+        assert all(m.verify_signature() for m in got)
+        assert {len(m.signature or b"") for m in got} == {wire.batch_authenticator_size(16)}
+        stats = await receiver.get_stats()
+        # Three full batches (the 30 s window never ran out): one check per batch.
+        assert stats.core.signatures_verified == 3
+        assert stats.core.batch_proofs == 45
+
+
+async def test_an_unfilled_batch_goes_when_its_window_ends() -> None:
+    async with pair() as p:
+        publisher, _receiver = await linked(p, batch=64, window=0.05)
+        sent = await publisher.broadcast_message(MessageType.Data("alone in its batch"))
+        got = p.received["receiver"]
+        await wait_until(lambda: len(got) == 1, "the message", DEADLINE)
+        assert got[0].id == sent
+        assert got[0].verify_signature()
+
+
+async def test_stop_sends_what_waits_for_its_batch() -> None:
+    async with pair() as p:
+        publisher, _receiver = await linked(p, batch=64, window=600.0)
+        sent = [await publisher.broadcast_message(MessageType.Data(f"late {i}"))
+                for i in range(5)]
+        got = p.received["receiver"]
+        assert got == []
+        await publisher.stop()
+        await wait_until(lambda: len(got) == 5, "the waiting batch", DEADLINE)
+        assert sorted(m.id for m in got) == sorted(sent)
+
+
+async def test_a_critical_message_is_never_held_for_a_batch() -> None:
+    async with pair() as p:
+        publisher, _receiver = await linked(p, batch=64, window=600.0)
+        await publisher.broadcast_message(MessageType.Data("bulk"))
+        urgent = await publisher.broadcast_message(
+            MessageType.Alert("critical", "intrusion", None), priority=255)
+        got = p.received["receiver"]
+        await wait_until(lambda: len(got) == 1, "the critical message", DEADLINE)
+        assert got[0].id == urgent
+        assert len(got[0].signature or b"") == wire.SIGNATURE_SIZE
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("signing_batch_size", 0), ("signing_batch_size", 4096), ("signing_batch_size", 2.0),
+    ("signing_batch_window", -0.1), ("signing_batch_window", float("nan")),
+])
+def test_bad_batch_settings_name_their_field(field: str, value: object) -> None:
+    with pytest.raises(ConfigError) as raised:
+        NodeConfig(**{field: value})  # type: ignore[arg-type]
+    assert raised.value.field == field
