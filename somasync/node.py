@@ -143,6 +143,14 @@ class SynapseNodeBuilder:
         self._config = self._config.replace(pin_workers=pin)
         return self
 
+    def with_batch_signing(self, size: int = 64, window: float = 0.002) -> SynapseNodeBuilder:
+        """Sign this node's messages ``size`` to one signature, waiting at most ``window``
+        seconds for a batch to fill (``NodeConfig.signing_batch_size`` and
+        ``signing_batch_window``); ``size`` 1 signs each alone."""
+        self._config = self._config.replace(signing_batch_size=size,
+                                            signing_batch_window=window)
+        return self
+
     def with_config(self, config: NodeConfig) -> SynapseNodeBuilder:
         """Replace the whole configuration at once."""
         if not isinstance(config, NodeConfig):

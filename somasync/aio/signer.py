@@ -1,10 +1,12 @@
 """Batch signing of a node's own messages (``NodeConfig.signing_batch_size``).
 
-Messages wait at most ``signing_batch_window`` for others, then the batch is signed
-with one signature over the Merkle tree of their ids (:func:`somasync.message.sign_batch`)
-and handed on in the order they were given. A full batch is signed and sent by the call
-that filled it, so a publisher faster than the node waits there instead of growing the
-batch without bound.
+A message that finds the signer idle (nothing waiting, no batch signed within the last
+window) is signed alone at once: a node that publishes now and then pays no latency for
+batching. Messages that follow within the window wait at most ``signing_batch_window``
+for others, then the batch is signed with one signature over the Merkle tree of their
+ids (:func:`somasync.message.sign_batch`) and handed on in the order they were given. A
+full batch is signed and sent by the call that filled it, so a publisher faster than the
+node waits there instead of growing the batch without bound.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class BatchSigner:
         self._timer: asyncio.TimerHandle | None = None
         self._order = asyncio.Lock()  # FIFO: batches leave in the order they were cut
         self._flushes: set[asyncio.Task[None]] = set()
+        self._busy_until = float("-inf")  # loop time until which messages are batched
         self.send_errors = 0
         """Batches a timer's flush could not send (the node stopped under it)."""
 
@@ -56,13 +59,22 @@ class BatchSigner:
 
     async def add(self, message: Message) -> str:
         """Queue ``message`` (unsigned) for signing; returns its id, fixed already."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if not self._pending and now >= self._busy_until:
+            # Idle: no batch to join. Later messages in the window will form one.
+            self._busy_until = now + self._window
+            signed = message.sign_with_ed25519(self._identity)
+            async with self._order:
+                await self._send(signed)
+            return signed.id
         # The id covers the origin key, so set it before the id is taken.
         message = dataclasses.replace(message, signer_public_key=self._identity.public_key)
         self._pending.append(message)
         if len(self._pending) >= self._size:
             await self.flush()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._window, self._expire)
+            self._timer = loop.call_later(self._window, self._expire)
         return message.id
 
     def _expire(self) -> None:
@@ -88,6 +100,7 @@ class BatchSigner:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        self._busy_until = asyncio.get_running_loop().time() + self._window
         signed = sign_batch(batch, self._identity)
         async with self._order:
             for message in signed:

@@ -85,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", metavar="PNG",
                         help="draw every node's p99 latency and RSS over time (needs "
                              "matplotlib: pip install 'somasync[plot]')")
+    parser.add_argument("--signing", choices=("single", "batch"),
+                        help="publishers sign each message (single, the default) or "
+                             "--batch-size messages to one signature (batch)")
+    parser.add_argument("--batch-size", type=int, dest="batch_size",
+                        help=f"batch signing: messages per signature ({defaults.batch_size})")
+    parser.add_argument("--batch-window", type=float, dest="batch_window",
+                        help=f"batch signing: seconds a batch may wait to fill "
+                             f"({defaults.batch_window:g})")
     parser.add_argument("--no-progress", action="store_true",
                         help="no live status line (it is shown only on a terminal anyway)")
     return parser
@@ -94,7 +102,8 @@ def _settings(args: argparse.Namespace) -> BenchSettings:
     base = PRESETS["quick"] if args.quick else PRESETS.get(args.preset or "", BenchSettings())
     fields = ("nodes", "workers", "publishers", "rate", "size", "duration", "messages",
               "scenario", "priority_mix", "slow_rate", "links", "seed", "drain_timeout",
-              "drop_every", "interval", "anti_entropy_interval")
+              "drop_every", "interval", "anti_entropy_interval", "signing", "batch_size",
+              "batch_window")
     changes = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if changes.get("scenario") == "burst" and "messages" not in changes and not base.messages:
         changes["messages"] = base.total_messages
@@ -130,7 +139,10 @@ def format_summary(result: dict[str, Any]) -> str:
         f"SomaSync bench: {s['nodes']} nodes x {s['workers']} workers, {s['publishers']} "
         f"publisher(s), scenario {s['scenario']}, {s['size']} B payloads, "
         f"{result['published']['messages']:,} messages in {result['published']['seconds']:.1f}"
-        f" s ({_fmt(result['published']['rate_per_s'])} msg/s offered)",
+        f" s ({_fmt(result['published']['rate_per_s'])} msg/s offered), "
+        + ("one signature per message" if s.get("signing", "single") == "single" else
+           f"batch-signed, {s['batch_size']} to a signature within "
+           f"{1000 * s['batch_window']:g} ms"),
         "node configuration: GossipConfig.lan() "
         + ("except " + ", ".join(f"{k}={v!r}" for k, v in deviations.items()) if deviations
            else "unchanged (the library's defaults)"),

@@ -14,8 +14,14 @@ delivery). Efficiency = ingest / (max(1, workers) x raw verify rate). Every tria
 bounded in time; sender processes are stopped by PID at the end of each trial, also on
 error.
 
+``--signing batch`` signs each origin's messages ``--batch-size`` to a signature
+(:func:`somasync.message.sign_batch`); its efficiency is against the raw rate of
+checking batch-signed messages (proofs plus one verify per batch, same run), and
+"vs single" is its rate over single signatures' in the same trial.
+
     python -m somasync.bench ingest --workers 0,1,2 --encryption on,off --senders 2 \
         --trials 5 --messages 20000
+    python -m somasync.bench ingest --workers 0 --encryption on --signing single,batch
 """
 
 from __future__ import annotations
@@ -35,24 +41,38 @@ import nacl.signing
 from somasync import GossipConfig, Message, MessageType, SecurityConfig, SynapseNodeBuilder
 from somasync.bench._link import secure_link
 from somasync.bench._load import drain_events, start_together, stop_trial
-from somasync.bench.ceiling import raw_verify_rate
+from somasync.bench.ceiling import raw_batch_verify_rate, raw_verify_rate
 from somasync.bench.machine import machine_info
 from somasync.core import wire
 from somasync.core.crypto import Identity
+from somasync.message import sign_batch
 
 PAYLOAD = "x" * 200
 ORIGINS = 128
 
 
 
-def sender(port: int, count: int, encrypt: bool) -> None:
-    """Child process: pre-sign, then send everything as fast as the socket takes it."""
+def signed_messages(count: int, batch_size: int) -> list[Message]:
+    """``count`` messages of ``ORIGINS`` origins, interleaved; each origin's consecutive
+    messages signed ``batch_size`` to a signature (1: each alone)."""
     keys = [nacl.signing.SigningKey.generate() for _ in range(ORIGINS)]
-    frames = []
-    for i in range(count):
-        message = Message(MessageType.Data(PAYLOAD), f"origin-{i % ORIGINS}",
-                          sequence=1 + i // ORIGINS).sign_with_ed25519(keys[i % ORIGINS])
-        frames.append(wire.encode_message_frame(message.to_envelope(), hops=0))
+    unsigned = [Message(MessageType.Data(PAYLOAD), f"origin-{i % ORIGINS}",
+                        sequence=1 + i // ORIGINS) for i in range(count)]
+    signed: list[Message] = [None] * count  # type: ignore[list-item]
+    for origin in range(ORIGINS):
+        mine = list(range(origin, count, ORIGINS))
+        for start in range(0, len(mine), batch_size):
+            chunk = mine[start : start + batch_size]
+            for i, message in zip(chunk, sign_batch([unsigned[i] for i in chunk],
+                                                    keys[origin]), strict=True):
+                signed[i] = message
+    return signed
+
+
+def sender(port: int, count: int, encrypt: bool, batch_size: int = 1) -> None:
+    """Child process: pre-sign, then send everything as fast as the socket takes it."""
+    frames = [wire.encode_message_frame(message.to_envelope(), hops=0)
+              for message in signed_messages(count, batch_size)]
     identity = Identity.generate()
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         # Nothing the node says after the handshake matters here; the socket buffer
@@ -76,7 +96,7 @@ def sender(port: int, count: int, encrypt: bool) -> None:
 
 
 async def trial(count: int, limit: float, workers: int, senders: int,
-                encrypt: bool = True) -> dict[str, Any]:
+                encrypt: bool = True, batch_size: int = 1) -> dict[str, Any]:
     node, messages, events = (SynapseNodeBuilder().with_node_id("ingest")
                               .with_bind_address("127.0.0.1:0")
                               .with_gossip_config(GossipConfig.lan())
@@ -88,7 +108,7 @@ async def trial(count: int, limit: float, workers: int, senders: int,
     share = count // senders
     processes = [await asyncio.create_subprocess_exec(
         sys.executable, "-m", "somasync.bench.ingest", "--sender", str(port), str(share),
-        str(int(encrypt)),
+        str(int(encrypt)), str(batch_size),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         for _ in range(senders)]
     count = share * senders
@@ -152,16 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encryption", default="on,off",
                         help="link modes to compare: on (sealed records, the default of "
                              "every node), off (plaintext records); default on,off")
+    parser.add_argument("--signing", default="single",
+                        help="signing modes to compare: single (a signature per message), "
+                             "batch (--batch-size messages to a signature); default single")
+    parser.add_argument("--batch-size", type=int, default=64, dest="batch_size",
+                        help="messages per signature with --signing batch (2-1024, 64)")
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--json", metavar="PATH")
-    parser.add_argument("--sender", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sender", nargs=4, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.sender:
-        port, share, encrypt = args.sender
-        sender(port, share, bool(encrypt))
+        port, share, encrypt, batch_size = args.sender
+        sender(port, share, bool(encrypt), batch_size)
         return 0
     import uvloop
 
@@ -169,57 +194,88 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.encryption.split(",")]
     if not modes or any(m not in ("on", "off") for m in modes):
         parser.error("--encryption takes on, off or on,off")
+    signings = [m.strip() for m in args.signing.split(",")]
+    if not signings or any(m not in ("single", "batch") for m in signings):
+        parser.error("--signing takes single, batch or single,batch")
+    if not 2 <= args.batch_size <= 1024:
+        parser.error("--batch-size must be 2-1024")
+    sizes = {"single": 1, "batch": args.batch_size}
     raw_rates: list[float] = []
-    results: dict[tuple[int, str], list[dict[str, float]]] = {
-        (w, m): [] for w in worker_counts for m in modes}
+    batch_rates: list[float] = []
+    Key = tuple[int, str, str]
+    results: dict[Key, list[dict[str, float]]] = {
+        (w, m, g): [] for w in worker_counts for m in modes for g in signings}
     for _ in range(args.trials):
         raw_rates.append(raw_verify_rate())
-        for workers in worker_counts:
-            for mode in modes:
-                results[(workers, mode)].append(uvloop.run(
-                    trial(args.messages, args.timeout, workers, args.senders, mode == "on")))
+        if "batch" in signings:
+            batch_rates.append(raw_batch_verify_rate(args.batch_size))
+        for workers, mode, signing in results:
+            results[(workers, mode, signing)].append(uvloop.run(
+                trial(args.messages, args.timeout, workers, args.senders, mode == "on",
+                      sizes[signing])))
     raw = statistics.median(raw_rates)
+    ceilings = {"single": raw, "batch": statistics.median(batch_rates) if batch_rates else 0}
     summary: dict[str, object] = {
         "machine": machine_info(),
         "messages_per_trial": args.messages, "senders": args.senders,
         "raw_verify_per_s": raw_rates,
-        "results": {f"{w}/{m}": v for (w, m), v in results.items()},
+        "raw_batch_verify_per_s": batch_rates, "batch_size": args.batch_size,
+        "results": {f"{w}/{m}/{g}": v for (w, m, g), v in results.items()},
     }
     print(f"raw PyNaCl verify, one core, same run: median {raw:,.0f}/s "
           f"({min(raw_rates):,.0f}-{max(raw_rates):,.0f})")
+    if batch_rates:
+        print(f"raw batch-signed checks ({args.batch_size} to a signature), one core, same "
+              f"run: median {ceilings['batch']:,.0f}/s "
+              f"({min(batch_rates):,.0f}-{max(batch_rates):,.0f})")
     print(f"{args.messages} messages x {args.trials} trials, {args.senders} sender processes; "
           "node configuration: GossipConfig.lan() unchanged (the library's defaults)")
-    print(f"{'workers':>7} {'links':>6} {'ingest msg/s (median, min-max)':>34} "
-          f"{'vs 1 worker':>12} {'vs plain':>9} {'efficiency':>10} {'CPU us/msg':>10} "
-          f"{'lost':>5}")
+    print(f"{'workers':>7} {'links':>6} {'signing':>7} {'ingest msg/s (median, min-max)':>34} "
+          f"{'vs 1 worker':>12} {'vs plain':>9} {'vs single':>10} {'efficiency':>10} "
+          f"{'CPU us/msg':>10} {'lost':>5}")
     lost_total = 0
-    medians: dict[tuple[int, str], float] = {}
-    for (workers, mode), runs in results.items():
+    medians: dict[Key, float] = {}
+    for (workers, mode, signing), runs in results.items():
         rates = [r["rate"] for r in runs]
-        median = medians[(workers, mode)] = statistics.median(rates)
-        base = medians.get((1, mode))
-        plain = medians.get((workers, "off"))
+        median = medians[(workers, mode, signing)] = statistics.median(rates)
+        base = medians.get((1, mode, signing))
+        plain = medians.get((workers, "off", signing))
         lost = sum(args.messages - r["delivered"] for r in runs)
         lost_total += lost
-        efficiency = median / (max(1, workers) * raw)
+        efficiency = median / (max(1, workers) * ceilings[signing])
         cpu = statistics.median(r["cpu_us_per_message"] for r in runs)
         # Per-trial ratios (same trial, same machine state) say more than a ratio of
         # medians on a noisy machine.
-        sealed_vs_plain = ([r["rate"] / p["rate"] for r, p in
-                            zip(runs, results[(workers, "off")], strict=True)]
-                           if mode == "on" and (workers, "off") in results else [])
-        summary[f"workers_{workers}_{mode}"] = {
+        sealed_vs_plain = _per_trial(runs, results.get((workers, "off", signing)))
+        batch_vs_single = _per_trial(runs, results.get((workers, mode, "single")))
+        if mode == "off":
+            sealed_vs_plain = []
+        if signing == "single":
+            batch_vs_single = []
+        summary[f"workers_{workers}_{mode}_{signing}"] = {
             "median": median, "min": min(rates), "max": max(rates),
-            "efficiency": efficiency, "sealed_vs_plain_per_trial": sealed_vs_plain}
+            "efficiency": efficiency, "sealed_vs_plain_per_trial": sealed_vs_plain,
+            "batch_vs_single_per_trial": batch_vs_single}
         versus = f"x{median / base:.2f}" if base else "-"
         versus_plain = (f"{statistics.median(sealed_vs_plain):.2f}" if sealed_vs_plain
                         else ("-" if plain is None or mode == "off" else "?"))
-        print(f"{workers:>7} {mode:>6} {median:>14,.0f} ({min(rates):,.0f}-{max(rates):,.0f})"
-              f"{versus:>12} {versus_plain:>9} {efficiency:>10.2f} {cpu:>10.1f} {lost:>5}")
+        versus_single = (f"x{statistics.median(batch_vs_single):.2f}" if batch_vs_single
+                         else "-")
+        print(f"{workers:>7} {mode:>6} {signing:>7} {median:>14,.0f} "
+              f"({min(rates):,.0f}-{max(rates):,.0f})"
+              f"{versus:>12} {versus_plain:>9} {versus_single:>10} {efficiency:>10.2f} "
+              f"{cpu:>10.1f} {lost:>5}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(summary, handle, indent=2)
     return 0 if lost_total == 0 else 1
+
+
+def _per_trial(runs: list[dict[str, float]],
+               others: list[dict[str, float]] | None) -> list[float]:
+    if others is None or others is runs:
+        return []
+    return [r["rate"] / o["rate"] for r, o in zip(runs, others, strict=True)]
 
 
 if __name__ == "__main__":

@@ -263,7 +263,9 @@ async def run_bench(settings: BenchSettings,
                     if settings.scenario != "burst" else 0,
                     "address": nodes[entry].ready["address"], "seed": settings.seed,
                     "priority_mix": [list(pair) for pair in settings.priority_mix],
-                    "entry_node": entry}
+                    "entry_node": entry,
+                    "batch_size": settings.batch_size if settings.signing == "batch" else 1,
+                    "batch_window": settings.batch_window}
             publishers.append(await _spawn(f"publisher {p}", "somasync.bench._publisher",
                                            spec))
             publishers[-1].ready = {**spec}

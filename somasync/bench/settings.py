@@ -61,6 +61,15 @@ class BenchSettings:
     default. The nodes run ``GossipConfig.lan()`` unchanged unless a flag says otherwise,
     and the report's header lists every deviation: a bench of a configuration users do
     not run measures nothing they get."""
+    signing: str = "single"
+    """How publishers sign: ``single`` (a signature per message) or ``batch``
+    (``batch_size`` messages of a publisher to one signature over their Merkle tree,
+    :func:`somasync.message.sign_batch`, as a node with ``signing_batch_size`` does)."""
+    batch_size: int = 64
+    """``batch`` signing: messages per signature (2-1024)."""
+    batch_window: float = 0.002
+    """``batch`` signing: seconds the first message of a batch waits for the rest before
+    the batch is signed as it is; measured latency includes this wait."""
     interval: float = 10.0
     """Seconds per timeline interval: latency percentiles, RSS and CPU of every node are
     reported for each (the soak scenario prints them; every JSON result holds them)."""
@@ -95,6 +104,11 @@ class BenchSettings:
         if self.anti_entropy_interval is not None:
             require_number(self.anti_entropy_interval, "anti_entropy_interval")
         require_number(self.interval, "interval")
+        require(self.signing in ("single", "batch"), "signing",
+                f"must be single or batch, got {self.signing!r}")
+        require_int(self.batch_size, "batch_size", minimum=2)
+        require(self.batch_size <= 1024, "batch_size", "must be at most 1024")
+        require_number(self.batch_window, "batch_window", allow_zero=True)
         require(self.total_messages >= self.publishers, "messages",
                  "must give every publisher at least one message")
 

@@ -141,3 +141,15 @@ def test_cli_usage_errors_exit_2() -> None:
         capture_output=True, text=True, timeout=60, check=False)
     assert completed.returncode == 2
     assert "nodes" in completed.stderr
+
+
+@pytest.mark.multiprocess
+def test_batch_signing_publishers_deliver_everything_once(tmp_path: Path) -> None:
+    code, result, stdout = _bench(tmp_path, "--nodes", "3", "--rate", "400",
+                                  "--duration", "1", "--signing", "batch",
+                                  "--batch-size", "16")
+    assert code == 0, stdout
+    assert result["settings"]["signing"] == "batch"
+    assert [node["unique"] for node in result["nodes"]] == [400, 400, 400]
+    assert result["totals"]["duplicates"] == 0
+    assert "batch-signed, 16 to a signature within 2 ms" in stdout
