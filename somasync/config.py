@@ -216,6 +216,18 @@ class GossipConfig:
     counted). Keeps a stalled peer from growing memory without bound; anti-entropy
     repairs what it misses once it drains."""
 
+    read_ahead_bytes: int = 32 * 1024 * 1024
+    """Bytes of message frames below priority 192 a node may hold read but not yet
+    handled, all links together (a sharded node: each worker an equal share). A node
+    reads its peers' bytes as they arrive, handles critical frames (192 and up) and
+    control frames at once, and the rest highest band first, one link after another
+    (:mod:`somasync.core.inbox`): a critical alert overtakes the bulk read before it.
+    Past this room the link holding the most sheds its oldest lowest-band frames,
+    counted as ``ingress_shed`` and repaired by anti-entropy later. 32 MiB is seconds of
+    verification at a core's rate. 0: no read-ahead; each link is read a slice
+    (``NodeConfig.read_slice``) per loop turn and its frames handled in arrival order,
+    TCP pushing back on a fast sender."""
+
     max_send_rate: int = 0
     """Bytes per second this node sends its peers, all links together (0: no limit). Frames
     over the rate wait in their link's queue, highest priority first, rather than being
@@ -287,6 +299,7 @@ class GossipConfig:
             f"must be <= {FRAME_HARD_LIMIT} bytes",
         )
         require_int(self.link_queue_bytes, "gossip.link_queue_bytes", minimum=self.max_frame)
+        require_int(self.read_ahead_bytes, "gossip.read_ahead_bytes", minimum=0)
         require_int(self.max_send_rate, "gossip.max_send_rate", minimum=0)
         require_int(self.max_link_send_rate, "gossip.max_link_send_rate", minimum=0)
         require_number(self.max_clock_skew, "gossip.max_clock_skew", allow_zero=True)

@@ -87,6 +87,7 @@ from typing import Any
 
 import psutil
 
+from somasync.aio.fair import reader_slice
 from somasync.aio.once import LogOnce
 from somasync.aio.runtime import RuntimeHost, RuntimeStatistics, WorkerStats
 from somasync.aio.timing import TaskSet
@@ -360,7 +361,7 @@ class ShardedRuntime:
         spec = WorkerSpec(
             index=index, count=self._count, seed=bytes(self.identity.signing_key),
             node_id=self.config.node_id, gossip=self.config.gossip,
-            security=self.config.security, read_slice=self.config.read_slice,
+            security=self.config.security, read_slice=reader_slice(self.config),
             bindings=self._host.trust.bindings(),
             revocations=self._host.trust.revocations(),
             handshake_timeout=self.config.handshake_timeout,

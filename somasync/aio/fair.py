@@ -8,16 +8,31 @@ a thousand messages while every other link waits. Here a chunk is fed a slice at
 remains, and the next slice waits for the next loop turn, after the other links' reads.
 So a flood shapes the flooder (TCP pushes back on it) instead of delaying everyone, and
 nothing is dropped.
+
+With read-ahead (``GossipConfig.read_ahead_bytes``, the default) reads are fed whole:
+the endpoint takes turns between links itself, frame by frame and highest priority
+first (:mod:`somasync.core.inbox`), so a critical frame is not left behind a slice.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-__all__ = ["DEFAULT_READ_SLICE", "SlicedReader"]
+if TYPE_CHECKING:
+    from somasync.config import NodeConfig
+
+__all__ = ["DEFAULT_READ_SLICE", "SlicedReader", "reader_slice"]
 
 DEFAULT_READ_SLICE = 16 * 1024
+
+
+def reader_slice(config: NodeConfig) -> int:
+    """The slice a node's links are read by: none (every read fed whole) when the
+    endpoint reads ahead (``gossip.read_ahead_bytes``) and takes turns itself, frame by
+    frame, highest priority first; ``read_slice`` otherwise."""
+    return 0 if config.gossip.read_ahead_bytes else config.read_slice
 
 
 class SlicedReader:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Protocol, cast
 
-from somasync.aio.fair import SlicedReader
+from somasync.aio.fair import SlicedReader, reader_slice
 from somasync.aio.once import LogOnce
 from somasync.aio.runtime import RuntimeHost, RuntimeStatistics
 from somasync.aio.timing import DeadlineTimer, TaskSet
@@ -73,7 +73,7 @@ class _LinkProtocol(asyncio.Protocol):
         self.host = ""  # the remote IP address, once connected
         self.lost: asyncio.Future[None] = runtime._loop.create_future()
         self.reader = SlicedReader(runtime._loop, self._feed,
-                                   slice_size=runtime._config.read_slice)
+                                   slice_size=reader_slice(runtime._config))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -167,6 +167,7 @@ class LocalRuntime:
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._restored: Mapping[StreamKey, Sequence[tuple[int, int]]] = {}
         self._probation: dict[int, None] = {}  # inbound links accepted over the limit
+        self._backlog_scheduled = False
         self.refused: dict[str, int] = {}
         self._refusals = LogOnce(logging.getLogger("somasync.node"))
         """Inbound connections refused as they arrived, by reason (``connection_limit``,
@@ -330,6 +331,19 @@ class LocalRuntime:
         self._pump_events()
         if self._running and self._timer is not None:
             self._timer.arm(endpoint.get_timer())
+        if endpoint.has_backlog and not self._backlog_scheduled:
+            # After the reads and callbacks already due: a critical frame read meanwhile
+            # is handled before the next share of the backlog.
+            self._backlog_scheduled = True
+            self._loop.call_soon(self._work_backlog)
+
+    def _work_backlog(self) -> None:
+        self._backlog_scheduled = False
+        endpoint = self._endpoint
+        if endpoint is None or not self._running:
+            return
+        endpoint.process_backlog(now=self._loop.time())
+        self._pump()
 
     def _end_probation(self, endpoint: Endpoint) -> None:
         """A connection accepted over the limit finished its handshake: evict the peer

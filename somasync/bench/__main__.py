@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"seconds of publishing ({defaults.duration:g})")
     parser.add_argument("--messages", type=int, help="total messages (default rate x duration)")
     parser.add_argument("--scenario", choices=SCENARIOS, help="steady (default), burst, "
-                        "kill-node, kill-worker, slow or soak")
+                        "kill-node, kill-worker, slow, soak or priority")
     parser.add_argument("--priority-mix", type=_priority_mix, dest="priority_mix",
                         help="priority:weight pairs (200:1,128:8,32:1)")
     parser.add_argument("--slow-rate", type=float, dest="slow_rate",
@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-window", type=float, dest="batch_window",
                         help=f"batch signing: seconds a batch may wait to fill "
                              f"({defaults.batch_window:g})")
+    parser.add_argument("--critical-rate", type=float, dest="critical_rate",
+                        help=f"priority scenario: critical alerts/s from publisher 0 "
+                             f"({defaults.critical_rate:g})")
     parser.add_argument("--no-progress", action="store_true",
                         help="no live status line (it is shown only on a terminal anyway)")
     return parser
@@ -103,7 +106,7 @@ def _settings(args: argparse.Namespace) -> BenchSettings:
     fields = ("nodes", "workers", "publishers", "rate", "size", "duration", "messages",
               "scenario", "priority_mix", "slow_rate", "links", "seed", "drain_timeout",
               "drop_every", "interval", "anti_entropy_interval", "signing", "batch_size",
-              "batch_window")
+              "batch_window", "critical_rate")
     changes = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if changes.get("scenario") == "burst" and "messages" not in changes and not base.messages:
         changes["messages"] = base.total_messages
@@ -187,9 +190,26 @@ def format_summary(result: dict[str, Any]) -> str:
     ]
     if s["scenario"] == "soak" and result["timeline"] is not None:
         lines += ["", format_trend(result["timeline"], result["trend"])]
+    priority = result.get("priority")
+    if priority is not None:
+        idle, loaded = priority["critical_idle_ms"], priority["critical_loaded_ms"]
+        lines += [
+            "",
+            f"critical alerts, mesh idle:     p50 {_fmt(idle.get('p50'), 2)}  p99 "
+            f"{_fmt(idle.get('p99'), 2)}  max {_fmt(idle.get('max'), 2)} ms",
+            f"critical alerts, bulk load:     p50 {_fmt(loaded.get('p50'), 2)}  p99 "
+            f"{_fmt(loaded.get('p99'), 2)}  max {_fmt(loaded.get('max'), 2)} ms  -> p99 "
+            f"x{_fmt(priority['p99_loaded_over_idle'], 2)} of idle",
+            f"critical lost {priority['critical_lost']}; bulk frames shed "
+            f"{priority['bulk_shed']:,}, bulk messages lost {priority['bulk_lost']:,}",
+        ]
     lines.extend(f"  [{event['at_s']:7.2f} s] {event['what']}" for event in result["events"])
-    lines.append("OK: every live node received every message exactly once" if result["ok"]
-                 else "FAILED: messages were lost or duplicated")
+    if priority is not None:
+        lines.append("OK: no critical alert was lost" if result["ok"]
+                     else "FAILED: critical alerts were lost or messages duplicated")
+    else:
+        lines.append("OK: every live node received every message exactly once"
+                     if result["ok"] else "FAILED: messages were lost or duplicated")
     return "\n".join(lines)
 
 

@@ -174,7 +174,8 @@ def publish(spec: dict[str, Any]) -> None:
     index, count, rate, size = spec["index"], spec["count"], spec["rate"], spec["size"]
     batch_size = spec["batch_size"]
     origin = f"bench-pub-{index}-{spec['run']}"
-    priorities = _priorities(spec["priority_mix"], count, spec["seed"] + index)
+    priorities = spec.get("priorities") or _priorities(spec["priority_mix"], count,
+                                                       spec["seed"] + index)
     identity = Identity.generate()
     connection = _Connection(spec["address"], identity, origin)
     connection.open()
@@ -183,7 +184,7 @@ def publish(spec: dict[str, Any]) -> None:
         go = sys.stdin.readline().split()
         if not go or go[0] != "go":
             return
-        start_ns = int(go[1])
+        start_ns = int(go[1]) + int(spec.get("start_delay", 0.0) * 1e9)
         interval_ns = int(1e9 / rate) if rate > 0 else 0
         while time.monotonic_ns() < start_ns:
             time.sleep(min(0.01, (start_ns - time.monotonic_ns()) / 1e9))

@@ -190,6 +190,9 @@ class LinkScene:
                     if peer is not None:
                         self.endpoints[peer[0]].receive_bytes(peer[1], data, now=self.now)
                         moved = True
+                while endpoint.has_backlog:  # what the runtimes do between reads
+                    endpoint.process_backlog(now=self.now)
+                    moved = True
                 endpoint.take_deliveries()
                 endpoint.take_events()
 

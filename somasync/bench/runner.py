@@ -36,6 +36,8 @@ __all__ = ["BenchError", "Progress", "run_bench"]
 
 SCHEMA_ID = "somasync.bench/1"
 _START_TIMEOUT = 60.0
+IDLE_CRITICAL = 254  # the priority scenario's alerts before the bulk starts...
+LOADED_CRITICAL = 255  # ...and after: both in the critical band, told apart in reports
 _LINE_LIMIT = 256 * 1024 * 1024  # a node's report carries 4 bytes per planned message
 
 
@@ -261,11 +263,14 @@ async def run_bench(settings: BenchSettings,
             spec = {"index": p, "count": count, "size": settings.size, "run": run_id,
                     "rate": settings.rate / settings.publishers
                     if settings.scenario != "burst" else 0,
+                    "start_delay": 0.0,
                     "address": nodes[entry].ready["address"], "seed": settings.seed,
                     "priority_mix": [list(pair) for pair in settings.priority_mix],
                     "entry_node": entry,
                     "batch_size": settings.batch_size if settings.signing == "batch" else 1,
                     "batch_window": settings.batch_window}
+            if settings.scenario == "priority":
+                spec.update(_priority_roles(settings, p, count))
             publishers.append(await _spawn(f"publisher {p}", "somasync.bench._publisher",
                                            spec))
             publishers[-1].ready = {**spec}
@@ -382,6 +387,38 @@ async def run_bench(settings: BenchSettings,
         await _stop_all(publishers + nodes)
 
 
+def _priority_roles(settings: BenchSettings, publisher: int, count: int) -> dict[str, Any]:
+    """The ``priority`` scenario's publishers: 0 sends alerts at ``critical_rate`` all
+    along (254 while the mesh idles, 255 once the bulk runs); the others bulk (priority
+    0) at their share of ``rate`` from half-time on."""
+    if publisher == 0:
+        idle = count // 2
+        return {"rate": settings.critical_rate,
+                "priorities": [IDLE_CRITICAL] * idle + [LOADED_CRITICAL] * (count - idle)}
+    return {"rate": settings.rate / (settings.publishers - 1), "priorities": [0] * count,
+            "start_delay": settings.duration / 2}
+
+
+def _priority_summary(by_priority: dict[int, LatencyHistogram],
+                      node_rows: list[dict[str, Any]], sent: list[int],
+                      arrivals: dict[int, list[array[int]]]) -> dict[str, Any]:
+    idle = by_priority.get(IDLE_CRITICAL, LatencyHistogram()).summary_ms()
+    loaded = by_priority.get(LOADED_CRITICAL, LatencyHistogram()).summary_ms()
+    critical_lost = sum(1 for node in arrivals.values()
+                        for number in range(sent[0]) if not node[0][number])
+    ratio = (loaded["p99"] / idle["p99"]
+             if idle.get("p99") and loaded.get("p99") is not None else None)
+    return {
+        "critical_idle_ms": idle, "critical_loaded_ms": loaded,
+        "p99_loaded_over_idle": round(ratio, 2) if ratio is not None else None,
+        "critical_lost": critical_lost,
+        "bulk_shed": sum((row.get("rejected") or {}).get("ingress_shed", 0)
+                         for row in node_rows),
+        "bulk_lost": sum(r["missing"] for r in node_rows if r["missing"] is not None)
+        - critical_lost,
+    }
+
+
 def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
                nodes: list[_Child], publishers: list[_Child],
                done: dict[int, dict[str, Any]], reports: dict[int, dict[str, Any]],
@@ -442,7 +479,7 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
             "core": report["core"],
         })
     timeline = trend = None
-    if settings.rate > 0 and settings.scenario != "burst":
+    if settings.rate > 0 and settings.scenario not in ("burst", "priority"):
         timeline, histograms = build_timeline(
             interval=settings.interval, rate_per_publisher=settings.rate / settings.publishers,
             sent=sent, arrivals=arrivals,
@@ -472,9 +509,16 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any], planned: list[int],
         "reconnects": closed[p]["reconnects"], "rss_bytes": child.rss_max,
         "cpu_percent": round(100 * (child.cpu_end - child.cpu_start) / window, 1),
     } for p, child in enumerate(publishers)]
+    priority = (_priority_summary(by_priority, node_rows, sent, arrivals)
+                if settings.scenario == "priority" else None)
+    # Under a bulk load past the nodes' capacity, bulk is what they shed (counted); a
+    # priority run succeeds when no critical alert was lost.
+    ok = (priority["critical_lost"] == 0 if priority is not None else lost == 0) \
+        and duplicates == 0 and bool(survivors)
     return {
         "schema": SCHEMA_ID,
-        "ok": lost == 0 and duplicates == 0 and bool(survivors),
+        "ok": ok,
+        "priority": priority,
         "settings": settings.to_dict(),
         "gossip_config": {"preset": "lan", "deviations": settings.gossip_deviations()},
         "machine": machine,

@@ -10,7 +10,7 @@ from somasync.config import GossipConfig, require, require_int, require_number
 
 __all__ = ["PRESETS", "SCENARIOS", "BenchSettings"]
 
-SCENARIOS = ("steady", "burst", "kill-node", "kill-worker", "slow", "soak")
+SCENARIOS = ("steady", "burst", "kill-node", "kill-worker", "slow", "soak", "priority")
 """steady: open-loop publishing at ``rate``; burst: every message at once, as fast as the
 connections take them (the one scenario that deviates from the library's defaults: see
 :meth:`BenchSettings.gossip_deviations`); kill-node: SIGKILL of one node process halfway (it has no
@@ -18,7 +18,12 @@ publisher; loss is counted over the survivors); kill-worker: SIGKILL of one work
 process of node 0 halfway (every node must still get everything); slow: node 0's
 application takes at most ``slow_rate`` messages/s; soak: steady publishing, reported
 interval by interval (latency and RSS of every node, every ``interval`` seconds) with
-its trend, to show that nothing grows with uptime."""
+its trend, to show that nothing grows with uptime; priority: publisher 0 sends critical
+alerts at ``critical_rate`` for the whole run (priority 254 in its first half, while the
+mesh is idle, 255 in its second), and the other publishers bulk (priority 0) at ``rate``
+(0: as fast as the connections take it) from half-time on, so the report compares a
+critical alert's latency under a bulk load that saturates the nodes with its idle
+latency, measured in the same run."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ class BenchSettings:
     batch_window: float = 0.002
     """``batch`` signing: seconds the first message of a batch waits for the rest before
     the batch is signed as it is; measured latency includes this wait."""
+    critical_rate: float = 20.0
+    """``priority`` scenario: critical alerts per second from publisher 0."""
     interval: float = 10.0
     """Seconds per timeline interval: latency percentiles, RSS and CPU of every node are
     reported for each (the soak scenario prints them; every JSON result holds them)."""
@@ -109,6 +116,9 @@ class BenchSettings:
         require_int(self.batch_size, "batch_size", minimum=2)
         require(self.batch_size <= 1024, "batch_size", "must be at most 1024")
         require_number(self.batch_window, "batch_window", allow_zero=True)
+        require_number(self.critical_rate, "critical_rate", unit="messages/s")
+        require(self.scenario != "priority" or self.publishers >= 2, "publishers",
+                 "must be >= 2 for the priority scenario (critical and bulk)")
         require(self.total_messages >= self.publishers, "messages",
                  "must give every publisher at least one message")
 
@@ -118,8 +128,18 @@ class BenchSettings:
             return self.messages
         return max(1, round(self.rate * self.duration))
 
+    @property
+    def critical_messages(self) -> int:
+        """``priority`` scenario: publisher 0's alerts (``critical_rate`` x ``duration``)."""
+        return max(2, round(self.critical_rate * self.duration))
+
     def planned(self) -> list[int]:
-        """Messages per publisher (the total split as evenly as possible)."""
+        """Messages per publisher (the total split as evenly as possible; in the
+        ``priority`` scenario, publisher 0's alerts first and the total among the rest)."""
+        if self.scenario == "priority":
+            share, extra = divmod(self.total_messages, self.publishers - 1)
+            return [self.critical_messages] + [share + (1 if i < extra else 0)
+                                               for i in range(self.publishers - 1)]
         share, extra = divmod(self.total_messages, self.publishers)
         return [share + (1 if i < extra else 0) for i in range(self.publishers)]
 

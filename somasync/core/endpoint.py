@@ -21,9 +21,11 @@ Ingress order (cheap before expensive): the peer's standing (a graylisted peer's
 are dropped unread, see :mod:`somasync.core.scoring`), frame header, kind, handshake
 state, per-key budgets (digest and GRAFT answers), message id (BLAKE2b), seen cache,
 envelope decode, per-stream sequence check, signature policy and trust, TTL, **verify**,
-payload decode, then mark seen, store, deliver and forward. In a sharded node, messages
-routed from other workers wait per link and are verified one link after another
-(:meth:`Endpoint.process_backlog`).
+payload decode, then mark seen, store, deliver and forward. Message frames below the
+critical band (192) read from a link, and in a sharded node those routed from other
+workers, wait per link by priority band (:mod:`somasync.core.inbox`) and are handled
+highest band first, one link after another (:meth:`Endpoint.process_backlog`); critical
+and control frames are handled as they are read.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from __future__ import annotations
 import bisect
 import random
 import struct
-from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -50,6 +51,7 @@ from somasync.core.events import (
     RejectReason,
 )
 from somasync.core.handshake import Handshake, PeerHello, Session
+from somasync.core.inbox import Inbox
 from somasync.core.outbox import Outbox
 from somasync.core.payload import MessageType, PayloadKind, decode_payload
 from somasync.core.scoring import BROKEN_PROMISE, PeerScores, ScoreThresholds
@@ -67,7 +69,9 @@ DIGEST_RATE = 1.0  # answers with content to one neighbour per anti-entropy inte
 VERIFY_BOUNDS = (25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6, 1e-3, 5e-3)
 """Upper bounds (seconds) of the signature-check duration histogram's buckets."""
 ROOT_CACHE_SIZE = 4096  # verified batch roots kept: a few per origin sending at full rate
-BACKLOG_LIMIT = 4096  # routed messages of one link waiting for verification, at most
+_MESSAGE = int(wire.FrameKind.MESSAGE)
+_VERDICTS = frozenset({"protocol_error", str(RejectReason.LOW_SCORE)})  # closes for conduct
+CRITICAL = 192  # priority from which a message frame is handled as soon as it is read
 GRAFT_BURST = 1024.0  # messages one neighbour's GRAFTs get back to back (a tree repair)...
 GRAFT_RATE = 256.0  # ...and per second after that
 # AMPLIFICATION_LIMIT, on a link: answers are its handshake reply, its link-up and reply
@@ -302,7 +306,10 @@ class Endpoint:
         self._routed: dict[int, list[Routed]] = {}
         # Sharded node: messages other workers routed here, by the link they came on,
         # verified round-robin across links (see receive_routed).
-        self._backlog: dict[int, deque[bytes]] = {}
+        self._backlog: dict[int, Inbox] = {}
+        self._waiting = 0  # bytes in the backlog, all links together
+        # The room read-ahead may take (0: frames handled as they are read, in order).
+        self._read_ahead = config.read_ahead_bytes // (1 if shard is None else shard.count)
         self._links: dict[int, _Link] = {}
         self._peers: dict[bytes, _Link] = {}
         self._dirty: dict[int, None] = {}
@@ -372,6 +379,8 @@ class Endpoint:
 
     def close_link(self, link: int, *, now: float, reason: str = "closed") -> None:
         """The transport connection is gone (closed by either side, or failed)."""
+        if link in self._backlog:
+            self._flush_waiting(link, now)
         state = self._links.pop(link, None)
         if state is None:
             return
@@ -395,6 +404,8 @@ class Endpoint:
 
     def framing_error(self, link: int, error: DecodeError, *, now: float) -> None:
         """The byte stream of ``link`` could not be cut into frames; it will be closed."""
+        if link in self._backlog:
+            self._flush_waiting(link, now)  # the frames whole before the garbage count
         state = self._links.get(link)
         if state is not None:
             self._reject(state, error.reason, error.detail, close=True)
@@ -518,8 +529,17 @@ class Endpoint:
         except DecodeError as exc:
             self.framing_error(link, exc, now=now)
             return
-        for frame in frames:
-            self.receive_frame(link, frame, now=now)
+        if self._read_ahead:
+            for frame in frames:
+                # Peeked, not decoded: version, kind, flags, priority (decode_frame checks
+                # them all when the frame's turn comes).
+                if len(frame) > 3 and frame[1] == _MESSAGE and frame[3] < CRITICAL:
+                    self._wait(state.id, frame, frame[3], routed=False)
+                else:
+                    self.receive_frame(link, frame, now=now)
+        else:
+            for frame in frames:
+                self.receive_frame(link, frame, now=now)
         if state.frames.error is not None:
             self.framing_error(link, state.frames.error, now=now)
         elif state.frames.buffered or session.buffered:
@@ -583,7 +603,8 @@ class Endpoint:
                     if owner == self._shard.index:
                         self._on_message(state, decoded, now)
                     else:
-                        self._route(owner, Routed(RoutedKind.MESSAGE, link, 0, frame))
+                        self._route(owner, Routed(RoutedKind.MESSAGE, link,
+                                                  decoded.priority, frame))
                 else:
                     self._on_message(state, decoded, now)
             elif kind == wire.FrameKind.DIGEST:
@@ -649,15 +670,12 @@ class Endpoint:
             self._count_reject("routed_to_closed_link")
             return
         if kind == RoutedKind.MESSAGE:
-            # Queued, not verified now: what one link floods must not delay another
-            # link's messages that came through the same ring behind it.
-            queue = self._backlog.get(link)
-            if queue is None:
-                queue = self._backlog[link] = deque()
-            if len(queue) >= BACKLOG_LIMIT:
-                self._count_reject("backlog_full")  # anti-entropy repairs an honest one
-                return
-            queue.append(item.data)
+            if item.priority >= CRITICAL:
+                self._handle_routed_message(state, item.data, now)
+            else:
+                # Queued, not verified now: what one link floods must not delay another
+                # link's messages that came through the same ring behind it.
+                self._wait(link, item.data, item.priority, routed=True)
             return
         try:
             if kind == RoutedKind.SEND:
@@ -683,36 +701,81 @@ class Endpoint:
         except DecodeError as exc:
             self._reject(state, exc.reason, exc.detail, close=True)
 
+    def _wait(self, link: int, frame: bytes, priority: int, *, routed: bool) -> None:
+        """Queue a message frame below the critical band for :meth:`process_backlog`,
+        shedding the lowest band of the link holding the most when over the room."""
+        backlog = self._backlog
+        inbox = backlog.get(link)
+        if inbox is None:
+            inbox = backlog[link] = Inbox()
+        inbox.put(frame, priority, routed)
+        self._waiting += len(frame)
+        excess = self._waiting - self._read_ahead
+        if excess > 0:
+            # The link with at least its share pays; one under its share (an honest
+            # link beside a flood) never does.
+            victim = inbox if inbox.size * len(backlog) >= self._waiting \
+                else max(backlog.values(), key=lambda box: box.size)
+            before = victim.size
+            self._count_reject("ingress_shed", victim.shed(excess))
+            self._waiting -= before - victim.size
+
     @property
     def has_backlog(self) -> bool:
-        """Routed messages wait for :meth:`process_backlog`."""
+        """Message frames wait for :meth:`process_backlog`."""
         return bool(self._backlog)
 
-    def process_backlog(self, *, now: float, budget: int = 64) -> bool:
-        """Verify and handle up to ``budget`` routed messages, one per link in turn, so
-        every link's messages advance at the same pace however many another link sent.
-        Returns True while more wait (the driver calls again after other work)."""
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes of message frames waiting for :meth:`process_backlog` (a gauge)."""
+        return self._waiting
+
+    def process_backlog(self, *, now: float, budget: int = 16) -> bool:
+        """Handle up to ``budget`` waiting message frames, each link's highest band
+        first, one per link in turn, so every link's messages advance at the same pace
+        however many another link sent. Returns True while more wait (the driver calls
+        again after other work: reading, where critical frames are handled at once)."""
         backlog = self._backlog
         while budget > 0 and backlog:
             for link in list(backlog):
-                queue = backlog[link]
-                data = queue.popleft()
-                if not queue:
+                inbox = backlog[link]
+                frame, routed = inbox.take()
+                self._waiting -= len(frame)
+                if not inbox:
                     del backlog[link]
                 budget -= 1
-                state = self._links.get(link)
-                if state is None or state.closing:
-                    self._count_reject("routed_to_closed_link")
-                elif state.standing == _GRAYLISTED:
-                    self._count_reject("graylisted")
+                if not routed:
+                    self.receive_frame(link, frame, now=now)
                 else:
-                    try:
-                        self._on_message(state, wire.decode_frame(data), now)
-                    except DecodeError as exc:
-                        self._reject(state, exc.reason, exc.detail, close=True)
+                    state = self._links.get(link)
+                    if state is None or state.closing:
+                        self._count_reject("routed_to_closed_link")
+                    else:
+                        self._handle_routed_message(state, frame, now)
                 if budget <= 0:
                     break
         return bool(backlog)
+
+    def _flush_waiting(self, link: int, now: float) -> None:
+        """Handle what ``link``'s peer sent before it went: every frame read is handled,
+        as without read-ahead (routed frames are its owner's to drop)."""
+        inbox = self._backlog.pop(link)
+        self._waiting -= inbox.size
+        while inbox:
+            frame, routed = inbox.take()
+            if routed:
+                self._count_reject("routed_to_closed_link")
+            else:
+                self.receive_frame(link, frame, now=now)
+
+    def _handle_routed_message(self, state: _Link, data: bytes, now: float) -> None:
+        if state.standing == _GRAYLISTED:
+            self._count_reject("graylisted")
+            return
+        try:
+            self._on_message(state, wire.decode_frame(data), now)
+        except DecodeError as exc:
+            self._reject(state, exc.reason, exc.detail, close=True)
 
     def take_routed(self) -> dict[int, list[Routed]]:
         """Items for other workers of this node, by worker index (sharded node only)."""
@@ -1231,6 +1294,7 @@ class Endpoint:
         self._credit(state, self._now)
         dropped = self._backlog.pop(link, None)
         if dropped:
+            self._waiting -= dropped.size
             self._count_reject("routed_to_closed_link", len(dropped))
         if state.hello is not None and self._peers.get(state.hello.public_key) is state:
             del self._peers[state.hello.public_key]
@@ -1512,6 +1576,11 @@ class Endpoint:
         scores.forget_idle(set(self._peers), now=now)
 
     def _request_close(self, state: _Link, reason: str) -> None:
+        if state.id in self._backlog and reason not in _VERDICTS:
+            # What a peer that leaves, or that another link replaces, sent before is
+            # handled, as it would have been without read-ahead; a peer closed for its
+            # behaviour loses what waits.
+            self._flush_waiting(state.id, self._now)
         if not state.closing:
             state.closing = True
             if state.owner is not None:

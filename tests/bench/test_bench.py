@@ -153,3 +153,26 @@ def test_batch_signing_publishers_deliver_everything_once(tmp_path: Path) -> Non
     assert [node["unique"] for node in result["nodes"]] == [400, 400, 400]
     assert result["totals"]["duplicates"] == 0
     assert "batch-signed, 16 to a signature within 2 ms" in stdout
+
+
+@pytest.mark.multiprocess
+def test_the_priority_scenario_reports_critical_latency_idle_and_loaded(
+        tmp_path: Path) -> None:
+    code, result, stdout = _bench(tmp_path, "--scenario", "priority", "--nodes", "3",
+                                  "--publishers", "2", "--rate", "400", "--messages", "800",
+                                  "--duration", "2", "--critical-rate", "20",
+                                  "--drain-timeout", "20")
+    assert code == 0, stdout
+    priority = result["priority"]
+    assert priority["critical_lost"] == 0
+    assert priority["critical_idle_ms"]["p99"] > 0
+    assert priority["critical_loaded_ms"]["p99"] > 0
+    assert priority["p99_loaded_over_idle"] > 0
+    assert [p["sent"] for p in result["publishers"]] == [40, 800]
+    assert "critical alerts, bulk load" in stdout
+
+
+def test_the_priority_scenario_needs_a_bulk_publisher() -> None:
+    with pytest.raises(ConfigError) as raised:
+        BenchSettings(scenario="priority", publishers=1)
+    assert raised.value.field == "publishers"

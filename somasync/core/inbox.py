@@ -1,0 +1,66 @@
+"""A link's message frames read ahead of their handling, by priority band.
+
+A node reads what its peers send as soon as it arrives, and handles the critical band
+(priority 192-255, and every control frame) at once; other message frames wait here,
+per link, and are handled highest band first, one link after another
+(:meth:`somasync.core.endpoint.Endpoint.process_backlog`). So a critical alert read
+behind megabytes of bulk is verified and forwarded first, instead of after all of it
+(TCP delivers a link's bytes in order; only reading ahead can reorder them). When a link
+has more waiting than its share of room, its oldest frames of the lowest band are shed,
+counted: bulk is what an overloaded node delays or drops, never critical traffic.
+Anti-entropy repairs what was shed once the load falls.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+__all__ = ["BANDS", "Inbox"]
+
+BANDS = 3
+"""Bands that wait (priority 0-63, 64-127, 128-191); 192 and up never waits."""
+
+
+class Inbox:
+    """One link's waiting frames, each with a flag the endpoint reads back (whether it
+    was routed from another worker), highest band first and FIFO within a band."""
+
+    __slots__ = ("_bands", "size")
+
+    def __init__(self) -> None:
+        self._bands: list[deque[tuple[bytes, bool]]] = [deque() for _ in range(BANDS)]
+        self.size = 0
+        """Bytes waiting."""
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def __len__(self) -> int:
+        return sum(len(band) for band in self._bands)
+
+    def put(self, frame: bytes, priority: int, routed: bool) -> None:
+        self._bands[min(priority >> 6, BANDS - 1)].append((frame, routed))
+        self.size += len(frame)
+
+    def take(self) -> tuple[bytes, bool]:
+        """The next frame to handle (the inbox must not be empty)."""
+        for band in reversed(self._bands):
+            if band:
+                entry = band.popleft()
+                self.size -= len(entry[0])
+                return entry
+        raise IndexError("take from an empty inbox")
+
+    def shed(self, excess: int) -> int:
+        """Drop the oldest frames of the lowest bands until ``excess`` bytes are freed
+        (or nothing is left); returns how many were dropped."""
+        dropped = 0
+        for band in self._bands:
+            while band and excess > 0:
+                frame, _ = band.popleft()
+                self.size -= len(frame)
+                excess -= len(frame)
+                dropped += 1
+            if excess <= 0:
+                break
+        return dropped

@@ -1,0 +1,145 @@
+"""Read-ahead by priority (``GossipConfig.read_ahead_bytes``): a critical message read
+behind bulk is handled first; past the room, bulk is shed, counted, never critical."""
+
+from __future__ import annotations
+
+import itertools
+
+import nacl.signing
+import pytest
+
+from somasync.config import GossipConfig
+from somasync.core import wire
+from somasync.core.inbox import Inbox
+from somasync.core.payload import MessageType
+from somasync.message import Message
+from somasync.testing import WALL, Mesh
+
+KEY = nacl.signing.SigningKey(bytes(range(32)))
+PAYLOAD = "x" * 300
+
+
+def frames(count: int, *, priority: int, first: int = 1, source: str = "feed",
+           key: nacl.signing.SigningKey = KEY) -> tuple[bytes, list[bytes]]:
+    messages = [Message(MessageType.Data(PAYLOAD), source, timestamp=WALL,
+                        priority=priority, sequence=first + i).sign_with_ed25519(key)
+                for i in range(count)]
+    data = b"".join(wire.encode_message_frame(m.to_envelope(), hops=0) for m in messages)
+    return data, [bytes.fromhex(m.id) for m in messages]
+
+
+def linked(config: GossipConfig, *senders: str) -> Mesh:
+    mesh = Mesh(config)
+    mesh.add("b")
+    for name in senders:
+        mesh.add(name)
+        mesh.connect(name, "b")
+    mesh.settle()
+    return mesh
+
+
+def read_at_once(mesh: Mesh, sender: str, data: bytes) -> None:
+    """``data`` reaches b in one read, as a busy node finds it in its socket."""
+    link = mesh.link_of("b", sender)
+    mesh.inject("b", link, data)
+
+
+@pytest.mark.parametrize("priority", [192, 255])
+def test_a_critical_message_read_behind_bulk_is_handled_first(priority: int) -> None:
+    mesh = linked(GossipConfig.local(), "a")
+    bulk, bulk_ids = frames(500, priority=0)
+    critical, [critical_id] = frames(1, priority=priority, first=501)
+    read_at_once(mesh, "a", bulk + critical)
+    b = mesh.nodes["b"]
+    # Nothing of the bulk handled yet; the critical message already delivered.
+    assert [d.envelope.id for d in b.take_deliveries()] == [critical_id]
+    assert b.has_backlog
+    mesh.settle()
+    assert sorted(mesh.delivered["b"]) == sorted(bulk_ids)
+    assert not b.has_backlog
+    assert b.backlog_bytes == 0
+
+
+def test_waiting_bands_are_handled_highest_first() -> None:
+    mesh = linked(GossipConfig.local(), "a")
+    low, low_ids = frames(3, priority=10)
+    mid, mid_ids = frames(3, priority=100, first=4)
+    high, high_ids = frames(3, priority=150, first=7)
+    read_at_once(mesh, "a", low + mid + high)
+    mesh.settle()
+    assert mesh.delivered["b"] == high_ids + mid_ids + low_ids
+
+
+def test_without_read_ahead_frames_are_handled_in_arrival_order() -> None:
+    mesh = linked(GossipConfig.local().replace(read_ahead_bytes=0), "a")
+    bulk, bulk_ids = frames(50, priority=0)
+    critical, critical_ids = frames(1, priority=255, first=51)
+    read_at_once(mesh, "a", bulk + critical)
+    assert not mesh.nodes["b"].has_backlog
+    mesh.settle()
+    assert mesh.delivered["b"] == bulk_ids + critical_ids
+
+
+def test_past_the_room_bulk_is_shed_and_counted_never_critical() -> None:
+    mesh = linked(GossipConfig.local().replace(read_ahead_bytes=64 * 1024), "a")
+    bulk, bulk_ids = frames(1000, priority=0)
+    critical, critical_ids = frames(20, priority=255, first=1001)
+    interleaved = bulk[: len(bulk) // 2] + critical + bulk[len(bulk) // 2 :]
+    read_at_once(mesh, "a", interleaved)
+    b = mesh.nodes["b"]
+    assert b.backlog_bytes <= 64 * 1024
+    mesh.settle()
+    shed = b.statistics().rejected["ingress_shed"]
+    assert shed > 0
+    delivered = set(mesh.delivered["b"])
+    assert set(critical_ids) <= delivered
+    assert len(delivered) == len(bulk_ids) + len(critical_ids) - shed
+    # The oldest bulk went: what was read last is what was kept.
+    assert bulk_ids[-1] in delivered
+    assert bulk_ids[0] not in delivered
+
+
+def test_a_flooding_link_is_shed_and_its_neighbour_is_not() -> None:
+    mesh = linked(GossipConfig.local().replace(read_ahead_bytes=64 * 1024), "flood", "honest")
+    flood, _ = frames(1000, priority=0, source="flood-feed",
+                      key=nacl.signing.SigningKey(bytes(32)))
+    honest, honest_ids = frames(20, priority=0, source="honest-feed")
+    read_at_once(mesh, "flood", flood)
+    read_at_once(mesh, "honest", honest)
+    read_at_once(mesh, "flood", flood)  # the same again: duplicates, still read ahead
+    mesh.settle()
+    assert set(honest_ids) <= set(mesh.delivered["b"])
+    assert mesh.nodes["b"].statistics().rejected["ingress_shed"] > 0
+
+
+def test_frames_waiting_when_their_link_closes_are_still_handled() -> None:
+    mesh = linked(GossipConfig.local(), "a")
+    bulk, bulk_ids = frames(30, priority=0)
+    read_at_once(mesh, "a", bulk)
+    b = mesh.nodes["b"]
+    assert b.has_backlog
+    b.close_link(mesh.link_of("b", "a"), now=mesh.now)
+    assert sorted(d.envelope.id for d in b.take_deliveries()) == sorted(bulk_ids)
+    assert not b.has_backlog
+
+
+def test_the_inbox_sheds_lowest_band_oldest_first() -> None:
+    inbox = Inbox()
+    for priority, name in itertools.product((150, 10, 100), "ab"):
+        inbox.put(f"{priority}{name}".encode().ljust(10), priority, False)
+    assert len(inbox) == 6
+    assert inbox.shed(15) == 2  # both priority-10 frames, oldest first
+    assert [inbox.take()[0].strip() for _ in range(len(inbox))] == [
+        b"150a", b"150b", b"100a", b"100b"]
+
+
+def test_waiting_frames_of_a_peer_that_leaves_are_handled() -> None:
+    # Membership says the peer left (its leave datagram overtook the frames it sent
+    # before it): the frames read from it count, as they did without read-ahead.
+    mesh = linked(GossipConfig.local(), "a")
+    bulk, bulk_ids = frames(30, priority=0)
+    read_at_once(mesh, "a", bulk)
+    b = mesh.nodes["b"]
+    assert b.disconnect_peer(mesh.nodes["a"].identity.public_key, "left")
+    assert sorted(d.envelope.id for d in b.take_deliveries()) == sorted(bulk_ids)
+    assert not b.has_backlog
