@@ -18,6 +18,7 @@ Quick start::
 
 import logging as _logging
 
+from somasync import priority as priority, ttl as ttl
 from somasync.aio.channel import Stream as Stream
 from somasync.aio.node import (
     LatencyHistogram as LatencyHistogram,
@@ -28,6 +29,7 @@ from somasync.aio.node import (
     WorkerStats as WorkerStats,
 )
 from somasync.config import (
+    DiscoveryConfig as DiscoveryConfig,
     DiscoveryMethod as DiscoveryMethod,
     GossipConfig as GossipConfig,
     MembershipConfig as MembershipConfig,
@@ -44,6 +46,7 @@ from somasync.core.membership import (
 )
 from somasync.core.payload import MessageType as MessageType
 from somasync.core.trust import Certificate as Certificate
+from somasync.enterprise import EnterpriseGossipConfig as EnterpriseGossipConfig
 from somasync.errors import (
     ConfigError as ConfigError,
     DataDirError as DataDirError,
@@ -59,6 +62,9 @@ from somasync.events import (
     DeliveryDropped as DeliveryDropped,
     FrameRejected as FrameRejected,
     MessageReceived as MessageReceived,
+    MessageSent as MessageSent,
+    NodeStarted as NodeStarted,
+    NodeStopping as NodeStopping,
     PartitionDetected as PartitionDetected,
     PartitionHealed as PartitionHealed,
     PeerConnected as PeerConnected,
@@ -75,6 +81,11 @@ from somasync.events import (
 )
 from somasync.message import Message as Message
 from somasync.node import SynapseNodeBuilder as SynapseNodeBuilder
+from somasync.protocol import (
+    GossipProtocol as GossipProtocol,
+    GossipStats as GossipStats,
+    NetworkStats as NetworkStats,
+)
 
 __version__ = "0.1.0"
 
@@ -87,10 +98,14 @@ __all__ = [
     "DataDirError",
     "DecodeError",
     "DeliveryDropped",
+    "DiscoveryConfig",
     "DiscoveryMethod",
     "EndpointStatistics",
+    "EnterpriseGossipConfig",
     "FrameRejected",
     "GossipConfig",
+    "GossipProtocol",
+    "GossipStats",
     "Identity",
     "KeyFileError",
     "LatencyHistogram",
@@ -99,11 +114,15 @@ __all__ = [
     "MembershipStatistics",
     "Message",
     "MessageReceived",
+    "MessageSent",
     "MessageTooLargeError",
     "MessageType",
+    "NetworkStats",
     "NodeConfig",
+    "NodeStarted",
     "NodeStateError",
     "NodeStats",
+    "NodeStopping",
     "OverlayConfig",
     "PartitionDetected",
     "PartitionHealed",
@@ -130,4 +149,6 @@ __all__ = [
     "TransportError",
     "WorkerStats",
     "__version__",
+    "priority",
+    "ttl",
 ]

@@ -17,13 +17,15 @@ import importlib.util
 import ipaddress
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from somasync.errors import ConfigError
 
-__all__ = ["DiscoveryMethod", "GossipConfig", "MembershipConfig", "NodeConfig", "OverlayConfig",
-           "SecurityConfig", "parse_address", "require", "require_int", "require_number"]
+__all__ = ["DiscoveryConfig", "DiscoveryMethod", "GossipConfig", "MembershipConfig",
+           "NodeConfig", "OverlayConfig", "SecurityConfig", "parse_address", "require",
+           "require_int", "require_number"]
 
 #: Largest frame a node will ever accept, whatever the configuration says (64 MiB).
 FRAME_HARD_LIMIT = 64 * 1024 * 1024
@@ -117,6 +119,18 @@ def _is_ip(text: object) -> bool:
     except ValueError:
         return False
     return True
+
+
+ORIGINAL_GOSSIP_INTERVAL = (
+    "the original's heartbeat period has no counterpart: messages are forwarded the moment "
+    "they arrive (no gossip rounds), and liveness is SWIM probing, set "
+    "MembershipConfig.probe_interval (SynapseNodeBuilder.with_membership_config)")
+"""Why ``GossipConfig(gossip_interval=...)`` is refused."""
+
+ORIGINAL_NETWORK_TIMEOUT = (
+    "the original never read it; network timeouts are NodeConfig.connect_timeout, "
+    "handshake_timeout and frame_timeout")
+"""Why ``GossipConfig(network_timeout=...)`` is refused."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -279,7 +293,38 @@ class GossipConfig:
     stream's next message floods once and prunes again. 4096 covers every publisher of
     most deployments."""
 
-    def __post_init__(self) -> None:
+    # --- the original crate's field names, accepted when constructing (not stored) ----
+    # InitVars: dataclasses.fields() and replace() ignore them (reading one gives None);
+    # what they set is read back under our name.
+
+    sync_interval: InitVar[float | timedelta | None] = None
+    """The original's anti-entropy period, accepted as ``anti_entropy_interval`` (the
+    same mechanism: a periodic digest exchange with one random neighbour; it wins over
+    ``anti_entropy_interval`` when both are given). Seconds or a ``timedelta``."""
+
+    gossip_interval: InitVar[float | timedelta | None] = None
+    """Refused with :class:`~somasync.errors.ConfigError`: the original's heartbeat
+    period has no counterpart here. Messages are forwarded the moment they arrive (there
+    are no gossip rounds to pace), and liveness is SWIM probing:
+    ``MembershipConfig.probe_interval``."""
+
+    network_timeout: InitVar[float | timedelta | None] = None
+    """Refused with :class:`~somasync.errors.ConfigError`: the original never read it.
+    Network timeouts are ``NodeConfig.connect_timeout``, ``handshake_timeout`` and
+    ``frame_timeout``."""
+
+    def __post_init__(self, sync_interval: float | timedelta | None,
+                      gossip_interval: float | timedelta | None,
+                      network_timeout: float | timedelta | None) -> None:
+        if gossip_interval is not None:
+            raise ConfigError("gossip.gossip_interval", ORIGINAL_GOSSIP_INTERVAL)
+        if network_timeout is not None:
+            raise ConfigError("gossip.network_timeout", ORIGINAL_NETWORK_TIMEOUT)
+        if sync_interval is not None:
+            if isinstance(sync_interval, timedelta):
+                sync_interval = sync_interval.total_seconds()
+            require_number(sync_interval, "gossip.sync_interval")
+            object.__setattr__(self, "anti_entropy_interval", sync_interval)
         require_int(self.fanout, "gossip.fanout")
         require_int(self.max_hops, "gossip.max_hops")
         require(self.max_hops <= 255, "gossip.max_hops", "must be <= 255 (one byte on the wire)")
@@ -364,6 +409,41 @@ class DiscoveryMethod(enum.StrEnum):
     STATIC = "static"
     GOSSIP = "gossip"
     MDNS = "mdns"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiscoveryConfig:
+    """How a node finds members, in one object (the original's ``DiscoveryConfig``, for
+    ``SynapseNodeBuilder.with_discovery_config``): it sets ``NodeConfig.discovery``,
+    ``bootstrap_peers`` and ``mdns_interfaces``.
+
+    The original's other fields have no counterpart: ``discovery_interval``,
+    ``max_peers`` and ``min_peers`` (membership and the overlay decide whom to link
+    to: ``OverlayConfig.active_size``, ``NodeConfig.max_connections``),
+    ``validation_timeout`` (``NodeConfig.handshake_timeout``) and ``local_port_range``
+    (it was never read). Its ``LocalScan``, ``Dht`` and ``Bootstrap`` methods were never
+    built: seeds are ``bootstrap_peers`` with any method.
+    """
+
+    methods: frozenset[DiscoveryMethod] = frozenset({DiscoveryMethod.GOSSIP})
+    """See :class:`DiscoveryMethod` (``NodeConfig.discovery``)."""
+
+    bootstrap_peers: tuple[str, ...] = ()
+    """Seeds, ``host:port`` or ``dns:NAME[:PORT]`` (``NodeConfig.bootstrap_peers``)."""
+
+    mdns_interfaces: tuple[str, ...] = ()
+    """mDNS only: addresses to announce (``NodeConfig.mdns_interfaces``)."""
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.methods, frozenset) and bool(self.methods)
+                and all(isinstance(m, DiscoveryMethod) for m in self.methods),
+                "discovery.methods", "must be a non-empty frozenset of DiscoveryMethod")
+        require(isinstance(self.bootstrap_peers, tuple), "discovery.bootstrap_peers",
+                "must be a tuple")
+        for seed in self.bootstrap_peers:
+            parse_seed(seed, "discovery.bootstrap_peers")
+        require(isinstance(self.mdns_interfaces, tuple), "discovery.mdns_interfaces",
+                "must be a tuple")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,8 +29,12 @@ from somasync.message import Message
 
 __all__ = [
     "DeliveryDropped",
+    "Error",
     "FrameRejected",
     "MessageReceived",
+    "MessageSent",
+    "NodeStarted",
+    "NodeStopping",
     "PartitionDetected",
     "PartitionHealed",
     "PeerConnected",
@@ -63,6 +67,42 @@ class DeliveryDropped:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class NodeStarted:
+    """The node listens and is joining the mesh (the first event after each start)."""
+
+    node_id: str
+    address: str
+    """``host:port`` it listens on (the real port when configured as 0)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStopping:
+    """The node was asked to stop: the last event before the streams end."""
+
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSent:
+    """This node sent a message of its own (handed to its links, signed)."""
+
+    to: str | None
+    """The node it was addressed to, or None for a broadcast to the whole mesh."""
+    message_id: str
+    """Its id (hex): a bundle's id for a payload sent as a bundle."""
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """Something went wrong that the node survives but the operator should know about:
+    its data directory could not record a delivered message or a revocation (a full or
+    failing disk; delivery goes on, what was not recorded may be delivered again after
+    a restart). Refused frames are :class:`FrameRejected`, not errors."""
+
+    error: str
+
+
 class SynapseEvent:
     """Namespace of every event type a node reports."""
 
@@ -80,3 +120,7 @@ class SynapseEvent:
     PeerLeft: ClassVar[type[PeerLeft]] = PeerLeft
     PeerRevoked: ClassVar[type[PeerRevoked]] = PeerRevoked
     PeerUnreachable: ClassVar[type[PeerUnreachable]] = PeerUnreachable
+    NodeStarted: ClassVar[type[NodeStarted]] = NodeStarted
+    NodeStopping: ClassVar[type[NodeStopping]] = NodeStopping
+    MessageSent: ClassVar[type[MessageSent]] = MessageSent
+    Error: ClassVar[type[Error]] = Error

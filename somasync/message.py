@@ -224,7 +224,18 @@ class Message:
         return wire.message_id(self.envelope_bytes).hex()
 
     def is_signed(self) -> bool:
+        """True when the message carries a signature (valid or not: see
+        :meth:`verify_signature`)."""
         return self.signature is not None
+
+    def estimated_size(self) -> int:
+        """Bytes this message takes on a link: its frame, length prefix and header
+        included, with its signature (64 bytes) once signed, before link encryption
+        (about 20 bytes per record). Exact, not an estimate (the original summed its
+        in-memory fields); a node refuses to send one whose frame exceeds
+        ``GossipConfig.max_frame``."""
+        return (wire.FRAME_HEADER.size + len(self.envelope_bytes)
+                + (wire.SIGNATURE_SIZE if self.signature is not None else 0))
 
     def sign_with_ed25519(self, signing_key: nacl.signing.SigningKey | crypto.Identity) -> Message:
         """A copy signed with ``signing_key`` (its public key becomes the origin)."""

@@ -10,6 +10,7 @@ import nacl.signing
 from somasync.aio.channel import Stream
 from somasync.aio.node import Event, SynapseNode
 from somasync.config import (
+    DiscoveryConfig,
     DiscoveryMethod,
     GossipConfig,
     MembershipConfig,
@@ -20,6 +21,7 @@ from somasync.config import (
 )
 from somasync.core.crypto import Identity
 from somasync.datadir import kept_identity
+from somasync.enterprise import EnterpriseGossipConfig
 from somasync.errors import ConfigError
 from somasync.message import Message
 
@@ -39,6 +41,8 @@ class SynapseNodeBuilder:
         self._signing_key: Identity | None = None
 
     def with_node_id(self, node_id: str) -> SynapseNodeBuilder:
+        """The node's name, carried as ``source`` in every message it originates
+        (1-255 bytes of UTF-8); ``node-`` and its key's first bytes when not given."""
         self._config = self._config.replace(node_id=node_id)
         self._node_id_set = True
         return self
@@ -49,6 +53,8 @@ class SynapseNodeBuilder:
         return self
 
     def with_gossip_config(self, gossip: GossipConfig) -> SynapseNodeBuilder:
+        """How messages spread and are remembered (see
+        :class:`~somasync.config.GossipConfig`)."""
         self._config = self._config.replace(gossip=gossip)
         return self
 
@@ -75,6 +81,60 @@ class SynapseNodeBuilder:
     def with_overlay_config(self, overlay: OverlayConfig) -> SynapseNodeBuilder:
         """The overlay that picks broadcast links (``OverlayConfig.lan()``, ``.local()``)."""
         self._config = self._config.replace(overlay=overlay)
+        return self
+
+    def with_enterprise_config(self, enterprise: EnterpriseGossipConfig
+                               ) -> SynapseNodeBuilder:
+        """Gossip settings from an :class:`~somasync.enterprise.EnterpriseGossipConfig`:
+        its ``to_gossip_config()`` becomes the node's gossip settings and its derived
+        degree, if any, the overlay's ``active_size`` (see
+        :meth:`EnterpriseGossipConfig.apply`). Replaces an earlier
+        ``with_gossip_config``; a later ``with_overlay_config`` replaces the degree."""
+        if not isinstance(enterprise, EnterpriseGossipConfig):
+            raise ConfigError("enterprise", "must be an EnterpriseGossipConfig")
+        self._config = enterprise.apply(self._config)
+        return self
+
+    def with_mesh_config(self, *configs: OverlayConfig | MembershipConfig
+                         ) -> SynapseNodeBuilder:
+        """The mesh's topology and health checks (the original's ``MeshConfig``): an
+        :class:`~somasync.config.OverlayConfig` (which links each node keeps: the
+        original's ``max_connections``/``min_connections``), a
+        :class:`~somasync.config.MembershipConfig` (failure detection and partitions:
+        its ``health_check_interval`` and ``partition_threshold``), or both.
+
+        The original's route settings (``route_timeout``, ``route_cache_ttl``,
+        ``max_route_hops``) have no counterpart: every message reaches every node, no
+        route is looked up."""
+        if not configs:
+            raise ConfigError("mesh", "give an OverlayConfig, a MembershipConfig or both")
+        for config in configs:
+            if isinstance(config, OverlayConfig):
+                self.with_overlay_config(config)
+            elif isinstance(config, MembershipConfig):
+                self.with_membership_config(config)
+            else:
+                raise ConfigError("mesh", f"must be an OverlayConfig or a MembershipConfig, "
+                                          f"got {type(config).__name__}")
+        return self
+
+    def with_discovery_config(self, discovery: DiscoveryConfig) -> SynapseNodeBuilder:
+        """Discovery methods, seeds and mDNS interfaces in one object (replaces earlier
+        ``with_discovery``, ``with_auto_discovery`` and ``add_bootstrap_peer`` calls);
+        see :class:`~somasync.config.DiscoveryConfig`."""
+        if not isinstance(discovery, DiscoveryConfig):
+            raise ConfigError("discovery", "must be a DiscoveryConfig")
+        self._config = self._config.replace(
+            discovery=discovery.methods, bootstrap_peers=discovery.bootstrap_peers,
+            mdns_interfaces=discovery.mdns_interfaces)
+        return self
+
+    def with_message_buffer_size(self, size: int) -> SynapseNodeBuilder:
+        """Messages buffered for the application's ``messages`` stream
+        (``NodeConfig.delivery_queue_size``): beyond it, deliveries are dropped and
+        counted (``DeliveryDropped``). The original's ``message_buffer_size`` was never
+        read; its channels were unbounded."""
+        self._config = self._config.replace(delivery_queue_size=size)
         return self
 
     def with_discovery(self, *methods: DiscoveryMethod | str) -> SynapseNodeBuilder:
@@ -161,6 +221,7 @@ class SynapseNodeBuilder:
 
     @property
     def config(self) -> NodeConfig:
+        """The configuration ``build()`` would use now."""
         return self._config
 
     def build(self) -> tuple[SynapseNode, Stream[Message], Stream[Event]]:

@@ -291,6 +291,12 @@ class ControlDriver:
             self._control.keep(address, now=self._loop.time())
             self.pump()
 
+    def release(self, address: str) -> None:
+        """Stop keeping a link to ``address`` (``NodeControl.release``)."""
+        if self._control is not None and self._loop is not None:
+            self._control.release(address, now=self._loop.time())
+            self.pump()
+
     def link_up(self, public_key: bytes, address: str) -> None:
         """A peer's first link completed its handshake (``NodeControl.link_up``)."""
         if self._control is not None and self._loop is not None:

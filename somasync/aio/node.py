@@ -35,7 +35,7 @@ from somasync.core import wire
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import EndpointStatistics
 from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, PeerRevoked
-from somasync.core.membership import Member, MembershipStatistics
+from somasync.core.membership import Member, MembershipStatistics, PeerState
 from somasync.core.payload import MessageType, encode_payload
 from somasync.core.trust import Trust
 from somasync.core.wire import ZERO_KEY
@@ -47,8 +47,16 @@ from somasync.errors import (
     NodeStateError,
     TransportError,
 )
-from somasync.events import DeliveryDropped, MessageReceived
+from somasync.events import (
+    DeliveryDropped,
+    Error,
+    MessageReceived,
+    MessageSent,
+    NodeStarted,
+    NodeStopping,
+)
 from somasync.message import Message
+from somasync.protocol import GossipStats, NetworkStats
 
 __all__ = ["LatencyHistogram", "NodeStats", "Peer", "PeerStats", "SynapseNode", "WorkerStats"]
 
@@ -65,15 +73,32 @@ EVICTIONS = frozenset({"evicted", "connection_limit", "low_score", "revoked"})
 BIND_ATTEMPTS = 8  # port 0: tries to find a port free for both TCP and UDP
 
 
+UNHEALTHY_STATES = frozenset({PeerState.SUSPECT, PeerState.FAILED, PeerState.LEFT})
+
+
 @dataclass(frozen=True, slots=True)
 class Peer:
-    """A peer to dial: a name for humans and the ``host:port`` it listens on."""
+    """A peer: a name for humans and the ``host:port`` it listens on; give ``add_peer``
+    these two. ``SynapseNode.peers()`` and ``get_healthy_peers()`` also fill in how
+    the node sees it: its link, its membership state and its quality."""
 
     id: str
     address: str
+    state: PeerState | None = None
+    """Membership's verdict (alive, suspect, failed, left); None for a peer this node
+    knows only as an address or a link (not yet heard of as a member)."""
+    connected: bool = False
+    """True while a link to it is established (its handshake finished)."""
+    quality: float = 0.0
+    """Its score (:mod:`somasync.core.scoring`): positive for a peer that brought
+    messages first, negative for invalid or greedy frames; 0 with no history."""
 
     def __post_init__(self) -> None:
         parse_address(self.address, "Peer.address")
+
+    def is_healthy(self) -> bool:
+        """Linked, and not suspected, failed or gone by membership's account."""
+        return self.connected and self.state not in UNHEALTHY_STATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +188,16 @@ class NodeStats:
     bundles: BundleStatistics = field(default_factory=lambda: BundleStatistics(0, 0, 0, {}))
     """Large payloads received as bundles: delivered, in progress, bytes held, dropped
     by reason (see :mod:`somasync.bundle`)."""
+
+    @property
+    def gossip_stats(self) -> GossipStats:
+        """Peers and messages held now, as the original's ``gossip_stats``."""
+        return GossipStats.from_statistics(self.core)
+
+    @property
+    def network_stats(self) -> NetworkStats:
+        """Traffic since the node was built, as the original's ``NetworkStats``."""
+        return NetworkStats.from_statistics(self.core)
 
 
 class SynapseNode:
@@ -297,6 +332,7 @@ class SynapseNode:
         self._events.reopen()
         self._control.open()
         self._install_signal_handlers()
+        self._events.put_nowait(NodeStarted(self.config.node_id, self.listen_address))
 
     async def _start_runtime(self, runtime: Runtime) -> None:
         host, port = self._bound or parse_address(self.config.bind_address, "bind_address")
@@ -366,6 +402,7 @@ class SynapseNode:
                 await self._signer.close()
         finally:
             self._running = False
+        self._events.put_nowait(NodeStopping(self.config.node_id))
         try:
             await self._control.stop()
             self._remove_signal_handlers()
@@ -396,6 +433,57 @@ class SynapseNode:
             raise TypeError("add_peer takes a Peer")
         self._peers[peer.address] = peer
         self._control.keep(peer.address)
+
+    async def remove_peer(self, peer: Peer | str) -> bool:
+        """Forget a peer added with :meth:`add_peer` (given as that ``Peer``, its id or
+        its address): it is no longer dialled, re-dialled or joined through, and its
+        link is closed (``PeerDisconnected`` with reason ``removed``) unless the
+        overlay picked it as a neighbour. Returns False when no added peer matched
+        (the original reported a removal even then)."""
+        key = peer.address if isinstance(peer, Peer) else peer
+        if not isinstance(key, str):
+            raise TypeError("remove_peer takes a Peer, a peer id or an address")
+        matched = [address for address, added in self._peers.items()
+                   if key in (address, added.id)]
+        for address in matched:
+            del self._peers[address]
+            self._control.release(address)
+        return bool(matched)
+
+    async def peers(self) -> list[Peer]:
+        """Every peer this node knows of, by id: linked peers, members and peers added
+        with :meth:`add_peer`, each with its link, membership state and quality."""
+        connected = self._runtime.connected_peers()
+        scores: dict[str, float] = {}
+        if self._running:
+            scores = (await self._runtime.statistics()).core.peer_scores
+        members = {m.node_id: m for m in self.members() if m.node_id != self.node_id}
+        found: dict[str, Peer] = {}
+        for node_id, address in connected.items():
+            member = members.get(node_id)
+            found[node_id] = Peer(node_id, address, None if member is None else member.state,
+                                  True, scores.get(node_id, 0.0))
+        for node_id, member in members.items():
+            if node_id not in found:
+                found[node_id] = Peer(node_id, member.address, member.state, False,
+                                      scores.get(node_id, 0.0))
+        addresses = {p.address for p in found.values()}
+        for added in self._peers.values():
+            if added.address not in addresses and added.id not in found:
+                found[added.id] = Peer(added.id, added.address)
+        return sorted(found.values(), key=lambda p: p.id)
+
+    async def get_healthy_peers(self) -> list[Peer]:
+        """The peers linked now and not suspected, failed or gone (see
+        :meth:`Peer.is_healthy`), by id."""
+        return [p for p in await self.peers() if p.is_healthy()]
+
+    async def get_best_peers(self, count: int) -> list[Peer]:
+        """Up to ``count`` healthy peers, highest quality first (ties by id)."""
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ValueError(f"count must be an integer >= 0, got {count!r}")
+        healthy = await self.get_healthy_peers()
+        return sorted(healthy, key=lambda p: (-p.quality, p.id))[:count]
 
     def connected_peers(self) -> dict[str, str]:
         """Node id -> listening address of every peer with an established connection."""
@@ -446,7 +534,8 @@ class SynapseNode:
             while self._runtime.send_backlog() > window and waited < BUNDLE_PACING_WAIT:
                 await asyncio.sleep(0.005)
                 waited += 0.005
-            await self.broadcast(chunk)
+            await self._send(chunk)
+        self._events.put_nowait(MessageSent(None, bundle))
         return bundle
 
     def _frame_size(self, message: Message) -> int:
@@ -473,6 +562,11 @@ class SynapseNode:
             MessageTooLargeError: its frame would exceed ``gossip.max_frame``, which
                 every receiver with that limit refuses.
         """
+        message_id = await self._send(message)
+        self._events.put_nowait(MessageSent(None, message_id))
+        return message_id
+
+    async def _send(self, message: Message) -> str:
         if not self._running:
             raise NodeStateError("start the node before broadcasting")
         if not isinstance(message, Message):
@@ -534,6 +628,7 @@ class SynapseNode:
             self._data_errors += 1
             if self._data_errors == 1:
                 _log.error("cannot keep delivered messages: %s", exc)
+                self._events.put_nowait(Error(f"cannot keep delivered messages: {exc}"))
 
     def report(self, event: object) -> None:
         """Put an endpoint event on ``events``; link events also reach the control part."""
@@ -564,6 +659,7 @@ class SynapseNode:
                     # Applied everywhere all the same; a restart relearns it from the
                     # first neighbour that keeps it.
                     _log.error("cannot keep the revocation: %s", exc)
+                    self._events.put_nowait(Error(f"cannot keep the revocation: {exc}"))
 
     # --- statistics --------------------------------------------------------------------
 

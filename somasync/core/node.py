@@ -266,6 +266,24 @@ class NodeControl:
             target.static = True
         self._settle(now)
 
+    def release(self, address: str, *, now: float) -> bool:
+        """Stop keeping a link to ``address`` (the undoing of :meth:`keep`): it is no
+        longer a seed either, and its link is closed unless the overlay picked the peer
+        as a neighbour. Returns whether ``address`` was kept."""
+        if self._membership is not None:
+            self._membership.drop_seeds([address])
+        target = self._targets.get(address)
+        if target is None or not target.static:
+            return False
+        target.static = False
+        if not target.overlay:
+            del self._targets[address]
+            key = self._by_address.get(address)
+            if key is not None and key in self._linked:
+                self._close(key, "removed")
+        self._settle(now)
+        return True
+
     def leave(self, *, now: float) -> None:
         """The node stops: members are told it leaves; links are the runtime's to close
         (each then reported with :meth:`link_down`). Targets are kept for a restart."""

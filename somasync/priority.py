@@ -1,0 +1,26 @@
+"""Message priorities, the original crate's ``priority`` constants (``Message.priority``).
+
+A link's send queue has four bands of 64 (0-63, 64-127, 128-191, 192-255) and always
+sends the highest band first; frames of 192 and up (:data:`HIGH` and :data:`CRITICAL`)
+are never held back by a bandwidth limit (``GossipConfig.max_send_rate``) and are the
+last a full queue drops. Within a band, frames keep their order.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BACKGROUND", "CRITICAL", "HIGH", "LOW", "NORMAL"]
+
+CRITICAL = 255
+"""An alert that must overtake everything else (top band, never shaped)."""
+
+HIGH = 192
+"""Urgent traffic: the top band too, so also never held back by a bandwidth limit."""
+
+NORMAL = 128
+"""The default of :class:`~somasync.message.Message`."""
+
+LOW = 64
+"""Bulk data that may wait behind normal traffic."""
+
+BACKGROUND = 0
+"""Sent when nothing else is queued; the first dropped by a full send queue."""
