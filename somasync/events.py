@@ -69,7 +69,8 @@ class DeliveryDropped:
 
 @dataclass(frozen=True, slots=True)
 class NodeStarted:
-    """The node listens and is joining the mesh (the first event after each start)."""
+    """The node started: it listens and is joining the mesh (reported by each start,
+    once listening; links may come up, and be reported, meanwhile)."""
 
     node_id: str
     address: str
@@ -78,7 +79,8 @@ class NodeStarted:
 
 @dataclass(frozen=True, slots=True)
 class NodeStopping:
-    """The node was asked to stop: the last event before the streams end."""
+    """The node was asked to stop: it tells the members it leaves, then closes its links
+    (their ``PeerDisconnected`` follow) and ends the streams."""
 
     node_id: str
 
