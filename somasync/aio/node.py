@@ -271,6 +271,7 @@ class SynapseNode:
 
     @property
     def node_id(self) -> str:
+        """The node's name (``NodeConfig.node_id``), the original's ``node_id()``."""
         return self.config.node_id
 
     @property
@@ -287,6 +288,7 @@ class SynapseNode:
 
     @property
     def is_running(self) -> bool:
+        """True between a successful ``start()`` and ``stop()``."""
         return self._running
 
     @property

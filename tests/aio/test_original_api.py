@@ -44,11 +44,13 @@ class Nodes:
         self.nodes: list[SynapseNode] = []
         self.streams: list[tuple[Stream[Message], Stream[object]]] = []
 
-    async def add(self, name: str, *, data_dir: Path | None = None) -> SynapseNode:
+    async def add(self, name: str, *, data_dir: Path | None = None,
+                  workers: int = 0) -> SynapseNode:
         node, messages, events = (SynapseNodeBuilder().with_node_id(name)
                                   .with_bind_address("127.0.0.1:0")
                                   .with_gossip_config(GossipConfig.local())
                                   .with_membership_config(MembershipConfig.local())
+                                  .with_workers(workers)
                                   .with_discovery("static").with_data_dir(data_dir).build())
         self.nodes.append(node)
         self.streams.append((messages, events))
@@ -100,9 +102,11 @@ async def test_a_bundle_is_one_message_sent() -> None:
             MessageSent(None, bundle)]
 
 
-async def test_peers_health_quality_and_removal() -> None:
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.multiprocess)],
+                         ids=["embedded", "workers2"])
+async def test_peers_health_quality_and_removal(workers: int) -> None:
     async with started() as nodes:
-        a = await nodes.add("alpha")
+        a = await nodes.add("alpha", workers=workers)
         b = await nodes.add("beta")
         c = await nodes.add("gamma")
         await a.add_peer(Peer("beta", b.listen_address))
