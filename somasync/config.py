@@ -300,7 +300,8 @@ class GossipConfig:
     sync_interval: InitVar[float | timedelta | None] = None
     """The original's anti-entropy period, accepted as ``anti_entropy_interval`` (the
     same mechanism: a periodic digest exchange with one random neighbour; it wins over
-    ``anti_entropy_interval`` when both are given). Seconds or a ``timedelta``."""
+    ``anti_entropy_interval`` when both are given). Seconds or a ``timedelta``; not
+    stored (reading it gives None): read ``anti_entropy_interval``."""
 
     gossip_interval: InitVar[float | timedelta | None] = None
     """Refused with :class:`~somasync.errors.ConfigError`: the original's heartbeat

@@ -138,7 +138,8 @@ class EnterpriseGossipConfig:
         * critical first: always (priority bands); the 5 MB/s limit (the original's
           preset) holds back bulk only, never priority 192 and up;
         * batches of 25 messages per catch-up reply and a degree derived for a 0.999
-          delivery probability within 4-15 (the original's values).
+          delivery probability (the original's values), between 4 (our default fanout)
+          and 15 (the original's maximum).
         """
         return cls(
             base=GossipConfig(require_signatures=True, max_clock_skew=30.0,
