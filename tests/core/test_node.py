@@ -76,6 +76,24 @@ def test_a_link_the_peer_dialled_satisfies_our_dial_and_its_loser_is_no_failure(
     assert node.take_dials() == []
 
 
+def test_a_released_peer_is_closed_and_never_dialled_again() -> None:
+    node = control(discovery=STATIC)
+    node.start([SEED], [SEED], now=0.0)  # as a node starts with a peer it was given
+    assert node.take_dials() == [SEED]
+    node.dial_succeeded(SEED, key(2), now=0.0)
+    node.link_up(key(2), SEED, now=0.0)
+    assert node.release(SEED, now=1.0)
+    assert node.take_closes() == [(key(2), "removed")]
+    node.link_down(key(2), now=1.0)
+    now = 1.0
+    while now < 60.0:  # long past every back-off
+        now = max(node.get_timer(), now + 0.1)
+        node.handle_timer(now=now)
+        assert node.take_dials() == []
+    assert SEED not in node.wanted()
+    assert not node.release(SEED, now=now)  # no longer kept
+
+
 def test_a_long_lived_link_is_redialled_at_once_a_short_one_after_a_back_off() -> None:
     node = control(discovery=STATIC, reconnect_initial_delay=0.1, reconnect_max_delay=1.0)
     node.start([SEED], [], now=0.0)
