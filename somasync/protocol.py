@@ -18,7 +18,11 @@ Differences from the original: the constructors return the protocol alone (its
 outbound queue is :meth:`frames_to_send`, its inbound one :meth:`take_messages`, not
 channels), time and randomness are arguments, and :meth:`get_network_stats` reports
 real counters for every protocol object (the original returned None for a basic one and
-zeros for an enterprise one). Membership and the overlay, the original's
+zeros for an enterprise one). The original's ``add_peer``/``remove_peer`` are
+:meth:`open_link`/:meth:`close_link` (a peer is a connection the driver made, proved
+by its handshake), ``handle_message`` is :meth:`receive_bytes`, and ``start`` is the
+driver calling :meth:`handle_timer` at :meth:`get_timer`. Membership and the overlay, the
+original's
 ``PeerManager`` and ``MeshNetwork``, are :class:`~somasync.core.node.NodeControl`.
 """
 
@@ -61,8 +65,9 @@ class GossipStats:
 @dataclass(frozen=True, slots=True)
 class NetworkStats:
     """Traffic since the protocol object (or node) was created (the original's
-    ``NetworkStats``, which nothing ever updated; ``delivery_rate`` is gone, the
-    original never defined it)."""
+    ``NetworkStats``, which nothing ever updated). Its ``delivery_rate`` is gone (the
+    original never defined it), and so is ``avg_latency_ms``: a node measures delivery
+    latency as a histogram, ``NodeStats.delivery_latency``."""
 
     messages_sent: int
     """Message frames queued to neighbours: own broadcasts, forwards and repairs."""
