@@ -42,6 +42,7 @@ from somasync.core.antientropy import MessageStore, StreamTable, count_lacking
 from somasync.core.broadcast import BroadcastTree, TreeStatistics
 from somasync.core.budget import AMPLIFICATION_LIMIT, KeyedBuckets, TokenBucket
 from somasync.core.crypto import Identity
+from somasync.core.direct import DIRECT_HEADER, DirectRouter
 from somasync.core.events import (
     Event,
     FrameRejected,
@@ -56,7 +57,14 @@ from somasync.core.outbox import Outbox
 from somasync.core.payload import MessageType, PayloadKind, decode_payload
 from somasync.core.scoring import BROKEN_PROMISE, PeerScores, ScoreThresholds
 from somasync.core.seen import SeenCache
-from somasync.core.shard import Routed, RoutedKind, Shard, stream_owner, tag_owner
+from somasync.core.shard import (
+    Routed,
+    RoutedKind,
+    Shard,
+    direct_owner,
+    stream_owner,
+    tag_owner,
+)
 from somasync.core.strategy import ForwardingStrategy, PushGossip
 from somasync.core.trust import Trust, parse_revocation
 from somasync.errors import DecodeError
@@ -103,6 +111,9 @@ class Delivery:
     """Node id of the neighbour whose copy arrived first."""
     hops: int = 0
     """Hops the delivered copy travelled (0: straight from its origin, or a repair)."""
+    direct: bool = False
+    """Sent to this node alone (:mod:`somasync.core.direct`), not broadcast: it is in no
+    stream, so nothing records its sequence number."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +348,7 @@ class Endpoint:
         self._next_anti_entropy = now + config.anti_entropy_interval
         self._digest_order: list[bytes] = []  # peers left in this anti-entropy round
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
+        self._direct = DirectRouter(self)
 
     def _timed(self, verify: crypto.Verifier, timer: Callable[[], float]) -> crypto.Verifier:
         counts = self._verify_counts
@@ -387,6 +399,7 @@ class Endpoint:
         self._dirty.pop(link, None)
         hello = state.hello
         self._credit(state, now)  # the score outlives the link
+        self._direct.link_down(link)
         if hello is not None and self._peers.get(hello.public_key) is state:
             del self._peers[hello.public_key]
             self._strategy.link_down(link)
@@ -625,6 +638,12 @@ class Endpoint:
                                  close=True)
                 else:
                     self._on_tree_frame(state, decoded, now)
+            elif kind == wire.FrameKind.DIRECT:
+                if state.hello is None:
+                    self._reject(state, RejectReason.NO_HELLO, "direct frame before the "
+                                 "handshake", close=True)
+                else:
+                    self._on_direct(state, decoded, frame, now)
             elif kind == wire.FrameKind.HELLO:
                 # Identities are proven in the handshake; a HELLO frame inside records is
                 # an old or confused peer.
@@ -644,6 +663,9 @@ class Endpoint:
         """
         if envelope.id in self._seen or self._streams.has(envelope.stream, envelope.sequence):
             return envelope.id
+        if DIRECT_HEADER in envelope.headers:
+            raise ValueError(f"a message with a {DIRECT_HEADER} header is for one node: "
+                             "send it with send_direct")
         if (envelope.origin in self.trust.operators and envelope.signature is not None
                 and self._authentic(envelope.origin, envelope.signature, envelope.id,
                                     envelope.body)):
@@ -688,6 +710,8 @@ class Endpoint:
                     raise DecodeError("truncated", "routed digest without its credit share")
                 (state.credit,) = CREDIT_SHARE.unpack_from(item.data)
                 self._on_digest(state, wire.decode_frame(item.data[CREDIT_SHARE.size :]), now)
+            elif kind == RoutedKind.DIRECT:
+                self._direct.on_frame(state, wire.decode_frame(item.data), now)
             elif kind == RoutedKind.TREE:
                 frame = wire.decode_frame(item.data)
                 self._on_tree_entries(state, frame.kind, wire.decode_tree_entries(frame), now)
@@ -830,6 +854,7 @@ class Endpoint:
                     self._reject(state, RejectReason.FRAME_TIMEOUT,
                                  f"an incomplete frame held for {self.frame_timeout} s",
                                  close=True)
+        self._direct.on_timer(now)
         tree = self._tree
         if tree is not None:
             for link, message_id, tag in tree.due(now=now):
@@ -873,6 +898,9 @@ class Endpoint:
         deadline = min(self._next_anti_entropy, self._next_housekeeping)
         if self._shaped_until is not None:
             deadline = min(deadline, self._shaped_until)
+        direct = self._direct.next_deadline()
+        if direct is not None:
+            deadline = min(deadline, direct)
         if self._tree is not None:
             graft = self._tree.next_deadline()
             if graft is not None and graft < deadline:
@@ -1049,6 +1077,11 @@ class Endpoint:
         envelope = wire.decode_envelope(body, signature)
         if self._streams.has(envelope.stream, envelope.sequence):
             self._on_duplicate(state, frame, message_id, body)
+            return
+        if DIRECT_HEADER in envelope.headers:
+            # Signed for one node: a relay that broadcasts it does so against its sender.
+            self._reject(state, "direct_as_broadcast", "a direct message broadcast",
+                         close=False)
             return
         config = self.config
         if signature is None:
@@ -1242,6 +1275,46 @@ class Endpoint:
                 lead += count_lacking(tracker.intervals(), intervals, cap - lead)
         return min(lead, cap), unknown
 
+    # --- direct messages (somasync.core.direct) ------------------------------------------
+
+    def send_direct(self, envelope: wire.Envelope, target: bytes, node_id: str, *,
+                    now: float, timeout: float, via: Sequence[bytes] = ()) -> bytes:
+        """Send the application's own signed ``envelope`` (its ``somasync-direct-to``
+        header naming ``target``) to the node ``target`` alone, through ``via`` (relays'
+        keys, in order) when given; retried until it is acknowledged or ``timeout``
+        seconds pass. Returns the message id; the outcome comes as a
+        :class:`~somasync.core.direct.DirectAcked` or
+        :class:`~somasync.core.direct.DirectFailed` event (and a
+        :class:`~somasync.core.direct.RouteDiscovered` when a route was learned). A
+        sharded node calls it on the worker :func:`~somasync.core.shard.direct_owner`
+        names for the two keys."""
+        self._now = now
+        return self._direct.send(envelope, target, node_id, now=now, timeout=timeout,
+                                 via=tuple(via))
+
+    @property
+    def direct_pending(self) -> int:
+        """Direct messages sent and not yet acknowledged or failed."""
+        return self._direct.pending
+
+    def _on_direct(self, state: _Link, decoded: wire.Frame, frame: bytes,
+                   now: float) -> None:
+        shard = self._shard
+        if shard is not None:
+            payload = decoded.payload
+            if len(payload) < 66:
+                raise DecodeError("truncated", "direct frame shorter than its header")
+            owner = direct_owner(payload[2:34], payload[34:66], shard.count)
+            if owner != shard.index:
+                self._route(owner, Routed(RoutedKind.DIRECT, state.id, 0, frame))
+                return
+        self._direct.on_frame(state, decoded, now)
+
+    def _deliver_direct(self, envelope: wire.Envelope, payload: MessageType,
+                        from_peer: str) -> None:
+        self._counters.delivered += 1
+        self._deliveries.append(Delivery(envelope, payload, from_peer, direct=True))
+
     # --- sharding ----------------------------------------------------------------------
 
     def _owns_stream(self, stream: wire.StreamKey) -> bool:
@@ -1291,6 +1364,7 @@ class Endpoint:
         if state is None or state.owner is None:
             return
         del self._links[link]
+        self._direct.link_down(link)
         self._credit(state, self._now)
         dropped = self._backlog.pop(link, None)
         if dropped:

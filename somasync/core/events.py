@@ -9,6 +9,8 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
+    "DirectAcked",
+    "DirectFailed",
     "Event",
     "FrameRejected",
     "MembershipEvent",
@@ -22,6 +24,7 @@ __all__ = [
     "PeerSuspected",
     "PeerUnreachable",
     "RejectReason",
+    "RouteDiscovered",
 ]
 
 
@@ -209,4 +212,35 @@ class PeerRevoked:
 
 MembershipEvent = (PeerJoined | PeerSuspected | PeerFailed | PeerRecovered | PeerLeft
                    | PartitionDetected | PartitionHealed)
-Event = PeerConnected | PeerDisconnected | FrameRejected | PeerRevoked
+@dataclass(frozen=True, slots=True)
+class DirectAcked:
+    """The target acknowledged a direct message (its signature checked)."""
+
+    message_id: bytes
+    node_id: str
+    """The target, as the sender named it."""
+    public_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DirectFailed:
+    """A direct message was not acknowledged in time (or could not be sent at all)."""
+
+    message_id: bytes
+    node_id: str
+    public_key: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDiscovered:
+    """A node that is not a neighbour was reached (an acknowledgement came back) through
+    the neighbour ``via``: later direct messages to it take that link first."""
+
+    node_id: str
+    via: str
+    """The neighbour (node id) the route leaves through."""
+
+
+Event = (PeerConnected | PeerDisconnected | FrameRejected | PeerRevoked | DirectAcked
+         | DirectFailed | RouteDiscovered)

@@ -25,7 +25,8 @@ from typing import NamedTuple
 
 from somasync.core.wire import stream_tag
 
-__all__ = ["Routed", "RoutedKind", "Shard", "peer_owner", "stream_owner", "tag_owner"]
+__all__ = ["Routed", "RoutedKind", "Shard", "direct_owner", "peer_owner", "stream_owner",
+           "tag_owner"]
 
 
 def _bucket(data: bytes, count: int) -> int:
@@ -46,6 +47,14 @@ def tag_owner(tag: bytes, count: int) -> int:
 def peer_owner(public_key: bytes, count: int) -> int:
     """Worker owning every connection to the peer with ``public_key``."""
     return _bucket(public_key, count)
+
+
+def direct_owner(a: bytes, b: bytes, count: int) -> int:
+    """Worker handling the direct frames between the nodes with keys ``a`` and ``b``
+    (either way round): a sender's open sends, a target's delivered ids and a relay's
+    routes for the pair meet in that one worker (see :mod:`somasync.core.direct`)."""
+    low, high = sorted((a, b))
+    return _bucket(b"direct\x00" + low + high, count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +83,7 @@ class RoutedKind(enum.IntEnum):
     CLOSE = 6  # close a connection the receiver owns (data = reason, UTF-8)
     TREE = 7  # a peer's IHAVE/GRAFT/PRUNE entries for the receiver's streams (a frame)
     ANSWER = 8  # as SEND, for a frame that answers the peer: charged to the link's credit
+    DIRECT = 9  # a peer's DIRECT frame, for the worker owning its pair of nodes
 
 
 class Routed(NamedTuple):

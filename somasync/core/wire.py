@@ -137,6 +137,7 @@ class FrameKind(enum.IntEnum):
     IHAVE = 4  # broadcast tree: "I have these messages" (lazy push), batched
     GRAFT = 5  # broadcast tree: "send me these, and push to me eagerly from now on"
     PRUNE = 6  # broadcast tree: "a duplicate came from you: announce, do not push"
+    DIRECT = 7  # one signed message (or its acknowledgement) for one node: core/direct.py
 
 
 @dataclass(frozen=True, slots=True)

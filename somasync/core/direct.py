@@ -1,0 +1,423 @@
+"""Direct messages: one signed message to one node, exactly once, with an acknowledgement.
+
+A DIRECT frame (:attr:`somasync.core.wire.FrameKind.DIRECT`) travels hop by hop through
+the overlay's links, never broadcast::
+
+    u8  type        DATA (1) or ACK (2)
+    u8  attempt     the sender's try number (outside every signature: a relay that
+                    changes it can only make its own copy look like a new try)
+    32s target      public key of the node the frame is for
+    32s sender      public key of the node that made the frame
+    u8  via count   0 to MAX_VIA keys of an explicit route (``route_message``)
+    32s * count     the relays, in order
+    DATA: 64-byte signature || envelope   (a signed message; origin == sender, and its
+          ``somasync-direct-to`` header names the target, so no relay can re-address it
+          and no relay can replay it as a broadcast: ``Endpoint`` refuses that header in
+          MESSAGE frames)
+    ACK:  16-byte message id || 64-byte signature by the target over ``ACK_DOMAIN`` ||
+          message id || the original sender's key (a relay cannot forge one)
+
+Forwarding, at a node that is not the target: to the target when it is a neighbour; to
+the next relay of an explicit route; along a learned route (the link a frame from that
+node last arrived on first); otherwise flooded to every other neighbour, at most
+``MAX_HOPS`` hops, each (message id, attempt) forwarded once per node, and only as many
+floods per neighbour as :data:`FLOOD_RATE` allows. A routed frame goes out once for each
+time it came in, so the overlay cannot be used to multiply traffic beyond a flood's
+degree, which a neighbour gets at the flood rate only.
+
+The sender retries (every try a new ``attempt``, doubling the wait from
+:data:`RETRY_FIRST` up to :data:`RETRY_MAX`) until the target's signed ACK arrives or the
+timeout passes: :class:`DirectAcked` or :class:`DirectFailed`. The target delivers a
+message once (a bounded cache of message ids, each with its ACK's signature, answers
+retries without signing again) and acknowledges every copy, back over the link it came
+on; relays take the ACK home along the routes the DATA frame taught them.
+:class:`RouteDiscovered` tells the sender which neighbour leads to a node it reached.
+
+Bounds: open sends :data:`MAX_PENDING`; routes :data:`MAX_ROUTES` (least recently used
+forgotten); delivered ids :data:`DELIVERED_CAPACITY`; relay dedup
+:data:`RELAYED_CAPACITY` ids for :data:`RELAYED_TTL` seconds. Every drop is counted in
+the endpoint's ``rejected`` under a ``direct_*`` reason.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from somasync.core import wire
+from somasync.core.budget import KeyedBuckets
+from somasync.core.events import DirectAcked, DirectFailed, RouteDiscovered
+from somasync.core.payload import decode_payload
+from somasync.core.seen import SeenCache
+from somasync.core.shard import direct_owner
+from somasync.errors import DecodeError
+
+if TYPE_CHECKING:
+    from somasync.core.endpoint import Endpoint, _Link
+
+__all__ = [
+    "ACK_DOMAIN",
+    "DIRECT_HEADER",
+    "DirectAcked",
+    "DirectFailed",
+    "DirectRouter",
+    "RouteDiscovered",
+    "decode_direct",
+    "encode_direct",
+]
+
+DATA, ACK = 1, 2
+ACK_DOMAIN = b"somasync/direct-ack/v1\x00"
+DIRECT_HEADER = "somasync-direct-to"
+"""The signed header naming a direct message's target (its public key, hex)."""
+HEAD = struct.Struct("!BB32s32sB")
+MAX_VIA = 8
+MAX_HOPS = 8  # hops a DIRECT frame travels at most (the frame header's hop count)
+RETRY_FIRST = 0.25  # seconds before the first retry; doubled per try...
+RETRY_MAX = 2.0  # ...up to this
+MAX_PENDING = 1024
+MAX_ROUTES = 4096
+DELIVERED_CAPACITY = 65536
+RELAYED_CAPACITY = 65536
+RELAYED_TTL = 60.0
+FLOOD_RATE = 32.0  # floods one neighbour may start per second through this node...
+FLOOD_BURST = 64.0  # ...after this many back to back
+
+
+@dataclass(frozen=True, slots=True)
+class DirectFrame:
+    """A decoded DIRECT frame (the inner message is still undecoded)."""
+
+    type: int
+    attempt: int
+    target: bytes
+    sender: bytes
+    via: tuple[bytes, ...]
+    body: bytes
+    """DATA: signature || envelope; ACK: message id || signature."""
+
+    @property
+    def message_id(self) -> bytes:
+        if self.type == ACK:
+            return self.body[: wire.ID_SIZE]
+        return wire.message_id(self.body[wire.SIGNATURE_SIZE :])
+
+
+def encode_direct(type_: int, attempt: int, target: bytes, sender: bytes, body: bytes, *,
+                  via: tuple[bytes, ...] = (), hops: int = 0, priority: int = 128) -> bytes:
+    """Frame a DIRECT payload (see the module docstring)."""
+    if len(via) > MAX_VIA:
+        raise ValueError(f"an explicit route has at most {MAX_VIA} relays")
+    payload = HEAD.pack(type_, attempt & 0xFF, target, sender, len(via)) + b"".join(via) + body
+    return wire.encode_frame(wire.FrameKind.DIRECT, payload, priority=priority, hops=hops)
+
+
+def decode_direct(frame: wire.Frame) -> DirectFrame:
+    """Check a DIRECT frame's structure (what a relay checks before passing it on)."""
+    data = frame.payload
+    if len(data) < HEAD.size:
+        raise DecodeError("truncated", "direct frame shorter than its header")
+    type_, attempt, target, sender, count = HEAD.unpack_from(data)
+    if count > MAX_VIA:
+        raise DecodeError("bad_direct", f"{count} relays > {MAX_VIA}")
+    offset = HEAD.size + count * wire.KEY_SIZE
+    if offset > len(data):
+        raise DecodeError("truncated", "direct route cut short")
+    via = tuple(data[HEAD.size + i * wire.KEY_SIZE : HEAD.size + (i + 1) * wire.KEY_SIZE]
+                for i in range(count))
+    body = data[offset:]
+    if type_ == DATA:
+        if len(body) < wire.SIGNATURE_SIZE + wire.ENVELOPE_HEAD.size:
+            raise DecodeError("truncated", "direct message shorter than signature + header")
+    elif type_ == ACK:
+        if len(body) != wire.ID_SIZE + wire.SIGNATURE_SIZE:
+            raise DecodeError("bad_length", "direct ack of the wrong size")
+    else:
+        raise DecodeError("bad_direct", f"direct frame type {type_}")
+    return DirectFrame(type_, attempt, target, sender, via, body)
+
+
+@dataclass(slots=True)
+class _Pending:
+    target: bytes
+    node_id: str
+    body: bytes
+    via: tuple[bytes, ...]
+    priority: int
+    deadline: float
+    next_try: float
+    wait: float
+    attempt: int = 0
+
+
+class DirectRouter:
+    """The direct-message state of one endpoint (driven by it; see the module docstring).
+
+    In a sharded node every frame between two nodes is handled by one worker
+    (:func:`somasync.core.shard.direct_owner` of the two keys), so the sender's open
+    sends, the target's delivered ids and a relay's routes for that pair meet there.
+    """
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+        self._pending: dict[bytes, _Pending] = {}
+        self._routes: OrderedDict[bytes, int] = OrderedDict()  # node key -> link
+        self._delivered: OrderedDict[bytes, bytes] = OrderedDict()  # message id -> ack sig
+        self._relayed = SeenCache(RELAYED_CAPACITY, RELAYED_TTL)
+        self._floods = KeyedBuckets(FLOOD_RATE, FLOOD_BURST)
+        self._next: float | None = None
+
+    # --- the sender ---------------------------------------------------------------------
+
+    def send(self, envelope: wire.Envelope, target: bytes, node_id: str, *, now: float,
+             timeout: float, via: tuple[bytes, ...] = ()) -> bytes:
+        """Start sending ``envelope`` (signed by this node, its ``somasync-direct-to``
+        header naming ``target``) to ``target``; returns the message id. The outcome is a
+        :class:`DirectAcked` or :class:`DirectFailed` event."""
+        endpoint = self._endpoint
+        me = endpoint.identity.public_key
+        if envelope.signature is None or envelope.origin != me:
+            raise ValueError("a direct message must be signed by this node")
+        if envelope.headers.get(DIRECT_HEADER) != target.hex():
+            raise ValueError(f"a direct message's {DIRECT_HEADER} header must name its target")
+        if len(via) > MAX_VIA:
+            raise ValueError(f"an explicit route has at most {MAX_VIA} relays")
+        if envelope.id in self._pending:
+            return envelope.id
+        if target == me or len(self._pending) >= MAX_PENDING:
+            reason = ("the target is this node" if target == me
+                      else f"{MAX_PENDING} direct messages already wait for an answer")
+            endpoint._events.append(DirectFailed(envelope.id, node_id, target, reason))
+            return envelope.id
+        pending = _Pending(target, node_id, envelope.signature + envelope.body, via,
+                           envelope.priority, now + timeout, now + RETRY_FIRST, RETRY_FIRST)
+        self._pending[envelope.id] = pending
+        self._transmit(pending)
+        self._schedule(pending.next_try)
+        return envelope.id
+
+    def _transmit(self, pending: _Pending) -> None:
+        endpoint = self._endpoint
+        frame = encode_direct(DATA, pending.attempt, pending.target,
+                              endpoint.identity.public_key, pending.body, via=pending.via,
+                              priority=pending.priority)
+        # The first relay of an explicit route, else the target or its route; a retry
+        # floods as well, in case the route broke.
+        first = pending.via[0] if pending.via else pending.target
+        link = self._link_to(first, explicit=bool(pending.via))
+        if link is not None:
+            endpoint._queue(link, frame, pending.priority)
+            if pending.attempt == 0 or pending.via or first in endpoint._peers:
+                return
+        elif pending.via:
+            endpoint._count_reject("direct_no_route")
+            return
+        for state in list(endpoint._peers.values()):
+            if state is not link and not state.closing:
+                endpoint._queue(state, frame, pending.priority)
+
+    def _link_to(self, key: bytes, *, explicit: bool = False) -> _Link | None:
+        """The link leading to ``key``: the neighbour itself, or its learned route."""
+        endpoint = self._endpoint
+        state = endpoint._peers.get(key)
+        if state is not None and not state.closing:
+            return state
+        if explicit:
+            return None
+        link = self._routes.get(key)
+        if link is None:
+            return None
+        state = endpoint._links.get(link)
+        if state is None or state.closing or state.hello is None:
+            del self._routes[key]
+            return None
+        return state
+
+    # --- frames -------------------------------------------------------------------------
+
+    def on_frame(self, state: _Link, frame: wire.Frame, now: float) -> None:
+        """A DIRECT frame from ``state``'s peer (raises DecodeError when malformed)."""
+        endpoint = self._endpoint
+        direct = decode_direct(frame)
+        me = endpoint.identity.public_key
+        relay_id = (b"A" if direct.type == ACK else b"D") + direct.message_id \
+            + bytes((direct.attempt,))
+        if direct.sender == me:
+            endpoint._count_reject("direct_echo")  # our own flood, come round a loop
+            return
+        if relay_id in self._relayed:
+            endpoint._count_reject("direct_duplicate")
+            return
+        self._relayed.add(relay_id, now=now)
+        if direct.sender != me and direct.sender not in endpoint._peers:
+            # The link this frame came on first leads back to its sender.
+            self._routes[direct.sender] = state.id
+            self._routes.move_to_end(direct.sender)
+            if len(self._routes) > MAX_ROUTES:
+                self._routes.popitem(last=False)
+        if direct.target == me:
+            if direct.type == DATA:
+                self._on_data(state, direct, now)
+            else:
+                self._on_ack(state, direct)
+            return
+        self._relay(state, direct, frame, now)
+
+    def _relay(self, state: _Link, direct: DirectFrame, frame: wire.Frame, now: float) -> None:
+        endpoint = self._endpoint
+        if frame.hops + 1 >= MAX_HOPS:
+            endpoint._count_reject("direct_hop_limit")
+            return
+        forwarded = encode_direct(direct.type, direct.attempt, direct.target, direct.sender,
+                                  direct.body, via=direct.via, hops=frame.hops + 1,
+                                  priority=frame.priority)
+        me = endpoint.identity.public_key
+        if direct.via:
+            # An explicit route: only the next relay after this one, or the target.
+            if me not in direct.via:
+                endpoint._count_reject("direct_not_on_route")
+                return
+            index = direct.via.index(me)
+            following = direct.via[index + 1] if index + 1 < len(direct.via) else direct.target
+            link = self._link_to(following, explicit=True)
+            if link is None or link is state:
+                endpoint._count_reject("direct_no_route")
+                return
+            endpoint._queue(link, forwarded, frame.priority)
+            return
+        link = self._link_to(direct.target)
+        if link is not None and link is not state:
+            endpoint._queue(link, forwarded, frame.priority)
+            return
+        assert state.hello is not None
+        if not self._floods.take(state.hello.public_key, now=now):
+            endpoint._count_reject("direct_flood_limited")
+            return
+        for other in list(endpoint._peers.values()):
+            if other is not state and not other.closing:
+                endpoint._queue(other, forwarded, frame.priority)
+
+    def _on_data(self, state: _Link, direct: DirectFrame, now: float) -> None:
+        endpoint = self._endpoint
+        signature = direct.body[: wire.SIGNATURE_SIZE]
+        body = direct.body[wire.SIGNATURE_SIZE :]
+        message_id = wire.message_id(body)
+        ack_signature = self._delivered.get(message_id)
+        if ack_signature is None:
+            # The relays vouch for nothing: what is wrong inside is the sender's fault
+            # (or a relay's we cannot tell), so it is dropped and counted, never a
+            # reason to close this link.
+            reason = self._check(direct, signature, body, now)
+            if reason is not None:
+                endpoint._count_reject(reason)
+                return
+            envelope = wire.decode_envelope(body, signature)
+            try:
+                payload = decode_payload(envelope.payload_kind, envelope.payload)
+            except DecodeError:
+                endpoint._count_reject("direct_bad_payload")
+                return
+            ack_signature = endpoint.identity.sign(ACK_DOMAIN, message_id + direct.sender)
+            self._delivered[message_id] = ack_signature
+            if len(self._delivered) > DELIVERED_CAPACITY:
+                self._delivered.popitem(last=False)
+            assert state.hello is not None
+            endpoint._deliver_direct(envelope, payload, state.hello.node_id)
+        else:
+            endpoint._count_reject("direct_duplicate_delivery")
+        ack = encode_direct(ACK, direct.attempt, direct.sender, endpoint.identity.public_key,
+                            message_id + ack_signature, priority=255)
+        endpoint._queue(state, ack, 255)
+
+    def _check(self, direct: DirectFrame, signature: bytes, body: bytes,
+               now: float) -> str | None:
+        """Why the DATA frame's message may not be delivered here (None: it may)."""
+        endpoint = self._endpoint
+        config = endpoint.config
+        try:
+            envelope = wire.decode_envelope(body, signature)
+        except DecodeError:
+            return "direct_bad_envelope"
+        if envelope.origin != direct.sender:
+            return "direct_bad_envelope"
+        if envelope.headers.get(DIRECT_HEADER) != endpoint.identity.public_key.hex():
+            return "direct_wrong_target"
+        if config.trusted_keys is not None and envelope.origin not in config.trusted_keys:
+            return "untrusted"
+        wall_now = now + endpoint._wall_offset
+        refused = endpoint.trust.check_source(envelope.origin, envelope.source, wall=wall_now)
+        if refused is not None:
+            return str(refused)
+        if envelope.expires_at < wall_now:
+            return "expired"
+        if envelope.timestamp_ms / 1000.0 < wall_now - config.max_message_age:
+            return "too_old"
+        if envelope.timestamp_ms / 1000.0 > wall_now + config.max_clock_skew:
+            return "future_timestamp"
+        endpoint._counters.verified += 1
+        if not endpoint._verify(envelope.origin, signature, wire.MESSAGE_DOMAIN, body):
+            return "bad_signature"
+        return None
+
+    def _on_ack(self, state: _Link, direct: DirectFrame) -> None:
+        endpoint = self._endpoint
+        message_id = direct.body[: wire.ID_SIZE]
+        pending = self._pending.get(message_id)
+        if pending is None or direct.sender != pending.target:
+            endpoint._count_reject("direct_ack_unknown")  # late, or not ours
+            return
+        if not endpoint._verify(pending.target, direct.body[wire.ID_SIZE :], ACK_DOMAIN,
+                                message_id + endpoint.identity.public_key):
+            endpoint._count_reject("direct_bad_ack")
+            return
+        del self._pending[message_id]
+        endpoint._events.append(DirectAcked(message_id, pending.node_id, pending.target))
+        if pending.target not in endpoint._peers and state.hello is not None:
+            endpoint._events.append(RouteDiscovered(pending.node_id, state.hello.node_id))
+
+    # --- time and links -----------------------------------------------------------------
+
+    def _schedule(self, when: float) -> None:
+        if self._next is None or when < self._next:
+            self._next = when
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`on_timer` must run next (None: nothing waits)."""
+        return self._next
+
+    def on_timer(self, now: float) -> None:
+        """Retry what is due, fail what timed out."""
+        if self._next is None or now < self._next:
+            return
+        self._next = None
+        endpoint = self._endpoint
+        for message_id, pending in list(self._pending.items()):
+            if now >= pending.deadline:
+                del self._pending[message_id]
+                endpoint._events.append(DirectFailed(
+                    message_id, pending.node_id, pending.target,
+                    f"no acknowledgement after {pending.attempt + 1} tries"))
+                continue
+            if now >= pending.next_try:
+                pending.attempt += 1
+                pending.wait = min(pending.wait * 2, RETRY_MAX)
+                pending.next_try = now + pending.wait
+                self._transmit(pending)
+            self._schedule(min(pending.next_try, pending.deadline))
+
+    def link_down(self, link: int) -> None:
+        """``link`` closed: routes through it are gone."""
+        for key in [k for k, v in self._routes.items() if v == link]:
+            del self._routes[key]
+
+    @property
+    def pending(self) -> int:
+        """Direct messages sent and not yet acknowledged or failed."""
+        return len(self._pending)
+
+    def owner(self, target: bytes, count: int) -> int:
+        """The worker of a ``count``-worker node that handles this node's frames with
+        ``target``."""
+        return direct_owner(self._endpoint.identity.public_key, target, count)

@@ -1,0 +1,288 @@
+"""Direct messages in the sans-IO core: a stepped clock and in-memory links (Mesh)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TypeVar
+
+import pytest
+
+from somasync.core import direct, wire
+from somasync.core.endpoint import Endpoint
+from somasync.core.events import DirectAcked, DirectFailed, RouteDiscovered
+from somasync.core.payload import MessageType
+from somasync.core.shard import direct_owner
+from somasync.message import Message
+from somasync.testing import WALL, Mesh
+
+
+def build(edges: list[tuple[str, str]], shards: dict[str, int] | None = None) -> Mesh:
+    mesh = Mesh()
+    for name in dict.fromkeys(n for edge in edges for n in edge):
+        mesh.add(name, shards=(shards or {}).get(name, 1))
+    for a, b in edges:
+        mesh.connect(a, b)
+    mesh.settle()
+    return mesh
+
+
+def envelope(mesh: Mesh, sender: str, target: bytes, text: str) -> wire.Envelope:
+    identity = mesh.nodes[sender].identity
+    message = Message(MessageType.Data(text), sender, timestamp=WALL + mesh.now - 100.0,
+                      sequence=0, headers={direct.DIRECT_HEADER: target.hex()})
+    return message.sign_with_ed25519(identity).to_envelope()
+
+
+def owner(mesh: Mesh, sender: str, target: bytes) -> Endpoint:
+    shards = mesh.shards[sender]
+    key = shards[0].identity.public_key
+    return shards[direct_owner(key, target, len(shards)) if len(shards) > 1 else 0]
+
+
+def send(mesh: Mesh, sender: str, target: str, text: str, *, timeout: float = 5.0,
+         via: tuple[str, ...] = ()) -> bytes:
+    key = mesh.nodes[target].identity.public_key
+    return owner(mesh, sender, key).send_direct(
+        envelope(mesh, sender, key, text), key, target, now=mesh.now, timeout=timeout,
+        via=[mesh.nodes[v].identity.public_key for v in via])
+
+
+E = TypeVar("E")
+
+
+def of(mesh: Mesh, name: str, kind: type[E]) -> list[E]:
+    return [e for e in mesh.events[name] if isinstance(e, kind)]
+
+
+def rejected(mesh: Mesh, name: str, reason: str) -> int:
+    return sum(e.statistics().rejected.get(reason, 0) for e in mesh.shards[name])
+
+
+def test_reaches_a_node_three_hops_away_once_and_only_it() -> None:
+    mesh = build([("a", "b"), ("b", "c"), ("c", "d"), ("b", "e")])
+    message_id = send(mesh, "a", "d", "for d alone")
+    mesh.settle()
+    assert mesh.delivered["d"] == [message_id]
+    for name in "abce":
+        assert mesh.delivered[name] == [], name  # relays pass it on, never deliver it
+    assert of(mesh, "a", DirectAcked) == [
+        DirectAcked(message_id, "d", mesh.nodes["d"].identity.public_key)]
+    assert of(mesh, "a", RouteDiscovered) == [RouteDiscovered("d", "b")]
+    mesh.step(10.0)  # no retry after the ack, no failure either
+    assert mesh.delivered["d"] == [message_id]
+    assert of(mesh, "a", DirectFailed) == []
+    assert mesh.nodes["a"].direct_pending == 0
+
+
+def test_a_learned_route_carries_the_next_message_without_flooding() -> None:
+    mesh = build([("a", "b"), ("b", "c"), ("c", "d"), ("b", "e"), ("e", "f")])
+    send(mesh, "a", "d", "first")
+    mesh.settle()
+    before = mesh.nodes["e"].statistics().frames_in
+    second = send(mesh, "a", "d", "second")
+    mesh.settle()
+    assert mesh.delivered["d"][-1] == second
+    # b knows d lies behind c (the first ack came from there): e hears nothing.
+    assert mesh.nodes["e"].statistics().frames_in == before
+
+
+def test_a_neighbour_target_gets_it_over_the_link() -> None:
+    mesh = build([("a", "b"), ("a", "c")])
+    before = mesh.nodes["c"].statistics().frames_in
+    message_id = send(mesh, "a", "b", "hi")
+    mesh.settle()
+    assert mesh.delivered["b"] == [message_id]
+    assert mesh.delivered["c"] == []
+    assert mesh.nodes["c"].statistics().frames_in == before
+    assert of(mesh, "a", RouteDiscovered) == []  # a neighbour needs no route
+    assert len(of(mesh, "a", DirectAcked)) == 1
+
+
+def test_relay_link_closed_mid_way_is_retried_over_another_path_once() -> None:
+    # Two paths a-b-d and a-c-d. The frame reaches b; b's link to d closes before b can
+    # pass it on: the retry floods and arrives through c.
+    mesh = build([("a", "b"), ("b", "d"), ("a", "c"), ("c", "d")])
+    send(mesh, "a", "d", "learn")  # a route, which the next message follows
+    mesh.settle()
+    via = of(mesh, "a", RouteDiscovered)[0].via
+    other = "c" if via == "b" else "b"
+    message_id = send(mesh, "a", "d", "through the storm")
+    mesh._pump("a", mesh.nodes["a"])  # a -> relay
+    mesh.disconnect(mesh.wires[(via, mesh.link_of(via, "d"))])
+    mesh.settle()
+    assert message_id not in mesh.delivered["d"]
+    mesh.step(1.0)
+    assert mesh.delivered["d"].count(message_id) == 1
+    acked = [e for e in of(mesh, "a", DirectAcked) if e.message_id == message_id]
+    assert len(acked) == 1
+    assert of(mesh, "a", RouteDiscovered)[-1] == RouteDiscovered("d", other)
+
+
+def test_a_lost_ack_makes_a_retry_that_is_acked_but_not_delivered_again() -> None:
+    mesh = build([("a", "b"), ("b", "d"), ("a", "c"), ("c", "d")])
+    send(mesh, "a", "d", "learn")
+    mesh.settle()
+    via = of(mesh, "a", RouteDiscovered)[0].via
+    message_id = send(mesh, "a", "d", "once")
+    mesh._pump("a", mesh.nodes["a"])  # a -> relay
+    mesh._pump(via, mesh.nodes[via])  # relay -> d
+    mesh._pump("d", mesh.nodes["d"])  # d delivers, its ack goes to the relay...
+    assert mesh.delivered["d"].count(message_id) == 1
+    mesh.disconnect(mesh.wires[(via, mesh.link_of(via, "a"))])  # ...which loses its way back
+    mesh.settle()
+    assert not [e for e in of(mesh, "a", DirectAcked)
+                if e.message_id == message_id]
+    mesh.step(1.0)
+    assert mesh.delivered["d"].count(message_id) == 1
+    assert rejected(mesh, "d", "direct_duplicate_delivery") >= 1
+    assert [e for e in of(mesh, "a", DirectAcked) if e.message_id == message_id]
+
+
+def test_an_unreachable_node_fails_after_the_timeout() -> None:
+    mesh = build([("a", "b"), ("c", "d")])  # two islands
+    message_id = send(mesh, "a", "d", "anyone?", timeout=3.0)
+    mesh.settle()
+    mesh.step(2.0)
+    assert of(mesh, "a", DirectFailed) == []
+    mesh.step(2.0)
+    failed = of(mesh, "a", DirectFailed)
+    assert len(failed) == 1
+    assert failed[0].message_id == message_id
+    assert failed[0].node_id == "d"
+    assert "no acknowledgement" in failed[0].reason
+    assert mesh.delivered["d"] == []
+    assert mesh.nodes["a"].direct_pending == 0
+
+
+def test_a_forged_ack_from_a_relay_is_refused() -> None:
+    mesh = build([("a", "b"), ("b", "c")])
+    mesh.wires[("b", mesh.link_of("b", "c"))].drop = True  # the real ack never comes
+    message_id = send(mesh, "a", "c", "x", timeout=2.0)
+    mesh.settle()
+    c_key = mesh.nodes["c"].identity.public_key
+    forged = direct.encode_direct(direct.ACK, 0, mesh.nodes["a"].identity.public_key, c_key,
+                                  message_id + mesh.nodes["b"].identity.sign(
+                                      direct.ACK_DOMAIN, message_id + c_key))
+    mesh.inject("a", mesh.link_of("a", "b"), forged)
+    mesh.settle()
+    assert of(mesh, "a", DirectAcked) == []
+    assert rejected(mesh, "a", "direct_bad_ack") == 1
+    mesh.step(3.0)
+    assert len(of(mesh, "a", DirectFailed)) == 1
+
+
+def test_a_relay_cannot_readdress_a_message() -> None:
+    mesh = build([("a", "b"), ("b", "c"), ("b", "e")])
+    c_key = mesh.nodes["c"].identity.public_key
+    e_key = mesh.nodes["e"].identity.public_key
+    signed = envelope(mesh, "a", c_key, "for c")
+    # b sends e a's message for c, addressed to e.
+    frame = direct.encode_direct(direct.DATA, 0, e_key, mesh.nodes["a"].identity.public_key,
+                                 signed.signature + signed.body)  # type: ignore[operator]
+    mesh.inject("e", mesh.link_of("e", "b"), frame)
+    mesh.settle()
+    assert mesh.delivered["e"] == []
+    assert rejected(mesh, "e", "direct_wrong_target") == 1
+    assert mesh.nodes["e"].statistics().links == 1  # the relay may be honest: kept
+
+
+def test_a_direct_message_broadcast_by_a_relay_is_refused() -> None:
+    mesh = build([("a", "b"), ("b", "c")])
+    signed = envelope(mesh, "a", mesh.nodes["c"].identity.public_key, "for c")
+    mesh.inject("b", mesh.link_of("b", "a"), wire.encode_message_frame(signed, hops=0))
+    mesh.settle()
+    assert mesh.delivered["b"] == []
+    assert mesh.delivered["c"] == []
+    assert rejected(mesh, "b", "direct_as_broadcast") == 1
+    with pytest.raises(ValueError, match="for one node"):
+        mesh.nodes["a"].broadcast(signed, now=mesh.now)
+
+
+def test_a_tampered_message_is_counted_and_not_delivered() -> None:
+    mesh = build([("a", "b")])
+    signed = envelope(mesh, "a", mesh.nodes["b"].identity.public_key, "pay 10")
+    body = bytearray(signed.body)
+    body[-2:] = b"99"
+    frame = direct.encode_direct(direct.DATA, 0, mesh.nodes["b"].identity.public_key,
+                                 mesh.nodes["a"].identity.public_key,
+                                 signed.signature + bytes(body))  # type: ignore[operator]
+    mesh.inject("b", mesh.link_of("b", "a"), frame)
+    mesh.settle()
+    assert mesh.delivered["b"] == []
+    assert rejected(mesh, "b", "bad_signature") == 1
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\x01\x00",  # shorter than the header
+    bytes([1, 0]) + bytes(64) + b"\x09",  # 9 relays
+    bytes([3, 0]) + bytes(65),  # unknown type
+    bytes([2, 0]) + bytes(65) + bytes(10),  # an ack of the wrong size
+])
+def test_malformed_direct_frames_close_the_link_counted(garbage: bytes) -> None:
+    mesh = build([("a", "b")])
+    mesh.inject("b", mesh.link_of("b", "a"),
+                wire.encode_frame(wire.FrameKind.DIRECT, garbage))
+    mesh.settle()
+    stats = mesh.nodes["b"].statistics()
+    assert sum(stats.rejected.values()) == 1
+    assert stats.links == 0
+
+
+def test_explicit_route_goes_through_the_named_relays_only() -> None:
+    mesh = build([("a", "b"), ("b", "d"), ("a", "c"), ("c", "d")])
+    before = mesh.nodes["b"].statistics().frames_in
+    message_id = send(mesh, "a", "d", "via c", via=("c",))
+    mesh.settle()
+    assert mesh.delivered["d"] == [message_id]
+    assert of(mesh, "a", RouteDiscovered) == [RouteDiscovered("d", "c")]
+    assert mesh.nodes["b"].statistics().frames_in == before
+    # A relay that is not a neighbour of the one before it: nowhere to go.
+    failed = send(mesh, "a", "d", "via b then c", via=("b", "c"), timeout=1.0)
+    mesh.settle()
+    mesh.step(2.0)
+    assert failed not in mesh.delivered["d"]
+    assert rejected(mesh, "b", "direct_no_route") >= 1
+    assert [e for e in of(mesh, "a", DirectFailed) if e.message_id == failed]
+
+
+def test_a_flooding_neighbour_is_limited_and_counted() -> None:
+    mesh = build([("x", "r"), ("r", "p1"), ("r", "p2"), ("r", "p3")])
+    nowhere = bytes(range(32))
+    x_key = mesh.nodes["x"].identity.public_key
+    link = mesh.link_of("r", "x")
+    frames = 200
+    for i in range(frames):
+        body = bytes(wire.SIGNATURE_SIZE) + i.to_bytes(4, "big") * 16  # distinct ids
+        mesh.inject("r", link, direct.encode_direct(direct.DATA, 0, nowhere, x_key, body))
+    mesh.settle()
+    limited = rejected(mesh, "r", "direct_flood_limited")
+    assert limited == frames - int(direct.FLOOD_BURST)
+    # Each flood goes out once per other neighbour, and only the burst of them did.
+    assert sum(mesh.nodes[p].statistics().frames_in for p in ("p1", "p2", "p3")) \
+        <= 3 * int(direct.FLOOD_BURST) + 3 * 10  # + handshake-time frames per link
+
+
+def test_hop_limit_stops_a_flood() -> None:
+    names = [f"n{i}" for i in range(direct.MAX_HOPS + 3)]
+    mesh = build(list(itertools.pairwise(names)))
+    message_id = send(mesh, "n0", names[-1], "far", timeout=1.0)
+    mesh.settle()
+    assert mesh.delivered[names[-1]] == []
+    assert rejected(mesh, names[direct.MAX_HOPS], "direct_hop_limit") == 1
+    mesh.step(2.0)
+    assert [e.message_id for e in of(mesh, "n0", DirectFailed)] == [message_id]
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_across_sharded_nodes(shards: int) -> None:
+    # The sender, a relay and the target each run as several workers: frames cross the
+    # workers to the one owning the pair, and the ack goes out through the link's owner.
+    mesh = build([("a", "r"), ("r", "d"), ("r", "x")], {"a": shards, "r": shards, "d": shards})
+    ids = [send(mesh, "a", "d", f"m{i}") for i in range(6)]
+    mesh.settle()
+    assert sorted(mesh.delivered["d"]) == sorted(ids)
+    acked = [e for e in mesh.events["a"] if isinstance(e, DirectAcked)]
+    assert {e.message_id for e in acked} == set(ids)
+    assert all(mesh.delivered[n] == [] for n in ("a", "r", "x"))
+    routed = sum(e.statistics().frames_routed for e in mesh.shards["d"])
+    assert routed > 0
