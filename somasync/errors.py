@@ -11,9 +11,11 @@ __all__ = [
     "ConfigError",
     "DataDirError",
     "DecodeError",
+    "DeliveryFailedError",
     "KeyFileError",
     "MessageTooLargeError",
     "NodeStateError",
+    "QueryLimitError",
     "SignatureError",
     "SomaSyncError",
     "TransportError",
@@ -107,3 +109,22 @@ class TransportError(SomaSyncError):
 
 class NodeStateError(SomaSyncError):
     """An operation is not valid in the node's current state (e.g. broadcast before start)."""
+
+
+class DeliveryFailedError(SomaSyncError):
+    """A direct message (:meth:`SynapseNode.send_message`) was not acknowledged: its
+    target is unknown, unreachable, or did not answer in time.
+
+    Attributes:
+        node_id: the target, as the caller named it.
+        reason: why, in words.
+    """
+
+    def __init__(self, node_id: str, reason: str) -> None:
+        super().__init__(f"direct message to {node_id!r} failed: {reason}")
+        self.node_id = node_id
+        self.reason = reason
+
+
+class QueryLimitError(SomaSyncError):
+    """A query cannot be opened: as many as a node keeps open are open already."""

@@ -24,12 +24,20 @@ import orjson
 
 from somasync.core.broadcast import TreeStatistics
 from somasync.core.endpoint import EndpointStatistics
-from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, PeerRevoked
+from somasync.core.events import (
+    DirectAcked,
+    DirectFailed,
+    FrameRejected,
+    PeerConnected,
+    PeerDisconnected,
+    PeerRevoked,
+    RouteDiscovered,
+)
 from somasync.errors import DecodeError
 
 __all__ = ["Adopt", "Bind", "ControlError", "ControlMessage", "CorruptRing", "Disconnect",
-           "Ready", "Revoke", "Rewire", "StatsReport", "StatsRequest", "Stop", "decode",
-           "encode"]
+           "Ready", "Revoke", "Rewire", "SendDirect", "StatsReport", "StatsRequest", "Stop",
+           "decode", "encode"]
 
 _HEAD = struct.Struct("!BI")
 _LENGTH = struct.Struct("!I")
@@ -138,9 +146,25 @@ class CorruptRing:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class SendDirect:
+    """Supervisor -> worker: send the application's direct message (``signed``: its
+    signature, then its envelope) to the node ``target``, through the relays ``via``
+    (their keys, concatenated); sent to the worker that owns the pair of nodes
+    (:func:`somasync.core.shard.direct_owner`), which reports the verdict as a
+    ``DirectAcked`` or ``DirectFailed`` event."""
+
+    signed: bytes
+    target: bytes
+    via: bytes
+    node_id: str
+    timeout: float
+
+
 ControlMessage = (Ready | Adopt | Rewire | Disconnect | StatsRequest | StatsReport | Stop
                   | PeerConnected | PeerDisconnected | FrameRejected | PeerRevoked | Bind
-                  | Revoke | CorruptRing)
+                  | Revoke | CorruptRing | SendDirect | DirectAcked | DirectFailed
+                  | RouteDiscovered)
 """Every message of the protocol; the four events go worker -> supervisor."""
 
 
@@ -161,6 +185,10 @@ class Kind(enum.IntEnum):
     BIND = 12
     REVOKE = 13
     CORRUPT_RING = 14
+    SEND_DIRECT = 15
+    DIRECT_ACKED = 16
+    DIRECT_FAILED = 17
+    ROUTE_DISCOVERED = 18
 
 
 _TYPES: dict[Kind, type[Any]] = {
@@ -168,7 +196,9 @@ _TYPES: dict[Kind, type[Any]] = {
     Kind.STATS_REQUEST: StatsRequest, Kind.STATS_REPORT: StatsReport, Kind.STOP: Stop,
     Kind.PEER_CONNECTED: PeerConnected, Kind.PEER_DISCONNECTED: PeerDisconnected,
     Kind.FRAME_REJECTED: FrameRejected, Kind.PEER_REVOKED: PeerRevoked, Kind.BIND: Bind,
-    Kind.REVOKE: Revoke, Kind.CORRUPT_RING: CorruptRing,
+    Kind.REVOKE: Revoke, Kind.CORRUPT_RING: CorruptRing, Kind.SEND_DIRECT: SendDirect,
+    Kind.DIRECT_ACKED: DirectAcked, Kind.DIRECT_FAILED: DirectFailed,
+    Kind.ROUTE_DISCOVERED: RouteDiscovered,
 }
 _KINDS = {cls: kind for kind, cls in _TYPES.items()}
 # The fields declared ``bytes`` (annotations are strings here and in core.events).

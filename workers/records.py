@@ -33,6 +33,7 @@ class SupervisorKind(enum.IntEnum):
 
     DELIVER = 16  # worker -> supervisor: a message for the application
     BROADCAST = 17  # supervisor -> worker: the application's own message to send
+    DELIVER_DIRECT = 18  # worker -> supervisor: as DELIVER, a message sent to this node alone
 
 
 def encode_item(kind: int, link: int, priority: int, data: bytes) -> bytes:

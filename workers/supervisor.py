@@ -97,9 +97,17 @@ from somasync.core.antientropy import StreamTable
 from somasync.core.broadcast import TreeStatistics
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import EndpointStatistics
-from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, PeerRevoked
+from somasync.core.events import (
+    DirectAcked,
+    DirectFailed,
+    FrameRejected,
+    PeerConnected,
+    PeerDisconnected,
+    PeerRevoked,
+    RouteDiscovered,
+)
 from somasync.core.handshake import Handshake
-from somasync.core.shard import peer_owner, stream_owner
+from somasync.core.shard import direct_owner, peer_owner, stream_owner
 from somasync.core.wire import StreamKey
 from somasync.errors import DecodeError, NodeStateError, TransportError
 from somasync.message import Message
@@ -114,6 +122,7 @@ from .protocol import (
     Ready,
     Revoke,
     Rewire,
+    SendDirect,
     StatsReport,
     StatsRequest,
     Stop,
@@ -483,6 +492,8 @@ class ShardedRuntime:
                     worker.stats_waiters.pop(0).set_result(message)
                 case PeerConnected() | PeerDisconnected() | FrameRejected() | PeerRevoked():
                     self._on_worker_event(worker.index, message)
+                case DirectAcked() | DirectFailed() | RouteDiscovered():
+                    self._host.report(message)
                 case CorruptRing(ring=name, detail=detail):
                     self._on_corrupt_report(worker, name, detail)
                 case Ready() | StatsReport():
@@ -597,6 +608,11 @@ class ShardedRuntime:
         now = self._loop.time()
         try:
             for item in decode_batch(record):
+                if item.kind == SupervisorKind.DELIVER_DIRECT:
+                    # In no stream: nothing to record for a successor.
+                    from_peer, envelope = decode_delivery(item.data)
+                    deliver(Message.from_envelope(envelope), from_peer, direct=True)
+                    continue
                 if item.kind != SupervisorKind.DELIVER:
                     continue
                 from_peer, envelope = decode_delivery(item.data)
@@ -860,6 +876,16 @@ class ShardedRuntime:
             self._room.clear()
             await self._room.wait()
             self._flush(owner)
+
+    def send_direct(self, message: Message, target: bytes, node_id: str, timeout: float,
+                    via: Sequence[bytes]) -> None:
+        if not self._running:
+            raise NodeStateError("the node is not running")
+        assert message.signature is not None
+        owner = direct_owner(self.identity.public_key, target, self._count)
+        control.send(self._workers[owner].control, SendDirect(
+            message.signature + message.envelope_bytes, target, b"".join(via), node_id,
+            timeout))
 
     def _flush(self, index: int) -> None:
         writer = self._writers.get(index)

@@ -52,8 +52,10 @@ from somasync.aio.fair import SlicedReader
 from somasync.aio.local import write_and_close
 from somasync.aio.timing import DeadlineTimer
 from somasync.config import GossipConfig, SecurityConfig
+from somasync.core import wire
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
+from somasync.core.events import DirectFailed
 from somasync.core.handshake import Session
 from somasync.core.shard import Shard
 from somasync.core.trust import Trust
@@ -70,6 +72,7 @@ from .protocol import (
     Ready,
     Revoke,
     Rewire,
+    SendDirect,
     StatsReport,
     StatsRequest,
     Stop,
@@ -290,6 +293,8 @@ class Worker:
                 case Revoke(public_key=key, notice=notice):
                     self.endpoint.revoke(key, notice)
                     self.pump()
+                case SendDirect():
+                    self._send_direct(message)
                 case Stop():
                     self._stop()
                 case _:
@@ -301,6 +306,22 @@ class Worker:
                     self._stop()
             for fd in fds:
                 os.close(fd)
+
+    def _send_direct(self, message: SendDirect) -> None:
+        via = message.via
+        try:
+            envelope = wire.decode_envelope(message.signed[wire.SIGNATURE_SIZE:],
+                                            message.signed[: wire.SIGNATURE_SIZE])
+            self.endpoint.send_direct(
+                envelope, message.target, message.node_id, now=self.loop.time(),
+                timeout=message.timeout,
+                via=[via[i : i + wire.KEY_SIZE] for i in range(0, len(via), wire.KEY_SIZE)])
+        except (DecodeError, ValueError) as exc:
+            # The facade checked the message: this is a bug, told to the one waiting.
+            control.send(self.control, DirectFailed(
+                wire.message_id(message.signed[wire.SIGNATURE_SIZE:]), message.node_id,
+                message.target, f"refused by the worker: {exc}"))
+        self.pump()
 
     @property
     def stopping(self) -> bool:
@@ -468,7 +489,8 @@ class Worker:
             to_supervisor = writers[SUPERVISOR]
             for delivery in deliveries:
                 to_supervisor.add(encode_item(
-                    SupervisorKind.DELIVER, 0, delivery.envelope.priority,
+                    SupervisorKind.DELIVER_DIRECT if delivery.direct else SupervisorKind.DELIVER,
+                    0, delivery.envelope.priority,
                     encode_delivery(delivery.from_peer, delivery.envelope)))
         for event in endpoint.take_events():
             # Every event the endpoint makes is a control message; a new kind that is

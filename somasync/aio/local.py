@@ -301,6 +301,14 @@ class LocalRuntime:
         self._endpoint.broadcast(message.to_envelope(), now=self._loop.time())
         self._pump()
 
+    def send_direct(self, message: Message, target: bytes, node_id: str, timeout: float,
+                    via: Sequence[bytes]) -> None:
+        if self._endpoint is None or not self._running:
+            raise NodeStateError("the node is not running")
+        self._endpoint.send_direct(message.to_envelope(), target, node_id,
+                                   now=self._loop.time(), timeout=timeout, via=via)
+        self._pump()
+
     def score_at(self, address: str) -> float:
         endpoint = self._endpoint
         return 0.0 if endpoint is None else endpoint.score_at(address, now=self._loop.time())
@@ -371,7 +379,7 @@ class LocalRuntime:
         host = self._host
         for delivery in endpoint.take_deliveries():
             host.deliver(Message.from_envelope(delivery.envelope, delivery.payload),
-                         delivery.from_peer)
+                         delivery.from_peer, direct=delivery.direct)
         for event in endpoint.take_events():
             host.report(event)
 

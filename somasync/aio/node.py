@@ -25,6 +25,7 @@ from types import TracebackType
 
 from somasync.aio.channel import Stream
 from somasync.aio.control import ControlDriver
+from somasync.aio.direct import DEFAULT_DIRECT_TIMEOUT, DirectMessaging
 from somasync.aio.local import LocalRuntime
 from somasync.aio.once import LogOnce
 from somasync.aio.runtime import Runtime, WorkerStats
@@ -57,6 +58,7 @@ from somasync.events import (
 )
 from somasync.message import Message
 from somasync.protocol import GossipStats, NetworkStats
+from somasync.query import Query, QueryFilter, QueryHandler
 
 __all__ = ["LatencyHistogram", "NodeStats", "Peer", "PeerStats", "SynapseNode", "WorkerStats"]
 
@@ -249,6 +251,7 @@ class SynapseNode:
                 self.trust.revoke(public_key, notice)
         self._control = ControlDriver(self._runtime_proxy(), config, identity, events,
                                       trust=self.trust)
+        self._direct = DirectMessaging(self)
         self._runtime: Runtime = self._make_runtime()
         self._signer: BatchSigner | None = None
         if config.sign_outgoing and config.signing_batch_size > 1 \
@@ -416,6 +419,7 @@ class SynapseNode:
                 if self._data is not None:
                     self._data.release()
             finally:
+                self._direct.on_stop()
                 self._messages.close()
                 self._events.close()
 
@@ -591,13 +595,97 @@ class SynapseNode:
             self._keep(message)
         await self._runtime.broadcast(message)
 
+    # --- direct messages and queries ---------------------------------------------------
+
+    async def send_message(self, node_id: str, message: Message | MessageType, *,
+                           timeout: float = DEFAULT_DIRECT_TIMEOUT) -> str:  # noqa: ASYNC109
+        """Send ``message`` to the node ``node_id`` alone, signed by this node, and
+        return once that node acknowledged it (its signed ACK checked): delivered there
+        exactly once, never broadcast.
+
+        It goes over the link when ``node_id`` is a neighbour, otherwise relayed through
+        the overlay (along a route learned from an earlier exchange, else flooded a few
+        hops; ``RouteDiscovered`` on ``events`` when a route was learned), retried until
+        acknowledged. A payload is wrapped in a new message; a ``Message`` must have
+        this node's id as its source (an unsigned one is signed here; a signed one must
+        already carry the ``somasync-direct-to`` header naming the target's key). Unlike
+        the original crate, the target receives it on ``messages`` like any message.
+
+        Returns:
+            the message id (hex).
+
+        Raises:
+            DeliveryFailedError: ``node_id`` is unknown (not a member, not bound by the
+                trust policy), or did not acknowledge within ``timeout`` seconds.
+            MessageTooLargeError: the message does not fit in one frame.
+            NodeStateError: the node is not running.
+        """
+        return await self._direct.send(node_id, message, timeout=timeout)
+
+    async def route_message(self, message: Message | MessageType, via: list[str], *,
+                            to: str | None = None,
+                            timeout: float = DEFAULT_DIRECT_TIMEOUT) -> str:  # noqa: ASYNC109
+        """As :meth:`send_message`, through the relays ``via`` (node ids, in order: each
+        must be a neighbour of the one before it, the first of this node's). The target
+        is ``to``, or else the last of ``via``. Relays pass it on only to the next one.
+
+        Raises:
+            DeliveryFailedError: as :meth:`send_message`; also for an unknown relay.
+            ValueError: no target, or more than 8 relays.
+        """
+        relays = list(via)
+        if to is None:
+            if not relays:
+                raise ValueError("route_message needs a target: to=, or via's last node")
+            to = relays.pop()
+        return await self._direct.send(to, message, timeout=timeout, via=relays)
+
+    async def query(self, payload: MessageType, *, filter: QueryFilter | None = None,
+                    timeout: float = 5.0, max_responses: int | None = None) -> Query:  # noqa: ASYNC109
+        """Ask the mesh: broadcast ``payload`` as a signed query, and return a
+        :class:`~somasync.query.Query` that yields each matching node's answer (sent
+        straight back to this node, see :meth:`send_message`), once per node, until
+        ``timeout`` seconds pass or ``max_responses`` came; then ``QueryFinished`` goes
+        on ``events``. ``filter`` picks the nodes that answer, by node id or tag::
+
+            query = await node.query(MessageType.Data("status?"), timeout=2.0)
+            async for response in query:
+                print(response.node_id, response.payload)
+
+        Raises:
+            QueryLimitError: 64 queries are open already.
+            ValueError: a timeout or cap out of range.
+            NodeStateError: the node is not running.
+        """
+        return await self._direct.query(payload, filter=filter, timeout=timeout,
+                                        max_responses=max_responses)
+
+    def on_query(self, handler: QueryHandler | None) -> None:
+        """Answer matching queries with ``handler`` (an async function of a
+        :class:`~somasync.query.QueryReceived`, returning the answer's payload, or None
+        for no answer); None stops answering. Every matching query also goes on
+        ``events`` as a ``QueryReceived``, which can be answered with its ``respond``."""
+        self._direct.on_query(handler)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """This node's tags (name -> value), which query filters match; local to this
+        node (edit the dict to change them)."""
+        return self._direct.tags
+
     # --- what the runtime reports (RuntimeHost) ----------------------------------------
 
-    def deliver(self, message: Message, from_peer: str) -> None:
+    def deliver(self, message: Message, from_peer: str, *, direct: bool = False) -> None:
         """Put a delivered message on ``messages`` and ``MessageReceived`` on ``events``
         (a full queue drops and counts it, and says so with ``DeliveryDropped``). A
-        bundle's chunks are held until the bundle is whole, then delivered as one."""
-        if is_chunk(message):
+        bundle's chunks are held until the bundle is whole, then delivered as one.
+        ``direct``: sent to this node alone (:meth:`send_message`), so in no stream the
+        data directory records. Queries and their answers go to :mod:`somasync.query`."""
+        if self._direct.consume(message, direct=direct):
+            return
+        if direct:
+            pass  # in no stream: nothing to record
+        elif is_chunk(message):
             done = self._bundles.add(message, now=time.time())
             if done is None:
                 return  # kept nowhere until whole: after a restart the chunks come again
@@ -633,7 +721,9 @@ class SynapseNode:
                 self._events.put_nowait(Error(f"cannot keep delivered messages: {exc}"))
 
     def report(self, event: object) -> None:
-        """Put an endpoint event on ``events``; link events also reach the control part."""
+        """Put an endpoint event on ``events``; link events also reach the control part,
+        direct messages' verdicts their senders."""
+        self._direct.on_event(event)
         self._events.put_nowait(event)
         if isinstance(event, FrameRejected) and event.reason in ADMISSION_REFUSALS:
             self._verdicts.warning(

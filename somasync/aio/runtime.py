@@ -74,8 +74,9 @@ class RuntimeHost(Protocol):
     def control(self) -> ControlDriver:
         """The node's control part, told of dial outcomes."""
 
-    def deliver(self, message: Message, from_peer: str) -> None:
-        """Hand a message (first copy, already verified) to the application."""
+    def deliver(self, message: Message, from_peer: str, *, direct: bool = False) -> None:
+        """Hand a message (first copy, already verified) to the application; ``direct``:
+        one sent to this node alone."""
 
     def report(self, event: object) -> None:
         """Hand an endpoint event to the application (link events also to the control
@@ -134,6 +135,12 @@ class Runtime(Protocol):
 
     async def broadcast(self, message: Message) -> None:
         """Send a signed message to the mesh (waits while a sharded owner is full)."""
+
+    def send_direct(self, message: Message, target: bytes, node_id: str, timeout: float,
+                    via: Sequence[bytes]) -> None:
+        """Start sending a signed direct message to the node with key ``target`` (see
+        :meth:`somasync.core.endpoint.Endpoint.send_direct`); the verdict comes back as
+        a ``DirectAcked`` or ``DirectFailed`` event through :meth:`RuntimeHost.report`."""
 
     def connected_peers(self) -> dict[str, str]:
         """Node id -> listening address of every linked peer."""

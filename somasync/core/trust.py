@@ -194,6 +194,17 @@ class Trust:
             return None if cert is None else cert.name
         return self._name_of.get(public_key)
 
+    def key_of(self, name: str) -> bytes | None:
+        """The public key bound to ``name``, if any (the inverse of :meth:`name_of`)."""
+        if self.mode == TrustMode.ALLOWLIST:
+            return self._allow.get(name)
+        if self.mode == TrustMode.CERTIFICATES:
+            for key, cert in self._certificates.items():
+                if cert.name == name:
+                    return key
+            return None
+        return self._key_of.get(name)
+
     def admits_key(self, public_key: bytes) -> bool:
         """Whether datagrams and links from this key are worth opening at all (certificates
         mode cannot tell before the key's certificate is known, so only revocation)."""

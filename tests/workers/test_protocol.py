@@ -13,7 +13,15 @@ from hypothesis import given, strategies as st
 
 from somasync.core.broadcast import TreeStatistics
 from somasync.core.endpoint import EndpointStatistics
-from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, PeerRevoked
+from somasync.core.events import (
+    DirectAcked,
+    DirectFailed,
+    FrameRejected,
+    PeerConnected,
+    PeerDisconnected,
+    PeerRevoked,
+    RouteDiscovered,
+)
 from somasync.workers.protocol import (
     Adopt,
     Bind,
@@ -25,6 +33,7 @@ from somasync.workers.protocol import (
     Ready,
     Revoke,
     Rewire,
+    SendDirect,
     StatsReport,
     StatsRequest,
     Stop,
@@ -70,6 +79,10 @@ EXAMPLES: list[ControlMessage] = [
     Bind("nœud", bytes(range(32)), bytes(range(150))),
     Revoke(bytes(range(32)), b"notice"),
     CorruptRing(ring="somasync-ab12-S0-1f2e3d4c", detail="record sequence 9, expected 3"),
+    SendDirect(bytes(range(200)), bytes(range(32)), bytes(64), "node-d", 2.5),
+    DirectAcked(bytes(range(16)), "node-d", bytes(range(32))),
+    DirectFailed(bytes(range(16)), "node-d", bytes(range(32)), "no acknowledgement"),
+    RouteDiscovered("node-d", "node-b"),
 ]
 
 

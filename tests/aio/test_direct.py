@@ -1,0 +1,183 @@
+"""Direct messages and queries between real nodes (TCP on 127.0.0.1), with and without
+worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from somasync import GossipConfig, Message, MessageType, SynapseNode, SynapseNodeBuilder
+from somasync.core.events import DirectAcked, RouteDiscovered
+from somasync.errors import DeliveryFailedError
+from somasync.query import QueryFilter, QueryFinished, QueryReceived
+from somasync.testing import wait_until
+
+DEADLINE = 15.0  # generous: polls end as soon as the condition holds
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+
+@pytest.fixture(params=[0, pytest.param(2, marks=pytest.mark.multiprocess)],
+                ids=["embedded", "workers2"])
+def workers(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
+
+
+class Chain:
+    """Nodes n0 - n1 - ... in a line, each consuming its streams."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.nodes: list[SynapseNode] = []
+        self.received: list[list[Message]] = []
+        self.events: list[list[object]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def grow(self, count: int) -> None:
+        previous: list[str] = []
+        for i in range(count):
+            builder = (SynapseNodeBuilder().with_node_id(f"n{i}")
+                       .with_bind_address("127.0.0.1:0")
+                       .with_gossip_config(GossipConfig.local())
+                       .with_workers(self.workers).with_discovery("static"))
+            for address in previous:
+                builder = builder.add_bootstrap_peer(address)
+            node, messages, events = builder.build()
+            await node.start()
+            received: list[Message] = []
+            seen: list[object] = []
+            self.nodes.append(node)
+            self.received.append(received)
+            self.events.append(seen)
+            self._tasks.append(asyncio.create_task(self._drain(messages, received)))
+            self._tasks.append(asyncio.create_task(self._drain(events, seen)))
+            previous = [node.listen_address]
+        await wait_until(lambda: sum(len(n.connected_peers()) for n in self.nodes)
+                         == 2 * (count - 1), "the chain to connect", DEADLINE)
+        # Every node knows every other by name once membership spread.
+        await wait_until(lambda: all(len(n.members()) == count for n in self.nodes),
+                         "membership to spread", DEADLINE)
+
+    @staticmethod
+    async def _drain(stream: object, into: list[object]) -> None:
+        with contextlib.suppress(EOFError):
+            while True:
+                into.append(await stream.recv())  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            await node.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def chain(count: int, workers: int) -> AsyncIterator[Chain]:
+    c = Chain(workers)
+    try:
+        await c.grow(count)
+        yield c
+    finally:
+        await c.close()
+
+
+async def test_send_message_reaches_one_node_three_hops_away_once(workers: int) -> None:
+    async with chain(4, workers) as c:
+        sent = [await c.nodes[0].send_message("n3", MessageType.Data(f"for n3 {i}"))
+                for i in range(3)]
+        # Acknowledged means delivered there: no wait needed.
+        assert [m.id for m in c.received[3]] == sent
+        assert all(m.verify_signature() for m in c.received[3])
+        assert [m.source for m in c.received[3]] == ["n0"] * 3
+        assert c.received[1] == []
+        assert c.received[2] == []
+        await wait_until(lambda: RouteDiscovered("n3", "n1") in c.events[0],
+                         "the route event", DEADLINE)
+        # The other way, as an answer made with create_response: to the asker alone.
+        answer = c.received[3][0].create_response(MessageType.Data("got it"), "n3")
+        await c.nodes[3].send_message("n0", answer)
+        assert [m.correlation_id for m in c.received[0]] == [sent[0]]
+        assert c.received[1] == []
+        assert c.received[2] == []
+        stats = await c.nodes[3].get_stats()
+        assert stats.messages_processed == 3
+
+
+async def test_unknown_and_unreachable_nodes_fail_clearly(workers: int) -> None:
+    async with chain(3, workers) as c:
+        with pytest.raises(DeliveryFailedError, match="unknown node") as unknown:
+            await c.nodes[0].send_message("nobody", MessageType.Data("x"))
+        assert unknown.value.node_id == "nobody"
+        await c.nodes[2].stop()  # still a member for a while: known, but not answering
+        with pytest.raises(DeliveryFailedError, match="no acknowledgement") as failed:
+            await c.nodes[0].send_message("n2", MessageType.Data("x"), timeout=1.0)
+        assert failed.value.node_id == "n2"
+
+
+async def test_route_message_goes_through_the_named_relays(workers: int) -> None:
+    async with chain(3, workers) as c:
+        message_id = await c.nodes[0].route_message(MessageType.Data("hop"), ["n1", "n2"])
+        assert [m.id for m in c.received[2]] == [message_id]
+        with pytest.raises(DeliveryFailedError):
+            # n2 is no neighbour of n0: a route through it goes nowhere.
+            await c.nodes[0].route_message(MessageType.Data("x"), ["n2", "n1"], timeout=1.0)
+
+
+async def test_query_filters_caps_and_times_out(workers: int) -> None:
+    async with chain(4, workers) as c:
+        for i, node in enumerate(c.nodes):
+            node.tags["role"] = "sensor" if i % 2 else "hub"
+
+            async def answer(query: QueryReceived, name: str = node.node_id) -> MessageType:
+                return MessageType.Data(f"{name} ok")
+            node.on_query(answer)
+
+        query = await c.nodes[0].query(MessageType.Data("status?"), timeout=2.0)
+        responses = await query.collect()
+        assert sorted(r.node_id for r in responses) == ["n1", "n2", "n3"]
+        assert all(r.message.verify_signature() for r in responses)
+        assert {r.payload for r in responses} == {MessageType.Data(f"n{i} ok") for i in (1, 2, 3)}
+        assert query.timed_out
+        expected = QueryFinished(query.query_id, tuple(r.node_id for r in responses), True)
+        await wait_until(lambda: expected in c.events[0], "QueryFinished", DEADLINE)
+        # Answers travel directly: nobody but the asker got one, nobody got the query on
+        # its message stream.
+        assert all(received == [] for received in c.received)
+
+        by_tag = await c.nodes[0].query(MessageType.Data("sensors?"), timeout=2.0,
+                                        filter=QueryFilter(tags={"role": "sens.*"}))
+        assert sorted(r.node_id for r in await by_tag.collect()) == ["n1", "n3"]
+        by_name = await c.nodes[0].query(MessageType.Data("n2?"), timeout=2.0,
+                                         filter=QueryFilter(nodes=("n2",)))
+        assert [r.node_id for r in await by_name.collect()] == ["n2"]
+        await wait_until(lambda: sum(isinstance(e, QueryReceived) for e in c.events[1]) == 2,
+                         "n1's two queries: the whole mesh's and the sensors'", DEADLINE)
+
+        capped = await c.nodes[0].query(MessageType.Data("first two"), timeout=30.0,
+                                        max_responses=2)
+        first = await asyncio.wait_for(capped.collect(), DEADLINE)  # ends at the cap
+        assert len(first) == 2
+        assert not capped.timed_out
+
+
+async def test_query_answered_from_the_event_stream() -> None:
+    async with chain(2, 0) as c:
+        query = await c.nodes[0].query(MessageType.Data("ping"), timeout=5.0,
+                                       max_responses=1)
+        await wait_until(lambda: any(isinstance(e, QueryReceived) for e in c.events[1]),
+                         "the query to arrive", DEADLINE)
+        [asked] = [e for e in c.events[1] if isinstance(e, QueryReceived)]
+        assert asked.from_node == "n0"
+        await asked.respond(MessageType.Data("pong"))
+        with pytest.raises(ValueError, match="already answered"):
+            await asked.respond(MessageType.Data("again"))
+        [response] = await query.collect()
+        assert response.node_id == "n1"
+        assert response.payload == MessageType.Data("pong")
+        assert response.message.correlation_id == query.message_id
+        await wait_until(lambda: any(isinstance(e, DirectAcked) for e in c.events[1]),
+                         "the answer's ack", DEADLINE)
