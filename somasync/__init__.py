@@ -51,15 +51,19 @@ from somasync.errors import (
     ConfigError as ConfigError,
     DataDirError as DataDirError,
     DecodeError as DecodeError,
+    DeliveryFailedError as DeliveryFailedError,
     KeyFileError as KeyFileError,
     MessageTooLargeError as MessageTooLargeError,
     NodeStateError as NodeStateError,
+    QueryLimitError as QueryLimitError,
     SignatureError as SignatureError,
     SomaSyncError as SomaSyncError,
     TransportError as TransportError,
 )
 from somasync.events import (
     DeliveryDropped as DeliveryDropped,
+    DirectAcked as DirectAcked,
+    DirectFailed as DirectFailed,
     FrameRejected as FrameRejected,
     MessageReceived as MessageReceived,
     MessageSent as MessageSent,
@@ -76,7 +80,10 @@ from somasync.events import (
     PeerRevoked as PeerRevoked,
     PeerSuspected as PeerSuspected,
     PeerUnreachable as PeerUnreachable,
+    QueryFinished as QueryFinished,
+    QueryReceived as QueryReceived,
     RejectReason as RejectReason,
+    RouteDiscovered as RouteDiscovered,
     SynapseEvent as SynapseEvent,
 )
 from somasync.message import Message as Message
@@ -85,6 +92,11 @@ from somasync.protocol import (
     GossipProtocol as GossipProtocol,
     GossipStats as GossipStats,
     NetworkStats as NetworkStats,
+)
+from somasync.query import (
+    Query as Query,
+    QueryFilter as QueryFilter,
+    QueryResponse as QueryResponse,
 )
 
 __version__ = "0.1.0"
@@ -98,6 +110,9 @@ __all__ = [
     "DataDirError",
     "DecodeError",
     "DeliveryDropped",
+    "DeliveryFailedError",
+    "DirectAcked",
+    "DirectFailed",
     "DiscoveryConfig",
     "DiscoveryMethod",
     "EndpointStatistics",
@@ -138,7 +153,14 @@ __all__ = [
     "PeerStats",
     "PeerSuspected",
     "PeerUnreachable",
+    "Query",
+    "QueryFilter",
+    "QueryFinished",
+    "QueryLimitError",
+    "QueryReceived",
+    "QueryResponse",
     "RejectReason",
+    "RouteDiscovered",
     "SecurityConfig",
     "SignatureError",
     "SomaSyncError",

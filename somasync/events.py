@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from somasync.core.events import (
+    DirectAcked,
+    DirectFailed,
     FrameRejected,
     PartitionDetected,
     PartitionHealed,
@@ -24,11 +26,15 @@ from somasync.core.events import (
     PeerSuspected,
     PeerUnreachable,
     RejectReason,
+    RouteDiscovered,
 )
 from somasync.message import Message
+from somasync.query import QueryFinished, QueryReceived
 
 __all__ = [
     "DeliveryDropped",
+    "DirectAcked",
+    "DirectFailed",
     "Error",
     "FrameRejected",
     "MessageReceived",
@@ -46,7 +52,10 @@ __all__ = [
     "PeerRevoked",
     "PeerSuspected",
     "PeerUnreachable",
+    "QueryFinished",
+    "QueryReceived",
     "RejectReason",
+    "RouteDiscovered",
     "SynapseEvent",
 ]
 
@@ -126,3 +135,8 @@ class SynapseEvent:
     NodeStopping: ClassVar[type[NodeStopping]] = NodeStopping
     MessageSent: ClassVar[type[MessageSent]] = MessageSent
     Error: ClassVar[type[Error]] = Error
+    DirectAcked: ClassVar[type[DirectAcked]] = DirectAcked
+    DirectFailed: ClassVar[type[DirectFailed]] = DirectFailed
+    RouteDiscovered: ClassVar[type[RouteDiscovered]] = RouteDiscovered
+    QueryReceived: ClassVar[type[QueryReceived]] = QueryReceived
+    QueryFinished: ClassVar[type[QueryFinished]] = QueryFinished

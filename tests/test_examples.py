@@ -20,7 +20,8 @@ def run(name: str, *args: str) -> str:
 
 
 def test_every_example_is_tested_here() -> None:
-    tested = {"quick_start.py", "intel_feed.py", "sharded_node.py",
+    tested = {"quick_start.py", "intel_feed.py", "sharded_node.py", "direct_message.py",
+              "query_status.py",
               # The original README's examples, one per section.
               "basic_mesh.py", "message_broadcasting.py", "event_handling.py",
               "message_signing.py", "enterprise_gossip.py", "basic_configuration.py",
@@ -107,3 +108,20 @@ def test_monitoring_reports_the_originals_figures() -> None:
     assert re.fullmatch(r"Uptime: \d+\.\d{3}s", lines[1])
     assert lines[2:5] == ["Messages processed: 1", "Healthy peers: 1", "Cached messages: 1"]
     assert re.fullmatch(r"Bytes received: [1-9]\d*", lines[5])
+
+
+def test_direct_message_reaches_one_node_through_a_relay_and_is_answered() -> None:
+    assert run("direct_message.py").splitlines() == [
+        "sensor got Command(action='isolate', params={'host': 'ws-042'}) from hq signed: True",
+        "hq got Data(text='ws-042 isolated') answering True",
+        "hq reaches sensor via relay",
+        "relay delivered 0 messages",
+    ]
+
+
+def test_query_status_collects_filtered_and_capped_answers() -> None:
+    assert run("query_status.py").splitlines() == [
+        "all: ['node-1', 'node-2', 'node-3']",
+        "sensors: ['node-1', 'node-3']",
+        "first two: 2 timed out: False",
+    ]

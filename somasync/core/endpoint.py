@@ -841,6 +841,7 @@ class Endpoint:
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
             self._seen.expire(now=now)
+            self._direct.expire(now)
             self._store.expire(now=now, wall_now=now + self._wall_offset)
             self._streams.expire_gaps(now=now, gap_timeout=self.config.gap_timeout)
             self._rejudge(now)
