@@ -141,8 +141,12 @@ class QueryReceived:
     query_id: str
     from_node: str
     message: Message
-    _respond: Callable[[MessageType], Awaitable[None]] = field(repr=False)
     answered: bool = False
+
+    def __post_init__(self) -> None:
+        # Not a field: events are plain data (the agent prints each as JSON); only
+        # the node that made this event can answer through it.
+        self._respond: Callable[[MessageType], Awaitable[None]] | None = None
 
     @property
     def payload(self) -> MessageType:
@@ -157,6 +161,8 @@ class QueryReceived:
         """
         if self.answered:
             raise ValueError(f"query {self.query_id} was already answered")
+        if self._respond is None:
+            raise ValueError(f"query {self.query_id} was not received by a node")
         self.answered = True
         await self._respond(payload)
 

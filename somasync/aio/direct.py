@@ -247,7 +247,8 @@ class DirectMessaging:
                             headers={RESPONSE_HEADER: query_id},
                             correlation_id=message.id)
 
-        received = QueryReceived(query_id, asker, message, respond)
+        received = QueryReceived(query_id, asker, message)
+        received._respond = respond
         node._events.put_nowait(received)
         handler = self._handler
         if handler is None:

@@ -21,9 +21,10 @@ Forwarding, at a node that is not the target: to the target when it is a neighbo
 the next relay of an explicit route; along a learned route (the link a frame from that
 node last arrived on first); otherwise flooded to every other neighbour, at most
 ``MAX_HOPS`` hops, each (message id, attempt) forwarded once per node, and only as many
-floods per neighbour as :data:`FLOOD_RATE` allows. A routed frame goes out once for each
-time it came in, so the overlay cannot be used to multiply traffic beyond a flood's
-degree, which a neighbour gets at the flood rate only.
+floods per neighbour as :data:`FLOOD_RATE` allows, each checked first: its maker's
+signature (a flood costs every node around, so nobody starts one without a key). A
+routed frame goes out once for each time it came in, so the overlay cannot be used to
+multiply traffic beyond a flood's degree, which a neighbour gets at the flood rate only.
 
 The sender retries (every try a new ``attempt``, doubling the wait from
 :data:`RETRY_FIRST` up to :data:`RETRY_MAX`) until the target's signed ACK arrives or the
@@ -36,6 +37,10 @@ on; relays take the ACK home along the routes the DATA frame taught them.
 Exactly once holds while a retry reaches the target before
 :data:`DELIVERED_CAPACITY` newer direct messages from other senders pushed its id out
 (per worker of a sharded node): 1,600 a second for a 10-second timeout.
+
+Routes are learned from frames as they pass, unchecked (checking each would cost a
+signature per routed frame): a neighbour that claims to be the way to a node it is not
+delays a sender's first try only, since every retry also floods.
 
 Bounds: open sends :data:`MAX_PENDING`; routes :data:`MAX_ROUTES` (least recently used
 forgotten); delivered ids :data:`DELIVERED_CAPACITY`; relay dedup
@@ -299,9 +304,27 @@ class DirectRouter:
         if not self._floods.take(state.hello.public_key, now=now):
             endpoint._count_reject("direct_flood_limited")
             return
+        if not self._authentic(direct):
+            # A flood costs the whole neighbourhood: only for what its maker signed. The
+            # neighbour may have routed it on unchecked, so its link stays.
+            endpoint._count_reject("direct_bad_signature")
+            return
         for other in list(endpoint._peers.values()):
             if other is not state and not other.closing:
                 endpoint._queue(other, forwarded, frame.priority)
+
+    def _authentic(self, direct: DirectFrame) -> bool:
+        """Whether the frame's maker (``sender``) signed it: a DATA frame's message, or
+        an ACK for the message and the node it goes to."""
+        endpoint = self._endpoint
+        endpoint._counters.verified += 1
+        if direct.type == ACK:
+            message_id = direct.body[: wire.ID_SIZE]
+            return endpoint._verify(direct.sender, direct.body[wire.ID_SIZE :], ACK_DOMAIN,
+                                    message_id + direct.target)
+        body = direct.body[wire.SIGNATURE_SIZE :]
+        return body[3 : 3 + wire.KEY_SIZE] == direct.sender and endpoint._verify(
+            direct.sender, direct.body[: wire.SIGNATURE_SIZE], wire.MESSAGE_DOMAIN, body)
 
     def _on_data(self, state: _Link, direct: DirectFrame, now: float) -> None:
         endpoint = self._endpoint

@@ -181,3 +181,23 @@ async def test_query_answered_from_the_event_stream() -> None:
         assert response.message.correlation_id == query.message_id
         await wait_until(lambda: any(isinstance(e, DirectAcked) for e in c.events[1]),
                          "the answer's ack", DEADLINE)
+
+
+def test_query_events_are_plain_data() -> None:
+    """The agent prints every event as JSON (dataclasses.asdict, bytes as hex)."""
+    import dataclasses
+
+    import orjson
+
+    from somasync.core.events import DirectFailed
+
+    def hexed(value: object) -> object:
+        if isinstance(value, bytes):
+            return value.hex()
+        raise TypeError
+
+    message = Message(MessageType.Data("status?"), "n0")
+    for event in (QueryReceived("q1", "n0", message), QueryFinished("q1", ("n1",), True),
+                  RouteDiscovered("n3", "n1"), DirectAcked(bytes(16), "n3", bytes(32)),
+                  DirectFailed(bytes(16), "n3", bytes(32), "timeout")):
+        assert orjson.loads(orjson.dumps(dataclasses.asdict(event), default=hexed))

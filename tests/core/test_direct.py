@@ -250,16 +250,37 @@ def test_a_flooding_neighbour_is_limited_and_counted() -> None:
     nowhere = bytes(range(32))
     x_key = mesh.nodes["x"].identity.public_key
     link = mesh.link_of("r", "x")
+    peers = ("p1", "p2", "p3")
+    before = sum(mesh.nodes[p].statistics().frames_in for p in peers)
     frames = 200
     for i in range(frames):
-        body = bytes(wire.SIGNATURE_SIZE) + i.to_bytes(4, "big") * 16  # distinct ids
-        mesh.inject("r", link, direct.encode_direct(direct.DATA, 0, nowhere, x_key, body))
+        signed = envelope(mesh, "x", nowhere, f"flood {i}")
+        mesh.inject("r", link, direct.encode_direct(direct.DATA, 0, nowhere, x_key,
+                                                    signed.signature + signed.body))  # type: ignore[operator]
     mesh.settle()
-    limited = rejected(mesh, "r", "direct_flood_limited")
-    assert limited == frames - int(direct.FLOOD_BURST)
-    # Each flood goes out once per other neighbour, and only the burst of them did.
-    assert sum(mesh.nodes[p].statistics().frames_in for p in ("p1", "p2", "p3")) \
-        <= 3 * int(direct.FLOOD_BURST) + 3 * 10  # + handshake-time frames per link
+    burst = int(direct.FLOOD_BURST)
+    assert rejected(mesh, "r", "direct_flood_limited") == frames - burst
+    # Each flood the budget let through went out once to each other neighbour.
+    after = sum(mesh.nodes[p].statistics().frames_in for p in peers)
+    assert after - before == 3 * burst
+
+
+def test_a_flood_nobody_signed_goes_nowhere() -> None:
+    mesh = build([("x", "r"), ("r", "p1"), ("r", "p2")])
+    nowhere = bytes(range(32))
+    x_key = mesh.nodes["x"].identity.public_key
+    before = mesh.nodes["p1"].statistics().frames_in
+    for i in range(10):
+        body = bytes(wire.SIGNATURE_SIZE) + i.to_bytes(4, "big") * 16  # distinct ids
+        mesh.inject("r", mesh.link_of("r", "x"),
+                    direct.encode_direct(direct.DATA, 0, nowhere, x_key, body))
+        ack = direct.encode_direct(direct.ACK, 0, nowhere, x_key,
+                                   i.to_bytes(16, "big") + bytes(wire.SIGNATURE_SIZE))
+        mesh.inject("r", mesh.link_of("r", "x"), ack)
+    mesh.settle()
+    assert rejected(mesh, "r", "direct_bad_signature") == 20
+    assert mesh.nodes["p1"].statistics().frames_in == before
+    assert mesh.nodes["r"].statistics().links == 3  # x may have passed them on unchecked
 
 
 def test_hop_limit_stops_a_flood() -> None:
