@@ -98,16 +98,28 @@ def test_a_neighbour_target_gets_it_over_the_link() -> None:
     assert len(of(mesh, "a", DirectAcked)) == 1
 
 
-def test_relay_link_closed_mid_way_is_retried_over_another_path_once() -> None:
+def pump(mesh: Mesh, name: str) -> None:
+    """Move what every worker of ``name`` has queued, once (its routed items too)."""
+    for endpoint in mesh.shards[name]:
+        mesh._pump(name, endpoint)
+
+
+SHARDED = pytest.mark.parametrize("shards", [1, 2], ids=["plain", "2-worker nodes"])
+
+
+@SHARDED
+def test_relay_link_closed_mid_way_is_retried_over_another_path_once(shards: int) -> None:
     # Two paths a-b-d and a-c-d. The frame reaches b; b's link to d closes before b can
     # pass it on: the retry floods and arrives through c.
-    mesh = build([("a", "b"), ("b", "d"), ("a", "c"), ("c", "d")])
+    mesh = build([("a", "b"), ("b", "d"), ("a", "c"), ("c", "d")],
+                 dict.fromkeys("abcd", shards))
     send(mesh, "a", "d", "learn")  # a route, which the next message follows
     mesh.settle()
     via = of(mesh, "a", RouteDiscovered)[0].via
     other = "c" if via == "b" else "b"
     message_id = send(mesh, "a", "d", "through the storm")
-    mesh._pump("a", mesh.nodes["a"])  # a -> relay
+    for _ in range(shards):
+        pump(mesh, "a")  # a -> relay (through a's workers)
     mesh.disconnect(mesh.wires[(via, mesh.link_of(via, "d"))])
     mesh.settle()
     assert message_id not in mesh.delivered["d"]
@@ -118,15 +130,20 @@ def test_relay_link_closed_mid_way_is_retried_over_another_path_once() -> None:
     assert of(mesh, "a", RouteDiscovered)[-1] == RouteDiscovered("d", other)
 
 
-def test_a_lost_ack_makes_a_retry_that_is_acked_but_not_delivered_again() -> None:
-    mesh = build([("a", "b"), ("b", "d"), ("a", "c"), ("c", "d")])
+@SHARDED
+def test_a_lost_ack_makes_a_retry_that_is_acked_but_not_delivered_again(shards: int) -> None:
+    mesh = build([("a", "b"), ("b", "d"), ("a", "c"), ("c", "d")],
+                 dict.fromkeys("abcd", shards))
     send(mesh, "a", "d", "learn")
     mesh.settle()
     via = of(mesh, "a", RouteDiscovered)[0].via
     message_id = send(mesh, "a", "d", "once")
-    mesh._pump("a", mesh.nodes["a"])  # a -> relay
-    mesh._pump(via, mesh.nodes[via])  # relay -> d
-    mesh._pump("d", mesh.nodes["d"])  # d delivers, its ack goes to the relay...
+    for _ in range(2 * shards):
+        pump(mesh, "a")  # a -> relay
+        pump(mesh, via)  # relay -> d
+        pump(mesh, "d")  # d delivers, its ack goes to the relay...
+        if message_id in mesh.delivered["d"]:
+            break
     assert mesh.delivered["d"].count(message_id) == 1
     mesh.disconnect(mesh.wires[(via, mesh.link_of(via, "a"))])  # ...which loses its way back
     mesh.settle()
