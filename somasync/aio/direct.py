@@ -146,7 +146,8 @@ class DirectMessaging:
     def on_event(self, event: object) -> None:
         """A verdict of the core: wake its sender."""
         if isinstance(event, DirectAcked | DirectFailed):
-            future = self._waiters.get(event.message_id)
+            # Popped here too: a sender that gave up waiting leaves its future behind.
+            future = self._waiters.pop(event.message_id, None)
             if future is not None and not future.done():
                 future.set_result(event)
 

@@ -681,7 +681,8 @@ class SynapseNode:
         bundle's chunks are held until the bundle is whole, then delivered as one.
         ``direct``: sent to this node alone (:meth:`send_message`), so in no stream the
         data directory records. Queries and their answers go to :mod:`somasync.query`."""
-        if self._direct.consume(message, direct=direct):
+        # Only a message with headers can belong to a query: most skip the call.
+        if (direct or message.headers) and self._direct.consume(message, direct=direct):
             return
         if direct:
             pass  # in no stream: nothing to record

@@ -201,3 +201,19 @@ def test_query_events_are_plain_data() -> None:
                   RouteDiscovered("n3", "n1"), DirectAcked(bytes(16), "n3", bytes(32)),
                   DirectFailed(bytes(16), "n3", bytes(32), "timeout")):
         assert orjson.loads(orjson.dumps(dataclasses.asdict(event), default=hexed))
+
+
+async def test_a_sender_that_gives_up_leaves_nothing_behind() -> None:
+    async with chain(2, 0) as c:
+        await c.nodes[1].stop()  # known, never answering
+        sender = c.nodes[0]
+        task = asyncio.create_task(sender.send_message("n1", MessageType.Data("x"),
+                                                       timeout=1.0))
+        endpoint = sender.runtime.endpoint  # type: ignore[attr-defined]
+        await wait_until(lambda: endpoint.direct_pending == 1, "the send to start", DEADLINE)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The core still gives its verdict at the timeout; nobody waits for it any more.
+        await wait_until(lambda: endpoint.direct_pending == 0, "the verdict", DEADLINE)
+        await wait_until(lambda: not sender._direct._waiters, "the waiter to go", DEADLINE)
