@@ -100,7 +100,9 @@ class QueryFilter:
             raise DecodeError("bad_query", f"query filter: {exc}") from None
 
     def matches(self, node_id: str, tags: Mapping[str, str]) -> bool:
-        """Whether the node ``node_id`` with these ``tags`` answers."""
+        """Whether the node ``node_id`` with these ``tags`` answers. The patterns come
+        from the network: they run against this node's own tag values only, which
+        bounds what a pathological pattern can cost (keep tag values short)."""
         if self.nodes and node_id not in self.nodes:
             return False
         for name, pattern in self.tags.items():
@@ -176,8 +178,11 @@ class Query:
     """An open query: an async iterator of :class:`QueryResponse`, one per responder,
     which ends at the timeout or at ``max_responses`` answers."""
 
-    def __init__(self, query_id: str, message_id: str, max_responses: int) -> None:
+    def __init__(self, query_id: str, message_id: str, max_responses: int,
+                 nodes: tuple[str, ...] = ()) -> None:
         self.query_id = query_id
+        self.nodes = frozenset(nodes)
+        """The node ids the filter named (empty: any node may answer)."""
         self.message_id = message_id
         """Hex id of the query's message: the answers' correlation id."""
         self.max_responses = max_responses
@@ -191,11 +196,16 @@ class Query:
         """Answers refused because their node had answered already."""
         self.over_cap = 0
         """Answers refused because ``max_responses`` were in."""
+        self.unasked = 0
+        """Answers refused because their node was not among the filter's ``nodes``."""
 
     def _offer(self, response: QueryResponse) -> bool:
         """Take an answer; True when it made the query reach its cap."""
         if self.finished:
             self.over_cap += 1
+            return False
+        if self.nodes and response.node_id not in self.nodes:
+            self.unasked += 1
             return False
         if response.node_id in self._responders:
             self.duplicates += 1

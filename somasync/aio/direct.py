@@ -181,7 +181,7 @@ class DirectMessaging:
         message = Message(payload, node.node_id, headers=headers,
                           ttl=max(1, int(timeout) + 1))
         message = message.sign_with_ed25519(node.identity)
-        query = Query(query_id, message.id, cap)
+        query = Query(query_id, message.id, cap, () if filter is None else filter.nodes)
         self._queries[query_id] = query
         try:
             await node.broadcast(message)

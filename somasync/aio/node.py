@@ -600,8 +600,9 @@ class SynapseNode:
     async def send_message(self, node_id: str, message: Message | MessageType, *,
                            timeout: float = DEFAULT_DIRECT_TIMEOUT) -> str:  # noqa: ASYNC109
         """Send ``message`` to the node ``node_id`` alone, signed by this node, and
-        return once that node acknowledged it (its signed ACK checked): delivered there
-        exactly once, never broadcast.
+        return once that node acknowledged it (its signed ACK checked): its core took
+        the message, exactly once, and handed it to its application's ``messages``
+        stream (a sharded node's worker, to its supervisor). Never broadcast.
 
         It goes over the link when ``node_id`` is a neighbour, otherwise relayed through
         the overlay (along a route learned from an earlier exchange, else flooded a few
@@ -621,6 +622,21 @@ class SynapseNode:
             NodeStateError: the node is not running.
         """
         return await self._direct.send(node_id, message, timeout=timeout)
+
+    async def reply(self, message: Message, payload: MessageType, *,
+                    timeout: float = DEFAULT_DIRECT_TIMEOUT) -> str:  # noqa: ASYNC109
+        """Answer ``message`` to its source alone: :meth:`send_message` of
+        ``message.create_response(payload, ...)`` (its correlation id is ``message``'s id),
+        where the original crate broadcast the answer to everyone.
+
+        Raises:
+            DeliveryFailedError: as :meth:`send_message`.
+        """
+        response = message.create_response(payload, self.node_id)
+        if message.signer_public_key is not None:
+            return await self._direct.send(message.source, response, timeout=timeout,
+                                           target=message.signer_public_key)
+        return await self._direct.send(message.source, response, timeout=timeout)
 
     async def route_message(self, message: Message | MessageType, via: list[str], *,
                             to: str | None = None,
@@ -683,6 +699,8 @@ class SynapseNode:
         data directory records. Queries and their answers go to :mod:`somasync.query`."""
         # Only a message with headers can belong to a query: most skip the call.
         if (direct or message.headers) and self._direct.consume(message, direct=direct):
+            if not direct and self._data is not None:
+                self._keep(message)  # a query is in its stream: not to come again
             return
         if direct:
             pass  # in no stream: nothing to record

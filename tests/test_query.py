@@ -1,0 +1,52 @@
+"""Query filters and the asker's side of a query, without a network."""
+
+from __future__ import annotations
+
+import pytest
+
+from somasync import Message, MessageType
+from somasync.errors import DecodeError
+from somasync.query import Query, QueryFilter, QueryFinished, QueryResponse
+
+
+def test_filter_round_trips_and_matches_names_and_tags() -> None:
+    query_filter = QueryFilter(nodes=("ids-1", "ids-2"), tags={"role": "ids|sensor"})
+    assert QueryFilter.decode(query_filter.encode()) == query_filter
+    assert query_filter.matches("ids-1", {"role": "sensor", "dc": "x"})
+    assert not query_filter.matches("ids-3", {"role": "sensor"})  # not named
+    assert not query_filter.matches("ids-1", {"role": "sensors"})  # the whole value
+    assert not query_filter.matches("ids-1", {})  # no such tag
+    assert QueryFilter().matches("anyone", {})
+
+
+@pytest.mark.parametrize("text", ['{"nodes": "x", "tags": {}}', "[]", "not json",
+                                  '{"nodes": [], "tags": {"a": "("}}', '{"nodes": []}',
+                                  '{"nodes": [], "tags": {"a": "' + "x" * 300 + '"}}'])
+def test_a_bad_filter_from_the_network_is_a_decode_error(text: str) -> None:
+    with pytest.raises(DecodeError):
+        QueryFilter.decode(text)
+
+
+def test_a_bad_filter_is_refused_when_made() -> None:
+    with pytest.raises(ValueError, match="role"):
+        QueryFilter(tags={"role": "(unclosed"})
+    with pytest.raises(ValueError, match="at most"):
+        QueryFilter(nodes=tuple(f"n{i}" for i in range(300)))
+
+
+def response(node: str) -> QueryResponse:
+    return QueryResponse(node, Message(MessageType.Data(f"from {node}"), node))
+
+
+async def test_answers_are_deduplicated_capped_and_limited_to_the_named_nodes() -> None:
+    query = Query("q1", "00" * 16, max_responses=2, nodes=("a", "b", "c"))
+    assert not query._offer(response("a"))
+    assert not query._offer(response("a"))  # the same node again
+    assert not query._offer(response("x"))  # never asked
+    assert query._offer(response("b"))  # the cap: the query is done
+    assert query._finish(timed_out=False) == QueryFinished("q1", ("a", "b"), False)
+    assert not query._offer(response("c"))
+    assert [r.node_id for r in await query.collect()] == ["a", "b"]
+    assert [r.node_id for r in await query.collect()] == []  # ended for every reader
+    assert (query.duplicates, query.unasked, query.over_cap) == (1, 1, 1)
+    assert query._finish(timed_out=True) is None  # finished once
