@@ -82,6 +82,8 @@ ACK_DOMAIN = b"somasync/direct-ack/v1\x00"
 DIRECT_HEADER = "somasync-direct-to"
 """The signed header naming a direct message's target (its public key, hex)."""
 HEAD = struct.Struct("!BB32s32sB")
+# Where a DATA body (signature || envelope) holds the envelope's priority byte.
+PRIORITY_OFFSET = wire.SIGNATURE_SIZE + struct.calcsize("!BBB32sQqI")
 MAX_VIA = 8
 MAX_HOPS = 8  # hops a DIRECT frame travels at most (the frame header's hop count)
 RETRY_FIRST = 0.25  # seconds before the first retry; doubled per try...
@@ -279,9 +281,12 @@ class DirectRouter:
         if frame.hops + 1 >= MAX_HOPS:
             endpoint._count_reject("direct_hop_limit")
             return
+        # The send queues' band: a message's own (signed) priority, not what the last
+        # hop wrote in the frame header; acknowledgements go as control frames.
+        priority = 255 if direct.type == ACK else direct.body[PRIORITY_OFFSET]
         forwarded = encode_direct(direct.type, direct.attempt, direct.target, direct.sender,
                                   direct.body, via=direct.via, hops=frame.hops + 1,
-                                  priority=frame.priority)
+                                  priority=priority)
         me = endpoint.identity.public_key
         if direct.via:
             # An explicit route: only the next relay after this one, or the target.
@@ -294,11 +299,11 @@ class DirectRouter:
             if link is None or link is state:
                 endpoint._count_reject("direct_no_route")
                 return
-            endpoint._queue(link, forwarded, frame.priority)
+            endpoint._queue(link, forwarded, priority)
             return
         link = self._link_to(direct.target)
         if link is not None and link is not state:
-            endpoint._queue(link, forwarded, frame.priority)
+            endpoint._queue(link, forwarded, priority)
             return
         assert state.hello is not None
         if not self._floods.take(state.hello.public_key, now=now):
@@ -311,7 +316,7 @@ class DirectRouter:
             return
         for other in list(endpoint._peers.values()):
             if other is not state and not other.closing:
-                endpoint._queue(other, forwarded, frame.priority)
+                endpoint._queue(other, forwarded, priority)
 
     def _authentic(self, direct: DirectFrame) -> bool:
         """Whether the frame's maker (``sender``) signed it: a DATA frame's message, or

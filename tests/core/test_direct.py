@@ -324,3 +324,28 @@ def test_across_sharded_nodes(shards: int) -> None:
     assert all(mesh.delivered[n] == [] for n in ("a", "r", "x"))
     routed = sum(e.statistics().frames_routed for e in mesh.shards["d"])
     assert routed > 0
+
+
+def test_a_relay_forwards_in_the_message_own_priority_band() -> None:
+    mesh = build([("a", "b"), ("b", "c")])
+    c_key = mesh.nodes["c"].identity.public_key
+    identity = mesh.nodes["a"].identity
+    message = Message(MessageType.Data("bulk"), "a", timestamp=WALL, sequence=0, priority=10,
+                      headers={direct.DIRECT_HEADER: c_key.hex()}).sign_with_ed25519(identity)
+    seen: list[int] = []
+    router = mesh.nodes["c"]._direct
+    original = router.on_frame
+
+    def record(state: object, frame: wire.Frame, now: float) -> None:
+        seen.append(frame.priority)
+        original(state, frame, now)  # type: ignore[arg-type]
+
+    router.on_frame = record  # type: ignore[method-assign]
+    # a claims the control band in the frame header; the signed envelope says 10.
+    frame = direct.encode_direct(direct.DATA, 0, c_key, identity.public_key,
+                                 message.signature + message.envelope_bytes,  # type: ignore[operator]
+                                 priority=255)
+    mesh.inject("b", mesh.link_of("b", "a"), frame)
+    mesh.settle()
+    assert len(mesh.delivered["c"]) == 1
+    assert seen == [10]
