@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 import psutil
 
 from somasync.config import MembershipConfig, NodeConfig, OverlayConfig, SecurityConfig
-from somasync.core import wire
+from somasync.core import direct, wire
 from somasync.core.crypto import Identity
 from somasync.core.handshake import Handshake
 from somasync.core.membership_wire import (
@@ -86,9 +86,9 @@ class Fuzzer:
         self.escaped: list[tuple[str, bytes, str]] = []
         self.counts: dict[str, int] = {}
         self.key = Identity(bytes([3]) * 32)
+        self._new_mesh()
         self._frames = self._valid_frames()
         self._datagrams = self._valid_datagrams()
-        self._new_mesh()
         config = NodeConfig(node_id="fuzz", membership=MembershipConfig.local(),
                             overlay=OverlayConfig.local())
         self.open_node = NodeControl(config.replace(
@@ -120,7 +120,27 @@ class Fuzzer:
             wire.encode_tree_frame(wire.FrameKind.IHAVE, [entry]),
             wire.encode_tree_frame(wire.FrameKind.GRAFT, [entry, entry]),
             wire.encode_tree_frame(wire.FrameKind.PRUNE, [entry]),
+            *self._direct_frames(),
         ]
+
+    def _direct_frames(self) -> list[bytes]:
+        """A direct message for the target, one to pass on, and an acknowledgement."""
+        target = self.mesh.nodes["target"].identity.public_key
+        elsewhere = bytes([8]) * 32
+        frames = []
+        for to in (target, elsewhere):
+            message = Message(MessageType.Data("fuzz direct"), "fuzz-feed", sequence=0,
+                              timestamp=WALL, headers={direct.DIRECT_HEADER: to.hex()})
+            signed = message.sign_with_ed25519(self.key)
+            frames.append(direct.encode_direct(
+                direct.DATA, 0, to, self.key.public_key,
+                signed.signature + signed.envelope_bytes,  # type: ignore[operator]
+                via=(target,) if to == elsewhere else ()))
+        message_id = bytes(16)
+        frames.append(direct.encode_direct(
+            direct.ACK, 1, elsewhere, self.key.public_key,
+            message_id + self.key.sign(direct.ACK_DOMAIN, message_id + elsewhere)))
+        return frames
 
     def _valid_datagrams(self) -> list[bytes]:
         other = Identity(bytes([7]) * 32)

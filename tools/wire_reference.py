@@ -15,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 
-from somasync.core import wire
+from somasync.core import direct, wire
 from somasync.core.crypto import Identity
 from somasync.errors import DecodeError
 
@@ -43,6 +43,13 @@ def examples() -> list[tuple[str, bytes]]:
     stream = (identity.public_key, "node-a")
     digest = wire.encode_digest({stream: [(1, 5), (7, 7)]}, reply=False)
     tag = wire.stream_tag(identity.public_key, b"node-a")
+    target = Identity(bytes(range(1, 33)))
+    direct_body = wire.encode_envelope(
+        origin=identity.public_key, sequence=0, timestamp_ms=WALL_MS, ttl=60, priority=128,
+        payload_kind=0, source="node-a", correlation_id=None,
+        headers={direct.DIRECT_HEADER: target.public_key.hex()}, payload=b"isolate ws-042")
+    to_target = wire.decode_envelope(direct_body,
+                                     identity.sign(wire.MESSAGE_DOMAIN, direct_body))
     entry = wire.encode_tree_entry(envelope.id, tag, 2)
     return [
         ("MESSAGE (signed, tree push, hops 2): signature(64) | envelope", message),
@@ -53,6 +60,17 @@ def examples() -> list[tuple[str, bytes]]:
          wire.encode_tree_frame(wire.FrameKind.IHAVE, [entry])),
         ("GRAFT: same entries as IHAVE", wire.encode_tree_frame(wire.FrameKind.GRAFT, [entry])),
         ("PRUNE: same entries as IHAVE", wire.encode_tree_frame(wire.FrameKind.PRUNE, [entry])),
+        ("DIRECT DATA: u8 type 1 | u8 attempt | target(32) | sender(32) | u8 n | relay(32)*n"
+         " | signature(64) | envelope (its somasync-direct-to header names the target)",
+         direct.encode_direct(direct.DATA, 0, target.public_key, identity.public_key,
+                              to_target.signature + to_target.body,  # type: ignore[operator]
+                              priority=to_target.priority)),
+        ("DIRECT ACK: u8 type 2 | u8 attempt | target(32) | sender(32) | u8 0 | message id(16)"
+         " | signature(64) by the sender over the id and the target",
+         direct.encode_direct(direct.ACK, 0, identity.public_key, target.public_key,
+                              to_target.id + target.sign(
+                                  direct.ACK_DOMAIN, to_target.id + identity.public_key),
+                              priority=255)),
     ]
 
 
@@ -92,6 +110,17 @@ def describe(data: bytes) -> list[str]:
         digest = wire.decode_digest(frame)
         lines.extend(f"  stream {origin.hex()[:16]}.../{source!r}: {list(intervals)}"
                      for (origin, source), intervals in digest.streams.items())
+    elif frame.kind == wire.FrameKind.DIRECT:
+        item = direct.decode_direct(frame)
+        lines.append(f"  {'DATA' if item.type == direct.DATA else 'ACK'} attempt "
+                     f"{item.attempt} target {item.target.hex()[:16]}... sender "
+                     f"{item.sender.hex()[:16]}... relays {len(item.via)} message id "
+                     f"{item.message_id.hex()}")
+        if item.type == direct.DATA:
+            envelope = wire.decode_envelope(item.body[wire.SIGNATURE_SIZE :],
+                                            item.body[: wire.SIGNATURE_SIZE])
+            lines.append(f"  source {envelope.source!r} headers {envelope.headers} "
+                         f"payload {envelope.payload!r}")
     elif frame.kind in wire.TREE_KINDS:
         lines.extend(f"  id {entry.message_id.hex()} tag {entry.tag.hex()} hops {entry.hops}"
                      for entry in wire.decode_tree_entries(frame))
