@@ -47,6 +47,7 @@ __all__ = [
 QUERY_HEADER = "somasync-query"
 FILTER_HEADER = "somasync-query-filter"
 RESPONSE_HEADER = "somasync-query-response"
+ACK_HEADER = "somasync-query-ack"  # in a query: "ack on receipt"; in an answer: the ack
 MAX_OPEN_QUERIES = 64
 """Queries one node keeps open at once."""
 MAX_RESPONSES = 4096
@@ -134,6 +135,8 @@ class QueryFinished:
     responses: tuple[str, ...]
     """Node ids that answered, in the order their answers came."""
     timed_out: bool
+    acks: tuple[str, ...] = ()
+    """Node ids that acknowledged receiving it (a query made with ``ack=True``)."""
 
 
 @dataclass(eq=False)
@@ -198,6 +201,14 @@ class Query:
         """Answers refused because ``max_responses`` were in."""
         self.unasked = 0
         """Answers refused because their node was not among the filter's ``nodes``."""
+        self.acks: list[str] = []
+        """Nodes that acknowledged receiving the query (``ack=True``), in order."""
+
+    def _ack(self, node_id: str) -> None:
+        if (not self.finished and node_id not in self.acks
+                and (not self.nodes or node_id in self.nodes)
+                and len(self.acks) < MAX_RESPONSES):
+            self.acks.append(node_id)
 
     def _offer(self, response: QueryResponse) -> bool:
         """Take an answer; True when it made the query reach its cap."""
@@ -222,7 +233,7 @@ class Query:
         self.timed_out = timed_out
         self._queue.put_nowait(None)
         return QueryFinished(self.query_id, tuple(r.node_id for r in self.responses),
-                             timed_out)
+                             timed_out, tuple(self.acks))
 
     def __aiter__(self) -> Query:
         return self

@@ -50,3 +50,15 @@ async def test_answers_are_deduplicated_capped_and_limited_to_the_named_nodes() 
     assert [r.node_id for r in await query.collect()] == []  # ended for every reader
     assert (query.duplicates, query.unasked, query.over_cap) == (1, 1, 1)
     assert query._finish(timed_out=True) is None  # finished once
+
+
+def test_acks_count_once_per_named_node_until_the_end() -> None:
+    query = Query("q2", "00" * 16, max_responses=1, nodes=("a", "b"))
+    for node in ("a", "a", "x", "b"):
+        query._ack(node)
+    assert query.acks == ["a", "b"]
+    finished = query._finish(timed_out=True)
+    assert finished is not None
+    assert finished.acks == ("a", "b")
+    query._ack("c")
+    assert query.acks == ["a", "b"]

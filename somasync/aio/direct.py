@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from somasync.core import wire
 from somasync.core.direct import DIRECT_HEADER, HEAD, MAX_VIA
@@ -23,6 +24,7 @@ from somasync.errors import (
 )
 from somasync.message import Message
 from somasync.query import (
+    ACK_HEADER,
     FILTER_HEADER,
     MAX_OPEN_QUERIES,
     MAX_RESPONSES,
@@ -42,7 +44,8 @@ __all__ = ["DEFAULT_DIRECT_TIMEOUT", "DirectMessaging"]
 
 DEFAULT_DIRECT_TIMEOUT = 10.0
 """Seconds ``send_message`` retries before it gives up."""
-MAX_HANDLERS = 64  # query handlers running at once; more queries wait for none
+MAX_HANDLERS = 64  # query handlers and acks running at once; more are dropped, counted
+_log = logging.getLogger("somasync.node")
 VERDICT_GRACE = 5.0  # seconds past the core's own timeout the facade waits for its verdict
 
 
@@ -164,7 +167,8 @@ class DirectMessaging:
     # --- queries -----------------------------------------------------------------------
 
     async def query(self, payload: MessageType, *, filter: QueryFilter | None,
-                    timeout: float, max_responses: int | None) -> Query:  # noqa: ASYNC109
+                    timeout: float, max_responses: int | None,  # noqa: ASYNC109
+                    ack: bool = False) -> Query:
         node = self._node
         if not timeout > 0:
             raise ValueError("timeout must be a positive number of seconds")
@@ -177,6 +181,8 @@ class DirectMessaging:
         headers = {QUERY_HEADER: query_id}
         if filter is not None:
             headers[FILTER_HEADER] = filter.encode()
+        if ack:
+            headers[ACK_HEADER] = "1"
         # It asks for answers within the timeout: nobody need hold it for longer.
         message = Message(payload, node.node_id, headers=headers,
                           ttl=max(1, int(timeout) + 1))
@@ -210,7 +216,9 @@ class DirectMessaging:
         to one of ours): handled here, and True; any other message: False."""
         headers = message.headers
         if direct:
-            query_id = headers.get(RESPONSE_HEADER)
+            answered = headers.get(RESPONSE_HEADER)
+            acked = answered is None
+            query_id = headers.get(ACK_HEADER) if answered is None else answered
             if query_id is None:
                 return False
             query = self._queries.get(query_id)
@@ -218,6 +226,8 @@ class DirectMessaging:
                 self._drop("query_response_late")
             elif message.correlation_id != query.message_id:
                 self._drop("query_response_mismatch")
+            elif acked:
+                query._ack(message.source)
             elif query._offer(QueryResponse(message.source, message)):
                 self._finish(query_id, timed_out=False)
             return True
@@ -251,25 +261,39 @@ class DirectMessaging:
         received = QueryReceived(query_id, asker, message)
         received._respond = respond
         node._events.put_nowait(received)
+        if message.headers.get(ACK_HEADER) is not None:
+            # Serf's ack: "it reached me and I match", whatever the application answers.
+            self._spawn(self.send(asker, MessageType.Data(""), timeout=DEFAULT_DIRECT_TIMEOUT,
+                                  target=key, headers={ACK_HEADER: query_id},
+                                  correlation_id=message.id))
         handler = self._handler
-        if handler is None:
-            return
+        if handler is not None:
+            self._spawn(self._answer(handler, received))
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
         if len(self._tasks) >= MAX_HANDLERS:
+            work.close()
             self._drop("query_handlers_busy")
             return
-        task = asyncio.get_running_loop().create_task(self._answer(handler, received))
+        task = asyncio.get_running_loop().create_task(self._quietly(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, handler: QueryHandler, received: QueryReceived) -> None:
+    async def _quietly(self, work: Coroutine[Any, Any, object]) -> None:
         try:
-            answer = await handler(received)
-            if answer is not None and not received.answered:
-                await received.respond(answer)
+            await work
         except DeliveryFailedError:
             self._drop("query_answer_unacknowledged")
         except NodeStateError:
             pass  # stopped meanwhile
+
+    async def _answer(self, handler: QueryHandler, received: QueryReceived) -> None:
+        try:
+            answer = await handler(received)
         except Exception:
             # The application's handler failed: its query goes unanswered, the node on.
             self._drop("query_handler_failed")
+            _log.exception("the query handler failed on query %s", received.query_id)
+            return
+        if answer is not None and not received.answered:
+            await received.respond(answer)

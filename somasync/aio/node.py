@@ -657,12 +657,15 @@ class SynapseNode:
         return await self._direct.send(to, message, timeout=timeout, via=relays)
 
     async def query(self, payload: MessageType, *, filter: QueryFilter | None = None,
-                    timeout: float = 5.0, max_responses: int | None = None) -> Query:  # noqa: ASYNC109
+                    timeout: float = 5.0, max_responses: int | None = None,  # noqa: ASYNC109
+                    ack: bool = False) -> Query:
         """Ask the mesh: broadcast ``payload`` as a signed query, and return a
         :class:`~somasync.query.Query` that yields each matching node's answer (sent
         straight back to this node, see :meth:`send_message`), once per node, until
         ``timeout`` seconds pass or ``max_responses`` came; then ``QueryFinished`` goes
-        on ``events``. ``filter`` picks the nodes that answer, by node id or tag::
+        on ``events``. ``filter`` picks the nodes that answer, by node id or tag. With
+        ``ack``, every matching node also acknowledges receiving it, whatever its
+        application answers (``Query.acks``, Serf's request acks)::
 
             query = await node.query(MessageType.Data("status?"), timeout=2.0)
             async for response in query:
@@ -674,7 +677,7 @@ class SynapseNode:
             NodeStateError: the node is not running.
         """
         return await self._direct.query(payload, filter=filter, timeout=timeout,
-                                        max_responses=max_responses)
+                                        max_responses=max_responses, ack=ack)
 
     def on_query(self, handler: QueryHandler | None) -> None:
         """Answer matching queries with ``handler`` (an async function of a

@@ -222,3 +222,24 @@ async def test_a_sender_that_gives_up_leaves_nothing_behind() -> None:
         # The core still gives its verdict at the timeout; nobody waits for it any more.
         await wait_until(lambda: endpoint.direct_pending == 0, "the verdict", DEADLINE)
         await wait_until(lambda: not sender._direct._waiters, "the waiter to go", DEADLINE)
+
+
+async def test_query_acks_come_from_every_matching_node_answer_or_not(workers: int) -> None:
+    async with chain(3, workers) as c:
+        async def answer(query: QueryReceived) -> MessageType:
+            return MessageType.Data("n1 here")
+
+        async def broken(query: QueryReceived) -> MessageType:
+            raise RuntimeError("the application's bug")
+
+        c.nodes[1].on_query(answer)
+        c.nodes[2].on_query(broken)  # acks all the same, answers nothing
+        query = await c.nodes[0].query(MessageType.Data("who hears me?"), timeout=2.0,
+                                       ack=True)
+        assert [r.node_id for r in await query.collect()] == ["n1"]
+        assert sorted(query.acks) == ["n1", "n2"]
+        await wait_until(lambda: any(isinstance(e, QueryFinished) for e in c.events[0]),
+                         "QueryFinished", DEADLINE)
+        [finished] = [e for e in c.events[0] if isinstance(e, QueryFinished)]
+        assert sorted(finished.acks) == ["n1", "n2"]
+        assert finished.responses == ("n1",)
