@@ -190,6 +190,9 @@ class NodeStats:
     bundles: BundleStatistics = field(default_factory=lambda: BundleStatistics(0, 0, 0, {}))
     """Large payloads received as bundles: delivered, in progress, bytes held, dropped
     by reason (see :mod:`somasync.bundle`)."""
+    queries_dropped: dict[str, int] = field(default_factory=dict)
+    """Queries and query answers refused here, by reason (``query_response_late``: after
+    the query ended, at its timeout or cap; ``bad_query``; ``query_handlers_busy``...)."""
 
     @property
     def gossip_stats(self) -> GossipStats:
@@ -812,6 +815,7 @@ class SynapseNode:
             active_view=None if overlay is None else tuple(overlay.active()),
             passive_view=None if overlay is None else tuple(overlay.passive()),
             bundles=self._bundles.statistics(),
+            queries_dropped=dict(self._direct.dropped),
         )
 
 

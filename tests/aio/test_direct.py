@@ -168,6 +168,15 @@ async def test_query_filters_caps_and_times_out(workers: int) -> None:
         assert len(first) == 2
         assert not capped.timed_out
 
+        async def third_refused() -> bool:
+            stats = await c.nodes[0].get_stats()
+            return stats.queries_dropped.get("query_response_late", 0) == 1
+
+        deadline = asyncio.get_running_loop().time() + DEADLINE
+        while not await third_refused():  # the third answer comes after the cap
+            assert asyncio.get_running_loop().time() < deadline, "the third answer"
+            await asyncio.sleep(0.01)
+
 
 async def test_query_answered_from_the_event_stream() -> None:
     async with chain(2, 0) as c:
