@@ -133,6 +133,11 @@ class DirectMessaging:
                 raise ValueError(f"a direct message's source must be this node's id "
                                  f"({node.node_id!r}), not {message.source!r}")
             if message.signature is not None:
+                if len(message.signature) != wire.SIGNATURE_SIZE:
+                    # A DIRECT frame carries one message's own signature; a batch's
+                    # proof would only lengthen every copy of one message to one node.
+                    raise ValueError("a direct message is signed alone "
+                                     "(Message.sign_with_ed25519), not in a batch")
                 if message.headers.get(DIRECT_HEADER) != target.hex():
                     raise ValueError(f"a message signed before sending needs its "
                                      f"{DIRECT_HEADER} header set to the target's key (hex)")

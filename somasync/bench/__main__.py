@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-window", type=float, dest="batch_window",
                         help=f"batch signing: seconds a batch may wait to fill "
                              f"({defaults.batch_window:g})")
+    parser.add_argument("--read-ahead-bytes", type=int, dest="read_ahead_bytes",
+                        help="nodes' GossipConfig.read_ahead_bytes (library default; 0 "
+                             "reads in order)")
     parser.add_argument("--critical-rate", type=float, dest="critical_rate",
                         help=f"priority scenario: critical alerts/s from publisher 0 "
                              f"({defaults.critical_rate:g})")
@@ -106,7 +109,7 @@ def _settings(args: argparse.Namespace) -> BenchSettings:
     fields = ("nodes", "workers", "publishers", "rate", "size", "duration", "messages",
               "scenario", "priority_mix", "slow_rate", "links", "seed", "drain_timeout",
               "drop_every", "interval", "anti_entropy_interval", "signing", "batch_size",
-              "batch_window", "critical_rate")
+              "batch_window", "critical_rate", "read_ahead_bytes")
     changes = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if changes.get("scenario") == "burst" and "messages" not in changes and not base.messages:
         changes["messages"] = base.total_messages

@@ -77,6 +77,9 @@ class BenchSettings:
     the batch is signed as it is; measured latency includes this wait."""
     critical_rate: float = 20.0
     """``priority`` scenario: critical alerts per second from publisher 0."""
+    read_ahead_bytes: int | None = None
+    """``GossipConfig.read_ahead_bytes`` of the bench's nodes; None keeps the library's
+    default (0 reads in order, the way to measure what read-ahead changes)."""
     interval: float = 10.0
     """Seconds per timeline interval: latency percentiles, RSS and CPU of every node are
     reported for each (the soak scenario prints them; every JSON result holds them)."""
@@ -110,6 +113,8 @@ class BenchSettings:
         require_int(self.drop_every, "drop_every", minimum=0)
         if self.anti_entropy_interval is not None:
             require_number(self.anti_entropy_interval, "anti_entropy_interval")
+        if self.read_ahead_bytes is not None:
+            require_int(self.read_ahead_bytes, "read_ahead_bytes", minimum=0)
         require_number(self.interval, "interval")
         require(self.signing in ("single", "batch"), "signing",
                 f"must be single or batch, got {self.signing!r}")
@@ -158,6 +163,8 @@ class BenchSettings:
                 deviations["max_stored_messages"] = stored
         if self.anti_entropy_interval is not None:
             deviations["anti_entropy_interval"] = self.anti_entropy_interval
+        if self.read_ahead_bytes is not None:
+            deviations["read_ahead_bytes"] = self.read_ahead_bytes
         return deviations
 
     def replace(self, **changes: Any) -> BenchSettings:

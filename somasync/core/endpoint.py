@@ -52,7 +52,7 @@ from somasync.core.events import (
     RejectReason,
 )
 from somasync.core.handshake import Handshake, PeerHello, Session
-from somasync.core.inbox import Inbox
+from somasync.core.inbox import ENTRY_COST, Inbox
 from somasync.core.outbox import Outbox
 from somasync.core.payload import MessageType, PayloadKind, decode_payload
 from somasync.core.scoring import BROKEN_PROMISE, PeerScores, ScoreThresholds
@@ -733,16 +733,16 @@ class Endpoint:
         if inbox is None:
             inbox = backlog[link] = Inbox()
         inbox.put(frame, priority, routed)
-        self._waiting += len(frame)
+        self._waiting += len(frame) + ENTRY_COST
         excess = self._waiting - self._read_ahead
         if excess > 0:
             # The link with at least its share pays; one under its share (an honest
             # link beside a flood) never does.
             victim = inbox if inbox.size * len(backlog) >= self._waiting \
                 else max(backlog.values(), key=lambda box: box.size)
-            before = victim.size
+            held = victim.size
             self._count_reject("ingress_shed", victim.shed(excess))
-            self._waiting -= before - victim.size
+            self._waiting -= held - victim.size
 
     @property
     def has_backlog(self) -> bool:
@@ -764,7 +764,7 @@ class Endpoint:
             for link in list(backlog):
                 inbox = backlog[link]
                 frame, routed = inbox.take()
-                self._waiting -= len(frame)
+                self._waiting -= len(frame) + ENTRY_COST
                 if not inbox:
                     del backlog[link]
                 budget -= 1
@@ -829,8 +829,11 @@ class Endpoint:
                                           state.hello.encode()))
 
     def handle_timer(self, *, now: float) -> None:
-        """Run what is due: anti-entropy round, expiry of caches, handshake deadlines."""
+        """Run what is due: anti-entropy round, expiry of caches, handshake deadlines, and
+        a share of the message frames waiting (:meth:`process_backlog`)."""
         self._now = now
+        if self._backlog:
+            self.process_backlog(now=now)
         if self._shaped_until is not None and now >= self._shaped_until:
             self._shaped_until = None  # frames_to_send takes the held-back frames now
         if now >= self._next_anti_entropy:
@@ -895,7 +898,11 @@ class Endpoint:
         return TokenBucket(rate, max(rate / 10, 1.0), now=now)
 
     def get_timer(self) -> float:
-        """The next time ``handle_timer`` must be called."""
+        """The next time ``handle_timer`` must be called: at once (the latest time the
+        driver gave) while message frames wait, so that a driver that only arms this
+        timer also works through them (:meth:`process_backlog`)."""
+        if self._backlog:
+            return self._now
         deadline = min(self._next_anti_entropy, self._next_housekeeping)
         if self._shaped_until is not None:
             deadline = min(deadline, self._shaped_until)

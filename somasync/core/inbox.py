@@ -15,10 +15,15 @@ from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["BANDS", "Inbox"]
+__all__ = ["BANDS", "ENTRY_COST", "Inbox"]
 
 BANDS = 3
 """Bands that wait (priority 0-63, 64-127, 128-191); 192 and up never waits."""
+
+ENTRY_COST = 128
+"""Bytes each waiting frame is charged beyond its length: what holding it costs in
+Python (the tuple, the deque slot, the bytes object's header). Without it, a peer
+sending frames of a few bytes would hold ten times the room in memory."""
 
 
 class Inbox:
@@ -30,7 +35,7 @@ class Inbox:
     def __init__(self) -> None:
         self._bands: list[deque[tuple[bytes, bool]]] = [deque() for _ in range(BANDS)]
         self.size = 0
-        """Bytes waiting."""
+        """Bytes waiting, each frame charged its length plus :data:`ENTRY_COST`."""
 
     def __bool__(self) -> bool:
         return self.size > 0
@@ -40,14 +45,14 @@ class Inbox:
 
     def put(self, frame: bytes, priority: int, routed: bool) -> None:
         self._bands[min(priority >> 6, BANDS - 1)].append((frame, routed))
-        self.size += len(frame)
+        self.size += len(frame) + ENTRY_COST
 
     def take(self) -> tuple[bytes, bool]:
         """The next frame to handle (the inbox must not be empty)."""
         for band in reversed(self._bands):
             if band:
                 entry = band.popleft()
-                self.size -= len(entry[0])
+                self.size -= len(entry[0]) + ENTRY_COST
                 return entry
         raise IndexError("take from an empty inbox")
 
@@ -58,8 +63,8 @@ class Inbox:
         for band in self._bands:
             while band and excess > 0:
                 frame, _ = band.popleft()
-                self.size -= len(frame)
-                excess -= len(frame)
+                self.size -= len(frame) + ENTRY_COST
+                excess -= len(frame) + ENTRY_COST
                 dropped += 1
             if excess <= 0:
                 break

@@ -12,6 +12,7 @@ import pytest
 from somasync import GossipConfig, Message, MessageType, SynapseNode, SynapseNodeBuilder
 from somasync.core.events import DirectAcked, RouteDiscovered
 from somasync.errors import DeliveryFailedError
+from somasync.message import sign_batch
 from somasync.query import QueryFilter, QueryFinished, QueryReceived
 from somasync.testing import wait_until
 
@@ -120,6 +121,16 @@ async def test_unknown_and_unreachable_nodes_fail_clearly(workers: int) -> None:
         with pytest.raises(DeliveryFailedError, match="no acknowledgement") as failed:
             await c.nodes[0].send_message("n2", MessageType.Data("x"), timeout=1.0)
         assert failed.value.node_id == "n2"
+
+
+async def test_a_batch_signed_message_is_refused_for_a_direct_send() -> None:
+    async with chain(2, 0) as c:
+        sender, target = c.nodes
+        header = {"somasync-direct-to": target.public_key.hex()}
+        batch = sign_batch([Message(MessageType.Data(f"b{i}"), sender.node_id, headers=header)
+                            for i in range(2)], sender.identity)
+        with pytest.raises(ValueError, match="signed alone"):
+            await sender.send_message(target.node_id, batch[0])
 
 
 async def test_route_message_goes_through_the_named_relays(workers: int) -> None:

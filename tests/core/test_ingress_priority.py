@@ -10,7 +10,7 @@ import pytest
 
 from somasync.config import GossipConfig
 from somasync.core import wire
-from somasync.core.inbox import Inbox
+from somasync.core.inbox import ENTRY_COST, Inbox
 from somasync.core.payload import MessageType
 from somasync.message import Message
 from somasync.testing import WALL, Mesh
@@ -128,7 +128,7 @@ def test_the_inbox_sheds_lowest_band_oldest_first() -> None:
     for priority, name in itertools.product((150, 10, 100), "ab"):
         inbox.put(f"{priority}{name}".encode().ljust(10), priority, False)
     assert len(inbox) == 6
-    assert inbox.shed(15) == 2  # both priority-10 frames, oldest first
+    assert inbox.shed(ENTRY_COST + 15) == 2  # both priority-10 frames, oldest first
     assert [inbox.take()[0].strip() for _ in range(len(inbox))] == [
         b"150a", b"150b", b"100a", b"100b"]
 
@@ -143,3 +143,15 @@ def test_waiting_frames_of_a_peer_that_leaves_are_handled() -> None:
     assert b.disconnect_peer(mesh.nodes["a"].identity.public_key, "left")
     assert sorted(d.envelope.id for d in b.take_deliveries()) == sorted(bulk_ids)
     assert not b.has_backlog
+
+
+def test_tiny_frames_are_charged_what_holding_them_costs() -> None:
+    # Header-only MESSAGE frames: a few bytes each, but a tuple and a deque slot to
+    # hold. Charged at their length alone, 64 KiB of them would be 7,000 entries.
+    room = 64 * 1024
+    mesh = linked(GossipConfig.local().replace(read_ahead_bytes=room), "a")
+    tiny = wire.encode_frame(wire.FrameKind.MESSAGE, b"", priority=0)
+    read_at_once(mesh, "a", tiny * 20_000)
+    b = mesh.nodes["b"]
+    assert b.backlog_bytes <= room
+    assert b.statistics().rejected["ingress_shed"] >= 20_000 - room // ENTRY_COST
