@@ -9,11 +9,14 @@ time an honest process publishes ``--honest`` messages every ``--interval`` seco
 each carrying its send time. The node's application measures every honest message's
 latency (delivery minus send time, one host, one clock) and counts honest messages lost,
 and how many flood messages it delivered while the honest publisher ran ("flood in run":
-fair reading makes TCP push back on the flooder rather than on everyone).
-Each trial runs twice on the same machine state: with the runtime's fair reading (a
-link's bytes fed a slice per loop turn, ``NodeConfig.read_slice``) and with it disabled
-(``read_slice=0``: whole reads fed at once, as before), so the figure is a ratio within
-one run. Every process is stopped by PID at the end of its trial, also on error.
+fair reading delays, and past its room sheds, the flooder's frames rather than
+everyone's).
+Each trial runs twice on the same machine state: with the node's fair reading (its
+default: reads taken whole and their message frames handled by turns, a share of each
+link's at a time, ``GossipConfig.read_ahead_bytes``) and with it disabled
+(``read_ahead_bytes=0, read_slice=0``: whole reads handled in arrival order), so the
+figure is a ratio within one run. Every process is stopped by PID at the end of its
+trial, also on error.
 """
 
 from __future__ import annotations
@@ -79,7 +82,8 @@ async def trial(args: argparse.Namespace, *, fair_reading: bool) -> dict[str, An
     config = NodeConfig(node_id="target", bind_address="127.0.0.1:0",
                         gossip=GossipConfig.lan(), workers=args.workers)
     if not fair_reading:
-        config = config.replace(read_slice=0)
+        config = config.replace(read_slice=0,
+                                gossip=config.gossip.replace(read_ahead_bytes=0))
     node, messages, events = SynapseNodeBuilder().with_config(config).build()
     await node.start()
     port = node.listen_address.rsplit(":", 1)[1]

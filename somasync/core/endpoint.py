@@ -79,6 +79,7 @@ VERIFY_BOUNDS = (25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6, 1e-3, 5e-3
 ROOT_CACHE_SIZE = 4096  # verified batch roots kept: a few per origin sending at full rate
 _MESSAGE = int(wire.FrameKind.MESSAGE)
 _VERDICTS = frozenset({"protocol_error", str(RejectReason.LOW_SCORE)})  # closes for conduct
+FLUSH_LIMIT = 256  # frames of a closing link handled at once (see _flush_waiting)
 CRITICAL = 192  # priority from which a message frame is handled as soon as it is read
 GRAFT_BURST = 1024.0  # messages one neighbour's GRAFTs get back to back (a tree repair)...
 GRAFT_RATE = 256.0  # ...and per second after that
@@ -731,8 +732,8 @@ class Endpoint:
         backlog = self._backlog
         inbox = backlog.get(link)
         if inbox is None:
-            inbox = backlog[link] = Inbox()
-        inbox.put(frame, priority, routed)
+            inbox = backlog[link] = Inbox(routed)
+        inbox.put(frame, priority)
         self._waiting += len(frame) + ENTRY_COST
         excess = self._waiting - self._read_ahead
         if excess > 0:
@@ -763,12 +764,12 @@ class Endpoint:
         while budget > 0 and backlog:
             for link in list(backlog):
                 inbox = backlog[link]
-                frame, routed = inbox.take()
+                frame = inbox.take()
                 self._waiting -= len(frame) + ENTRY_COST
                 if not inbox:
                     del backlog[link]
                 budget -= 1
-                if not routed:
+                if not inbox.routed:
                     self.receive_frame(link, frame, now=now)
                 else:
                     state = self._links.get(link)
@@ -781,16 +782,20 @@ class Endpoint:
         return bool(backlog)
 
     def _flush_waiting(self, link: int, now: float) -> None:
-        """Handle what ``link``'s peer sent before it went: every frame read is handled,
-        as without read-ahead (routed frames are its owner's to drop)."""
+        """Handle what ``link``'s peer sent before it went, as without read-ahead: its
+        last messages (a node that publishes, then leaves), up to ``FLUSH_LIMIT``
+        highest band first; more is a flood or an overload, dropped and counted
+        (anti-entropy repairs it from others) rather than handled while every other
+        link waits. Routed frames are their owner's to drop."""
         inbox = self._backlog.pop(link)
         self._waiting -= inbox.size
-        while inbox:
-            frame, routed = inbox.take()
-            if routed:
-                self._count_reject("routed_to_closed_link")
-            else:
-                self.receive_frame(link, frame, now=now)
+        if inbox.routed:
+            self._count_reject("routed_to_closed_link", len(inbox))
+            return
+        for _ in range(min(len(inbox), FLUSH_LIMIT)):
+            self.receive_frame(link, inbox.take(), now=now)
+        if inbox:
+            self._count_reject("closed_link_backlog", len(inbox))
 
     def _handle_routed_message(self, state: _Link, data: bytes, now: float) -> None:
         if state.standing == _GRAYLISTED:

@@ -20,20 +20,26 @@ __all__ = ["BANDS", "ENTRY_COST", "Inbox"]
 BANDS = 3
 """Bands that wait (priority 0-63, 64-127, 128-191); 192 and up never waits."""
 
-ENTRY_COST = 128
+ENTRY_COST = 64
 """Bytes each waiting frame is charged beyond its length: what holding it costs in
-Python (the tuple, the deque slot, the bytes object's header). Without it, a peer
+Python (the deque slot, the bytes object's header). Without it, a peer
 sending frames of a few bytes would hold ten times the room in memory."""
 
 
 class Inbox:
-    """One link's waiting frames, each with a flag the endpoint reads back (whether it
-    was routed from another worker), highest band first and FIFO within a band."""
+    """One link's waiting frames, highest band first and FIFO within a band.
 
-    __slots__ = ("_bands", "size")
+    Frames are held as bare ``bytes``, which the garbage collector does not track: a
+    backlog of tens of thousands of frames adds nothing to its passes.
+    """
 
-    def __init__(self) -> None:
-        self._bands: list[deque[tuple[bytes, bool]]] = [deque() for _ in range(BANDS)]
+    __slots__ = ("_bands", "routed", "size")
+
+    def __init__(self, routed: bool = False) -> None:
+        self._bands: list[deque[bytes]] = [deque() for _ in range(BANDS)]
+        self.routed = routed
+        """Sharded node: the link is another worker's, and its frames were routed here
+        (a link's frames are either all read here or all routed)."""
         self.size = 0
         """Bytes waiting, each frame charged its length plus :data:`ENTRY_COST`."""
 
@@ -43,17 +49,17 @@ class Inbox:
     def __len__(self) -> int:
         return sum(len(band) for band in self._bands)
 
-    def put(self, frame: bytes, priority: int, routed: bool) -> None:
-        self._bands[min(priority >> 6, BANDS - 1)].append((frame, routed))
+    def put(self, frame: bytes, priority: int) -> None:
+        self._bands[min(priority >> 6, BANDS - 1)].append(frame)
         self.size += len(frame) + ENTRY_COST
 
-    def take(self) -> tuple[bytes, bool]:
+    def take(self) -> bytes:
         """The next frame to handle (the inbox must not be empty)."""
         for band in reversed(self._bands):
             if band:
-                entry = band.popleft()
-                self.size -= len(entry[0]) + ENTRY_COST
-                return entry
+                frame = band.popleft()
+                self.size -= len(frame) + ENTRY_COST
+                return frame
         raise IndexError("take from an empty inbox")
 
     def shed(self, excess: int) -> int:
@@ -62,7 +68,7 @@ class Inbox:
         dropped = 0
         for band in self._bands:
             while band and excess > 0:
-                frame, _ = band.popleft()
+                frame = band.popleft()
                 self.size -= len(frame) + ENTRY_COST
                 excess -= len(frame) + ENTRY_COST
                 dropped += 1

@@ -10,6 +10,7 @@ import pytest
 
 from somasync.config import GossipConfig
 from somasync.core import wire
+from somasync.core.endpoint import FLUSH_LIMIT
 from somasync.core.inbox import ENTRY_COST, Inbox
 from somasync.core.payload import MessageType
 from somasync.message import Message
@@ -126,10 +127,10 @@ def test_frames_waiting_when_their_link_closes_are_still_handled() -> None:
 def test_the_inbox_sheds_lowest_band_oldest_first() -> None:
     inbox = Inbox()
     for priority, name in itertools.product((150, 10, 100), "ab"):
-        inbox.put(f"{priority}{name}".encode().ljust(10), priority, False)
+        inbox.put(f"{priority}{name}".encode().ljust(10), priority)
     assert len(inbox) == 6
     assert inbox.shed(ENTRY_COST + 15) == 2  # both priority-10 frames, oldest first
-    assert [inbox.take()[0].strip() for _ in range(len(inbox))] == [
+    assert [inbox.take().strip() for _ in range(len(inbox))] == [
         b"150a", b"150b", b"100a", b"100b"]
 
 
@@ -146,8 +147,8 @@ def test_waiting_frames_of_a_peer_that_leaves_are_handled() -> None:
 
 
 def test_tiny_frames_are_charged_what_holding_them_costs() -> None:
-    # Header-only MESSAGE frames: a few bytes each, but a tuple and a deque slot to
-    # hold. Charged at their length alone, 64 KiB of them would be 7,000 entries.
+    # Header-only MESSAGE frames: a few bytes each, but a bytes object and a deque slot
+    # to hold. Charged at their length alone, 64 KiB of them would be 7,000 entries.
     room = 64 * 1024
     mesh = linked(GossipConfig.local().replace(read_ahead_bytes=room), "a")
     tiny = wire.encode_frame(wire.FrameKind.MESSAGE, b"", priority=0)
@@ -155,3 +156,14 @@ def test_tiny_frames_are_charged_what_holding_them_costs() -> None:
     b = mesh.nodes["b"]
     assert b.backlog_bytes <= room
     assert b.statistics().rejected["ingress_shed"] >= 20_000 - room // ENTRY_COST
+
+
+def test_a_closing_link_hands_in_its_last_frames_not_a_flood() -> None:
+    mesh = linked(GossipConfig.local(), "a")
+    bulk, _ = frames(FLUSH_LIMIT + 100, priority=0)
+    read_at_once(mesh, "a", bulk)
+    b = mesh.nodes["b"]
+    b.close_link(mesh.link_of("b", "a"), now=mesh.now)
+    assert len(b.take_deliveries()) == FLUSH_LIMIT
+    assert b.statistics().rejected["closed_link_backlog"] == 100
+    assert b.backlog_bytes == 0
