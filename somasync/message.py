@@ -279,13 +279,24 @@ class Message:
         """Rebuild a message from received envelope bytes (kept for verification)."""
         if payload is None:
             payload = decode_payload(envelope.payload_kind, envelope.payload)
-        signed = envelope.signature is not None
-        message = cls(
-            payload, envelope.source, timestamp=envelope.timestamp_ms / 1000.0,
-            ttl=envelope.ttl, priority=envelope.priority,
-            correlation_id=envelope.correlation_id, headers=envelope.headers,
-            sequence=envelope.sequence, signature=envelope.signature,
-            signer_public_key=envelope.origin if signed else None,
-        )
-        object.__setattr__(message, "_wire", envelope.body)
+        # Every message a node delivers passes here. An Envelope only comes from
+        # wire.decode_envelope, which has already held each field to what __post_init__
+        # checks (source 1-255 bytes of UTF-8, u32 ttl, u8 priority, a correlation id
+        # that is None or non-empty, a str-to-str header object, a timestamp in range,
+        # a u64 sequence, a 64-byte signature, a 32-byte key), and the millisecond
+        # timestamp is exact: so the fields are set directly, at a fifth of the cost.
+        signature = envelope.signature
+        message = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(message, "message_type", payload)
+        setattr_(message, "source", envelope.source)
+        setattr_(message, "timestamp", envelope.timestamp_ms / 1000.0)
+        setattr_(message, "ttl", envelope.ttl)
+        setattr_(message, "priority", envelope.priority)
+        setattr_(message, "correlation_id", envelope.correlation_id)
+        setattr_(message, "headers", envelope.headers)
+        setattr_(message, "sequence", envelope.sequence)
+        setattr_(message, "signature", signature)
+        setattr_(message, "signer_public_key", None if signature is None else envelope.origin)
+        setattr_(message, "_wire", envelope.body)
         return message

@@ -368,33 +368,38 @@ class MessageStore:
         """Keep ``envelope``; ``hops``: what a neighbour would see in this node's copy;
         ``wall_now``: the wall clock, to tell whether its TTL ends before ``max_age``
         evicts it."""
-        if self.capacity == 0 or envelope.id in self._by_id:
+        # Once per accepted message: each field is read once, into a local.
+        message_id = envelope.id
+        by_id = self._by_id
+        if self.capacity == 0 or message_id in by_id:
             return
-        entries = self._by_stream.get(envelope.stream)
+        stream = envelope.stream
+        sequence = envelope.sequence
+        entries = self._by_stream.get(stream)
         if entries is None:
-            entries = self._by_stream[envelope.stream] = _StreamEntries()
-        elif envelope.sequence in entries.by_sequence:
+            entries = self._by_stream[stream] = _StreamEntries()
+        elif sequence in entries.by_sequence:
             return  # another message under a sequence number already held: keep the first
         expires_at = envelope.expires_at
-        message_id = envelope.id
+        priority = envelope.priority
         stored = _Stored(message_id,
                          wire.encode_message_frame(envelope, hops=min(hops, 255), repair=True),
-                         envelope.priority, envelope.stream, envelope.sequence, expires_at,
-                         now)
-        self._by_id[message_id] = stored
+                         priority, stream, sequence, expires_at, now)
+        by_id[message_id] = stored
         entries.add(stored)
-        origin = envelope.stream[0]
-        self._per_origin[origin] = self._per_origin.get(origin, 0) + 1
+        origin = stream[0]
+        per_origin = self._per_origin
+        per_origin[origin] = per_origin.get(origin, 0) + 1
         horizon = wall_now + self.max_age
         if expires_at < horizon:
             heap = self._ttl_heap
             heapq.heappush(heap, (expires_at, message_id))
-            if len(heap) > 2 * len(self._by_id) + 64:
-                self._ttl_heap = [(s.expires_at, mid) for mid, s in self._by_id.items()
+            if len(heap) > 2 * len(by_id) + 64:
+                self._ttl_heap = [(s.expires_at, mid) for mid, s in by_id.items()
                                   if s.expires_at < horizon]
                 heapq.heapify(self._ttl_heap)
-        if len(self._by_id) > self.capacity:
-            if self._per_origin[origin] > self.capacity // ORIGIN_SHARE:
+        if len(by_id) > self.capacity:
+            if per_origin[origin] > self.capacity // ORIGIN_SHARE:
                 # An origin with its share of a full store makes room from its own:
                 # however fast it publishes, it cannot flush the others' messages.
                 oldest = entries.by_sequence[entries.sequences[entries.head]]

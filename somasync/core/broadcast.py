@@ -177,6 +177,17 @@ class BroadcastTree:
             return []
         return [link for link in pruned if link != received_from]
 
+    def split_targets(self, tag: bytes, *, received_from: int | None
+                      ) -> tuple[list[int], list[int]]:
+        """``targets`` and ``lazy_targets`` at once (one lookup of the stream's tree, for
+        every message forwarded)."""
+        pruned = self._pruned.get(tag)
+        if pruned is None:
+            return [link for link in self._links if link != received_from], []
+        self._pruned.move_to_end(tag)
+        return ([link for link in self._links if link != received_from and link not in pruned],
+                [link for link in pruned if link != received_from])
+
     def is_eager(self, link: int, tag: bytes) -> bool:
         pruned = self._pruned.get(tag)
         return link in self._links and (pruned is None or link not in pruned)

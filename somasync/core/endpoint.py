@@ -77,7 +77,6 @@ DIGEST_RATE = 1.0  # answers with content to one neighbour per anti-entropy inte
 VERIFY_BOUNDS = (25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6, 1e-3, 5e-3)
 """Upper bounds (seconds) of the signature-check duration histogram's buckets."""
 ROOT_CACHE_SIZE = 4096  # verified batch roots kept: a few per origin sending at full rate
-_MESSAGE = int(wire.FrameKind.MESSAGE)
 _VERDICTS = frozenset({"protocol_error", str(RejectReason.LOW_SCORE)})  # closes for conduct
 FLUSH_LIMIT = 256  # frames of a closing link handled at once (see _flush_waiting)
 CRITICAL = 192  # priority from which a message frame is handled as soon as it is read
@@ -92,14 +91,29 @@ GRAFT_RATE = 256.0  # ...and per second after that
 ANSWER_OVERHEAD = 4 + crypto.AEAD_TAG_SIZE
 CREDIT_SHARE = struct.Struct("!Q")  # a routed DIGEST's prefix: the answering worker's share
 MESSAGE_SIZE_GUESS = 512.0  # bytes per message frame assumed before any is received
+# Frame kinds as plain ints, compared once per frame (an enum member is a lookup).
+_MESSAGE, _DIGEST = int(wire.FrameKind.MESSAGE), int(wire.FrameKind.DIGEST)
 _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never here
 # A peer's standing, from its score (see somasync.core.scoring).
 _GOOD, _IGNORED, _GRAYLISTED = 0, 1, 2
 
 
+_TAGS: dict[wire.StreamKey, bytes] = {}
+_TAGS_KEPT = 4096  # streams whose tag is remembered (about 1 MiB), per process
+
+
 def _tag_of(envelope: wire.Envelope) -> bytes:
-    origin, source = envelope.stream
-    return wire.stream_tag(origin, source.encode())
+    # A hash per message otherwise, and a stream's messages come in runs: remembered for
+    # the busiest streams, in one table for every endpoint of the process (the simulator
+    # runs thousands, and a tag depends only on the stream). Emptied when full, so a
+    # flood of new streams costs what it did without the table.
+    stream = (envelope.origin, envelope.source)
+    tag = _TAGS.get(stream)
+    if tag is None:
+        if len(_TAGS) >= _TAGS_KEPT:
+            _TAGS.clear()
+        tag = _TAGS[stream] = wire.stream_tag(stream[0], stream[1].encode())
+    return tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,17 +557,21 @@ class Endpoint:
         except DecodeError as exc:
             self.framing_error(link, exc, now=now)
             return
-        if self._read_ahead:
-            for frame in frames:
-                # Peeked, not decoded: version, kind, flags, priority (decode_frame checks
-                # them all when the frame's turn comes).
-                if len(frame) > 3 and frame[1] == _MESSAGE and frame[3] < CRITICAL:
-                    self._wait(state.id, frame, frame[3], routed=False)
-                else:
-                    self.receive_frame(link, frame, now=now)
-        else:
-            for frame in frames:
-                self.receive_frame(link, frame, now=now)
+        # One loop over every frame the read completed; the link's checks that
+        # receive_frame makes per frame hold for all of them but ``closing``, which a
+        # frame can set: the frames after it go unread, as receive_frame leaves them.
+        receive = self._receive_frame
+        read_ahead = self._read_ahead
+        for frame in frames:
+            # Peeked, not decoded: version, kind, flags, priority (decode_frame checks
+            # them all when the frame's turn comes).
+            if read_ahead and len(frame) > 3 and frame[1] == _MESSAGE \
+                    and frame[3] < CRITICAL:
+                self._wait(state.id, frame, frame[3], routed=False)
+                continue
+            receive(state, frame, now)
+            if state.closing:  # mypy holds it False from above; a frame may set it
+                break  # type: ignore[unreachable]
         if state.frames.error is not None:
             self.framing_error(link, state.frames.error, now=now)
         elif state.frames.buffered or session.buffered:
@@ -595,6 +613,9 @@ class Endpoint:
         if state is None or state.closing:
             return
         self._now = now
+        self._receive_frame(state, frame, now)
+
+    def _receive_frame(self, state: _Link, frame: bytes, now: float) -> None:
         counters = self._counters
         counters.frames_in += 1
         counters.bytes_in += len(frame) + 4
@@ -608,7 +629,7 @@ class Endpoint:
         try:
             decoded = wire.decode_frame(frame)
             kind = decoded.kind
-            if kind == wire.FrameKind.MESSAGE:
+            if kind == _MESSAGE:
                 if state.hello is None:
                     self._reject(state, RejectReason.NO_HELLO, "message before the handshake",
                                  close=True)
@@ -617,11 +638,11 @@ class Endpoint:
                     if owner == self._shard.index:
                         self._on_message(state, decoded, now)
                     else:
-                        self._route(owner, Routed(RoutedKind.MESSAGE, link,
+                        self._route(owner, Routed(RoutedKind.MESSAGE, state.id,
                                                   decoded.priority, frame))
                 else:
                     self._on_message(state, decoded, now)
-            elif kind == wire.FrameKind.DIGEST:
+            elif kind == _DIGEST:
                 if state.hello is None:
                     self._reject(state, RejectReason.NO_HELLO, "digest before the handshake",
                                  close=True)
@@ -630,7 +651,7 @@ class Endpoint:
                         # Each other worker answers for its streams from an equal share
                         # of the link's credit (the owner checks again what arrives).
                         share = max(0, state.credit) // self._shard.count
-                        self._announce(RoutedKind.DIGEST, link,
+                        self._announce(RoutedKind.DIGEST, state.id,
                                        CREDIT_SHARE.pack(share) + frame)
                     self._on_digest(state, decoded, now)
             elif kind in wire.TREE_KINDS:
@@ -1087,7 +1108,7 @@ class Endpoint:
         if message_id in self._seen:
             self._on_duplicate(state, frame, message_id, body)
             return
-        envelope = wire.decode_envelope(body, signature)
+        envelope = wire.decode_envelope(body, signature, message_id)
         if self._streams.has(envelope.stream, envelope.sequence):
             self._on_duplicate(state, frame, message_id, body)
             return
@@ -1403,12 +1424,13 @@ class Endpoint:
             tag = _tag_of(envelope)
         tree = self._tree
         if tree is not None:
-            lazy = tree.lazy_targets(tag, received_from=received_from)
+            targets, lazy = tree.split_targets(tag, received_from=received_from)
             if lazy:
                 entry = wire.encode_tree_entry(envelope.id, tag, hops)
                 for link in lazy:
                     tree.announce(link, entry)
-        targets = self._strategy.targets(tag, received_from=received_from, rng=self._rng)
+        else:
+            targets = self._strategy.targets(tag, received_from=received_from, rng=self._rng)
         if not targets:
             return
         frame = wire.encode_message_frame(envelope, hops=hops, repair=repair)
