@@ -69,17 +69,36 @@ def verify(public_key: bytes, signature: bytes, domain: bytes, data: bytes) -> b
     if (not isinstance(public_key, bytes) or len(public_key) != _KEY_SIZE
             or not isinstance(signature, bytes) or len(signature) != _SIGNATURE_SIZE):
         return False
+    signed = signature + domain + data
+    if _lib is not None:
+        # libsodium writes the opened message out and nobody reads it: one buffer for
+        # that, grown as needed, instead of allocating and copying one per call (were two
+        # threads to verify at once, they would only overwrite bytes nobody reads).
+        scratch = _scratch[0]
+        if len(scratch) < len(signed):
+            scratch = _scratch[0] = _ffi.new("unsigned char[]", 2 * len(signed))
+        failed: int = _lib.crypto_sign_open(scratch, _scratch[1], signed, len(signed),
+                                            public_key)
+        return failed == 0
     try:
-        _sign_open(signature + domain + data, public_key)
+        nacl.bindings.crypto_sign_open(signed, public_key)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError,
             nacl.exceptions.TypeError):
         return False
     return True
 
 
-_sign_open = nacl.bindings.crypto_sign_open
 _KEY_SIZE = nacl.bindings.crypto_sign_PUBLICKEYBYTES
 _SIGNATURE_SIZE = nacl.bindings.crypto_sign_BYTES
+try:
+    # PyNaCl's own cffi module, under its public bindings: calling it directly spares a
+    # buffer allocation and a copy per verification (1 us of 55). Absent (a PyNaCl that
+    # moved it), the public binding does the same.
+    from nacl._sodium import ffi as _ffi, lib as _lib
+
+    _scratch = [_ffi.new("unsigned char[]", 4096), _ffi.new("unsigned long long *")]
+except ImportError:  # pragma: no cover - depends on the installed PyNaCl
+    _ffi = _lib = None
 
 
 def random_bytes(size: int) -> bytes:

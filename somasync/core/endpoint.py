@@ -35,6 +35,7 @@ import random
 import struct
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from somasync.config import GossipConfig
 from somasync.core import crypto, wire
@@ -116,9 +117,10 @@ def _tag_of(envelope: wire.Envelope) -> bytes:
     return tag
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """A message accepted for the application: verified, new, and not expired."""
+class Delivery(NamedTuple):
+    """A message accepted for the application: verified, new, and not expired.
+
+    A named tuple: one is made per message delivered."""
 
     envelope: wire.Envelope
     payload: MessageType
