@@ -377,9 +377,9 @@ class LocalRuntime:
         if endpoint is None:
             return
         host = self._host
-        for delivery in endpoint.take_deliveries():
-            host.deliver(Message.from_envelope(delivery.envelope, delivery.payload),
-                         delivery.from_peer, direct=delivery.direct)
+        deliver, from_envelope = host.deliver, Message.from_envelope
+        for envelope, payload, from_peer, _, direct in endpoint.take_deliveries():
+            deliver(from_envelope(envelope, payload), from_peer, direct=direct)
         for event in endpoint.take_events():
             host.report(event)
 

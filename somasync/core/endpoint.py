@@ -108,7 +108,7 @@ def _tag_of(envelope: wire.Envelope) -> bytes:
     # the busiest streams, in one table for every endpoint of the process (the simulator
     # runs thousands, and a tag depends only on the stream). Emptied when full, so a
     # flood of new streams costs what it did without the table.
-    stream = (envelope.origin, envelope.source)
+    stream = envelope.stream
     tag = _TAGS.get(stream)
     if tag is None:
         if len(_TAGS) >= _TAGS_KEPT:

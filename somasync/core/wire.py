@@ -280,15 +280,11 @@ class Envelope(NamedTuple):
     body: bytes
     signature: bytes | None
     id: bytes
-
-    @property
-    def stream(self) -> StreamKey:
-        return (self.origin, self.source)
-
-    @property
-    def expires_at(self) -> float:
-        """Wall-clock second after which the message is expired."""
-        return self.timestamp_ms / 1000.0 + self.ttl
+    # Fields, not properties: the receive path reads each several times per message.
+    stream: StreamKey
+    """``(origin, source)``."""
+    expires_at: float
+    """Wall-clock second after which the message is expired (timestamp + TTL)."""
 
 
 def encode_envelope(*, origin: bytes, sequence: int, timestamp_ms: int, ttl: int,
@@ -343,7 +339,8 @@ def decode_envelope(body: bytes, signature: bytes | None,
         offset += headers_len
     return _new_tuple(Envelope, (origin, sequence, timestamp_ms, ttl, priority, payload_kind,
                                  source, correlation_id, headers, body[offset:], body,
-                                 signature, _hash(body) if message_id is None else message_id))
+                                 signature, _hash(body) if message_id is None else message_id,
+                                 (origin, source), timestamp_ms / 1000.0 + ttl))
 
 
 def _decode_str_map(data: bytes) -> dict[str, str]:
