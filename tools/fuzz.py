@@ -47,7 +47,14 @@ from somasync.core.payload import MessageType
 from somasync.errors import DecodeError
 from somasync.message import Message
 from somasync.testing import WALL, Mesh
-from somasync.workers.records import decode_batch, decode_delivery, encode_delivery, encode_item
+from somasync.workers.records import (
+    SupervisorKind,
+    decode_batch,
+    decode_deliveries,
+    decode_delivery,
+    encode_delivery,
+    encode_item,
+)
 
 __all__ = ["Fuzzer", "main"]
 
@@ -215,7 +222,8 @@ class Fuzzer:
             self._escape("handshake", data)
 
     def record(self, data: bytes) -> None:
-        for decode in (lambda d: list(decode_batch(d)), decode_delivery):
+        for decode in (lambda d: list(decode_batch(d)), decode_delivery,
+                       lambda d: list(decode_deliveries(d))):
             try:
                 decode(data)
             except DecodeError:
@@ -252,7 +260,8 @@ class Fuzzer:
     def _records(self) -> list[bytes]:
         envelope = self._message(3)
         return [encode_item(1, 5, 128, wire.encode_message_frame(envelope, hops=0)),
-                encode_delivery("peer", envelope)]
+                encode_delivery("peer", envelope),
+                encode_item(SupervisorKind.DELIVER, 0, 128, encode_delivery("peer", envelope))]
 
 
 def main(argv: list[str] | None = None) -> int:

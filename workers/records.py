@@ -21,7 +21,7 @@ from somasync.errors import DecodeError
 
 from .ring import RingWriter
 
-__all__ = ["BatchWriter", "SupervisorKind", "decode_batch", "decode_delivery",
+__all__ = ["BatchWriter", "SupervisorKind", "decode_batch", "decode_deliveries", "decode_delivery",
            "decode_envelope_item", "encode_delivery", "encode_envelope_item", "encode_item"]
 
 ITEM = struct.Struct("<BQBI")
@@ -64,28 +64,75 @@ def encode_envelope_item(signature: bytes | None, body: bytes) -> bytes:
     return bytes((wire.signature_flags(signature),)) + signature + body
 
 
-def decode_envelope_item(data: bytes) -> wire.Envelope:
+def decode_envelope_item(data: bytes, message_id: bytes | None = None) -> wire.Envelope:
+    """The envelope of a BROADCAST/DELIVER body; ``message_id``: its id when the record
+    carries it (a DELIVER: the worker hashed the envelope already)."""
     if not data:
         raise DecodeError("truncated", "empty envelope item")
     signature, body = wire.split_signed(data[1:], data[0])
-    return wire.decode_envelope(body, signature)
+    return wire.decode_envelope(body, signature, message_id)
 
 
 def encode_delivery(from_peer: str, envelope: wire.Envelope) -> bytes:
+    """A DELIVER body: u8 name length | peer name | 16-byte message id | envelope item.
+    The id rides along so the supervisor decodes the envelope without hashing it again."""
     name = from_peer.encode()
-    return bytes((len(name),)) + name + encode_envelope_item(envelope.signature, envelope.body)
+    if envelope.signature is None:
+        return b"".join((bytes((len(name),)), name, envelope.id, b"\x00", envelope.body))
+    return b"".join((bytes((len(name),)), name, envelope.id,
+                     bytes((wire.signature_flags(envelope.signature),)), envelope.signature,
+                     envelope.body))
 
 
 def decode_delivery(data: bytes) -> tuple[str, wire.Envelope]:
     """Raises only :class:`~somasync.errors.DecodeError` (a torn or corrupted record)."""
-    if not data or len(data) < 1 + data[0]:
+    return _delivery_at(data, 0, len(data))
+
+
+def _delivery_at(record: bytes, offset: int, stop: int) -> tuple[str, wire.Envelope]:
+    """The DELIVER body at ``record[offset:stop]``, read in place."""
+    if offset >= stop or stop - offset < 1 + record[offset] + wire.ID_SIZE:
         raise DecodeError("truncated", "delivery record cut short")
-    length = data[0]
+    start = offset + 1 + record[offset]
     try:
-        name = data[1 : 1 + length].decode()
+        name = record[offset + 1 : start].decode()
     except UnicodeDecodeError:
         raise DecodeError("bad_record", "peer name is not UTF-8") from None
-    return name, decode_envelope_item(data[1 + length :])
+    item = start + wire.ID_SIZE
+    message_id = record[start:item]
+    flags = record[item] if item < stop else 0
+    if flags:
+        size = wire.authenticator_size(record, flags, item + 1)
+        signature = record[item + 1 : min(item + 1 + size, stop)]
+        body = record[item + 1 + size : stop]
+        return name, wire.decode_envelope(body, signature, message_id)
+    return name, wire.decode_envelope(record[item + 1 : stop], None, message_id)
+
+
+def decode_deliveries(record: bytes, direct: list[tuple[str, wire.Envelope]] | None = None,
+                      ) -> Iterator[tuple[str, wire.Envelope]]:
+    """The DELIVER items of one ring record, decoded (other kinds are skipped, but
+    DELIVER_DIRECT ones go to ``direct`` when given): what :func:`decode_batch` and
+    :func:`decode_delivery` give, without an item object and a copy of each item in
+    between. Raises only :class:`~somasync.errors.DecodeError`, at the first torn item."""
+    offset = 0
+    end = len(record)
+    unpack = ITEM.unpack_from
+    head = ITEM.size
+    deliver = SupervisorKind.DELIVER
+    while offset < end:
+        if offset + head > end:
+            raise DecodeError("truncated", "ring item header cut short")
+        kind, _, _, length = unpack(record, offset)
+        offset += head
+        stop = offset + length
+        if stop > end:
+            raise DecodeError("truncated", "ring item data cut short")
+        if kind == deliver:
+            yield _delivery_at(record, offset, stop)
+        elif kind == SupervisorKind.DELIVER_DIRECT and direct is not None:
+            direct.append(_delivery_at(record, offset, stop))
+        offset = stop
 
 
 class BatchWriter:

@@ -130,8 +130,7 @@ from .protocol import (
 from .records import (
     BatchWriter,
     SupervisorKind,
-    decode_batch,
-    decode_delivery,
+    decode_deliveries,
     encode_envelope_item,
     encode_item,
 )
@@ -606,18 +605,15 @@ class ShardedRuntime:
         record_delivered = self._delivered.add
         deliver = self._host.deliver
         now = self._loop.time()
+        from_envelope = Message.from_envelope
         try:
-            for item in decode_batch(record):
-                if item.kind == SupervisorKind.DELIVER_DIRECT:
-                    # In no stream: nothing to record for a successor.
-                    from_peer, envelope = decode_delivery(item.data)
-                    deliver(Message.from_envelope(envelope), from_peer, direct=True)
-                    continue
-                if item.kind != SupervisorKind.DELIVER:
-                    continue
-                from_peer, envelope = decode_delivery(item.data)
+            direct: list[tuple[str, wire.Envelope]] = []
+            for from_peer, envelope in decode_deliveries(record, direct):
                 record_delivered(envelope.stream, envelope.sequence, now=now)
-                deliver(Message.from_envelope(envelope), from_peer)
+                deliver(from_envelope(envelope), from_peer)
+            for from_peer, envelope in direct:
+                # In no stream: nothing to record for a successor.
+                deliver(from_envelope(envelope), from_peer, direct=True)
         except DecodeError:
             return
 

@@ -375,16 +375,16 @@ def split_signed(payload: bytes, flags: int) -> tuple[bytes | None, bytes]:
     return payload[:size], payload[size:]
 
 
-def authenticator_size(data: bytes, flags: int) -> int:
-    """Bytes of the authenticator at the start of ``data`` (a signed MESSAGE payload, or
-    an authenticator alone): 64, or for FLAG_BATCH the signature, head and proof."""
+def authenticator_size(data: bytes, flags: int, offset: int = 0) -> int:
+    """Bytes of the authenticator at ``data[offset:]`` (a signed MESSAGE payload, or an
+    authenticator alone): 64, or for FLAG_BATCH the signature, head and proof."""
     if not flags & FLAG_BATCH:
         return SIGNATURE_SIZE
-    if len(data) < SIGNATURE_SIZE + BATCH_HEAD.size:
+    if len(data) < offset + SIGNATURE_SIZE + BATCH_HEAD.size:
         raise DecodeError("truncated", "batch-signed message shorter than its proof")
     depth: int
     index: int
-    depth, index = BATCH_HEAD.unpack_from(data, SIGNATURE_SIZE)
+    depth, index = BATCH_HEAD.unpack_from(data, offset + SIGNATURE_SIZE)
     if not 0 < depth <= MAX_BATCH_DEPTH or index >> depth:
         raise DecodeError("bad_batch", f"batch proof of depth {depth}, leaf {index}")
     return SIGNATURE_SIZE + BATCH_HEAD.size + depth * ID_SIZE

@@ -163,3 +163,58 @@ def test_a_torn_delivery_record_raises_only_decode_error(data: bytes) -> None:
 
     with contextlib.suppress(DecodeError):
         decode_delivery(data)
+
+
+def _deliveries_record() -> tuple[bytes, list[tuple[str, object]]]:
+    """A ring record as a worker writes it: deliveries (signed and not) between items of
+    other kinds, and what each delivery decodes to one item at a time."""
+    from somasync.core.crypto import Identity
+    from somasync.core.payload import MessageType
+    from somasync.message import Message
+    from somasync.workers.records import (
+        SupervisorKind,
+        decode_delivery,
+        encode_delivery,
+        encode_item,
+    )
+
+    identity = Identity(bytes([3]) * 32)
+    envelopes = [Message(MessageType.Data(f"m{i}"), "origin", timestamp=1e9, sequence=i + 1)
+                 .sign_with_ed25519(identity).to_envelope() for i in range(3)]
+    envelopes.append(Message(MessageType.Binary(b"\x00"), "plain", timestamp=1e9,
+                             sequence=9).to_envelope())
+    items, expected = [], []
+    for index, envelope in enumerate(envelopes):
+        body = encode_delivery(f"peer-{index}", envelope)
+        items.append(encode_item(2, 7, 0, b"not a delivery"))
+        items.append(encode_item(SupervisorKind.DELIVER, 0, envelope.priority, body))
+        expected.append(decode_delivery(body))
+        assert expected[-1] == (f"peer-{index}", envelope)
+    return b"".join(items), expected
+
+
+def test_deliveries_decode_in_place_as_one_by_one() -> None:
+    from somasync.workers.records import decode_deliveries
+
+    record, expected = _deliveries_record()
+    assert list(decode_deliveries(record)) == expected
+
+
+@given(st.data())
+def test_a_torn_or_corrupted_ring_record_of_deliveries_raises_only_decode_error(
+        data: st.DataObject) -> None:
+    """Whatever a crashed worker left in the ring: the supervisor's in-place decoder
+    raises DecodeError and nothing else."""
+    from somasync.errors import DecodeError
+    from somasync.workers.records import decode_deliveries
+
+    record, _ = _deliveries_record()
+    cut = data.draw(st.integers(0, len(record)))
+    flips = data.draw(st.lists(st.tuples(st.integers(0, len(record) - 1),
+                                         st.integers(0, 255)), max_size=4))
+    damaged = bytearray(record[:cut])
+    for position, value in flips:
+        if position < len(damaged):
+            damaged[position] = value
+    with contextlib.suppress(DecodeError):
+        list(decode_deliveries(bytes(damaged)))
