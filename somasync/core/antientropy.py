@@ -211,7 +211,12 @@ class StreamTable:
 
     def has(self, stream: StreamKey, sequence: int) -> bool:
         tracker = self._trackers.get(stream)
-        return tracker is not None and sequence in tracker
+        if tracker is None:
+            return False
+        # Asked once per message received, and a live stream's next message lies past
+        # everything recorded: answered without a search.
+        his = tracker._his
+        return bool(his) and sequence <= his[-1] and sequence in tracker
 
     def add(self, stream: StreamKey, sequence: int, *, now: float) -> bool:
         trackers = self._trackers

@@ -115,6 +115,7 @@ LENGTH_PREFIX = struct.Struct("!I")
 FRAME_HEADER = struct.Struct("!IBBBBB")  # length, version, kind, flags, priority, hops
 HEADER_AFTER_LENGTH = FRAME_HEADER.size - LENGTH_PREFIX.size
 ENVELOPE_HEAD = struct.Struct("!BBB32sQqIBHHI")
+_ENVELOPE_HEAD_SIZE, _unpack_envelope_head = ENVELOPE_HEAD.size, ENVELOPE_HEAD.unpack_from
 SIGNATURE_SIZE = 64
 BATCH_HEAD = struct.Struct("!BH")  # depth, leaf index
 MAX_BATCH_DEPTH = 16
@@ -312,13 +313,13 @@ def decode_envelope(body: bytes, signature: bytes | None,
                     message_id: bytes | None = None) -> Envelope:
     """Decode the signed envelope bytes (the signature is carried, not checked here);
     ``message_id``: :func:`message_id` of ``body`` when the caller already hashed it."""
-    if len(body) < ENVELOPE_HEAD.size:
+    if len(body) < _ENVELOPE_HEAD_SIZE:
         raise DecodeError("truncated", "envelope shorter than its header")
     (version, payload_kind, source_len, origin, sequence, timestamp_ms, ttl, priority,
-     correlation_len, headers_len, payload_len) = ENVELOPE_HEAD.unpack_from(body)
+     correlation_len, headers_len, payload_len) = _unpack_envelope_head(body)
     if version != ENVELOPE_VERSION:
         raise DecodeError("bad_version", f"envelope version {version}")
-    offset = ENVELOPE_HEAD.size
+    offset = _ENVELOPE_HEAD_SIZE
     if offset + source_len + correlation_len + headers_len + payload_len != len(body):
         raise DecodeError("bad_length", "envelope field lengths do not add up")
     if source_len == 0:
