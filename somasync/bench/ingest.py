@@ -10,7 +10,10 @@ plaintext records after the same authenticated handshake). Comparing the two in 
 measures what sealing costs the receiver. The
 node verifies, de-duplicates, stores and delivers each one to the application, which
 drains its ``messages`` stream. Ingest rate = messages / (last delivery - first
-delivery). Efficiency = ingest / (max(1, workers) x raw verify rate). Every trial is
+delivery). Efficiency = ingest / (max(1, workers) x raw verify rate). CPU us/msg is the
+node's (its workers included), ``senders`` the sender processes', and ``cores busy``
+both times the rate: next to the machine's usable cores, it says whether more workers
+had cores left to use (the senders run on the same machine). Every trial is
 bounded in time; sender processes are stopped by PID at the end of each trial, also on
 error.
 
@@ -126,22 +129,25 @@ async def trial(count: int, limit: float, workers: int, senders: int,
 
     tasks = [loop.create_task(drain()), loop.create_task(drain_events(events))]
     try:
-        cpu_before = 0.0
+        cpu_before = senders_before = 0.0
 
         def start_clock() -> None:
-            nonlocal cpu_before
+            nonlocal cpu_before, senders_before
             cpu_before = _node_cpu(node)
+            senders_before = _senders_cpu(processes)
 
         await start_together(processes, within=limit, before_go=start_clock)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), limit)
         cpu = _node_cpu(node) - cpu_before
+        senders_cpu = _senders_cpu(processes) - senders_before
         stats = await node.get_stats()
         elapsed = times[-1] - times[0] if len(times) > 1 else float("nan")
         return {
             "delivered": len(times),
             "rate": (len(times) - 1) / elapsed,
             "cpu_us_per_message": 1e6 * cpu / max(1, len(times)),
+            "sender_cpu_us_per_message": 1e6 * senders_cpu / max(1, len(times)),
             "rejected": sum(stats.rejected.values()),
             "duplicates": stats.duplicates,
             "per_worker_verified": [w.messages_verified for w in stats.workers],
@@ -161,6 +167,18 @@ def _node_cpu(node: object) -> float:
         with contextlib.suppress(psutil.Error):
             if "--sender" not in child.cmdline():  # the node's workers, not the load
                 total += sum(child.cpu_times()[:2])
+    return total
+
+
+def _senders_cpu(processes: list[asyncio.subprocess.Process]) -> float:
+    """CPU seconds the sender processes used so far (they share the node's cores: on a
+    small machine they bound what more workers can add)."""
+    import psutil
+
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            total += sum(psutil.Process(process.pid).cpu_times()[:2])
     return total
 
 
@@ -229,10 +247,11 @@ def main(argv: list[str] | None = None) -> int:
               f"run: median {ceilings['batch']:,.0f}/s "
               f"({min(batch_rates):,.0f}-{max(batch_rates):,.0f})")
     print(f"{args.messages} messages x {args.trials} trials, {args.senders} sender processes; "
-          "node configuration: GossipConfig.lan() unchanged (the library's defaults)")
+          "node configuration: GossipConfig.lan() unchanged (the library's defaults); "
+          f"{summary['machine']['usable_cores']} usable cores")  # type: ignore[index]
     print(f"{'workers':>7} {'links':>6} {'signing':>7} {'ingest msg/s (median, min-max)':>34} "
           f"{'vs 1 worker':>12} {'vs plain':>9} {'vs single':>10} {'efficiency':>10} "
-          f"{'CPU us/msg':>10} {'lost':>5}")
+          f"{'CPU us/msg':>10} {'senders':>8} {'cores busy':>10} {'lost':>5}")
     lost_total = 0
     medians: dict[Key, float] = {}
     for (workers, mode, signing), runs in results.items():
@@ -244,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         lost_total += lost
         efficiency = median / (max(1, workers) * ceilings[signing])
         cpu = statistics.median(r["cpu_us_per_message"] for r in runs)
+        senders_cpu = statistics.median(r["sender_cpu_us_per_message"] for r in runs)
+        # Cores the node and its senders kept busy (CPU per message x rate): next to the
+        # machine's core count, whether more workers had any core left to use.
+        busy = (cpu + senders_cpu) * median / 1e6
         # Per-trial ratios (same trial, same machine state) say more than a ratio of
         # medians on a noisy machine.
         sealed_vs_plain = _per_trial(runs, results.get((workers, "off", signing)))
@@ -255,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         summary[f"workers_{workers}_{mode}_{signing}"] = {
             "median": median, "min": min(rates), "max": max(rates),
             "efficiency": efficiency, "sealed_vs_plain_per_trial": sealed_vs_plain,
-            "batch_vs_single_per_trial": batch_vs_single}
+            "batch_vs_single_per_trial": batch_vs_single,
+            "cpu_us_per_message": cpu, "sender_cpu_us_per_message": senders_cpu,
+            "cores_busy": busy}
         versus = f"x{median / base:.2f}" if base else "-"
         versus_plain = (f"{statistics.median(sealed_vs_plain):.2f}" if sealed_vs_plain
                         else ("-" if plain is None or mode == "off" else "?"))
@@ -264,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{workers:>7} {mode:>6} {signing:>7} {median:>14,.0f} "
               f"({min(rates):,.0f}-{max(rates):,.0f})"
               f"{versus:>12} {versus_plain:>9} {versus_single:>10} {efficiency:>10.2f} "
-              f"{cpu:>10.1f} {lost:>5}")
+              f"{cpu:>10.1f} {senders_cpu:>8.1f} {busy:>10.2f} {lost:>5}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(summary, handle, indent=2)
