@@ -101,6 +101,7 @@ _GOOD, _IGNORED, _GRAYLISTED = 0, 1, 2
 
 _TAGS: dict[wire.StreamKey, bytes] = {}
 _TAGS_KEPT = 4096  # streams whose tag is remembered (about 1 MiB), per process
+_ROUTE_TAGS: dict[tuple[bytes, bytes], bytes] = {}  # the same, by the source's bytes
 
 
 def _tag_of(envelope: wire.Envelope) -> bytes:
@@ -1361,8 +1362,15 @@ class Endpoint:
     def _message_owner(self, frame: wire.Frame) -> int:
         assert self._shard is not None
         _, body = wire.split_message_payload(frame)
-        origin, source = wire.envelope_stream_bytes(body)
-        return stream_owner(origin, source, self._shard.count)
+        stream = wire.envelope_stream_bytes(body)
+        # Asked for every message a sharded node receives: the tag, remembered as
+        # _tag_of remembers it, spares a hash.
+        tag = _ROUTE_TAGS.get(stream)
+        if tag is None:
+            if len(_ROUTE_TAGS) >= _TAGS_KEPT:
+                _ROUTE_TAGS.clear()
+            tag = _ROUTE_TAGS[stream] = wire.stream_tag(*stream)
+        return tag_owner(tag, self._shard.count)
 
     def _route(self, owner: int, item: Routed) -> None:
         self._routed.setdefault(owner, []).append(item)
