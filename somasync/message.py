@@ -14,6 +14,7 @@ import itertools
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nacl.signing
@@ -285,18 +286,37 @@ class Message:
         # that is None or non-empty, a str-to-str header object, a timestamp in range,
         # a u64 sequence, a 64-byte signature, a 32-byte key), and the millisecond
         # timestamp is exact: so the fields are set directly, at a fifth of the cost.
+        # Through the slots' own setters: object.__setattr__ would look each one up by name.
         signature = envelope.signature
         message = object.__new__(cls)
-        setattr_ = object.__setattr__
-        setattr_(message, "message_type", payload)
-        setattr_(message, "source", envelope.source)
-        setattr_(message, "timestamp", envelope.timestamp_ms / 1000.0)
-        setattr_(message, "ttl", envelope.ttl)
-        setattr_(message, "priority", envelope.priority)
-        setattr_(message, "correlation_id", envelope.correlation_id)
-        setattr_(message, "headers", envelope.headers)
-        setattr_(message, "sequence", envelope.sequence)
-        setattr_(message, "signature", signature)
-        setattr_(message, "signer_public_key", None if signature is None else envelope.origin)
-        setattr_(message, "_wire", envelope.body)
+        _set_message_type(message, payload)
+        _set_source(message, envelope.source)
+        _set_timestamp(message, envelope.timestamp_ms / 1000.0)
+        _set_ttl(message, envelope.ttl)
+        _set_priority(message, envelope.priority)
+        _set_correlation_id(message, envelope.correlation_id)
+        _set_headers(message, envelope.headers)
+        _set_sequence(message, envelope.sequence)
+        _set_signature(message, signature)
+        _set_signer_public_key(message, None if signature is None else envelope.origin)
+        _set_wire(message, envelope.body)
         return message
+
+
+# The slot setters of a frozen Message, for from_envelope (its own fields only).
+def _slot_setter(name: str) -> Callable[[Message, object], None]:
+    setter: Callable[[Message, object], None] = vars(Message)[name].__set__
+    return setter
+
+
+_set_message_type = _slot_setter("message_type")
+_set_source = _slot_setter("source")
+_set_timestamp = _slot_setter("timestamp")
+_set_ttl = _slot_setter("ttl")
+_set_priority = _slot_setter("priority")
+_set_correlation_id = _slot_setter("correlation_id")
+_set_headers = _slot_setter("headers")
+_set_sequence = _slot_setter("sequence")
+_set_signature = _slot_setter("signature")
+_set_signer_public_key = _slot_setter("signer_public_key")
+_set_wire = _slot_setter("_wire")
