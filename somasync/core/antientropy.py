@@ -230,7 +230,7 @@ class StreamTable:
         else:
             trackers.move_to_end(stream)
         added = tracker.add(sequence, now=now)
-        if tracker.has_gaps:
+        if tracker._gap_opened:  # has_gaps, without a property call per message
             self._gapped[stream] = None
         return added
 
