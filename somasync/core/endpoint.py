@@ -79,6 +79,7 @@ VERIFY_BOUNDS = (25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6, 1e-3, 5e-3
 """Upper bounds (seconds) of the signature-check duration histogram's buckets."""
 ROOT_CACHE_SIZE = 4096  # verified batch roots kept: a few per origin sending at full rate
 _VERDICTS = frozenset({"protocol_error", str(RejectReason.LOW_SCORE)})  # closes for conduct
+ROUTED_ROOM = 4 * 1024 * 1024  # bytes routed messages may wait in without read-ahead
 FLUSH_LIMIT = 256  # frames of a closing link handled at once (see _flush_waiting)
 CRITICAL = 192  # priority from which a message frame is handled as soon as it is read
 GRAFT_BURST = 1024.0  # messages one neighbour's GRAFTs get back to back (a tree repair)...
@@ -339,6 +340,9 @@ class Endpoint:
         self._waiting = 0  # bytes in the backlog, all links together
         # The room read-ahead may take (0: frames handled as they are read, in order).
         self._read_ahead = config.read_ahead_bytes // (1 if shard is None else shard.count)
+        # Messages routed from other workers wait whatever the read-ahead: without it,
+        # in this room.
+        self._room = self._read_ahead or ROUTED_ROOM
         self._links: dict[int, _Link] = {}
         self._peers: dict[bytes, _Link] = {}
         self._dirty: dict[int, None] = {}
@@ -759,15 +763,18 @@ class Endpoint:
             inbox = backlog[link] = Inbox(routed)
         inbox.put(frame, priority)
         self._waiting += len(frame) + ENTRY_COST
-        excess = self._waiting - self._read_ahead
+        excess = self._waiting - self._room
         if excess > 0:
             # The link with at least its share pays; one under its share (an honest
             # link beside a flood) never does.
-            victim = inbox if inbox.size * len(backlog) >= self._waiting \
-                else max(backlog.values(), key=lambda box: box.size)
+            if inbox.size * len(backlog) < self._waiting:
+                link = max(backlog, key=lambda other: backlog[other].size)
+            victim = backlog[link]
             held = victim.size
             self._count_reject("ingress_shed", victim.shed(excess))
             self._waiting -= held - victim.size
+            if not victim:
+                del backlog[link]
 
     @property
     def has_backlog(self) -> bool:

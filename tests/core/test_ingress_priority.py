@@ -167,3 +167,35 @@ def test_a_closing_link_hands_in_its_last_frames_not_a_flood() -> None:
     assert len(b.take_deliveries()) == FLUSH_LIMIT
     assert b.statistics().rejected["closed_link_backlog"] == 100
     assert b.backlog_bytes == 0
+
+
+def test_without_read_ahead_a_sharded_node_still_takes_routed_messages() -> None:
+    mesh = Mesh(GossipConfig.local().replace(read_ahead_bytes=0))
+    mesh.add("b", shards=2)
+    mesh.add("a")
+    mesh.connect("a", "b")
+    mesh.settle()
+    sent = []
+    for origin in range(8):  # streams of both workers of b
+        data, ids = frames(5, priority=0, source=f"feed-{origin}",
+                           key=nacl.signing.SigningKey(bytes([origin + 1]) * 32))
+        read_at_once(mesh, "a", data)
+        sent += ids
+    mesh.settle()
+    assert sorted(mesh.delivered["b"]) == sorted(sent)
+    assert sum(e.statistics().frames_routed for e in mesh.shards["b"]) > 0
+    assert all("ingress_shed" not in e.statistics().rejected for e in mesh.shards["b"])
+
+
+def test_a_frame_larger_than_the_room_is_shed_and_nothing_breaks() -> None:
+    mesh = linked(GossipConfig.local().replace(read_ahead_bytes=64 * 1024), "a")
+    big = Message(MessageType.Binary(bytes(100_000)), "feed", timestamp=WALL, priority=0,
+                  sequence=1).sign_with_ed25519(KEY)
+    read_at_once(mesh, "a", wire.encode_message_frame(big.to_envelope(), hops=0))
+    b = mesh.nodes["b"]
+    assert b.statistics().rejected["ingress_shed"] == 1
+    assert not b.has_backlog
+    small, small_ids = frames(3, priority=0, first=2)
+    read_at_once(mesh, "a", small)
+    mesh.settle()
+    assert small_ids[0] in mesh.delivered["b"]
