@@ -133,17 +133,24 @@ class VirtualNode:
 class _Pipe:
     """One direction of a link: chunks in flight to ``dst``, oldest first."""
 
-    __slots__ = ("armed", "closed", "conn", "dst", "endpoint", "last", "link", "queue")
+    __slots__ = ("a", "armed", "b", "closed", "conn", "dst", "endpoint", "last", "latency",
+                 "link", "queue", "ready")
 
     def __init__(self, conn: _Conn, dst: VirtualNode, endpoint: Endpoint, link: int) -> None:
         self.conn = conn
         self.dst = dst
         self.endpoint = endpoint
         self.link = link
+        self.latency = conn.latency
+        # The link's two ends, for the partition check on every send and arrival.
+        self.a = conn.a.index
+        self.b = conn.b.index
         self.queue: deque[tuple[float, bytes]] = deque()
         self.armed = False
         self.closed = False
         self.last = 0.0
+        self.ready = False
+        """The receiving endpoint finished its handshake: what arrives is whole frames."""
 
 
 class _Conn:
@@ -250,7 +257,8 @@ class Simulation:
         self._seq = itertools.count()
         self._net_rng = random.Random(derive_seed(seed, "network"))
         self.workload_rng = random.Random(derive_seed(seed, "workload"))
-        self._links: dict[int, _Conn] = {}
+        self._links: dict[int, _Pipe] = {}
+        """Link id -> the pipe that link's endpoint sends on (until its side closes)."""
         self._pairs: dict[tuple[int, int], _Conn] = {}
         self._next_link = itertools.count(1)
         self._groups: list[int] | None = None
@@ -383,16 +391,14 @@ class Simulation:
             heapq.heappush(self._heap, (deadline, next(self._seq), _TIMER, node, None))
 
     def _send(self, link: int, data: bytes) -> None:
-        conn = self._links.get(link)
-        if conn is None:
+        pipe = self._links.get(link)
+        if pipe is None:
             return
-        pipe = conn.ab if link == conn.link_a else conn.ba
-        assert pipe is not None
         groups = self._groups
-        if pipe.closed or (groups is not None and groups[conn.a.index] != groups[conn.b.index]):
+        if pipe.closed or (groups is not None and groups[pipe.a] != groups[pipe.b]):
             self.dropped_bytes += len(data)
             return
-        t = self.now + conn.latency
+        t = self.now + pipe.latency
         if t < pipe.last:
             t = pipe.last
         pipe.last = t
@@ -411,21 +417,19 @@ class Simulation:
         if node.paused:
             node.held[pipe] = None
             return
-        groups = self._groups
-        conn = pipe.conn
         now = self.now
-        if not queue or queue[0][0] > now:
-            pass  # a resumed node's pipe with nothing due yet
-        elif groups is not None and groups[conn.a.index] != groups[conn.b.index]:
-            while queue and queue[0][0] <= now:
-                self.dropped_bytes += len(queue.popleft()[1])
-        elif len(queue) == 1 or queue[1][0] > now:
-            self._deliver_bytes(pipe, queue.popleft()[1])
-        else:
-            chunks = []
-            while queue and queue[0][0] <= now:
-                chunks.append(queue.popleft()[1])
-            self._deliver_bytes(pipe, b"".join(chunks))
+        if queue and queue[0][0] <= now:  # else: a resumed node's pipe, nothing due yet
+            groups = self._groups
+            if groups is not None and groups[pipe.a] != groups[pipe.b]:
+                while queue and queue[0][0] <= now:
+                    self.dropped_bytes += len(queue.popleft()[1])
+            elif len(queue) == 1 or queue[1][0] > now:
+                self._deliver_bytes(pipe, queue.popleft()[1])
+            else:
+                chunks = []
+                while queue and queue[0][0] <= now:
+                    chunks.append(queue.popleft()[1])
+                self._deliver_bytes(pipe, b"".join(chunks))
         if queue and not pipe.armed:
             pipe.armed = True
             heapq.heappush(self._heap, (queue[0][0], next(self._seq), _ARRIVE, pipe, None))
@@ -434,16 +438,18 @@ class Simulation:
         # Senders hand over whole frames, so the simulator cuts them itself (it reads the
         # headers anyway, to count payload MESSAGE frames per broadcast for RMR) and
         # gives each to receive_frame: the endpoint's FrameBuffer would only copy them.
-        by_key = self._by_key
-        unpack = _LENGTH.unpack_from
         link, now = pipe.link, self.now
         endpoint = pipe.endpoint
-        if endpoint.session_of(link) is None:
-            # The handshake (its last bytes never share a delivery with frames: a side
-            # sends frames only after the other's AUTH, one latency later).
-            endpoint.receive_bytes(link, data, now=now)
-            self._pump(pipe.dst)
-            return
+        if not pipe.ready:
+            if endpoint.session_of(link) is None:
+                # The handshake (its last bytes never share a delivery with frames: a
+                # side sends frames only after the other's AUTH, one latency later).
+                endpoint.receive_bytes(link, data, now=now)
+                self._pump(pipe.dst)
+                return
+            pipe.ready = True
+        by_key = self._by_key
+        unpack = _LENGTH.unpack_from
         receive = endpoint.receive_frame
         offset, end = 0, len(data)
         while offset < end:
@@ -547,8 +553,8 @@ class Simulation:
         conn.ab = _Pipe(conn, b, b.endpoint, conn.link_b)
         conn.ba = _Pipe(conn, a, a.endpoint, conn.link_a)
         conn.open = True
-        self._links[conn.link_a] = conn
-        self._links[conn.link_b] = conn
+        self._links[conn.link_a] = conn.ab
+        self._links[conn.link_b] = conn.ba
         a.conns[b.index] = conn
         b.conns[a.index] = conn
         a.endpoint.open_link(conn.link_a, outbound=True, address=b.address, now=self.now)
@@ -575,9 +581,9 @@ class Simulation:
             self._close_now_and_fin(conn, a, reason, failed=False)
 
     def _endpoint_closes(self, node: VirtualNode, link: int, reason: str) -> None:
-        conn = self._links.get(link)
-        if conn is not None:
-            self._close_now_and_fin(conn, node, reason, failed=True)
+        pipe = self._links.get(link)
+        if pipe is not None:
+            self._close_now_and_fin(pipe.conn, node, reason, failed=True)
 
     def _close_now_and_fin(self, conn: _Conn, closer: VirtualNode, reason: str, *,
                            failed: bool) -> None:
