@@ -283,6 +283,13 @@ class GossipConfig:
     """Tree: seconds after a GRAFT before the next announcer is asked, should the first
     not answer (Plumtree's timer 2)."""
 
+    announce_interval: float = 0.0
+    """Tree: seconds between two IHAVE frames to one neighbour. 0: each turn's (one
+    input's) announcements go at once, one frame per link. A positive interval sends the
+    first announcement after a quiet spell at once and gathers the ones that follow until
+    the interval has passed: at high message rates one frame (and one wake-up of the
+    neighbour) carries many ids, for a broken tree noticed up to that much later."""
+
     max_missing: int = 10_000
     """Tree: announced-but-missing message ids remembered; beyond it the oldest are
     forgotten (and counted): anti-entropy still repairs them."""
@@ -353,6 +360,7 @@ class GossipConfig:
                  f"must be 'tree' or 'push', got {self.forwarding!r}")
         require_number(self.lazy_timeout, "gossip.lazy_timeout")
         require_number(self.graft_retry, "gossip.graft_retry")
+        require_number(self.announce_interval, "gossip.announce_interval", allow_zero=True)
         require_int(self.max_missing, "gossip.max_missing")
         require_int(self.max_stream_trees, "gossip.max_stream_trees")
         require(

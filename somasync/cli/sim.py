@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="virtual seconds after the last broadcast")
     parser.add_argument("--deadline", type=float, default=1.0,
                         help="deliveries within this many seconds count as on time")
+    parser.add_argument("--announce-interval", type=float, default=0.0,
+                        help="tree: seconds between two IHAVE frames to one neighbour "
+                             "(0: every turn)")
     parser.add_argument("--authors", type=int, default=32)
     parser.add_argument("--payload-bytes", type=int, default=256)
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
@@ -98,7 +101,7 @@ def settings_from(args: argparse.Namespace) -> SimSettings:
         nodes=args.nodes, seed=args.seed, messages=args.messages, interval=args.interval,
         fail_fraction=args.fail_fraction, forwarding=args.forwarding, overlay=args.overlay,
         swim=args.swim, degree=args.degree, crypto=args.crypto, network=network,
-        authors=args.authors,
+        authors=args.authors, announce_interval=args.announce_interval,
         payload_bytes=args.payload_bytes, drain=args.drain, deadline=args.deadline,
         partition_seconds=args.partition_seconds, churn_rate=args.churn_rate,
         churn_downtime=args.churn_downtime, fractions=fractions)

@@ -371,6 +371,7 @@ class Endpoint:
         self._digest_order: list[bytes] = []  # peers left in this anti-entropy round
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL
         self._direct = DirectRouter(self)
+        self._next_announce = now  # announce_interval: when gathered IHAVEs may go
 
     def _timed(self, verify: crypto.Verifier, timer: Callable[[], float]) -> crypto.Verifier:
         counts = self._verify_counts
@@ -946,6 +947,8 @@ class Endpoint:
         if direct is not None:
             deadline = min(deadline, direct)
         if self._tree is not None:
+            if self._next_announce < deadline and self._tree.has_announcements:
+                deadline = self._next_announce
             graft = self._tree.next_deadline()
             if graft is not None and graft < deadline:
                 return graft
@@ -1564,6 +1567,11 @@ class Endpoint:
         tree = self._tree
         if tree is None or not tree.has_announcements:
             return
+        interval = self.config.announce_interval
+        if interval:
+            if self._now < self._next_announce:
+                return  # gathered until then (get_timer asks for a wake-up)
+            self._next_announce = self._now + interval
         for link, entries in tree.take_announcements().items():
             state = self._links.get(link)
             if state is not None and not state.closing:

@@ -94,6 +94,9 @@ class SimSettings:
     membership: MembershipConfig | None = None
     """SWIM settings of the membership scenario and the ``node`` overlay (None:
     ``MembershipConfig.lan()``)."""
+    announce_interval: float = 0.0
+    """Tree: the endpoints' ``gossip.announce_interval`` (seconds between two IHAVE
+    frames to one neighbour; 0 announces every turn)."""
     membership_window: float = 20.0
     """membership: seconds after the crash during which detections are counted."""
     memory_breakdown: bool = True
@@ -110,7 +113,7 @@ class SimSettings:
                      "max_convergence", "churn_rate", "churn_downtime",
                      "membership_window"):
             _number(getattr(self, name), name, positive=True)
-        for name in ("warmup", "drain"):
+        for name in ("warmup", "drain", "announce_interval"):
             _number(getattr(self, name), name, positive=False)
         _fraction(self.fail_fraction, "fail_fraction")
         if not self.fractions:
@@ -152,6 +155,7 @@ def sim_gossip_config(settings: SimSettings, *, store_seconds: float | None = No
     stored = min(base.max_stored_messages, max(64, math.ceil(rate * store_seconds) + 16))
     seen = min(base.seen_cache_size, max(256, math.ceil(rate * 10.0)))
     return base.replace(forwarding=settings.forwarding, max_stored_messages=stored,
+                        announce_interval=settings.announce_interval,
                         seen_cache_size=seen,
                         max_message_age=max(base.anti_entropy_interval * 4,
                                             store_seconds + 30.0))

@@ -8,7 +8,7 @@ import nacl.signing
 import pytest
 
 from somasync.config import GossipConfig
-from somasync.core import wire
+from somasync.core import endpoint as endpoint_module, wire
 from somasync.core.broadcast import BroadcastTree
 from somasync.core.events import FrameRejected
 from somasync.core.payload import MessageType
@@ -383,3 +383,54 @@ def test_endpoint_statistics_name_each_peers_lazy_streams() -> None:
         assert all(0 <= count <= stats.tree.streams for count in stats.lazy_streams.values())
         lazy_somewhere |= any(stats.lazy_streams.values())
     assert lazy_somewhere
+
+
+def test_an_announce_interval_gathers_ihave_entries_into_fewer_frames() -> None:
+    """Five messages in a burst: without an interval each goes to every lazy link in its
+    own IHAVE frame; with one, the burst's entries share a frame per link, and every
+    entry still goes (the timer sends what was gathered)."""
+    sent: dict[float, tuple[int, int]] = {}
+    for interval in (0.0, 0.5):
+        mesh = random_mesh(TREE.replace(announce_interval=interval))
+        for sequence in range(1, 4):
+            publish(mesh, sequence)  # the tree forms
+        mesh.step(1.0)
+
+        def totals(mesh: Mesh = mesh) -> tuple[int, int]:
+            stats = [e.statistics() for e in mesh.nodes.values()]
+            return (sum(s.control_frames_out for s in stats),
+                    sum(s.tree.announcements_sent for s in stats))  # type: ignore[union-attr]
+
+        frames, entries = totals()
+        for sequence in range(4, 9):
+            publish(mesh, sequence)  # no time passes: one burst
+        mesh.step(1.0)
+        sent[interval] = (totals()[0] - frames, totals()[1] - entries)
+        assert all(len(ids) == 8 for name, ids in mesh.delivered.items() if name != "n0")
+        assert not any(e.statistics().tree.missing  # type: ignore[union-attr]
+                       for e in mesh.nodes.values())
+    assert sent[0.5][1] == sent[0.0][1] > 0, "the same announcements"
+    assert sent[0.0][0] == sent[0.0][1], "one frame per entry without an interval"
+    assert sent[0.5][0] < sent[0.0][0] / 2, "gathered: several entries a frame"
+
+
+def test_a_broken_tree_is_repaired_with_an_announce_interval(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # No housekeeping sweep to wake the nodes up: gathered announcements go because the
+    # endpoint's own timer asks for the end of the interval.
+    monkeypatch.setattr(endpoint_module, "HOUSEKEEPING_INTERVAL", 3600.0)
+    mesh = random_mesh(TREE.replace(announce_interval=0.3))
+    for sequence in range(1, 4):
+        publish(mesh, sequence)
+    mesh.step(1.0)
+    publish(mesh, 4)  # announced at once: the next announcements wait for the interval
+    victim = "n7"
+    for link in mesh.nodes[victim].peer_links():
+        if mesh.nodes[victim]._tree.is_eager(link, TAG):  # type: ignore[union-attr]
+            mesh.wires[(victim, link)].drop = True
+    message_id = publish(mesh, 5)
+    assert message_id not in mesh.delivered[victim]
+    mesh.step(2.0)
+    assert message_id in mesh.delivered[victim], "IHAVE after the interval, then GRAFT"
+    assert sum(e.statistics().tree.grafts_sent  # type: ignore[union-attr]
+               for e in mesh.nodes.values()) >= 1
