@@ -6,6 +6,7 @@ wall-clock thresholds.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -333,3 +334,16 @@ def test_links_follow_the_overlay_views_and_survive_a_crash(swim: bool) -> None:
     sim.run(30.0)
     check()
     assert all(all(sim.nodes[p].alive for p in node.conns) for node in sim.live_nodes())
+
+
+def test_a_run_leaves_the_garbage_collector_as_it_found_it() -> None:
+    """A run builds its nodes with the collector off, freezes them and collects seldom
+    while it runs: afterwards nothing stays frozen (the nodes can be freed) and the
+    collector is on with its thresholds back."""
+    thresholds = gc.get_threshold()
+    assert gc.isenabled()
+    result = run_scenario("steady", SMALL.replace(messages=5))
+    assert result.reliability["min"] == 1.0
+    assert gc.isenabled()
+    assert gc.get_threshold() == thresholds
+    assert gc.get_freeze_count() == 0
