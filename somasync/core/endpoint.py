@@ -947,7 +947,8 @@ class Endpoint:
         if direct is not None:
             deadline = min(deadline, direct)
         if self._tree is not None:
-            if self._next_announce < deadline and self._tree.has_announcements:
+            if self.config.announce_interval and self._next_announce < deadline \
+                    and self._tree.has_announcements:
                 deadline = self._next_announce
             graft = self._tree.next_deadline()
             if graft is not None and graft < deadline:
