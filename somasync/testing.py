@@ -21,10 +21,12 @@ loss, partitions, crashes, pauses) every multi-node harness shares.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from somasync.config import GossipConfig, MembershipConfig
 from somasync.core.crypto import Identity
@@ -34,7 +36,12 @@ from somasync.core.membership import Membership
 from somasync.core.shard import Shard, peer_owner
 from somasync.core.trust import Trust
 
-__all__ = ["WALL", "MembershipNet", "Mesh", "Wire", "wait_until"]
+if TYPE_CHECKING:
+    from somasync.aio.channel import Stream
+    from somasync.aio.node import SynapseNode
+    from somasync.message import Message
+
+__all__ = ["WALL", "MembershipNet", "Mesh", "RunningNodes", "Wire", "wait_until"]
 
 WALL = 1_800_000_000.0
 """The harness's wall clock at virtual time ``Mesh.now``'s start: fixed, so origin
@@ -56,6 +63,45 @@ async def wait_until(condition: Callable[[], bool], what: str, within: float = 1
         if loop.time() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+class RunningNodes:
+    """Real nodes in the running event loop, each one's ``messages`` and ``events``
+    drained into ``received[i]`` and ``events[i]`` until it stops (a test reads what
+    arrived without consuming the streams itself). ``close()`` stops every node and ends
+    the draining."""
+
+    def __init__(self) -> None:
+        self.nodes: list[SynapseNode] = []
+        self.received: list[list[Message]] = []
+        self.events: list[list[object]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, node: SynapseNode, messages: Stream[Message],
+                    events: Stream[Any]) -> int:
+        """Start ``node`` and drain its streams; returns its index."""
+        await node.start()
+        received: list[Message] = []
+        seen: list[object] = []
+        self.nodes.append(node)
+        self.received.append(received)
+        self.events.append(seen)
+        self._tasks += [asyncio.create_task(self._drain(messages, received)),
+                        asyncio.create_task(self._drain(events, seen))]
+        return len(self.nodes) - 1
+
+    @staticmethod
+    async def _drain(stream: Stream[Any], into: list[Any]) -> None:
+        with contextlib.suppress(EOFError):
+            while True:
+                into.append(await stream.recv())
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            await node.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 @dataclass

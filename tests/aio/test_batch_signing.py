@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -18,20 +17,15 @@ from somasync import (
 )
 from somasync.config import NodeConfig
 from somasync.core import wire
-from somasync.testing import wait_until
+from somasync.testing import RunningNodes, wait_until
 
 pytestmark = pytest.mark.filterwarnings("error")
 
 DEADLINE = 10.0
 
 
-class Pair:
+class Pair(RunningNodes):
     """A publisher and a receiver linked to it, their deliveries drained."""
-
-    def __init__(self) -> None:
-        self.nodes: list[SynapseNode] = []
-        self.received: dict[str, list[Message]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def add(self, name: str, *, workers: int = 0, batch: int = 1, window: float = 0.002,
                   bootstrap: tuple[str, ...] = ()) -> SynapseNode:
@@ -41,25 +35,11 @@ class Pair:
         builder = builder.with_batch_signing(batch, window)
         for address in bootstrap:
             builder = builder.add_bootstrap_peer(address)
-        node, messages, _events = builder.build()
-        await node.start()
-        self.nodes.append(node)
-        got = self.received[name] = []
+        return self.nodes[await self.start(*builder.build())]
 
-        async def drain() -> None:
-            with contextlib.suppress(EOFError):
-                while True:
-                    got.append(await messages.recv())
-
-        self._tasks.append(asyncio.create_task(drain()))
-        return node
-
-    async def close(self) -> None:
-        for node in self.nodes:
-            await node.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    def got(self, name: str) -> list[Message]:
+        """What the node ``name`` delivered so far."""
+        return self.received[[n.node_id for n in self.nodes].index(name)]
 
 
 @contextlib.asynccontextmanager
@@ -90,7 +70,7 @@ async def test_a_node_signs_in_batches_and_its_peer_checks_one_signature_each(
                                            window=30.0)
         sent = [await publisher.broadcast_message(MessageType.Data(f"ioc {i}"))
                 for i in range(49)]
-        got = p.received["receiver"]
+        got = p.got("receiver")
         await wait_until(lambda: len(got) >= 49, "every message", DEADLINE)
         assert sorted(m.id for m in got) == sorted(sent)
         assert all(m.verify_signature() for m in got)
@@ -109,7 +89,7 @@ async def test_a_message_to_an_idle_signer_goes_at_once_and_the_next_within_the_
         publisher, _receiver = await linked(p, batch=64, window=0.05)
         first = await publisher.broadcast_message(MessageType.Data("alone"))
         second = await publisher.broadcast_message(MessageType.Data("waits for company"))
-        got = p.received["receiver"]
+        got = p.got("receiver")
         await wait_until(lambda: len(got) == 2, "both messages", DEADLINE)
         assert sorted(m.id for m in got) == sorted([first, second])
         assert all(m.verify_signature() for m in got)
@@ -120,7 +100,7 @@ async def test_stop_sends_what_waits_for_its_batch() -> None:
         publisher, _receiver = await linked(p, batch=64, window=600.0)
         sent = [await publisher.broadcast_message(MessageType.Data(f"late {i}"))
                 for i in range(5)]
-        got = p.received["receiver"]
+        got = p.got("receiver")
         await wait_until(lambda: len(got) == 1, "the first, signed alone", DEADLINE)
         assert got[0].id == sent[0]  # the other four wait for a batch (600 s)
         await publisher.stop()
@@ -135,7 +115,7 @@ async def test_a_critical_message_is_never_held_for_a_batch() -> None:
         await publisher.broadcast_message(MessageType.Data("bulk, held"))
         urgent = await publisher.broadcast_message(
             MessageType.Alert("critical", "intrusion", None), priority=255)
-        got = p.received["receiver"]
+        got = p.got("receiver")
         await wait_until(lambda: len(got) == 2, "the critical message", DEADLINE)
         assert {m.id for m in got} == {first, urgent}
         assert all(len(m.signature or b"") == wire.SIGNATURE_SIZE for m in got)

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from somasync import GossipConfig, Message, MessageType, SynapseNode, SynapseNodeBuilder
+from somasync import GossipConfig, Message, MessageType, SynapseNodeBuilder
 from somasync.core.events import DirectAcked, RouteDiscovered
 from somasync.errors import DeliveryFailedError
 from somasync.message import sign_batch
 from somasync.query import QueryFilter, QueryFinished, QueryReceived
-from somasync.testing import wait_until
+from somasync.testing import RunningNodes, wait_until
 
 DEADLINE = 15.0  # generous: polls end as soon as the condition holds
 
@@ -27,15 +27,12 @@ def workers(request: pytest.FixtureRequest) -> int:
     return int(request.param)
 
 
-class Chain:
+class Chain(RunningNodes):
     """Nodes n0 - n1 - ... in a line, each consuming its streams."""
 
     def __init__(self, workers: int) -> None:
+        super().__init__()
         self.workers = workers
-        self.nodes: list[SynapseNode] = []
-        self.received: list[list[Message]] = []
-        self.events: list[list[object]] = []
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def grow(self, count: int) -> None:
         previous: list[str] = []
@@ -46,34 +43,13 @@ class Chain:
                        .with_workers(self.workers).with_discovery("static"))
             for address in previous:
                 builder = builder.add_bootstrap_peer(address)
-            node, messages, events = builder.build()
-            await node.start()
-            received: list[Message] = []
-            seen: list[object] = []
-            self.nodes.append(node)
-            self.received.append(received)
-            self.events.append(seen)
-            self._tasks.append(asyncio.create_task(self._drain(messages, received)))
-            self._tasks.append(asyncio.create_task(self._drain(events, seen)))
+            node = self.nodes[await self.start(*builder.build())]
             previous = [node.listen_address]
         await wait_until(lambda: sum(len(n.connected_peers()) for n in self.nodes)
                          == 2 * (count - 1), "the chain to connect", DEADLINE)
         # Every node knows every other by name once membership spread.
         await wait_until(lambda: all(len(n.members()) == count for n in self.nodes),
                          "membership to spread", DEADLINE)
-
-    @staticmethod
-    async def _drain(stream: object, into: list[object]) -> None:
-        with contextlib.suppress(EOFError):
-            while True:
-                into.append(await stream.recv())  # type: ignore[attr-defined]
-
-    async def close(self) -> None:
-        for node in self.nodes:
-            await node.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
