@@ -231,12 +231,12 @@ class Message:
 
     def estimated_size(self) -> int:
         """Bytes this message takes on a link: its frame, length prefix and header
-        included, with its signature (64 bytes) once signed, before link encryption
-        (about 20 bytes per record). Exact, not an estimate (the original summed its
-        in-memory fields); a node refuses to send one whose frame exceeds
-        ``GossipConfig.max_frame``."""
+        included, with its signature once signed (64 bytes; a batch-signed message's
+        proof adds 3 + 16 per level), before link encryption (about 20 bytes per
+        record). Exact, not an estimate (the original summed its in-memory fields); a
+        node refuses to send one whose frame exceeds ``GossipConfig.max_frame``."""
         return (wire.FRAME_HEADER.size + len(self.envelope_bytes)
-                + (wire.SIGNATURE_SIZE if self.signature is not None else 0))
+                + (len(self.signature) if self.signature is not None else 0))
 
     def sign_with_ed25519(self, signing_key: nacl.signing.SigningKey | crypto.Identity) -> Message:
         """A copy signed with ``signing_key`` (its public key becomes the origin)."""

@@ -3,7 +3,10 @@
 A link's send queue has four bands of 64 (0-63, 64-127, 128-191, 192-255) and always
 sends the highest band first; frames of 192 and up (:data:`HIGH` and :data:`CRITICAL`)
 are never held back by a bandwidth limit (``GossipConfig.max_send_rate``) and are the
-last a full queue drops. Within a band, frames keep their order.
+last a full queue drops. Within a band, frames keep their order. A receiving node handles
+them as soon as it reads them, ahead of other messages read before
+(``GossipConfig.read_ahead_bytes``), and a publishing node never holds them for a signed
+batch (``NodeConfig.signing_batch_size``).
 """
 
 from __future__ import annotations

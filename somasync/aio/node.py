@@ -34,6 +34,7 @@ from somasync.bundle import BundleStatistics, Reassembler, is_chunk, split
 from somasync.config import NodeConfig, parse_address
 from somasync.core import wire
 from somasync.core.crypto import Identity
+from somasync.core.direct import DIRECT_HEADER
 from somasync.core.endpoint import EndpointStatistics
 from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, PeerRevoked
 from somasync.core.membership import Member, MembershipStatistics, PeerState
@@ -570,6 +571,8 @@ class SynapseNode:
             NodeStateError: the node is not running.
             MessageTooLargeError: its frame would exceed ``gossip.max_frame``, which
                 every receiver with that limit refuses.
+            ValueError: it carries the ``somasync-direct-to`` header of a direct
+                message (see :meth:`send_message`).
         """
         message_id = await self._send(message)
         self._events.put_nowait(MessageSent(None, message_id))
@@ -580,6 +583,11 @@ class SynapseNode:
             raise NodeStateError("start the node before broadcasting")
         if not isinstance(message, Message):
             raise TypeError("broadcast takes a Message; use broadcast_message for a payload")
+        if DIRECT_HEADER in message.headers:
+            # Every node refuses a broadcast carrying it (no replay of a direct message
+            # as a broadcast): sent, it would reach nobody.
+            raise ValueError(f"a message with the {DIRECT_HEADER} header is a direct "
+                             f"message: use send_message")
         size = self._frame_size(message)
         if size > self.config.gossip.max_frame:
             # Sent, it would be refused by every receiver with this limit: say so now.

@@ -17,11 +17,15 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from somasync.core.crypto import Identity
+from somasync.errors import NodeStateError
 from somasync.message import Message, sign_batch
 
-__all__ = ["BYPASS_PRIORITY", "BatchSigner"]
+__all__ = ["BYPASS_PRIORITY", "MAX_IN_FLIGHT", "BatchSigner"]
 
 _log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 2
+"""Signed batches on their way before a publisher adding more waits for them."""
 
 BYPASS_PRIORITY = 192
 """Messages of this priority or more (the critical band of the send queues) are signed
@@ -46,68 +50,108 @@ class BatchSigner:
         self._send = send
         self._pending: list[Message] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._order = asyncio.Lock()  # FIFO: batches leave in the order they were cut
-        self._flushes: set[asyncio.Task[None]] = set()
+        # Each signed batch is sent by a task of its own, chained after the one before
+        # (batches leave in the order they were cut): a caller cancelled while its batch
+        # is on the way cannot leave the rest of it unsent, though its id was given.
+        self._sending: asyncio.Task[None] | None = None
+        self._in_flight = 0
         self._busy_until = float("-inf")  # loop time until which messages are batched
+        self._closed = False
         self.send_errors = 0
-        """Batches a timer's flush could not send (the node stopped under it)."""
+        """Messages that could not be handed on (the node stopped under them)."""
 
     @property
     def pending(self) -> int:
         """Messages waiting for their batch to be signed."""
         return len(self._pending)
 
+    @property
+    def in_flight(self) -> int:
+        """Signed batches (or lone messages) on their way, not yet all handed on."""
+        return self._in_flight
+
     async def add(self, message: Message) -> str:
-        """Queue ``message`` (unsigned) for signing; returns its id, fixed already."""
+        """Queue ``message`` (unsigned) for signing; returns its id, fixed already.
+
+        Raises:
+            NodeStateError: the signer was closed (the node is stopping).
+        """
+        if self._closed:
+            raise NodeStateError("the node is stopping")
         loop = asyncio.get_running_loop()
         now = loop.time()
         if not self._pending and now >= self._busy_until:
             # Idle: no batch to join. Later messages in the window will form one.
             self._busy_until = now + self._window
             signed = message.sign_with_ed25519(self._identity)
-            async with self._order:
-                await self._send(signed)
+            await self._dispatch([signed])
             return signed.id
         # The id covers the origin key, so set it before the id is taken.
         message = dataclasses.replace(message, signer_public_key=self._identity.public_key)
         self._pending.append(message)
         if len(self._pending) >= self._size:
             await self.flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self._window, self._expire)
+        else:
+            if self._timer is None:
+                self._timer = loop.call_later(self._window, self._expire)
+            if self._in_flight > MAX_IN_FLIGHT and self._sending is not None:
+                # Batches cut by the timer are piling up behind a slow send: the
+                # publisher waits for them rather than grow the pile.
+                await asyncio.shield(self._sending)
         return message.id
 
     def _expire(self) -> None:
         self._timer = None
-        task = asyncio.get_running_loop().create_task(self._flush_quietly())
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        self._cut()
 
-    async def _flush_quietly(self) -> None:
-        try:
-            await self.flush()
-        except Exception:
-            # The caller that queued these got its id and left; the node's stop (which
-            # flushes first) is the only normal way here. Say it once per batch.
-            self.send_errors += 1
-            _log.warning("a signed batch could not be sent", exc_info=True)
-
-    async def flush(self) -> None:
-        """Sign and send whatever waits now; returns once it is handed on."""
+    def _cut(self) -> asyncio.Task[None] | None:
+        """Sign what waits and start sending it after the batches before it."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         batch, self._pending = self._pending, []
         if not batch:
-            return
+            return None
         self._busy_until = asyncio.get_running_loop().time() + self._window
-        signed = sign_batch(batch, self._identity)
-        async with self._order:
+        return self._start(sign_batch(batch, self._identity))
+
+    def _start(self, signed: list[Message]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._send_all(signed, self._sending))
+        self._sending = task
+        self._in_flight += 1
+        return task
+
+    async def _dispatch(self, signed: list[Message]) -> None:
+        await asyncio.shield(self._start(signed))
+
+    async def _send_all(self, signed: list[Message],
+                        before: asyncio.Task[None] | None) -> None:
+        try:
+            if before is not None:
+                await asyncio.wait([before])  # its outcome is its own (counted there)
+            failed = 0
             for message in signed:
-                await self._send(message)
+                try:
+                    await self._send(message)
+                except Exception:
+                    failed += 1
+            if failed:
+                # Their ids were given out; say so once per batch.
+                self.send_errors += failed
+                _log.warning("%d signed message(s) of a batch could not be sent", failed)
+        finally:
+            self._in_flight -= 1
+
+    async def flush(self) -> None:
+        """Sign and send whatever waits now; returns once it is handed on."""
+        task = self._cut()
+        if task is not None:
+            await asyncio.shield(task)
 
     async def close(self) -> None:
-        """Send what waits and wait for flushes in progress (the node is stopping)."""
+        """Send what waits and wait for every batch on its way (the node is stopping);
+        later messages are refused."""
+        self._closed = True
         await self.flush()
-        if self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
+        if self._sending is not None:
+            await asyncio.wait([self._sending])

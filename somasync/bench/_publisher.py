@@ -34,6 +34,7 @@ from somasync.core.handshake import Session
 from somasync.core.payload import Binary
 from somasync.errors import DecodeError
 from somasync.message import Message, sign_batch
+from somasync.priority import HIGH
 
 __all__ = ["main"]
 
@@ -193,7 +194,8 @@ def publish(spec: dict[str, Any]) -> None:
         behind_ns = 0
         number = 0
         # Batch signing (batch_size > 1): messages wait, unsigned, until batch_size are
-        # due or the first has waited batch_window, as a node's BatchSigner holds them.
+        # due or the first has waited batch_window, as a node's BatchSigner holds them;
+        # critical ones (HIGH and up) are signed alone at once, as there.
         unsigned: list[Message] = []
         window_ns = int(spec["batch_window"] * 1e9)
         sign_by_ns = 0
@@ -224,7 +226,7 @@ def publish(spec: dict[str, Any]) -> None:
             message = Message(Binary(payload.encode(index, number, due_ns, size)), origin,
                               sequence=number + 1).with_priority(priorities[number])
             number += 1
-            if batch_size > 1:
+            if batch_size > 1 and priorities[number - 1] < HIGH:
                 if not unsigned:
                     sign_by_ns = max(due_ns, now_ns) + window_ns
                 unsigned.append(message)

@@ -50,6 +50,7 @@ the endpoint's ``rejected`` under a ``direct_*`` reason.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -253,8 +254,10 @@ class DirectRouter:
         endpoint = self._endpoint
         direct = decode_direct(frame)
         me = endpoint.identity.public_key
-        relay_id = (b"A" if direct.type == ACK else b"D") + direct.message_id \
-            + bytes((direct.attempt,))
+        # The whole body, signature included: a garbled copy sent ahead by a node that
+        # saw the first flood must not make relays drop the genuine one as a duplicate.
+        relay_id = (b"A" if direct.type == ACK else b"D") \
+            + hashlib.blake2b(direct.body, digest_size=16).digest() + bytes((direct.attempt,))
         if direct.sender == me:
             endpoint._count_reject("direct_echo")  # our own flood, come round a loop
             return

@@ -795,11 +795,17 @@ class Endpoint:
         backlog = self._backlog
         while budget > 0 and backlog:
             for link in list(backlog):
-                inbox = backlog[link]
+                inbox = backlog.get(link)
+                if inbox is None:
+                    continue  # a frame handled in this pass closed that link
                 frame = inbox.take()
                 self._waiting -= len(frame) + ENTRY_COST
-                if not inbox:
-                    del backlog[link]
+                # Settled before the frame is handled (which may close links): a link
+                # served goes to the back, so the next call starts with those it did not
+                # reach, however many links wait.
+                del backlog[link]
+                if inbox:
+                    backlog[link] = inbox
                 budget -= 1
                 if not inbox.routed:
                     self.receive_frame(link, frame, now=now)
@@ -1123,6 +1129,13 @@ class Endpoint:
             self._on_duplicate(state, frame, message_id, body)
             return
         envelope = wire.decode_envelope(body, signature, message_id)
+        if frame.priority != envelope.priority:
+            # The header's copy of the signed priority orders read-ahead; a neighbour
+            # that changes it jumps the queue or holds back another origin's alert.
+            self._reject(state, RejectReason.BAD_PRIORITY,
+                         f"header priority {frame.priority}, signed {envelope.priority}",
+                         close=True)
+            return
         if self._streams.has(envelope.stream, envelope.sequence):
             self._on_duplicate(state, frame, message_id, body)
             return

@@ -40,6 +40,7 @@ class RejectReason(enum.StrEnum):
     BAD_HELLO = "bad_hello"
     BAD_DIGEST = "bad_digest"
     BAD_BATCH = "bad_batch"  # a batch-signed message's proof head is malformed
+    BAD_PRIORITY = "bad_priority"  # a frame header's priority differs from the signed one
     UNKNOWN_KIND = "unknown_kind"
     UNKNOWN_PAYLOAD_KIND = "unknown_payload_kind"
     BAD_SIGNATURE = "bad_signature"

@@ -53,6 +53,7 @@ _TRACE_DELIVERY = struct.Struct("!qI")
 _TRACE_OVERLAY = struct.Struct("!qIIB")
 _MESSAGE = int(wire.FrameKind.MESSAGE)
 _SIGNED = wire.FLAG_SIGNED
+_BATCH = wire.FLAG_BATCH
 _HEADER = wire.FRAME_HEADER.size  # length prefix + fixed header
 _TRACE_FLUSH = 1 << 20
 
@@ -455,7 +456,10 @@ class Simulation:
         while offset < end:
             stop = offset + 4 + unpack(data, offset)[0]
             if data[offset + 5] == _MESSAGE:
-                body = offset + _HEADER + (64 if data[offset + 6] & _SIGNED else 0)
+                flags = data[offset + 6]
+                body = offset + _HEADER + (
+                    0 if not flags & _SIGNED else 64 if not flags & _BATCH
+                    else wire.authenticator_size(data, flags, offset + _HEADER))
                 record = by_key.get(data[body + 3 : body + 43])
                 if record is not None:
                     record.frames += 1

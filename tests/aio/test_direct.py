@@ -99,6 +99,15 @@ async def test_unknown_and_unreachable_nodes_fail_clearly(workers: int) -> None:
         assert failed.value.node_id == "n2"
 
 
+async def test_a_direct_message_is_refused_as_a_broadcast() -> None:
+    async with chain(2, 0) as c:
+        sender, target = c.nodes
+        header = {"somasync-direct-to": target.public_key.hex()}
+        with pytest.raises(ValueError, match="send_message"):
+            await sender.broadcast(Message(MessageType.Data("x"), sender.node_id,
+                                           headers=header))
+
+
 async def test_a_batch_signed_message_is_refused_for_a_direct_send() -> None:
     async with chain(2, 0) as c:
         sender, target = c.nodes

@@ -259,7 +259,8 @@ def _tampered(key: nacl.signing.SigningKey) -> bytes:
 def _forged(key: nacl.signing.SigningKey) -> bytes:
     body = _signed(key, "forged").envelope_bytes
     signature = nacl.signing.SigningKey(bytes([9]) * 32).sign(wire.MESSAGE_DOMAIN + body).signature
-    return wire.encode_frame(wire.FrameKind.MESSAGE, signature + body, flags=wire.FLAG_SIGNED)
+    return wire.encode_frame(wire.FrameKind.MESSAGE, signature + body, flags=wire.FLAG_SIGNED,
+                             priority=128)
 
 
 def _unsigned(key: nacl.signing.SigningKey) -> bytes:

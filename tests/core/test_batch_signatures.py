@@ -17,7 +17,7 @@ from somasync.core import wire
 from somasync.core.crypto import Identity
 from somasync.core.payload import MessageType
 from somasync.errors import DecodeError, SignatureError
-from somasync.message import Message, sign_batch
+from somasync.message import DEFAULT_PRIORITY, Message, sign_batch
 from somasync.testing import WALL, Mesh
 
 KEY = Identity(bytes(range(32)))
@@ -151,7 +151,8 @@ def _inject_and_settle(mesh: Mesh, frame: bytes) -> None:
 
 def _frame(authenticator: bytes, body: bytes) -> bytes:
     return wire.encode_frame(wire.FrameKind.MESSAGE, authenticator + body,
-                             flags=wire.FLAG_SIGNED | wire.FLAG_BATCH)
+                             flags=wire.FLAG_SIGNED | wire.FLAG_BATCH,
+                             priority=DEFAULT_PRIORITY)
 
 
 def _forgeries() -> dict[str, bytes]:

@@ -155,7 +155,8 @@ def test_forged_signature_from_another_key_is_rejected(key: nacl.signing.Signing
     forger = nacl.signing.SigningKey(bytes(32))
     body = real.envelope_bytes  # claims `key` as origin...
     signature = forger.sign(wire.MESSAGE_DOMAIN + body).signature  # ...signed by another
-    frame = wire.encode_frame(wire.FrameKind.MESSAGE, signature + body, flags=wire.FLAG_SIGNED)
+    frame = wire.encode_frame(wire.FrameKind.MESSAGE, signature + body, flags=wire.FLAG_SIGNED,
+                              priority=real.priority)
     mesh.inject("b", mesh.link_of("b", "a"), frame)
     mesh.settle()
     assert mesh.delivered["b"] == []
