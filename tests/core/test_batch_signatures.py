@@ -259,3 +259,9 @@ def test_a_single_signature_and_a_batch_mix_in_one_stream() -> None:
     mesh.settle()
     assert len(mesh.delivered["b"]) == 7
     assert signature_checks(mesh, "b") == (3, 4)
+
+
+def test_estimated_size_is_the_frame_a_batch_signed_message_makes() -> None:
+    for message in batch(5):
+        frame = wire.encode_message_frame(message.to_envelope(), hops=0)
+        assert message.estimated_size() == len(frame)
