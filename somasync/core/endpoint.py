@@ -1724,11 +1724,16 @@ class Endpoint:
         scores.forget_idle(set(self._peers), now=now)
 
     def _request_close(self, state: _Link, reason: str) -> None:
-        if state.id in self._backlog and reason not in _VERDICTS:
-            # What a peer that leaves, or that another link replaces, sent before is
-            # handled, as it would have been without read-ahead; a peer closed for its
-            # behaviour loses what waits.
-            self._flush_waiting(state.id, self._now)
+        if state.id in self._backlog:
+            if reason not in _VERDICTS:
+                # What a peer that leaves, or that another link replaces, sent before is
+                # handled, as it would have been without read-ahead.
+                self._flush_waiting(state.id, self._now)
+            else:
+                # A peer closed for its behaviour loses what waits, counted.
+                dropped = self._backlog.pop(state.id)
+                self._waiting -= dropped.size
+                self._count_reject("closed_link_backlog", len(dropped))
         if not state.closing:
             state.closing = True
             if state.owner is not None:

@@ -258,3 +258,16 @@ def test_a_frame_that_closes_another_waiting_link_breaks_no_turn() -> None:
         b.process_backlog(now=mesh.now)
     assert closed == [True]
     assert len(b.take_deliveries()) == 10
+
+
+def test_what_waits_from_a_peer_cut_off_for_its_conduct_is_dropped_and_counted() -> None:
+    mesh = linked(GossipConfig.local(), "a")
+    good, _ = frames(10, priority=0, first=2)
+    forged = bytearray(frames(1, priority=0)[0])
+    forged[-1] ^= 1  # the payload changed after signing
+    read_at_once(mesh, "a", bytes(forged) + good)
+    mesh.settle()
+    b = mesh.nodes["b"]
+    assert mesh.delivered["b"] == []
+    assert b.statistics().rejected == {"bad_signature": 1, "closed_link_backlog": 10}
+    assert b.backlog_bytes == 0
