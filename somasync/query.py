@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_OPEN_QUERIES",
+    "MAX_REPEATS",
     "MAX_RESPONSES",
     "Query",
     "QueryFilter",
@@ -42,6 +43,7 @@ __all__ = [
     "QueryHandler",
     "QueryReceived",
     "QueryResponse",
+    "check_pattern",
 ]
 
 QUERY_HEADER = "somasync-query"
@@ -54,6 +56,47 @@ MAX_RESPONSES = 4096
 """Answers one query takes at most (``max_responses`` may set fewer)."""
 MAX_FILTER_ITEMS = 256  # names plus tags a filter may list
 MAX_PATTERN = 256  # characters of one tag's pattern
+MAX_REPEATS = 2  # unbounded repetitions (*, +, {m,}) in one alternative of a pattern
+_OPEN_REPEAT = re.compile(r"\{\d*,\}")
+
+
+def check_pattern(pattern: str) -> None:
+    """Refuse a tag pattern whose matching could hold a node's event loop: patterns
+    come from the network and Python's ``re`` backtracks. No groups (a quantified group
+    backtracks exponentially, ``(a|a)*b``), and at most :data:`MAX_REPEATS` unbounded
+    repetitions per alternative (``a*a*a*b`` costs n**3 on an n-character value).
+    Alternatives (``sensor|ids``), classes, ``.``, escapes and bounded ``{m,n}`` stay.
+
+    Raises:
+        ValueError: the pattern is not of that form.
+    """
+    repeats = 0
+    in_class = False
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            # A "]" first in a class (after an optional "^") is itself a member.
+            if pattern[index + 1 : index + 2] == "^":
+                index += 1
+            if pattern[index + 1 : index + 2] == "]":
+                index += 1
+        elif char in "()":
+            raise ValueError("groups are not allowed in a tag pattern")
+        elif char == "|":
+            repeats = 0
+        elif char in "*+" or (char == "{" and _OPEN_REPEAT.match(pattern, index)):
+            repeats += 1
+            if repeats > MAX_REPEATS:
+                raise ValueError(f"a tag pattern repeats without bound at most "
+                                 f"{MAX_REPEATS} times per alternative")
+        index += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +106,9 @@ class QueryFilter:
     Args:
         nodes: node ids; when given, only these nodes answer.
         tags: tag name -> regular expression the node's tag value must match in full
-            (``{"role": "sensor|ids"}``); a node without the tag does not answer.
+            (``{"role": "sensor|ids"}``); a node without the tag does not answer. No
+            groups, and at most two unbounded repetitions per alternative
+            (:func:`check_pattern`): the patterns run on every node's event loop.
     """
 
     nodes: tuple[str, ...] = ()
@@ -80,7 +125,8 @@ class QueryFilter:
                                  f"{MAX_PATTERN} characters")
             try:
                 re.compile(pattern)
-            except re.error as exc:
+                check_pattern(pattern)
+            except (re.error, ValueError) as exc:
                 raise ValueError(f"tag {name!r}: {exc}") from None
 
     def encode(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from somasync import Message, MessageType
@@ -62,3 +64,24 @@ def test_acks_count_once_per_named_node_until_the_end() -> None:
     assert finished.acks == ("a", "b")
     query._ack("c")
     assert query.acks == ["a", "b"]
+
+
+@pytest.mark.parametrize("pattern", [
+    "(a|a)*b",  # exponential backtracking against "aaaa...": a group under a quantifier
+    "(a+)+$",
+    "a*a*a*a*a*a*b",  # polynomial: n**6 steps on a 256-character value
+    "x{1,}y{2,}z*w+",
+])
+def test_a_pattern_that_could_hold_the_loop_is_refused(pattern: str) -> None:
+    # A filter is decoded from the network and run on every node's event loop.
+    with pytest.raises(ValueError, match="pattern"):
+        QueryFilter(tags={"role": pattern})
+    text = json.dumps({"nodes": [], "tags": {"role": pattern}})
+    with pytest.raises(DecodeError):
+        QueryFilter.decode(text)
+
+
+@pytest.mark.parametrize("pattern", ["sensor", "sensor|ids", "sens.*", "ids-[0-9]+",
+                                     r"edge-\d{1,3}\.example", ".*-prod|.*-stage"])
+def test_the_patterns_people_write_are_taken(pattern: str) -> None:
+    QueryFilter(tags={"role": pattern})
