@@ -11,13 +11,16 @@ batch (``NodeConfig.signing_batch_size``).
 
 from __future__ import annotations
 
+from somasync.core import inbox
+
 __all__ = ["BACKGROUND", "CRITICAL", "HIGH", "LOW", "NORMAL"]
 
 CRITICAL = 255
 """An alert that must overtake everything else (top band, never shaped)."""
 
-HIGH = 192
-"""Urgent traffic: the top band too, so also never held back by a bandwidth limit."""
+HIGH = inbox.CRITICAL
+"""Urgent traffic, the top band's first priority (192): never held back by a bandwidth
+limit, never held for a signed batch, handled as soon as a node reads it."""
 
 NORMAL = 128
 """The default of :class:`~somasync.message.Message`."""

@@ -472,11 +472,6 @@ class Worker:
 
     def pump(self) -> None:
         endpoint = self.endpoint
-        if endpoint.has_backlog and not self._drain_scheduled:
-            # Frames read ahead from this worker's sockets wait like routed ones: handled
-            # a share per loop turn, after the reads due (critical frames in them first).
-            self._drain_scheduled = True
-            self.loop.call_soon(self._drain_later)
         write_and_close(endpoint, self.links)
         writers = self._writers
         for index, items in endpoint.take_routed().items():

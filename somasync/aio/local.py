@@ -167,7 +167,6 @@ class LocalRuntime:
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._restored: Mapping[StreamKey, Sequence[tuple[int, int]]] = {}
         self._probation: dict[int, None] = {}  # inbound links accepted over the limit
-        self._backlog_scheduled = False
         self.refused: dict[str, int] = {}
         self._refusals = LogOnce(logging.getLogger("somasync.node"))
         """Inbound connections refused as they arrived, by reason (``connection_limit``,
@@ -338,20 +337,9 @@ class LocalRuntime:
         write_and_close(endpoint, self._protocols)
         self._pump_events()
         if self._running and self._timer is not None:
+            # While frames wait it is due at once: each loop turn handles a share of
+            # them after the reads, where a critical frame is handled as it is read.
             self._timer.arm(endpoint.get_timer())
-        if endpoint.has_backlog and not self._backlog_scheduled:
-            # After the reads and callbacks already due: a critical frame read meanwhile
-            # is handled before the next share of the backlog.
-            self._backlog_scheduled = True
-            self._loop.call_soon(self._work_backlog)
-
-    def _work_backlog(self) -> None:
-        self._backlog_scheduled = False
-        endpoint = self._endpoint
-        if endpoint is None or not self._running:
-            return
-        endpoint.process_backlog(now=self._loop.time())
-        self._pump()
 
     def _end_probation(self, endpoint: Endpoint) -> None:
         """A connection accepted over the limit finished its handshake: evict the peer

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from somasync.core.crypto import Identity
+from somasync.core.inbox import CRITICAL
 from somasync.errors import NodeStateError
 from somasync.message import Message, sign_batch
 
@@ -27,9 +28,9 @@ _log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 2
 """Signed batches on their way before a publisher adding more waits for them."""
 
-BYPASS_PRIORITY = 192
-"""Messages of this priority or more (the critical band of the send queues) are signed
-alone at once, never held for a batch."""
+BYPASS_PRIORITY = CRITICAL
+"""Messages of this priority or more (the critical band) are signed alone at once,
+never held for a batch."""
 
 
 class BatchSigner:

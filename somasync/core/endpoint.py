@@ -53,7 +53,7 @@ from somasync.core.events import (
     RejectReason,
 )
 from somasync.core.handshake import Handshake, PeerHello, Session
-from somasync.core.inbox import ENTRY_COST, Inbox
+from somasync.core.inbox import CRITICAL, ENTRY_COST, Inbox
 from somasync.core.outbox import Outbox
 from somasync.core.payload import MessageType, PayloadKind, decode_payload
 from somasync.core.scoring import BROKEN_PROMISE, PeerScores, ScoreThresholds
@@ -81,7 +81,6 @@ ROOT_CACHE_SIZE = 4096  # verified batch roots kept: a few per origin sending at
 _VERDICTS = frozenset({"protocol_error", str(RejectReason.LOW_SCORE)})  # closes for conduct
 ROUTED_ROOM = 4 * 1024 * 1024  # bytes routed messages may wait in without read-ahead
 FLUSH_LIMIT = 256  # frames of a closing link handled at once (see _flush_waiting)
-CRITICAL = 192  # priority from which a message frame is handled as soon as it is read
 GRAFT_BURST = 1024.0  # messages one neighbour's GRAFTs get back to back (a tree repair)...
 GRAFT_RATE = 256.0  # ...and per second after that
 # AMPLIFICATION_LIMIT, on a link: answers are its handshake reply, its link-up and reply

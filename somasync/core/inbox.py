@@ -15,10 +15,16 @@ from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["BANDS", "ENTRY_COST", "Inbox"]
+__all__ = ["BANDS", "CRITICAL", "ENTRY_COST", "Inbox"]
+
+CRITICAL = 192
+"""The first priority of the critical band (the send queues' top band): such a message
+is handled as soon as it is read, never shed here, and never held for a signed batch
+(:mod:`somasync.aio.signer`)."""
 
 BANDS = 3
-"""Bands that wait (priority 0-63, 64-127, 128-191); 192 and up never waits."""
+"""Bands that wait (priority 0-63, 64-127, 128-191); :data:`CRITICAL` and up never
+waits."""
 
 ENTRY_COST = 64
 """Bytes each waiting frame is charged beyond its length: what holding it costs in
