@@ -40,6 +40,7 @@ from typing import NamedTuple
 from somasync.config import GossipConfig
 from somasync.core import crypto, wire
 from somasync.core.antientropy import MessageStore, StreamTable, count_lacking
+from somasync.core.batches import BatchVerifier
 from somasync.core.broadcast import BroadcastTree, TreeStatistics
 from somasync.core.budget import AMPLIFICATION_LIMIT, KeyedBuckets, TokenBucket
 from somasync.core.crypto import Identity
@@ -254,7 +255,6 @@ class _Counters:
     forwarded: int = 0
     duplicates: int = 0
     verified: int = 0
-    batch_proofs: int = 0
     queue_dropped: int = 0
     digests_sent: int = 0
     repairs_sent: int = 0
@@ -325,7 +325,7 @@ class Endpoint:
         # Batch roots whose signature checked out, keyed by origin, signature and root:
         # the other messages of a batch need only their proof. A copy with any other
         # signature bytes misses, so a relay cannot pass on a corrupted signature.
-        self._roots: dict[bytes, None] = {}
+        self._batches = BatchVerifier(max_batches=ROOT_CACHE_SIZE)
         self._credential = credential
         self.trust = trust if trust is not None else Trust()
         # This node's own name is its own: a message from another key claiming it, or a
@@ -1045,7 +1045,7 @@ class Endpoint:
             bytes_out=c.bytes_out, messages_delivered=c.delivered,
             messages_originated=c.originated, messages_forwarded=c.forwarded,
             duplicates=c.duplicates, signatures_verified=c.verified,
-            batch_proofs=c.batch_proofs,
+            batch_proofs=self._batches.proven_from_cache,
             rejected=dict(c.rejected), send_queue_dropped=c.queue_dropped,
             send_queue_bytes=self.queued_bytes(),
             digests_sent=c.digests_sent, repairs_sent=c.repairs_sent,
@@ -1236,24 +1236,16 @@ class Endpoint:
     def _authentic(self, origin: bytes, signature: bytes, message_id: bytes,
                    body: bytes) -> bool:
         """Check a message's authenticator: its own signature, or its batch's root
-        signature (an Ed25519 check once per root) and its proof (a few hashes)."""
-        counters = self._counters
+        signature (an Ed25519 check once per batch) and the part of its proof no earlier
+        message of the batch proved (:mod:`somasync.core.batches`)."""
         if len(signature) == wire.SIGNATURE_SIZE:
-            counters.verified += 1
+            self._counters.verified += 1
             return self._verify(origin, signature, wire.MESSAGE_DOMAIN, body)
-        root_signature, signed = wire.batch_root(message_id, signature)
-        key = origin + root_signature + signed
-        roots = self._roots
-        if key in roots:
-            counters.batch_proofs += 1
-            return True
-        counters.verified += 1
-        if not self._verify(origin, root_signature, wire.BATCH_DOMAIN, signed):
-            return False
-        if len(roots) >= ROOT_CACHE_SIZE:
-            del roots[next(iter(roots))]
-        roots[key] = None
-        return True
+        return self._batches.check(origin, message_id, signature, self._verify_root)
+
+    def _verify_root(self, origin: bytes, signature: bytes, signed: bytes) -> bool:
+        self._counters.verified += 1
+        return self._verify(origin, signature, wire.BATCH_DOMAIN, signed)
 
     def _on_operator_notice(self, envelope: wire.Envelope, now: float) -> None:
         if envelope.payload_kind != PayloadKind.BINARY:

@@ -400,7 +400,9 @@ def signature_flags(signature: bytes | None) -> int:
 
 # --- batch signatures: one Ed25519 signature over a Merkle tree of message ids ---------
 
-def _parent(left: bytes, right: bytes) -> bytes:
+def parent_hash(left: bytes, right: bytes) -> bytes:
+    """A batch tree's node over its two children. Its 33 hashed bytes are shorter than
+    any envelope, so a node never passes for a message id."""
     return hashlib.blake2b(b"\x01" + left + right, digest_size=ID_SIZE).digest()
 
 
@@ -416,7 +418,7 @@ def build_batch(ids: list[bytes]) -> tuple[int, bytes, list[bytes]]:
     for height in range(depth):
         for leaf in range(count):
             proofs[leaf].append(level[(leaf >> height) ^ 1])
-        level = [_parent(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        level = [parent_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
     return depth, level[0], [BATCH_HEAD.pack(depth, leaf) + b"".join(proof)
                              for leaf, proof in enumerate(proofs)]
 
@@ -442,7 +444,7 @@ def batch_root(message_id: bytes, authenticator: bytes) -> tuple[bytes, bytes]:
     offset = SIGNATURE_SIZE + BATCH_HEAD.size
     for _ in range(depth):
         sibling = authenticator[offset : offset + ID_SIZE]
-        node = _parent(sibling, node) if index & 1 else _parent(node, sibling)
+        node = parent_hash(sibling, node) if index & 1 else parent_hash(node, sibling)
         index >>= 1
         offset += ID_SIZE
     return authenticator[:SIGNATURE_SIZE], batch_signed_bytes(depth, node)
