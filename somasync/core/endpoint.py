@@ -100,6 +100,8 @@ _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never 
 _GOOD, _IGNORED, _GRAYLISTED = 0, 1, 2
 
 
+_new_tuple = tuple.__new__  # a named tuple without its Python-level constructor
+
 _TAGS: dict[wire.StreamKey, bytes] = {}
 _TAGS_KEPT = 4096  # streams whose tag is remembered (about 1 MiB), per process
 _ROUTE_TAGS: dict[tuple[bytes, bytes], bytes] = {}  # the same, by the source's bytes
@@ -806,14 +808,15 @@ class Endpoint:
                 if inbox:
                     backlog[link] = inbox
                 budget -= 1
+                state = self._links.get(link)
                 if not inbox.routed:
-                    self.receive_frame(link, frame, now=now)
+                    if state is not None and not state.closing:
+                        self._now = now
+                        self._receive_frame(state, frame, now)
+                elif state is None or state.closing:
+                    self._count_reject("routed_to_closed_link")
                 else:
-                    state = self._links.get(link)
-                    if state is None or state.closing:
-                        self._count_reject("routed_to_closed_link")
-                    else:
-                        self._handle_routed_message(state, frame, now)
+                    self._handle_routed_message(state, frame, now)
                 if budget <= 0:
                     break
         return bool(backlog)
@@ -1122,7 +1125,7 @@ class Endpoint:
         return new_dialer < old_dialer
 
     def _on_message(self, state: _Link, frame: wire.Frame, now: float) -> None:
-        signature, body = wire.split_message_payload(frame)
+        signature, body = wire.split_signed(frame.payload, frame.flags)
         message_id = wire.message_id(body)
         if message_id in self._seen:
             self._on_duplicate(state, frame, message_id, body)
@@ -1209,7 +1212,9 @@ class Endpoint:
         if state.peer_lead and frame.flags & wire.FLAG_REPAIR:
             state.peer_lead -= 1
         assert state.hello is not None
-        self._deliveries.append(Delivery(envelope, payload, state.hello.node_id, frame.hops))
+        # The tuple's own __new__ is a Python function around this, once per delivery.
+        self._deliveries.append(_new_tuple(Delivery, (envelope, payload, state.hello.node_id,
+                                                      frame.hops, False)))
         tree = self._tree
         tag = _tag_of(envelope)
         if tree is not None:
