@@ -20,7 +20,6 @@ retried); tag filters match this node's :attr:`SynapseNode.tags
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -29,13 +28,13 @@ import orjson
 
 from somasync.core.payload import MessageType
 from somasync.errors import DecodeError
+from somasync.tagpattern import TagPattern
 
 if TYPE_CHECKING:
     from somasync.message import Message
 
 __all__ = [
     "MAX_OPEN_QUERIES",
-    "MAX_REPEATS",
     "MAX_RESPONSES",
     "Query",
     "QueryFilter",
@@ -56,47 +55,18 @@ MAX_RESPONSES = 4096
 """Answers one query takes at most (``max_responses`` may set fewer)."""
 MAX_FILTER_ITEMS = 256  # names plus tags a filter may list
 MAX_PATTERN = 256  # characters of one tag's pattern
-MAX_REPEATS = 2  # unbounded repetitions (*, +, {m,}) in one alternative of a pattern
-_OPEN_REPEAT = re.compile(r"\{\d*,\}")
 
 
 def check_pattern(pattern: str) -> None:
-    """Refuse a tag pattern whose matching could hold a node's event loop: patterns
-    come from the network and Python's ``re`` backtracks. No groups (a quantified group
-    backtracks exponentially, ``(a|a)*b``), and at most :data:`MAX_REPEATS` unbounded
-    repetitions per alternative (``a*a*a*b`` costs n**3 on an n-character value).
-    Alternatives (``sensor|ids``), classes, ``.``, escapes and bounded ``{m,n}`` stay.
+    """Refuse a tag pattern outside the language of :class:`somasync.tagpattern.TagPattern`
+    (no groups, no anchors, at most :data:`somasync.tagpattern.MAX_STATES` states):
+    patterns come from the network, and a node matches them in time linear in its tag
+    value, never with Python's backtracking ``re``.
 
     Raises:
         ValueError: the pattern is not of that form.
     """
-    repeats = 0
-    in_class = False
-    index = 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\":
-            index += 2
-            continue
-        if in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-            # A "]" first in a class (after an optional "^") is itself a member.
-            if pattern[index + 1 : index + 2] == "^":
-                index += 1
-            if pattern[index + 1 : index + 2] == "]":
-                index += 1
-        elif char in "()":
-            raise ValueError("groups are not allowed in a tag pattern")
-        elif char == "|":
-            repeats = 0
-        elif char in "*+" or (char == "{" and _OPEN_REPEAT.match(pattern, index)):
-            repeats += 1
-            if repeats > MAX_REPEATS:
-                raise ValueError(f"a tag pattern repeats without bound at most "
-                                 f"{MAX_REPEATS} times per alternative")
-        index += 1
+    TagPattern(pattern)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,27 +77,30 @@ class QueryFilter:
         nodes: node ids; when given, only these nodes answer.
         tags: tag name -> regular expression the node's tag value must match in full
             (``{"role": "sensor|ids"}``); a node without the tag does not answer. No
-            groups, and at most two unbounded repetitions per alternative
-            (:func:`check_pattern`): the patterns run on every node's event loop.
+            groups or anchors (:mod:`somasync.tagpattern`): the patterns come from the
+            network and run on every node, so they are matched without backtracking.
     """
 
     nodes: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
+    _patterns: dict[str, TagPattern] = field(default_factory=dict, init=False, repr=False,
+                                             compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nodes", tuple(self.nodes))
         object.__setattr__(self, "tags", dict(self.tags))
         if len(self.nodes) + len(self.tags) > MAX_FILTER_ITEMS:
             raise ValueError(f"a filter lists at most {MAX_FILTER_ITEMS} names and tags")
+        compiled: dict[str, TagPattern] = {}
         for name, pattern in self.tags.items():
             if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN:
                 raise ValueError(f"tag {name!r}: a pattern is a string of at most "
                                  f"{MAX_PATTERN} characters")
             try:
-                re.compile(pattern)
-                check_pattern(pattern)
-            except (re.error, ValueError) as exc:
+                compiled[name] = TagPattern(pattern)
+            except ValueError as exc:
                 raise ValueError(f"tag {name!r}: {exc}") from None
+        object.__setattr__(self, "_patterns", compiled)
 
     def encode(self) -> str:
         """The filter as the query's signed header value."""
@@ -152,9 +125,9 @@ class QueryFilter:
         bounds what a pathological pattern can cost (keep tag values short)."""
         if self.nodes and node_id not in self.nodes:
             return False
-        for name, pattern in self.tags.items():
+        for name, pattern in self._patterns.items():
             value = tags.get(name)
-            if value is None or re.fullmatch(pattern, value) is None:
+            if value is None or not pattern.matches(value):
                 return False
         return True
 
