@@ -34,6 +34,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["BroadcastTree", "TreeStatistics"]
@@ -75,6 +76,10 @@ class TreeStatistics:
     broken_promises: int
     """GRAFTs a neighbour left unanswered within ``graft_retry``: it announced a message
     and did not send it when asked."""
+    grafts_held: int
+    """GRAFTs not sent when due because a copy of the message waited, read but not yet
+    handled, in this node's own backlog (overload here, not a break in the tree); each
+    is due again ``graft_retry`` later, and no promise counts as broken meanwhile."""
     trees_dropped: int
     """Stream trees forgotten beyond ``max_trees`` (their next message floods)."""
 
@@ -104,6 +109,7 @@ class _Counters:
     trees_dropped: int = 0
     announcements_refused: int = 0
     broken_promises: int = 0
+    grafts_held: int = 0
 
 
 class BroadcastTree:
@@ -296,9 +302,16 @@ class BroadcastTree:
         """Whether the first copy of this (recent) message was a repair."""
         return message_id in self._repaired
 
-    def due(self, *, now: float) -> list[tuple[int, bytes, bytes]]:
+    def due(self, *, now: float, waiting: Callable[[bytes], bool] | None = None
+            ) -> list[tuple[int, bytes, bytes]]:
         """GRAFTs to send now, as (link, message id, stream tag). Each link chosen here
-        is made eager, as Plumtree's GRAFT does on both ends."""
+        is made eager, as Plumtree's GRAFT does on both ends.
+
+        ``waiting``: whether a copy of a message id waits in the node's own backlog (read
+        ahead, not yet handled). Such a message is not missing: its GRAFT is held, due
+        again ``graft_retry`` later, and the neighbour asked last broke no promise (its
+        answer may be that copy). Only those ids wait: any other GRAFT, a critical
+        message's included, goes on time however much bulk waits."""
         grafts: list[tuple[int, bytes, bytes]] = []
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
@@ -306,6 +319,13 @@ class BroadcastTree:
             missing = self._missing.get(message_id)
             if missing is None or missing.deadline != deadline:
                 continue  # received meanwhile, forgotten, or a superseded deadline
+            if waiting is not None and waiting(message_id):
+                missing.grafted = None
+                missing.deadline = now + self.graft_retry
+                self._push_deadline(missing.deadline, message_id)
+                deadlines = self._deadlines  # rebuilt, maybe
+                self._counters.grafts_held += 1
+                continue
             if missing.grafted is not None:
                 self._broken.append(missing.grafted)
                 self._counters.broken_promises += 1
@@ -354,4 +374,5 @@ class BroadcastTree:
             grafts_received=c.grafts_received, prunes_received=c.prunes_received,
             missing_dropped=c.missing_dropped, trees_dropped=c.trees_dropped,
             announcements_refused=c.announcements_refused, broken_promises=c.broken_promises,
+            grafts_held=c.grafts_held,
         )

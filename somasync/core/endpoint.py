@@ -765,18 +765,23 @@ class Endpoint:
             inbox = backlog[link] = Inbox(routed)
         inbox.put(frame, priority)
         self._waiting += len(frame) + ENTRY_COST
-        excess = self._waiting - self._room
-        if excess > 0:
-            # The link with at least its share pays; one under its share (an honest
-            # link beside a flood) never does.
-            if inbox.size * len(backlog) < self._waiting:
-                link = max(backlog, key=lambda other: backlog[other].size)
-            victim = backlog[link]
-            held = victim.size
-            self._count_reject("ingress_shed", victim.shed(excess))
-            self._waiting -= held - victim.size
-            if not victim:
-                del backlog[link]
+        if self._waiting > self._room:
+            self._shed(link)
+
+    def _shed(self, link: int | None) -> None:
+        """Over the room: shed the lowest band of ``link`` if it holds at least its share,
+        else of the link holding the most."""
+        backlog = self._backlog
+        # The link with at least its share pays; one under its share (an honest link
+        # beside a flood) never does.
+        if link is None or backlog[link].size * len(backlog) < self._waiting:
+            link = max(backlog, key=lambda other: backlog[other].size)
+        victim = backlog[link]
+        held = victim.size
+        self._count_reject("ingress_shed", victim.shed(self._waiting - self._room))
+        self._waiting -= held - victim.size
+        if not victim:
+            del backlog[link]
 
     @property
     def has_backlog(self) -> bool:
@@ -799,8 +804,9 @@ class Endpoint:
                 inbox = backlog.get(link)
                 if inbox is None:
                     continue  # a frame handled in this pass closed that link
+                held = inbox.size
                 frame = inbox.take()
-                self._waiting -= len(frame) + ENTRY_COST
+                self._waiting -= held - inbox.size
                 # Settled before the frame is handled (which may close links): a link
                 # served goes to the back, so the next call starts with those it did not
                 # reach, however many links wait.
@@ -906,7 +912,8 @@ class Endpoint:
         self._direct.on_timer(now)
         tree = self._tree
         if tree is not None:
-            for link, message_id, tag in tree.due(now=now):
+            for link, message_id, tag in tree.due(
+                    now=now, waiting=self._waits_here if self._backlog else None):
                 announcer = self._links.get(link)
                 if announcer is not None:
                     self._send_tree_frame(announcer, wire.FrameKind.GRAFT,
@@ -914,11 +921,25 @@ class Endpoint:
             for link in tree.take_broken_promises():
                 promised = self._links.get(link)
                 # At most one broken promise a second counts: an honest neighbour past
-                # its own GRAFT budget, or one whose answer waits in a backlog, misses a
-                # burst of them at once; one that never answers still sinks in a minute.
+                # its own GRAFT budget, or one whose answer waits where _waits_here does
+                # not look (its send queue; on a sharded node, the backlog of the worker
+                # that read it), misses a burst of them at once; one that never answers
+                # still sinks in a minute.
                 if promised is not None and now - promised.broken_promise_at >= 1.0:
                     promised.broken_promise_at = now
                     self._greedy(promised, now, BROKEN_PROMISE)
+
+    def _waits_here(self, message_id: bytes) -> bool:
+        """A copy of the message waits in the backlog (read, not yet handled). The
+        frames' ids are read only now, when a GRAFT is due while frames wait: the
+        common path, a frame that waits and is handled before any GRAFT, pays nothing."""
+        backlog = self._backlog
+        added = sum(inbox.index() for inbox in backlog.values())
+        if added:
+            self._waiting += added
+            if self._waiting > self._room:
+                self._shed(None)  # the ids kept take room too
+        return any(message_id in inbox.ids for inbox in backlog.values())
 
     def _next_digest_peer(self) -> _Link | None:
         """The neighbour for this anti-entropy round: each one once per round, in an order

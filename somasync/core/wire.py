@@ -91,6 +91,7 @@ __all__ = [
     "encode_tree_frame",
     "message_id",
     "pad_digest",
+    "peek_message_id",
     "signature_flags",
     "split_signed",
     "stream_tag",
@@ -246,6 +247,27 @@ class FrameBuffer:
 def message_id(envelope: bytes) -> bytes:
     """The 16-byte message id: BLAKE2b of the exact signed envelope bytes."""
     return hashlib.blake2b(envelope, digest_size=ID_SIZE).digest()
+
+
+def peek_message_id(frame: bytes) -> bytes | None:
+    """The id of the message a MESSAGE frame (length prefix removed) carries, read without
+    decoding the frame, as its receiver computes it when it handles the frame; None for a
+    frame whose authenticator is malformed or that is shorter than an envelope's head
+    (the receiver refuses it then)."""
+    offset = HEADER_AFTER_LENGTH
+    if len(frame) < offset:
+        return None
+    flags = frame[2]
+    if flags & FLAG_SIGNED:
+        try:
+            offset += authenticator_size(frame, flags, offset)
+        except DecodeError:
+            return None
+    elif flags & FLAG_BATCH:
+        return None
+    if len(frame) < offset + ENVELOPE_HEAD.size:
+        return None  # no envelope: refused when handled, and no id to keep meanwhile
+    return hashlib.blake2b(memoryview(frame)[offset:], digest_size=ID_SIZE).digest()
 
 
 _hash = message_id  # decode_envelope's parameter shadows the name

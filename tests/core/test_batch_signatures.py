@@ -265,3 +265,19 @@ def test_estimated_size_is_the_frame_a_batch_signed_message_makes() -> None:
     for message in batch(5):
         frame = wire.encode_message_frame(message.to_envelope(), hops=0)
         assert message.estimated_size() == len(frame)
+
+
+def test_a_frames_message_id_is_read_without_decoding_it() -> None:
+    # The read-ahead backlog keys its frames by id (the tree must not GRAFT them): the
+    # id peeked must be the one the receiver computes, whatever the authenticator.
+    unsigned = Message(MessageType.Data("plain"), "feed", timestamp=WALL, sequence=1)
+    single = Message(MessageType.Data("one"), "feed", timestamp=WALL,
+                     sequence=2).sign_with_ed25519(nacl.signing.SigningKey(bytes(range(32))))
+    for message in [unsigned, single, *batch(5, first=3)]:
+        frame = frame_of(message)[4:]  # FrameBuffer hands frames without their prefix
+        assert wire.peek_message_id(frame) == bytes.fromhex(message.id)
+    proof = bytearray(frame_of(batch(2)[0])[4:])
+    proof[5 + 64] = 17  # depth past MAX_BATCH_DEPTH
+    assert wire.peek_message_id(bytes(proof)) is None
+    assert wire.peek_message_id(frame_of(single)[4:80]) is None  # cut inside the envelope
+    assert wire.peek_message_id(b"\x01\x01") is None

@@ -319,6 +319,30 @@ def test_an_announcer_that_never_answers_its_graft_broke_a_promise() -> None:
     assert tree.statistics().broken_promises == 1
 
 
+def test_a_message_waiting_in_the_nodes_own_backlog_is_not_grafted_nor_a_broken_promise(
+        ) -> None:
+    tree = BroadcastTree(lazy_timeout=0.1, graft_retry=0.2, max_missing=10)
+    for link in (1, 2):
+        tree.link_up(link)
+    waiting = {b"w" * 16}
+    tree.heard(b"w" * 16, b"t" * 8, 1, now=0.0)
+    tree.heard(b"w" * 16, b"t" * 8, 2, now=0.0)
+    tree.heard(b"m" * 16, b"t" * 8, 1, now=0.0)
+    tree.heard(b"m" * 16, b"t" * 8, 2, now=0.0)
+    assert tree.due(now=0.1, waiting=waiting.__contains__) == [(1, b"m" * 16, b"t" * 8)]
+    # 1 answered m, but the answer waits too: no promise broken, no GRAFT to 2.
+    waiting.add(b"m" * 16)
+    assert tree.due(now=0.31, waiting=waiting.__contains__) == []
+    assert tree.take_broken_promises() == []
+    # Shed from the backlog: missing after all, so GRAFTed; nobody is blamed for it.
+    waiting.clear()
+    assert sorted(tree.due(now=0.52, waiting=waiting.__contains__)) == [
+        (1, b"w" * 16, b"t" * 8), (2, b"m" * 16, b"t" * 8)]
+    assert tree.take_broken_promises() == []
+    stats = tree.statistics()
+    assert (stats.grafts_sent, stats.grafts_held, stats.broken_promises) == (3, 3, 0)
+
+
 def test_a_neighbour_claiming_many_hops_cannot_stop_a_message_from_spreading() -> None:
     """The filed hop attack: a neighbour relays an honest message first, with its hop
     count set to the limit; the node used to deliver it and forward it to nobody (and

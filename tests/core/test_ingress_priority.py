@@ -11,7 +11,7 @@ import pytest
 from somasync.config import GossipConfig
 from somasync.core import wire
 from somasync.core.endpoint import FLUSH_LIMIT
-from somasync.core.inbox import ENTRY_COST, Inbox
+from somasync.core.inbox import ENTRY_COST, ID_COST, Inbox
 from somasync.core.payload import MessageType
 from somasync.message import Message
 from somasync.testing import WALL, Mesh
@@ -132,6 +132,35 @@ def test_the_inbox_sheds_lowest_band_oldest_first() -> None:
     assert inbox.shed(ENTRY_COST + 15) == 2  # both priority-10 frames, oldest first
     assert [inbox.take().strip() for _ in range(len(inbox))] == [
         b"150a", b"150b", b"100a", b"100b"]
+
+
+def test_the_inbox_indexes_the_ids_waiting_when_asked_and_charges_for_them() -> None:
+    messages = [Message(MessageType.Data(PAYLOAD), "feed", timestamp=WALL, priority=p,
+                        sequence=i).sign_with_ed25519(KEY)
+                for i, p in enumerate((0, 0, 150), 1)]
+    first, second, third = (wire.encode_message_frame(m.to_envelope(), hops=0)[4:]
+                            for m in messages)
+    ids = [bytes.fromhex(m.id) for m in messages]
+    inbox = Inbox()
+    inbox.put(first, 0)
+    inbox.put(first, 0)  # a second copy
+    inbox.put(b"\x01\x00\x00\x00\x00", 0)  # no envelope: no id
+    assert inbox.ids == {}  # nothing hashed until asked
+    plain = inbox.size
+    assert inbox.index() == 2 * ID_COST
+    inbox.put(third, 150)
+    inbox.put(second, 0)
+    assert inbox.index() == 2 * ID_COST
+    assert inbox.index() == 0  # each frame hashed once
+    assert inbox.ids == {ids[0]: 2, ids[1]: 1, ids[2]: 1}
+    assert inbox.size == plain + len(third) + len(second) + 2 * ENTRY_COST + 4 * ID_COST
+    assert inbox.take() == third
+    assert inbox.take() == first
+    assert inbox.ids == {ids[0]: 1, ids[1]: 1}
+    assert inbox.shed(1) == 1
+    assert inbox.ids == {ids[1]: 1}
+    assert inbox.shed(10**6) == 2
+    assert (inbox.ids, inbox.size) == ({}, 0)
 
 
 def test_waiting_frames_of_a_peer_that_leaves_are_handled() -> None:
@@ -271,3 +300,119 @@ def test_what_waits_from_a_peer_cut_off_for_its_conduct_is_dropped_and_counted()
     assert mesh.delivered["b"] == []
     assert b.statistics().rejected == {"bad_signature": 1, "closed_link_backlog": 10}
     assert b.backlog_bytes == 0
+
+
+# --- the broadcast tree and what waits here ---------------------------------------------
+
+TREE = GossipConfig.local().replace(anti_entropy_interval=3600.0, lazy_timeout=0.2,
+                                    graft_retry=0.3)
+
+
+def ihave(message_id: bytes, key: nacl.signing.SigningKey = KEY, source: str = "feed") -> bytes:
+    tag = wire.stream_tag(bytes(key.verify_key), source.encode())
+    return wire.encode_tree_frame(wire.FrameKind.IHAVE, [wire.encode_tree_entry(message_id, tag)])
+
+
+def one_turn_later(mesh: Mesh, seconds: float) -> None:
+    """The clock moves on and b runs its timer once: one share of the backlog, then what
+    is due (no settling, which would work through the whole backlog first)."""
+    mesh.now += seconds
+    mesh.nodes["b"].handle_timer(now=mesh.now)
+
+
+def test_no_graft_for_a_message_waiting_in_this_nodes_own_backlog() -> None:
+    # The tree pushes the message from a; it is read behind bulk and waits. c announces
+    # it meanwhile (control frames are handled as read). GRAFTing it would count a
+    # broken promise against c later, for a copy that only our own overload holds.
+    mesh = linked(TREE, "a", "c")
+    b = mesh.nodes["b"]
+    data, ids = frames(60, priority=0)
+    read_at_once(mesh, "a", data)
+    read_at_once(mesh, "c", ihave(ids[-1]))
+    assert b.statistics().tree.missing == 1  # type: ignore[union-attr]
+    one_turn_later(mesh, TREE.lazy_timeout + 0.01)
+    assert b.has_backlog, "the announced message still waits"
+    one_turn_later(mesh, TREE.graft_retry + 0.01)
+    assert b.has_backlog
+    tree = b.statistics().tree
+    assert tree is not None
+    assert (tree.grafts_sent, tree.broken_promises) == (0, 0)
+    assert tree.grafts_held == 2
+    mesh.settle()
+    assert sorted(mesh.delivered["b"]) == sorted(ids)
+    assert b.statistics().tree.missing == 0  # type: ignore[union-attr]
+
+
+def test_a_graft_answer_waiting_in_this_nodes_backlog_is_no_broken_promise() -> None:
+    mesh = linked(TREE, "a", "c")
+    b = mesh.nodes["b"]
+    wanted = Message(MessageType.Data(PAYLOAD), "feed", timestamp=WALL, priority=0,
+                     sequence=100).sign_with_ed25519(KEY)
+    wanted_id = bytes.fromhex(wanted.id)
+    read_at_once(mesh, "c", ihave(wanted_id))
+    read_at_once(mesh, "a", ihave(wanted_id))
+    one_turn_later(mesh, TREE.lazy_timeout + 0.01)
+    assert b.statistics().tree.grafts_sent == 1  # type: ignore[union-attr]
+    # c answers at once, but behind bulk it sent before: the answer waits here.
+    bulk, _ = frames(60, priority=0, source="c-feed",
+                     key=nacl.signing.SigningKey(bytes([7]) * 32))
+    answer = wire.encode_message_frame(wanted.to_envelope(), hops=0, repair=True)
+    read_at_once(mesh, "c", bulk + answer)
+    one_turn_later(mesh, TREE.graft_retry + 0.01)
+    assert b.has_backlog, "the answer still waits"
+    tree = b.statistics().tree
+    assert tree is not None
+    assert (tree.grafts_sent, tree.broken_promises, tree.grafts_held) == (1, 0, 1)
+    mesh.settle()
+    assert wanted_id in mesh.delivered["b"]
+
+
+def test_a_message_missing_while_bulk_waits_is_grafted_on_time() -> None:
+    # What waits holds back only its own ids: a critical alert lost on its push (never
+    # in the backlog, as critical frames are handled as read) is repaired at the lazy
+    # timeout, however much bulk waits.
+    mesh = linked(TREE, "a", "c")
+    b = mesh.nodes["b"]
+    _, [lost_id] = frames(1, priority=255, first=500)
+    bulk, _ = frames(60, priority=0)
+    read_at_once(mesh, "a", bulk)
+    read_at_once(mesh, "c", ihave(lost_id))
+    one_turn_later(mesh, TREE.lazy_timeout + 0.01)
+    assert b.has_backlog
+    assert b.statistics().tree.grafts_sent == 1  # type: ignore[union-attr]
+
+
+def test_a_waiting_message_shed_is_grafted_at_its_next_deadline() -> None:
+    room = 64 * 1024
+    mesh = linked(TREE.replace(read_ahead_bytes=room), "a", "c")
+    b = mesh.nodes["b"]
+    target, [target_id] = frames(1, priority=0)
+    ahead, _ = frames(60, priority=100, first=2)  # handled first, target waits
+    read_at_once(mesh, "a", target + ahead)
+    read_at_once(mesh, "c", ihave(target_id))
+    one_turn_later(mesh, TREE.lazy_timeout + 0.01)
+    tree = b.statistics().tree
+    assert tree is not None
+    assert (tree.grafts_sent, tree.grafts_held) == (0, 1)
+    flood, _ = frames(1000, priority=0, source="flood",
+                      key=nacl.signing.SigningKey(bytes([9]) * 32))
+    read_at_once(mesh, "a", flood)  # the target, oldest of the lowest band, goes first
+    assert b.statistics().rejected["ingress_shed"] > 0
+    one_turn_later(mesh, TREE.graft_retry + 0.01)
+    tree = b.statistics().tree
+    assert tree is not None
+    assert (tree.grafts_sent, tree.grafts_held, tree.broken_promises) == (1, 1, 0)
+
+
+def test_the_ids_read_for_the_tree_count_in_the_room() -> None:
+    room = 64 * 1024
+    mesh = linked(TREE.replace(read_ahead_bytes=room), "a", "c")
+    b = mesh.nodes["b"]
+    data, ids = frames(125, priority=0)  # just under the room, without ids
+    read_at_once(mesh, "a", data)
+    assert "ingress_shed" not in b.statistics().rejected
+    read_at_once(mesh, "c", ihave(ids[-1]))
+    one_turn_later(mesh, TREE.lazy_timeout + 0.01)
+    assert b.statistics().tree.grafts_held == 1  # type: ignore[union-attr]
+    assert b.backlog_bytes <= room
+    assert b.statistics().rejected["ingress_shed"] > 0
