@@ -38,9 +38,13 @@ Exactly once holds while a retry reaches the target before
 :data:`DELIVERED_CAPACITY` newer direct messages from other senders pushed its id out
 (per worker of a sharded node): 1,600 a second for a 10-second timeout.
 
-Routes are learned from frames as they pass, unchecked (checking each would cost a
-signature per routed frame): a neighbour that claims to be the way to a node it is not
-delays a sender's first try only, since every retry also floods.
+Routes are learned only from frames whose maker's signature was checked: a flood's (each
+is checked before it goes on), a message delivered here, an ACK for one of this node's
+messages. A frame a relay passes on along a route or to a neighbour is not checked for
+itself, but it is when it would teach a new route (a signature per route learned, not per
+frame, at most :data:`ROUTE_CHECK_RATE` a second per neighbour; past that, it teaches
+nothing); if it fails the check it goes no further. Unchecked, a neighbour could claim to
+be the way to any node and swallow every sender's first try for it.
 
 Bounds: open sends :data:`MAX_PENDING`; routes :data:`MAX_ROUTES` (least recently used
 forgotten); delivered ids :data:`DELIVERED_CAPACITY`; relay dedup
@@ -96,6 +100,8 @@ RELAYED_CAPACITY = 65536
 RELAYED_TTL = 60.0
 FLOOD_RATE = 32.0  # floods one neighbour may start per second through this node...
 FLOOD_BURST = 64.0  # ...after this many back to back
+ROUTE_CHECK_RATE = 32.0  # signatures checked per second for one neighbour's routed
+ROUTE_CHECK_BURST = 64.0  # frames that would teach a route, after this many back to back
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +185,7 @@ class DirectRouter:
         self._delivered: OrderedDict[bytes, bytes] = OrderedDict()  # message id -> ack sig
         self._relayed = SeenCache(RELAYED_CAPACITY, RELAYED_TTL)
         self._floods = KeyedBuckets(FLOOD_RATE, FLOOD_BURST)
+        self._route_checks = KeyedBuckets(ROUTE_CHECK_RATE, ROUTE_CHECK_BURST)
         self._next: float | None = None
 
     # --- the sender ---------------------------------------------------------------------
@@ -265,12 +272,6 @@ class DirectRouter:
             endpoint._count_reject("direct_duplicate")
             return
         self._relayed.add(relay_id, now=now)
-        if direct.sender != me and direct.sender not in endpoint._peers:
-            # The link this frame came on first leads back to its sender.
-            self._routes[direct.sender] = state.id
-            self._routes.move_to_end(direct.sender)
-            if len(self._routes) > MAX_ROUTES:
-                self._routes.popitem(last=False)
         if direct.target == me:
             if direct.type == DATA:
                 self._on_data(state, direct, now)
@@ -278,6 +279,39 @@ class DirectRouter:
                 self._on_ack(state, direct)
             return
         self._relay(state, direct, frame, now)
+
+    def _learn(self, state: _Link, direct: DirectFrame) -> None:
+        """``direct``'s maker signed it (checked): the link it came on first leads back to
+        its maker."""
+        sender = direct.sender
+        if sender in self._endpoint._peers:
+            return
+        routes = self._routes
+        routes[sender] = state.id
+        routes.move_to_end(sender)
+        if len(routes) > MAX_ROUTES:
+            routes.popitem(last=False)
+
+    def _routed_on(self, state: _Link, direct: DirectFrame, now: float) -> bool:
+        """For a frame relayed without a flood's check: learn the way back to its maker
+        if it teaches a new one, checking its signature first (within the neighbour's
+        budget; past it, nothing is learned). False: it failed the check, drop it."""
+        sender = direct.sender
+        routes = self._routes
+        if sender in self._endpoint._peers:
+            return True
+        if routes.get(sender) == state.id:
+            routes.move_to_end(sender)  # the route it confirms was checked when learned
+            return True
+        assert state.hello is not None
+        if not self._route_checks.take(state.hello.public_key, now=now):
+            return True
+        if not self._authentic(direct):
+            # The neighbour may have passed it on unchecked, so its link stays.
+            self._endpoint._count_reject("direct_bad_signature")
+            return False
+        self._learn(state, direct)
+        return True
 
     def _relay(self, state: _Link, direct: DirectFrame, frame: wire.Frame, now: float) -> None:
         endpoint = self._endpoint
@@ -302,11 +336,13 @@ class DirectRouter:
             if link is None or link is state:
                 endpoint._count_reject("direct_no_route")
                 return
-            endpoint._queue(link, forwarded, priority)
+            if self._routed_on(state, direct, now):
+                endpoint._queue(link, forwarded, priority)
             return
         link = self._link_to(direct.target)
         if link is not None and link is not state:
-            endpoint._queue(link, forwarded, priority)
+            if self._routed_on(state, direct, now):
+                endpoint._queue(link, forwarded, priority)
             return
         assert state.hello is not None
         if not self._floods.take(state.hello.public_key, now=now):
@@ -317,6 +353,7 @@ class DirectRouter:
             # neighbour may have routed it on unchecked, so its link stays.
             endpoint._count_reject("direct_bad_signature")
             return
+        self._learn(state, direct)
         for other in list(endpoint._peers.values()):
             if other is not state and not other.closing:
                 endpoint._queue(other, forwarded, priority)
@@ -348,6 +385,7 @@ class DirectRouter:
             if reason is not None:
                 endpoint._count_reject(reason)
                 return
+            self._learn(state, direct)
             envelope = wire.decode_envelope(body, signature)
             try:
                 payload = decode_payload(envelope.payload_kind, envelope.payload)
@@ -408,6 +446,7 @@ class DirectRouter:
             endpoint._count_reject("direct_bad_ack")
             return
         del self._pending[message_id]
+        self._learn(state, direct)
         endpoint._events.append(DirectAcked(message_id, pending.node_id, pending.target))
         if pending.target not in endpoint._peers and state.hello is not None:
             endpoint._events.append(RouteDiscovered(pending.node_id, state.hello.node_id))

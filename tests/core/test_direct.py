@@ -349,3 +349,76 @@ def test_a_relay_forwards_in_the_message_own_priority_band() -> None:
     mesh.settle()
     assert len(mesh.delivered["c"]) == 1
     assert seen == [10]
+
+
+def forged_data(mesh: Mesh, maker: str, sender: str, target: str, *,
+                unsigned: bool) -> bytes:
+    """A DATA frame claiming to come from ``sender``, made by ``maker``: signed by the
+    maker's own key, or not at all."""
+    target_key = mesh.nodes[target].identity.public_key
+    signed = envelope(mesh, maker, target_key, "from someone else")
+    signature = bytes(wire.SIGNATURE_SIZE) if unsigned else signed.signature
+    return direct.encode_direct(direct.DATA, 0, target_key,
+                                mesh.nodes[sender].identity.public_key,
+                                signature + signed.body)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("unsigned", [False, True], ids=["forged", "unsigned"])
+def test_a_relayed_frame_nobody_signed_teaches_no_route(unsigned: bool) -> None:
+    # l claims d lies behind it: a DATA frame "from d" for a, b's neighbour, which b
+    # routes on without flooding. Learned unchecked, the route would send a's first try
+    # for d into l, a black hole.
+    mesh = build([("a", "b"), ("b", "c"), ("c", "d"), ("b", "l")])
+    mesh.wires[("b", mesh.link_of("b", "l"))].drop = True
+    mesh.inject("b", mesh.link_of("b", "l"), forged_data(mesh, "l", "d", "a",
+                                                          unsigned=unsigned))
+    mesh.settle()
+    message_id = send(mesh, "a", "d", "first try")
+    mesh.settle()
+    assert mesh.delivered["d"] == [message_id]
+    assert of(mesh, "a", RouteDiscovered) == [RouteDiscovered("d", "b")]
+    # Checked, since it would have taught a route: refused, not passed on to a.
+    assert rejected(mesh, "b", "direct_bad_signature") == 1
+
+
+@pytest.mark.parametrize("unsigned", [False, True], ids=["forged", "unsigned"])
+def test_a_forged_ack_teaches_no_route_and_discovers_nothing(unsigned: bool) -> None:
+    # l sends a an ACK "from d": for a message a sent, or for none.
+    mesh = build([("a", "b"), ("b", "c"), ("c", "d"), ("a", "l")])
+    mesh.wires[("a", mesh.link_of("a", "l"))].drop = True
+    a_key = mesh.nodes["a"].identity.public_key
+    d_key = mesh.nodes["d"].identity.public_key
+    pending = send(mesh, "a", "d", "pending", timeout=60.0)
+    list(mesh.nodes["a"].frames_to_send())  # lost on the way: d never answers
+    for message_id in (pending, bytes(range(16))):
+        signature = bytes(wire.SIGNATURE_SIZE) if unsigned else mesh.nodes["l"].identity.sign(
+            direct.ACK_DOMAIN, message_id + a_key)
+        mesh.inject("a", mesh.link_of("a", "l"),
+                    direct.encode_direct(direct.ACK, 0, a_key, d_key, message_id + signature))
+    assert rejected(mesh, "a", "direct_bad_ack") == 1
+    assert rejected(mesh, "a", "direct_ack_unknown") == 1
+    assert of(mesh, "a", RouteDiscovered) == []
+    # The first try of a new message: over a's route to d, were there one; else flooded.
+    send(mesh, "a", "d", "first try")
+    assert mesh.link_of("a", "b") in {link for link, _ in mesh.nodes["a"].frames_to_send()}
+
+
+def test_route_checks_are_budgeted_per_neighbour() -> None:
+    # Each frame from a new maker would teach a route, so each would cost a signature
+    # check: past the neighbour's budget, frames pass on unchecked and teach nothing.
+    mesh = build([("x", "r"), ("r", "t")])
+    t_key = mesh.nodes["t"].identity.public_key
+    before = mesh.nodes["r"].statistics().signatures_verified
+    frames = 200
+    for i in range(frames):
+        maker = bytes([i % 256, i // 256]) * 16  # 200 makers nobody knows
+        body = bytes(wire.SIGNATURE_SIZE) + i.to_bytes(4, "big") * 16
+        mesh.inject("r", mesh.link_of("r", "x"),
+                    direct.encode_direct(direct.DATA, 0, t_key, maker, body))
+    mesh.settle()
+    burst = int(direct.ROUTE_CHECK_BURST)
+    r = mesh.nodes["r"]
+    assert r.statistics().signatures_verified - before == burst
+    assert rejected(mesh, "r", "direct_bad_signature") == burst
+    assert r._direct._routes == {}
+    assert r.statistics().links == 2
