@@ -148,8 +148,11 @@ class NodeStats:
     messages_originated: int
     peer_stats: PeerStats
     bytes_in: int
+    """Bytes of frames read from peers, length prefixes included, whatever became of
+    them (handled, or shed under overload: ``rejected``)."""
     bytes_out: int
     frames_in: int
+    """Frames read from peers, counted as read (see ``bytes_in``)."""
     frames_out: int
     duplicates: int
     rejected: dict[str, int]

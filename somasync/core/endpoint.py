@@ -142,8 +142,14 @@ class EndpointStatistics:
     """Counters of one endpoint since it was created."""
 
     frames_in: int
+    """Frames read from links, counted as read whatever became of them: handled, or
+    dropped unhandled from the read-ahead backlog (``rejected``: ``ingress_shed``,
+    ``closed_link_backlog``), or still waiting there (``backlog_bytes``). A sharded
+    node's frame counts once, at the worker that read it, not where it was routed."""
     frames_out: int
     bytes_in: int
+    """Bytes of those frames, each with its 4-byte length prefix: what peers sent this
+    node in frames (not the handshake, nor the sealed records' overhead)."""
     bytes_out: int
     messages_delivered: int
     messages_originated: int
@@ -571,7 +577,11 @@ class Endpoint:
         # frame can set: the frames after it go unread, as receive_frame leaves them.
         receive = self._receive_frame
         read_ahead = self._read_ahead
+        counters = self._counters
         for frame in frames:
+            # Counted as read, whatever becomes of it: handled now, waiting, shed.
+            counters.frames_in += 1
+            counters.bytes_in += len(frame) + 4
             # Peeked, not decoded: version, kind, flags, priority (decode_frame checks
             # them all when the frame's turn comes).
             if read_ahead and len(frame) > 3 and frame[1] == _MESSAGE \
@@ -622,12 +632,21 @@ class Endpoint:
         if state is None or state.closing:
             return
         self._now = now
-        self._receive_frame(state, frame, now)
-
-    def _receive_frame(self, state: _Link, frame: bytes, now: float) -> None:
         counters = self._counters
         counters.frames_in += 1
         counters.bytes_in += len(frame) + 4
+        self._receive_frame(state, frame, now)
+
+    def _receive_waiting(self, link: int, frame: bytes, now: float) -> None:
+        """Handle a frame from the backlog (counted when it was read)."""
+        state = self._links.get(link)
+        if state is None or state.closing:
+            return
+        self._now = now
+        self._receive_frame(state, frame, now)
+
+    def _receive_frame(self, state: _Link, frame: bytes, now: float) -> None:
+        """Handle one frame (counted in ``frames_in`` by the caller, as read)."""
         state.credit += AMPLIFICATION_LIMIT * (len(frame) + 4)
         if state.standing == _GRAYLISTED:
             # Unread: no decode, no verify. A peer that keeps sending while graylisted
@@ -839,7 +858,7 @@ class Endpoint:
             self._count_reject("routed_to_closed_link", len(inbox))
             return
         for _ in range(min(len(inbox), FLUSH_LIMIT)):
-            self.receive_frame(link, inbox.take(), now=now)
+            self._receive_waiting(link, inbox.take(), now)
         if inbox:
             self._count_reject("closed_link_backlog", len(inbox))
 

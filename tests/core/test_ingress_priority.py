@@ -416,3 +416,66 @@ def test_the_ids_read_for_the_tree_count_in_the_room() -> None:
     assert b.statistics().tree.grafts_held == 1  # type: ignore[union-attr]
     assert b.backlog_bytes <= room
     assert b.statistics().rejected["ingress_shed"] > 0
+
+
+# --- statistics: what was read, whatever became of it ----------------------------------
+
+def read_counts(mesh: Mesh) -> tuple[int, int]:
+    stats = mesh.nodes["b"].statistics()
+    return stats.frames_in, stats.bytes_in
+
+
+def test_frames_are_counted_as_read_also_those_that_wait_or_are_shed() -> None:
+    mesh = linked(GossipConfig.local().replace(read_ahead_bytes=64 * 1024), "a")
+    bulk, _ = frames(1000, priority=0)
+    critical, _ = frames(20, priority=255, first=1001)
+    frames_before, bytes_before = read_counts(mesh)
+    read_at_once(mesh, "a", bulk + critical)
+    # Read, not yet handled: counted now.
+    assert read_counts(mesh) == (frames_before + 1020, bytes_before + len(bulk + critical))
+    mesh.settle()
+    stats = mesh.nodes["b"].statistics()
+    assert stats.rejected["ingress_shed"] > 0
+    assert (stats.frames_in, stats.bytes_in) == (frames_before + 1020,
+                                                 bytes_before + len(bulk + critical))
+
+
+def test_frames_dropped_with_a_closing_link_were_counted_as_read() -> None:
+    mesh = linked(GossipConfig.local(), "a")
+    bulk, _ = frames(FLUSH_LIMIT + 100, priority=0)
+    frames_before, bytes_before = read_counts(mesh)
+    read_at_once(mesh, "a", bulk)
+    mesh.nodes["b"].close_link(mesh.link_of("b", "a"), now=mesh.now)
+    assert mesh.nodes["b"].statistics().rejected["closed_link_backlog"] == 100
+    assert read_counts(mesh) == (frames_before + FLUSH_LIMIT + 100, bytes_before + len(bulk))
+
+
+def test_frames_dropped_from_a_peer_cut_off_were_counted_as_read() -> None:
+    mesh = linked(GossipConfig.local(), "a")
+    good, _ = frames(10, priority=0, first=2)
+    forged = bytearray(frames(1, priority=0)[0])
+    forged[-1] ^= 1
+    frames_before, bytes_before = read_counts(mesh)
+    read_at_once(mesh, "a", bytes(forged) + good)
+    mesh.settle()
+    assert mesh.nodes["b"].statistics().rejected["closed_link_backlog"] == 10
+    assert read_counts(mesh) == (frames_before + 11, bytes_before + len(forged) + len(good))
+
+
+def test_a_sharded_node_counts_each_frame_once_where_it_was_read() -> None:
+    mesh = Mesh(GossipConfig.local())
+    mesh.add("b", shards=2)
+    mesh.add("a")
+    mesh.connect("a", "b")
+    mesh.settle()
+    before = [(e.statistics().frames_in, e.statistics().bytes_in) for e in mesh.shards["b"]]
+    data = b""
+    for origin in range(8):  # streams of both workers of b
+        part, _ = frames(5, priority=0, source=f"feed-{origin}",
+                         key=nacl.signing.SigningKey(bytes([origin + 1]) * 32))
+        data += part
+    read_at_once(mesh, "a", data)
+    mesh.settle()
+    after = [(e.statistics().frames_in, e.statistics().bytes_in) for e in mesh.shards["b"]]
+    assert sum(f for f, _ in after) - sum(f for f, _ in before) == 40
+    assert sum(b for _, b in after) - sum(b for _, b in before) == len(data)
