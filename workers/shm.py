@@ -55,13 +55,14 @@ def _register_unless_shared_memory(name: Sized, rtype: str) -> None:
         _real_register(name, rtype)
 
 
-def leaked_segments(tag: str = "") -> list[str]:
-    """Names of ``somasync`` segments in /dev/shm (optionally only those with ``tag``)."""
+def leaked_segments(tag: str = "", *, prefix: str = PREFIX) -> list[str]:
+    """Names of ``somasync`` segments in /dev/shm (optionally only those with ``tag``);
+    ``prefix``: segments named otherwise (a test's own)."""
     try:
         names = os.listdir("/dev/shm")
     except FileNotFoundError:
         return []
-    return sorted(n for n in names if n.startswith(PREFIX + tag))
+    return sorted(n for n in names if n.startswith(prefix + tag))
 
 
 def remove_leaked(tag: str) -> list[str]:
@@ -79,14 +80,15 @@ def remove_leaked(tag: str) -> list[str]:
     return removed
 
 
-def mapped_segments(proc: str = "/proc") -> dict[str, list[int]]:
-    """``somasync`` segment name -> PIDs that map it (read from ``/proc/<pid>/maps``).
+def mapped_segments(proc: str = "/proc", *, prefix: str = PREFIX) -> dict[str, list[int]]:
+    """``somasync`` segment name -> PIDs that map it (read from ``/proc/<pid>/maps``);
+    ``prefix`` as for :func:`leaked_segments`.
 
     Raises:
         OSError: ``proc`` is unreadable (nothing can be proved unused).
     """
     users: dict[str, list[int]] = {}
-    marker = f"/dev/shm/{PREFIX}"
+    marker = f"/dev/shm/{prefix}"
     for entry in os.scandir(proc):
         if not entry.name.isdigit():
             continue
@@ -101,19 +103,20 @@ def mapped_segments(proc: str = "/proc") -> dict[str, list[int]]:
     return users
 
 
-def remove_abandoned(*, older_than: float = 60.0) -> list[str]:
+def remove_abandoned(*, older_than: float = 60.0, prefix: str = PREFIX) -> list[str]:
     """Unlink every ``somasync`` segment that no process maps and that is older than
     ``older_than`` seconds (a node starting now maps its own at once; the age keeps
     this from racing with one between creating and mapping). What a SIGKILL of a whole
     node left behind goes at the next start of any sharded node. Returns their names;
-    nothing when ``/proc`` cannot be read."""
+    nothing when ``/proc`` cannot be read. ``prefix``: sweep only segments named so
+    instead (a test sweeping its own, which no node's start sweeps meanwhile)."""
     try:
-        users = mapped_segments()
+        users = mapped_segments(prefix=prefix)
     except OSError:
         return []
     removed = []
     now = time.time()
-    for name in leaked_segments():
+    for name in leaked_segments(prefix=prefix):
         path = os.path.join("/dev/shm", name)
         try:
             if name in users or now - os.stat(path).st_mtime < older_than:

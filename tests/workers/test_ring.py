@@ -213,24 +213,29 @@ def test_segments_abandoned_by_a_killed_node_are_removed_at_the_next_start() -> 
     import os
     import secrets
     import time
+    from multiprocessing import shared_memory
 
     from somasync.workers import shm
 
-    abandoned = f"{shm.PREFIX}test{secrets.token_hex(4)}-old"
-    fresh = f"{shm.PREFIX}test{secrets.token_hex(4)}-new"
+    # A prefix of this test's own, outside shm.PREFIX: every sharded node that other
+    # tests start meanwhile sweeps shm.PREFIX, and took the abandoned segment first.
+    prefix = f"somasynctest{secrets.token_hex(4)}-"
+    assert not prefix.startswith(shm.PREFIX)
+    abandoned, fresh = f"{prefix}old", f"{prefix}new"
     for name in (abandoned, fresh):
         with open(os.path.join("/dev/shm", name), "wb") as handle:
             handle.write(bytes(4096))
     old = time.time() - 3600
     os.utime(os.path.join("/dev/shm", abandoned), (old, old))
-    in_use = shm.create(4096, f"test{secrets.token_hex(4)}")
+    in_use = shared_memory.SharedMemory(name=f"{prefix}mapped", create=True, size=4096)
     os.utime(os.path.join("/dev/shm", in_use.name), (old, old))
     try:
-        removed = shm.remove_abandoned(older_than=60.0)
-        assert abandoned in removed
-        assert fresh not in removed  # maybe a node between creating and mapping it
-        assert in_use.name not in removed  # this process maps it
+        shm.remove_abandoned()  # another node starting meanwhile, as in a full run
+        removed = shm.remove_abandoned(older_than=60.0, prefix=prefix)
+        # fresh: maybe a node between creating and mapping it; in_use: this process maps it
+        assert removed == [abandoned]
         assert not os.path.exists(os.path.join("/dev/shm", abandoned))
+        assert shm.leaked_segments(prefix=prefix) == sorted([fresh, in_use.name])
     finally:
         for name in (fresh, abandoned):
             with contextlib.suppress(FileNotFoundError):
