@@ -342,6 +342,8 @@ class SynapseNode:
         self._started_at = self._loop.time()
         self._messages.reopen()
         self._events.reopen()
+        if self._signer is not None:
+            self._signer.reopen()
         self._control.open()
         self._install_signal_handlers()
         self._events.put_nowait(NodeStarted(self.config.node_id, self.listen_address))

@@ -149,6 +149,11 @@ class BatchSigner:
         if task is not None:
             await asyncio.shield(task)
 
+    def reopen(self) -> None:
+        """Take messages again (the node started again after a stop)."""
+        self._closed = False
+        self._busy_until = float("-inf")
+
     async def close(self) -> None:
         """Send what waits and wait for every batch on its way (the node is stopping);
         later messages are refused."""

@@ -108,6 +108,21 @@ async def test_stop_sends_what_waits_for_its_batch() -> None:
         assert sorted(m.id for m in got) == sorted(sent)
 
 
+async def test_a_restarted_node_signs_in_batches_again() -> None:
+    async with pair() as p:
+        publisher, receiver = await linked(p, batch=8, window=0.01)
+        before = await publisher.broadcast_message(MessageType.Data("before the restart"))
+        await publisher.stop()
+        await publisher.start()
+        await wait_until(lambda: bool(receiver.connected_peers()), "the link again", DEADLINE)
+        after = [await publisher.broadcast_message(MessageType.Data(f"after {i}"))
+                 for i in range(4)]
+        got = p.got("receiver")
+        await wait_until(lambda: len(got) == 5, "every message", DEADLINE)
+        assert sorted(m.id for m in got) == sorted([before, *after])
+        assert all(m.verify_signature() for m in got)
+
+
 async def test_a_critical_message_is_never_held_for_a_batch() -> None:
     async with pair() as p:
         publisher, _receiver = await linked(p, batch=64, window=600.0)
