@@ -109,6 +109,11 @@ class StatsReport:
     ring_corrupted: int = 0
     """Rings in which this worker found a corrupt record (each reported in a
     :class:`CorruptRing`). A default: a report without it reads as none found."""
+    send_backlog: int = 0
+    """Bytes queued for the fullest of this worker's links that still take bytes (the
+    core's queue plus the transport's buffer): what a large sender paces itself by. A
+    peer that stopped reading (its transport paused) is left out, or it would slow every
+    bundle the node sends."""
 
 
 @dataclass(frozen=True, slots=True)

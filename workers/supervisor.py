@@ -206,7 +206,7 @@ class ShardedRuntime:
         self._adopting: dict[bytes, tuple[str, float, bool]] = {}
         self._pending_hosts: dict[str, int] = {}  # host -> connections in their handshake
         self._peer_scores: dict[str, float] = {}  # the workers' last reported, summed
-        self._send_backlog = 0  # the workers' send queues, as last reported
+        self._send_backlog = 0  # the fullest live link's queue, as the workers last reported
         self._probation = 0  # inbound connections accepted over the limit, in handshake
         self._handover_failures = 0
         self._room = asyncio.Event()  # set whenever a ring to a worker may have room
@@ -901,6 +901,7 @@ class ShardedRuntime:
         done, _ = await asyncio.wait([w for _, w in waiters], timeout=STATS_TIMEOUT)
         per_worker: list[WorkerStats] = []
         cores: list[EndpointStatistics] = []
+        backlogs: list[int] = []
         for worker, waiter in waiters:
             if waiter not in done:
                 waiter.cancel()
@@ -911,11 +912,14 @@ class ShardedRuntime:
             if report is None:
                 continue
             cores.append(report.core)
+            backlogs.append(report.send_backlog)
             per_worker.append(_worker_stats(worker.index, report))
         dropped_here = sum(writer.dropped for writer in self._writers.values())
         core = _sum_core(cores, peers=len(self._connected))
         if len(cores) == len(waiters):
             self._peer_scores = dict(core.peer_scores)
+        if backlogs:
+            self._send_backlog = max(backlogs)
         rejected = dict(core.rejected)
         for reason, count in self._refused.items():
             rejected[reason] = rejected.get(reason, 0) + count
@@ -929,12 +933,14 @@ class ShardedRuntime:
                                       if reason not in _NOT_HANDSHAKE_FAILURES)))
 
     def _note_scores(self, reports: list[StatsReport | None]) -> None:
-        """Keep the peer scores of a complete round of worker reports."""
-        cores = [report.core for report in reports if report is not None]
-        if cores and len(cores) == len(self._workers):
-            self._peer_scores = _sum_core(cores, peers=len(self._connected)).peer_scores
-        if cores:
-            self._send_backlog = sum(core.send_queue_bytes for core in cores)
+        """Keep the peer scores of a complete round of worker reports, and the send
+        backlog of any round."""
+        got = [report for report in reports if report is not None]
+        if got and len(got) == len(self._workers):
+            self._peer_scores = _sum_core([r.core for r in got],
+                                          peers=len(self._connected)).peer_scores
+        if got:
+            self._send_backlog = max(report.send_backlog for report in got)
 
     @property
     def segment_tag(self) -> str:

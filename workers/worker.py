@@ -153,6 +153,7 @@ class _WorkerLink(asyncio.Protocol):
         """Bytes that arrived before the endpoint opened the link (records must be
         opened in order, after the ones the supervisor read); None once it did."""
         self.reader = SlicedReader(worker.loop, self.feed, slice_size=worker.spec.read_slice)
+        self.paused = False  # the transport asked us to stop writing (a slow peer)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -172,9 +173,11 @@ class _WorkerLink(asyncio.Protocol):
         worker.pump()
 
     def pause_writing(self) -> None:
+        self.paused = True
         self.worker.endpoint.set_link_paused(self.link, True)
 
     def resume_writing(self) -> None:
+        self.paused = False
         self.worker.endpoint.set_link_paused(self.link, False)
         self.worker.pump()
 
@@ -388,7 +391,14 @@ class Worker:
             ring_out_pending={k: w.pending for k, w in self._writers.items()},
             ring_dropped=sum(w.dropped for w in self._writers.values()),
             cpu_seconds=time.process_time() - self._cpu_started,
-            ring_corrupted=self._ring_corrupted)
+            ring_corrupted=self._ring_corrupted, send_backlog=self._send_backlog())
+
+    def _send_backlog(self) -> int:
+        # As the single-process runtime measures it (LocalRuntime.send_backlog).
+        endpoint = self.endpoint
+        return max((endpoint.queued_bytes(link) + p.transport.get_write_buffer_size()
+                    for link, p in self.links.items()
+                    if p.transport is not None and not p.paused), default=0)
 
     # --- rings ---------------------------------------------------------------------------
 
