@@ -1347,6 +1347,12 @@ class Endpoint:
                 break
             sent += 1
         lead, unknown = self._lacking(digest)
+        if lead and state.id in self._backlog:
+            # Read behind this peer's own waiting messages (read-ahead handles control
+            # frames at once): what it holds and we lack is likely among them, and asking
+            # would bring every one twice while the node is busiest. Its next digest, or
+            # ours, asks for what is still lacking then.
+            lead = 0
         state.peer_lead = lead
         state.peer_withheld = digest.withheld
         if digest.withheld or (lead and not digest.reply and sent == len(missing)):
@@ -1663,7 +1669,11 @@ class Endpoint:
         # digest claiming much that never comes buys little. An honest exchange grows it
         # a hundredfold each round trip (its answers earn the next padding).
         if not (reply or padding > 0):
-            self._queue(state, frame, 255)
+            # Behind what waits for this peer when something does: the digest lists those
+            # messages as held, and read first, it would have the peer ask for every one
+            # of them (the receiver does not ask while that peer's messages wait in its
+            # own backlog).
+            self._queue(state, frame, 0 if state.outbox else 255)
         elif not self._answer(state, frame, 255):
             self._count_reject("answer_over_credit")
             return

@@ -479,3 +479,22 @@ def test_a_sharded_node_counts_each_frame_once_where_it_was_read() -> None:
     after = [(e.statistics().frames_in, e.statistics().bytes_in) for e in mesh.shards["b"]]
     assert sum(f for f, _ in after) - sum(f for f, _ in before) == 40
     assert sum(b for _, b in after) - sum(b for _, b in before) == len(data)
+
+
+def test_a_digest_read_behind_its_senders_waiting_messages_asks_for_none_of_them() -> None:
+    # A busy node reads a neighbour's messages and, behind them, its digest: the digest
+    # is handled at once, the messages wait. What they carry must not be asked for
+    # again as lacking, or every anti-entropy round under load sends them twice.
+    mesh = linked(GossipConfig.local(), "a")
+    a, b = mesh.nodes["a"], mesh.nodes["b"]
+    messages = [Message(MessageType.Data(PAYLOAD), "feed", timestamp=WALL,
+                        sequence=i + 1).sign_with_ed25519(KEY) for i in range(200)]
+    for message in messages:
+        a.broadcast(message.to_envelope(), now=mesh.now)
+    # a's anti-entropy round falls before b reads: its digest follows the messages.
+    mesh.now += mesh.config.anti_entropy_interval
+    a.handle_timer(now=mesh.now)
+    mesh.settle()
+    assert sorted(mesh.delivered["b"]) == sorted(bytes.fromhex(m.id) for m in messages)
+    assert b.statistics().duplicates == 0
+    assert a.statistics().repairs_sent == 0
