@@ -23,7 +23,8 @@ from typing import Any
 
 from somasync.errors import ConfigError
 
-__all__ = ["DiscoveryConfig", "DiscoveryMethod", "GossipConfig", "MembershipConfig",
+__all__ = ["AdaptiveConfig", "DiscoveryConfig", "DiscoveryMethod", "GossipConfig",
+           "MembershipConfig",
            "NodeConfig", "OverlayConfig", "SecurityConfig", "parse_address", "require",
            "require_int", "require_number"]
 
@@ -720,6 +721,11 @@ class NodeConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     """Link encryption and, later, trust policy, see :class:`SecurityConfig`."""
 
+    adaptive: AdaptiveConfig = field(default_factory=lambda: AdaptiveConfig())
+    """Adaptive fanout: the overlay degree, push fanout, IHAVE fanout and anti-entropy
+    pacing re-derived as the estimated mesh size changes (off by default), see
+    :class:`AdaptiveConfig`."""
+
     connect_timeout: float = 5.0
     """Seconds a TCP connect may take before it counts as failed."""
 
@@ -850,6 +856,14 @@ class NodeConfig:
         require(isinstance(self.overlay, OverlayConfig), "overlay", "must be an OverlayConfig")
         require(isinstance(self.security, SecurityConfig), "security",
                  "must be a SecurityConfig")
+        require(isinstance(self.adaptive, AdaptiveConfig), "adaptive",
+                "must be an AdaptiveConfig")
+        if self.adaptive.enabled:
+            require(self.adaptive.max_anti_entropy_interval
+                    >= self.gossip.anti_entropy_interval,
+                    "adaptive.max_anti_entropy_interval",
+                    f"must be >= gossip.anti_entropy_interval "
+                    f"({self.gossip.anti_entropy_interval!r}), the pacing's lower bound")
         require_number(self.connect_timeout, "connect_timeout")
         require_number(self.handshake_timeout, "handshake_timeout")
         require_number(self.frame_timeout, "frame_timeout")
@@ -993,3 +1007,115 @@ class OverlayConfig:
         """Tests and demos on one host: shuffle every second, give up on a silent peer
         after 0.25 s."""
         return cls(shuffle_interval=1.0, neighbor_timeout=0.25)
+
+
+ADAPTIVE_MAX_DEGREE = 1000
+"""The largest degree or fanout a bound may name (the original's ``max_fanout`` bound)."""
+
+
+def _require_bounds(value: Any, field_name: str) -> None:
+    require(isinstance(value, tuple) and len(value) == 2, field_name,
+            f"must be a (minimum, maximum) tuple, got {value!r}")
+    low, high = value
+    require_int(low, field_name)
+    require_int(high, field_name, minimum=low)
+    require(high <= ADAPTIVE_MAX_DEGREE, field_name, f"must be <= {ADAPTIVE_MAX_DEGREE}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptiveConfig:
+    """Adaptive fanout and epidemic tuning: degrees that follow the estimated mesh size.
+
+    With ``enabled``, a node estimates how many nodes its mesh has
+    (:mod:`somasync.core.sizing`: SWIM's live members where membership runs, else a
+    HyperLogLog sketch gossiped between overlay neighbours) and derives from that
+    estimate N and ``target_delivery_probability`` p, each within its bounds:
+
+    * the overlay degree (``OverlayConfig.active_size``: the links the broadcast tree
+      makes its eager and lazy links of) and the push fanout (``GossipConfig.fanout``):
+      ``ceil(ln N - ln(-ln p))``;
+    * the IHAVE fanout (lazy links each message is announced to) from the same formula;
+    * the anti-entropy interval: ``gossip.anti_entropy_interval`` scaled by
+      ``ceil(log2(N / 32)) + 1`` above 32 nodes (memberlist's push-pull scale), at most
+      ``max_anti_entropy_interval``.
+
+    The derivation is redone only when the estimate has moved by more than
+    ``hysteresis`` from the one the values in force were derived for, and
+    ``settle_time`` after the last change. Off by default: a fixed degree of 5 is what
+    the measured defaults rest on, and a node whose degree changes opens and closes
+    links; the enterprise presets (``EnterpriseGossipConfig.with_adaptive_fanout``,
+    ``for_large_networks``) turn it on.
+    """
+
+    enabled: bool = False
+    """Derive the degrees from the estimated mesh size (False: the fixed settings)."""
+
+    target_delivery_probability: float = 0.95
+    """p: the probability that one round of epidemic spread (the first flood of a
+    stream over the overlay, or push gossip) reaches every node, before any repair.
+    0.95 is the original's default; each tenfold smaller ``-ln p`` adds about 2.3 to
+    every derived degree."""
+
+    degree_bounds: tuple[int, int] = (5, 10)
+    """(minimum, maximum) overlay degree (``OverlayConfig.active_size``). 5, today's
+    fixed degree, is the floor; 10 keeps per-node links, IHAVE traffic and tree state
+    to twice that at 10,000 nodes and more (the formula asks 13 there)."""
+
+    fanout_bounds: tuple[int, int] = (4, 12)
+    """(minimum, maximum) push fanout (``GossipConfig.fanout``, push forwarding only);
+    4 is the fixed default."""
+
+    ihave_bounds: tuple[int, int] = (4, 16)
+    """(minimum, maximum) IHAVE fanout: lazy links each message is announced to (tree
+    forwarding). Binds only when the degree exceeds it: a node then announces each
+    message to that many of its lazy links, in rotation, instead of all of them."""
+
+    max_anti_entropy_interval: float = 10.0
+    """Longest anti-entropy interval the pacing may choose (seconds); its shortest is
+    ``gossip.anti_entropy_interval``. Holes are given up after ``gap_timeout``, which
+    should stay several of these intervals."""
+
+    hysteresis: float = 0.25
+    """Relative change of the estimate (0.25: 25 %) from the one the values in force were
+    derived for before they are derived again. Above the estimator's noise (about 7 %),
+    and one step of any derived degree is a change of ln N by 1 (a factor of e)."""
+
+    settle_time: float = 15.0
+    """Seconds after a change before the next one: a mesh still growing is followed in
+    steps at most this often, not at every new estimate."""
+
+    initial_estimate: int = 1
+    """The mesh size the values are derived for at the start, before the node has an
+    estimate of its own (the enterprise configuration's ``expected_nodes``); the first
+    estimate-driven change follows ``settle_time`` later. 1: the lower bounds."""
+
+    sketch_interval: float = 1.0
+    """Seconds between two sends of the size sketch to the overlay neighbours that lack
+    what it holds (membership off only). An estimate grows to the mesh's size within
+    about the overlay's diameter times this."""
+
+    sketch_epoch: float = 120.0
+    """Seconds of wall clock per sketch epoch: each epoch counts anew, so a node that
+    left stops being counted one to two epochs later. At least 8 sketch intervals."""
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.enabled, bool), "adaptive.enabled", "must be a bool")
+        p = self.target_delivery_probability
+        require(isinstance(p, int | float) and not isinstance(p, bool) and 0 < p < 1,
+                "adaptive.target_delivery_probability", f"must be in (0, 1), got {p!r}")
+        _require_bounds(self.degree_bounds, "adaptive.degree_bounds")
+        _require_bounds(self.fanout_bounds, "adaptive.fanout_bounds")
+        _require_bounds(self.ihave_bounds, "adaptive.ihave_bounds")
+        require_number(self.max_anti_entropy_interval, "adaptive.max_anti_entropy_interval")
+        require_number(self.hysteresis, "adaptive.hysteresis", unit="fraction")
+        require_int(self.initial_estimate, "adaptive.initial_estimate")
+        require_number(self.settle_time, "adaptive.settle_time", allow_zero=True)
+        require_number(self.sketch_interval, "adaptive.sketch_interval")
+        require_number(self.sketch_epoch, "adaptive.sketch_epoch")
+        require(self.sketch_epoch >= 8 * self.sketch_interval, "adaptive.sketch_epoch",
+                "must be at least 8 x adaptive.sketch_interval (a sketch converges "
+                "within about the overlay's diameter in intervals)")
+
+    def replace(self, **changes: Any) -> AdaptiveConfig:
+        """Return a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)

@@ -18,10 +18,12 @@ What maps to what:
 ==============================  =========================================================
 original                        here
 ==============================  =========================================================
-``with_adaptive_fanout``        degree bounds; the degree is derived once, from
-                                ``expected_nodes``, into ``GossipConfig.fanout`` and
-                                ``OverlayConfig.active_size`` (not re-derived as the
-                                mesh grows)
+``with_adaptive_fanout``        adaptive fanout on (``NodeConfig.adaptive``): overlay
+                                degree, push fanout and IHAVE fanout follow the node's
+                                estimate of the mesh's size within these bounds, and
+                                anti-entropy is paced by it; ``expected_nodes`` gives
+                                the starting values (``GossipConfig.fanout``,
+                                ``OverlayConfig.active_size``)
 ``with_epidemic_tuning(p)``     the target delivery probability of that derivation
 ``with_bandwidth_limit(b)``     ``GossipConfig.max_send_rate`` (``per_link``:
                                 ``max_link_send_rate``); shapes, never drops
@@ -35,17 +37,31 @@ original                        here
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from somasync.config import GossipConfig, NodeConfig, OverlayConfig, require, require_int
+from somasync.config import (
+    ADAPTIVE_MAX_DEGREE,
+    AdaptiveConfig,
+    GossipConfig,
+    NodeConfig,
+    OverlayConfig,
+    require,
+    require_int,
+)
+from somasync.core.sizing import epidemic_fanout
 from somasync.errors import ConfigError
 
 __all__ = ["MAX_DEGREE", "EnterpriseGossipConfig", "epidemic_degree"]
 
-MAX_DEGREE = 1000
+MAX_DEGREE = ADAPTIVE_MAX_DEGREE
 """The largest degree a configuration may ask for (the original's ``max_fanout`` bound)."""
+
+ADAPTIVE_PACING_CAP = 10.0
+"""Longest anti-entropy interval the adaptive pacing of an enterprise configuration
+chooses (seconds; the base's interval when that is longer), and at most a third of the
+base's ``gap_timeout``, so a hole is still asked for in three rounds before it is given
+up."""
 
 DEFAULT_DELIVERY_PROBABILITY = 0.95
 """The original's ``target_delivery_probability`` default."""
@@ -62,8 +78,7 @@ def epidemic_degree(network_size: int, probability: float) -> int:
     require_int(network_size, "expected_nodes")
     require(0 < probability < 1, "target_delivery_probability",
             f"must be in (0, 1), got {probability!r}")
-    c = -math.log(-math.log(probability))
-    return max(1, math.ceil(math.log(network_size) + c))
+    return epidemic_fanout(network_size, probability)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,9 +152,9 @@ class EnterpriseGossipConfig:
           (``lazy_timeout``, ``graft_retry`` 0.25), digests every second;
         * critical first: always (priority bands); the 5 MB/s limit (the original's
           preset) holds back bulk only, never priority 192 and up;
-        * batches of 25 messages per catch-up reply and a degree derived for a 0.999
-          delivery probability (the original's values), between 4 (our default fanout)
-          and 15 (the original's maximum).
+        * batches of 25 messages per catch-up reply and adaptive degrees derived for a
+          0.999 delivery probability (the original's values), between 4 (our default
+          fanout) and 15 (the original's maximum), starting from those of 1,000 nodes.
         """
         return cls(
             base=GossipConfig(require_signatures=True, max_clock_skew=30.0,
@@ -160,7 +175,8 @@ class EnterpriseGossipConfig:
           ``max_link_send_rate``), which shape bulk traffic, never priority 192 and up;
         * a digest every 10 s (``anti_entropy_interval``) and holes asked for 60 s
           (``gap_timeout``): the tree delivers, anti-entropy only repairs;
-        * a degree derived for 10,000 nodes at p = 0.95, within 5-10.
+        * adaptive fanout: degrees follow the estimated mesh size at p = 0.95, within
+          5-10, starting from those of 10,000 nodes.
         """
         return cls(
             base=GossipConfig(forwarding="tree", max_send_rate=100_000_000,
@@ -179,8 +195,12 @@ class EnterpriseGossipConfig:
         The degree, :func:`epidemic_degree` of ``expected_nodes`` and the target
         probability clamped to the bounds, becomes ``GossipConfig.fanout`` (push
         forwarding) and ``OverlayConfig.active_size`` (the links the broadcast tree picks
-        its eager and lazy links from). It is derived once, when the configuration is
-        applied: it does not follow the mesh as it grows.
+        its eager and lazy links from) at the start, and a node built with this
+        configuration then follows its own estimate of the mesh's size: adaptive fanout
+        (:meth:`to_adaptive_config`, :mod:`somasync.core.sizing`) re-derives the degree,
+        the push and IHAVE fanouts (all within these bounds) and the anti-entropy pacing
+        as the mesh grows or shrinks. (A bare :class:`~somasync.protocol.GossipProtocol`
+        has no estimate: it keeps the starting values.)
         """
         if len(bounds) == 1:
             low, high = min(self.base.fanout, bounds[0]), bounds[0]
@@ -271,6 +291,26 @@ class EnterpriseGossipConfig:
         degree = self.degree()
         return self.base if degree is None else self.base.replace(fanout=degree)
 
+    def to_adaptive_config(self) -> AdaptiveConfig:
+        """Adaptive fanout as this configuration asks: on, with ``fanout_bounds`` (1 to
+        :data:`MAX_DEGREE` when only a probability was given) bounding the overlay
+        degree, the push fanout and the IHAVE fanout, the target probability, and
+        ``expected_nodes`` as the starting estimate; anti-entropy paced from the base's
+        interval up to :data:`ADAPTIVE_PACING_CAP`. Off (the defaults) when nothing
+        asks for a derived degree."""
+        if self.degree() is None:
+            return AdaptiveConfig()
+        bounds = self.fanout_bounds or (1, MAX_DEGREE)
+        base = self.base
+        cap = max(base.anti_entropy_interval,
+                  min(ADAPTIVE_PACING_CAP, base.gap_timeout / 3))
+        return AdaptiveConfig(
+            enabled=True,
+            target_delivery_probability=(self.target_delivery_probability
+                                         or DEFAULT_DELIVERY_PROBABILITY),
+            degree_bounds=bounds, fanout_bounds=bounds, ihave_bounds=bounds,
+            max_anti_entropy_interval=cap, initial_estimate=self.expected_nodes)
+
     def to_overlay_config(self, overlay: OverlayConfig | None = None) -> OverlayConfig:
         """``overlay`` (the defaults when None) with the derived degree as
         ``active_size``."""
@@ -279,6 +319,8 @@ class EnterpriseGossipConfig:
         return overlay if degree is None else overlay.replace(active_size=degree)
 
     def apply(self, config: NodeConfig) -> NodeConfig:
-        """``config`` with these gossip settings and the derived degree."""
+        """``config`` with these gossip settings, the derived degree as the starting one,
+        and adaptive fanout (:meth:`to_adaptive_config`)."""
         return config.replace(gossip=self.to_gossip_config(),
-                              overlay=self.to_overlay_config(config.overlay))
+                              overlay=self.to_overlay_config(config.overlay),
+                              adaptive=self.to_adaptive_config())

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from somasync.config import AdaptiveConfig
 from somasync.errors import ConfigError
 from somasync.sim.network import Latency, NetworkModel, WanModel, parse_duration
 from somasync.sim.scenarios import SCENARIOS, SimSettings, run_scenario
@@ -67,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--announce-interval", type=float, default=0.0,
                         help="tree: seconds between two IHAVE frames to one neighbour "
                              "(0: every turn)")
+    parser.add_argument("--adaptive", action="store_true",
+                        help="node overlay: adaptive fanout (degrees and pacing follow "
+                             "each node's estimate of the mesh's size)")
+    parser.add_argument("--target-probability", type=float, default=None,
+                        help="adaptive: target delivery probability (default 0.95)")
+    parser.add_argument("--warmup", type=float, default=None,
+                        help="virtual seconds for the overlay to form before the first "
+                             "broadcast (default 2; 30 with --adaptive)")
     parser.add_argument("--authors", type=int, default=32)
     parser.add_argument("--payload-bytes", type=int, default=256)
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
@@ -97,7 +106,16 @@ def settings_from(args: argparse.Namespace) -> SimSettings:
         except ValueError:
             raise ConfigError("sim.fractions", f"expected numbers, got {args.fractions!r}") \
                 from None
+    adaptive = None
+    if args.adaptive:
+        adaptive = AdaptiveConfig(enabled=True)
+        if args.target_probability is not None:
+            adaptive = adaptive.replace(target_delivery_probability=args.target_probability)
+    elif args.target_probability is not None:
+        raise ConfigError("sim.adaptive", "--target-probability needs --adaptive")
+    warmup = args.warmup if args.warmup is not None else 30.0 if adaptive else 2.0
     return SimSettings(
+        adaptive=adaptive, warmup=warmup,
         nodes=args.nodes, seed=args.seed, messages=args.messages, interval=args.interval,
         fail_fraction=args.fail_fraction, forwarding=args.forwarding, overlay=args.overlay,
         swim=args.swim, degree=args.degree, crypto=args.crypto, network=network,

@@ -127,8 +127,8 @@ class BroadcastTree:
     """
 
     __slots__ = ("_broken", "_counters", "_deadlines", "_introduced", "_links", "_missing",
-                 "_pending", "_pruned", "_repaired", "graft_retry", "lazy_timeout",
-                 "max_missing", "max_trees")
+                 "_pending", "_pruned", "_repaired", "_rotation", "graft_retry",
+                 "lazy_fanout", "lazy_timeout", "max_missing", "max_trees")
 
     def __init__(self, *, lazy_timeout: float, graft_retry: float, max_missing: int,
                  max_trees: int = 4096) -> None:
@@ -136,6 +136,10 @@ class BroadcastTree:
         self.graft_retry = graft_retry
         self.max_missing = max_missing
         self.max_trees = max_trees
+        self.lazy_fanout: int | None = None
+        """Lazy links each message is announced to at most (the adaptive IHAVE fanout);
+        None: all of them, as Plumtree does."""
+        self._rotation = 0
         # Dicts as ordered sets: iteration order (and so every choice) is deterministic.
         self._links: dict[int, None] = {}
         self._pruned: OrderedDict[bytes, dict[int, None]] = OrderedDict()
@@ -181,7 +185,10 @@ class BroadcastTree:
         pruned = self._pruned.get(tag)
         if pruned is None:
             return []
-        return [link for link in pruned if link != received_from]
+        lazy = [link for link in pruned if link != received_from]
+        if self.lazy_fanout is not None and len(lazy) > self.lazy_fanout:
+            lazy = self._rotate(lazy)
+        return lazy
 
     def split_targets(self, tag: bytes, *, received_from: int | None
                       ) -> tuple[list[int], list[int]]:
@@ -191,8 +198,21 @@ class BroadcastTree:
         if pruned is None:
             return [link for link in self._links if link != received_from], []
         self._pruned.move_to_end(tag)
+        lazy = [link for link in pruned if link != received_from]
+        if self.lazy_fanout is not None and len(lazy) > self.lazy_fanout:
+            lazy = self._rotate(lazy)
         return ([link for link in self._links if link != received_from and link not in pruned],
-                [link for link in pruned if link != received_from])
+                lazy)
+
+    def _rotate(self, lazy: list[int]) -> list[int]:
+        """``lazy_fanout`` of ``lazy``, starting one further at each message: every lazy
+        link is announced an equal share of the messages, and a node that misses the
+        tree's copy hears of it from about ``lazy_fanout`` neighbours."""
+        count = self.lazy_fanout
+        assert count is not None
+        start = self._rotation % len(lazy)
+        self._rotation += 1
+        return (lazy[start:] + lazy[:start])[:count]
 
     def is_eager(self, link: int, tag: bytes) -> bool:
         pruned = self._pruned.get(tag)

@@ -67,6 +67,7 @@ from somasync.core.shard import (
     stream_owner,
     tag_owner,
 )
+from somasync.core.sizing import Sizing, retuned_config
 from somasync.core.strategy import ForwardingStrategy, PushGossip
 from somasync.core.trust import Trust, parse_revocation
 from somasync.errors import DecodeError
@@ -1303,6 +1304,17 @@ class Endpoint:
         if self.trust.revoke(revoked, kept):
             self._events.append(PeerRevoked(revoked, name, kept))
         self.disconnect_peer(revoked, "revoked")
+
+    def retune(self, sizing: Sizing) -> None:
+        """Run on adaptive values from now on (:mod:`somasync.core.sizing`): push fanout,
+        IHAVE fanout and the anti-entropy interval (the next round waits the new one).
+        The overlay degree is the control part's to apply."""
+        self.config = retuned_config(self.config, sizing.fanout,
+                                     sizing.anti_entropy_interval)
+        if isinstance(self._strategy, PushGossip):
+            self._strategy.fanout = sizing.fanout
+        if self._tree is not None:
+            self._tree.lazy_fanout = sizing.ihave_fanout
 
     def revoke(self, public_key: bytes, frame: bytes) -> None:
         """Another part of this node applied an operator's revocation (a sharded node's

@@ -29,9 +29,16 @@ What it composes
   refused dial, and a link that merely dropped comes back without disturbing the
   overlay).
 
+* Adaptive fanout (``config.adaptive.enabled``, :mod:`somasync.core.sizing`): an
+  estimate of the mesh's size (membership's live members, or, where membership is off,
+  a size sketch gossiped to the overlay neighbours) drives the overlay's degree
+  (:meth:`HyParView.resize`) and the values the runtime gives its data part
+  (:meth:`take_sizing`, for :meth:`Endpoint.retune`), re-derived with hysteresis.
+
 Datagrams: membership and overlay share the node's one UDP port. Overlay datagrams go
-out behind one channel byte, ``OVERLAY_CHANNEL`` (0x80); membership datagrams start with
-their version byte (1), so the first byte tells them apart and neither format changes.
+out behind one channel byte, ``OVERLAY_CHANNEL`` (0x80), size sketches behind
+``SIZE_CHANNEL`` (0x81); membership datagrams start with their version byte (1), so the
+first byte tells them apart and no format changes.
 Unless ``security.seal_datagrams`` is off, every datagram travels sealed to its
 recipient (:mod:`somasync.core.datagrams`): authenticated, encrypted, replay-protected;
 membership then judges ACKs and accusations by the key the seal proved.
@@ -40,7 +47,8 @@ Inputs: :meth:`start`, :meth:`receive_datagram`, :meth:`handle_timer`, :meth:`li
 :meth:`link_down`, :meth:`dial_succeeded`, :meth:`dial_failed`, :meth:`keep`,
 :meth:`leave`, :meth:`rejoin`.
 Outputs, drained by the runtime after each input: :meth:`datagrams_to_send`,
-:meth:`take_dials`, :meth:`take_closes`, :meth:`take_events`, and :meth:`get_timer`.
+:meth:`take_dials`, :meth:`take_closes`, :meth:`take_events`, :meth:`take_sizing` and
+:meth:`get_timer`.
 Time is the runtime's monotonic ``now``; randomness comes from the injected
 ``random.Random`` only.
 """
@@ -64,14 +72,18 @@ from somasync.core.events import (
 )
 from somasync.core.membership import Member, Membership, MembershipStatistics
 from somasync.core.overlay import HyParView, OverlayStatistics
+from somasync.core.sizing import AdaptiveSizer, MeshSizeSketch, Sizing, SketchStatistics
 from somasync.core.trust import Trust
 
-__all__ = ["OVERLAY_CHANNEL", "ControlStatistics", "NodeControl"]
+__all__ = ["OVERLAY_CHANNEL", "SIZE_CHANNEL", "ControlStatistics", "NodeControl"]
 
 OVERLAY_CHANNEL = 0x80
 """First byte of an overlay datagram on the node's UDP port (membership's is its version)."""
+SIZE_CHANNEL = 0x81
+"""First byte of a size-sketch datagram (adaptive fanout without membership)."""
 
 _OVERLAY_PREFIX = bytes([OVERLAY_CHANNEL])
+_SIZE_PREFIX = bytes([SIZE_CHANNEL])
 _IDLE, _DIALING, _LINKED = 0, 1, 2
 
 
@@ -107,6 +119,15 @@ class ControlStatistics:
     """SWIM's counters (None where membership is off: large simulations)."""
     datagrams: SealerStatistics | None = None
     """The datagram seal's counters (None where datagrams travel unsealed)."""
+    sizing: Sizing | None = None
+    """The adaptive values in force (None with adaptive fanout off)."""
+    size_estimate: float | None = None
+    """The latest estimate of the mesh's size (None with adaptive fanout off)."""
+    sizing_changes: int = 0
+    """Times the adaptive values changed after the first."""
+    sketch: SketchStatistics | None = None
+    """The size sketch's counters (None unless adaptive fanout runs without
+    membership)."""
 
 
 class NodeControl:
@@ -168,6 +189,17 @@ class NodeControl:
         self._dial_count = 0
         self._connect_failures = 0
         self._running = False
+        adaptive = config.adaptive
+        self._sizer = AdaptiveSizer(
+            adaptive, anti_entropy_interval=config.gossip.anti_entropy_interval) \
+            if adaptive.enabled else None
+        # Membership counts the members; without it, the sketch estimates them.
+        self._sketch = MeshSizeSketch(identity.public_key, adaptive, now=now,
+                                      wall_offset=wall_offset) \
+            if self._sizer is not None and self._membership is None else None
+        self._estimate = 1.0
+        self._next_sizing = now
+        self._new_sizing: Sizing | None = None
 
     # --- queries -----------------------------------------------------------------------
 
@@ -194,14 +226,36 @@ class NodeControl:
         """Addresses this node keeps (or tries to keep) a link to."""
         return list(self._targets)
 
+    @property
+    def sizing(self) -> Sizing | None:
+        """The adaptive values in force (None with adaptive fanout off, or before the
+        node started)."""
+        return None if self._sizer is None else self._sizer.current
+
+    def size_estimate(self) -> float:
+        """The mesh's size as this node estimates it now (itself included): live
+        members where membership runs, else the size sketch's estimate; 1 with adaptive
+        fanout off and no membership."""
+        if self._membership is not None:
+            stats = self._membership.statistics()
+            return float(stats.alive + stats.suspect)
+        if self._sketch is not None:
+            return max(1.0, self._sketch.estimate())
+        return 1.0
+
     def statistics(self) -> ControlStatistics:
         """A snapshot of the counters."""
+        sizer = self._sizer
         return ControlStatistics(
             dials=self._dial_count, connect_failures=self._connect_failures,
             links=len(self._linked),
             overlay=None if self._overlay is None else self._overlay.statistics(),
             membership=None if self._membership is None else self._membership.statistics(),
             datagrams=None if self._sealer is None else self._sealer.statistics(),
+            sizing=None if sizer is None else sizer.current,
+            size_estimate=None if sizer is None else self._estimate,
+            sizing_changes=0 if sizer is None else sizer.changes,
+            sketch=None if self._sketch is None else self._sketch.statistics(),
         )
 
     # --- inputs ------------------------------------------------------------------------
@@ -225,6 +279,11 @@ class NodeControl:
                 overlay.learn(seed, now=now)
         for address in static:
             self.keep(address, now=now)
+        if self._sizer is not None:
+            # The first values at once (the lower bounds, for a mesh of one so far), so
+            # the runtime's data part and the overlay start on them.
+            self._next_sizing = now + self.config.adaptive.sketch_interval
+            self._adapt(now, initial=True)
         self._settle(now)
 
     def add_seeds(self, seeds: list[str], *, now: float) -> None:
@@ -323,6 +382,9 @@ class NodeControl:
         if data[:1] == _OVERLAY_PREFIX:
             if self._overlay is not None:
                 self._overlay.receive(source, data[1:], now=now)
+        elif data[:1] == _SIZE_PREFIX:
+            if self._sketch is not None:
+                self._sketch.receive(source, data[1:])
         elif self._membership is not None:
             self._membership.receive_datagram(source, data, now=now, sealed_by=sender)
         self._settle(now)
@@ -342,6 +404,9 @@ class NodeControl:
             self._membership.handle_timer(now=now)
         if self._overlay is not None and self._overlay.get_timer() <= now:
             self._overlay.handle_timer(now=now)
+        if self._sizer is not None and self._running and now >= self._next_sizing:
+            self._next_sizing = now + self.config.adaptive.sketch_interval
+            self._adapt(now, initial=True)
         self._settle(now)
 
     def link_up(self, public_key: bytes, address: str, *, now: float) -> None:
@@ -473,6 +538,14 @@ class NodeControl:
         out, self._events = self._events, []
         return out
 
+    def take_sizing(self) -> Sizing | None:
+        """The adaptive values, when they changed since the last call (the first at the
+        start), for the runtime to give its data part
+        (:meth:`~somasync.core.endpoint.Endpoint.retune`); the overlay already runs on
+        them. None: nothing new."""
+        out, self._new_sizing = self._new_sizing, None
+        return out
+
     def get_timer(self) -> float:
         """The next time :meth:`handle_timer` must be called."""
         deadline = float("inf")
@@ -480,6 +553,8 @@ class NodeControl:
             deadline = self._membership.get_timer()
         if self._overlay is not None:
             deadline = min(deadline, self._overlay.get_timer())
+        if self._sizer is not None and self._running:
+            deadline = min(deadline, self._next_sizing)
         if self._running:
             for target in self._targets.values():
                 if target.state == _IDLE and target.due < deadline:
@@ -487,6 +562,29 @@ class NodeControl:
         return deadline
 
     # --- internals ---------------------------------------------------------------------
+
+    def _adapt(self, now: float, *, initial: bool = False) -> None:
+        """Send the size sketch where it is due, and re-derive the adaptive values from
+        the latest estimate (the sizer's hysteresis decides whether they change);
+        ``initial``: the first values, for ``adaptive.initial_estimate`` when the node
+        knows of no more than that yet."""
+        sizer = self._sizer
+        assert sizer is not None
+        sketch, overlay = self._sketch, self._overlay
+        if sketch is not None:
+            neighbours = overlay.active() if overlay is not None else list(self._linked.values())
+            for address, data in sketch.tick(neighbours, now=now):
+                self._datagrams.append((address, _SIZE_PREFIX + data))
+        self._estimate = self.size_estimate()
+        estimate = self._estimate
+        if initial and sizer.current is None:
+            estimate = max(estimate, float(self.config.adaptive.initial_estimate))
+        sizing = sizer.update(estimate, now=now)
+        if sizing is None:
+            return
+        self._new_sizing = sizing
+        if overlay is not None and overlay.active_size != sizing.degree:
+            overlay.resize(sizing.degree, now=now)
 
     def _close(self, public_key: bytes, reason: str) -> None:
         if public_key not in self._closing:
@@ -559,6 +657,8 @@ class NodeControl:
 
     def _on_view_change(self, address: str, up: bool, now: float) -> None:
         target = self._targets.get(address)
+        if up and self._sketch is not None:
+            self._sketch.neighbour_up(address)
         if up:
             if target is None:
                 self._targets[address] = _Target(

@@ -382,6 +382,9 @@ class HyParView:
         """The data part's peer score of the neighbour at an address (see
         :mod:`somasync.core.scoring`), when the driver provides it: a full active view
         drops a neighbour with a negative score before any other."""
+        self.active_size = config.active_size
+        """Neighbours the active view holds at most: ``config.active_size`` until
+        :meth:`resize` (adaptive fanout) changes it."""
         self._active: dict[str, None] = {}
         self._passive: dict[str, None] = {}
         self._pending: dict[str, _Request] = {}
@@ -504,6 +507,27 @@ class HyParView:
         self._remove_passive(peer)
         self._fill(now)
 
+    def resize(self, size: int, *, now: float) -> None:
+        """Hold ``size`` neighbours from now on (the adaptive degree). A larger view asks
+        passive entries for the new slots at once; a smaller one drops neighbours at
+        random (one its peer score holds something against first), each sent a
+        DISCONNECT and kept as a passive entry, as a full view drops one for a newcomer.
+
+        Raises:
+            ValueError: ``size`` is below 1.
+        """
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self.active_size = size
+        while len(self._active) > size:
+            victim = self._victim(list(self._active))
+            self._counters.evictions += 1
+            self._remove_active(victim)
+            self._pending.pop(victim, None)
+            self._send(victim, OverlayKind.DISCONNECT)
+            self._add_passive(victim)
+        self._fill(now)
+
     def handle_timer(self, *, now: float) -> None:
         """Run whatever is due: request timeouts (and JOIN retries), the periodic
         shuffle (or a rejoin when isolated), a reconnect attempt, and refilling the
@@ -532,7 +556,7 @@ class HyParView:
             deadline = min(deadline, request.deadline)
         if self._lost:
             deadline = min(deadline, self._next_reconnect)
-        if len(self._active) + len(self._pending) < self.config.active_size:
+        if len(self._active) + len(self._pending) < self.active_size:
             for peer, until in self._backoff.items():
                 if peer not in self._pending:
                     deadline = min(deadline, until)
@@ -638,7 +662,7 @@ class HyParView:
                    ttl=ttl - 1)
 
     def _on_neighbor(self, sender: str, high: bool) -> None:
-        if sender in self._active or high or len(self._active) < self.config.active_size:
+        if sender in self._active or high or len(self._active) < self.active_size:
             self._add_active(sender)
             self._send(sender, OverlayKind.NEIGHBOR_REPLY, accepted=True)
         else:
@@ -731,15 +755,10 @@ class HyParView:
         if peer == self._me or peer in self._active:
             return
         self._remove_passive(peer)
-        if len(self._active) >= self.config.active_size:
+        if len(self._active) >= self.active_size:
             victims = [p for p in self._active if p != self._contact_pending()] \
                 or list(self._active)
-            score_of = self.score_of
-            scored = [(score_of(p), p) for p in victims] if score_of is not None else []
-            misbehaving = [entry for entry in scored if entry[0] < 0]
-            # A neighbour its peer score holds something against goes first; among the
-            # others the choice stays random, as HyParView's resilience needs.
-            victim = min(misbehaving)[1] if misbehaving else self._rng.choice(victims)
+            victim = self._victim(victims)
             self._counters.evictions += 1
             self._remove_active(victim)
             self._pending.pop(victim, None)
@@ -752,6 +771,14 @@ class HyParView:
         if self._lost.pop(peer, None) is not None:
             self._counters.reconnects += 1
         self._changes.append((peer, True))
+
+    def _victim(self, victims: list[str]) -> str:
+        score_of = self.score_of
+        scored = [(score_of(p), p) for p in victims] if score_of is not None else []
+        misbehaving = [entry for entry in scored if entry[0] < 0]
+        # A neighbour its peer score holds something against goes first; among the
+        # others the choice stays random, as HyParView's resilience needs.
+        return min(misbehaving)[1] if misbehaving else self._rng.choice(victims)
 
     def _contact_pending(self) -> str | None:
         """The contact while its JOIN is unacknowledged: not evicted before it knows us."""
@@ -815,14 +842,14 @@ class HyParView:
         lost[peer].tried = now
         # A full view must ask with high priority to be heard, and so must an empty one
         # (as in _fill); with room, a low-priority request costs the peer no neighbour.
-        high = not self._active or len(self._active) >= self.config.active_size
+        high = not self._active or len(self._active) >= self.active_size
         self._counters.reconnect_requests += 1
         self._backoff.pop(peer, None)
         self._request(peer, now, high=high, reconnect=True)
 
     def _fill(self, now: float) -> None:
         """Ask passive entries until requests cover every free active slot."""
-        missing = self.config.active_size - len(self._active) - len(self._pending)
+        missing = self.active_size - len(self._active) - len(self._pending)
         if missing <= 0 or not self._passive:
             return
         candidates = [p for p in self._passive if p not in self._pending

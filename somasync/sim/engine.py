@@ -218,6 +218,9 @@ class Simulation:
         membership: SWIM settings of the ``node`` overlay (``MembershipConfig.lan()``).
         run_membership: whether the ``node`` overlay runs SWIM (None: on meshes of up to
             :data:`~somasync.sim.overlays.MEMBERSHIP_AUTO_LIMIT` nodes).
+        adaptive: adaptive fanout settings of the ``node`` overlay's control parts
+            (``somasync.config.AdaptiveConfig``; None: off): each node's degree, IHAVE
+            fanout and anti-entropy pacing follow its estimate of the mesh's size.
     """
 
     def __init__(self, nodes: int, *, seed: int = 1, config: GossipConfig | None = None,
@@ -226,7 +229,8 @@ class Simulation:
                  degree: int = 6, crypto: str = "fast", authors: int = 32,
                  payload_bytes: int = 256, deadline: float = 1.0,
                  reconnect_interval: float = 5.0, overlay_config: Any = None,
-                 membership: Any = None, run_membership: bool | None = None) -> None:
+                 membership: Any = None, run_membership: bool | None = None,
+                 adaptive: Any = None) -> None:
         _check_int(nodes, "sim.nodes", 0)  # presets add their nodes one by one
         _check_int(degree, "sim.degree", 1)
         _check_int(authors, "sim.authors", 1)
@@ -287,7 +291,7 @@ class Simulation:
             node.endpoint = self._new_endpoint(node)
         self.overlay: Overlay = (overlay(self) if callable(overlay) else
                                  _make_overlay(self, overlay, overlay_config, membership,
-                                               run_membership))
+                                               run_membership, adaptive))
         self.overlay_name = self.overlay.name
 
     # --- setup -------------------------------------------------------------------------
@@ -872,8 +876,8 @@ def _check_int(value: Any, name: str, minimum: int) -> None:
 
 
 def _make_overlay(sim: Simulation, name: str, config: Any, membership: Any,
-                  run_membership: bool | None) -> Overlay:
+                  run_membership: bool | None, adaptive: Any) -> Overlay:
     from somasync.sim import overlays
 
     return overlays.make(sim, name, config, membership=membership,
-                         run_membership=run_membership)
+                         run_membership=run_membership, adaptive=adaptive)

@@ -58,17 +58,20 @@ nodes, 30 GB at 10,000)."""
 
 
 def make(sim: Simulation, name: str, config: Any = None, *, membership: Any = None,
-         run_membership: bool | None = None) -> Overlay:
+         run_membership: bool | None = None, adaptive: Any = None) -> Overlay:
     """The overlay called ``name`` for ``sim``: ``node`` (the production control part;
-    SWIM on up to ``MEMBERSHIP_AUTO_LIMIT`` nodes unless ``run_membership`` says) or
-    ``random`` (a stand-in)."""
+    SWIM on up to ``MEMBERSHIP_AUTO_LIMIT`` nodes unless ``run_membership`` says; with
+    ``adaptive``, adaptive fanout) or ``random`` (a stand-in, fixed degree)."""
     if name == "random":
+        if adaptive is not None and adaptive.enabled:
+            raise ConfigError("sim.adaptive", "needs the node overlay (the control part "
+                              "that estimates the mesh's size)")
         return RandomOverlay(sim)
     if name == "node":
         if run_membership is None:
             run_membership = len(sim.nodes) <= MEMBERSHIP_AUTO_LIMIT
         return NodeOverlay(sim, config, membership=membership,
-                           run_membership=run_membership)
+                           run_membership=run_membership, adaptive=adaptive)
     raise ConfigError("sim.overlay", f"must be 'node' or 'random', got {name!r}")
 
 
@@ -180,8 +183,15 @@ class NodeOverlay:
     name = "node"
 
     def __init__(self, sim: Simulation, config: Any = None, *,
-                 membership: Any = None, run_membership: bool = True) -> None:
-        from somasync.config import MembershipConfig, NodeConfig, OverlayConfig, SecurityConfig
+                 membership: Any = None, run_membership: bool = True,
+                 adaptive: Any = None) -> None:
+        from somasync.config import (
+            AdaptiveConfig,
+            MembershipConfig,
+            NodeConfig,
+            OverlayConfig,
+            SecurityConfig,
+        )
         from somasync.sim.engine import derive_seed
 
         self.sim = sim
@@ -193,7 +203,9 @@ class NodeOverlay:
         # would dominate the run, and sealing changes no protocol decision.
         self._node_config = NodeConfig(gossip=sim.config, membership=self.membership_config,
                                        overlay=self.config,
-                                       security=SecurityConfig(seal_datagrams=False))
+                                       security=SecurityConfig(seal_datagrams=False),
+                                       adaptive=adaptive if adaptive is not None
+                                       else AdaptiveConfig())
         self.rng = random.Random(derive_seed(sim.seed, "overlay"))
         self.join_spacing = min(0.002, 5.0 / len(sim.nodes))
         self.contact: int | Callable[[int], int] | None = None
@@ -257,6 +269,9 @@ class NodeOverlay:
             return
         for destination, data in control.datagrams_to_send(now=sim.now):
             sim.send_datagram(node, destination, data)
+        sizing = control.take_sizing()
+        if sizing is not None and node.endpoint is not None:
+            node.endpoint.retune(sizing)
         if self.run_membership:
             for event in control.take_events():
                 self._on_event(event)

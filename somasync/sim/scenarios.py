@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from somasync.config import GossipConfig, MembershipConfig
+from somasync.config import AdaptiveConfig, GossipConfig, MembershipConfig
 from somasync.errors import ConfigError
 from somasync.sim.engine import Simulation
 from somasync.sim.metrics import SimResult, deep_size, summarize
@@ -106,6 +106,10 @@ class SimSettings:
     membership_window: float = 20.0
     """membership: seconds after the crash during which detections are counted."""
     memory_breakdown: bool = True
+    adaptive: AdaptiveConfig | None = None
+    """Adaptive fanout of the ``node`` overlay (None: the fixed degrees). Give the
+    overlay time to estimate the size and settle (``warmup`` beyond ``settle_time``):
+    the values in force when the run is judged are reported in ``extra``."""
 
     def __post_init__(self) -> None:
         _int(self.nodes, "nodes", 2)
@@ -138,6 +142,8 @@ class SimSettings:
             raise ConfigError("sim.crypto", f"must be 'fast' or 'full', got {self.crypto!r}")
         if not isinstance(self.network, NetworkModel):
             raise ConfigError("sim.network", "must be a NetworkModel")
+        if self.adaptive is not None and not isinstance(self.adaptive, AdaptiveConfig):
+            raise ConfigError("sim.adaptive", "must be an AdaptiveConfig or None")
 
     def replace(self, **changes: Any) -> SimSettings:
         """A copy with ``changes`` applied (and validated)."""
@@ -212,7 +218,8 @@ class _Run:
                              overlay=s.overlay, degree=s.degree, crypto=s.crypto,
                              authors=s.authors, payload_bytes=s.payload_bytes,
                              deadline=s.deadline, membership=s.membership,
-                             run_membership=None if s.swim == "auto" else s.swim == "on")
+                             run_membership=None if s.swim == "auto" else s.swim == "on",
+                             adaptive=s.adaptive)
         finally:
             if enabled:
                 gc.enable()
@@ -237,6 +244,8 @@ class _Run:
         self.extra["links_per_node"] = round(
             sum(len(n.conns) for n in sim.nodes if n.alive)
             / max(1, sum(1 for n in sim.nodes if n.alive)), 2)
+        if s.adaptive is not None and s.adaptive.enabled:
+            self.extra.update(_adaptive_figures(sim))
         return self._result(config, time.perf_counter() - started, horizon,
                             (rss_before, rss_built, rss_end))
 
@@ -579,10 +588,38 @@ def _breakdown(sim: Simulation) -> dict[str, float]:
     return {name: round(total / len(sample), 1) for name, total in ordered}
 
 
+def _adaptive_figures(sim: Simulation) -> dict[str, Any]:
+    """The adaptive values the live nodes run on at the end, as ``median (min-max)``
+    per value, the estimates, and how often the values changed after the first."""
+    controls = [node.overlay for node in sim.nodes
+                if node.alive and node.overlay is not None]
+    sizings = [c.sizing for c in controls if c.sizing is not None]
+    if not sizings:
+        return {}
+
+    def spread(values: list[float]) -> str:
+        ordered = sorted(values)
+        return (f"{ordered[len(ordered) // 2]:g} "
+                f"({ordered[0]:g}-{ordered[-1]:g})")
+
+    changes = [c.statistics().sizing_changes for c in controls]
+    return {
+        "adaptive_estimate": spread([c.size_estimate() for c in controls]),
+        "adaptive_degree": spread([z.degree for z in sizings]),
+        "adaptive_ihave_fanout": spread([z.ihave_fanout for z in sizings]),
+        "adaptive_push_fanout": spread([z.fanout for z in sizings]),
+        "adaptive_anti_entropy_interval": spread([z.anti_entropy_interval for z in sizings]),
+        "adaptive_changes_per_node": round(sum(changes) / len(changes), 2),
+    }
+
+
 def _settings_dict(settings: SimSettings, config: GossipConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
+        if f.name == "adaptive":
+            out[f.name] = None if value is None else dataclasses.asdict(value)
+            continue
         if f.name in ("gossip", "membership", "network"):
             continue
         out[f.name] = list(value) if isinstance(value, tuple) else value
