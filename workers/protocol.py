@@ -36,8 +36,8 @@ from somasync.core.events import (
 from somasync.errors import DecodeError
 
 __all__ = ["Adopt", "Bind", "ControlError", "ControlMessage", "CorruptRing", "Disconnect",
-           "Ready", "Revoke", "Rewire", "SendDirect", "StatsReport", "StatsRequest", "Stop",
-           "decode", "encode"]
+           "Ready", "Retune", "Revoke", "Rewire", "SendDirect", "StatsReport", "StatsRequest",
+           "Stop", "decode", "encode"]
 
 _HEAD = struct.Struct("!BI")
 _LENGTH = struct.Struct("!I")
@@ -142,6 +142,18 @@ class Revoke:
 
 
 @dataclass(frozen=True, slots=True)
+class Retune:
+    """Supervisor -> worker: adaptive fanout changed the values the data part runs on
+    (a :class:`~somasync.core.sizing.Sizing`; the control part already runs on them)."""
+
+    estimate: int
+    degree: int
+    fanout: int
+    ihave_fanout: int
+    anti_entropy_interval: float
+
+
+@dataclass(frozen=True, slots=True)
 class CorruptRing:
     """Worker -> supervisor: the ring named ``ring`` (a segment this worker reads) holds a
     corrupt record (``detail``); this worker reads it no more. Its producer can no longer
@@ -169,7 +181,7 @@ class SendDirect:
 ControlMessage = (Ready | Adopt | Rewire | Disconnect | StatsRequest | StatsReport | Stop
                   | PeerConnected | PeerDisconnected | FrameRejected | PeerRevoked | Bind
                   | Revoke | CorruptRing | SendDirect | DirectAcked | DirectFailed
-                  | RouteDiscovered)
+                  | RouteDiscovered | Retune)
 """Every message of the protocol; the four events go worker -> supervisor."""
 
 
@@ -194,6 +206,7 @@ class Kind(enum.IntEnum):
     DIRECT_ACKED = 16
     DIRECT_FAILED = 17
     ROUTE_DISCOVERED = 18
+    RETUNE = 19
 
 
 _TYPES: dict[Kind, type[Any]] = {
@@ -203,7 +216,7 @@ _TYPES: dict[Kind, type[Any]] = {
     Kind.FRAME_REJECTED: FrameRejected, Kind.PEER_REVOKED: PeerRevoked, Kind.BIND: Bind,
     Kind.REVOKE: Revoke, Kind.CORRUPT_RING: CorruptRing, Kind.SEND_DIRECT: SendDirect,
     Kind.DIRECT_ACKED: DirectAcked, Kind.DIRECT_FAILED: DirectFailed,
-    Kind.ROUTE_DISCOVERED: RouteDiscovered,
+    Kind.ROUTE_DISCOVERED: RouteDiscovered, Kind.RETUNE: Retune,
 }
 _KINDS = {cls: kind for kind, cls in _TYPES.items()}
 # The fields declared ``bytes`` (annotations are strings here and in core.events).

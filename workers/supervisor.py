@@ -108,6 +108,7 @@ from somasync.core.events import (
 )
 from somasync.core.handshake import Handshake
 from somasync.core.shard import direct_owner, peer_owner, stream_owner
+from somasync.core.sizing import Sizing
 from somasync.core.wire import StreamKey
 from somasync.errors import DecodeError, NodeStateError, TransportError
 from somasync.message import Message
@@ -120,6 +121,7 @@ from .protocol import (
     CorruptRing,
     Disconnect,
     Ready,
+    Retune,
     Revoke,
     Rewire,
     SendDirect,
@@ -205,6 +207,7 @@ class ShardedRuntime:
         # key -> (host, handed over at, accepted over the limit)
         self._adopting: dict[bytes, tuple[str, float, bool]] = {}
         self._pending_hosts: dict[str, int] = {}  # host -> connections in their handshake
+        self._sizing: Sizing | None = None  # adaptive fanout's latest, for new workers
         self._peer_scores: dict[str, float] = {}  # the workers' last reported, summed
         self._send_backlog = 0  # the fullest live link's queue, as the workers last reported
         self._probation = 0  # inbound connections accepted over the limit, in handshake
@@ -487,6 +490,7 @@ class ShardedRuntime:
             match message:
                 case Ready(pid=pid) if not worker.ready.done():
                     worker.ready.set_result(pid)
+                    self._send_sizing(worker)  # a replacement runs on them too
                 case StatsReport() if worker.stats_waiters:
                     worker.stats_waiters.pop(0).set_result(message)
                 case PeerConnected() | PeerDisconnected() | FrameRejected() | PeerRevoked():
@@ -829,6 +833,18 @@ class ShardedRuntime:
     def revoke(self, public_key: bytes, notice: bytes) -> None:
         for worker in self._workers.values():
             control.send(worker.control, Revoke(public_key, notice))
+
+    def retune(self, sizing: Sizing) -> None:
+        self._sizing = sizing
+        for worker in self._workers.values():
+            self._send_sizing(worker)
+
+    def _send_sizing(self, worker: _Worker) -> None:
+        sizing = self._sizing
+        if sizing is not None:
+            control.send(worker.control, Retune(
+                sizing.estimate, sizing.degree, sizing.fanout, sizing.ihave_fanout,
+                sizing.anti_entropy_interval))
 
     def send_backlog(self) -> int:
         pending = sum(writer.pending for writer in self._writers.values())

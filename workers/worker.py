@@ -58,6 +58,7 @@ from somasync.core.endpoint import Endpoint
 from somasync.core.events import DirectFailed
 from somasync.core.handshake import Session
 from somasync.core.shard import Shard
+from somasync.core.sizing import Sizing
 from somasync.core.trust import Trust
 from somasync.core.wire import StreamKey
 from somasync.errors import DecodeError
@@ -70,6 +71,7 @@ from .protocol import (
     CorruptRing,
     Disconnect,
     Ready,
+    Retune,
     Revoke,
     Rewire,
     SendDirect,
@@ -296,6 +298,11 @@ class Worker:
                 case Revoke(public_key=key, notice=notice):
                     self.endpoint.revoke(key, notice)
                     self.pump()
+                case Retune():
+                    self.endpoint.retune(Sizing(
+                        estimate=message.estimate, degree=message.degree,
+                        fanout=message.fanout, ihave_fanout=message.ihave_fanout,
+                        anti_entropy_interval=message.anti_entropy_interval))
                 case SendDirect():
                     self._send_direct(message)
                 case Stop():

@@ -37,6 +37,7 @@ from somasync.core.events import (
 )
 from somasync.core.membership import Member
 from somasync.core.node import ControlStatistics, NodeControl
+from somasync.core.sizing import Sizing
 from somasync.core.trust import Trust
 from somasync.errors import TransportError
 
@@ -64,6 +65,10 @@ class ControlHost(Protocol):
 
     def score_at(self, address: str) -> float:
         """The peer score of the linked peer listening at ``address`` (0 if none)."""
+
+    def retune(self, sizing: Sizing) -> None:
+        """Adaptive fanout changed the values the data part runs on
+        (:meth:`~somasync.core.endpoint.Endpoint.retune`)."""
 
 
 MAX_SEED_ADDRESSES = 64
@@ -369,6 +374,9 @@ class ControlDriver:
             self._host.learn(learned, released)
         for address in control.take_dials():
             self._host.dial(address)
+        sizing = control.take_sizing()
+        if sizing is not None:
+            self._host.retune(sizing)
         if self._timer is not None:
             self._timer.arm(control.get_timer())
 

@@ -27,6 +27,7 @@ from somasync.aio.timing import DeadlineTimer, TaskSet
 from somasync.config import NodeConfig, parse_address
 from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
+from somasync.core.sizing import Sizing
 from somasync.core.wire import StreamKey
 from somasync.errors import NodeStateError, TransportError
 from somasync.message import Message
@@ -158,6 +159,7 @@ class LocalRuntime:
         self._identity = identity
         self._host = host
         self._endpoint: Endpoint | None = None
+        self._sizing: Sizing | None = None  # adaptive fanout's, should it precede the endpoint
         self._protocols: dict[int, _LinkProtocol] = {}
         self._dials = TaskSet()
         self._link_ids = itertools.count(1)
@@ -224,6 +226,8 @@ class LocalRuntime:
                 credential=self._config.security.certificate, trust=self._host.trust,
                 timer=time.perf_counter,
             )
+            if self._sizing is not None:
+                self._endpoint.retune(self._sizing)
         self._endpoint.listen_address = listen_address
         if self._restored:
             self._endpoint.restore_delivered(self._restored, now=loop.time())
@@ -286,6 +290,11 @@ class LocalRuntime:
 
     def learn(self, bindings: list[tuple[str, bytes, bytes]], released: list[bytes]) -> None:
         pass  # the endpoint shares the facade's trust object: it knows them already
+
+    def retune(self, sizing: Sizing) -> None:
+        self._sizing = sizing
+        if self._endpoint is not None:
+            self._endpoint.retune(sizing)
 
     def revoke(self, public_key: bytes, notice: bytes) -> None:
         if self._endpoint is not None:

@@ -39,6 +39,7 @@ from somasync.core.endpoint import EndpointStatistics
 from somasync.core.events import FrameRejected, PeerConnected, PeerDisconnected, PeerRevoked
 from somasync.core.membership import Member, MembershipStatistics, PeerState
 from somasync.core.payload import MessageType, encode_payload
+from somasync.core.sizing import Sizing
 from somasync.core.trust import Trust
 from somasync.core.wire import ZERO_KEY
 from somasync.datadir import DataDir, kept_identity
@@ -852,3 +853,6 @@ class _RuntimeProxy:
 
     def close_peer(self, public_key: bytes, reason: str) -> None:
         self._node._runtime.close_peer(public_key, reason)
+
+    def retune(self, sizing: Sizing) -> None:
+        self._node._runtime.retune(sizing)

@@ -25,6 +25,7 @@ from somasync.core.endpoint import EndpointStatistics
 
 if TYPE_CHECKING:
     from somasync.aio.control import ControlDriver
+    from somasync.core.sizing import Sizing
     from somasync.core.trust import Trust
     from somasync.core.wire import StreamKey
     from somasync.message import Message
@@ -148,6 +149,10 @@ class Runtime(Protocol):
     def score_at(self, address: str) -> float:
         """The peer score of the linked peer listening at ``address`` (0 with none; a
         sharded node answers from its workers' last reports)."""
+
+    def retune(self, sizing: Sizing) -> None:
+        """Adaptive fanout changed the values the data part runs on (every worker's,
+        and a replacement worker's when it starts)."""
 
     async def statistics(self) -> RuntimeStatistics:
         """The runtime's counters now."""
