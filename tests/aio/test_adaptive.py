@@ -21,7 +21,7 @@ def config(name: str) -> NodeConfig:
     # Wide bounds and no settle time: a mesh of two already moves the degree from that
     # of one node (3 at p = 0.95) to that of two (4).
     return NodeConfig(node_id=name, bind_address="127.0.0.1:0",
-                      gossip=GossipConfig.local().replace(forwarding="push"),
+                      gossip=GossipConfig.local().replace(forwarding="push", fanout=2),
                       membership=MembershipConfig.local(), overlay=OverlayConfig.local(),
                       adaptive=AdaptiveConfig(enabled=True, degree_bounds=WIDE,
                                               fanout_bounds=WIDE, ihave_bounds=WIDE,
