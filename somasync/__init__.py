@@ -29,6 +29,7 @@ from somasync.aio.node import (
     WorkerStats as WorkerStats,
 )
 from somasync.config import (
+    AdaptiveConfig as AdaptiveConfig,
     DiscoveryConfig as DiscoveryConfig,
     DiscoveryMethod as DiscoveryMethod,
     GossipConfig as GossipConfig,
@@ -105,6 +106,7 @@ __version__ = "0.1.0"
 _logging.getLogger("somasync").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "AdaptiveConfig",
     "Certificate",
     "ConfigError",
     "DataDirError",
