@@ -918,7 +918,9 @@ class OverlayConfig:
 
     active_size: int = 5
     """Neighbours in the *active view* (symmetric broadcast links). The paper uses
-    fanout + 1 with fanout = log10(N): 5 suits meshes up to 10,000 nodes."""
+    fanout + 1 with fanout = log10(N): 5 suits meshes up to 10,000 nodes. With adaptive
+    fanout (``NodeConfig.adaptive``) the node derives it from its estimate of the mesh's
+    size instead, within ``adaptive.degree_bounds``."""
 
     passive_size: int = 30
     """Backup addresses in the *passive view*, tried when a neighbour fails. The paper

@@ -96,9 +96,10 @@ class EnterpriseGossipConfig:
     and batch size are written straight into it."""
 
     fanout_bounds: tuple[int, int] | None = None
-    """``(minimum, maximum)`` of the derived degree (:meth:`with_adaptive_fanout`); None
-    with ``target_delivery_probability`` None too: the base's fanout and the node's
-    overlay are used as they are."""
+    """``(minimum, maximum)`` of the derived degrees (:meth:`with_adaptive_fanout`): the
+    overlay degree, push fanout and IHAVE fanout of adaptive fanout; None with
+    ``target_delivery_probability`` None too: adaptive fanout stays off, and the base's
+    fanout and the node's overlay are used as they are."""
 
     target_delivery_probability: float | None = None
     """The probability that a message reaches every one of ``expected_nodes`` by push
@@ -106,9 +107,9 @@ class EnterpriseGossipConfig:
     0.95 (the original's default) once ``fanout_bounds`` asks for a derived degree."""
 
     expected_nodes: int = 1000
-    """How many nodes the mesh is expected to have: the ``N`` the degree is derived
-    from, once, when the configuration is applied. 1,000 unless a preset or
-    :meth:`with_expected_nodes` says otherwise."""
+    """How many nodes the mesh is expected to have: the ``N`` the starting degree is
+    derived from (``AdaptiveConfig.initial_estimate``); a node then follows its own
+    estimate. 1,000 unless a preset or :meth:`with_expected_nodes` says otherwise."""
 
     def __post_init__(self) -> None:
         require(isinstance(self.base, GossipConfig), "base", "must be a GossipConfig")
