@@ -20,9 +20,16 @@ the overlay's links, never broadcast::
 Forwarding, at a node that is not the target: to the target when it is a neighbour; to
 the next relay of an explicit route; along a learned route (the link a frame from that
 node last arrived on first); otherwise flooded to every other neighbour, at most
-``MAX_HOPS`` hops, each (message id, attempt) forwarded once per node, and only as many
-floods per neighbour as :data:`FLOOD_RATE` allows, each checked first: its maker's
-signature (a flood costs every node around, so nobody starts one without a key). A
+``MAX_HOPS`` hops, and only as many floods per neighbour as :data:`FLOOD_RATE` allows,
+each checked first: its maker's signature (a flood costs every node around, so nobody
+starts one without a key). A node passes a frame on once, and again only for a copy
+with fewer hops behind it (at most ``MAX_HOPS`` times): the hop count is signed by
+nobody, and a copy sent ahead with a high one dies sooner, so it must not stop the
+genuine one. A frame is remembered as relayed only once it was passed on or taken
+(delivered, acknowledged), never when dropped, and by its whole payload (type, attempt,
+target, route, signature, message), so no copy a neighbour makes of a message it saw
+(garbled, re-addressed, routed elsewhere, past the hop limit) can make a relay drop the
+sender's own tries as duplicates. A
 routed frame goes out once for each time it came in, so the overlay cannot be used to
 multiply traffic beyond a flood's degree, which a neighbour gets at the flood rate only.
 
@@ -102,6 +109,7 @@ FLOOD_RATE = 32.0  # floods one neighbour may start per second through this node
 FLOOD_BURST = 64.0  # ...after this many back to back
 ROUTE_CHECK_RATE = 32.0  # signatures checked per second for one neighbour's routed
 ROUTE_CHECK_BURST = 64.0  # frames that would teach a route, after this many back to back
+_HOP_TAGS = [bytes((hops,)) for hops in range(MAX_HOPS)]  # relay ids' suffix
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,24 +269,33 @@ class DirectRouter:
         endpoint = self._endpoint
         direct = decode_direct(frame)
         me = endpoint.identity.public_key
-        # The whole body, signature included: a garbled copy sent ahead by a node that
-        # saw the first flood must not make relays drop the genuine one as a duplicate.
-        relay_id = (b"A" if direct.type == ACK else b"D") \
-            + hashlib.blake2b(direct.body, digest_size=16).digest() + bytes((direct.attempt,))
         if direct.sender == me:
             endpoint._count_reject("direct_echo")  # our own flood, come round a loop
             return
-        if relay_id in self._relayed:
-            endpoint._count_reject("direct_duplicate")
-            return
-        self._relayed.add(relay_id, now=now)
+        # The whole payload (type, attempt, target, route, signature, message): a copy
+        # sent ahead by a node that saw the first flood, garbled, re-addressed or on
+        # another route, is another frame and cannot pass for the genuine one.
+        relay_id = hashlib.blake2b(frame.payload, digest_size=16).digest()
+        relayed = self._relayed
+        hops = min(frame.hops, MAX_HOPS - 1)
+        # A duplicate is a frame this node already passed on (or took) with as few hops
+        # or fewer: that copy went at least as far as this one can. The hop count is
+        # nobody's signature, so a copy sent with more, which dies sooner, must not
+        # make the genuine one look like a duplicate.
+        for done in _HOP_TAGS[: hops + 1]:
+            if relay_id + done in relayed:
+                endpoint._count_reject("direct_duplicate")
+                return
         if direct.target == me:
-            if direct.type == DATA:
-                self._on_data(state, direct, now)
-            else:
-                self._on_ack(state, direct)
-            return
-        self._relay(state, direct, frame, now)
+            handled = (self._on_data(state, direct, now) if direct.type == DATA
+                       else self._on_ack(state, direct))
+            hops = 0  # taken here: every later copy is a duplicate
+        else:
+            handled = self._relay(state, direct, frame, now)
+        # Remembered only once passed on or taken: a frame dropped here (past the hop
+        # limit or the flood budget, badly signed, nowhere to go) blocks no other copy.
+        if handled:
+            relayed.add(relay_id + _HOP_TAGS[hops], now=now)
 
     def _learn(self, state: _Link, direct: DirectFrame) -> None:
         """``direct``'s maker signed it (checked): the link it came on first leads back to
@@ -313,11 +330,13 @@ class DirectRouter:
         self._learn(state, direct)
         return True
 
-    def _relay(self, state: _Link, direct: DirectFrame, frame: wire.Frame, now: float) -> None:
+    def _relay(self, state: _Link, direct: DirectFrame, frame: wire.Frame,
+               now: float) -> bool:
+        """Pass the frame on; whether it went (else it was dropped, counted)."""
         endpoint = self._endpoint
         if frame.hops + 1 >= MAX_HOPS:
             endpoint._count_reject("direct_hop_limit")
-            return
+            return False
         # The send queues' band: a message's own (signed) priority, not what the last
         # hop wrote in the frame header; acknowledgements go as control frames.
         priority = 255 if direct.type == ACK else direct.body[PRIORITY_OFFSET]
@@ -329,34 +348,37 @@ class DirectRouter:
             # An explicit route: only the next relay after this one, or the target.
             if me not in direct.via:
                 endpoint._count_reject("direct_not_on_route")
-                return
+                return False
             index = direct.via.index(me)
             following = direct.via[index + 1] if index + 1 < len(direct.via) else direct.target
             link = self._link_to(following, explicit=True)
             if link is None or link is state:
                 endpoint._count_reject("direct_no_route")
-                return
-            if self._routed_on(state, direct, now):
-                endpoint._queue(link, forwarded, priority)
-            return
+                return False
+            if not self._routed_on(state, direct, now):
+                return False
+            endpoint._queue(link, forwarded, priority)
+            return True
         link = self._link_to(direct.target)
         if link is not None and link is not state:
-            if self._routed_on(state, direct, now):
-                endpoint._queue(link, forwarded, priority)
-            return
+            if not self._routed_on(state, direct, now):
+                return False
+            endpoint._queue(link, forwarded, priority)
+            return True
         assert state.hello is not None
         if not self._floods.take(state.hello.public_key, now=now):
             endpoint._count_reject("direct_flood_limited")
-            return
+            return False
         if not self._authentic(direct):
             # A flood costs the whole neighbourhood: only for what its maker signed. The
             # neighbour may have routed it on unchecked, so its link stays.
             endpoint._count_reject("direct_bad_signature")
-            return
+            return False
         self._learn(state, direct)
         for other in list(endpoint._peers.values()):
             if other is not state and not other.closing:
                 endpoint._queue(other, forwarded, priority)
+        return True
 
     def _authentic(self, direct: DirectFrame) -> bool:
         """Whether the frame's maker (``sender``) signed it: a DATA frame's message, or
@@ -371,7 +393,9 @@ class DirectRouter:
         return body[3 : 3 + wire.KEY_SIZE] == direct.sender and endpoint._verify(
             direct.sender, direct.body[: wire.SIGNATURE_SIZE], wire.MESSAGE_DOMAIN, body)
 
-    def _on_data(self, state: _Link, direct: DirectFrame, now: float) -> None:
+    def _on_data(self, state: _Link, direct: DirectFrame, now: float) -> bool:
+        """Deliver a message for this node (once) and acknowledge it; whether it was
+        taken (delivered now or before), else it was dropped, counted."""
         endpoint = self._endpoint
         signature = direct.body[: wire.SIGNATURE_SIZE]
         body = direct.body[wire.SIGNATURE_SIZE :]
@@ -384,14 +408,14 @@ class DirectRouter:
             reason = self._check(direct, signature, body, now)
             if reason is not None:
                 endpoint._count_reject(reason)
-                return
+                return False
             self._learn(state, direct)
             envelope = wire.decode_envelope(body, signature)
             try:
                 payload = decode_payload(envelope.payload_kind, envelope.payload)
             except DecodeError:
                 endpoint._count_reject("direct_bad_payload")
-                return
+                return False
             ack_signature = endpoint.identity.sign(ACK_DOMAIN, message_id + direct.sender)
             self._delivered[message_id] = ack_signature
             if len(self._delivered) > DELIVERED_CAPACITY:
@@ -403,6 +427,7 @@ class DirectRouter:
         ack = encode_direct(ACK, direct.attempt, direct.sender, endpoint.identity.public_key,
                             message_id + ack_signature, priority=255)
         endpoint._queue(state, ack, 255)
+        return True
 
     def _check(self, direct: DirectFrame, signature: bytes, body: bytes,
                now: float) -> str | None:
@@ -434,22 +459,24 @@ class DirectRouter:
             return "bad_signature"
         return None
 
-    def _on_ack(self, state: _Link, direct: DirectFrame) -> None:
+    def _on_ack(self, state: _Link, direct: DirectFrame) -> bool:
+        """An acknowledgement for this node; whether it was taken."""
         endpoint = self._endpoint
         message_id = direct.body[: wire.ID_SIZE]
         pending = self._pending.get(message_id)
         if pending is None or direct.sender != pending.target:
             endpoint._count_reject("direct_ack_unknown")  # late, or not ours
-            return
+            return False
         if not endpoint._verify(pending.target, direct.body[wire.ID_SIZE :], ACK_DOMAIN,
                                 message_id + endpoint.identity.public_key):
             endpoint._count_reject("direct_bad_ack")
-            return
+            return False
         del self._pending[message_id]
         self._learn(state, direct)
         endpoint._events.append(DirectAcked(message_id, pending.node_id, pending.target))
         if pending.target not in endpoint._peers and state.hello is not None:
             endpoint._events.append(RouteDiscovered(pending.node_id, state.hello.node_id))
+        return True
 
     # --- time and links -----------------------------------------------------------------
 

@@ -422,3 +422,38 @@ def test_route_checks_are_budgeted_per_neighbour() -> None:
     assert rejected(mesh, "r", "direct_bad_signature") == burst
     assert r._direct._routes == {}
     assert r.statistics().links == 2
+
+
+@pytest.mark.parametrize("copy", ["hop limit", "dies one hop on", "re-addressed", "other route"])
+def test_copies_sent_ahead_cannot_make_relays_drop_the_genuine_tries(copy: str) -> None:
+    # s - x - y - t, and m beside x, which saw s's message once. m sends x a copy of it
+    # for every attempt byte before s's first try moves: one x drops (past the hop
+    # limit), one x passes on but that dies at y, one addressed to m itself, one on an
+    # explicit route through m. Remembered as relayed, each would make x drop s's
+    # genuine tries as duplicates until the send fails.
+    mesh = build([("s", "x"), ("x", "y"), ("y", "t"), ("m", "x")])
+    t_key = mesh.nodes["t"].identity.public_key
+    s_key = mesh.nodes["s"].identity.public_key
+    m_key = mesh.nodes["m"].identity.public_key
+    x_key = mesh.nodes["x"].identity.public_key
+    message_id = send(mesh, "s", "t", "alert for t", timeout=5.0)  # queued at s
+    signed = envelope(mesh, "s", t_key, "alert for t")
+    assert signed.id == message_id
+    body = signed.signature + signed.body  # type: ignore[operator]
+    target, via, hops = t_key, (), 0
+    if copy == "hop limit":
+        hops = direct.MAX_HOPS - 1
+    elif copy == "dies one hop on":
+        hops = direct.MAX_HOPS - 2
+    elif copy == "re-addressed":
+        target = m_key
+    else:
+        via = (x_key, m_key)
+    for attempt in range(256):
+        mesh.inject("x", mesh.link_of("x", "m"), direct.encode_direct(
+            direct.DATA, attempt, target, s_key, body, via=via, hops=hops))
+    mesh.settle()
+    mesh.step(6.0)
+    assert mesh.delivered["t"] == [message_id]
+    assert [e.message_id for e in of(mesh, "s", DirectAcked)] == [message_id]
+    assert of(mesh, "s", DirectFailed) == []
