@@ -51,7 +51,22 @@ messages. A frame a relay passes on along a route or to a neighbour is not check
 itself, but it is when it would teach a new route (a signature per route learned, not per
 frame, at most :data:`ROUTE_CHECK_RATE` a second per neighbour; past that, it teaches
 nothing); if it fails the check it goes no further. Unchecked, a neighbour could claim to
-be the way to any node and swallow every sender's first try for it.
+be the way to any node and swallow every sender's first try for it. A frame passed on
+unchecked goes at most in band :data:`UNCHECKED_PRIORITY`, below the critical one, so
+nobody's garbage pushes out a relay's own critical frames.
+
+Who pays for a bad signature: the last relay checks every frame it hands to the frame's
+target (DATA and ACK alike), and no node passes on a frame that names it as the maker.
+So a frame for this node that fails its check is always its neighbour's fault (it made
+it, or handed it on unchecked as the last hop): the link is closed and the key scored
+invalid, as for a broadcast with a bad signature. A relay that is not the last hop
+cannot tell an unchecked relay before it from an attacker, so it drops and counts what
+fails there and keeps the link. Either way a neighbour costs this node at most
+:data:`CHECK_RATE` checks a second (:data:`CHECK_BURST` back to back) for frames for
+this node or its neighbours, on top of the flood and route budgets; past that, those
+frames are dropped unchecked (``direct_check_limited``), never passed on unchecked, and
+the sender's retry goes through once the budget refills. Read ahead, a neighbour's
+direct frames below the critical band wait their turn with its messages.
 
 Bounds: open sends :data:`MAX_PENDING`; routes :data:`MAX_ROUTES` (least recently used
 forgotten); delivered ids :data:`DELIVERED_CAPACITY`; relay dedup
@@ -69,7 +84,8 @@ from typing import TYPE_CHECKING
 
 from somasync.core import wire
 from somasync.core.budget import KeyedBuckets
-from somasync.core.events import DirectAcked, DirectFailed, RouteDiscovered
+from somasync.core.events import DirectAcked, DirectFailed, RejectReason, RouteDiscovered
+from somasync.core.inbox import CRITICAL
 from somasync.core.payload import decode_payload
 from somasync.core.seen import SeenCache
 from somasync.core.shard import direct_owner
@@ -109,6 +125,10 @@ FLOOD_RATE = 32.0  # floods one neighbour may start per second through this node
 FLOOD_BURST = 64.0  # ...after this many back to back
 ROUTE_CHECK_RATE = 32.0  # signatures checked per second for one neighbour's routed
 ROUTE_CHECK_BURST = 64.0  # frames that would teach a route, after this many back to back
+CHECK_RATE = 256.0  # signatures checked per second for one neighbour's frames for this
+CHECK_BURST = 512.0  # node, or handed on to their target, after this many back to back
+UNCHECKED_PRIORITY = CRITICAL - 1  # the highest band a frame goes on in unchecked
+_FAILED, _UNCHECKED, _CHECKED = range(3)  # what a relay's check of a routed frame found
 _HOP_TAGS = [bytes((hops,)) for hops in range(MAX_HOPS)]  # relay ids' suffix
 
 
@@ -194,6 +214,7 @@ class DirectRouter:
         self._relayed = SeenCache(RELAYED_CAPACITY, RELAYED_TTL)
         self._floods = KeyedBuckets(FLOOD_RATE, FLOOD_BURST)
         self._route_checks = KeyedBuckets(ROUTE_CHECK_RATE, ROUTE_CHECK_BURST)
+        self._checks = KeyedBuckets(CHECK_RATE, CHECK_BURST)
         self._next: float | None = None
 
     # --- the sender ---------------------------------------------------------------------
@@ -309,26 +330,72 @@ class DirectRouter:
         if len(routes) > MAX_ROUTES:
             routes.popitem(last=False)
 
-    def _routed_on(self, state: _Link, direct: DirectFrame, now: float) -> bool:
+    def _routed_on(self, state: _Link, direct: DirectFrame, now: float) -> int:
         """For a frame relayed without a flood's check: learn the way back to its maker
         if it teaches a new one, checking its signature first (within the neighbour's
-        budget; past it, nothing is learned). False: it failed the check, drop it."""
+        budget; past it, nothing is learned). ``_FAILED``: it failed the check, drop it;
+        else ``_CHECKED`` or ``_UNCHECKED``."""
         sender = direct.sender
         routes = self._routes
         if sender in self._endpoint._peers:
-            return True
+            return _UNCHECKED
         if routes.get(sender) == state.id:
             routes.move_to_end(sender)  # the route it confirms was checked when learned
-            return True
+            return _UNCHECKED
         assert state.hello is not None
         if not self._route_checks.take(state.hello.public_key, now=now):
-            return True
+            return _UNCHECKED
         if not self._authentic(direct):
+            self._bad_signature(state, direct)
+            return _FAILED
+        self._learn(state, direct)
+        return _CHECKED
+
+    def _bad_signature(self, state: _Link, direct: DirectFrame) -> None:
+        """``direct`` failed its maker's signature check here."""
+        assert state.hello is not None
+        if direct.sender == state.hello.public_key:
+            # The neighbour made it: no relay passes on a frame that names it as the
+            # maker (it takes it for its own, come round a loop).
+            self._endpoint._reject(state, "direct_bad_signature",
+                                   "a direct frame its maker did not sign", close=True)
+        else:
             # The neighbour may have passed it on unchecked, so its link stays.
             self._endpoint._count_reject("direct_bad_signature")
+
+    def _hand_on(self, state: _Link, direct: DirectFrame, frame: wire.Frame, link: _Link,
+                 now: float) -> bool:
+        """Pass a frame on along a route (not a flood) over ``link``; whether it went."""
+        endpoint = self._endpoint
+        verdict = self._routed_on(state, direct, now)
+        if verdict == _FAILED:
             return False
-        self._learn(state, direct)
+        if verdict == _UNCHECKED and link.hello is not None \
+                and link.hello.public_key == direct.target:
+            # The last hop: the target takes a frame that fails its check for this
+            # node's fault, so none goes to it unchecked (past the budget, none at all:
+            # the neighbour may be passing on another's flood, and its link stays).
+            assert state.hello is not None
+            if not self._checks.take(state.hello.public_key, now=now):
+                endpoint._count_reject("direct_check_limited")
+                return False
+            if not self._authentic(direct):
+                self._bad_signature(state, direct)
+                return False
+            verdict = _CHECKED
+        priority = 255 if direct.type == ACK else direct.body[PRIORITY_OFFSET]
+        if verdict != _CHECKED:
+            # Nobody checked it here: it must not push out this node's own critical
+            # frames (or anyone's checked ones) on the way.
+            priority = min(priority, UNCHECKED_PRIORITY)
+        endpoint._queue(link, self._forwarded(direct, frame, priority), priority)
         return True
+
+    @staticmethod
+    def _forwarded(direct: DirectFrame, frame: wire.Frame, priority: int) -> bytes:
+        return encode_direct(direct.type, direct.attempt, direct.target, direct.sender,
+                             direct.body, via=direct.via, hops=frame.hops + 1,
+                             priority=priority)
 
     def _relay(self, state: _Link, direct: DirectFrame, frame: wire.Frame,
                now: float) -> bool:
@@ -337,12 +404,6 @@ class DirectRouter:
         if frame.hops + 1 >= MAX_HOPS:
             endpoint._count_reject("direct_hop_limit")
             return False
-        # The send queues' band: a message's own (signed) priority, not what the last
-        # hop wrote in the frame header; acknowledgements go as control frames.
-        priority = 255 if direct.type == ACK else direct.body[PRIORITY_OFFSET]
-        forwarded = encode_direct(direct.type, direct.attempt, direct.target, direct.sender,
-                                  direct.body, via=direct.via, hops=frame.hops + 1,
-                                  priority=priority)
         me = endpoint.identity.public_key
         if direct.via:
             # An explicit route: only the next relay after this one, or the target.
@@ -355,26 +416,23 @@ class DirectRouter:
             if link is None or link is state:
                 endpoint._count_reject("direct_no_route")
                 return False
-            if not self._routed_on(state, direct, now):
-                return False
-            endpoint._queue(link, forwarded, priority)
-            return True
+            return self._hand_on(state, direct, frame, link, now)
         link = self._link_to(direct.target)
         if link is not None and link is not state:
-            if not self._routed_on(state, direct, now):
-                return False
-            endpoint._queue(link, forwarded, priority)
-            return True
+            return self._hand_on(state, direct, frame, link, now)
         assert state.hello is not None
         if not self._floods.take(state.hello.public_key, now=now):
             endpoint._count_reject("direct_flood_limited")
             return False
         if not self._authentic(direct):
-            # A flood costs the whole neighbourhood: only for what its maker signed. The
-            # neighbour may have routed it on unchecked, so its link stays.
-            endpoint._count_reject("direct_bad_signature")
+            # A flood costs the whole neighbourhood: only for what its maker signed.
+            self._bad_signature(state, direct)
             return False
         self._learn(state, direct)
+        # The send queues' band: a message's own (signed, checked) priority, not what
+        # the last hop wrote in the frame header; acknowledgements go as control frames.
+        priority = 255 if direct.type == ACK else direct.body[PRIORITY_OFFSET]
+        forwarded = self._forwarded(direct, frame, priority)
         for other in list(endpoint._peers.values()):
             if other is not state and not other.closing:
                 endpoint._queue(other, forwarded, priority)
@@ -402,10 +460,15 @@ class DirectRouter:
         message_id = wire.message_id(body)
         ack_signature = self._delivered.get(message_id)
         if ack_signature is None:
-            # The relays vouch for nothing: what is wrong inside is the sender's fault
-            # (or a relay's we cannot tell), so it is dropped and counted, never a
-            # reason to close this link.
-            reason = self._check(direct, signature, body, now)
+            # What is wrong inside is the sender's fault (or a relay's we cannot tell),
+            # so it is dropped and counted, never a reason to close this link; but the
+            # neighbour made this frame or checked its signature (the last relay
+            # checks), so one that fails it is the neighbour's.
+            reason = self._check(state, direct, signature, body, now)
+            if reason == RejectReason.BAD_SIGNATURE:
+                endpoint._reject(state, reason, "a direct message its neighbour passed "
+                                 "on unchecked or made", close=True)
+                return False
             if reason is not None:
                 endpoint._count_reject(reason)
                 return False
@@ -429,7 +492,7 @@ class DirectRouter:
         endpoint._queue(state, ack, 255)
         return True
 
-    def _check(self, direct: DirectFrame, signature: bytes, body: bytes,
+    def _check(self, state: _Link, direct: DirectFrame, signature: bytes, body: bytes,
                now: float) -> str | None:
         """Why the DATA frame's message may not be delivered here (None: it may)."""
         endpoint = self._endpoint
@@ -454,9 +517,12 @@ class DirectRouter:
             return "too_old"
         if envelope.timestamp_ms / 1000.0 > wall_now + config.max_clock_skew:
             return "future_timestamp"
+        assert state.hello is not None
+        if not self._checks.take(state.hello.public_key, now=now):
+            return "direct_check_limited"
         endpoint._counters.verified += 1
         if not endpoint._verify(envelope.origin, signature, wire.MESSAGE_DOMAIN, body):
-            return "bad_signature"
+            return RejectReason.BAD_SIGNATURE
         return None
 
     def _on_ack(self, state: _Link, direct: DirectFrame) -> bool:
@@ -469,7 +535,9 @@ class DirectRouter:
             return False
         if not endpoint._verify(pending.target, direct.body[wire.ID_SIZE :], ACK_DOMAIN,
                                 message_id + endpoint.identity.public_key):
-            endpoint._count_reject("direct_bad_ack")
+            # Checked by the last relay, or made by the neighbour: its fault.
+            endpoint._reject(state, "direct_bad_ack", "an acknowledgement its neighbour "
+                             "passed on unchecked or made", close=True)
             return False
         del self._pending[message_id]
         self._learn(state, direct)

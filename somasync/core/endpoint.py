@@ -96,6 +96,7 @@ CREDIT_SHARE = struct.Struct("!Q")  # a routed DIGEST's prefix: the answering wo
 MESSAGE_SIZE_GUESS = 512.0  # bytes per message frame assumed before any is received
 # Frame kinds as plain ints, compared once per frame (an enum member is a lookup).
 _MESSAGE, _DIGEST = int(wire.FrameKind.MESSAGE), int(wire.FrameKind.DIGEST)
+_DIRECT = int(wire.FrameKind.DIRECT)
 _NO_OUTBOX = Outbox(0)  # links owned by another worker queue through it, never here
 # A peer's standing, from its score (see somasync.core.scoring).
 _GOOD, _IGNORED, _GRAYLISTED = 0, 1, 2
@@ -584,8 +585,9 @@ class Endpoint:
             counters.frames_in += 1
             counters.bytes_in += len(frame) + 4
             # Peeked, not decoded: version, kind, flags, priority (decode_frame checks
-            # them all when the frame's turn comes).
-            if read_ahead and len(frame) > 3 and frame[1] == _MESSAGE \
+            # them all when the frame's turn comes). Direct frames wait too: each may
+            # cost a signature check, so a neighbour's take its turns like its messages.
+            if read_ahead and len(frame) > 3 and (frame[1] == _MESSAGE or frame[1] == _DIRECT) \
                     and frame[3] < CRITICAL:
                 self._wait(state.id, frame, frame[3], routed=False)
                 continue

@@ -282,10 +282,12 @@ def test_a_flooding_neighbour_is_limited_and_counted() -> None:
     assert after - before == 3 * burst
 
 
-def test_a_flood_nobody_signed_goes_nowhere() -> None:
+@pytest.mark.parametrize("maker", ["another node", "the neighbour"])
+def test_a_flood_nobody_signed_goes_nowhere(maker: str) -> None:
     mesh = build([("x", "r"), ("r", "p1"), ("r", "p2")])
     nowhere = bytes(range(32))
-    x_key = mesh.nodes["x"].identity.public_key
+    x_key = mesh.nodes["x"].identity.public_key if maker == "the neighbour" \
+        else bytes(range(32, 64))
     before = mesh.nodes["p1"].statistics().frames_in
     for i in range(10):
         body = bytes(wire.SIGNATURE_SIZE) + i.to_bytes(4, "big") * 16  # distinct ids
@@ -295,9 +297,14 @@ def test_a_flood_nobody_signed_goes_nowhere() -> None:
                                    i.to_bytes(16, "big") + bytes(wire.SIGNATURE_SIZE))
         mesh.inject("r", mesh.link_of("r", "x"), ack)
     mesh.settle()
-    assert rejected(mesh, "r", "direct_bad_signature") == 20
     assert mesh.nodes["p1"].statistics().frames_in == before
-    assert mesh.nodes["r"].statistics().links == 3  # x may have passed them on unchecked
+    if maker == "another node":
+        assert rejected(mesh, "r", "direct_bad_signature") == 20
+        assert mesh.nodes["r"].statistics().links == 3  # x may have passed them on unchecked
+    else:
+        # x made the first: its last frame.
+        assert rejected(mesh, "r", "direct_bad_signature") == 1
+        assert mesh.nodes["r"].statistics().links == 2
 
 
 def test_hop_limit_stops_a_flood() -> None:
@@ -390,13 +397,16 @@ def test_a_forged_ack_teaches_no_route_and_discovers_nothing(unsigned: bool) -> 
     d_key = mesh.nodes["d"].identity.public_key
     pending = send(mesh, "a", "d", "pending", timeout=60.0)
     list(mesh.nodes["a"].frames_to_send())  # lost on the way: d never answers
-    for message_id in (pending, bytes(range(16))):
+    for message_id in (bytes(range(16)), pending):
         signature = bytes(wire.SIGNATURE_SIZE) if unsigned else mesh.nodes["l"].identity.sign(
             direct.ACK_DOMAIN, message_id + a_key)
         mesh.inject("a", mesh.link_of("a", "l"),
-                    direct.encode_direct(direct.ACK, 0, a_key, d_key, message_id + signature))
-    assert rejected(mesh, "a", "direct_bad_ack") == 1
+                    direct.encode_direct(direct.ACK, 0, a_key, d_key, message_id + signature,
+                                         priority=255))
     assert rejected(mesh, "a", "direct_ack_unknown") == 1
+    # Checked by the last relay or made by l: l's fault, its link's last frame.
+    assert rejected(mesh, "a", "direct_bad_ack") == 1
+    assert [link for link, _ in mesh.nodes["a"].links_to_close()] == [mesh.link_of("a", "l")]
     assert of(mesh, "a", RouteDiscovered) == []
     # The first try of a new message: over a's route to d, were there one; else flooded.
     send(mesh, "a", "d", "first try")
@@ -406,8 +416,13 @@ def test_a_forged_ack_teaches_no_route_and_discovers_nothing(unsigned: bool) -> 
 def test_route_checks_are_budgeted_per_neighbour() -> None:
     # Each frame from a new maker would teach a route, so each would cost a signature
     # check: past the neighbour's budget, frames pass on unchecked and teach nothing.
-    mesh = build([("x", "r"), ("r", "t")])
+    # (t is no neighbour of r, which knows the way: the next relay, not r, checks the
+    # frames it hands t.)
+    mesh = build([("x", "r"), ("r", "q"), ("q", "t")])
+    send(mesh, "t", "x", "the way to t")
+    mesh.settle()
     t_key = mesh.nodes["t"].identity.public_key
+    routes = dict(mesh.nodes["r"]._direct._routes)
     before = mesh.nodes["r"].statistics().signatures_verified
     frames = 200
     for i in range(frames):
@@ -420,7 +435,7 @@ def test_route_checks_are_budgeted_per_neighbour() -> None:
     r = mesh.nodes["r"]
     assert r.statistics().signatures_verified - before == burst
     assert rejected(mesh, "r", "direct_bad_signature") == burst
-    assert r._direct._routes == {}
+    assert r._direct._routes == routes
     assert r.statistics().links == 2
 
 
@@ -457,3 +472,110 @@ def test_copies_sent_ahead_cannot_make_relays_drop_the_genuine_tries(copy: str) 
     assert mesh.delivered["t"] == [message_id]
     assert [e.message_id for e in of(mesh, "s", DirectAcked)] == [message_id]
     assert of(mesh, "s", DirectFailed) == []
+
+
+def unsigned_for(mesh: Mesh, target: str, maker: bytes, i: int,
+                 priority: int | None = None) -> bytes:
+    """A DATA frame for ``target`` that passes every check before the signature (its
+    origin is ``maker``, its header names the target, its timestamp is fresh), signed by
+    nobody; ``priority`` rewrites the envelope's (unsigned here) priority byte, and the
+    frame header's."""
+    target_key = mesh.nodes[target].identity.public_key
+    body = bytearray(envelope(mesh, "m", target_key, f"x{i}").body)
+    body[3:35] = maker
+    if priority is not None:
+        body[direct.PRIORITY_OFFSET - wire.SIGNATURE_SIZE] = priority
+    return direct.encode_direct(direct.DATA, 0, target_key, maker,
+                                bytes(wire.SIGNATURE_SIZE) + bytes(body),
+                                priority=128 if priority is None else priority)
+
+
+def test_a_neighbour_that_sends_its_own_unsigned_messages_is_cut_off() -> None:
+    # m made them (no relay passes on a frame naming the relay as its maker): each one
+    # would cost y a signature check, so the first is its last.
+    mesh = build([("m", "y")])
+    y = mesh.nodes["y"]
+    m_key = mesh.nodes["m"].identity.public_key
+    before = y.statistics().signatures_verified
+    for i in range(50):
+        mesh.inject("y", mesh.link_of("y", "m"), unsigned_for(mesh, "y", m_key, i))
+    mesh.settle()
+    assert y.statistics().signatures_verified - before == 1
+    assert rejected(mesh, "y", "bad_signature") == 1
+    assert y.statistics().links == 0
+
+
+def test_the_last_relay_checks_what_it_hands_the_target_within_a_budget() -> None:
+    # m - x - y: garbage for y "from" a stranger. x hands y nothing unchecked, so y
+    # checks nothing (and may blame x for what fails); x checks at most its budgets'
+    # worth for m, and keeps m, which may have passed it on unchecked.
+    mesh = build([("m", "x"), ("x", "y")])
+    x, y = mesh.nodes["x"], mesh.nodes["y"]
+    y_before = y.statistics().signatures_verified
+    x_before = x.statistics().signatures_verified
+    frames = 1000
+    for i in range(frames):
+        stranger = i.to_bytes(2, "big") * 16
+        mesh.inject("x", mesh.link_of("x", "m"), unsigned_for(mesh, "y", stranger, i))
+    mesh.settle()
+    assert y.statistics().signatures_verified == y_before
+    assert x.statistics().signatures_verified - x_before == \
+        direct.ROUTE_CHECK_BURST + direct.CHECK_BURST
+    assert rejected(mesh, "x", "direct_check_limited") == \
+        frames - direct.ROUTE_CHECK_BURST - direct.CHECK_BURST
+    assert x.statistics().links == 2
+    assert y.statistics().links == 1
+    # ...and a message signed by its maker still goes through.
+    message_id = send(mesh, "m", "y", "signed", timeout=5.0)
+    mesh.step(6.0)
+    assert mesh.delivered["y"] == [message_id]
+
+
+def test_a_relayed_frame_nobody_checked_goes_below_the_critical_band() -> None:
+    # m - x - y - z, and x knows z lies behind y: a frame for z that m hands x goes on
+    # unchecked, in a band below the critical one whatever priority byte it carries.
+    mesh = build([("m", "x"), ("x", "y"), ("y", "z")])
+    send(mesh, "z", "m", "teach the way back to z")
+    mesh.settle()
+    m_key = mesh.nodes["m"].identity.public_key
+    x = mesh.nodes["x"]
+    mesh.inject("x", mesh.link_of("x", "m"), unsigned_for(mesh, "z", m_key, 0, priority=255))
+    bands = [len(band) for band in x._links[mesh.link_of("x", "y")].outbox._bands]
+    assert bands[-1] == 0
+    assert sum(bands) == 1
+    # A signed flood keeps its signed priority (checked before it went out).
+    nowhere = bytes(range(32))
+    signed = Message(MessageType.Data("alert"), "m", timestamp=WALL, sequence=0, priority=255,
+                     headers={direct.DIRECT_HEADER: nowhere.hex()}).sign_with_ed25519(
+        mesh.nodes["m"].identity)
+    mesh.settle()
+    mesh.inject("x", mesh.link_of("x", "m"), direct.encode_direct(
+        direct.DATA, 0, nowhere, m_key, signed.signature + signed.envelope_bytes,  # type: ignore[operator]
+        priority=255))
+    bands = [len(band) for band in x._links[mesh.link_of("x", "y")].outbox._bands]
+    assert bands == [0, 0, 0, 1]
+
+
+def test_direct_frames_read_ahead_wait_their_turn_like_messages() -> None:
+    # A neighbour's direct frames below the critical band wait in read-ahead with its
+    # messages (each link's highest band first, links in turn), not handled as read: a
+    # critical broadcast read behind a hundred of them goes first.
+    mesh = build([("a", "b")])
+    b = mesh.nodes["b"]
+    b_key = b.identity.public_key
+    a = mesh.nodes["a"]
+    data = b""
+    for i in range(100):
+        signed = envelope(mesh, "a", b_key, f"bulk {i}")
+        data += direct.encode_direct(
+            direct.DATA, 0, b_key, a.identity.public_key,
+            signed.signature + signed.body, priority=signed.priority)  # type: ignore[operator]
+    alert = Message(MessageType.Data("alert"), "a", timestamp=WALL, sequence=1,
+                    priority=255).sign_with_ed25519(a.identity).to_envelope()
+    data += wire.encode_message_frame(alert, hops=0)
+    mesh.inject("b", mesh.link_of("b", "a"), data)
+    assert [d.envelope.id for d in b.take_deliveries()] == [alert.id]
+    assert b.has_backlog
+    mesh.settle()
+    assert len(mesh.delivered["b"]) == 100
+    assert not b.has_backlog
