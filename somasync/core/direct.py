@@ -41,9 +41,26 @@ retries without signing again) and acknowledges every copy, back over the link i
 on; relays take the ACK home along the routes the DATA frame taught them.
 :class:`RouteDiscovered` tells the sender which neighbour leads to a node it reached.
 
-Exactly once holds while a retry reaches the target before
-:data:`DELIVERED_CAPACITY` newer direct messages from other senders pushed its id out
-(per worker of a sharded node): 1,600 a second for a 10-second timeout.
+At most once, whatever anyone sends (per worker of a sharded node, for as long as it
+runs): the target holds the ids it delivered per sender (:data:`DELIVERED_PER_SENDER`
+each, :data:`DELIVERED_CAPACITY` in all; past that, a sender's oldest by timestamp, else
+the least recently heard sender whole) and, per sender, the newest timestamp among its
+ids forgotten (for a sender forgotten whole, the newest of any forgotten whole). A
+message not held and no newer than that is refused (``direct_replayed``) and not
+acknowledged: it may have been delivered. So a captured frame replayed with a new
+attempt byte is answered or refused, never delivered again; only its sender (with its
+key) can push its ids out one by one, and other keys only by making it forgotten whole,
+which takes :data:`DELIVERED_CAPACITY` ids of theirs. Exactly once (a retry answered
+with its ACK) holds while the retry arrives before :data:`DELIVERED_PER_SENDER` newer
+messages of the same sender and before :data:`DELIVERED_CAPACITY` ids of later senders
+made it forgotten: past that, the retry is refused and the send fails although it was
+delivered. The price of refusing: once senders were forgotten whole, a new sender's
+message no newer than the newest of them is refused too, so many keys sending
+(:attr:`~somasync.config.GossipConfig.trusted_keys` unset) can get honest first
+messages refused for up to ``max_clock_skew`` (how far ahead a timestamp may run). A
+sender whose every message is older than ``max_message_age`` is forgotten without
+raising any floor (its messages are refused as too old anyway). A restarted node has
+forgotten everything: it takes again a message younger than ``max_message_age``.
 
 Routes are learned only from frames whose maker's signature was checked: a flood's (each
 is checked before it goes on), a message delivered here, an ACK for one of this node's
@@ -69,14 +86,15 @@ the sender's retry goes through once the budget refills. Read ahead, a neighbour
 direct frames below the critical band wait their turn with its messages.
 
 Bounds: open sends :data:`MAX_PENDING`; routes :data:`MAX_ROUTES` (least recently used
-forgotten); delivered ids :data:`DELIVERED_CAPACITY`; relay dedup
-:data:`RELAYED_CAPACITY` ids for :data:`RELAYED_TTL` seconds. Every drop is counted in
-the endpoint's ``rejected`` under a ``direct_*`` reason.
+forgotten); delivered ids :data:`DELIVERED_CAPACITY` (:data:`DELIVERED_PER_SENDER` per
+sender); relay dedup :data:`RELAYED_CAPACITY` ids for :data:`RELAYED_TTL` seconds. Every
+drop is counted in the endpoint's ``rejected`` under a ``direct_*`` reason.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -118,7 +136,8 @@ RETRY_FIRST = 0.25  # seconds before the first retry; doubled per try...
 RETRY_MAX = 2.0  # ...up to this
 MAX_PENDING = 1024
 MAX_ROUTES = 4096
-DELIVERED_CAPACITY = 16384  # about 250 bytes each: 4 MiB
+DELIVERED_CAPACITY = 16384  # ids of delivered messages held, about 250 bytes each: 4 MiB
+DELIVERED_PER_SENDER = 1024  # ...of them from one sender at most
 RELAYED_CAPACITY = 65536
 RELAYED_TTL = 60.0
 FLOOD_RATE = 32.0  # floods one neighbour may start per second through this node...
@@ -185,6 +204,30 @@ def decode_direct(frame: wire.Frame) -> DirectFrame:
     return DirectFrame(type_, attempt, target, sender, via, body)
 
 
+class _Delivered:
+    """The messages of one sender delivered here: each one's ACK signature, and the
+    newest timestamp among those forgotten (a message of the sender's no newer, and not
+    held, may have been delivered: it is refused)."""
+
+    __slots__ = ("acks", "floor_ms", "newest_ms", "oldest")
+
+    def __init__(self, floor_ms: int) -> None:
+        self.acks: dict[bytes, bytes] = {}  # message id -> ACK signature
+        self.oldest: list[tuple[int, bytes]] = []  # heap of (timestamp ms, message id)
+        self.floor_ms = floor_ms
+        self.newest_ms = floor_ms
+
+    def add(self, message_id: bytes, timestamp_ms: int, ack: bytes) -> None:
+        self.acks[message_id] = ack
+        heapq.heappush(self.oldest, (timestamp_ms, message_id))
+        self.newest_ms = max(self.newest_ms, timestamp_ms)
+
+    def forget_oldest(self) -> None:
+        timestamp_ms, message_id = heapq.heappop(self.oldest)
+        del self.acks[message_id]
+        self.floor_ms = max(self.floor_ms, timestamp_ms)
+
+
 @dataclass(slots=True)
 class _Pending:
     target: bytes
@@ -210,7 +253,11 @@ class DirectRouter:
         self._endpoint = endpoint
         self._pending: dict[bytes, _Pending] = {}
         self._routes: OrderedDict[bytes, int] = OrderedDict()  # node key -> link
-        self._delivered: OrderedDict[bytes, bytes] = OrderedDict()  # message id -> ack sig
+        # Sender key -> what it delivered here, the sender delivered from least recently
+        # first; ids held in all; the newest timestamp of any sender forgotten whole.
+        self._delivered: OrderedDict[bytes, _Delivered] = OrderedDict()
+        self._delivered_ids = 0
+        self._forgotten_ms = -1
         self._relayed = SeenCache(RELAYED_CAPACITY, RELAYED_TTL)
         self._floods = KeyedBuckets(FLOOD_RATE, FLOOD_BURST)
         self._route_checks = KeyedBuckets(ROUTE_CHECK_RATE, ROUTE_CHECK_BURST)
@@ -458,7 +505,8 @@ class DirectRouter:
         signature = direct.body[: wire.SIGNATURE_SIZE]
         body = direct.body[wire.SIGNATURE_SIZE :]
         message_id = wire.message_id(body)
-        ack_signature = self._delivered.get(message_id)
+        log = self._delivered.get(direct.sender)
+        ack_signature = None if log is None else log.acks.get(message_id)
         if ack_signature is None:
             # What is wrong inside is the sender's fault (or a relay's we cannot tell),
             # so it is dropped and counted, never a reason to close this link; but the
@@ -480,9 +528,7 @@ class DirectRouter:
                 endpoint._count_reject("direct_bad_payload")
                 return False
             ack_signature = endpoint.identity.sign(ACK_DOMAIN, message_id + direct.sender)
-            self._delivered[message_id] = ack_signature
-            if len(self._delivered) > DELIVERED_CAPACITY:
-                self._delivered.popitem(last=False)
+            self._remember(direct.sender, message_id, envelope.timestamp_ms, ack_signature)
             assert state.hello is not None
             endpoint._deliver_direct(envelope, payload, state.hello.node_id)
         else:
@@ -491,6 +537,28 @@ class DirectRouter:
                             message_id + ack_signature, priority=255)
         endpoint._queue(state, ack, 255)
         return True
+
+    def _remember(self, sender: bytes, message_id: bytes, timestamp_ms: int,
+                  ack: bytes) -> None:
+        """Hold a delivered message's id, forgetting (within the bounds) what is oldest:
+        the sender's oldest message past :data:`DELIVERED_PER_SENDER`, else, past
+        :data:`DELIVERED_CAPACITY` in all, the least recent sender whole."""
+        delivered = self._delivered
+        log = delivered.get(sender)
+        if log is None:
+            # A sender forgotten whole may come back: its floor is everyone forgotten's.
+            log = delivered[sender] = _Delivered(self._forgotten_ms)
+        else:
+            delivered.move_to_end(sender)
+        log.add(message_id, timestamp_ms, ack)
+        self._delivered_ids += 1
+        if len(log.acks) > DELIVERED_PER_SENDER:
+            log.forget_oldest()
+            self._delivered_ids -= 1
+        while self._delivered_ids > DELIVERED_CAPACITY:
+            _, forgotten = delivered.popitem(last=False)
+            self._delivered_ids -= len(forgotten.acks)
+            self._forgotten_ms = max(self._forgotten_ms, forgotten.newest_ms)
 
     def _check(self, state: _Link, direct: DirectFrame, signature: bytes, body: bytes,
                now: float) -> str | None:
@@ -517,6 +585,11 @@ class DirectRouter:
             return "too_old"
         if envelope.timestamp_ms / 1000.0 > wall_now + config.max_clock_skew:
             return "future_timestamp"
+        log = self._delivered.get(envelope.origin)
+        if envelope.timestamp_ms <= (self._forgotten_ms if log is None else log.floor_ms):
+            # Its id may have been delivered and forgotten since: refused, never
+            # delivered twice (and not acknowledged: it may not have been delivered).
+            return "direct_replayed"
         assert state.hello is not None
         if not self._checks.take(state.hello.public_key, now=now):
             return "direct_check_limited"
@@ -577,8 +650,19 @@ class DirectRouter:
             self._schedule(min(pending.next_try, pending.deadline))
 
     def expire(self, now: float) -> None:
-        """Forget relayed ids past :data:`RELAYED_TTL` (the endpoint's housekeeping)."""
+        """Forget relayed ids past :data:`RELAYED_TTL`, and senders whose every message
+        delivered here is past ``max_message_age`` (the endpoint's housekeeping)."""
         self._relayed.expire(now=now)
+        endpoint = self._endpoint
+        # Too old to be taken again anyway: forgotten without raising anyone's floor.
+        horizon_ms = (now + endpoint._wall_offset - endpoint.config.max_message_age) * 1000
+        delivered = self._delivered
+        while delivered:
+            sender, log = next(iter(delivered.items()))
+            if log.newest_ms >= horizon_ms:
+                break  # the least recent sender first: the rest is mostly newer
+            del delivered[sender]
+            self._delivered_ids -= len(log.acks)
 
     def link_down(self, link: int) -> None:
         """``link`` closed: routes through it are gone."""

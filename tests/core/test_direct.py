@@ -8,6 +8,7 @@ from typing import TypeVar
 import pytest
 
 from somasync.core import direct, wire
+from somasync.core.crypto import Identity
 from somasync.core.endpoint import Endpoint
 from somasync.core.events import DirectAcked, DirectFailed, RouteDiscovered
 from somasync.core.payload import MessageType
@@ -579,3 +580,88 @@ def test_direct_frames_read_ahead_wait_their_turn_like_messages() -> None:
     mesh.settle()
     assert len(mesh.delivered["b"]) == 100
     assert not b.has_backlog
+
+
+def replay_setup(monkeypatch: pytest.MonkeyPatch) -> tuple[Mesh, bytes, bytes]:
+    """a - b - d, with d's caches shrunk (the same code as at full size): a's message
+    delivered to d once, and its frame as b captured it (b is any relay, or any node a
+    retry flooded)."""
+    monkeypatch.setattr(direct, "DELIVERED_CAPACITY", 64)
+    monkeypatch.setattr(direct, "DELIVERED_PER_SENDER", 16, raising=False)
+    mesh = build([("a", "b"), ("b", "d")])
+    d_key = mesh.nodes["d"].identity.public_key
+    signed = envelope(mesh, "a", d_key, "block 10.0.0.1")
+    captured = direct.encode_direct(direct.DATA, 1, d_key, mesh.nodes["a"].identity.public_key,
+                                    signed.signature + signed.body)  # type: ignore[operator]
+    message_id = send(mesh, "a", "d", "block 10.0.0.1")
+    mesh.settle()
+    assert mesh.delivered["d"] == [message_id]
+    return mesh, message_id, captured
+
+
+def direct_from(mesh: Mesh, identity: Identity, source: str, target: str, text: str) -> bytes:
+    """A direct message for ``target`` signed by ``identity`` (any key, linked or not)."""
+    target_key = mesh.nodes[target].identity.public_key
+    message = Message(MessageType.Data(text), source, timestamp=WALL + mesh.now - 50.0,
+                      sequence=0, headers={direct.DIRECT_HEADER: target_key.hex()})
+    signed = message.sign_with_ed25519(identity).to_envelope()
+    return direct.encode_direct(direct.DATA, 0, target_key, identity.public_key,
+                                signed.signature + signed.body)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("keys", [1, 100], ids=["one key", "a key per message"])
+def test_a_replayed_message_is_never_delivered_twice(monkeypatch: pytest.MonkeyPatch,
+                                                     keys: int) -> None:
+    # b sends d 100 valid direct messages of its own, newer than a's, to push a's id out
+    # of d's cache, then replays a's frame with a new attempt byte (so relays pass it).
+    mesh, message_id, captured = replay_setup(monkeypatch)
+    identities = [mesh.nodes["b"].identity] if keys == 1 else \
+        [Identity.generate() for _ in range(keys)]
+    for i in range(100):
+        mesh.inject("d", mesh.link_of("d", "b"), direct_from(
+            mesh, identities[i % keys], "b" if keys == 1 else f"k{i}", "d", f"filler {i}"))
+        mesh.step(0.01)  # each newer than the one before
+    assert len(mesh.delivered["d"]) == 101
+    mesh.inject("d", mesh.link_of("d", "b"), captured)
+    mesh.settle()
+    assert mesh.delivered["d"].count(message_id) == 1
+    if keys == 1:
+        # b's messages pushed out only b's own ids: a's retry is still answered.
+        assert rejected(mesh, "d", "direct_duplicate_delivery") == 1
+    else:
+        # a was forgotten: what a signed before the newest message forgotten is refused.
+        assert rejected(mesh, "d", "direct_replayed") == 1
+
+
+def test_a_sender_that_outruns_its_own_cache_gets_no_old_message_twice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    mesh, message_id, captured = replay_setup(monkeypatch)
+    for i in range(20):  # more than DELIVERED_PER_SENDER, each newer
+        send(mesh, "a", "d", f"next {i}")
+        mesh.step(0.01)
+    mesh.settle()
+    assert len(mesh.delivered["d"]) == 21
+    mesh.inject("d", mesh.link_of("d", "b"), captured)
+    mesh.settle()
+    assert mesh.delivered["d"].count(message_id) == 1
+    assert rejected(mesh, "d", "direct_replayed") == 1
+    # ...while a message of a's newer than every one forgotten is taken.
+    fresh = send(mesh, "a", "d", "fresh")
+    mesh.settle()
+    assert mesh.delivered["d"][-1] == fresh
+
+
+def test_a_sender_past_the_message_age_is_forgotten_without_a_floor() -> None:
+    mesh = build([("a", "d")])
+    send(mesh, "a", "d", "old news")
+    mesh.settle()
+    router = mesh.nodes["d"]._direct
+    assert len(router._delivered) == 1
+    mesh.step(mesh.nodes["d"].config.max_message_age + 1.0)
+    assert len(router._delivered) == 0
+    assert router._delivered_ids == 0
+    assert router._forgotten_ms == -1
+    # A new message of a's is taken (no floor left behind).
+    fresh = send(mesh, "a", "d", "news")
+    mesh.settle()
+    assert mesh.delivered["d"][-1] == fresh
