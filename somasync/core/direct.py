@@ -21,17 +21,22 @@ Forwarding, at a node that is not the target: to the target when it is a neighbo
 the next relay of an explicit route; along a learned route (the link a frame from that
 node last arrived on first); otherwise flooded to every other neighbour, at most
 ``MAX_HOPS`` hops, and only as many floods per neighbour as :data:`FLOOD_RATE` allows,
-each checked first: its maker's signature (a flood costs every node around, so nobody
-starts one without a key). A node passes a frame on once, and again only for a copy
-with fewer hops behind it (at most ``MAX_HOPS`` times): the hop count is signed by
-nobody, and a copy sent ahead with a high one dies sooner, so it must not stop the
-genuine one. A frame is remembered as relayed only once it was passed on or taken
-(delivered, acknowledged), never when dropped, and by its whole payload (type, attempt,
-target, route, signature, message), so no copy a neighbour makes of a message it saw
-(garbled, re-addressed, routed elsewhere, past the hop limit) can make a relay drop the
-sender's own tries as duplicates. A
-routed frame goes out once for each time it came in, so the overlay cannot be used to
-multiply traffic beyond a flood's degree, which a neighbour gets at the flood rate only.
+of which one maker (the signing key) gets a quarter (:data:`FLOOD_ORIGIN_RATE`), each
+checked first: its maker's signature (a flood costs every node around, so nobody starts
+one without a key). A flood is charged once its check passed, to the neighbour and to
+its maker: a neighbour relays everyone's floods, and no maker uses up the others' room
+in it, so it takes at least four keys, each signing its floods, to fill a neighbour's
+budget (keys cost nothing: only ``trusted_keys`` bounds how many).
+
+A node passes a frame on once, and again only for a copy with fewer hops behind it (at
+most ``MAX_HOPS`` times): the hop count is signed by nobody, and a copy sent ahead with
+a high one dies sooner, so it must not stop the genuine one. A frame is remembered as
+relayed only once it was passed on or taken (delivered, acknowledged), never when
+dropped, and by its whole payload (type, attempt, target, route, signature, message), so
+no copy a neighbour makes of a message it saw (garbled, re-addressed, routed elsewhere,
+past the hop limit) can make a relay drop the sender's own tries as duplicates. A routed
+frame goes out once for each time it came in, so the overlay cannot be used to multiply
+traffic beyond a flood's degree, which a neighbour gets at the flood rate only.
 
 The sender retries (every try a new ``attempt``, doubling the wait from
 :data:`RETRY_FIRST` up to :data:`RETRY_MAX`) until the target's signed ACK arrives or the
@@ -142,6 +147,8 @@ RELAYED_CAPACITY = 65536
 RELAYED_TTL = 60.0
 FLOOD_RATE = 32.0  # floods one neighbour may start per second through this node...
 FLOOD_BURST = 64.0  # ...after this many back to back
+FLOOD_ORIGIN_RATE = FLOOD_RATE / 4  # of them, floods of one maker per second...
+FLOOD_ORIGIN_BURST = FLOOD_BURST / 4  # ...after this many back to back
 ROUTE_CHECK_RATE = 32.0  # signatures checked per second for one neighbour's routed
 ROUTE_CHECK_BURST = 64.0  # frames that would teach a route, after this many back to back
 CHECK_RATE = 256.0  # signatures checked per second for one neighbour's frames for this
@@ -260,6 +267,8 @@ class DirectRouter:
         self._forgotten_ms = -1
         self._relayed = SeenCache(RELAYED_CAPACITY, RELAYED_TTL)
         self._floods = KeyedBuckets(FLOOD_RATE, FLOOD_BURST)
+        # (neighbour, maker): one maker's share of the neighbour's floods.
+        self._origin_floods = KeyedBuckets(FLOOD_ORIGIN_RATE, FLOOD_ORIGIN_BURST)
         self._route_checks = KeyedBuckets(ROUTE_CHECK_RATE, ROUTE_CHECK_BURST)
         self._checks = KeyedBuckets(CHECK_RATE, CHECK_BURST)
         self._next: float | None = None
@@ -468,13 +477,24 @@ class DirectRouter:
         if link is not None and link is not state:
             return self._hand_on(state, direct, frame, link, now)
         assert state.hello is not None
-        if not self._floods.take(state.hello.public_key, now=now):
+        neighbour = state.hello.public_key
+        share = (neighbour, direct.sender)
+        if not (self._floods.has(neighbour, now=now)
+                and self._origin_floods.has(share, now=now)):
             endpoint._count_reject("direct_flood_limited")
+            return False
+        if not self._checks.take(neighbour, now=now):
+            endpoint._count_reject("direct_check_limited")
             return False
         if not self._authentic(direct):
             # A flood costs the whole neighbourhood: only for what its maker signed.
             self._bad_signature(state, direct)
             return False
+        # Charged once checked, to the maker as well as the neighbour: a badly signed
+        # flood spends only a check, and no maker spends more than its share of the
+        # neighbour's budget (a neighbour relays everyone's floods).
+        self._floods.take(neighbour, now=now)
+        self._origin_floods.take(share, now=now)
         self._learn(state, direct)
         # The send queues' band: a message's own (signed, checked) priority, not what
         # the last hop wrote in the frame header; acknowledgements go as control frames.

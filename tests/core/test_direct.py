@@ -263,18 +263,28 @@ def test_explicit_route_goes_through_the_named_relays_only() -> None:
     assert [e for e in of(mesh, "a", DirectFailed) if e.message_id == failed]
 
 
+NOWHERE = bytes(range(32))  # a key no node has: a frame for it floods
+
+
+def flood_from(mesh: Mesh, identity: Identity, source: str, text: str) -> bytes:
+    """A direct message for :data:`NOWHERE`, signed by ``identity``."""
+    message = Message(MessageType.Data(text), source, timestamp=WALL + mesh.now - 100.0,
+                      sequence=0, headers={direct.DIRECT_HEADER: NOWHERE.hex()})
+    signed = message.sign_with_ed25519(identity).to_envelope()
+    return direct.encode_direct(direct.DATA, 0, NOWHERE, identity.public_key,
+                                signed.signature + signed.body)  # type: ignore[operator]
+
+
 def test_a_flooding_neighbour_is_limited_and_counted() -> None:
+    # x passes on floods of eight makers (so no one maker's share is what binds).
     mesh = build([("x", "r"), ("r", "p1"), ("r", "p2"), ("r", "p3")])
-    nowhere = bytes(range(32))
-    x_key = mesh.nodes["x"].identity.public_key
+    makers = [Identity.generate() for _ in range(8)]
     link = mesh.link_of("r", "x")
     peers = ("p1", "p2", "p3")
     before = sum(mesh.nodes[p].statistics().frames_in for p in peers)
     frames = 200
     for i in range(frames):
-        signed = envelope(mesh, "x", nowhere, f"flood {i}")
-        mesh.inject("r", link, direct.encode_direct(direct.DATA, 0, nowhere, x_key,
-                                                    signed.signature + signed.body))  # type: ignore[operator]
+        mesh.inject("r", link, flood_from(mesh, makers[i % 8], f"k{i % 8}", f"flood {i}"))
     mesh.settle()
     burst = int(direct.FLOOD_BURST)
     assert rejected(mesh, "r", "direct_flood_limited") == frames - burst
@@ -665,3 +675,23 @@ def test_a_sender_past_the_message_age_is_forgotten_without_a_floor() -> None:
     fresh = send(mesh, "a", "d", "news")
     mesh.settle()
     assert mesh.delivered["d"][-1] == fresh
+
+
+def test_floods_of_a_few_makers_leave_room_in_a_neighbour_s_budget_for_others() -> None:
+    # x hands y floods signed by two makers, far more than y's flood budget for x (x
+    # may pass on 32 a second of each, from two neighbours of its own), then one by s.
+    # Charged to x alone, the two used up x's budget and s's flood went nowhere.
+    mesh = build([("x", "y"), ("y", "p")])
+    makers = [Identity.generate() for _ in range(3)]
+    link = mesh.link_of("y", "x")
+    before = mesh.nodes["p"].statistics().frames_in
+    frames = 100
+    for i in range(frames):
+        for k in (0, 1):
+            mesh.inject("y", link, flood_from(mesh, makers[k], f"m{k}", f"flood {i}"))
+    mesh.settle()
+    mesh.inject("y", link, flood_from(mesh, makers[2], "s", "the one that matters"))
+    mesh.settle()
+    share = int(direct.FLOOD_ORIGIN_BURST)
+    assert rejected(mesh, "y", "direct_flood_limited") == 2 * (frames - share)
+    assert mesh.nodes["p"].statistics().frames_in - before == 2 * share + 1
