@@ -626,6 +626,7 @@ class DirectRouter:
         if pending is None or direct.sender != pending.target:
             endpoint._count_reject("direct_ack_unknown")  # late, or not ours
             return False
+        endpoint._counters.verified += 1
         if not endpoint._verify(pending.target, direct.body[wire.ID_SIZE :], ACK_DOMAIN,
                                 message_id + endpoint.identity.public_key):
             # Checked by the last relay, or made by the neighbour: its fault.

@@ -695,3 +695,13 @@ def test_floods_of_a_few_makers_leave_room_in_a_neighbour_s_budget_for_others() 
     share = int(direct.FLOOD_ORIGIN_BURST)
     assert rejected(mesh, "y", "direct_flood_limited") == 2 * (frames - share)
     assert mesh.nodes["p"].statistics().frames_in - before == 2 * share + 1
+
+
+def test_an_acknowledgement_s_check_is_counted() -> None:
+    mesh = build([("a", "b")])
+    a = mesh.nodes["a"]
+    before = a.statistics().signatures_verified
+    send(mesh, "a", "b", "hi")
+    mesh.settle()
+    assert len(of(mesh, "a", DirectAcked)) == 1
+    assert a.statistics().signatures_verified - before == 1  # the ack's, checked at a
