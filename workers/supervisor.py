@@ -549,7 +549,7 @@ class ShardedRuntime:
                     continue
                 for record in records:
                     got_any = True
-                    self._deliver(record)
+                    self._deliver(index, record)
                 if reader.room_wanted() and self._ringer is not None:
                     self._ringer.ring(self._doorbell_address(index))
             for reader in self._readers.values():
@@ -569,7 +569,7 @@ class ShardedRuntime:
         try:
             while not reader.corrupted and (records := reader.read()):
                 for record in records:
-                    self._deliver(record)
+                    self._deliver(index, record)
         except RingCorrupted as exc:
             self._corrupt(index, SUPERVISOR, str(exc))
 
@@ -603,23 +603,33 @@ class ShardedRuntime:
         log.warning("worker %d found a corrupt record (%s) in ring %s, replaced since",
                     reporter.index, detail, ring)
 
-    def _deliver(self, record: bytes) -> None:
+    def _deliver(self, source: int, record: bytes) -> None:
+        """Hand the application what a record from worker ``source`` delivers, up to a
+        torn item: what came before it is kept (the worker acknowledged its direct
+        messages already: dropped here, they would be lost for good), the tear counted
+        as a corrupt ring."""
         # The owning worker already de-duplicated and verified: this only records what
         # the application has (per stream, as intervals), for that worker's successor.
         record_delivered = self._delivered.add
         deliver = self._host.deliver
         now = self._loop.time()
         from_envelope = Message.from_envelope
+        direct: list[tuple[str, wire.Envelope]] = []
+        torn: DecodeError | None = None
         try:
-            direct: list[tuple[str, wire.Envelope]] = []
             for from_peer, envelope in decode_deliveries(record, direct):
                 record_delivered(envelope.stream, envelope.sequence, now=now)
                 deliver(from_envelope(envelope), from_peer)
-            for from_peer, envelope in direct:
-                # In no stream: nothing to record for a successor.
+        except DecodeError as exc:
+            torn = exc
+        for from_peer, envelope in direct:
+            # In no stream: nothing to record for a successor.
+            try:
                 deliver(from_envelope(envelope), from_peer, direct=True)
-        except DecodeError:
-            return
+            except DecodeError as exc:
+                torn = exc
+        if torn is not None:
+            self._corrupt(source, SUPERVISOR, f"a torn delivery: {torn.detail}")
 
     # --- connections -------------------------------------------------------------------
 
