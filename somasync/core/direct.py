@@ -49,23 +49,25 @@ on; relays take the ACK home along the routes the DATA frame taught them.
 At most once, whatever anyone sends (per worker of a sharded node, for as long as it
 runs): the target holds the ids it delivered per sender (:data:`DELIVERED_PER_SENDER`
 each, :data:`DELIVERED_CAPACITY` in all; past that, a sender's oldest by timestamp, else
-the least recently heard sender whole) and, per sender, the newest timestamp among its
-ids forgotten (for a sender forgotten whole, the newest of any forgotten whole). A
-message not held and no newer than that is refused (``direct_replayed``) and not
-acknowledged: it may have been delivered. So a captured frame replayed with a new
-attempt byte is answered or refused, never delivered again; only its sender (with its
-key) can push its ids out one by one, and other keys only by making it forgotten whole,
-which takes :data:`DELIVERED_CAPACITY` ids of theirs. Exactly once (a retry answered
-with its ACK) holds while the retry arrives before :data:`DELIVERED_PER_SENDER` newer
-messages of the same sender and before :data:`DELIVERED_CAPACITY` ids of later senders
-made it forgotten: past that, the retry is refused and the send fails although it was
-delivered. The price of refusing: once senders were forgotten whole, a new sender's
-message no newer than the newest of them is refused too, so many keys sending
-(:attr:`~somasync.config.GossipConfig.trusted_keys` unset) can get honest first
-messages refused for up to ``max_clock_skew`` (how far ahead a timestamp may run). A
-sender whose every message is older than ``max_message_age`` is forgotten without
-raising any floor (its messages are refused as too old anyway). A restarted node has
-forgotten everything: it takes again a message younger than ``max_message_age``.
+the sender whose newest message is the oldest, whole, so the floor it leaves is no
+higher than any sender still held) and, per sender, the newest timestamp among its ids
+forgotten (for a sender forgotten whole, the newest of any forgotten whole). A message
+not held and no newer than that is refused (``direct_replayed``) and not acknowledged:
+it may have been delivered. So a captured frame replayed with a new attempt byte is
+answered or refused, never delivered again; only its sender (with its key) can push its
+ids out one by one, and other keys only by making it forgotten whole, which takes
+:data:`DELIVERED_CAPACITY` ids of theirs. Exactly once (a retry answered with its ACK)
+holds while the retry arrives before :data:`DELIVERED_PER_SENDER` newer messages of the
+same sender and before the sender is forgotten whole (once :data:`DELIVERED_CAPACITY`
+ids of senders with newer messages are held): past that, the retry is refused and the
+send fails although it was delivered. The price of refusing: once senders were forgotten
+whole, a new sender's message no newer than the newest of them is refused too; honest
+senders are forgotten before any whose clock runs ahead of theirs, but many keys sending
+(:attr:`~somasync.config.GossipConfig.trusted_keys` unset) can get honest first messages
+refused for up to ``max_clock_skew`` (how far ahead a timestamp may run). A sender whose
+every message is older than ``max_message_age`` is forgotten without raising any floor
+(its messages are refused as too old anyway). A restarted node has forgotten everything:
+it takes again a message younger than ``max_message_age``.
 
 Routes are learned only from frames whose maker's signature was checked: a flood's (each
 is checked before it goes on), a message delivered here, an ACK for one of this node's
@@ -260,10 +262,12 @@ class DirectRouter:
         self._endpoint = endpoint
         self._pending: dict[bytes, _Pending] = {}
         self._routes: OrderedDict[bytes, int] = OrderedDict()  # node key -> link
-        # Sender key -> what it delivered here, the sender delivered from least recently
-        # first; ids held in all; the newest timestamp of any sender forgotten whole.
-        self._delivered: OrderedDict[bytes, _Delivered] = OrderedDict()
+        # Sender key -> what it delivered here; ids held in all; (newest timestamp,
+        # sender) as a heap, stale entries skipped, for the sender to forget first; the
+        # newest timestamp of any sender forgotten whole.
+        self._delivered: dict[bytes, _Delivered] = {}
         self._delivered_ids = 0
+        self._stalest: list[tuple[int, bytes]] = []
         self._forgotten_ms = -1
         self._relayed = SeenCache(RELAYED_CAPACITY, RELAYED_TTL)
         self._floods = KeyedBuckets(FLOOD_RATE, FLOOD_BURST)
@@ -562,23 +566,41 @@ class DirectRouter:
                   ack: bytes) -> None:
         """Hold a delivered message's id, forgetting (within the bounds) what is oldest:
         the sender's oldest message past :data:`DELIVERED_PER_SENDER`, else, past
-        :data:`DELIVERED_CAPACITY` in all, the least recent sender whole."""
+        :data:`DELIVERED_CAPACITY` in all, the sender whose newest message is the oldest,
+        whole (so the floor it leaves for every sender forgotten whole is as low as can
+        be: no higher than any sender's still held)."""
         delivered = self._delivered
         log = delivered.get(sender)
         if log is None:
             # A sender forgotten whole may come back: its floor is everyone forgotten's.
             log = delivered[sender] = _Delivered(self._forgotten_ms)
-        else:
-            delivered.move_to_end(sender)
+        newest = log.newest_ms
         log.add(message_id, timestamp_ms, ack)
+        if log.newest_ms != newest:  # (a new sender's is newer than its floor)
+            stalest = self._stalest
+            heapq.heappush(stalest, (log.newest_ms, sender))
+            if len(stalest) > 4 * len(delivered) + 64:
+                # Entries left behind by newer messages: rebuilt, O(senders) per as many.
+                stalest[:] = [(held.newest_ms, key) for key, held in delivered.items()]
+                heapq.heapify(stalest)
         self._delivered_ids += 1
         if len(log.acks) > DELIVERED_PER_SENDER:
             log.forget_oldest()
             self._delivered_ids -= 1
         while self._delivered_ids > DELIVERED_CAPACITY:
-            _, forgotten = delivered.popitem(last=False)
-            self._delivered_ids -= len(forgotten.acks)
+            forgotten = self._pop_stalest()
             self._forgotten_ms = max(self._forgotten_ms, forgotten.newest_ms)
+
+    def _pop_stalest(self) -> _Delivered:
+        """Forget the sender whose newest message is the oldest, whole."""
+        stalest, delivered = self._stalest, self._delivered
+        while True:
+            newest, sender = heapq.heappop(stalest)
+            log = delivered.get(sender)
+            if log is not None and log.newest_ms == newest:
+                del delivered[sender]
+                self._delivered_ids -= len(log.acks)
+                return log
 
     def _check(self, state: _Link, direct: DirectFrame, signature: bytes, body: bytes,
                now: float) -> str | None:
@@ -677,13 +699,13 @@ class DirectRouter:
         endpoint = self._endpoint
         # Too old to be taken again anyway: forgotten without raising anyone's floor.
         horizon_ms = (now + endpoint._wall_offset - endpoint.config.max_message_age) * 1000
-        delivered = self._delivered
-        while delivered:
-            sender, log = next(iter(delivered.items()))
-            if log.newest_ms >= horizon_ms:
-                break  # the least recent sender first: the rest is mostly newer
-            del delivered[sender]
-            self._delivered_ids -= len(log.acks)
+        stalest, delivered = self._stalest, self._delivered
+        while stalest and stalest[0][0] < horizon_ms:
+            newest, sender = heapq.heappop(stalest)
+            log = delivered.get(sender)
+            if log is not None and log.newest_ms == newest:  # else a newer entry stays
+                del delivered[sender]
+                self._delivered_ids -= len(log.acks)
 
     def link_down(self, link: int) -> None:
         """``link`` closed: routes through it are gone."""

@@ -705,3 +705,30 @@ def test_an_acknowledgement_s_check_is_counted() -> None:
     mesh.settle()
     assert len(of(mesh, "a", DirectAcked)) == 1
     assert a.statistics().signatures_verified - before == 1  # the ack's, checked at a
+
+
+def test_a_sender_whose_clock_runs_ahead_does_not_hold_back_everyone_else(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # d must forget senders whole (more than its capacity from a hundred keys, each
+    # message 50 s ahead of d's clock). It forgets those whose newest message is oldest
+    # first: forgetting a, 55 s ahead, would refuse every new sender's message (no
+    # newer than a's) for a while.
+    mesh, _, _ = replay_setup(monkeypatch)
+    ahead = Message(MessageType.Data("from the future"), "a", timestamp=WALL + mesh.now - 45.0,
+                    sequence=0, headers={direct.DIRECT_HEADER:
+                                         mesh.nodes["d"].identity.public_key.hex()})
+    signed = ahead.sign_with_ed25519(mesh.nodes["a"].identity).to_envelope()
+    mesh.inject("d", mesh.link_of("d", "b"), direct.encode_direct(
+        direct.DATA, 0, mesh.nodes["d"].identity.public_key,
+        mesh.nodes["a"].identity.public_key, signed.signature + signed.body))  # type: ignore[operator]
+    mesh.settle()
+    for i in range(100):
+        mesh.inject("d", mesh.link_of("d", "b"), direct_from(
+            mesh, Identity.generate(), f"k{i}", "d", f"filler {i}"))
+        mesh.step(0.01)
+    assert len(mesh.delivered["d"]) == 102
+    newcomer = direct_from(mesh, Identity.generate(), "c", "d", "hello")
+    mesh.inject("d", mesh.link_of("d", "b"), newcomer)
+    mesh.settle()
+    assert len(mesh.delivered["d"]) == 103
+    assert rejected(mesh, "d", "direct_replayed") == 0
