@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from typing import TypeVar
 
 import pytest
@@ -732,3 +733,35 @@ def test_a_sender_whose_clock_runs_ahead_does_not_hold_back_everyone_else(
     mesh.settle()
     assert len(mesh.delivered["d"]) == 103
     assert rejected(mesh, "d", "direct_replayed") == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_no_mix_of_senders_timestamps_and_replays_delivers_a_message_twice(
+        monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    # Small caches, a few keys, timestamps out of order within the clock skew, and
+    # every frame made so far replayed at random with a new attempt byte.
+    monkeypatch.setattr(direct, "DELIVERED_CAPACITY", 12)
+    monkeypatch.setattr(direct, "DELIVERED_PER_SENDER", 4)
+    rng = random.Random(seed)
+    mesh = build([("b", "d")])
+    d_key = mesh.nodes["d"].identity.public_key
+    keys = [Identity.generate() for _ in range(5)]
+    made: list[bytes] = []
+    for i in range(300):
+        if made and rng.random() < 0.4:
+            frame = bytearray(rng.choice(made))
+            frame[wire.FRAME_HEADER.size + 1] = rng.randrange(1, 256)  # the attempt byte
+            mesh.inject("d", mesh.link_of("d", "b"), bytes(frame))
+        else:
+            key = rng.choice(keys)
+            message = Message(MessageType.Data(f"m{i}"), "k",
+                              timestamp=WALL + mesh.now - 100.0 + rng.uniform(-30, 30),
+                              sequence=0, headers={direct.DIRECT_HEADER: d_key.hex()})
+            signed = message.sign_with_ed25519(key).to_envelope()
+            made.append(direct.encode_direct(direct.DATA, 0, d_key, key.public_key,
+                                             signed.signature + signed.body))  # type: ignore[operator]
+            mesh.inject("d", mesh.link_of("d", "b"), made[-1])
+        mesh.step(0.01)
+    delivered = mesh.delivered["d"]
+    assert len(delivered) == len(set(delivered))
+    assert len(delivered) > 12  # more than the cache holds went through
