@@ -28,15 +28,17 @@ its maker: a neighbour relays everyone's floods, and no maker uses up the others
 in it, so it takes at least four keys, each signing its floods, to fill a neighbour's
 budget (keys cost nothing: only ``trusted_keys`` bounds how many).
 
-A node passes a frame on once, and again only for a copy with fewer hops behind it (at
-most ``MAX_HOPS`` times): the hop count is signed by nobody, and a copy sent ahead with
-a high one dies sooner, so it must not stop the genuine one. A frame is remembered as
-relayed only once it was passed on or taken (delivered, acknowledged), never when
-dropped, and by its whole payload (type, attempt, target, route, signature, message), so
-no copy a neighbour makes of a message it saw (garbled, re-addressed, routed elsewhere,
-past the hop limit) can make a relay drop the sender's own tries as duplicates. A routed
-frame goes out once for each time it came in, so the overlay cannot be used to multiply
-traffic beyond a flood's degree, which a neighbour gets at the flood rate only.
+A node passes a frame on once, and again only for a copy with at least two hops fewer
+behind it (at most ``MAX_HOPS`` / 2 times): the hop count is signed by nobody, and a
+copy sent ahead with a high one dies sooner, so it must not stop the genuine one; it can
+cost the genuine one at most one hop of reach (copies racing by one hop are the honest
+case). A frame is remembered as relayed only once it was passed on or taken (delivered,
+acknowledged), never when dropped, and by its whole payload (type, attempt, target,
+route, signature, message), so no copy a neighbour makes of a message it saw (garbled,
+re-addressed, routed elsewhere, past the hop limit) can make a relay drop the sender's
+own tries as duplicates. A routed frame goes out once for each time it came in, so the
+overlay cannot be used to multiply traffic beyond a flood's degree, which a neighbour
+gets at the flood rate only.
 
 The sender retries (every try a new ``attempt``, doubling the wait from
 :data:`RETRY_FIRST` up to :data:`RETRY_MAX`) until the target's signed ACK arrives or the
@@ -359,11 +361,13 @@ class DirectRouter:
         relay_id = hashlib.blake2b(frame.payload, digest_size=16).digest()
         relayed = self._relayed
         hops = min(frame.hops, MAX_HOPS - 1)
-        # A duplicate is a frame this node already passed on (or took) with as few hops
-        # or fewer: that copy went at least as far as this one can. The hop count is
-        # nobody's signature, so a copy sent with more, which dies sooner, must not
-        # make the genuine one look like a duplicate.
-        for done in _HOP_TAGS[: hops + 1]:
+        # A duplicate is a frame this node already passed on (or took) with at most one
+        # hop more: that copy went nearly as far as this one can. The hop count is
+        # nobody's signature, so a copy sent ahead with more, which dies sooner, must
+        # not make the genuine one look like a duplicate; one hop of slack, because
+        # honest copies racing each other often differ by one (re-sending those cost
+        # 27% more frames per flood at 120 simulated nodes, 45% at 500).
+        for done in _HOP_TAGS[: hops + 2]:
             if relay_id + done in relayed:
                 endpoint._count_reject("direct_duplicate")
                 return
