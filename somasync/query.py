@@ -45,7 +45,6 @@ __all__ = [
     "check_pattern",
 ]
 
-QUERY_HEADER = "somasync-query"
 FILTER_HEADER = "somasync-query-filter"
 RESPONSE_HEADER = "somasync-query-response"
 ACK_HEADER = "somasync-query-ack"  # in a query: "ack on receipt"; in an answer: the ack

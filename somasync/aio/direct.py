@@ -12,7 +12,7 @@ from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from somasync.core import wire
-from somasync.core.direct import DIRECT_HEADER, HEAD, MAX_VIA
+from somasync.core.direct import DIRECT_HEADER, HEAD, MAX_VIA, QUERY_HEADER
 from somasync.core.events import DirectAcked, DirectFailed
 from somasync.core.payload import MessageType
 from somasync.errors import (
@@ -28,7 +28,6 @@ from somasync.query import (
     FILTER_HEADER,
     MAX_OPEN_QUERIES,
     MAX_RESPONSES,
-    QUERY_HEADER,
     RESPONSE_HEADER,
     Query,
     QueryFilter,

@@ -136,6 +136,10 @@ DATA, ACK = 1, 2
 ACK_DOMAIN = b"somasync/direct-ack/v1\x00"
 DIRECT_HEADER = "somasync-direct-to"
 """The signed header naming a direct message's target (its public key, hex)."""
+QUERY_HEADER = "somasync-query"
+"""The signed header that makes a broadcast a query (:mod:`somasync.query`): every node
+it reaches may answer its origin with a direct message, so each learns the way back
+from the query's first copy (its signature checked) instead of flooding the answer."""
 HEAD = struct.Struct("!BB32s32sB")
 # Where a DATA body (signature || envelope) holds the envelope's priority byte.
 PRIORITY_OFFSET = wire.SIGNATURE_SIZE + struct.calcsize("!BBB32sQqI")
@@ -385,7 +389,11 @@ class DirectRouter:
     def _learn(self, state: _Link, direct: DirectFrame) -> None:
         """``direct``'s maker signed it (checked): the link it came on first leads back to
         its maker."""
-        sender = direct.sender
+        self.learn_route(state, direct.sender)
+
+    def learn_route(self, state: _Link, sender: bytes) -> None:
+        """A frame ``sender`` signed (checked) came first over ``state``'s link: that link
+        leads back to it (for a query's origin, the way its answers take)."""
         if sender in self._endpoint._peers:
             return
         routes = self._routes

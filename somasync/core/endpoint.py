@@ -44,7 +44,7 @@ from somasync.core.batches import BatchVerifier
 from somasync.core.broadcast import BroadcastTree, TreeStatistics
 from somasync.core.budget import AMPLIFICATION_LIMIT, KeyedBuckets, TokenBucket
 from somasync.core.crypto import Identity
-from somasync.core.direct import DIRECT_HEADER, DirectRouter
+from somasync.core.direct import DIRECT_HEADER, QUERY_HEADER, DirectRouter
 from somasync.core.events import (
     Event,
     FrameRejected,
@@ -1255,6 +1255,8 @@ class Endpoint:
         if state.peer_lead and frame.flags & wire.FLAG_REPAIR:
             state.peer_lead -= 1
         assert state.hello is not None
+        if signature is not None and QUERY_HEADER in envelope.headers:
+            self._direct.learn_route(state, envelope.origin)
         # The tuple's own __new__ is a Python function around this, once per delivery.
         self._deliveries.append(_new_tuple(Delivery, (envelope, payload, state.hello.node_id,
                                                       frame.hops, False)))

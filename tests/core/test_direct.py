@@ -765,3 +765,21 @@ def test_no_mix_of_senders_timestamps_and_replays_delivers_a_message_twice(
     delivered = mesh.delivered["d"]
     assert len(delivered) == len(set(delivered))
     assert len(delivered) > 12  # more than the cache holds went through
+
+
+def test_an_answer_to_a_query_follows_the_query_back_without_flooding() -> None:
+    # Every node a query reaches may answer it with a direct message: were each answer
+    # to flood, one query would cost (nodes x links) frames. The query's own way to each
+    # node (a signed broadcast, checked) is the way back.
+    mesh = build([("a", "b"), ("b", "c"), ("c", "d"), ("b", "e"), ("e", "f")])
+    asker = mesh.nodes["d"]
+    query = Message(MessageType.Data("who runs sensor?"), "d", timestamp=WALL + mesh.now - 100.0,
+                    sequence=1, headers={direct.QUERY_HEADER: "q1"})
+    asker.broadcast(query.sign_with_ed25519(asker.identity).to_envelope(), now=mesh.now)
+    mesh.settle()
+    before = mesh.nodes["e"].statistics().frames_in
+    answer = send(mesh, "a", "d", "me")
+    mesh.settle()
+    assert mesh.delivered["d"][-1] == answer
+    assert mesh.nodes["e"].statistics().frames_in == before  # no flood through e
+    assert of(mesh, "a", RouteDiscovered) == [RouteDiscovered("d", "b")]
