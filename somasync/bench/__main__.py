@@ -187,7 +187,9 @@ def format_summary(result: dict[str, Any]) -> str:
         f"lost {t['lost']:,}, duplicates {t['duplicates']:,}, {t['bytes_per_delivery']:,.0f} "
         f"bytes on the wire (node to node) per delivery",
         f"ingest: slowest node {t['slowest_node_rate_per_s']:,.0f} msg/s; ceiling with every "
-        f"node verifying everything on {t['verify_cores']} core(s) = "
+        f"node checking everything "
+        f"({'batch-signed' if t.get('ceiling') == 'batch' else 'one verify each'}) "
+        f"on {t['verify_cores']} core(s) = "
         f"{t['ceiling_per_node_per_s']:,.0f} msg/s -> {_fmt(t['fraction_of_ceiling'], 2)} of "
         f"ceiling; efficiency {t['efficiency']:.2f} (all nodes' msg/s / (cores x raw))",
     ]

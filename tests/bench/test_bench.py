@@ -55,6 +55,8 @@ def test_tiny_mesh_delivers_every_message_once_everywhere(tmp_path: Path) -> Non
     assert result["reach_all_messages"] == 300
     assert result["latency_histogram"]["count"] == 900
     assert result["raw_verify_per_s"]["median"] > 0
+    assert result["totals"]["ceiling"] == "single"
+    assert result["raw_batch_verify_per_s"] is None
     assert "OK: every live node received every message exactly once" in stdout
 
 
@@ -153,6 +155,16 @@ def test_batch_signing_publishers_deliver_everything_once(tmp_path: Path) -> Non
     assert [node["unique"] for node in result["nodes"]] == [400, 400, 400]
     assert result["totals"]["duplicates"] == 0
     assert "batch-signed, 16 to a signature within 2 ms" in stdout
+    # Efficiency against the ceiling of checking batch-signed messages, measured in the
+    # same run: far above one Ed25519 verify per message.
+    assert result["totals"]["ceiling"] == "batch"
+    batch_ceiling = result["raw_batch_verify_per_s"]
+    assert batch_ceiling["batch_size"] == 16
+    assert batch_ceiling["median"] > result["raw_verify_per_s"]["median"]
+    assert result["totals"]["efficiency"] == pytest.approx(
+        result["totals"]["aggregate_rate_per_s"]
+        / (result["totals"]["verify_cores"] * batch_ceiling["median"]), abs=1e-3)
+    assert "checking everything (batch-signed)" in stdout
 
 
 @pytest.mark.multiprocess
