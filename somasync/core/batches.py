@@ -92,21 +92,10 @@ class BatchVerifier:
         if batch is None:
             return self._first(key, depth, position, message_id, proof, signature, origin,
                                verify_root)
-        # Walk up to the lowest proven node, remembering the path to prove it below.
-        node = message_id
-        offset = 0
-        path: list[tuple[int, bytes, bytes]] = []  # (position, node, sibling)
-        while True:
-            proven = batch.get(position)
-            if proven is not None:
-                if proven != node + proof[offset:]:
-                    return False
-                break
-            sibling = proof[offset : offset + _ID_SIZE]
-            path.append((position, node, sibling))
-            node = _parent(sibling, node) if position & 1 else _parent(node, sibling)
-            position >>= 1
-            offset += _ID_SIZE
+        node, position, offset, path = _climb(message_id, position, proof, batch)
+        # The root is always held: the walk ends at a proven node.
+        if batch[position] != node + proof[offset:]:
+            return False
         self.proven_from_cache += 1
         if path:
             self._remember(batch, path, proof)
@@ -114,15 +103,7 @@ class BatchVerifier:
 
     def _first(self, key: bytes, depth: int, position: int, message_id: bytes, proof: bytes,
                signature: bytes, origin: bytes, verify_root: RootCheck) -> bool:
-        node = message_id
-        path: list[tuple[int, bytes, bytes]] = []
-        offset = 0
-        for _ in range(depth):
-            sibling = proof[offset : offset + _ID_SIZE]
-            path.append((position, node, sibling))
-            node = _parent(sibling, node) if position & 1 else _parent(node, sibling)
-            position >>= 1
-            offset += _ID_SIZE
+        node, _, _, path = _climb(message_id, position, proof, {})
         self.signatures_checked += 1
         if not verify_root(origin, signature, wire.batch_signed_bytes(depth, node)):
             return False
@@ -150,3 +131,20 @@ class BatchVerifier:
             # The oldest batches go first, this one last: a later message of an evicted
             # batch costs one Ed25519 check again, nothing else.
             self._nodes -= len(batches.pop(next(iter(batches))))
+
+
+def _climb(message_id: bytes, position: int, proof: bytes, proven: dict[int, bytes]
+           ) -> tuple[bytes, int, int, list[tuple[int, bytes, bytes]]]:
+    """Hash from a leaf up to the first position ``proven`` holds, or to the root: the
+    node reached, its position, the proof's offset there, and the path below it as
+    (position, node, sibling)."""
+    node = message_id
+    offset = 0
+    path: list[tuple[int, bytes, bytes]] = []
+    while position > 1 and position not in proven:
+        sibling = proof[offset : offset + _ID_SIZE]
+        path.append((position, node, sibling))
+        node = _parent(sibling, node) if position & 1 else _parent(node, sibling)
+        position >>= 1
+        offset += _ID_SIZE
+    return node, position, offset, path
