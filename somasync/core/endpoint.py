@@ -79,7 +79,7 @@ DIGEST_BURST = 8.0  # answers with content to one neighbour back to back (a catc
 DIGEST_RATE = 1.0  # answers with content to one neighbour per anti-entropy interval after that
 VERIFY_BOUNDS = (25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6, 1e-3, 5e-3)
 """Upper bounds (seconds) of the signature-check duration histogram's buckets."""
-ROOT_CACHE_SIZE = 4096  # verified batch roots kept: a few per origin sending at full rate
+ROOT_CACHE_SIZE = 4096  # verified batches kept: a few per origin sending at full rate
 _VERDICTS = frozenset({"protocol_error", str(RejectReason.LOW_SCORE)})  # closes for conduct
 ROUTED_ROOM = 4 * 1024 * 1024  # bytes routed messages may wait in without read-ahead
 FLUSH_LIMIT = 256  # frames of a closing link handled at once (see _flush_waiting)
@@ -332,9 +332,10 @@ class Endpoint:
         self._verify_counts = [0] * (len(VERIFY_BOUNDS) + 1)
         self._verify_total = 0.0
         self._verify = verify if timer is None else self._timed(verify, timer)
-        # Batch roots whose signature checked out, keyed by origin, signature and root:
-        # the other messages of a batch need only their proof. A copy with any other
-        # signature bytes misses, so a relay cannot pass on a corrupted signature.
+        # Batches whose root signature checked out, with the tree nodes their messages
+        # proved: a batch's other messages need only the rest of their proof. A copy
+        # with other signature bytes is another batch, checked anew, so a relay cannot
+        # pass on a corrupted signature.
         self._batches = BatchVerifier(max_batches=ROOT_CACHE_SIZE)
         self._credential = credential
         self.trust = trust if trust is not None else Trust()
@@ -836,15 +837,14 @@ class Endpoint:
                 if inbox:
                     backlog[link] = inbox
                 budget -= 1
-                state = self._links.get(link)
                 if not inbox.routed:
-                    if state is not None and not state.closing:
-                        self._now = now
-                        self._receive_frame(state, frame, now)
-                elif state is None or state.closing:
-                    self._count_reject("routed_to_closed_link")
+                    self._receive_waiting(link, frame, now)
                 else:
-                    self._handle_routed_message(state, frame, now)
+                    state = self._links.get(link)
+                    if state is None or state.closing:
+                        self._count_reject("routed_to_closed_link")
+                    else:
+                        self._handle_routed_message(state, frame, now)
                 if budget <= 0:
                     break
         return bool(backlog)
