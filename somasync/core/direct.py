@@ -81,6 +81,12 @@ be the way to any node and swallow every sender's first try for it. A frame pass
 unchecked goes at most in band :data:`UNCHECKED_PRIORITY`, below the critical one, so
 nobody's garbage pushes out a relay's own critical frames.
 
+A query (a broadcast with the :data:`QUERY_HEADER`) teaches every node the link its first
+copy came on as the way back to its asker, so that the answers do not flood. That is a
+guess for first tries only: any node holds the query and can hand it on first, and a
+relay with a route never floods, so a retry (``attempt`` above 0) ignores it and floods
+unless a checked direct frame taught a route.
+
 Who pays for a bad signature: the last relay checks every frame it hands to the frame's
 target (DATA and ACK alike), and no node passes on a frame that names it as the maker.
 So a frame for this node that fails its check is always its neighbour's fault (it made
@@ -268,6 +274,10 @@ class DirectRouter:
         self._endpoint = endpoint
         self._pending: dict[bytes, _Pending] = {}
         self._routes: OrderedDict[bytes, int] = OrderedDict()  # node key -> link
+        # The way back to a query's asker (the link its query came on first): a guess,
+        # for a first try only. Anyone holding the query (everyone) can hand it on
+        # first; were it a route, relays would never flood a retry past that node.
+        self._query_routes: OrderedDict[bytes, int] = OrderedDict()
         # Sender key -> what it delivered here; ids held in all; (newest timestamp,
         # sender) as a heap, stale entries skipped, for the sender to forget first; the
         # newest timestamp of any sender forgotten whole.
@@ -320,7 +330,7 @@ class DirectRouter:
         # The first relay of an explicit route, else the target or its route; a retry
         # floods as well, in case the route broke.
         first = pending.via[0] if pending.via else pending.target
-        link = self._link_to(first, explicit=bool(pending.via))
+        link = self._link_to(first, explicit=bool(pending.via), attempt=pending.attempt)
         if link is not None:
             endpoint._queue(link, frame, pending.priority)
             if pending.attempt == 0 or pending.via or first in endpoint._peers:
@@ -332,22 +342,26 @@ class DirectRouter:
             if state is not link and not state.closing:
                 endpoint._queue(state, frame, pending.priority)
 
-    def _link_to(self, key: bytes, *, explicit: bool = False) -> _Link | None:
-        """The link leading to ``key``: the neighbour itself, or its learned route."""
+    def _link_to(self, key: bytes, *, explicit: bool = False,
+                 attempt: int = 0) -> _Link | None:
+        """The link leading to ``key``: the neighbour itself, or its learned route; for a
+        first try (``attempt`` 0), else the way a query of ``key`` came."""
         endpoint = self._endpoint
         state = endpoint._peers.get(key)
         if state is not None and not state.closing:
             return state
         if explicit:
             return None
-        link = self._routes.get(key)
-        if link is None:
-            return None
-        state = endpoint._links.get(link)
-        if state is None or state.closing or state.hello is None:
-            del self._routes[key]
-            return None
-        return state
+        for routes in (self._routes, self._query_routes) if attempt == 0 else (self._routes,):
+            link = routes.get(key)
+            if link is None:
+                continue
+            state = endpoint._links.get(link)
+            if state is None or state.closing or state.hello is None:
+                del routes[key]
+                continue
+            return state
+        return None
 
     # --- frames -------------------------------------------------------------------------
 
@@ -391,12 +405,13 @@ class DirectRouter:
         its maker."""
         self.learn_route(state, direct.sender)
 
-    def learn_route(self, state: _Link, sender: bytes) -> None:
+    def learn_route(self, state: _Link, sender: bytes, *, query: bool = False) -> None:
         """A frame ``sender`` signed (checked) came first over ``state``'s link: that link
-        leads back to it (for a query's origin, the way its answers take)."""
+        leads back to it. ``query``: the frame was ``sender``'s query, whose way back its
+        answers' first tries take (only theirs: see ``_query_routes``)."""
         if sender in self._endpoint._peers:
             return
-        routes = self._routes
+        routes = self._query_routes if query else self._routes
         routes[sender] = state.id
         routes.move_to_end(sender)
         if len(routes) > MAX_ROUTES:
@@ -489,7 +504,7 @@ class DirectRouter:
                 endpoint._count_reject("direct_no_route")
                 return False
             return self._hand_on(state, direct, frame, link, now)
-        link = self._link_to(direct.target)
+        link = self._link_to(direct.target, attempt=direct.attempt)
         if link is not None and link is not state:
             return self._hand_on(state, direct, frame, link, now)
         assert state.hello is not None
@@ -721,8 +736,9 @@ class DirectRouter:
 
     def link_down(self, link: int) -> None:
         """``link`` closed: routes through it are gone."""
-        for key in [k for k, v in self._routes.items() if v == link]:
-            del self._routes[key]
+        for routes in (self._routes, self._query_routes):
+            for key in [k for k, v in routes.items() if v == link]:
+                del routes[key]
 
     @property
     def pending(self) -> int:

@@ -1256,7 +1256,7 @@ class Endpoint:
             state.peer_lead -= 1
         assert state.hello is not None
         if signature is not None and QUERY_HEADER in envelope.headers:
-            self._direct.learn_route(state, envelope.origin)
+            self._direct.learn_route(state, envelope.origin, query=True)
         # The tuple's own __new__ is a Python function around this, once per delivery.
         self._deliveries.append(_new_tuple(Delivery, (envelope, payload, state.hello.node_id,
                                                       frame.hops, False)))

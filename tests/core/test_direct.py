@@ -783,3 +783,30 @@ def test_an_answer_to_a_query_follows_the_query_back_without_flooding() -> None:
     assert mesh.delivered["d"][-1] == answer
     assert mesh.nodes["e"].statistics().frames_in == before  # no flood through e
     assert of(mesh, "a", RouteDiscovered) == [RouteDiscovered("d", "b")]
+
+
+def test_a_neighbour_that_relays_a_query_first_delays_only_the_first_try_of_an_answer(
+        ) -> None:
+    # m hands the asker's (genuine) query to r1 and r2 before anyone else, so both learn
+    # m as the way back to q; then m swallows everything. The query's way back is a
+    # guess for the first try only: retries flood past m.
+    mesh = build([("q", "a"), ("a", "r1"), ("a", "r2"), ("a", "m"), ("m", "r1"),
+                  ("m", "r2"), ("x", "r1"), ("x", "r2")])
+    asker = mesh.nodes["q"]
+    query = Message(MessageType.Data("who runs sensor?"), "q",
+                    timestamp=WALL + mesh.now - 101.0, sequence=0,
+                    headers={direct.QUERY_HEADER: "q1"})
+    envelope_ = query.sign_with_ed25519(asker.identity).to_envelope()
+    frame = wire.encode_message_frame(envelope_, hops=1)
+    for relay in ("r1", "r2"):
+        mesh.inject(relay, mesh.link_of(relay, "m"), frame)
+    mesh.settle()
+    assert envelope_.id in mesh.delivered["x"]
+    for w in mesh.wires.values():
+        if "m" in (w.a, w.b):
+            w.drop = True  # m swallows whatever it is sent; its links stay up
+    answer = send(mesh, "x", "q", "me", timeout=10.0)
+    mesh.step(12.0)
+    assert answer in mesh.delivered["q"]
+    assert [e.message_id for e in of(mesh, "x", DirectAcked)] == [answer]
+    assert of(mesh, "x", DirectFailed) == []
