@@ -61,7 +61,14 @@ class KeyedBuckets:
         return self._bucket(key, now).take(now=now, cost=cost)
 
     def has(self, key: Hashable, *, now: float, cost: float = 1.0) -> bool:
-        return self._bucket(key, now).has(now=now, cost=cost)
+        """Whether ``key`` could spend ``cost`` now, without making it a bucket: asking
+        about keys a peer makes up (checks come before what is checked) must not push
+        out the buckets of others, which would start full again."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return cost <= self.burst
+        self._buckets.move_to_end(key)
+        return bucket.has(now=now, cost=cost)
 
     def _bucket(self, key: Hashable, now: float) -> TokenBucket:
         bucket = self._buckets.get(key)

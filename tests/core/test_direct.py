@@ -810,3 +810,29 @@ def test_a_neighbour_that_relays_a_query_first_delays_only_the_first_try_of_an_a
     assert answer in mesh.delivered["q"]
     assert [e.message_id for e in of(mesh, "x", DirectAcked)] == [answer]
     assert of(mesh, "x", DirectFailed) == []
+
+
+def test_junk_from_another_neighbour_does_not_refill_a_maker_s_share() -> None:
+    # m sends y frames naming made-up makers, none signed: each costs m nothing beyond a
+    # check, and must not push x's share for maker k out of y's bounded table (a share
+    # forgotten starts full again, and k would get x's whole budget).
+    mesh = build([("x", "y"), ("y", "p"), ("m", "y")])
+    maker = Identity.generate()
+    from_x, from_m = mesh.link_of("y", "x"), mesh.link_of("y", "m")
+    share = int(direct.FLOOD_ORIGIN_BURST)
+    passed = []
+    sent = 0
+    for round_ in range(3):
+        before = mesh.nodes["p"].statistics().frames_in
+        for _ in range(share):
+            mesh.inject("y", from_x, flood_from(mesh, maker, "k", f"flood {sent}"))
+            sent += 1
+        mesh.settle()
+        passed.append(mesh.nodes["p"].statistics().frames_in - before)
+        for j in range(4100):
+            fake = (round_ * 10_000 + j).to_bytes(4, "big") * 8
+            mesh.inject("y", from_m, direct.encode_direct(
+                direct.DATA, 0, NOWHERE, fake,
+                b"\x01" * (wire.SIGNATURE_SIZE + wire.ENVELOPE_HEAD.size + 8)))
+        mesh.settle()
+    assert passed == [share, 0, 0]
