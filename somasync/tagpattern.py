@@ -25,6 +25,7 @@ quantifiers, and patterns whose automaton would exceed :data:`MAX_STATES`.
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from collections.abc import Callable
@@ -38,7 +39,7 @@ MAX_REPEAT = 255  # the largest m or n of {m,n}
 
 _CLASS_ESCAPES = "dwsDWS"
 _CHARACTER_ESCAPES = "tnrfv"
-_BRACES = re.compile(r"\{(\d*)(,?)(\d*)\}")
+_BRACES = re.compile(r"\{([0-9]*)(,?)([0-9]*)\}")  # ASCII digits, as re reads repeats
 
 _Test = Callable[[str], object]
 
@@ -146,7 +147,7 @@ def _parse(pattern: str) -> list[list[tuple[_Test, int, int | None]]]:
                                 or (pattern[index] == "{"
                                     and _quantifier(pattern, index) is not None)):
                 raise ValueError(f"multiple repeat at position {index}")
-        alternatives[-1].append((_compile_atom(atom), low, high))
+        alternatives[-1].append((_test_of(atom), low, high))
     return alternatives
 
 
@@ -197,6 +198,20 @@ def _quantifier(pattern: str, index: int) -> tuple[int, int | None, int] | None:
     return low, high, braces.end()
 
 
+def _test_of(atom: str) -> _Test:
+    """The test of one character against ``atom``: a plain or escaped character by
+    equality, ``.`` by not being a newline, the rest compiled by ``re`` (once per
+    distinct source: a filter may repeat an atom a few hundred times)."""
+    if atom == ".":
+        return "\n".__ne__
+    if len(atom) == 1:
+        return atom.__eq__
+    if atom[0] == "\\" and not atom[1].isalnum():
+        return atom[1].__eq__
+    return _compile_atom(atom)
+
+
+@functools.lru_cache(maxsize=1024)
 def _compile_atom(source: str) -> _Test:
     try:
         with warnings.catch_warnings():

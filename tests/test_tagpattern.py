@@ -34,6 +34,8 @@ def test_a_pattern_matches_exactly_what_re_fullmatch_matches(pattern: str, value
 @pytest.mark.parametrize(("pattern", "value"), [
     ("sensor|ids", "ids"), (r"edge-\d{1,3}\.example", "edge-12.example"),
     (".*-prod|.*-stage", "eu-stage"), ("a{}", "a{}"), ("a{", "a{"), ("x|", ""),
+    ("a{\u0663}", "a{\u0663}"),  # an Arabic-Indic three is no repeat count in re
+    ("a\\.b\\\\c d-[x]", "a.b\\c d-x"),
     ("[^]a]+", "bcd"),
 ])
 def test_the_patterns_people_write_match_as_in_re(pattern: str, value: str) -> None:
