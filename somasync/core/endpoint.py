@@ -170,6 +170,9 @@ class EndpointStatistics:
     send_queue_bytes: int
     """Bytes queued to peers now, not yet handed to their connections (a gauge)."""
     digests_sent: int
+    """Anti-entropy digests queued to neighbours. A periodic one queued behind frames
+    already waiting for a slow peer goes in the lowest band (see ``_send_digest``) and,
+    like bulk, may be pushed out of that peer's full queue (``send_queue_dropped``)."""
     repairs_sent: int
     """Messages sent to a neighbour because its digest showed it lacked them."""
     digest_entries_scanned: int
@@ -1688,7 +1691,8 @@ class Endpoint:
             # Behind what waits for this peer when something does: the digest lists those
             # messages as held, and read first, it would have the peer ask for every one
             # of them (the receiver does not ask while that peer's messages wait in its
-            # own backlog).
+            # own backlog). In the lowest band, a full queue may drop it as bulk: that
+            # peer is behind, and its own digests still ask us for what it lacks.
             self._queue(state, frame, 0 if state.outbox else 255)
         elif not self._answer(state, frame, 255):
             self._count_reject("answer_over_credit")
