@@ -382,10 +382,10 @@ class NodeControl:
         if data[:1] == _OVERLAY_PREFIX:
             if self._overlay is not None:
                 self._overlay.receive(source, data[1:], now=now)
-        elif data[:1] == _SIZE_PREFIX:
-            if self._sketch is not None:
-                self._sketch.receive(source, data[1:])
+        elif data[:1] == _SIZE_PREFIX and self._sketch is not None:
+            self._sketch.receive(source, data[1:])
         elif self._membership is not None:
+            # Membership's (a size sketch where none is kept is bad input it counts).
             self._membership.receive_datagram(source, data, now=now, sealed_by=sender)
         self._settle(now)
 

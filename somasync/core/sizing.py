@@ -61,9 +61,9 @@ from dataclasses import dataclass, field
 from somasync.config import AdaptiveConfig, GossipConfig
 from somasync.errors import DecodeError
 
-__all__ = ["SKETCH_REGISTERS", "SKETCH_SIZE", "AdaptiveSizer", "MeshSizeSketch", "Sizing",
-           "SketchStatistics", "anti_entropy_scale", "derive_sizing", "epidemic_fanout",
-           "hll_estimate", "retuned_config"]
+__all__ = ["MAX_ESTIMATE", "SKETCH_REGISTERS", "SKETCH_SIZE", "AdaptiveSizer",
+           "MeshSizeSketch", "Sizing", "SketchStatistics", "anti_entropy_scale",
+           "derive_sizing", "epidemic_fanout", "hll_estimate", "retuned_config"]
 
 SKETCH_VERSION = 1
 SKETCH_REGISTERS = 256
@@ -78,6 +78,10 @@ SKETCH_SIZE = _HEADER.size + SKETCH_REGISTERS
 _EPOCHS = 1 << 32
 _POWERS = [2.0 ** -rank for rank in range(MAX_RANK + 1)]
 AE_SCALE_THRESHOLD = 32
+MAX_ESTIMATE = float(1 << 32)
+"""Estimates are capped here: no mesh is larger, and a sketch with every register at
+its largest rank claims 2.65e19 nodes (any member can say so; the derived values are
+bounded anyway, but the number itself must stay a 64-bit integer on the wire)."""
 """Mesh size above which the anti-entropy interval is scaled up (memberlist's
 ``pushPullScaleThreshold``)."""
 
@@ -186,7 +190,7 @@ class AdaptiveSizer:
 
     def update(self, estimate: float, *, now: float) -> Sizing | None:
         """Feed the latest estimate; returns the new values when they changed."""
-        estimate = max(1.0, float(estimate))
+        estimate = min(max(1.0, float(estimate)), MAX_ESTIMATE)
         config = self.config
         if self.current is not None:
             if now - self._changed_at < config.settle_time:

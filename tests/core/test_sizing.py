@@ -21,7 +21,9 @@ from somasync.core.crypto import Identity
 from somasync.core.node import SIZE_CHANNEL, NodeControl
 from somasync.core.overlay import HyParView, OverlayKind, decode_message, encode_message
 from somasync.core.sizing import (
+    MAX_ESTIMATE,
     MAX_RANK,
+    SKETCH_REGISTERS,
     SKETCH_SIZE,
     AdaptiveSizer,
     MeshSizeSketch,
@@ -30,6 +32,7 @@ from somasync.core.sizing import (
     derive_sizing,
     encode_sketch,
     epidemic_fanout,
+    hll_estimate,
 )
 from somasync.enterprise import EnterpriseGossipConfig
 from somasync.errors import ConfigError, DecodeError
@@ -446,3 +449,28 @@ def test_the_sketch_estimate_is_reported_with_a_known_error() -> None:
         errors.append(sketch.estimate() / 2000 - 1)
     assert max(abs(e) for e in errors) <= 4 * 0.065
     assert abs(sum(errors) / len(errors)) <= 3 * 0.065 / math.sqrt(len(errors))
+
+
+def test_an_absurd_estimate_is_capped_and_stays_a_64_bit_integer() -> None:
+    # A sketch with every register at its largest rank claims about 2.65e19 nodes; a
+    # sharded node sends its workers the estimate as a JSON integer.
+    sizer = AdaptiveSizer(ON, anti_entropy_interval=2.0)
+    sizing = sizer.update(hll_estimate(bytes([MAX_RANK]) * SKETCH_REGISTERS), now=0.0)
+    assert sizing is not None
+    assert sizing.estimate <= MAX_ESTIMATE < 2**63
+    assert sizing.degree == ON.degree_bounds[1]
+
+
+def test_a_size_sketch_where_none_is_kept_is_counted_as_bad_input() -> None:
+    # Adaptive off (or membership on): the size channel's byte is membership's to refuse
+    # and count, as it was before the channel existed.
+    config = NodeConfig(discovery=frozenset({DiscoveryMethod.STATIC}),
+                        security=SecurityConfig(seal_datagrams=False))
+    control = NodeControl(config, Identity.generate(), "127.0.0.1:7000",
+                          rng=random.Random(1), now=0.0)
+    control.start([], [], now=0.0)
+    before = control.statistics().membership.datagrams_in
+    control.receive_datagram("127.0.0.1:9", bytes([SIZE_CHANNEL]) + bytes(40), now=1.0)
+    stats = control.statistics().membership
+    assert stats.datagrams_in == before + 1
+    assert sum(stats.rejected.values()) == 1
