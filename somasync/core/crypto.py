@@ -131,6 +131,17 @@ _UNOPENED = (nacl.exceptions.CryptoError, nacl.exceptions.ValueError,
 
 def aead_seal(key: bytes, nonce: bytes, data: bytes, associated: bytes | None = None) -> bytes:
     """ChaCha20-Poly1305 (IETF, 12-byte nonce) ciphertext of ``data``, tag appended."""
+    if _lib is not None and len(key) == _AEAD_KEY_SIZE and len(nonce) == _AEAD_NONCE_SIZE:
+        # Straight to libsodium, as verify: PyNaCl's binding checks and formats its error
+        # messages on every call, 2.7 of its 5.3 us for a 1 KB record, and a loaded node
+        # seals a record per write to every neighbour.
+        size = len(data) + _AEAD_TAG_SIZE
+        out = _ffi.new("unsigned char[]", size)
+        extra = b"" if associated is None else associated
+        _lib.crypto_aead_chacha20poly1305_ietf_encrypt(
+            out, _ffi.NULL, data, len(data), extra, len(extra), _ffi.NULL, nonce, key)
+        sealed: bytes = _ffi.buffer(out, size)[:]
+        return sealed
     return nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(data, associated, nonce,
                                                                     key)
 
@@ -138,11 +149,28 @@ def aead_seal(key: bytes, nonce: bytes, data: bytes, associated: bytes | None = 
 def aead_open(key: bytes, nonce: bytes, sealed: bytes,
               associated: bytes | None = None) -> bytes | None:
     """The plaintext of ``sealed``, or None when it was altered (or sealed another way)."""
+    if _lib is not None and len(key) == _AEAD_KEY_SIZE and len(nonce) == _AEAD_NONCE_SIZE:
+        if len(sealed) < _AEAD_TAG_SIZE:
+            return None
+        size = len(sealed) - _AEAD_TAG_SIZE
+        out = _ffi.new("unsigned char[]", max(1, size))
+        extra = b"" if associated is None else associated
+        failed: int = _lib.crypto_aead_chacha20poly1305_ietf_decrypt(
+            out, _ffi.NULL, _ffi.NULL, sealed, len(sealed), extra, len(extra), nonce, key)
+        if failed:
+            return None
+        plain: bytes = _ffi.buffer(out, size)[:]
+        return plain
     try:
         return nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt(sealed, associated,
                                                                         nonce, key)
     except _UNOPENED:
         return None
+
+
+_AEAD_KEY_SIZE = nacl.bindings.crypto_aead_chacha20poly1305_ietf_KEYBYTES
+_AEAD_NONCE_SIZE = nacl.bindings.crypto_aead_chacha20poly1305_ietf_NPUBBYTES
+_AEAD_TAG_SIZE = nacl.bindings.crypto_aead_chacha20poly1305_ietf_ABYTES
 
 
 def ed25519_to_x25519(public_key: bytes) -> bytes | None:

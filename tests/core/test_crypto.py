@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import nacl.bindings
 from hypothesis import given, strategies as st
 
 from somasync.core import crypto
@@ -48,3 +49,21 @@ def test_any_changed_signature_byte_is_refused(data: bytes, position: int, flip:
     signature = bytearray(IDENTITY.sign(DOMAIN, data))
     signature[position] ^= flip
     assert not crypto.verify(IDENTITY.public_key, bytes(signature), DOMAIN, data)
+
+
+@given(key=st.binary(min_size=32, max_size=32), nonce=st.binary(min_size=12, max_size=12),
+       data=st.binary(max_size=3000), associated=st.one_of(st.none(), st.binary(max_size=40)),
+       flip=st.integers(min_value=0))
+def test_records_seal_and_open_as_pynacl_does_and_any_change_is_refused(
+        key: bytes, nonce: bytes, data: bytes, associated: bytes | None, flip: int) -> None:
+    # crypto calls libsodium directly (PyNaCl's binding costs twice the sealing itself):
+    # the bytes must be exactly PyNaCl's, both ways.
+    sealed = crypto.aead_seal(key, nonce, data, associated)
+    assert sealed == nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(
+        data, associated, nonce, key)
+    assert crypto.aead_open(key, nonce, sealed, associated) == data
+    altered = bytearray(sealed)
+    altered[flip % len(altered)] ^= 1 + flip % 255
+    assert crypto.aead_open(key, nonce, bytes(altered), associated) is None
+    assert crypto.aead_open(key, nonce, sealed[: flip % 16], associated) is None
+    assert crypto.aead_open(key, nonce, sealed, (associated or b"") + b"!") is None
