@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import nacl.bindings
+import pytest
 from hypothesis import given, strategies as st
 
 from somasync.core import crypto
@@ -67,3 +68,14 @@ def test_records_seal_and_open_as_pynacl_does_and_any_change_is_refused(
     assert crypto.aead_open(key, nonce, bytes(altered), associated) is None
     assert crypto.aead_open(key, nonce, sealed[: flip % 16], associated) is None
     assert crypto.aead_open(key, nonce, sealed, (associated or b"") + b"!") is None
+
+
+def test_records_of_another_type_are_refused_as_pynacl_refuses_them() -> None:
+    key, nonce = bytes(32), bytes(12)
+    sealed = crypto.aead_seal(key, nonce, b"record")
+    for other in (bytearray(sealed), memoryview(sealed)):
+        assert crypto.aead_open(key, nonce, other) is None  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        crypto.aead_seal(key, nonce, bytearray(b"record"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        crypto.aead_seal(key[:31], nonce, b"record")
