@@ -1692,8 +1692,12 @@ class Endpoint:
             # messages as held, and read first, it would have the peer ask for every one
             # of them (the receiver does not ask while that peer's messages wait in its
             # own backlog). In the lowest band, a full queue may drop it as bulk: that
-            # peer is behind, and its own digests still ask us for what it lacks.
-            self._queue(state, frame, 0 if state.outbox else 255)
+            # peer is behind, and its own digests still ask us for what it lacks. Not on
+            # a shaped link: there the higher bands take the whole allowance under load
+            # and the digest would never go, and what it would bring twice is held back
+            # anyway (repair_deferred, while frames wait for that peer).
+            shaped = self._node_shaper is not None or state.shaper is not None
+            self._queue(state, frame, 0 if state.outbox and not shaped else 255)
         elif not self._answer(state, frame, 255):
             self._count_reject("answer_over_credit")
             return

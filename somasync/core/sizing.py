@@ -78,12 +78,12 @@ SKETCH_SIZE = _HEADER.size + SKETCH_REGISTERS
 _EPOCHS = 1 << 32
 _POWERS = [2.0 ** -rank for rank in range(MAX_RANK + 1)]
 AE_SCALE_THRESHOLD = 32
+"""Mesh size above which the anti-entropy interval is scaled up (memberlist's
+``pushPullScaleThreshold``)."""
 MAX_ESTIMATE = float(1 << 32)
 """Estimates are capped here: no mesh is larger, and a sketch with every register at
 its largest rank claims 2.65e19 nodes (any member can say so; the derived values are
 bounded anyway, but the number itself must stay a 64-bit integer on the wire)."""
-"""Mesh size above which the anti-entropy interval is scaled up (memberlist's
-``pushPullScaleThreshold``)."""
 
 
 def epidemic_fanout(size: float, probability: float) -> int:
