@@ -75,20 +75,27 @@ class RunningNodes:
         self.nodes: list[SynapseNode] = []
         self.received: list[list[Message]] = []
         self.events: list[list[object]] = []
+        self._streams: list[tuple[Stream[Message], Stream[Any]]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, node: SynapseNode, messages: Stream[Message],
                     events: Stream[Any]) -> int:
         """Start ``node`` and drain its streams; returns its index."""
-        await node.start()
-        received: list[Message] = []
-        seen: list[object] = []
         self.nodes.append(node)
-        self.received.append(received)
-        self.events.append(seen)
-        self._tasks += [asyncio.create_task(self._drain(messages, received)),
-                        asyncio.create_task(self._drain(events, seen))]
-        return len(self.nodes) - 1
+        self.received.append([])
+        self.events.append([])
+        self._streams.append((messages, events))
+        index = len(self.nodes) - 1
+        await self.restart(index)
+        return index
+
+    async def restart(self, index: int) -> None:
+        """Start node ``index`` (again, after a stop) and drain its streams, which reopen
+        with it, into the same lists."""
+        await self.nodes[index].start()
+        messages, events = self._streams[index]
+        self._tasks += [asyncio.create_task(self._drain(messages, self.received[index])),
+                        asyncio.create_task(self._drain(events, self.events[index]))]
 
     @staticmethod
     async def _drain(stream: Stream[Any], into: list[Any]) -> None:

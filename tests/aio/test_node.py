@@ -28,7 +28,6 @@ from somasync import (
     PeerDisconnected,
     PeerRevoked,
     SecurityConfig,
-    Stream,
     SynapseNode,
     SynapseNodeBuilder,
 )
@@ -37,7 +36,7 @@ from somasync.core.crypto import Identity
 from somasync.core.handshake import Handshake, Session
 from somasync.core.trust import Certificate
 from somasync.keys import load_revocation, revocation_message, save_revocation
-from somasync.testing import wait_until
+from somasync.testing import RunningNodes, wait_until
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -54,14 +53,10 @@ def workers(request: pytest.FixtureRequest) -> int:
     return int(request.param)
 
 
-class Cluster:
+class Cluster(RunningNodes):
     def __init__(self, workers: int = 0) -> None:
+        super().__init__()
         self.workers = workers
-        self.nodes: list[SynapseNode] = []
-        self.received: list[list[Message]] = []
-        self.events: list[list[object]] = []
-        self.streams: list[tuple[Stream[Message], Stream[object]]] = []
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def add(self, name: str, *, bootstrap: list[str] = (),  # type: ignore[assignment]
                   gossip: GossipConfig | None = None, security: SecurityConfig | None = None,
@@ -88,37 +83,8 @@ class Cluster:
         for address in bootstrap:
             builder = builder.add_bootstrap_peer(address)
         node, messages, events = builder.build()
-        self.nodes.append(node)
-        self.received.append([])
-        self.events.append([])
-        self.streams.append((messages, events))
-        await self.start(len(self.nodes) - 1)
+        await self.start(node, messages, events)
         return node
-
-    async def start(self, index: int) -> None:
-        """Start node ``index`` and consume its streams until it stops."""
-        await self.nodes[index].start()
-        messages, events = self.streams[index]
-        received, seen_events = self.received[index], self.events[index]
-
-        async def drain() -> None:
-            with contextlib.suppress(EOFError):
-                while True:
-                    received.append(await messages.recv())
-
-        async def drain_events() -> None:
-            with contextlib.suppress(EOFError):
-                while True:
-                    seen_events.append(await events.recv())
-
-        self._tasks += [asyncio.create_task(drain()), asyncio.create_task(drain_events())]
-
-    async def close(self) -> None:
-        for node in self.nodes:
-            await node.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -183,7 +149,7 @@ async def test_stopped_node_catches_up_after_restart(workers: int) -> None:
         missed = [await c.nodes[0].broadcast_message(MessageType.Data(f"missed {i}"))
                   for i in range(5)]
         await wait_for(lambda: len(c.received[2]) == 6, "messages to reach n2")
-        await c.start(3)
+        await c.restart(3)
         await wait_for(lambda: len(c.received[3]) == 6, "catch-up after restart")
         got = [m.id for m in c.received[3]]
         assert got[1:]
