@@ -62,8 +62,7 @@ def raw_verify_samples(trials: int = 5, samples: int = 2000,
                        size: int = 300) -> dict[str, object]:
     """Median, min and max of ``trials`` measurements of :func:`raw_verify_rate`."""
     rates = [raw_verify_rate(samples, size) for _ in range(trials)]
-    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates),
-            "samples": rates, "message_bytes": size}
+    return _summary(rates, message_bytes=size)
 
 
 def raw_batch_verify_samples(batch_size: int, trials: int = 5, samples: int = 2000,
@@ -71,5 +70,9 @@ def raw_batch_verify_samples(batch_size: int, trials: int = 5, samples: int = 20
     """Median, min and max of ``trials`` measurements of :func:`raw_batch_verify_rate`:
     the ceiling of a mesh whose messages come batch-signed."""
     rates = [raw_batch_verify_rate(batch_size, samples, size) for _ in range(trials)]
+    return _summary(rates, message_bytes=size, batch_size=batch_size)
+
+
+def _summary(rates: list[float], **about: int) -> dict[str, object]:
     return {"median": statistics.median(rates), "min": min(rates), "max": max(rates),
-            "samples": rates, "message_bytes": size, "batch_size": batch_size}
+            "samples": rates, **about}
