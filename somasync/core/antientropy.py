@@ -9,7 +9,10 @@ partitioned catches up without re-sending what it already has.
 
 Holes that no neighbour can fill (a message never sent, or expired everywhere) are given
 up after ``gap_timeout`` so that digests stay short and nobody asks forever; so are the
-oldest holes of a stream with more than :data:`MAX_INTERVALS` runs. A hole given up is
+oldest holes of a stream with more than :data:`MAX_INTERVALS` runs. A hole a neighbour's
+digest lists as held is kept ``gap_timeout`` from that digest instead (a rate-limited
+neighbour may take longer than that to get to it), though never past ``hold_limit``
+after it opened: the claim may be a hole that neighbour gave up itself. A hole given up is
 claimed in digests (nobody is asked for it again) but is *not* treated as delivered: a
 copy that still arrives by gossip is delivered, never mistaken for a duplicate.
 """
@@ -39,14 +42,17 @@ MAX_GIVEN_UP = 256
 class SequenceTracker:
     """The set of delivered sequence numbers of one stream, as sorted closed intervals."""
 
-    __slots__ = ("_gap_opened", "_given_his", "_given_los", "_his", "_los", "forgotten",
-                 "given_up")
+    __slots__ = ("_gap_heard", "_gap_opened", "_given_his", "_given_los", "_his", "_los",
+                 "forgotten", "given_up")
 
     def __init__(self) -> None:
         self._los: list[int] = []
         self._his: list[int] = []
         # _gap_opened[i]: when the hole between interval i and i + 1 was first seen.
         self._gap_opened: list[float] = []
+        # _gap_heard[i]: when that hole opened or a neighbour's digest last listed some of
+        # it as held, whichever is later (see heard).
+        self._gap_heard: list[float] = []
         # Holes merged into the intervals without being delivered, as sorted disjoint
         # closed ranges: claimed in digests, still open to a late copy.
         self._given_los: list[int] = []
@@ -73,7 +79,7 @@ class SequenceTracker:
 
     def add(self, sequence: int, *, now: float) -> bool:
         """Record ``sequence``; False when it was already recorded."""
-        los, his, gaps = self._los, self._his, self._gap_opened
+        los, his, gaps, heard = self._los, self._his, self._gap_opened, self._gap_heard
         if his and sequence == his[-1] + 1:
             his[-1] = sequence  # the usual case: the next of an in-order stream
             return True
@@ -84,7 +90,7 @@ class SequenceTracker:
         joins_right = i + 1 < len(los) and los[i + 1] - 1 == sequence
         if joins_left and joins_right:
             his[i] = his[i + 1]
-            del los[i + 1], his[i + 1], gaps[i]
+            del los[i + 1], his[i + 1], gaps[i], heard[i]
         elif joins_left:
             his[i] = sequence
         elif joins_right:
@@ -93,13 +99,14 @@ class SequenceTracker:
             # A new interval inside an existing hole splits it in two (both keep the
             # hole's age); past either end it opens a new hole now.
             inside_hole = 0 <= i < len(gaps)
-            opened = gaps[i] if inside_hole else now
             los.insert(i + 1, sequence)
             his.insert(i + 1, sequence)
             if inside_hole:
-                gaps.insert(i + 1, opened)
+                gaps.insert(i + 1, gaps[i])
+                heard.insert(i + 1, heard[i])
             elif len(los) > 1:
                 gaps.insert(i + 1 if i >= 0 else 0, now)
+                heard.insert(i + 1 if i >= 0 else 0, now)
             if len(los) > MAX_INTERVALS:
                 self._merge(0)
         return True
@@ -111,7 +118,7 @@ class SequenceTracker:
     def fill(self, lo: int, hi: int) -> None:
         """Record all of ``lo..hi`` when both ends are recorded already: the intervals
         between them merge into one (any hole inside is delivered, not given up)."""
-        los, his, gaps = self._los, self._his, self._gap_opened
+        los, his, gaps, heard = self._los, self._his, self._gap_opened, self._gap_heard
         first = bisect.bisect_right(los, lo) - 1
         last = bisect.bisect_right(los, hi) - 1
         if first < 0 or not los[first] <= lo <= his[first] or hi > his[last]:
@@ -119,13 +126,33 @@ class SequenceTracker:
         if last > first:
             his[first] = his[last]
             del los[first + 1:last + 1], his[first + 1:last + 1], gaps[first:last]
+            del heard[first:last]
 
-    def expire_gaps(self, *, now: float, gap_timeout: float) -> int:
-        """Give up holes older than ``gap_timeout``; returns how many were closed."""
+    def heard(self, held: Sequence[tuple[int, int]], *, now: float) -> None:
+        """A neighbour's digest lists ``held`` (sorted, disjoint closed intervals) as held:
+        the holes it overlaps count as heard of now. One pass over holes and intervals."""
+        los, his, heard = self._los, self._his, self._gap_heard
+        j = 0
+        for i in range(len(heard)):
+            hole_lo, hole_hi = his[i] + 1, los[i + 1] - 1
+            while j < len(held) and held[j][1] < hole_lo:
+                j += 1
+            if j == len(held):
+                return
+            if held[j][0] <= hole_hi:
+                heard[i] = now
+
+    def expire_gaps(self, *, now: float, gap_timeout: float,
+                    hold_limit: float | None = None) -> int:
+        """Give up holes nobody was heard to hold for ``gap_timeout``, and any hole open
+        for ``hold_limit`` (default: ``gap_timeout``); returns how many were closed."""
+        if hold_limit is None:
+            hold_limit = gap_timeout
         closed = 0
         i = 0
         while i < len(self._gap_opened):
-            if now - self._gap_opened[i] >= gap_timeout:
+            if now - self._gap_heard[i] >= gap_timeout \
+                    or now - self._gap_opened[i] >= hold_limit:
                 self._merge(i)
                 closed += 1
             else:
@@ -136,7 +163,7 @@ class SequenceTracker:
         """Give up the hole between intervals ``i`` and ``i + 1``."""
         lo, hi = self._his[i] + 1, self._los[i + 1] - 1
         self._his[i] = self._his[i + 1]
-        del self._los[i + 1], self._his[i + 1], self._gap_opened[i]
+        del self._los[i + 1], self._his[i + 1], self._gap_opened[i], self._gap_heard[i]
         self.given_up += 1
         at = bisect.bisect_left(self._given_los, lo)
         self._given_los.insert(at, lo)
@@ -248,12 +275,24 @@ class StreamTable:
             tracker = self._trackers[stream]
             tracker.fill(lo, hi)
 
-    def expire_gaps(self, *, now: float, gap_timeout: float) -> int:
+    def heard(self, held: Mapping[StreamKey, Sequence[tuple[int, int]]], *,
+              now: float) -> None:
+        """A neighbour's digest lists ``held``: see :meth:`SequenceTracker.heard`."""
+        gapped, trackers = self._gapped, self._trackers
+        for stream, intervals in held.items():
+            if intervals and stream in gapped:
+                tracker = trackers.get(stream)
+                if tracker is not None:
+                    tracker.heard(intervals, now=now)
+
+    def expire_gaps(self, *, now: float, gap_timeout: float,
+                    hold_limit: float | None = None) -> int:
         closed = 0
         for stream in list(self._gapped):
             tracker = self._trackers.get(stream)
             if tracker is not None:
-                closed += tracker.expire_gaps(now=now, gap_timeout=gap_timeout)
+                closed += tracker.expire_gaps(now=now, gap_timeout=gap_timeout,
+                                              hold_limit=hold_limit)
             if tracker is None or not tracker.has_gaps:
                 del self._gapped[stream]
         return closed

@@ -922,7 +922,10 @@ class Endpoint:
             self._seen.expire(now=now)
             self._direct.expire(now)
             self._store.expire(now=now, wall_now=now + self._wall_offset)
-            self._streams.expire_gaps(now=now, gap_timeout=self.config.gap_timeout)
+            # Not past max_message_age: no store keeps a message longer, so a hole still
+            # listed as held then is one the neighbour gave up itself.
+            self._streams.expire_gaps(now=now, gap_timeout=self.config.gap_timeout,
+                                      hold_limit=self.config.max_message_age)
             self._rejudge(now)
             for state in list(self._links.values()):
                 if state.hello is None and now - state.opened_at > self.handshake_timeout:
@@ -1342,16 +1345,16 @@ class Endpoint:
             self._count_reject("digest_limited")
             return
         digest = wire.decode_digest(frame)
+        # Holes this peer holds are not given up while it may still send them: a
+        # rate-limited peer can take longer than gap_timeout to get to them.
+        self._streams.heard(digest.streams, now=now)
         complete = not frame.flags & wire.FLAG_PARTIAL
         wall_now = now + self._wall_offset
         missing = self._store.missing_for(digest.streams, complete=complete,
                                           limit=self.config.anti_entropy_batch,
                                           wall_now=wall_now)
-        if missing and state.outbox and (self._node_shaper or state.shaper):
-            # Frames the shaper holds back for this peer are what its digest lacks: they
-            # are on their way, and copies would only queue behind them.
-            self._count_reject("repair_deferred", len(missing))
-            missing = []
+        if missing and (self._node_shaper or state.shaper):
+            missing = self._shaped_answer(state, missing)
         if missing:
             self._digest_budget.take(key, now=now)
         sent = 0
@@ -1378,6 +1381,28 @@ class Endpoint:
             # Asked for what it lacks, or (the peer holds answers back) paid for them now:
             # each exchange grows both sides' credit tenfold until the answers go.
             self._send_digest(state, reply=True, unknown=unknown)
+
+    def _shaped_answer(self, state: _Link,
+                       missing: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
+        """What of ``missing`` to send a peer on a shaped link. Nothing while frames are
+        held back for it: they are what its digest lacks, and copies would only queue
+        behind them; what its full queue dropped waits too (its holes are kept while
+        this node lists them as held, see ``heard``). Once the queue is empty, only what
+        fits in it, oldest first: the shaper sends no faster, and the queue would drop
+        the rest, to be sent again for the next digest."""
+        if state.outbox:
+            self._count_reject("repair_deferred", len(missing))
+            return []
+        room = state.outbox.capacity
+        fits = 0
+        for frame_bytes, _ in missing:
+            room -= len(frame_bytes)
+            if room < 0:
+                break
+            fits += 1
+        if fits < len(missing):
+            self._count_reject("repair_deferred", len(missing) - fits)
+        return missing[:fits]
 
     def _lacking(self, digest: wire.Digest) -> tuple[int, list[wire.StreamKey]]:
         """How many messages the digest's sender holds that this endpoint's streams lack

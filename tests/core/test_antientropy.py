@@ -41,6 +41,24 @@ def test_timed_out_hole_is_claimed_but_a_late_copy_is_still_new() -> None:
     assert tracker.given_up == 1
 
 
+def test_a_hole_a_neighbour_lists_as_held_outlives_gap_timeout_up_to_the_hold_limit() -> None:
+    tracker = SequenceTracker()
+    for sequence in (1, 5, 9):
+        tracker.add(sequence, now=0.0)  # holes 2-4 and 6-8
+    tracker.heard([(1, 3)], now=4.0)  # overlaps 2-4 only
+    assert tracker.expire_gaps(now=5.0, gap_timeout=5.0, hold_limit=20.0) == 1
+    assert tracker.intervals() == [(1, 1), (5, 9)]  # 6-8 given up, 2-4 still asked for
+    tracker.heard([(1, 9)], now=8.0)
+    assert tracker.expire_gaps(now=12.0, gap_timeout=5.0, hold_limit=20.0) == 0
+    tracker.add(3, now=12.0)  # both halves of a split hole keep its times
+    tracker.heard([(1, 9)], now=16.0)
+    assert tracker.expire_gaps(now=19.0, gap_timeout=5.0, hold_limit=20.0) == 0
+    # However often it is listed, at the hold limit a hole is given up.
+    assert tracker.expire_gaps(now=20.0, gap_timeout=5.0, hold_limit=20.0) == 2
+    assert tracker.intervals() == [(1, 9)]
+    assert tracker.add(2, now=21.0)  # still a late copy, not a duplicate
+
+
 def test_more_holes_than_a_digest_carries_gives_the_oldest_up_without_losing_it() -> None:
     tracker = SequenceTracker()
     odd = range(1, 2 * (MAX_INTERVALS + 10), 2)  # every even number is a hole
