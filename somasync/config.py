@@ -234,7 +234,9 @@ class GossipConfig:
     link_queue_bytes: int = 8 * 1024 * 1024
     """Bytes queued for one slow peer before its lowest-priority frames are dropped (and
     counted). Keeps a stalled peer from growing memory without bound; anti-entropy
-    repairs what it misses once it drains."""
+    repairs what it misses once it drains. Once full, the queue drops a band's frames
+    until it is down to 7/8 of this (``somasync.core.outbox.REFILL``), so the peer's
+    holes are few and long rather than one every few messages."""
 
     read_ahead_bytes: int = 32 * 1024 * 1024
     """Bytes of message frames below priority 192 a node may hold read but not yet

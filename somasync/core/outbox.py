@@ -7,6 +7,9 @@ from collections import deque
 __all__ = ["Outbox"]
 
 _BANDS = 4  # priority 0-255 in four bands of 64: 192-255 first, 0-63 last
+REFILL = 8
+"""Once a frame was dropped for want of room, frames of its band and below are dropped
+until the queue is down to ``1 - 1/REFILL`` of its capacity."""
 
 
 class Outbox:
@@ -14,11 +17,13 @@ class Outbox:
 
     When full, the oldest frames of lower-priority bands make room for a new frame; if
     the lower bands cannot free enough, the new frame itself is dropped (and nothing is
-    evicted for it). A slow peer thus loses its least important traffic first, and never
-    makes the node hold more than ``capacity`` bytes for it.
+    evicted for it), and so are later frames of its band and below until the queue has
+    drained to its low mark (:data:`REFILL`). A slow peer thus loses its least important
+    traffic first, in runs rather than one frame in a few, and never makes the node hold
+    more than ``capacity`` bytes for it.
     """
 
-    __slots__ = ("_band_bytes", "_bands", "capacity", "frames", "size")
+    __slots__ = ("_band_bytes", "_bands", "_refusing", "capacity", "frames", "size")
 
     def __init__(self, capacity: int) -> None:
         self._bands: list[deque[bytes]] = [deque() for _ in range(_BANDS)]
@@ -26,6 +31,13 @@ class Outbox:
         self.capacity = capacity
         self.size = 0
         self.frames = 0
+        # The highest band dropped for want of room, until the queue drained to its low
+        # mark (-1: none). A queue that takes a frame whenever a frame's room frees drops
+        # every few frames under a steady overload: the peer sees a hole every few
+        # messages, soon more than it tracks per stream (MAX_INTERVALS, what a digest
+        # lists), and gives the oldest up. Dropped in runs, about as many frames leave it
+        # a few long holes; the queue stays nearly full, so the link is no less busy.
+        self._refusing = -1
 
     def __bool__(self) -> bool:
         return self.size > 0
@@ -33,11 +45,16 @@ class Outbox:
     def push(self, frame: bytes, priority: int) -> int:
         """Queue ``frame``; returns how many frames were dropped (evicted, or this one)."""
         band = priority >> 6
+        if band <= self._refusing:
+            if self.size > self.capacity - self.capacity // REFILL:
+                return 1
+            self._refusing = -1
         excess = self.size + len(frame) - self.capacity
         if excess <= 0:
             self._append(band, frame)
             return 0
         if sum(self._band_bytes[:band]) < excess:
+            self._refusing = max(self._refusing, band)
             return 1
         dropped = 0
         for lower in range(band):
