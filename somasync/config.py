@@ -291,6 +291,15 @@ class GossipConfig:
     """Tree: seconds after a GRAFT before the next announcer is asked, should the first
     not answer (Plumtree's timer 2)."""
 
+    max_timer_growth: float = 8.0
+    """Tree: how many times ``lazy_timeout`` and ``graft_retry`` may each grow while tree
+    copies come late after their announcements, or GRAFT answers slowly: each timer
+    waits 1.25 times the longest such delay of the last few seconds (a peak that halves
+    every 5 s), never less than its configured value. Timers shorter than the tree's
+    delay under load GRAFT messages already on their way, and every GRAFT is one more
+    copy to send and check. 8: with the default 0.25 s, a broken tree is still repaired
+    within 2 s of the first announcement however late the tree runs. 1: fixed timers."""
+
     announce_interval: float = 0.0
     """Tree: seconds between two IHAVE frames to one neighbour. 0: each turn's (one
     input's) announcements go at once, one frame per link. A positive interval sends the
@@ -368,6 +377,10 @@ class GossipConfig:
                  f"must be 'tree' or 'push', got {self.forwarding!r}")
         require_number(self.lazy_timeout, "gossip.lazy_timeout")
         require_number(self.graft_retry, "gossip.graft_retry")
+        require(isinstance(self.max_timer_growth, (int, float))
+                and not isinstance(self.max_timer_growth, bool)
+                and math.isfinite(self.max_timer_growth) and self.max_timer_growth >= 1,
+                "gossip.max_timer_growth", "must be a finite number of at least 1")
         require_number(self.announce_interval, "gossip.announce_interval", allow_zero=True)
         require_int(self.max_missing, "gossip.max_missing")
         require_int(self.max_stream_trees, "gossip.max_stream_trees")

@@ -23,6 +23,18 @@ makes the link eager again, so the tree repairs itself where it broke. Should th
 not come within ``graft_retry``, the next announcer is asked. Anti-entropy digests stay
 underneath as the last line of defence, for what neither path carried.
 
+Both timers follow what this node observes: the longest recent delay between the first
+announcement of a message and its tree copy, and between a GRAFT and its answer (a peak
+that decays, :data:`PEAK_HALF_LIFE`; a mean and deviation, as TCP's RFC 6298 keeps for
+round trips, was tried and let the tail of a loaded tree's delays through). Fixed timers
+shorter than the tree's delay under load GRAFT messages that are on their way: each
+answer is one more copy to send, check and drop, each GRAFT turns a link eager and its
+duplicates PRUNE it again, and the load that made the tree late grows (an 8-node mesh at
+1,500 msg/s on 2 cores sent 18,000 GRAFTs for 9,000 messages). Each timer stays between
+its configured value (a quiet LAN) and ``max_growth`` times it, so a tree that is late
+from overload, or from a neighbour holding messages back, delays the repair of a real
+break by at most that much.
+
 This class holds only the per-node state and decisions; the
 :class:`~somasync.core.endpoint.Endpoint` moves the frames. A sharded node keeps one tree
 per worker: each worker handles its own streams, so each tree is consistent for the
@@ -32,6 +44,7 @@ messages it carries.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -42,6 +55,13 @@ __all__ = ["BroadcastTree", "TreeStatistics"]
 LINK_SHARE = 4
 """One link's announcements may hold at most ``max_missing / LINK_SHARE`` (at least 16)
 of the missing messages at once."""
+PEAK_HALF_LIFE = 5.0
+"""Seconds over which a timer stretched by a late copy (or a slow GRAFT answer) shrinks
+halfway back: long enough to span the bursts of a sustained load, short enough that the
+timers are back at their configured values within seconds of it."""
+PEAK_MARGIN = 1.25
+"""A timer waits this many times the longest recent delay: a copy that late is on its
+way, not lost."""
 RECENT_REPAIRS = 256
 """Messages that arrived by repair (GRAFT answer or anti-entropy), remembered so that a
 tree copy trailing them is not taken for a duplicate from a redundant link. The tree
@@ -82,6 +102,15 @@ class TreeStatistics:
     is due again ``graft_retry`` later, and no promise counts as broken meanwhile."""
     trees_dropped: int
     """Stream trees forgotten beyond ``max_trees`` (their next message floods)."""
+    late_copies: int = 0
+    """Tree copies that came after their message was announced here (each a sample of
+    how late the tree is)."""
+    lazy_timeout: float = 0.0
+    """Seconds from a missing message's first announcement to its GRAFT, now: the
+    configured ``lazy_timeout``, grown while tree copies come late (see the module)."""
+    graft_timeout: float = 0.0
+    """Seconds a GRAFT's answer is waited for before the next announcer is asked, now:
+    the configured ``graft_retry``, grown while answers come slowly."""
 
 
 @dataclass(slots=True)
@@ -96,6 +125,39 @@ class _Missing:
     grafted: int | None = None
     """The link asked last; if the message is still missing at the next deadline, that
     neighbour broke its promise."""
+    since: float = 0.0
+    """When it was first announced: a tree copy arriving later says how late the tree
+    is."""
+    grafted_at: float = 0.0
+    """When the last GRAFT went."""
+    grafts: int = 0
+    """GRAFTs sent for it: only an answer to the first says how long answers take (after
+    a second, either may be answering)."""
+
+
+class _RecentPeak:
+    """The longest recent delay, halving every ``PEAK_HALF_LIFE`` seconds until a longer
+    one comes, and the timeout it gives: ``PEAK_MARGIN`` times it, kept between ``floor``
+    and ``ceiling``."""
+
+    __slots__ = ("at", "ceiling", "floor", "peak")
+
+    def __init__(self, floor: float, ceiling: float) -> None:
+        self.floor = floor
+        self.ceiling = max(floor, ceiling)
+        self.peak = 0.0
+        self.at = 0.0
+
+    def _decayed(self, now: float) -> float:
+        if self.peak == 0.0 or now <= self.at:
+            return self.peak
+        return self.peak * math.exp2((self.at - now) / PEAK_HALF_LIFE)
+
+    def sample(self, delay: float, now: float) -> None:
+        self.peak, self.at = max(delay, self._decayed(now)), now
+
+    def timeout(self, now: float) -> float:
+        return min(self.ceiling, max(self.floor, PEAK_MARGIN * self._decayed(now)))
 
 
 @dataclass(slots=True)
@@ -110,6 +172,7 @@ class _Counters:
     announcements_refused: int = 0
     broken_promises: int = 0
     grafts_held: int = 0
+    late_copies: int = 0
 
 
 class BroadcastTree:
@@ -124,16 +187,19 @@ class BroadcastTree:
         graft_retry: seconds from one GRAFT to the next, to another announcer.
         max_missing: announced-but-missing messages remembered at most.
         max_trees: streams whose tree is remembered at most.
+        max_growth: how many times ``lazy_timeout`` and ``graft_retry`` each timer may
+            grow while copies and answers come late (1: fixed timers).
     """
 
-    __slots__ = ("_broken", "_counters", "_deadlines", "_introduced", "_links", "_missing",
-                 "_pending", "_pruned", "_repaired", "_rotation", "graft_retry",
-                 "lazy_fanout", "lazy_timeout", "max_missing", "max_trees")
+    __slots__ = ("_answers", "_broken", "_counters", "_deadlines", "_introduced", "_lateness",
+                 "_links", "_missing", "_now", "_pending", "_pruned", "_repaired", "_rotation",
+                 "lazy_fanout", "max_missing", "max_trees")
 
     def __init__(self, *, lazy_timeout: float, graft_retry: float, max_missing: int,
-                 max_trees: int = 4096) -> None:
-        self.lazy_timeout = lazy_timeout
-        self.graft_retry = graft_retry
+                 max_trees: int = 4096, max_growth: float = 1.0) -> None:
+        self._lateness = _RecentPeak(lazy_timeout, lazy_timeout * max_growth)
+        self._answers = _RecentPeak(graft_retry, graft_retry * max_growth)
+        self._now = 0.0  # of the last input: what the statistics' timers are as of
         self.max_missing = max_missing
         self.max_trees = max_trees
         self.lazy_fanout: int | None = None
@@ -143,13 +209,28 @@ class BroadcastTree:
         # Dicts as ordered sets: iteration order (and so every choice) is deterministic.
         self._links: dict[int, None] = {}
         self._pruned: OrderedDict[bytes, dict[int, None]] = OrderedDict()
-        self._pending: dict[int, list[bytes]] = {}
+        self._pending: dict[int, dict[int, list[bytes]]] = {}  # link -> priority -> entries
         self._missing: OrderedDict[bytes, _Missing] = OrderedDict()
         self._deadlines: list[tuple[float, bytes]] = []
         self._introduced: dict[int, int] = {}  # link -> missing messages it announced first
         self._broken: list[int] = []
-        self._repaired: OrderedDict[bytes, None] = OrderedDict()
+        # Recent messages whose first copy was a repair -> when they were first
+        # announced (None: not announced, or sampled already), for the tree copy that
+        # may trail them.
+        self._repaired: OrderedDict[bytes, float | None] = OrderedDict()
         self._counters = _Counters()
+
+    @property
+    def lazy_timeout(self) -> float:
+        """Seconds from a missing message's first announcement to its GRAFT, as of the
+        last input."""
+        return self._lateness.timeout(self._now)
+
+    @property
+    def graft_retry(self) -> float:
+        """Seconds from one GRAFT to the next, to another announcer, as of the last
+        input."""
+        return self._answers.timeout(self._now)
 
     # --- ForwardingStrategy ------------------------------------------------------------
 
@@ -249,16 +330,28 @@ class BroadcastTree:
 
     # --- announcements ---------------------------------------------------------------
 
-    def announce(self, link: int, entry: bytes) -> None:
-        """Queue one IHAVE entry for ``link``; sent with the link's next batch."""
-        self._pending.setdefault(link, []).append(entry)
+    def announce(self, link: int, entry: bytes, priority: int = 255) -> None:
+        """Queue one IHAVE entry for ``link``, for a message of ``priority``; sent with
+        the link's next batch of that priority."""
+        bands = self._pending.get(link)
+        if bands is None:
+            bands = self._pending[link] = {}
+        entries = bands.get(priority)
+        if entries is None:
+            bands[priority] = [entry]
+        else:
+            entries.append(entry)
         self._counters.announcements += 1
 
     @property
     def has_announcements(self) -> bool:
         return bool(self._pending)
 
-    def take_announcements(self) -> dict[int, list[bytes]]:
+    def take_announcements(self) -> dict[int, dict[int, list[bytes]]]:
+        """Per link, per message priority: the IHAVE entries gathered since the last
+        call. Each batch goes at its messages' priority, behind what the link already
+        queued at that priority or above, as the messages themselves go: announced
+        ahead of them, an id is missed and GRAFTed while its copy waits in a queue."""
         pending, self._pending = self._pending, {}
         return pending
 
@@ -277,8 +370,9 @@ class BroadcastTree:
                 _, oldest = self._missing.popitem(last=False)
                 self._forget(oldest)
                 self._counters.missing_dropped += 1
-            deadline = now + self.lazy_timeout
-            missing = self._missing[message_id] = _Missing(tag, link, deadline)
+            self._now = now
+            deadline = now + self._lateness.timeout(now)
+            missing = self._missing[message_id] = _Missing(tag, link, deadline, since=now)
             self._introduced[link] = introduced + 1
             self._push_deadline(deadline, message_id)
         if link not in missing.announcers:
@@ -307,20 +401,38 @@ class BroadcastTree:
         broken, self._broken = self._broken, []
         return broken
 
-    def received(self, message_id: bytes, *, repaired: bool = False) -> None:
+    def received(self, message_id: bytes, *, now: float, repaired: bool = False) -> None:
         """The message arrived (``repaired``: as a GRAFT answer or an anti-entropy
         repair): no GRAFT for it (its deadline is skipped when due)."""
+        self._now = now
         missing = self._missing.pop(message_id, None)
+        since = None
         if missing is not None:
             self._forget(missing)
+            since = missing.since
+            if not repaired:
+                self._late_copy(now - since, now)
+            elif missing.grafts == 1:
+                self._answers.sample(now - missing.grafted_at, now)
         if repaired:
-            self._repaired[message_id] = None
+            self._repaired[message_id] = since
             if len(self._repaired) > RECENT_REPAIRS:
                 self._repaired.popitem(last=False)
 
-    def arrived_by_repair(self, message_id: bytes) -> bool:
-        """Whether the first copy of this (recent) message was a repair."""
-        return message_id in self._repaired
+    def arrived_by_repair(self, message_id: bytes, *, now: float) -> bool:
+        """Whether the first copy of this (recent) message was a repair; asked when its
+        tree copy came after all, which says how late the tree was."""
+        if message_id not in self._repaired:
+            return False
+        since = self._repaired[message_id]
+        if since is not None:
+            self._repaired[message_id] = None  # one sample per message
+            self._late_copy(now - since, now)
+        return True
+
+    def _late_copy(self, lateness: float, now: float) -> None:
+        self._lateness.sample(lateness, now)
+        self._counters.late_copies += 1
 
     def due(self, *, now: float, waiting: Callable[[bytes], bool] | None = None
             ) -> list[tuple[int, bytes, bytes]]:
@@ -332,6 +444,7 @@ class BroadcastTree:
         again ``graft_retry`` later, and the neighbour asked last broke no promise (its
         answer may be that copy). Only those ids wait: any other GRAFT, a critical
         message's included, goes on time however much bulk waits."""
+        self._now = now
         grafts: list[tuple[int, bytes, bytes]] = []
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
@@ -341,7 +454,7 @@ class BroadcastTree:
                 continue  # received meanwhile, forgotten, or a superseded deadline
             if waiting is not None and waiting(message_id):
                 missing.grafted = None
-                missing.deadline = now + self.graft_retry
+                missing.deadline = now + self._answers.timeout(now)
                 self._push_deadline(missing.deadline, message_id)
                 deadlines = self._deadlines  # rebuilt, maybe
                 self._counters.grafts_held += 1
@@ -364,7 +477,9 @@ class BroadcastTree:
             grafts.append((link, message_id, missing.tag))
             self._counters.grafts_sent += 1
             missing.grafted = link
-            missing.deadline = now + self.graft_retry
+            missing.grafted_at = now
+            missing.grafts += 1
+            missing.deadline = now + self._answers.timeout(now)
             self._push_deadline(missing.deadline, message_id)
             deadlines = self._deadlines  # rebuilt, maybe
         return grafts
@@ -394,5 +509,6 @@ class BroadcastTree:
             grafts_received=c.grafts_received, prunes_received=c.prunes_received,
             missing_dropped=c.missing_dropped, trees_dropped=c.trees_dropped,
             announcements_refused=c.announcements_refused, broken_promises=c.broken_promises,
-            grafts_held=c.grafts_held,
+            grafts_held=c.grafts_held, late_copies=c.late_copies,
+            lazy_timeout=self.lazy_timeout, graft_timeout=self.graft_retry,
         )

@@ -328,7 +328,8 @@ class Endpoint:
         if config.forwarding == "tree":
             self._strategy = self._tree = BroadcastTree(
                 lazy_timeout=config.lazy_timeout, graft_retry=config.graft_retry,
-                max_missing=config.max_missing, max_trees=config.max_stream_trees)
+                max_missing=config.max_missing, max_trees=config.max_stream_trees,
+                max_growth=config.max_timer_growth)
         else:
             self._strategy = PushGossip(config.fanout)
         self._shard = shard
@@ -1270,7 +1271,7 @@ class Endpoint:
         tag = _tag_of(envelope)
         if tree is not None:
             repaired = bool(frame.flags & wire.FLAG_REPAIR)
-            tree.received(message_id, repaired=repaired)
+            tree.received(message_id, now=now, repaired=repaired)
             if not repaired:
                 tree.make_eager(state.id, tag)  # it pushes to us: our parent in this tree
         if frame.hops + 1 < config.max_hops:
@@ -1287,7 +1288,7 @@ class Endpoint:
             entry = wire.encode_tree_entry(envelope.id, tag, min(frame.hops + 1, 255))
             for link in tree.links():
                 if link != state.id:
-                    tree.announce(link, entry)
+                    tree.announce(link, entry, envelope.priority)
 
     def _authentic(self, origin: bytes, signature: bytes, message_id: bytes,
                    body: bytes) -> bool:
@@ -1547,8 +1548,9 @@ class Endpoint:
             targets, lazy = tree.split_targets(tag, received_from=received_from)
             if lazy:
                 entry = wire.encode_tree_entry(envelope.id, tag, hops)
+                priority = envelope.priority
                 for link in lazy:
-                    tree.announce(link, entry)
+                    tree.announce(link, entry, priority)
         else:
             targets = self._strategy.targets(tag, received_from=received_from, rng=self._rng)
         if not targets:
@@ -1572,7 +1574,7 @@ class Endpoint:
             return
         origin, source = wire.envelope_stream_bytes(body)
         tag = wire.stream_tag(origin, source)
-        if tree.arrived_by_repair(message_id):
+        if tree.arrived_by_repair(message_id, now=self._now):
             # The repair overtook this tree copy: the link is sound, keep it.
             tree.make_eager(state.id, tag)
             return
@@ -1653,12 +1655,13 @@ class Endpoint:
             for entry in entries:
                 tree.make_lazy(state.id, entry.tag)
 
-    def _send_tree_frame(self, state: _Link, kind: int, entries: list[bytes]) -> None:
+    def _send_tree_frame(self, state: _Link, kind: int, entries: list[bytes],
+                         priority: int = 255) -> None:
         step = min(wire.MAX_TREE_ENTRIES,
                    (self.config.max_frame - wire.FRAME_HEADER.size) // wire.TREE_ENTRY.size)
         for start in range(0, len(entries), step):
             frame = wire.encode_tree_frame(kind, entries[start : start + step])
-            self._queue(state, frame, 255)
+            self._queue(state, frame, priority)
             self._counters.control_frames += 1
             self._counters.control_bytes += len(frame)
 
@@ -1672,10 +1675,11 @@ class Endpoint:
             if self._now < self._next_announce:
                 return  # gathered until then (get_timer asks for a wake-up)
             self._next_announce = self._now + interval
-        for link, entries in tree.take_announcements().items():
+        for link, bands in tree.take_announcements().items():
             state = self._links.get(link)
             if state is not None and not state.closing:
-                self._send_tree_frame(state, wire.FrameKind.IHAVE, entries)
+                for priority, entries in bands.items():
+                    self._send_tree_frame(state, wire.FrameKind.IHAVE, entries, priority)
 
     def _send_digest(self, state: _Link, *, reply: bool,
                      unknown: list[wire.StreamKey] = (),  # type: ignore[assignment]
