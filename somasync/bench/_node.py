@@ -143,6 +143,8 @@ async def _report(node: SynapseNode, recorder: Recorder) -> dict[str, object]:
         "worker_pids": _worker_pids(node),
         "core": {name: value for name, value in dataclasses.asdict(stats.core).items()
                  if isinstance(value, int)},
+        # The broadcast tree's counters and timers: how many GRAFTs load cost.
+        "tree": {} if stats.core.tree is None else dataclasses.asdict(stats.core.tree),
     }
 
 

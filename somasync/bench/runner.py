@@ -482,6 +482,7 @@ def _summarise(settings: BenchSettings, raw: dict[str, Any],
             # Where a lost message went: the core's integer counters (send queues that
             # overflowed, digests and repairs, duplicates dropped), summed over workers.
             "core": report["core"],
+            "tree": report.get("tree", {}),
         })
     timeline = trend = None
     if settings.rate > 0 and settings.scenario not in ("burst", "priority"):
