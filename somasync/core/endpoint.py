@@ -1390,11 +1390,16 @@ class Endpoint:
         behind them; what its full queue dropped waits too (its holes are kept while
         this node lists them as held, see ``heard``). Once the queue is empty, only what
         fits in it, oldest first: the shaper sends no faster, and the queue would drop
-        the rest, to be sent again for the next digest."""
+        the rest, to be sent again for the next digest.
+
+        A sharded node's other workers do not see the owner's queue (their link has no
+        outbox of its own): they send up to what a queue holds, and the owner's queue
+        drops what does not fit, as it would its own frames."""
         if state.outbox:
             self._count_reject("repair_deferred", len(missing))
             return []
-        room = state.outbox.capacity
+        room = self.config.link_queue_bytes if state.owner is not None \
+            else state.outbox.capacity
         fits = 0
         for frame_bytes, _ in missing:
             room -= len(frame_bytes)

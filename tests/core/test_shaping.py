@@ -9,6 +9,7 @@ import pytest
 
 from somasync.config import GossipConfig
 from somasync.core.payload import MessageType
+from somasync.core.shard import peer_owner, stream_owner
 from somasync.message import Message
 from somasync.testing import WALL, Mesh
 
@@ -96,3 +97,34 @@ def test_losses_of_an_overload_longer_than_gap_timeout_are_all_repaired() -> Non
     sent = mesh.nodes["a"].statistics()
     assert 0 < sent.repairs_sent - repairs_before <= sent.send_queue_dropped <= lacking
     assert mesh.nodes["b"].statistics().duplicates == 0
+
+
+def test_a_shaped_sharded_node_repairs_the_streams_of_the_worker_without_the_link() -> None:
+    # A sharded node's worker that does not own a peer's connection answers that peer's
+    # digests for its own streams, through the owner; shaped, it must not take the empty
+    # queue it sees (it has none of its own) for a queue with no room.
+    shards = 2
+    base = GossipConfig.local()
+    mesh = Mesh(base, seed=7)
+    mesh.add("x", base.replace(max_send_rate=10_000_000), shards=shards)
+    mesh.add("source")
+    mesh.connect("source", "x")
+    mesh.settle()
+    origin = bytes(KEY.verify_key)
+    sources = [f"s{i}" for i in range(8)]
+    assert {stream_owner(origin, s.encode(), shards) for s in sources} == {0, 1}
+    ids = []
+    for i in range(40):
+        message = Message(MessageType.Data(f"m{i}"), sources[i % 8], timestamp=WALL,
+                          sequence=i // 8 + 1).sign_with_ed25519(KEY)
+        ids.append(mesh.nodes["source"].broadcast(message.to_envelope(), now=mesh.now))
+    mesh.settle()
+    assert sorted(mesh.delivered["x"]) == sorted(ids)
+    mesh.add("late")  # learns everything from x, by anti-entropy only
+    mesh.connect("late", "x")
+    mesh.settle()
+    owner = peer_owner(mesh.nodes["late"].identity.public_key, shards)
+    assert any(stream_owner(origin, s.encode(), shards) != owner for s in sources)
+    for _ in range(50):
+        mesh.step(base.anti_entropy_interval)
+    assert sorted(mesh.delivered["late"]) == sorted(ids)
