@@ -18,9 +18,10 @@ class Outbox:
     When full, the oldest frames of lower-priority bands make room for a new frame; if
     the lower bands cannot free enough, the new frame itself is dropped (and nothing is
     evicted for it), and so are later frames of its band and below until the queue has
-    drained to its low mark (:data:`REFILL`). A slow peer thus loses its least important
-    traffic first, in runs rather than one frame in a few, and never makes the node hold
-    more than ``capacity`` bytes for it.
+    drained to its low mark (:data:`REFILL`), except those that lower bands have room
+    for (fitting, or by eviction). A slow peer thus loses its least important traffic
+    first, in runs rather than one frame in a few, and never makes the node hold more
+    than ``capacity`` bytes for it.
     """
 
     __slots__ = ("_band_bytes", "_bands", "_refusing", "capacity", "frames", "size")
@@ -45,15 +46,19 @@ class Outbox:
     def push(self, frame: bytes, priority: int) -> int:
         """Queue ``frame``; returns how many frames were dropped (evicted, or this one)."""
         band = priority >> 6
-        if band <= self._refusing:
-            if self.size > self.capacity - self.capacity // REFILL:
-                return 1
-            self._refusing = -1
         excess = self.size + len(frame) - self.capacity
+        below = sum(self._band_bytes[:band])
+        if band <= self._refusing:
+            if self.size <= self.capacity - self.capacity // REFILL:
+                self._refusing = -1
+            elif not below or below < excess:
+                return 1
+            # Else lower bands hold what the frame needs (if anything): refusing it
+            # would keep less important frames queued in its place.
         if excess <= 0:
             self._append(band, frame)
             return 0
-        if sum(self._band_bytes[:band]) < excess:
+        if below < excess:
             self._refusing = max(self._refusing, band)
             return 1
         dropped = 0

@@ -33,3 +33,29 @@ def test_a_higher_band_still_gets_in_while_a_lower_one_is_refused() -> None:
     assert outbox.push(bytes(100), 200) == 0  # critical: never refused for the run
     outbox.drain(300)
     assert outbox.push(bytes(100), 0) == 0  # drained to the low mark: taken again
+
+
+def test_a_frame_lower_bands_make_room_for_is_taken_while_its_band_is_refused() -> None:
+    # One large frame that did not fit must not leave its band behind lower ones.
+    outbox = Outbox(10_000)
+    for _ in range(30):
+        assert outbox.push(bytes(100), 0) == 0
+    for _ in range(60):
+        assert outbox.push(bytes(100), 100) == 0  # 9,000 B queued, 3,000 of band 0
+    assert outbox.push(bytes(5_000), 100) == 1  # band 0 cannot free enough for it
+    assert outbox.push(bytes(100), 100) == 0  # fits, while band 0 stays queued
+    assert outbox.size == 9_100
+    assert outbox.push(bytes(1_000), 100) == 1  # needs 100 B of band 0: evicts one
+    assert outbox._band_bytes == [2_900, 7_100, 0, 0]
+    assert outbox.push(bytes(100), 0) == 1  # band 0 itself is still refused
+
+
+def test_a_small_critical_frame_evicts_bulk_after_a_large_one_did_not_fit() -> None:
+    outbox = Outbox(10_000)
+    for _ in range(5):
+        assert outbox.push(bytes(100), 0) == 0
+    for _ in range(95):
+        assert outbox.push(bytes(100), 255) == 0  # a paused link: 9,500 B critical
+    assert outbox.push(bytes(1_000), 255) == 1  # too large even with all bulk evicted
+    assert outbox.push(bytes(100), 255) == 1  # evicts one bulk frame for it
+    assert outbox._band_bytes == [400, 0, 0, 9_600]
