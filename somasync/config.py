@@ -221,11 +221,13 @@ class GossipConfig:
     gap_timeout: float = 30.0
     """Seconds a hole in an origin's sequence numbers is asked for before it is given up
     (the message may never have been sent, or has expired everywhere). Counted from the
-    last digest of a neighbour that lists the hole as held, when one does: a neighbour
-    whose link is rate-limited (``max_send_rate``, ``max_link_send_rate``) sends what its
-    full queue dropped only once the queue drains, which an overload can put off longer
-    than this. Such a hole is still given up ``max_message_age`` after it opened, since
-    the neighbour may list a hole it gave up itself."""
+    last digest that lists the hole as held from a neighbour that defers its repairs to
+    this node, when one does: a neighbour whose link is rate-limited (``max_send_rate``,
+    ``max_link_send_rate``) sends what its full queue dropped only once the queue drains,
+    which an overload can put off longer than this, and says so in its digests. Such a
+    hole is still given up ``somasync.core.antientropy.HOLD_GAP_TIMEOUTS`` (20) times
+    this after it opened (at most ``max_message_age``), since a digest lists the holes its
+    sender gave up as held too."""
 
     max_frame: int = 1024 * 1024
     """Largest frame accepted, in bytes, checked against the length prefix before any

@@ -9,12 +9,14 @@ partitioned catches up without re-sending what it already has.
 
 Holes that no neighbour can fill (a message never sent, or expired everywhere) are given
 up after ``gap_timeout`` so that digests stay short and nobody asks forever; so are the
-oldest holes of a stream with more than :data:`MAX_INTERVALS` runs. A hole a neighbour's
-digest lists as held is kept ``gap_timeout`` from that digest instead (a rate-limited
-neighbour may take longer than that to get to it), though never past ``hold_limit``
-after it opened: the claim may be a hole that neighbour gave up itself. A hole given up is
-claimed in digests (nobody is asked for it again) but is *not* treated as delivered: a
-copy that still arrives by gossip is delivered, never mistaken for a duplicate.
+oldest holes of a stream with more than :data:`MAX_INTERVALS` runs. A hole listed as
+held by a neighbour that says it defers its repairs to us (a rate-limited neighbour,
+whose queue may take longer than ``gap_timeout`` to drain: ``FLAG_DEFERRED``) is kept
+``gap_timeout`` from that digest instead, though never past :data:`HOLD_GAP_TIMEOUTS`
+gap timeouts after it opened: a digest lists given-up holes as held too, and that
+neighbour may have given this one up itself. A hole given up is claimed in digests
+(nobody is asked for it again) but is *not* treated as delivered: a copy that still
+arrives by gossip is delivered, never mistaken for a duplicate.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from somasync.core import wire
 from somasync.core.wire import Envelope, StreamKey
 
-__all__ = ["MessageStore", "SequenceTracker", "StreamTable", "count_lacking", "covers"]
+__all__ = ["HOLD_GAP_TIMEOUTS", "MessageStore", "SequenceTracker", "StreamTable",
+           "count_lacking", "covers"]
 
 #: Most intervals (runs with holes between them) tracked per stream; more give the
 #: oldest hole up. As many as one digest can carry per stream, so that a digest always
@@ -37,6 +40,12 @@ MAX_INTERVALS = wire.MAX_INTERVALS_PER_STREAM
 #: Given-up holes remembered per stream so their late copies still count as new; past
 #: this the oldest is forgotten (its sequence numbers then read as delivered).
 MAX_GIVEN_UP = 256
+
+#: A hole a deferring neighbour keeps listing as held is given up at the latest this many
+#: ``gap_timeout`` after it opened (and not past ``max_message_age``): an overload of a
+#: rate-limited link up to about this long is repaired, while a hole nobody can fill,
+#: listed because that neighbour gave it up too, is asked for no longer than this.
+HOLD_GAP_TIMEOUTS = 20
 
 
 class SequenceTracker:

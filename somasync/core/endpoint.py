@@ -39,7 +39,12 @@ from typing import NamedTuple
 
 from somasync.config import GossipConfig
 from somasync.core import crypto, wire
-from somasync.core.antientropy import MessageStore, StreamTable, count_lacking
+from somasync.core.antientropy import (
+    HOLD_GAP_TIMEOUTS,
+    MessageStore,
+    StreamTable,
+    count_lacking,
+)
 from somasync.core.batches import BatchVerifier
 from somasync.core.broadcast import BroadcastTree, TreeStatistics
 from somasync.core.budget import AMPLIFICATION_LIMIT, KeyedBuckets, TokenBucket
@@ -238,6 +243,11 @@ class _Link:
     it is padded so the peer can afford to answer with them."""
     peer_withheld: int = 0
     """Bytes of answers the peer said it holds back until this node pays for them."""
+    deferring: bool = False
+    """This node's last answer to the peer's digest deferred repairs on a shaped link
+    (``repair_deferred``): its digests to the peer say so (``FLAG_DEFERRED``)."""
+    told_deferring_at: float = float("-inf")
+    """When a digest last told the peer so."""
     shaper: TokenBucket | None = None
     """``max_link_send_rate``'s bucket (bytes), or None without that limit."""
     paused: bool = False
@@ -923,10 +933,11 @@ class Endpoint:
             self._seen.expire(now=now)
             self._direct.expire(now)
             self._store.expire(now=now, wall_now=now + self._wall_offset)
-            # Not past max_message_age: no store keeps a message longer, so a hole still
-            # listed as held then is one the neighbour gave up itself.
-            self._streams.expire_gaps(now=now, gap_timeout=self.config.gap_timeout,
-                                      hold_limit=self.config.max_message_age)
+            # Not past max_message_age either: no store keeps a message longer.
+            gap_timeout = self.config.gap_timeout
+            self._streams.expire_gaps(
+                now=now, gap_timeout=gap_timeout,
+                hold_limit=min(HOLD_GAP_TIMEOUTS * gap_timeout, self.config.max_message_age))
             self._rejudge(now)
             for state in list(self._links.values()):
                 if state.hello is None and now - state.opened_at > self.handshake_timeout:
@@ -1346,16 +1357,22 @@ class Endpoint:
             self._count_reject("digest_limited")
             return
         digest = wire.decode_digest(frame)
-        # Holes this peer holds are not given up while it may still send them: a
-        # rate-limited peer can take longer than gap_timeout to get to them.
-        self._streams.heard(digest.streams, now=now)
+        # Holes a peer that defers its repairs to us lists as held are not given up while
+        # it may still send them: its rate-limited queue can take longer than gap_timeout
+        # to drain. Only then: every digest lists given-up holes as held too.
+        if digest.deferred:
+            self._streams.heard(digest.streams, now=now)
         complete = not frame.flags & wire.FLAG_PARTIAL
         wall_now = now + self._wall_offset
         missing = self._store.missing_for(digest.streams, complete=complete,
                                           limit=self.config.anti_entropy_batch,
                                           wall_now=wall_now)
+        deferring = False
         if missing and (self._node_shaper or state.shaper):
-            missing = self._shaped_answer(state, missing)
+            answer = self._shaped_answer(state, missing)
+            deferring = len(answer) < len(missing)
+            missing = answer
+        state.deferring = deferring
         if missing:
             self._digest_budget.take(key, now=now)
         sent = 0
@@ -1382,6 +1399,12 @@ class Endpoint:
             # Asked for what it lacks, or (the peer holds answers back) paid for them now:
             # each exchange grows both sides' credit tenfold until the answers go.
             self._send_digest(state, reply=True, unknown=unknown)
+        elif deferring and not digest.reply \
+                and now - state.told_deferring_at >= self.config.gap_timeout / 4:
+            # The peer keeps its holes past gap_timeout only on our word, and our own
+            # digests reach it about once in as many rounds as we have neighbours: a few
+            # times a gap_timeout, it gets the word in reply.
+            self._send_digest(state, reply=True)
 
     def _shaped_answer(self, state: _Link,
                        missing: list[tuple[bytes, int]]) -> list[tuple[bytes, int]]:
@@ -1708,7 +1731,10 @@ class Endpoint:
         streams = {stream: t.intervals() for stream, t in items}
         for stream in unknown[: max(0, limit - len(streams))]:
             streams[stream] = []
-        bare = wire.encode_digest(streams, reply=reply, partial=partial, withheld=withheld)
+        bare = wire.encode_digest(streams, reply=reply, partial=partial, withheld=withheld,
+                                  deferred=state.deferring)
+        if state.deferring:
+            state.told_deferring_at = self._now
         # Padding pays for what this node expects: the messages the peer's digest listed,
         # or the answers it said it holds back; once per claim (the peer's next digest
         # renews it), and never past a frame.

@@ -59,6 +59,7 @@ from somasync.errors import DecodeError
 __all__ = [
     "BATCH_DOMAIN",
     "FLAG_BATCH",
+    "FLAG_DEFERRED",
     "FLAG_PADDED",
     "FLAG_PARTIAL",
     "FLAG_REPAIR",
@@ -111,6 +112,7 @@ FLAG_REPAIR = 0x08  # MESSAGE: a repair (anti-entropy or GRAFT answer), not a tr
 FLAG_PADDED = 0x10  # DIGEST: zero padding follows the streams (see encode_digest)
 FLAG_WITHHELD = 0x20  # DIGEST: a u32 follows the streams: bytes of answers held back
 FLAG_BATCH = 0x40  # MESSAGE: the signature signs a batch's Merkle root; the proof follows
+FLAG_DEFERRED = 0x80  # DIGEST: the sender defers repairs for this peer (a shaped queue)
 
 LENGTH_PREFIX = struct.Struct("!I")
 FRAME_HEADER = struct.Struct("!IBBBBB")  # length, version, kind, flags, priority, hops
@@ -575,24 +577,31 @@ class Digest:
     padding of its next digest): a FLAG_WITHHELD digest."""
     padding: int = 0
     """Bytes of zero padding after the streams (FLAG_PADDED)."""
+    deferred: bool = False
+    """The sender holds messages this node lacks and sends them once its rate-limited
+    queue for this node has drained (FLAG_DEFERRED): holes it lists as held are worth
+    keeping past ``gap_timeout``."""
 
 
 def encode_digest(streams: dict[StreamKey, list[tuple[int, int]]], *, reply: bool,
-                  partial: bool = False, padding: int = 0, withheld: int = 0) -> bytes:
+                  partial: bool = False, padding: int = 0, withheld: int = 0,
+                  deferred: bool = False) -> bytes:
     """Frame a digest. Each stream keeps at most 255 intervals (the newest).
 
     ``padding`` zero bytes follow the streams (``FLAG_PADDED``): a node answers a peer
     with at most ``AMPLIFICATION_LIMIT`` bytes per byte the peer sent it (see
     :mod:`somasync.core.endpoint`), so a node that expects a large answer to its digest
     pays for it with a larger digest. ``withheld`` (FLAG_WITHHELD, a u32 after the
-    streams) tells the peer how many bytes of answers wait for that."""
+    streams) tells the peer how many bytes of answers wait for that. ``deferred``
+    (FLAG_DEFERRED) tells it that answers wait for a rate-limited queue to drain."""
     parts = [DIGEST_COUNT.pack(len(streams))]
     for (origin, source), intervals in streams.items():
         source_bytes = source.encode()
         kept = intervals[-MAX_INTERVALS_PER_STREAM:]
         parts.append(origin + bytes((len(source_bytes),)) + source_bytes + bytes((len(kept),)))
         parts.extend(INTERVAL.pack(lo, hi) for lo, hi in kept)
-    flags = (FLAG_REPLY if reply else 0) | (FLAG_PARTIAL if partial else 0)
+    flags = (FLAG_REPLY if reply else 0) | (FLAG_PARTIAL if partial else 0) \
+        | (FLAG_DEFERRED if deferred else 0)
     if withheld > 0:
         parts.append(WITHHELD.pack(min(withheld, 0xFFFFFFFF)))
         flags |= FLAG_WITHHELD
@@ -660,4 +669,5 @@ def decode_digest(frame: Frame) -> Digest:
         offset += WITHHELD.size
     if offset != len(data) and not frame.flags & FLAG_PADDED:
         raise DecodeError("bad_length", "trailing bytes after digest")
-    return Digest(streams, bool(frame.flags & FLAG_REPLY), withheld, len(data) - offset)
+    return Digest(streams, bool(frame.flags & FLAG_REPLY), withheld, len(data) - offset,
+                  bool(frame.flags & FLAG_DEFERRED))

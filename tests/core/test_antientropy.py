@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import random
 
+import nacl.signing
 from hypothesis import given, settings, strategies as st
 
+from somasync.config import GossipConfig
+from somasync.core import wire
 from somasync.core.antientropy import (
+    HOLD_GAP_TIMEOUTS,
     MAX_GIVEN_UP,
     MAX_INTERVALS,
     SequenceTracker,
     count_lacking,
 )
+from somasync.core.payload import MessageType
+from somasync.message import Message
+from somasync.testing import WALL, Mesh
+
+KEY = nacl.signing.SigningKey(bytes([9]) * 32)
+STREAM = (bytes(KEY.verify_key), "origin")
 
 
 def test_runs_merge_into_intervals() -> None:
@@ -120,3 +130,72 @@ def test_beyond_the_remembered_given_up_holes_the_oldest_reads_as_delivered() ->
     assert 2 in tracker  # forgotten: reads as delivered
     last_hole = 2 * (MAX_INTERVALS + MAX_GIVEN_UP + 1) - 2
     assert last_hole not in tracker
+
+
+def _mesh_with_a_hole(names: list[str]) -> Mesh:
+    """``names`` in a ring with chords, all holding sequences 1-10 and 20-30 of STREAM:
+    11-19 were never sent, so nobody can fill that hole."""
+    mesh = Mesh(GossipConfig.local(), seed=3)
+    for name in names:
+        mesh.add(name)
+    for i, name in enumerate(names):
+        mesh.connect(name, names[(i + 1) % len(names)])
+        if len(names) > 3:
+            mesh.connect(name, names[(i + 2) % len(names)])
+    mesh.settle()
+    for sequence in [*range(1, 11), *range(20, 31)]:
+        message = Message(MessageType.Data("x" * 100), STREAM[1], timestamp=WALL, ttl=3600,
+                          sequence=sequence).sign_with_ed25519(KEY)
+        mesh.nodes[names[0]].broadcast(message.to_envelope(), now=mesh.now)
+        mesh.settle()
+    return mesh
+
+
+def _gapped(mesh: Mesh, name: str) -> bool:
+    tracker = mesh.nodes[name]._streams.get(STREAM)
+    return tracker is not None and tracker.has_gaps
+
+
+def test_a_hole_nobody_can_fill_is_given_up_after_gap_timeout_though_listed_as_held() -> None:
+    # Neighbours that gave the hole up list it as held in their digests, like any hole
+    # given up: taken for "a neighbour holds it", it was kept max_message_age (an hour),
+    # the whole mesh asking for it meanwhile (a late joiner's digests: 104 KB in 100 s
+    # against 38 KB).
+    names = [f"n{i}" for i in range(6)]
+    mesh = _mesh_with_a_hole(names)
+    gap_timeout = mesh.config.gap_timeout
+    for _ in range(int(3 * gap_timeout)):
+        mesh.step(1.0)
+    assert not any(_gapped(mesh, name) for name in names)
+    mesh.add("late")  # learns the messages, and the hole, from those that gave it up
+    mesh.connect("late", "n1")
+    mesh.connect("late", "n3")
+    mesh.settle()
+    assert _gapped(mesh, "late")
+    for _ in range(int(3 * gap_timeout)):
+        mesh.step(1.0)
+    assert not _gapped(mesh, "late")
+    assert mesh.nodes["late"]._streams.get(STREAM).given_up == 1  # type: ignore[union-attr]
+
+
+def test_a_hole_a_deferring_neighbour_lists_is_kept_up_to_the_hold_limit() -> None:
+    # A rate-limited neighbour defers its repairs until its queue drains and says so
+    # (FLAG_DEFERRED): the holes it lists as held outlive gap_timeout, but not past
+    # HOLD_GAP_TIMEOUTS of them (it may list a hole it gave up, as here).
+    mesh = _mesh_with_a_hole(["a", "b", "c"])
+    gap_timeout = mesh.config.gap_timeout
+    deferred = wire.encode_digest({STREAM: [(1, 30)]}, reply=True, deferred=True)
+    plain = wire.encode_digest({STREAM: [(1, 30)]}, reply=True)
+    steps = 0
+    while _gapped(mesh, "a"):
+        mesh.inject("a", mesh.link_of("a", "b"), deferred)
+        mesh.inject("c", mesh.link_of("c", "b"), plain)
+        mesh.step(mesh.config.anti_entropy_interval)
+        steps += 1
+        elapsed = steps * mesh.config.anti_entropy_interval
+        assert elapsed <= (HOLD_GAP_TIMEOUTS + 1) * gap_timeout
+        if elapsed > 2 * gap_timeout:
+            assert not _gapped(mesh, "c")
+    assert elapsed >= HOLD_GAP_TIMEOUTS * gap_timeout - 1.0
+    assert "digest_limited" not in mesh.nodes["a"].statistics().rejected
+

@@ -99,6 +99,37 @@ def test_losses_of_an_overload_longer_than_gap_timeout_are_all_repaired() -> Non
     assert mesh.nodes["b"].statistics().duplicates == 0
 
 
+def test_a_shaped_node_with_many_neighbours_tells_each_that_it_defers_repairs() -> None:
+    # The peer keeps its holes past gap_timeout only while a neighbour says it defers
+    # repairs to it (FLAG_DEFERRED); one random neighbour gets a node's digest per round,
+    # each of 30 only every 7.5 s here (gap_timeout: 5 s), so the word also goes in reply
+    # to the peer's own digests. Without that reply, 51-144 of 900 per leaf never came.
+    leaves = [f"b{i}" for i in range(30)]
+    base = GossipConfig.local().replace(link_queue_bytes=64 * 1024, max_frame=64 * 1024)
+    mesh = Mesh(base.replace(max_link_send_rate=10_000))
+    mesh.add("a")
+    for leaf in leaves:
+        mesh.add(leaf, base)
+        mesh.connect("a", leaf)
+    mesh.settle()
+    assert len(leaves) * base.anti_entropy_interval > base.gap_timeout
+    ids = []
+    sequence = 0
+    for _ in range(int(3 * base.gap_timeout * 10)):  # 6 messages of ~330 B every 0.1 s
+        for _ in range(6):
+            sequence += 1
+            message = Message(MessageType.Data("x" * 200), "origin", timestamp=WALL,
+                              ttl=3600, sequence=sequence).sign_with_ed25519(KEY)
+            ids.append(mesh.nodes["a"].broadcast(message.to_envelope(), now=mesh.now))
+        mesh.settle()
+        mesh.step(0.1)
+    assert mesh.nodes["a"].statistics().send_queue_dropped > 0
+    for _ in range(120):
+        mesh.step(1.0)
+    missing = {leaf: len(set(ids) - set(mesh.delivered[leaf])) for leaf in leaves}
+    assert not any(missing.values()), missing
+
+
 def test_a_shaped_sharded_node_repairs_the_streams_of_the_worker_without_the_link() -> None:
     # A sharded node's worker that does not own a peer's connection answers that peer's
     # digests for its own streams, through the owner; shaped, it must not take the empty
