@@ -137,19 +137,35 @@ class SequenceTracker:
             del los[first + 1:last + 1], his[first + 1:last + 1], gaps[first:last]
             del heard[first:last]
 
-    def heard(self, held: Sequence[tuple[int, int]], *, now: float) -> None:
+    def heard(self, held: Sequence[tuple[int, int]], *, now: float) -> int:
         """A neighbour's digest lists ``held`` (sorted, disjoint closed intervals) as held:
-        the holes it overlaps count as heard of now. One pass over holes and intervals."""
+        the holes it overlaps count as heard of now. Returns the work done: intervals and
+        holes looked at."""
         los, his, heard = self._los, self._his, self._gap_heard
-        j = 0
-        for i in range(len(heard)):
-            hole_lo, hole_hi = his[i] + 1, los[i + 1] - 1
-            while j < len(held) and held[j][1] < hole_lo:
-                j += 1
-            if j == len(held):
-                return
-            if held[j][0] <= hole_hi:
-                heard[i] = now
+        holes = len(heard)
+        if 4 * len(held) >= holes:
+            # About as many intervals as holes: one pass over both.
+            j = 0
+            for i in range(holes):
+                while j < len(held) and held[j][1] <= his[i]:
+                    j += 1
+                if j == len(held):
+                    return i + 1 + j
+                if held[j][0] < los[i + 1]:
+                    heard[i] = now
+            return holes + min(j + 1, len(held))
+        # Few intervals (a digest listing one run of what its sender holds) against many
+        # holes: each finds the holes it overlaps by bisection, and marks them at once.
+        work = 0
+        for lo, hi in held:
+            # Hole i is his[i] + 1 .. los[i + 1] - 1: lo..hi overlaps it when
+            # los[i + 1] > lo and his[i] < hi.
+            first = max(0, bisect.bisect_right(los, lo) - 1)
+            end = min(bisect.bisect_left(his, hi), holes)
+            work += 1 + max(0, end - first)
+            if first < end:
+                heard[first:end] = [now] * (end - first)
+        return work
 
     def expire_gaps(self, *, now: float, gap_timeout: float,
                     hold_limit: float | None = None) -> int:
@@ -229,7 +245,7 @@ def count_lacking(mine: Sequence[tuple[int, int]], theirs: Iterable[tuple[int, i
 class StreamTable:
     """A bounded map of stream -> tracker, dropping the least recently active first."""
 
-    __slots__ = ("_gapped", "_trackers", "capacity", "dropped")
+    __slots__ = ("_gapped", "_trackers", "capacity", "dropped", "scanned")
 
     def __init__(self, capacity: int) -> None:
         self._trackers: OrderedDict[StreamKey, SequenceTracker] = OrderedDict()
@@ -238,6 +254,8 @@ class StreamTable:
         self._gapped: dict[StreamKey, None] = {}
         self.capacity = capacity
         self.dropped = 0
+        self.scanned = 0
+        """Holes and listed intervals :meth:`heard` looked at, since creation."""
 
     def __len__(self) -> int:
         return len(self._trackers)
@@ -285,14 +303,18 @@ class StreamTable:
             tracker.fill(lo, hi)
 
     def heard(self, held: Mapping[StreamKey, Sequence[tuple[int, int]]], *,
-              now: float) -> None:
-        """A neighbour's digest lists ``held``: see :meth:`SequenceTracker.heard`."""
+              now: float) -> int:
+        """A neighbour's digest lists ``held``: see :meth:`SequenceTracker.heard`. Returns
+        how many holes and intervals that looked at (also added to ``scanned``)."""
         gapped, trackers = self._gapped, self._trackers
+        scanned = 0
         for stream, intervals in held.items():
             if intervals and stream in gapped:
                 tracker = trackers.get(stream)
                 if tracker is not None:
-                    tracker.heard(intervals, now=now)
+                    scanned += tracker.heard(intervals, now=now)
+        self.scanned += scanned
+        return scanned
 
     def expire_gaps(self, *, now: float, gap_timeout: float,
                     hold_limit: float | None = None) -> int:

@@ -181,8 +181,9 @@ class EndpointStatistics:
     repairs_sent: int
     """Messages sent to a neighbour because its digest showed it lacked them."""
     digest_entries_scanned: int
-    """Gaps and stored messages examined to answer digests: grows with what the askers
-    lacked, never with how much the store holds."""
+    """Gaps and stored messages examined to answer digests, and holes and intervals
+    compared for digests that said their sender defers repairs (``FLAG_DEFERRED``):
+    grows with what the askers lacked, never with how much the store holds."""
     frames_routed: int
     """Sharded node: items handed to other workers (frames, digests, peer changes)."""
     control_frames_out: int
@@ -1113,7 +1114,8 @@ class Endpoint:
             rejected=dict(c.rejected), send_queue_dropped=c.queue_dropped,
             send_queue_bytes=self.queued_bytes(),
             digests_sent=c.digests_sent, repairs_sent=c.repairs_sent,
-            digest_entries_scanned=self._store.scanned, frames_routed=c.routed,
+            digest_entries_scanned=self._store.scanned + self._streams.scanned,
+            frames_routed=c.routed,
             control_frames_out=c.control_frames, control_bytes_out=c.control_bytes,
             tree=None if self._tree is None else self._tree.statistics(),
             verify_seconds=tuple(self._verify_counts),
@@ -1359,9 +1361,9 @@ class Endpoint:
         digest = wire.decode_digest(frame)
         # Holes a peer that defers its repairs to us lists as held are not given up while
         # it may still send them: its rate-limited queue can take longer than gap_timeout
-        # to drain. Only then: every digest lists given-up holes as held too.
-        if digest.deferred:
-            self._streams.heard(digest.streams, now=now)
+        # to drain. Only then: every digest lists given-up holes as held too. Work done
+        # for the digest, so it is paid for like an answer.
+        heard = self._streams.heard(digest.streams, now=now) if digest.deferred else 0
         complete = not frame.flags & wire.FLAG_PARTIAL
         wall_now = now + self._wall_offset
         missing = self._store.missing_for(digest.streams, complete=complete,
@@ -1373,7 +1375,7 @@ class Endpoint:
             deferring = len(answer) < len(missing)
             missing = answer
         state.deferring = deferring
-        if missing:
+        if missing or heard:
             self._digest_budget.take(key, now=now)
         sent = 0
         for frame_bytes, priority in missing:

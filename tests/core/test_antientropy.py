@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import nacl.signing
@@ -110,6 +111,28 @@ def test_any_arrival_order_delivers_each_sequence_exactly_once(
     assert tracker.intervals() == [(1, count)]
 
 
+@settings(max_examples=300, deadline=None)
+@given(delivered=st.sets(st.integers(1, 200), min_size=1, max_size=120), data=st.data())
+def test_heard_marks_exactly_the_holes_the_listed_intervals_overlap(
+        delivered: set[int], data: st.DataObject) -> None:
+    # Both ways heard walks (a pass over holes and intervals, or bisection for few
+    # intervals) against the definition; interval ends fall mostly at holes' edges.
+    tracker = SequenceTracker()
+    for sequence in delivered:
+        tracker.add(sequence, now=0.0)
+    near = st.builds(int.__add__, st.sampled_from(sorted(delivered)), st.integers(-1, 1))
+    ends = data.draw(st.lists(near | st.integers(0, 210), max_size=80))
+    points = sorted(set(ends))
+    held = [(points[k], points[k + 1] - (k % 4 == 0) * (points[k + 1] - points[k]))
+            for k in range(0, len(points) - 1, 2)]  # some one-number intervals
+    tracker.heard(held, now=1.0)
+    intervals = tracker.intervals()
+    holes = [(hi + 1, lo - 1) for (_, hi), (lo, _) in itertools.pairwise(intervals)]
+    expected = [float(any(lo <= hole_hi and hole_lo <= hi for lo, hi in held))
+                for hole_lo, hole_hi in holes]
+    assert tracker._gap_heard == expected
+
+
 def test_count_lacking() -> None:
     assert count_lacking([(1, 5)], [(6, 6)], 100) == 1
     assert count_lacking([(1, 5), (8, 9)], [(2, 3), (8, 8)], 100) == 0
@@ -199,3 +222,25 @@ def test_a_hole_a_deferring_neighbour_lists_is_kept_up_to_the_hold_limit() -> No
     assert elapsed >= HOLD_GAP_TIMEOUTS * gap_timeout - 1.0
     assert "digest_limited" not in mesh.nodes["a"].statistics().rejected
 
+
+def test_a_deferring_digests_holes_are_scanned_and_paid_for_like_an_answer() -> None:
+    # Comparing a digest's intervals with the holes costs up to MAX_INTERVALS per stream;
+    # a digest that asked for nothing was free, and this work came before any budget.
+    mesh = _mesh_with_a_hole(["a", "b"])
+    link = mesh.link_of("a", "b")
+    plain = wire.encode_digest({STREAM: [(1, 30)]}, reply=True)
+    deferred = wire.encode_digest({STREAM: [(1, 30)]}, reply=True, deferred=True)
+    before = mesh.nodes["a"].statistics()
+    for _ in range(10):
+        mesh.inject("a", link, plain)
+    mesh.settle()
+    after = mesh.nodes["a"].statistics()
+    assert "digest_limited" not in after.rejected
+    answering = (after.digest_entries_scanned - before.digest_entries_scanned) // 10
+    for _ in range(10):
+        mesh.inject("a", link, deferred)
+    mesh.settle()
+    stats = mesh.nodes["a"].statistics()
+    assert stats.rejected["digest_limited"] == 2  # the budget's burst: 8
+    # Each of the 8 also compared one hole with one interval.
+    assert stats.digest_entries_scanned - after.digest_entries_scanned == 8 * (answering + 2)
