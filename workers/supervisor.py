@@ -150,7 +150,7 @@ _NOT_HANDSHAKE_FAILURES = frozenset({"connection_limit", "host_limit", "evicted"
 EVICTION_TRIALS = 4  # connections accepted over the limit at once (see _accept_loop)
 ADOPTION_GRACE = 2.0  # seconds a handed-over peer may take to be reported connected
 HUNG_AFTER = 1.0  # seconds a worker may leave a check unanswered while using no CPU
-TREE_TIMERS = frozenset({"lazy_timeout", "graft_timeout"})  # TreeStatistics fields in seconds
+TREE_TIMERS = frozenset({"lazy_timeout"})  # TreeStatistics fields in seconds
 
 
 @dataclass(eq=False)

@@ -23,17 +23,18 @@ makes the link eager again, so the tree repairs itself where it broke. Should th
 not come within ``graft_retry``, the next announcer is asked. Anti-entropy digests stay
 underneath as the last line of defence, for what neither path carried.
 
-Both timers follow what this node observes: the longest recent delay between the first
-announcement of a message and its tree copy, and between a GRAFT and its answer (a peak
-that decays, :data:`PEAK_HALF_LIFE`; a mean and deviation, as TCP's RFC 6298 keeps for
-round trips, was tried and let the tail of a loaded tree's delays through). Fixed timers
-shorter than the tree's delay under load GRAFT messages that are on their way: each
-answer is one more copy to send, check and drop, each GRAFT turns a link eager and its
-duplicates PRUNE it again, and the load that made the tree late grows (an 8-node mesh at
-1,500 msg/s on 2 cores sent 18,000 GRAFTs for 9,000 messages). Each timer stays between
-its configured value (a quiet LAN) and ``max_growth`` times it, so a tree that is late
-from overload, or from a neighbour holding messages back, delays the repair of a real
-break by at most that much.
+The lazy timeout follows what this node observes: the longest recent delay between the
+first announcement of a message and its tree copy (a peak that decays,
+:data:`PEAK_HALF_LIFE`; a mean and deviation, as TCP's RFC 6298 keeps for round trips,
+was tried and let the tail of a loaded tree's delays through). A fixed timer shorter
+than the tree's delay under load GRAFTs messages that are on their way: each answer is
+one more copy to send, check and drop, each GRAFT turns a link eager that duplicates
+PRUNE again, and the load that made the tree late grows (an 8-node mesh at 1,500 msg/s
+on 2 cores sent 18,000 GRAFTs for 9,000 messages). The timer stays between its
+configured value (a quiet LAN) and ``max_growth`` times it, so a tree that is late from
+overload, or from a neighbour holding copies back, delays the first GRAFT for a real
+break by at most that much. ``graft_retry`` stays fixed: a neighbour that answers just
+in time must not stretch the wait for the next announcer too.
 
 This class holds only the per-node state and decisions; the
 :class:`~somasync.core.endpoint.Endpoint` moves the frames. A sharded node keeps one tree
@@ -62,10 +63,14 @@ timers are back at their configured values within seconds of it."""
 PEAK_MARGIN = 1.25
 """A timer waits this many times the longest recent delay: a copy that late is on its
 way, not lost."""
+ANNOUNCE_BAND = 6
+"""IHAVE entries are batched per send band, ``priority >> 6`` (the four bands of
+:class:`~somasync.core.outbox.Outbox`, first in first out within each)."""
 RECENT_REPAIRS = 256
 """Messages that arrived by repair (GRAFT answer or anti-entropy), remembered so that a
 tree copy trailing them is not taken for a duplicate from a redundant link. The tree
-copy trails by at most the repair time (a second), so a short memory suffices."""
+copy trails by at most the lazy timeout and the repair time (a few seconds with the
+longest lazy timeout), so a short memory suffices."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +113,6 @@ class TreeStatistics:
     lazy_timeout: float = 0.0
     """Seconds from a missing message's first announcement to its GRAFT, now: the
     configured ``lazy_timeout``, grown while tree copies come late (see the module)."""
-    graft_timeout: float = 0.0
-    """Seconds a GRAFT's answer is waited for before the next announcer is asked, now:
-    the configured ``graft_retry``, grown while answers come slowly."""
 
 
 @dataclass(slots=True)
@@ -128,11 +130,6 @@ class _Missing:
     since: float = 0.0
     """When it was first announced: a tree copy arriving later says how late the tree
     is."""
-    grafted_at: float = 0.0
-    """When the last GRAFT went."""
-    grafts: int = 0
-    """GRAFTs sent for it: only an answer to the first says how long answers take (after
-    a second, either may be answering)."""
 
 
 class _RecentPeak:
@@ -154,6 +151,12 @@ class _RecentPeak:
         return self.peak * math.exp2((self.at - now) / PEAK_HALF_LIFE)
 
     def sample(self, delay: float, now: float) -> None:
+        if delay > self.ceiling:
+            # Later than even the longest timer waits: it would have been GRAFTed anyway,
+            # and one such copy (any neighbour can send one) must not hold the timer at
+            # its ceiling for minutes.
+            return
+        delay = min(delay, self.ceiling / PEAK_MARGIN)
         self.peak, self.at = max(delay, self._decayed(now)), now
 
     def timeout(self, now: float) -> float:
@@ -187,18 +190,18 @@ class BroadcastTree:
         graft_retry: seconds from one GRAFT to the next, to another announcer.
         max_missing: announced-but-missing messages remembered at most.
         max_trees: streams whose tree is remembered at most.
-        max_growth: how many times ``lazy_timeout`` and ``graft_retry`` each timer may
-            grow while copies and answers come late (1: fixed timers).
+        max_growth: how many times ``lazy_timeout`` the timer may grow while tree copies
+            come late (1: a fixed timer).
     """
 
-    __slots__ = ("_answers", "_broken", "_counters", "_deadlines", "_introduced", "_lateness",
-                 "_links", "_missing", "_now", "_pending", "_pruned", "_repaired", "_rotation",
-                 "lazy_fanout", "max_missing", "max_trees")
+    __slots__ = ("_broken", "_counters", "_deadlines", "_introduced", "_lateness", "_links",
+                 "_missing", "_now", "_pending", "_pruned", "_repaired", "_rotation",
+                 "graft_retry", "lazy_fanout", "max_missing", "max_trees")
 
     def __init__(self, *, lazy_timeout: float, graft_retry: float, max_missing: int,
                  max_trees: int = 4096, max_growth: float = 1.0) -> None:
         self._lateness = _RecentPeak(lazy_timeout, lazy_timeout * max_growth)
-        self._answers = _RecentPeak(graft_retry, graft_retry * max_growth)
+        self.graft_retry = graft_retry
         self._now = 0.0  # of the last input: what the statistics' timers are as of
         self.max_missing = max_missing
         self.max_trees = max_trees
@@ -209,7 +212,7 @@ class BroadcastTree:
         # Dicts as ordered sets: iteration order (and so every choice) is deterministic.
         self._links: dict[int, None] = {}
         self._pruned: OrderedDict[bytes, dict[int, None]] = OrderedDict()
-        self._pending: dict[int, dict[int, list[bytes]]] = {}  # link -> priority -> entries
+        self._pending: dict[int, dict[int, list[bytes]]] = {}  # link -> band -> entries
         self._missing: OrderedDict[bytes, _Missing] = OrderedDict()
         self._deadlines: list[tuple[float, bytes]] = []
         self._introduced: dict[int, int] = {}  # link -> missing messages it announced first
@@ -226,11 +229,6 @@ class BroadcastTree:
         last input."""
         return self._lateness.timeout(self._now)
 
-    @property
-    def graft_retry(self) -> float:
-        """Seconds from one GRAFT to the next, to another announcer, as of the last
-        input."""
-        return self._answers.timeout(self._now)
 
     # --- ForwardingStrategy ------------------------------------------------------------
 
@@ -332,13 +330,14 @@ class BroadcastTree:
 
     def announce(self, link: int, entry: bytes, priority: int = 255) -> None:
         """Queue one IHAVE entry for ``link``, for a message of ``priority``; sent with
-        the link's next batch of that priority."""
+        the link's next batch of that priority's send band (:data:`ANNOUNCE_BAND`)."""
         bands = self._pending.get(link)
         if bands is None:
             bands = self._pending[link] = {}
-        entries = bands.get(priority)
+        band = priority >> ANNOUNCE_BAND
+        entries = bands.get(band)
         if entries is None:
-            bands[priority] = [entry]
+            bands[band] = [entry]
         else:
             entries.append(entry)
         self._counters.announcements += 1
@@ -348,10 +347,11 @@ class BroadcastTree:
         return bool(self._pending)
 
     def take_announcements(self) -> dict[int, dict[int, list[bytes]]]:
-        """Per link, per message priority: the IHAVE entries gathered since the last
-        call. Each batch goes at its messages' priority, behind what the link already
-        queued at that priority or above, as the messages themselves go: announced
-        ahead of them, an id is missed and GRAFTed while its copy waits in a queue."""
+        """Per link, per send band (priority >> :data:`ANNOUNCE_BAND`): the IHAVE entries
+        gathered since the last call. Each batch goes in its messages' band, behind
+        what the link already queued there or above, as the messages themselves go:
+        announced ahead of them, an id is missed and GRAFTed while its copy waits in a
+        queue. At most one frame per band and link, as the send queue orders no finer."""
         pending, self._pending = self._pending, {}
         return pending
 
@@ -412,8 +412,6 @@ class BroadcastTree:
             since = missing.since
             if not repaired:
                 self._late_copy(now - since, now)
-            elif missing.grafts == 1:
-                self._answers.sample(now - missing.grafted_at, now)
         if repaired:
             self._repaired[message_id] = since
             if len(self._repaired) > RECENT_REPAIRS:
@@ -454,7 +452,7 @@ class BroadcastTree:
                 continue  # received meanwhile, forgotten, or a superseded deadline
             if waiting is not None and waiting(message_id):
                 missing.grafted = None
-                missing.deadline = now + self._answers.timeout(now)
+                missing.deadline = now + self.graft_retry
                 self._push_deadline(missing.deadline, message_id)
                 deadlines = self._deadlines  # rebuilt, maybe
                 self._counters.grafts_held += 1
@@ -477,9 +475,7 @@ class BroadcastTree:
             grafts.append((link, message_id, missing.tag))
             self._counters.grafts_sent += 1
             missing.grafted = link
-            missing.grafted_at = now
-            missing.grafts += 1
-            missing.deadline = now + self._answers.timeout(now)
+            missing.deadline = now + self.graft_retry
             self._push_deadline(missing.deadline, message_id)
             deadlines = self._deadlines  # rebuilt, maybe
         return grafts
@@ -510,5 +506,5 @@ class BroadcastTree:
             missing_dropped=c.missing_dropped, trees_dropped=c.trees_dropped,
             announcements_refused=c.announcements_refused, broken_promises=c.broken_promises,
             grafts_held=c.grafts_held, late_copies=c.late_copies,
-            lazy_timeout=self.lazy_timeout, graft_timeout=self.graft_retry,
+            lazy_timeout=self.lazy_timeout,
         )

@@ -46,7 +46,7 @@ from somasync.core.antientropy import (
     count_lacking,
 )
 from somasync.core.batches import BatchVerifier
-from somasync.core.broadcast import BroadcastTree, TreeStatistics
+from somasync.core.broadcast import ANNOUNCE_BAND, BroadcastTree, TreeStatistics
 from somasync.core.budget import AMPLIFICATION_LIMIT, KeyedBuckets, TokenBucket
 from somasync.core.crypto import Identity
 from somasync.core.direct import DIRECT_HEADER, QUERY_HEADER, DirectRouter
@@ -340,7 +340,7 @@ class Endpoint:
             self._strategy = self._tree = BroadcastTree(
                 lazy_timeout=config.lazy_timeout, graft_retry=config.graft_retry,
                 max_missing=config.max_missing, max_trees=config.max_stream_trees,
-                max_growth=config.max_timer_growth)
+                max_growth=config.max_lazy_timeout_growth)
         else:
             self._strategy = PushGossip(config.fanout)
         self._shard = shard
@@ -1708,8 +1708,9 @@ class Endpoint:
         for link, bands in tree.take_announcements().items():
             state = self._links.get(link)
             if state is not None and not state.closing:
-                for priority, entries in bands.items():
-                    self._send_tree_frame(state, wire.FrameKind.IHAVE, entries, priority)
+                for band, entries in bands.items():
+                    self._send_tree_frame(state, wire.FrameKind.IHAVE, entries,
+                                          band << ANNOUNCE_BAND)
 
     def _send_digest(self, state: _Link, *, reply: bool,
                      unknown: list[wire.StreamKey] = (),  # type: ignore[assignment]
