@@ -285,23 +285,13 @@ class GossipConfig:
 
     lazy_timeout: float = 0.25
     """Tree: seconds to wait, after the first IHAVE for a message not yet received, before
-    sending GRAFT to the announcer (Plumtree's timer 1), while tree copies come on time.
-    Longer than the usual gap between the tree copy and an announcement on a LAN
-    (milliseconds), short enough that a broken tree of a quiet mesh heals within a
-    fraction of a second; under load it grows, see ``max_lazy_timeout_growth``."""
+    sending GRAFT to the announcer. Longer than the usual gap between the tree copy and an
+    announcement on a LAN (milliseconds), short enough that a broken tree heals within a
+    fraction of a second (Plumtree's timer 1)."""
 
     graft_retry: float = 0.5
     """Tree: seconds after a GRAFT before the next announcer is asked, should the first
     not answer (Plumtree's timer 2)."""
-
-    max_lazy_timeout_growth: float = 8.0
-    """Tree: how many times ``lazy_timeout`` the timer may grow while tree copies come
-    late after their announcements: it waits 1.25 times the longest such delay of the
-    last few seconds (a peak that halves every 5 s), never less than ``lazy_timeout``.
-    A timer shorter than the tree's delay under load GRAFTs messages already on their
-    way, and every GRAFT is one more copy to send and check. 8: with the default
-    0.25 s, the first GRAFT for a real break goes within 2 s of the first announcement
-    however late the tree runs (``graft_retry`` does not grow). 1: a fixed timer."""
 
     announce_interval: float = 0.0
     """Tree: seconds between two IHAVE frames to one neighbour. 0: each turn's (one
@@ -380,10 +370,6 @@ class GossipConfig:
                  f"must be 'tree' or 'push', got {self.forwarding!r}")
         require_number(self.lazy_timeout, "gossip.lazy_timeout")
         require_number(self.graft_retry, "gossip.graft_retry")
-        growth = self.max_lazy_timeout_growth
-        require(isinstance(growth, (int, float)) and not isinstance(growth, bool)
-                and math.isfinite(growth) and growth >= 1,
-                "gossip.max_lazy_timeout_growth", "must be a finite number of at least 1")
         require_number(self.announce_interval, "gossip.announce_interval", allow_zero=True)
         require_int(self.max_missing, "gossip.max_missing")
         require_int(self.max_stream_trees, "gossip.max_stream_trees")

@@ -35,9 +35,6 @@ from somasync import (
         ("require_signatures", "yes"),
         ("trusted_keys", frozenset({b"short"})),
         ("max_clock_skew", -1),
-        ("max_lazy_timeout_growth", 0.5),
-        ("max_lazy_timeout_growth", math.inf),
-        ("max_lazy_timeout_growth", True),
     ],
 )
 def test_gossip_config_names_the_bad_field(field: str, value: Any) -> None:

@@ -150,7 +150,6 @@ _NOT_HANDSHAKE_FAILURES = frozenset({"connection_limit", "host_limit", "evicted"
 EVICTION_TRIALS = 4  # connections accepted over the limit at once (see _accept_loop)
 ADOPTION_GRACE = 2.0  # seconds a handed-over peer may take to be reported connected
 HUNG_AFTER = 1.0  # seconds a worker may leave a check unanswered while using no CPU
-TREE_TIMERS = frozenset({"lazy_timeout"})  # TreeStatistics fields in seconds
 
 
 @dataclass(eq=False)
@@ -1036,12 +1035,10 @@ def _sum_core(cores: list[EndpointStatistics], *, peers: int) -> EndpointStatist
         elif name == "verify_seconds_total":
             totals[name] = sum(core.verify_seconds_total for core in cores)
         elif name == "tree":
-            # Each worker grows its own tree over its own streams: sum the counters;
-            # of the timers (seconds), the longest.
+            # Each worker grows its own tree over its own streams: sum the counters.
             trees = [core.tree for core in cores if core.tree is not None]
             totals[name] = TreeStatistics(**{
-                field: max(getattr(tree, field) for tree in trees) if field in TREE_TIMERS
-                else sum(int(getattr(tree, field)) for tree in trees)
+                field: sum(int(getattr(tree, field)) for tree in trees)
                 for field in TreeStatistics.__dataclass_fields__}) if trees else None
         else:
             totals[name] = sum(int(getattr(core, name)) for core in cores)

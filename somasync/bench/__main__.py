@@ -96,9 +96,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--read-ahead-bytes", type=int, dest="read_ahead_bytes",
                         help="nodes' GossipConfig.read_ahead_bytes (library default; 0 "
                              "reads in order)")
-    parser.add_argument("--max-lazy-timeout-growth", type=float, dest="max_lazy_timeout_growth",
-                        help="nodes' GossipConfig.max_lazy_timeout_growth (library default; 1 "
-                             "keeps the tree's timers fixed)")
     parser.add_argument("--critical-rate", type=float, dest="critical_rate",
                         help=f"priority scenario: critical alerts/s from publisher 0 "
                              f"({defaults.critical_rate:g})")
@@ -112,7 +109,7 @@ def _settings(args: argparse.Namespace) -> BenchSettings:
     fields = ("nodes", "workers", "publishers", "rate", "size", "duration", "messages",
               "scenario", "priority_mix", "slow_rate", "links", "seed", "drain_timeout",
               "drop_every", "interval", "anti_entropy_interval", "signing", "batch_size",
-              "batch_window", "critical_rate", "read_ahead_bytes", "max_lazy_timeout_growth")
+              "batch_window", "critical_rate", "read_ahead_bytes")
     changes = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if changes.get("scenario") == "burst" and "messages" not in changes and not base.messages:
         changes["messages"] = base.total_messages

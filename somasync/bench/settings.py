@@ -80,9 +80,6 @@ class BenchSettings:
     read_ahead_bytes: int | None = None
     """``GossipConfig.read_ahead_bytes`` of the bench's nodes; None keeps the library's
     default (0 reads in order, the way to measure what read-ahead changes)."""
-    max_lazy_timeout_growth: float | None = None
-    """``GossipConfig.max_lazy_timeout_growth`` of the bench's nodes; None keeps the library's
-    default (1: fixed tree timers, the way to measure what their growth changes)."""
     interval: float = 10.0
     """Seconds per timeline interval: latency percentiles, RSS and CPU of every node are
     reported for each (the soak scenario prints them; every JSON result holds them)."""
@@ -118,10 +115,6 @@ class BenchSettings:
             require_number(self.anti_entropy_interval, "anti_entropy_interval")
         if self.read_ahead_bytes is not None:
             require_int(self.read_ahead_bytes, "read_ahead_bytes", minimum=0)
-        if self.max_lazy_timeout_growth is not None:
-            require(isinstance(self.max_lazy_timeout_growth, (int, float))
-                    and 1 <= self.max_lazy_timeout_growth < float("inf"), "max_lazy_timeout_growth",
-                    "must be a finite number of at least 1")
         require_number(self.interval, "interval")
         require(self.signing in ("single", "batch"), "signing",
                 f"must be single or batch, got {self.signing!r}")
@@ -172,8 +165,6 @@ class BenchSettings:
             deviations["anti_entropy_interval"] = self.anti_entropy_interval
         if self.read_ahead_bytes is not None:
             deviations["read_ahead_bytes"] = self.read_ahead_bytes
-        if self.max_lazy_timeout_growth is not None:
-            deviations["max_lazy_timeout_growth"] = self.max_lazy_timeout_growth
         return deviations
 
     def replace(self, **changes: Any) -> BenchSettings:

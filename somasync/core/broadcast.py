@@ -23,19 +23,6 @@ makes the link eager again, so the tree repairs itself where it broke. Should th
 not come within ``graft_retry``, the next announcer is asked. Anti-entropy digests stay
 underneath as the last line of defence, for what neither path carried.
 
-The lazy timeout follows what this node observes: the longest recent delay between the
-first announcement of a message and its tree copy (a peak that decays,
-:data:`PEAK_HALF_LIFE`; a mean and deviation, as TCP's RFC 6298 keeps for round trips,
-was tried and let the tail of a loaded tree's delays through). A fixed timer shorter
-than the tree's delay under load GRAFTs messages that are on their way: each answer is
-one more copy to send, check and drop, each GRAFT turns a link eager that duplicates
-PRUNE again, and the load that made the tree late grows (an 8-node mesh at 1,500 msg/s
-on 2 cores sent 18,000 GRAFTs for 9,000 messages). The timer stays between its
-configured value (a quiet LAN) and ``max_growth`` times it, so a tree that is late from
-overload, or from a neighbour holding copies back, delays the first GRAFT for a real
-break by at most that much. ``graft_retry`` stays fixed: a neighbour that answers just
-in time must not stretch the wait for the next announcer too.
-
 This class holds only the per-node state and decisions; the
 :class:`~somasync.core.endpoint.Endpoint` moves the frames. A sharded node keeps one tree
 per worker: each worker handles its own streams, so each tree is consistent for the
@@ -45,7 +32,6 @@ messages it carries.
 from __future__ import annotations
 
 import heapq
-import math
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -56,21 +42,13 @@ __all__ = ["BroadcastTree", "TreeStatistics"]
 LINK_SHARE = 4
 """One link's announcements may hold at most ``max_missing / LINK_SHARE`` (at least 16)
 of the missing messages at once."""
-PEAK_HALF_LIFE = 5.0
-"""Seconds over which a timer stretched by a late copy (or a slow GRAFT answer) shrinks
-halfway back: long enough to span the bursts of a sustained load, short enough that the
-timers are back at their configured values within seconds of it."""
-PEAK_MARGIN = 1.25
-"""A timer waits this many times the longest recent delay: a copy that late is on its
-way, not lost."""
 ANNOUNCE_BAND = 6
 """IHAVE entries are batched per send band, ``priority >> 6`` (the four bands of
 :class:`~somasync.core.outbox.Outbox`, first in first out within each)."""
 RECENT_REPAIRS = 256
 """Messages that arrived by repair (GRAFT answer or anti-entropy), remembered so that a
 tree copy trailing them is not taken for a duplicate from a redundant link. The tree
-copy trails by at most the lazy timeout and the repair time (a few seconds with the
-longest lazy timeout), so a short memory suffices."""
+copy trails by at most the repair time (a second), so a short memory suffices."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +85,6 @@ class TreeStatistics:
     is due again ``graft_retry`` later, and no promise counts as broken meanwhile."""
     trees_dropped: int
     """Stream trees forgotten beyond ``max_trees`` (their next message floods)."""
-    late_copies: int = 0
-    """Tree copies that came after their message was announced here (each a sample of
-    how late the tree is)."""
-    lazy_timeout: float = 0.0
-    """Seconds from a missing message's first announcement to its GRAFT, now: the
-    configured ``lazy_timeout``, grown while tree copies come late (see the module)."""
 
 
 @dataclass(slots=True)
@@ -127,40 +99,6 @@ class _Missing:
     grafted: int | None = None
     """The link asked last; if the message is still missing at the next deadline, that
     neighbour broke its promise."""
-    since: float = 0.0
-    """When it was first announced: a tree copy arriving later says how late the tree
-    is."""
-
-
-class _RecentPeak:
-    """The longest recent delay, halving every ``PEAK_HALF_LIFE`` seconds until a longer
-    one comes, and the timeout it gives: ``PEAK_MARGIN`` times it, kept between ``floor``
-    and ``ceiling``."""
-
-    __slots__ = ("at", "ceiling", "floor", "peak")
-
-    def __init__(self, floor: float, ceiling: float) -> None:
-        self.floor = floor
-        self.ceiling = max(floor, ceiling)
-        self.peak = 0.0
-        self.at = 0.0
-
-    def _decayed(self, now: float) -> float:
-        if self.peak == 0.0 or now <= self.at:
-            return self.peak
-        return self.peak * math.exp2((self.at - now) / PEAK_HALF_LIFE)
-
-    def sample(self, delay: float, now: float) -> None:
-        if delay > self.ceiling:
-            # Later than even the longest timer waits: it would have been GRAFTed anyway,
-            # and one such copy (any neighbour can send one) must not hold the timer at
-            # its ceiling for minutes.
-            return
-        delay = min(delay, self.ceiling / PEAK_MARGIN)
-        self.peak, self.at = max(delay, self._decayed(now)), now
-
-    def timeout(self, now: float) -> float:
-        return min(self.ceiling, max(self.floor, PEAK_MARGIN * self._decayed(now)))
 
 
 @dataclass(slots=True)
@@ -175,7 +113,6 @@ class _Counters:
     announcements_refused: int = 0
     broken_promises: int = 0
     grafts_held: int = 0
-    late_copies: int = 0
 
 
 class BroadcastTree:
@@ -190,19 +127,16 @@ class BroadcastTree:
         graft_retry: seconds from one GRAFT to the next, to another announcer.
         max_missing: announced-but-missing messages remembered at most.
         max_trees: streams whose tree is remembered at most.
-        max_growth: how many times ``lazy_timeout`` the timer may grow while tree copies
-            come late (1: a fixed timer).
     """
 
-    __slots__ = ("_broken", "_counters", "_deadlines", "_introduced", "_lateness", "_links",
-                 "_missing", "_now", "_pending", "_pruned", "_repaired", "_rotation",
-                 "graft_retry", "lazy_fanout", "max_missing", "max_trees")
+    __slots__ = ("_broken", "_counters", "_deadlines", "_introduced", "_links", "_missing",
+                 "_pending", "_pruned", "_repaired", "_rotation", "graft_retry",
+                 "lazy_fanout", "lazy_timeout", "max_missing", "max_trees")
 
     def __init__(self, *, lazy_timeout: float, graft_retry: float, max_missing: int,
-                 max_trees: int = 4096, max_growth: float = 1.0) -> None:
-        self._lateness = _RecentPeak(lazy_timeout, lazy_timeout * max_growth)
+                 max_trees: int = 4096) -> None:
+        self.lazy_timeout = lazy_timeout
         self.graft_retry = graft_retry
-        self._now = 0.0  # of the last input: what the statistics' timers are as of
         self.max_missing = max_missing
         self.max_trees = max_trees
         self.lazy_fanout: int | None = None
@@ -217,18 +151,8 @@ class BroadcastTree:
         self._deadlines: list[tuple[float, bytes]] = []
         self._introduced: dict[int, int] = {}  # link -> missing messages it announced first
         self._broken: list[int] = []
-        # Recent messages whose first copy was a repair -> when they were first
-        # announced (None: not announced, or sampled already), for the tree copy that
-        # may trail them.
-        self._repaired: OrderedDict[bytes, float | None] = OrderedDict()
+        self._repaired: OrderedDict[bytes, None] = OrderedDict()
         self._counters = _Counters()
-
-    @property
-    def lazy_timeout(self) -> float:
-        """Seconds from a missing message's first announcement to its GRAFT, as of the
-        last input."""
-        return self._lateness.timeout(self._now)
-
 
     # --- ForwardingStrategy ------------------------------------------------------------
 
@@ -349,9 +273,11 @@ class BroadcastTree:
     def take_announcements(self) -> dict[int, dict[int, list[bytes]]]:
         """Per link, per send band (priority >> :data:`ANNOUNCE_BAND`): the IHAVE entries
         gathered since the last call. Each batch goes in its messages' band, behind
-        what the link already queued there or above, as the messages themselves go:
-        announced ahead of them, an id is missed and GRAFTed while its copy waits in a
-        queue. At most one frame per band and link, as the send queue orders no finer."""
+        what the link already queued there or above, as the messages themselves go.
+        At 255, ahead of everything, a flood of bulk announcements went before critical
+        alerts, and a bulk message was announced long before its copy, which waited
+        behind other bulk. At most one frame per band and link: the send queue orders
+        no finer."""
         pending, self._pending = self._pending, {}
         return pending
 
@@ -370,9 +296,8 @@ class BroadcastTree:
                 _, oldest = self._missing.popitem(last=False)
                 self._forget(oldest)
                 self._counters.missing_dropped += 1
-            self._now = now
-            deadline = now + self._lateness.timeout(now)
-            missing = self._missing[message_id] = _Missing(tag, link, deadline, since=now)
+            deadline = now + self.lazy_timeout
+            missing = self._missing[message_id] = _Missing(tag, link, deadline)
             self._introduced[link] = introduced + 1
             self._push_deadline(deadline, message_id)
         if link not in missing.announcers:
@@ -401,36 +326,20 @@ class BroadcastTree:
         broken, self._broken = self._broken, []
         return broken
 
-    def received(self, message_id: bytes, *, now: float, repaired: bool = False) -> None:
+    def received(self, message_id: bytes, *, repaired: bool = False) -> None:
         """The message arrived (``repaired``: as a GRAFT answer or an anti-entropy
         repair): no GRAFT for it (its deadline is skipped when due)."""
-        self._now = now
         missing = self._missing.pop(message_id, None)
-        since = None
         if missing is not None:
             self._forget(missing)
-            since = missing.since
-            if not repaired:
-                self._late_copy(now - since, now)
         if repaired:
-            self._repaired[message_id] = since
+            self._repaired[message_id] = None
             if len(self._repaired) > RECENT_REPAIRS:
                 self._repaired.popitem(last=False)
 
-    def arrived_by_repair(self, message_id: bytes, *, now: float) -> bool:
-        """Whether the first copy of this (recent) message was a repair; asked when its
-        tree copy came after all, which says how late the tree was."""
-        if message_id not in self._repaired:
-            return False
-        since = self._repaired[message_id]
-        if since is not None:
-            self._repaired[message_id] = None  # one sample per message
-            self._late_copy(now - since, now)
-        return True
-
-    def _late_copy(self, lateness: float, now: float) -> None:
-        self._lateness.sample(lateness, now)
-        self._counters.late_copies += 1
+    def arrived_by_repair(self, message_id: bytes) -> bool:
+        """Whether the first copy of this (recent) message was a repair."""
+        return message_id in self._repaired
 
     def due(self, *, now: float, waiting: Callable[[bytes], bool] | None = None
             ) -> list[tuple[int, bytes, bytes]]:
@@ -442,7 +351,6 @@ class BroadcastTree:
         again ``graft_retry`` later, and the neighbour asked last broke no promise (its
         answer may be that copy). Only those ids wait: any other GRAFT, a critical
         message's included, goes on time however much bulk waits."""
-        self._now = now
         grafts: list[tuple[int, bytes, bytes]] = []
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
@@ -505,6 +413,5 @@ class BroadcastTree:
             grafts_received=c.grafts_received, prunes_received=c.prunes_received,
             missing_dropped=c.missing_dropped, trees_dropped=c.trees_dropped,
             announcements_refused=c.announcements_refused, broken_promises=c.broken_promises,
-            grafts_held=c.grafts_held, late_copies=c.late_copies,
-            lazy_timeout=self.lazy_timeout,
+            grafts_held=c.grafts_held,
         )

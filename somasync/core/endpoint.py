@@ -339,8 +339,7 @@ class Endpoint:
         if config.forwarding == "tree":
             self._strategy = self._tree = BroadcastTree(
                 lazy_timeout=config.lazy_timeout, graft_retry=config.graft_retry,
-                max_missing=config.max_missing, max_trees=config.max_stream_trees,
-                max_growth=config.max_lazy_timeout_growth)
+                max_missing=config.max_missing, max_trees=config.max_stream_trees)
         else:
             self._strategy = PushGossip(config.fanout)
         self._shard = shard
@@ -1284,7 +1283,7 @@ class Endpoint:
         tag = _tag_of(envelope)
         if tree is not None:
             repaired = bool(frame.flags & wire.FLAG_REPAIR)
-            tree.received(message_id, now=now, repaired=repaired)
+            tree.received(message_id, repaired=repaired)
             if not repaired:
                 tree.make_eager(state.id, tag)  # it pushes to us: our parent in this tree
         if frame.hops + 1 < config.max_hops:
@@ -1604,7 +1603,7 @@ class Endpoint:
             return
         origin, source = wire.envelope_stream_bytes(body)
         tag = wire.stream_tag(origin, source)
-        if tree.arrived_by_repair(message_id, now=self._now):
+        if tree.arrived_by_repair(message_id):
             # The repair overtook this tree copy: the link is sound, keep it.
             tree.make_eager(state.id, tag)
             return

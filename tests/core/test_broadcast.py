@@ -9,7 +9,7 @@ import pytest
 
 from somasync.config import GossipConfig
 from somasync.core import endpoint as endpoint_module, wire
-from somasync.core.broadcast import PEAK_HALF_LIFE, BroadcastTree
+from somasync.core.broadcast import BroadcastTree
 from somasync.core.events import FrameRejected
 from somasync.core.payload import MessageType
 from somasync.message import Message
@@ -125,7 +125,7 @@ def test_graft_moves_to_the_next_announcer_when_the_first_is_silent() -> None:
     assert not tree.is_eager(3, b"t" * 8)
     assert tree.due(now=0.25) == []
     assert tree.due(now=0.31) == [(3, b"m" * 16, b"t" * 8)]
-    tree.received(b"m" * 16, now=0.4)
+    tree.received(b"m" * 16)
     assert tree.due(now=10.0) == []
     assert tree.statistics().grafts_sent == 2
 
@@ -299,7 +299,7 @@ def test_deadlines_of_forgotten_messages_do_not_pile_up() -> None:
         tree.link_up(link)
     for i in range(50_000):
         tree.heard(i.to_bytes(16, "big"), b"t" * 8, 1 + i % 8, now=0.0)
-        tree.received(i.to_bytes(16, "big"), now=0.0)
+        tree.received(i.to_bytes(16, "big"))
     assert len(tree._deadlines) <= 4 * 100 + 64
 
 
@@ -313,7 +313,7 @@ def test_an_announcer_that_never_answers_its_graft_broke_a_promise() -> None:
     assert tree.take_broken_promises() == []
     tree.due(now=0.35)  # 1 said nothing: GRAFT to 2
     assert tree.take_broken_promises() == [1]
-    tree.received(b"m" * 16, now=0.4)  # 2 kept its promise
+    tree.received(b"m" * 16)  # 2 kept its promise
     tree.due(now=1.0)
     assert tree.take_broken_promises() == []
     assert tree.statistics().broken_promises == 1
@@ -458,113 +458,6 @@ def test_a_broken_tree_is_repaired_with_an_announce_interval(
     assert message_id in mesh.delivered[victim], "IHAVE after the interval, then GRAFT"
     assert sum(e.statistics().tree.grafts_sent  # type: ignore[union-attr]
                for e in mesh.nodes.values()) >= 1
-
-
-# --- timers that follow the tree's delay ---------------------------------------------------
-
-def _late_copies(tree: BroadcastTree, *, count: int, lateness: float, start: float = 0.0,
-                 link: int = 1) -> float:
-    """``count`` messages announced on ``link``, each followed ``lateness`` later by its
-    tree copy (the eager path is that slow); returns the time after the last."""
-    now = start
-    for _ in range(count):
-        message_id = int(now * 1000).to_bytes(16, "big")
-        tree.heard(message_id, b"t" * 8, link, now=now)
-        tree.received(message_id, now=now + lateness)
-        now += lateness + 0.01
-    return now
-
-
-def test_tree_copies_that_come_late_stretch_the_lazy_timeout_so_they_are_not_grafted(
-        ) -> None:
-    """Before: the GRAFT went ``lazy_timeout`` after the announcement however late the tree
-    ran, so under load every message on its way was asked for again (one more copy to
-    send, check and drop, and a link turned eager to be pruned again)."""
-    tree = BroadcastTree(lazy_timeout=0.1, graft_retry=0.2, max_missing=100, max_growth=8)
-    for link in (1, 2):
-        tree.link_up(link)
-    now = _late_copies(tree, count=20, lateness=0.4)
-    assert 0.4 <= tree.lazy_timeout <= 0.8
-    tree.heard(b"n" * 16, b"t" * 8, 2, now=now)
-    assert tree.due(now=now + 0.39) == []  # the copy is late, not lost
-    tree.received(b"n" * 16, now=now + 0.39)
-    assert tree.due(now=now + 5.0) == []
-    stats = tree.statistics()
-    assert stats.grafts_sent == 0
-    assert stats.late_copies == 21
-    assert stats.lazy_timeout == tree.lazy_timeout
-
-
-def test_fixed_timers_graft_late_copies_as_before() -> None:
-    tree = BroadcastTree(lazy_timeout=0.1, graft_retry=0.2, max_missing=100, max_growth=1)
-    for link in (1, 2):
-        tree.link_up(link)
-    now = _late_copies(tree, count=20, lateness=0.4)
-    assert tree.lazy_timeout == 0.1
-    tree.heard(b"n" * 16, b"t" * 8, 2, now=now)
-    assert tree.due(now=now + 0.1) == [(2, b"n" * 16, b"t" * 8)]
-
-
-def test_a_broken_tree_is_still_grafted_within_max_growth_times_the_lazy_timeout() -> None:
-    """A neighbour holding copies back (or an overloaded tree) can stretch the timer only
-    so far: a real break is repaired within ``lazy_timeout x max_growth``."""
-    tree = BroadcastTree(lazy_timeout=0.1, graft_retry=0.2, max_missing=100, max_growth=8)
-    for link in (1, 2):
-        tree.link_up(link)
-    now = _late_copies(tree, count=30, lateness=0.79)
-    assert tree.lazy_timeout == pytest.approx(0.8)
-    tree.heard(b"n" * 16, b"t" * 8, 2, now=now)
-    assert tree.due(now=now + 0.79) == []
-    assert tree.due(now=now + 0.8) == [(2, b"n" * 16, b"t" * 8)]
-
-
-def test_the_lazy_timeout_comes_back_down_when_the_tree_is_prompt_again() -> None:
-    tree = BroadcastTree(lazy_timeout=0.1, graft_retry=0.2, max_missing=100, max_growth=8)
-    for link in (1, 2):
-        tree.link_up(link)
-    now = _late_copies(tree, count=20, lateness=0.5)
-    assert tree.lazy_timeout > 0.5
-    now = _late_copies(tree, count=5, lateness=0.01, start=now + 2 * PEAK_HALF_LIFE)
-    assert 0.1 < tree.lazy_timeout < 0.25  # a quarter of the peak, halved twice
-    _late_copies(tree, count=5, lateness=0.01, start=now + 2 * PEAK_HALF_LIFE)
-    assert tree.lazy_timeout == pytest.approx(0.1)
-
-
-def test_a_tree_copy_trailing_a_repair_says_how_late_the_tree_was() -> None:
-    """The GRAFT's answer came first; the tree copy that trails it is the sample that
-    counts (without it, timers that GRAFT early would never learn the tree is late)."""
-    tree = BroadcastTree(lazy_timeout=0.1, graft_retry=0.2, max_missing=100, max_growth=8)
-    for link in (1, 2):
-        tree.link_up(link)
-    now = 0.0
-    for i in range(20):
-        message_id = i.to_bytes(16, "big")
-        tree.heard(message_id, b"t" * 8, 2, now=now)
-        assert [g[1] for g in tree.due(now=now + tree.lazy_timeout)] == [message_id]
-        tree.received(message_id, now=now + tree.lazy_timeout + 0.01, repaired=True)
-        assert tree.arrived_by_repair(message_id, now=now + 0.6)
-        assert tree.arrived_by_repair(message_id, now=now + 0.9)  # sampled once only
-        now += 1.0
-    assert 0.6 <= tree.lazy_timeout <= 0.8
-    assert tree.statistics().late_copies == 20
-
-
-def test_one_copy_later_than_the_longest_timer_does_not_hold_the_timer_up() -> None:
-    """Before: a copy trailing its repair by an hour (any neighbour can send one) was a
-    sample like any other and held the node's lazy timeout at its ceiling for a minute;
-    later than the ceiling, it says nothing the timer can use."""
-    tree = BroadcastTree(lazy_timeout=0.1, graft_retry=0.2, max_missing=100, max_growth=8)
-    for link in (1, 2):
-        tree.link_up(link)
-    tree.heard(b"m" * 16, b"t" * 8, 2, now=0.0)
-    assert tree.due(now=0.1) == [(2, b"m" * 16, b"t" * 8)]
-    tree.received(b"m" * 16, now=0.15, repaired=True)
-    assert tree.arrived_by_repair(b"m" * 16, now=3600.0)
-    tree.heard(b"n" * 16, b"t" * 8, 2, now=3600.0)
-    assert tree.lazy_timeout == pytest.approx(0.1)
-    # One within the ceiling counts, at most up to the ceiling.
-    tree.received(b"n" * 16, now=3600.79)
-    assert tree.lazy_timeout == pytest.approx(0.8)
 
 
 def test_announcements_go_in_their_messages_send_band() -> None:

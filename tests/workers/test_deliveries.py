@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 
 import pytest
@@ -13,9 +12,9 @@ from somasync.core import wire
 from somasync.core.crypto import Identity
 from somasync.core.payload import MessageType
 from somasync.message import Message
-from somasync.testing import WALL, Mesh
+from somasync.testing import WALL
 from somasync.workers.records import ITEM, SupervisorKind, encode_delivery, encode_item
-from somasync.workers.supervisor import ShardedRuntime, _sum_core
+from somasync.workers.supervisor import ShardedRuntime
 
 
 class Application:
@@ -53,22 +52,3 @@ async def test_a_torn_record_keeps_the_direct_deliveries_before_the_tear(
     assert application.delivered == [("broadcast", "p", False), ("direct", "q", True)]
     assert runtime._ring_corrupted == 1
     assert any("corrupt" in r.getMessage() for r in caplog.records)
-
-
-def test_a_sharded_nodes_statistics_sum_tree_counters_and_keep_the_longest_timer() -> None:
-    """Each worker grows its own tree: its counters add up, but a timer is no count (two
-    workers waiting 0.25 s each do not make a node that waits 0.5 s)."""
-    mesh = Mesh()
-    mesh.add("a")
-    stats = mesh.nodes["a"].statistics()
-    assert stats.tree is not None
-
-    def with_tree(late_copies: int, lazy_timeout: float) -> object:
-        tree = dataclasses.replace(stats.tree, late_copies=late_copies,  # type: ignore[arg-type]
-                                   lazy_timeout=lazy_timeout)
-        return dataclasses.replace(stats, tree=tree)
-
-    total = _sum_core([with_tree(3, 0.25), with_tree(4, 1.5)], peers=0)  # type: ignore[list-item]
-    assert total.tree is not None
-    assert total.tree.late_copies == 7
-    assert total.tree.lazy_timeout == 1.5
