@@ -47,17 +47,19 @@ class Outbox:
         """Queue ``frame``; returns how many frames were dropped (evicted, or this one)."""
         band = priority >> 6
         excess = self.size + len(frame) - self.capacity
-        below = sum(self._band_bytes[:band])
         if band <= self._refusing:
             if self.size <= self.capacity - self.capacity // REFILL:
                 self._refusing = -1
-            elif not below or below < excess:
-                return 1
-            # Else lower bands hold what the frame needs (if anything): refusing it
-            # would keep less important frames queued in its place.
+            else:
+                below = sum(self._band_bytes[:band])
+                if not below or below < excess:
+                    return 1
+                # Else lower bands hold what the frame needs (if anything): refusing it
+                # would keep less important frames queued in its place.
         if excess <= 0:
             self._append(band, frame)
             return 0
+        below = sum(self._band_bytes[:band])
         if below < excess:
             self._refusing = max(self._refusing, band)
             return 1

@@ -64,6 +64,21 @@ def test_critical_messages_are_not_held_back_behind_shaped_bulk() -> None:
     assert len(mesh.delivered["b"]) < 200  # the bulk is still waiting
 
 
+def _overload(mesh: Mesh, publisher: str, *, seconds: float) -> list[bytes]:
+    """``publisher`` broadcasts 6 messages of about 330 B every 0.1 s for ``seconds``
+    (stepping the clock); returns their ids."""
+    ids = []
+    sequence = 0
+    for _ in range(round(seconds * 10)):
+        for _ in range(6):
+            sequence += 1
+            message = Message(MessageType.Data("x" * 200), "origin", timestamp=WALL,
+                              ttl=3600, sequence=sequence).sign_with_ed25519(KEY)
+            ids.append(mesh.nodes[publisher].broadcast(message.to_envelope(), now=mesh.now))
+        mesh.settle()
+        mesh.step(0.1)
+    return ids
+
 def test_losses_of_an_overload_longer_than_gap_timeout_are_all_repaired() -> None:
     # A shaped link fed twice its rate for eight gap_timeouts: its queue drops what does
     # not fit, and the peer's holes outlive gap_timeout before the sender gets to them;
@@ -75,16 +90,7 @@ def test_losses_of_an_overload_longer_than_gap_timeout_are_all_repaired() -> Non
     mesh.add("b", base)
     mesh.connect("a", "b")
     mesh.settle()
-    ids = []
-    sequence = 0
-    for _ in range(int(8 * base.gap_timeout * 10)):  # 6 messages of ~330 B every 0.1 s
-        for _ in range(6):
-            sequence += 1
-            message = Message(MessageType.Data("x" * 200), "origin", timestamp=WALL,
-                              ttl=3600, sequence=sequence).sign_with_ed25519(KEY)
-            ids.append(mesh.nodes["a"].broadcast(message.to_envelope(), now=mesh.now))
-        mesh.settle()
-        mesh.step(0.1)
+    ids = _overload(mesh, "a", seconds=8 * base.gap_timeout)
     assert mesh.nodes["a"].statistics().send_queue_dropped > 0  # it was an overload
     lacking = len(set(ids) - set(mesh.delivered["b"]))
     repairs_before = mesh.nodes["a"].statistics().repairs_sent
@@ -113,16 +119,7 @@ def test_a_shaped_node_with_many_neighbours_tells_each_that_it_defers_repairs() 
         mesh.connect("a", leaf)
     mesh.settle()
     assert len(leaves) * base.anti_entropy_interval > base.gap_timeout
-    ids = []
-    sequence = 0
-    for _ in range(int(3 * base.gap_timeout * 10)):  # 6 messages of ~330 B every 0.1 s
-        for _ in range(6):
-            sequence += 1
-            message = Message(MessageType.Data("x" * 200), "origin", timestamp=WALL,
-                              ttl=3600, sequence=sequence).sign_with_ed25519(KEY)
-            ids.append(mesh.nodes["a"].broadcast(message.to_envelope(), now=mesh.now))
-        mesh.settle()
-        mesh.step(0.1)
+    ids = _overload(mesh, "a", seconds=3 * base.gap_timeout)
     assert mesh.nodes["a"].statistics().send_queue_dropped > 0
     for _ in range(120):
         mesh.step(1.0)
