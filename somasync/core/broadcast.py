@@ -17,6 +17,17 @@ climbs up and down it (the simulator measured last-delivery hops of 24 median, 3
 A node keeps only the pruned (lazy) links of each stream, for at most ``max_trees``
 streams, least recently used first out; a forgotten stream floods once and prunes again.
 
+A push can cross the PRUNE that ends it: b prunes c, and c's copy of the next message,
+sent before the PRUNE reached c, arrives before the copy from b's parent a. Taken as
+Plumtree takes it, c becomes b's parent again (c no longer pushes to b), b passes the
+message on to a (a prunes b for that duplicate), and b prunes a for the tree copy that
+follows: no neighbour pushes that stream to b any more, and every message of the stream
+comes by GRAFT, one ``lazy_timeout`` late, until a GRAFT turns a link eager again, so a
+stream at 750 msg/s cost about 190 GRAFTs and repairs each time. Such a *stale push*
+(on a link this node pruned less than :data:`STALE_PUSH_WINDOW` ago) is delivered and
+passed on, but not back to the parent, and neither it nor the tree copy behind it
+changes the tree.
+
 When an announced message does not arrive within ``lazy_timeout`` (the tree above us
 broke: a crash, a partition), the node GRAFTs the announcer: asks it for the message and
 makes the link eager again, so the tree repairs itself where it broke. Should the answer
@@ -45,10 +56,16 @@ of the missing messages at once."""
 ANNOUNCE_BAND = 6
 """IHAVE entries are batched per send band, ``priority >> 6`` (the four bands of
 :class:`~somasync.core.outbox.Outbox`, first in first out within each)."""
+STALE_PUSH_WINDOW = 2.0
+"""Seconds after this node pruned a link during which a push on that link is taken for
+one sent before the PRUNE arrived (see the module): a round trip, under load. Later, the
+neighbour pushes on purpose (it forgot the stream's tree, or its link came back): its
+pushes count as usual, and prune or graft as Plumtree's do."""
 RECENT_REPAIRS = 256
-"""Messages that arrived by repair (GRAFT answer or anti-entropy), remembered so that a
-tree copy trailing them is not taken for a duplicate from a redundant link. The tree
-copy trails by at most the repair time (a second), so a short memory suffices."""
+"""Messages that arrived by repair (GRAFT answer or anti-entropy) or as a stale push,
+remembered so that a tree copy trailing them is not taken for a duplicate from a
+redundant link. The tree copy trails by at most the repair time or a round trip (about
+a second), so a short memory suffices."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +102,9 @@ class TreeStatistics:
     is due again ``graft_retry`` later, and no promise counts as broken meanwhile."""
     trees_dropped: int
     """Stream trees forgotten beyond ``max_trees`` (their next message floods)."""
+    stale_pushes: int = 0
+    """First copies pushed on a link this node had just pruned (a push crossing the
+    PRUNE, see the module): delivered and passed on, leaving the tree as it was."""
 
 
 @dataclass(slots=True)
@@ -113,6 +133,7 @@ class _Counters:
     announcements_refused: int = 0
     broken_promises: int = 0
     grafts_held: int = 0
+    stale_pushes: int = 0
 
 
 class BroadcastTree:
@@ -130,8 +151,8 @@ class BroadcastTree:
     """
 
     __slots__ = ("_broken", "_counters", "_deadlines", "_introduced", "_links", "_missing",
-                 "_pending", "_pruned", "_repaired", "_rotation", "graft_retry",
-                 "lazy_fanout", "lazy_timeout", "max_missing", "max_trees")
+                 "_parents", "_pending", "_pruned", "_pruned_at", "_repaired", "_rotation",
+                 "graft_retry", "lazy_fanout", "lazy_timeout", "max_missing", "max_trees")
 
     def __init__(self, *, lazy_timeout: float, graft_retry: float, max_missing: int,
                  max_trees: int = 4096) -> None:
@@ -152,6 +173,10 @@ class BroadcastTree:
         self._introduced: dict[int, int] = {}  # link -> missing messages it announced first
         self._broken: list[int] = []
         self._repaired: OrderedDict[bytes, None] = OrderedDict()
+        # Per stream, the link its last first copy was pushed on (the parent); and when
+        # this node pruned a (stream, link), recent ones only: what tells a stale push.
+        self._parents: OrderedDict[bytes, int] = OrderedDict()
+        self._pruned_at: OrderedDict[tuple[bytes, int], float] = OrderedDict()
         self._counters = _Counters()
 
     # --- ForwardingStrategy ------------------------------------------------------------
@@ -165,6 +190,10 @@ class BroadcastTree:
         if self._links.pop(link, 0) is None:
             for pruned in self._pruned.values():
                 pruned.pop(link, None)
+            for tag in [tag for tag, parent in self._parents.items() if parent == link]:
+                del self._parents[tag]
+            for key in [key for key in self._pruned_at if key[1] == link]:
+                del self._pruned_at[key]
         self._pending.pop(link, None)
 
     def links(self) -> list[int]:
@@ -193,10 +222,14 @@ class BroadcastTree:
             lazy = self._rotate(lazy)
         return lazy
 
-    def split_targets(self, tag: bytes, *, received_from: int | None
+    def split_targets(self, tag: bytes, *, received_from: int | None, skip: int | None = None
                       ) -> tuple[list[int], list[int]]:
         """``targets`` and ``lazy_targets`` at once (one lookup of the stream's tree, for
-        every message forwarded)."""
+        every message forwarded); ``skip``: a link pushed nothing, besides the sender
+        (the parent, for a stale push)."""
+        if skip is not None:
+            eager, lazy = self.split_targets(tag, received_from=received_from)
+            return [link for link in eager if link != skip], lazy
         pruned = self._pruned.get(tag)
         if pruned is None:
             return [link for link in self._links if link != received_from], []
@@ -241,8 +274,40 @@ class BroadcastTree:
                 self._counters.trees_dropped += 1
         pruned[link] = None
 
-    def count_prune_sent(self) -> None:
+    def prune(self, link: int, tag: bytes, *, now: float) -> None:
+        """A duplicate of stream ``tag`` came on ``link``: it goes lazy (this node PRUNEs
+        it), and pushes on it for a while after are stale (:meth:`stale_push`)."""
+        self.make_lazy(link, tag)
         self._counters.prunes_sent += 1
+        key = (tag, link)
+        self._pruned_at.pop(key, None)
+        self._pruned_at[key] = now
+        if len(self._pruned_at) > self.max_trees:
+            self._pruned_at.popitem(last=False)
+
+    def stale_push(self, link: int, tag: bytes, *, now: float) -> bool:
+        """Whether a push of stream ``tag`` on ``link`` was most likely sent before this
+        node's PRUNE of it arrived (see the module)."""
+        pruned = self._pruned.get(tag)
+        if pruned is None or link not in pruned:
+            return False
+        at = self._pruned_at.get((tag, link))
+        return at is not None and now - at < STALE_PUSH_WINDOW
+
+    def pushed(self, link: int, tag: bytes, *, stale: bool) -> None:
+        """A first copy of stream ``tag`` was pushed on ``link`` (not a repair)."""
+        if stale:
+            self._counters.stale_pushes += 1
+            return
+        self.make_eager(link, tag)  # it pushes to us: our parent in this tree
+        self._parents.pop(tag, None)
+        self._parents[tag] = link
+        if len(self._parents) > self.max_trees:
+            self._parents.popitem(last=False)
+
+    def parent(self, tag: bytes) -> int | None:
+        """The link stream ``tag``'s last first copy was pushed on, if still up."""
+        return self._parents.get(tag)
 
     def count_prune_received(self) -> None:
         self._counters.prunes_received += 1
@@ -326,19 +391,22 @@ class BroadcastTree:
         broken, self._broken = self._broken, []
         return broken
 
-    def received(self, message_id: bytes, *, repaired: bool = False) -> None:
+    def received(self, message_id: bytes, *, repaired: bool = False,
+                 stale: bool = False) -> None:
         """The message arrived (``repaired``: as a GRAFT answer or an anti-entropy
-        repair): no GRAFT for it (its deadline is skipped when due)."""
+        repair; ``stale``: as a stale push): no GRAFT for it (its deadline is skipped when
+        due), and for either, the tree copy that may trail it prunes nothing."""
         missing = self._missing.pop(message_id, None)
         if missing is not None:
             self._forget(missing)
-        if repaired:
+        if repaired or stale:
             self._repaired[message_id] = None
             if len(self._repaired) > RECENT_REPAIRS:
                 self._repaired.popitem(last=False)
 
     def arrived_by_repair(self, message_id: bytes) -> bool:
-        """Whether the first copy of this (recent) message was a repair."""
+        """Whether the first copy of this (recent) message was a repair or a stale
+        push: a tree copy trailing it is no redundant path."""
         return message_id in self._repaired
 
     def due(self, *, now: float, waiting: Callable[[bytes], bool] | None = None
@@ -413,5 +481,5 @@ class BroadcastTree:
             grafts_received=c.grafts_received, prunes_received=c.prunes_received,
             missing_dropped=c.missing_dropped, trees_dropped=c.trees_dropped,
             announcements_refused=c.announcements_refused, broken_promises=c.broken_promises,
-            grafts_held=c.grafts_held,
+            grafts_held=c.grafts_held, stale_pushes=c.stale_pushes,
         )

@@ -1281,16 +1281,22 @@ class Endpoint:
                                                       frame.hops, False)))
         tree = self._tree
         tag = _tag_of(envelope)
+        skip = None
         if tree is not None:
             repaired = bool(frame.flags & wire.FLAG_REPAIR)
-            tree.received(message_id, repaired=repaired)
+            stale = not repaired and tree.stale_push(state.id, tag, now=now)
+            tree.received(message_id, repaired=repaired, stale=stale)
             if not repaired:
-                tree.make_eager(state.id, tag)  # it pushes to us: our parent in this tree
+                tree.pushed(state.id, tag, stale=stale)
+            if stale:
+                # Not back to the parent, whose own copy is on its way: there it would be
+                # a duplicate, and the parent would prune this node.
+                skip = tree.parent(tag)
         if frame.hops + 1 < config.max_hops:
             # A repair travels on as a repair: where it meets the tree's own copy of the
             # message, neither copy may look like a redundant path and prune the tree.
             self._forward(envelope, hops=frame.hops + 1, received_from=state.id,
-                          repair=bool(frame.flags & wire.FLAG_REPAIR), tag=tag)
+                          repair=bool(frame.flags & wire.FLAG_REPAIR), tag=tag, skip=skip)
         elif tree is not None:
             # The hop count is the sender's word, not the origin's: a neighbour that sets
             # it at the limit must not keep a verified message from the rest of the mesh.
@@ -1567,14 +1573,16 @@ class Endpoint:
         self._store.add(envelope, now=now, wall_now=now + self._wall_offset, hops=hops)
 
     def _forward(self, envelope: wire.Envelope, *, hops: int, received_from: int | None,
-                 repair: bool = False, tag: bytes | None = None) -> None:
+                 repair: bool = False, tag: bytes | None = None,
+                 skip: int | None = None) -> None:
         """Push to the stream's targets, and announce to the tree's lazy links; ``tag``:
-        the stream's, when the caller already has it."""
+        the stream's, when the caller already has it; ``skip``: a tree link to push
+        nothing to (see :meth:`BroadcastTree.split_targets`)."""
         if tag is None:
             tag = _tag_of(envelope)
         tree = self._tree
         if tree is not None:
-            targets, lazy = tree.split_targets(tag, received_from=received_from)
+            targets, lazy = tree.split_targets(tag, received_from=received_from, skip=skip)
             if lazy:
                 entry = wire.encode_tree_entry(envelope.id, tag, hops)
                 priority = envelope.priority
@@ -1607,10 +1615,9 @@ class Endpoint:
             # The repair overtook this tree copy: the link is sound, keep it.
             tree.make_eager(state.id, tag)
             return
-        tree.make_lazy(state.id, tag)
+        tree.prune(state.id, tag, now=self._now)
         self._send_tree_frame(state, wire.FrameKind.PRUNE,
                               [wire.encode_tree_entry(message_id, tag)])
-        tree.count_prune_sent()
 
     def _on_tree_frame(self, state: _Link, frame: wire.Frame, now: float) -> None:
         """An IHAVE, GRAFT or PRUNE from a neighbour. A sharded node hands each entry to

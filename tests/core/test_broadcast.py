@@ -9,7 +9,8 @@ import pytest
 
 from somasync.config import GossipConfig
 from somasync.core import endpoint as endpoint_module, wire
-from somasync.core.broadcast import BroadcastTree
+from somasync.core.broadcast import STALE_PUSH_WINDOW, BroadcastTree
+from somasync.core.endpoint import Endpoint
 from somasync.core.events import FrameRejected
 from somasync.core.payload import MessageType
 from somasync.message import Message
@@ -488,3 +489,51 @@ def test_announcements_go_in_their_messages_send_band() -> None:
     announced = {priority for kind, priority in queued if kind == wire.FrameKind.IHAVE}
     assert announced == {0, 192}  # the bands of 32 and 10, of 200 and 250
 
+
+
+def _triangle() -> tuple[Mesh, Endpoint]:
+    """a, b, c all linked, stream "origin" published at a: a pushes to b and c, and b-c
+    is pruned (both ways)."""
+    mesh = Mesh(TREE)
+    for name in "abc":
+        mesh.add(name)
+    for left, right in ("ab", "ac", "bc"):
+        mesh.connect(left, right)
+    mesh.settle()
+    for sequence in range(1, 4):
+        publish(mesh, sequence, origin="a")
+    b = mesh.nodes["b"]
+    assert b._tree is not None and not b._tree.is_eager(mesh.link_of("b", "c"), TAG)
+    return mesh, b
+
+
+def test_a_push_crossing_a_prune_leaves_the_tree_as_it_was() -> None:
+    """c's push of a message was on its way when b pruned c, and came before a's. Before:
+    b passed it on to a (which pruned b for the duplicate) and pruned a for the tree copy
+    behind it; no neighbour pushed the stream to b any more, and each later message came
+    by GRAFT, a lazy timeout late."""
+    mesh, b = _triangle()
+    late = message(4)
+    mesh.nodes["a"].broadcast(late, now=mesh.now)  # queued at a, not yet moved
+    mesh.inject("b", mesh.link_of("b", "c"), wire.encode_message_frame(late, hops=1))
+    mesh.settle()
+    assert late.id in mesh.delivered["b"]
+    following = publish(mesh, 5, origin="a")
+    assert following in mesh.delivered["b"], "pushed by a, not left to a GRAFT"
+    tree = b.statistics().tree
+    assert tree is not None and tree.grafts_sent == 0
+    assert tree.stale_pushes == 1
+
+
+def test_a_neighbour_pushing_long_after_its_prune_is_taken_at_its_word() -> None:
+    """Past the window a push on a pruned link is on purpose (the neighbour forgot the
+    tree): as in Plumtree, it is a parent again, and the tree prunes the redundant path."""
+    mesh, b = _triangle()
+    mesh.step(STALE_PUSH_WINDOW + 1)
+    pushed = message(4)
+    from_c = mesh.link_of("b", "c")
+    mesh.inject("b", from_c, wire.encode_message_frame(pushed, hops=1))
+    mesh.settle()
+    assert b._tree is not None and b._tree.is_eager(from_c, TAG)
+    tree = b.statistics().tree
+    assert tree is not None and tree.stale_pushes == 0
