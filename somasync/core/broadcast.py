@@ -25,7 +25,7 @@ follows: no neighbour pushes that stream to b any more, and every message of the
 comes by GRAFT, one ``lazy_timeout`` late, until a GRAFT turns a link eager again, so a
 stream at 750 msg/s cost about 190 GRAFTs and repairs each time. Such a *stale push*
 (on a link this node pruned less than :data:`STALE_PUSH_WINDOW` ago) is delivered and
-passed on, but not back to the parent, and neither it nor the tree copy behind it
+passed on, but only announced to the parent, and neither it nor the tree copy behind it
 changes the tree.
 
 When an announced message does not arrive within ``lazy_timeout`` (the tree above us
@@ -225,11 +225,14 @@ class BroadcastTree:
     def split_targets(self, tag: bytes, *, received_from: int | None, skip: int | None = None
                       ) -> tuple[list[int], list[int]]:
         """``targets`` and ``lazy_targets`` at once (one lookup of the stream's tree, for
-        every message forwarded); ``skip``: a link pushed nothing, besides the sender
-        (the parent, for a stale push)."""
+        every message forwarded); ``skip``: an eager link only announced to, besides the
+        sender (the parent, for a stale push: its own copy should be on its way, and
+        should it have lost its own way to the origin, the announcement lets it GRAFT)."""
         if skip is not None:
             eager, lazy = self.split_targets(tag, received_from=received_from)
-            return [link for link in eager if link != skip], lazy
+            if skip not in eager:
+                return eager, lazy
+            return [link for link in eager if link != skip], [*lazy, skip]
         pruned = self._pruned.get(tag)
         if pruned is None:
             return [link for link in self._links if link != received_from], []

@@ -1289,8 +1289,8 @@ class Endpoint:
             if not repaired:
                 tree.pushed(state.id, tag, stale=stale)
             if stale:
-                # Not back to the parent, whose own copy is on its way: there it would be
-                # a duplicate, and the parent would prune this node.
+                # Only announced to the parent, whose own copy is on its way: pushed, it
+                # would be a duplicate there, and the parent would prune this node.
                 skip = tree.parent(tag)
         if frame.hops + 1 < config.max_hops:
             # A repair travels on as a repair: where it meets the tree's own copy of the
@@ -1612,8 +1612,10 @@ class Endpoint:
         origin, source = wire.envelope_stream_bytes(body)
         tag = wire.stream_tag(origin, source)
         if tree.arrived_by_repair(message_id):
-            # The repair overtook this tree copy: the link is sound, keep it.
-            tree.make_eager(state.id, tag)
+            # The repair (or a stale push) overtook this tree copy: the link is sound,
+            # keep it; unless this is a second stale push, on a link just pruned.
+            if not tree.stale_push(state.id, tag, now=self._now):
+                tree.make_eager(state.id, tag)
             return
         tree.prune(state.id, tag, now=self._now)
         self._send_tree_frame(state, wire.FrameKind.PRUNE,

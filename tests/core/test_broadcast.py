@@ -503,7 +503,8 @@ def _triangle() -> tuple[Mesh, Endpoint]:
     for sequence in range(1, 4):
         publish(mesh, sequence, origin="a")
     b = mesh.nodes["b"]
-    assert b._tree is not None and not b._tree.is_eager(mesh.link_of("b", "c"), TAG)
+    assert b._tree is not None
+    assert not b._tree.is_eager(mesh.link_of("b", "c"), TAG)
     return mesh, b
 
 
@@ -521,7 +522,8 @@ def test_a_push_crossing_a_prune_leaves_the_tree_as_it_was() -> None:
     following = publish(mesh, 5, origin="a")
     assert following in mesh.delivered["b"], "pushed by a, not left to a GRAFT"
     tree = b.statistics().tree
-    assert tree is not None and tree.grafts_sent == 0
+    assert tree is not None
+    assert tree.grafts_sent == 0
     assert tree.stale_pushes == 1
 
 
@@ -534,6 +536,57 @@ def test_a_neighbour_pushing_long_after_its_prune_is_taken_at_its_word() -> None
     from_c = mesh.link_of("b", "c")
     mesh.inject("b", from_c, wire.encode_message_frame(pushed, hops=1))
     mesh.settle()
-    assert b._tree is not None and b._tree.is_eager(from_c, TAG)
+    assert b._tree is not None
+    assert b._tree.is_eager(from_c, TAG)
     tree = b.statistics().tree
-    assert tree is not None and tree.stale_pushes == 0
+    assert tree is not None
+    assert tree.stale_pushes == 0
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_parent_cut_off_upstream_still_hears_of_the_stale_push(shards: int) -> None:
+    """Review: b passed a stale push on to everyone but its parent a, which had just lost
+    its own link to the origin, so a never got the message (with anti-entropy far away).
+    The parent is announced to instead: if it lacks the message it GRAFTs it."""
+    mesh = Mesh(TREE)
+    for name in ("o", "a", "b", "c"):
+        mesh.add(name, shards=shards if name == "b" else 1)
+    for left, right in (("o", "a"), ("a", "b"), ("o", "c"), ("c", "b")):
+        mesh.connect(left, right)
+    mesh.settle()
+    for sequence in range(1, 4):
+        publish(mesh, sequence, origin="o")  # o pushes to a and c, a to b; b prunes c
+    mesh.disconnect(mesh.wires[("o", mesh.link_of("o", "a"))])  # a: only b is left
+    mesh.settle()
+    late = message(4)
+    mesh.nodes["o"].broadcast(late, now=mesh.now)
+    mesh.inject("b", mesh.link_of("b", "c"), wire.encode_message_frame(late, hops=1))
+    mesh.settle()
+    mesh.step(5.0)
+    assert late.id in mesh.delivered["b"]
+    assert late.id in mesh.delivered["a"], "a, whose only link is b, never got it"
+
+
+def test_a_second_stale_push_of_one_message_does_not_make_its_link_eager() -> None:
+    """Review: two crossing pushes of one message; the second was taken for a tree copy
+    trailing a repair and turned its pruned link eager again (one more duplicate)."""
+    mesh = Mesh(TREE)
+    for name in "abcd":
+        mesh.add(name)
+    for left, right in ("ab", "ac", "ad", "bc", "bd"):
+        mesh.connect(left, right)
+    mesh.settle()
+    for sequence in range(1, 4):
+        publish(mesh, sequence, origin="a")
+    b = mesh.nodes["b"]
+    assert b._tree is not None
+    from_c, from_d = mesh.link_of("b", "c"), mesh.link_of("b", "d")
+    assert not b._tree.is_eager(from_c, TAG)
+    assert not b._tree.is_eager(from_d, TAG)
+    late = message(4)
+    mesh.nodes["a"].broadcast(late, now=mesh.now)
+    mesh.inject("b", from_c, wire.encode_message_frame(late, hops=1))
+    mesh.inject("b", from_d, wire.encode_message_frame(late, hops=1))
+    mesh.settle()
+    assert not b._tree.is_eager(from_c, TAG)
+    assert not b._tree.is_eager(from_d, TAG)
