@@ -490,18 +490,24 @@ def test_announcements_go_in_their_messages_send_band() -> None:
     assert announced == {0, 192}  # the bands of 32 and 10, of 200 and 250
 
 
+def _tree_of(links: tuple[str, ...], origin: str, *, sharded: str = "") -> Mesh:
+    """Nodes joined by ``links`` (each two names), three messages published at
+    ``origin`` so the stream's tree has formed; ``sharded``: a node of two workers."""
+    mesh = Mesh(TREE)
+    for name in sorted({name for link in links for name in link}):
+        mesh.add(name, shards=2 if name == sharded else 1)
+    for left, right in links:
+        mesh.connect(left, right)
+    mesh.settle()
+    for sequence in range(1, 4):
+        publish(mesh, sequence, origin=origin)
+    return mesh
+
 
 def _triangle() -> tuple[Mesh, Endpoint]:
     """a, b, c all linked, stream "origin" published at a: a pushes to b and c, and b-c
     is pruned (both ways)."""
-    mesh = Mesh(TREE)
-    for name in "abc":
-        mesh.add(name)
-    for left, right in ("ab", "ac", "bc"):
-        mesh.connect(left, right)
-    mesh.settle()
-    for sequence in range(1, 4):
-        publish(mesh, sequence, origin="a")
+    mesh = _tree_of(("ab", "ac", "bc"), "a")
     b = mesh.nodes["b"]
     assert b._tree is not None
     assert not b._tree.is_eager(mesh.link_of("b", "c"), TAG)
@@ -548,14 +554,8 @@ def test_a_parent_cut_off_upstream_still_hears_of_the_stale_push(shards: int) ->
     """Review: b passed a stale push on to everyone but its parent a, which had just lost
     its own link to the origin, so a never got the message (with anti-entropy far away).
     The parent is announced to instead: if it lacks the message it GRAFTs it."""
-    mesh = Mesh(TREE)
-    for name in ("o", "a", "b", "c"):
-        mesh.add(name, shards=shards if name == "b" else 1)
-    for left, right in (("o", "a"), ("a", "b"), ("o", "c"), ("c", "b")):
-        mesh.connect(left, right)
-    mesh.settle()
-    for sequence in range(1, 4):
-        publish(mesh, sequence, origin="o")  # o pushes to a and c, a to b; b prunes c
+    # o pushes to a and c, a to b; b prunes c.
+    mesh = _tree_of(("oa", "ab", "oc", "cb"), "o", sharded="b" if shards > 1 else "")
     mesh.disconnect(mesh.wires[("o", mesh.link_of("o", "a"))])  # a: only b is left
     mesh.settle()
     late = message(4)
@@ -570,14 +570,7 @@ def test_a_parent_cut_off_upstream_still_hears_of_the_stale_push(shards: int) ->
 def test_a_second_stale_push_of_one_message_does_not_make_its_link_eager() -> None:
     """Review: two crossing pushes of one message; the second was taken for a tree copy
     trailing a repair and turned its pruned link eager again (one more duplicate)."""
-    mesh = Mesh(TREE)
-    for name in "abcd":
-        mesh.add(name)
-    for left, right in ("ab", "ac", "ad", "bc", "bd"):
-        mesh.connect(left, right)
-    mesh.settle()
-    for sequence in range(1, 4):
-        publish(mesh, sequence, origin="a")
+    mesh = _tree_of(("ab", "ac", "ad", "bc", "bd"), "a")
     b = mesh.nodes["b"]
     assert b._tree is not None
     from_c, from_d = mesh.link_of("b", "c"), mesh.link_of("b", "d")
