@@ -212,19 +212,9 @@ class BroadcastTree:
 
     # --- tree shape, per stream ----------------------------------------------------------
 
-    def lazy_targets(self, tag: bytes, *, received_from: int | None) -> list[int]:
-        """The links stream ``tag``'s messages are only announced to."""
-        pruned = self._pruned.get(tag)
-        if pruned is None:
-            return []
-        lazy = [link for link in pruned if link != received_from]
-        if self.lazy_fanout is not None and len(lazy) > self.lazy_fanout:
-            lazy = self._rotate(lazy)
-        return lazy
-
     def split_targets(self, tag: bytes, *, received_from: int | None, skip: int | None = None
                       ) -> tuple[list[int], list[int]]:
-        """``targets`` and ``lazy_targets`` at once (one lookup of the stream's tree, for
+        """``targets``, and the links only announced to, at once (one lookup of the tree, for
         every message forwarded); ``skip``: an eager link only announced to, besides the
         sender (the parent, for a stale push: its own copy should be on its way, and
         should it have lost its own way to the origin, the announcement lets it GRAFT)."""
@@ -292,21 +282,31 @@ class BroadcastTree:
         """Whether a push of stream ``tag`` on ``link`` was most likely sent before this
         node's PRUNE of it arrived (see the module)."""
         pruned = self._pruned.get(tag)
-        if pruned is None or link not in pruned:
-            return False
+        return pruned is not None and link in pruned and self._pruned_lately(tag, link, now)
+
+    def _pruned_lately(self, tag: bytes, link: int, now: float) -> bool:
         at = self._pruned_at.get((tag, link))
         return at is not None and now - at < STALE_PUSH_WINDOW
 
-    def pushed(self, link: int, tag: bytes, *, stale: bool) -> None:
-        """A first copy of stream ``tag`` was pushed on ``link`` (not a repair)."""
-        if stale:
-            self._counters.stale_pushes += 1
-            return
-        self.make_eager(link, tag)  # it pushes to us: our parent in this tree
-        self._parents.pop(tag, None)
-        self._parents[tag] = link
-        if len(self._parents) > self.max_trees:
-            self._parents.popitem(last=False)
+    def pushed(self, link: int, tag: bytes, *, now: float) -> bool:
+        """A first copy of stream ``tag`` was pushed on ``link`` (not a repair): that link
+        is the stream's parent, eager; unless the push was stale (returns True), which
+        leaves the tree as it was. One lookup of the stream's tree, once per message."""
+        pruned = self._pruned.get(tag)
+        if pruned is not None and link in pruned:
+            if self._pruned_lately(tag, link, now):
+                self._counters.stale_pushes += 1
+                return True
+            del pruned[link]  # it pushes to us: our parent in this tree
+        parents = self._parents
+        if parents.get(tag) == link:
+            parents.move_to_end(tag)
+        else:
+            parents.pop(tag, None)
+            parents[tag] = link
+            if len(parents) > self.max_trees:
+                parents.popitem(last=False)
+        return False
 
     def parent(self, tag: bytes) -> int | None:
         """The link stream ``tag``'s last first copy was pushed on, if still up."""

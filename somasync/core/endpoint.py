@@ -1284,10 +1284,8 @@ class Endpoint:
         skip = None
         if tree is not None:
             repaired = bool(frame.flags & wire.FLAG_REPAIR)
-            stale = not repaired and tree.stale_push(state.id, tag, now=now)
+            stale = not repaired and tree.pushed(state.id, tag, now=now)
             tree.received(message_id, repaired=repaired, stale=stale)
-            if not repaired:
-                tree.pushed(state.id, tag, stale=stale)
             if stale:
                 # Only announced to the parent, whose own copy is on its way: pushed, it
                 # would be a duplicate there, and the parent would prune this node.

@@ -272,7 +272,7 @@ def test_stream_trees_are_bounded_least_recently_used_first() -> None:
     assert tree.is_eager(1, b"b" * 8), "forgotten: floods again"
     assert not tree.is_eager(1, b"a" * 8)
     assert tree.targets(b"c" * 8, received_from=None) == [2]
-    assert tree.lazy_targets(b"c" * 8, received_from=None) == [1]
+    assert tree.split_targets(b"c" * 8, received_from=None)[1] == [1]
 
 
 def test_one_neighbours_announcements_cannot_evict_the_others_missing_messages() -> None:

@@ -390,7 +390,7 @@ def test_the_ihave_fanout_caps_announcements_and_rotates_over_the_lazy_links() -
         for link in lazy:
             announced[link] = announced.get(link, 0) + 1
     assert announced == dict.fromkeys(range(2, 9), 3)  # an equal share each
-    assert len(tree.lazy_targets(b"s", received_from=2)) == 3
+    assert len(tree.split_targets(b"s", received_from=2)[1]) == 3
 
 
 def test_retune_sets_the_endpoints_fanout_and_anti_entropy_interval() -> None:
